@@ -1,0 +1,1 @@
+"""promptwire: call your own LLM behind a prompt endpoint from LangChain."""

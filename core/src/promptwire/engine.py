@@ -1,0 +1,101 @@
+"""What a backend implements to be served: an engine that turns a request into text.
+
+The server (``promptwire.server``) owns HTTP; an engine owns generation. An engine only has to
+implement ``stream``; whole replies are assembled from it. Engines must not block the event loop.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from promptwire.protocol import ErrorType, FinishReason, PromptRequest, Usage
+
+
+@dataclass(frozen=True)
+class TextChunk:
+    """The next piece of generated text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The end of a generation; always the last event an engine yields."""
+
+    finish_reason: FinishReason
+    usage: Usage
+
+
+EngineEvent = TextChunk | Finish
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+
+
+class EngineError(Exception):
+    """An error an engine raises on purpose; the server turns it into a protocol error reply."""
+
+    status_code = 500
+    error_type = ErrorType.SERVER_ERROR
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class RequestRejected(EngineError):
+    """The request cannot be served as asked (for example, a prompt longer than the context)."""
+
+    status_code = 422
+    error_type = ErrorType.INVALID_REQUEST
+
+
+class EngineOverloaded(EngineError):
+    status_code = 503
+    error_type = ErrorType.OVERLOADED
+
+
+class EngineNotReady(EngineError):
+    status_code = 503
+    error_type = ErrorType.NOT_READY
+
+
+class Engine(ABC):
+    """A text generator behind the protocol."""
+
+    #: Reported as ``model`` in replies and on ``/health``.
+    model_name: str | None = None
+
+    async def start(self) -> None:
+        """Load what generation needs. Called once before serving; must be safe to call twice."""
+
+    async def stop(self) -> None:
+        """Release resources. Called once when the server shuts down."""
+
+    @property
+    def ready(self) -> bool:
+        """True once ``start`` has finished and requests can be served."""
+        return True
+
+    def check(self, request: PromptRequest) -> None:
+        """Reject a request that cannot be served, before any generation starts."""
+
+    @abstractmethod
+    def stream(self, request: PromptRequest) -> AsyncIterator[EngineEvent]:
+        """Yield ``TextChunk``s, then exactly one ``Finish``. Closing the iterator cancels."""
+
+    async def complete(self, request: PromptRequest) -> Completion:
+        pieces: list[str] = []
+        async for event in self.stream(request):
+            if isinstance(event, TextChunk):
+                pieces.append(event.text)
+            else:
+                return Completion("".join(pieces), event.finish_reason, event.usage)
+        raise EngineError("the engine ended a generation without finishing it")

@@ -1,0 +1,114 @@
+"""Errors a promptwire user can catch, as one hierarchy (in the manner of httpx's exceptions).
+
+PromptwireError
+├── ConfigurationError          bad settings or an unknown backend
+├── PluginError                 a plugin failed to load or registered something invalid
+└── EndpointError               anything that went wrong talking to an endpoint (has ``url``)
+    ├── EndpointConnectError    the connection was refused or dropped before a reply
+    ├── EndpointTimeoutError    no complete reply within the configured timeout
+    ├── ProtocolError           a reply that does not follow the protocol (non-JSON, no ``prompt``)
+    ├── StreamError             the server reported an error in the middle of a stream
+    └── HTTPStatusError         a non-2xx answer (has ``status_code``, ``error_type``)
+        ├── InvalidRequestError 400/404/405/422: the request itself is wrong
+        ├── AuthenticationError 401/403
+        ├── RequestTooLargeError 413
+        ├── RateLimitError      429
+        ├── OverloadedError     503
+        └── ServerError         other 5xx
+"""
+
+from __future__ import annotations
+
+
+class PromptwireError(Exception):
+    """Base class of every error promptwire raises on purpose."""
+
+
+class ConfigurationError(PromptwireError):
+    pass
+
+
+class PluginError(PromptwireError):
+    pass
+
+
+class EndpointError(PromptwireError):
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(f"{message} ({url})")
+        self.url = url
+
+
+class EndpointConnectError(EndpointError):
+    pass
+
+
+class EndpointTimeoutError(EndpointError):
+    pass
+
+
+class ProtocolError(EndpointError):
+    pass
+
+
+class StreamError(EndpointError):
+    def __init__(self, message: str, *, url: str, error_type: str) -> None:
+        super().__init__(f"stream failed: {error_type}: {message}", url=url)
+        self.error_type = error_type
+
+
+class HTTPStatusError(EndpointError):
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str,
+        status_code: int,
+        error_type: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        label = f"HTTP {status_code}" + (f" {error_type}" if error_type else "")
+        super().__init__(f"{label}: {message}", url=url)
+        self.status_code = status_code
+        self.error_type = error_type
+        self.retry_after = retry_after
+
+
+class InvalidRequestError(HTTPStatusError):
+    pass
+
+
+class AuthenticationError(HTTPStatusError):
+    pass
+
+
+class RequestTooLargeError(HTTPStatusError):
+    pass
+
+
+class RateLimitError(HTTPStatusError):
+    pass
+
+
+class OverloadedError(HTTPStatusError):
+    pass
+
+
+class ServerError(HTTPStatusError):
+    pass
+
+
+def status_error_class(status_code: int) -> type[HTTPStatusError]:
+    """The most specific error class for a non-2xx status."""
+    if status_code in (401, 403):
+        return AuthenticationError
+    if status_code == 413:
+        return RequestTooLargeError
+    if status_code == 429:
+        return RateLimitError
+    if status_code == 503:
+        return OverloadedError
+    if status_code >= 500:
+        return ServerError
+    if 400 <= status_code < 500:
+        return InvalidRequestError
+    return HTTPStatusError

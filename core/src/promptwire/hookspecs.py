@@ -1,0 +1,28 @@
+"""The hooks a promptwire plugin can implement. Each passes a ``register`` callback or the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    import typer
+
+    from promptwire.backends import Backend
+
+PROJECT_NAME = "promptwire"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def register_backends(register: Callable[[Backend], None]) -> None:
+    """Register backends by calling ``register(Backend(...))`` once for each."""
+
+
+@hookspec
+def register_commands(cli: typer.Typer) -> None:
+    """Add commands to the ``promptwire`` CLI."""

@@ -1,0 +1,120 @@
+"""The prompt endpoint protocol, v1, as pydantic models shared by the client and the server.
+
+Compatible both ways with ``langchain_community.llms.Modal``: the request is a JSON object with a
+``prompt`` string plus any other keys, and the reply carries the completion under ``prompt``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PROTOCOL_VERSION = "1"
+
+# Bounds a server enforces; documented in the README so clients know them up front.
+MAX_BODY_BYTES = 1 << 20
+MAX_STOP_SEQUENCES = 32
+MAX_STOP_LENGTH = 256
+MAX_TOKENS_LIMIT = 1 << 20
+MAX_TEMPERATURE = 10.0
+
+# Server-sent event names used by a streaming reply.
+EVENT_DELTA = "delta"
+EVENT_DONE = "done"
+EVENT_ERROR = "error"
+
+StopSequence = Annotated[str, Field(min_length=1, max_length=MAX_STOP_LENGTH)]
+
+
+class PromptRequest(BaseModel):
+    """A request: ``prompt`` plus the generation parameters a server understands.
+
+    Unknown keys are kept (``extra="allow"``) and ignored; known keys are checked strictly, so
+    ``"max_tokens": "5"`` is an error rather than a silent coercion.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    prompt: str
+    max_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS_LIMIT)] | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=MAX_TEMPERATURE, allow_inf_nan=False)] | None = (
+        None
+    )
+    top_p: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] | None = None
+    top_k: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    stop: Annotated[list[StopSequence], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = None
+    stream: bool = False
+
+    def known_params(self) -> dict[str, Any]:
+        """The generation parameters that were set, without the prompt, stream flag or extras."""
+        return self.model_dump(exclude={"prompt", "stream"}, exclude_none=True, exclude_unset=True)
+
+
+class FinishReason(StrEnum):
+    STOP = "stop"
+    LENGTH = "length"
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class PromptResponse(BaseModel):
+    """A whole reply. ``prompt`` holds the completion text (the key is kept for compatibility)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt: str
+    usage: Usage | None = None
+    finish_reason: FinishReason | None = None
+    model: str | None = None
+
+
+class StreamDelta(BaseModel):
+    """One streamed piece of text (event ``delta``)."""
+
+    text: str
+
+
+class StreamDone(BaseModel):
+    """The last event of a stream (event ``done``)."""
+
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    model: str | None = None
+
+
+class ErrorType(StrEnum):
+    INVALID_REQUEST = "invalid_request"
+    UNAUTHORIZED = "unauthorized"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    TOO_LARGE = "request_too_large"
+    OVERLOADED = "overloaded"
+    NOT_READY = "not_ready"
+    SERVER_ERROR = "server_error"
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every non-2xx answer, and the ``error`` event of a stream."""
+
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    model: str | None = None
+    protocol: str = PROTOCOL_VERSION

@@ -1,0 +1,65 @@
+"""Settings from arguments, the environment (``PROMPTWIRE_*``) and ``.env``, in that order.
+
+A backend's own settings nest under its name: ``PROMPTWIRE_MODAL_EXLLAMA__CACHE_MODE=Q4`` sets
+``cache_mode`` of the ``modal_exllama`` backend (see ``backend_settings_config``).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from promptwire.protocol import MAX_BODY_BYTES
+
+ENV_PREFIX = "PROMPTWIRE_"
+DEFAULT_ENDPOINT_URL = "http://127.0.0.1:8000/"
+DEFAULT_SERVE_BACKEND = "modal_dummy"
+
+
+class PromptwireSettings(BaseSettings):
+    """Everything the client, the server and the CLI read from the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    backend: str | None = Field(
+        default=None, description="Backend name; picks the client adapter and the served engine."
+    )
+    endpoint_url: str = Field(default=DEFAULT_ENDPOINT_URL, description="The prompt endpoint.")
+    api_key: SecretStr | None = Field(default=None, description="Bearer token (client and server).")
+    modal_key: SecretStr | None = Field(default=None, description="Modal proxy-auth key.")
+    modal_secret: SecretStr | None = Field(default=None, description="Modal proxy-auth secret.")
+
+    timeout: float = Field(
+        default=600.0,
+        gt=0,
+        description="Seconds for a whole reply, or between two pieces of a stream. Generous "
+        "because a Modal cold start can take minutes.",
+    )
+    connect_timeout: float = Field(default=10.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=20)
+    retry_unsafe: bool = Field(
+        default=False,
+        description="Also retry failures after which the server may have run the request "
+        "(502, 504, read timeouts, dropped connections).",
+    )
+    max_concurrency: int = Field(default=16, ge=1, description="Prompts of a batch in flight.")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1024)
+    max_in_flight: int | None = Field(
+        default=None, ge=1, description="Server: requests served at once before answering 503."
+    )
+
+
+def backend_settings_config(backend_name: str) -> SettingsConfigDict:
+    """The settings config of a backend's own settings class (``PROMPTWIRE_<NAME>__<FIELD>``)."""
+    return SettingsConfigDict(
+        env_prefix=f"{ENV_PREFIX}{backend_name.upper()}__",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )

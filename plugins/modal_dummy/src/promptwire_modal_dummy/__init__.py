@@ -1,0 +1,1 @@
+"""promptwire backend: the hello-world endpoint."""

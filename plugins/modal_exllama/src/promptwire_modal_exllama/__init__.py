@@ -1,0 +1,1 @@
+"""promptwire backend: an ExLlamaV2 model."""
