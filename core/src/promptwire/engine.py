@@ -7,7 +7,7 @@ implement ``stream``; whole replies are assembled from it. Engines must not bloc
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from promptwire.protocol import ErrorType, FinishReason, PromptRequest, Usage
@@ -88,7 +88,7 @@ class Engine(ABC):
         """Reject a request that cannot be served, before any generation starts."""
 
     @abstractmethod
-    def stream(self, request: PromptRequest) -> AsyncIterator[EngineEvent]:
+    def stream(self, request: PromptRequest) -> AsyncGenerator[EngineEvent, None]:
         """Yield ``TextChunk``s, then exactly one ``Finish``. Closing the iterator cancels."""
 
     async def complete(self, request: PromptRequest) -> Completion:

@@ -33,9 +33,16 @@ class PluginError(PromptwireError):
 
 
 class EndpointError(PromptwireError):
-    def __init__(self, message: str, *, url: str) -> None:
+    """``transient``: worth another try. ``may_have_run``: the server may have run the request,
+    so repeating it is only done when the caller allows it (``retry_unsafe``)."""
+
+    def __init__(
+        self, message: str, *, url: str, transient: bool = False, may_have_run: bool = True
+    ) -> None:
         super().__init__(f"{message} ({url})")
         self.url = url
+        self.transient = transient
+        self.may_have_run = may_have_run
 
 
 class EndpointConnectError(EndpointError):
@@ -67,7 +74,12 @@ class HTTPStatusError(EndpointError):
         retry_after: float | None = None,
     ) -> None:
         label = f"HTTP {status_code}" + (f" {error_type}" if error_type else "")
-        super().__init__(f"{label}: {message}", url=url)
+        super().__init__(
+            f"{label}: {message}",
+            url=url,
+            transient=status_code in (429, 502, 503, 504),
+            may_have_run=status_code not in (429, 503),
+        )
         self.status_code = status_code
         self.error_type = error_type
         self.retry_after = retry_after

@@ -146,8 +146,12 @@ def get_backends() -> dict[str, RegisteredBackend]:
         for backend in registered:
             if backend.name in backends:
                 owner = backends[backend.name].plugin.name
-                _fail(info, "duplicate", f"backend {backend.name!r} is already registered by "
-                      f"plugin {owner!r}; this one is ignored")
+                _fail(
+                    info,
+                    "duplicate",
+                    f"backend {backend.name!r} is already registered by "
+                    f"plugin {owner!r}; this one is ignored",
+                )
                 continue
             backends[backend.name] = RegisteredBackend(backend, info)
     _registry.backends = backends

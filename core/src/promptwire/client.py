@@ -1,0 +1,421 @@
+"""The HTTP client of the prompt endpoint protocol: pooled, timed, retried where safe, typed errors.
+
+One ``EndpointClient`` holds one sync and one async httpx pool (each made on first use). It follows
+Modal's 303 redirect for long requests, honours ``Retry-After``, and only repeats a request when the
+server cannot have run it (connection never made, 429, 503) unless ``retry_unsafe`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource, ServerSentEvent
+from pydantic import SecretStr, ValidationError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from promptwire.errors import (
+    EndpointConnectError,
+    EndpointError,
+    EndpointTimeoutError,
+    HTTPStatusError,
+    ProtocolError,
+    StreamError,
+    status_error_class,
+)
+from promptwire.protocol import (
+    EVENT_DELTA,
+    EVENT_DONE,
+    EVENT_ERROR,
+    PromptResponse,
+    StreamDelta,
+    StreamDone,
+)
+
+StreamEvent = StreamDelta | StreamDone
+
+MAX_RETRY_AFTER = 60.0
+SNIPPET_CHARS = 200
+USER_AGENT = "promptwire"
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    url: str
+    api_key: SecretStr | None = None
+    secret_headers: Mapping[str, SecretStr] = field(default_factory=dict)
+    """Headers whose values are secrets (Modal proxy auth); never shown in reprs or errors."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    timeout: float = 600.0
+    connect_timeout: float = 10.0
+    max_retries: int = 2
+    retry_unsafe: bool = False
+    max_connections: int = 100
+
+
+class EndpointClient:
+    """Sends protocol requests to one endpoint URL."""
+
+    def __init__(self, config: ClientConfig) -> None:
+        self.config = config
+        self._sync: httpx.Client | None = None
+        self._async: httpx.AsyncClient | None = None
+        self._secrets = [
+            s.get_secret_value()
+            for s in [config.api_key, *config.secret_headers.values()]
+            if s is not None and s.get_secret_value()
+        ]
+
+    def __repr__(self) -> str:
+        return f"EndpointClient(url={self.config.url!r})"
+
+    # -- pools ---------------------------------------------------------------------------------
+
+    def _client_options(self) -> dict[str, Any]:
+        cfg = self.config
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **cfg.headers}
+        headers.update({k: v.get_secret_value() for k, v in cfg.secret_headers.items()})
+        if cfg.api_key is not None:
+            headers["Authorization"] = f"Bearer {cfg.api_key.get_secret_value()}"
+        limits = httpx.Limits(
+            max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections
+        )
+        timeout = httpx.Timeout(cfg.timeout, connect=cfg.connect_timeout)
+        return {"headers": headers, "timeout": timeout, "limits": limits, "follow_redirects": True}
+
+    @property
+    def sync_client(self) -> httpx.Client:
+        if self._sync is None:
+            self._sync = httpx.Client(**self._client_options())
+        return self._sync
+
+    @property
+    def async_client(self) -> httpx.AsyncClient:
+        if self._async is None:
+            self._async = httpx.AsyncClient(**self._client_options())
+        return self._async
+
+    def close(self) -> None:
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
+
+    async def aclose(self) -> None:
+        if self._async is not None:
+            await self._async.aclose()
+            self._async = None
+
+    # -- whole replies -------------------------------------------------------------------------
+
+    def complete(self, payload: Mapping[str, Any]) -> PromptResponse:
+        for attempt in self._retrying():
+            with attempt:
+                return self._complete_once(payload)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def acomplete(self, payload: Mapping[str, Any]) -> PromptResponse:
+        async for attempt in self._aretrying():
+            with attempt:
+                return await self._acomplete_once(payload)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _complete_once(self, payload: Mapping[str, Any]) -> PromptResponse:
+        deadline = time.monotonic() + self.config.timeout
+        with self._translate_errors():
+            request = self.sync_client.build_request("POST", self.config.url, json=payload)
+            response = self.sync_client.send(request, stream=True)
+            try:
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if time.monotonic() > deadline:
+                        raise self._timeout()
+            finally:
+                response.close()
+            self._raise_for_status(response, bytes(body))
+        return self._parse_reply(bytes(body))
+
+    async def _acomplete_once(self, payload: Mapping[str, Any]) -> PromptResponse:
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                with self._translate_errors():
+                    response = await self.async_client.post(self.config.url, json=payload)
+                    self._raise_for_status(response, response.content)
+        except TimeoutError as exc:
+            raise self._timeout() from exc
+        return self._parse_reply(response.content)
+
+    # -- streams -------------------------------------------------------------------------------
+
+    def stream(self, payload: Mapping[str, Any]) -> Iterator[StreamEvent]:
+        """Yield ``StreamDelta``s then one ``StreamDone``. A server that does not stream is read
+        as one whole reply."""
+        body = {**payload, "stream": True}
+        response = self._open_stream(body)
+        try:
+            with self._translate_errors():
+                if not _is_event_stream(response):
+                    yield from _whole_reply_as_stream(self._parse_reply(response.read()))
+                    return
+                for sse in EventSource(response).iter_sse():
+                    event = self._parse_event(sse)
+                    if event is not None:
+                        yield event
+                        if isinstance(event, StreamDone):
+                            return
+            raise ProtocolError("the stream ended before its 'done' event", url=self.config.url)
+        finally:
+            response.close()
+
+    async def astream(self, payload: Mapping[str, Any]) -> AsyncIterator[StreamEvent]:
+        body = {**payload, "stream": True}
+        response = await self._aopen_stream(body)
+        try:
+            with self._translate_errors():
+                if not _is_event_stream(response):
+                    reply = self._parse_reply(await self._aread(response))
+                    for whole in _whole_reply_as_stream(reply):
+                        yield whole
+                    return
+                events = EventSource(response).aiter_sse()
+                while True:
+                    try:
+                        async with asyncio.timeout(self.config.timeout):
+                            sse = await anext(events)
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError as exc:
+                        raise self._timeout() from exc
+                    event = self._parse_event(sse)
+                    if event is not None:
+                        yield event
+                        if isinstance(event, StreamDone):
+                            return
+            raise ProtocolError("the stream ended before its 'done' event", url=self.config.url)
+        finally:
+            await response.aclose()
+
+    def _open_stream(self, body: Mapping[str, Any]) -> httpx.Response:
+        for attempt in self._retrying():
+            with attempt, self._translate_errors():
+                request = self.sync_client.build_request("POST", self.config.url, json=body)
+                response = self.sync_client.send(request, stream=True)
+                if response.is_success:
+                    return response
+                try:
+                    self._raise_for_status(response, response.read())
+                finally:
+                    response.close()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _aopen_stream(self, body: Mapping[str, Any]) -> httpx.Response:
+        async for attempt in self._aretrying():
+            with attempt, self._translate_errors():
+                request = self.async_client.build_request("POST", self.config.url, json=body)
+                try:
+                    async with asyncio.timeout(self.config.timeout):
+                        response = await self.async_client.send(request, stream=True)
+                except TimeoutError as exc:
+                    raise self._timeout() from exc
+                if response.is_success:
+                    return response
+                try:
+                    self._raise_for_status(response, await self._aread(response))
+                finally:
+                    await response.aclose()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _aread(self, response: httpx.Response) -> bytes:
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                return await response.aread()
+        except TimeoutError as exc:
+            raise self._timeout() from exc
+
+    # -- parsing -------------------------------------------------------------------------------
+
+    def _parse_reply(self, body: bytes) -> PromptResponse:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise ProtocolError(
+                f"the reply is not JSON: {self._snippet(body)!r}", url=self.config.url
+            ) from None
+        if not isinstance(data, dict) or not isinstance(data.get("prompt"), str):
+            found = sorted(data)[:10] if isinstance(data, dict) else type(data).__name__
+            raise ProtocolError(
+                f"the reply has no 'prompt' string (found {found})", url=self.config.url
+            )
+        try:
+            return PromptResponse.model_validate(data)
+        except ValidationError:
+            # Keep the text even when optional fields are malformed.
+            return PromptResponse(prompt=data["prompt"])
+
+    def _parse_event(self, sse: ServerSentEvent) -> StreamEvent | None:
+        if sse.event not in (EVENT_DELTA, EVENT_DONE, EVENT_ERROR):
+            return None  # comments, pings and unknown events are skipped
+        try:
+            data = json.loads(sse.data)
+            if sse.event == EVENT_DELTA:
+                return StreamDelta.model_validate(data)
+            if sse.event == EVENT_DONE:
+                return StreamDone.model_validate(data)
+            error = data["error"]
+            error_type, message = str(error["type"]), str(error["message"])
+        except (ValueError, KeyError, TypeError, ValidationError):
+            raise ProtocolError(
+                f"malformed {sse.event!r} event: {self._snippet(sse.data.encode())!r}",
+                url=self.config.url,
+            ) from None
+        raise StreamError(self._redact(message), url=self.config.url, error_type=error_type)
+
+    def _raise_for_status(self, response: httpx.Response, body: bytes) -> None:
+        if response.is_success:
+            return
+        error_type, message = None, f"unexpected reply: {self._snippet(body)!r}"
+        try:
+            detail = json.loads(body)["error"]
+            error_type, message = str(detail["type"]), self._redact(str(detail["message"]))
+        except (ValueError, KeyError, TypeError):
+            pass
+        status = response.status_code
+        if 300 <= status < 400:
+            message = f"redirect not followed ({response.headers.get('location', 'no location')})"
+        raise status_error_class(status)(
+            message,
+            url=self.config.url,
+            status_code=status,
+            error_type=error_type,
+            retry_after=_retry_after(response.headers.get("retry-after")),
+        )
+
+    def _snippet(self, body: bytes) -> str:
+        text = body[: SNIPPET_CHARS * 4].decode("utf-8", errors="replace")
+        return self._redact(" ".join(text.split())[:SNIPPET_CHARS])
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "**********")
+        return text
+
+    def _timeout(self) -> EndpointTimeoutError:
+        return EndpointTimeoutError(
+            f"no complete reply within {self.config.timeout:g}s",
+            url=self.config.url,
+            transient=True,
+        )
+
+    # -- errors and retries --------------------------------------------------------------------
+
+    def _translate_errors(self) -> _TranslateErrors:
+        return _TranslateErrors(self.config.url)
+
+    def _should_retry(self, exc: BaseException) -> bool:
+        if not isinstance(exc, EndpointError) or not exc.transient:
+            return False
+        return self.config.retry_unsafe or not exc.may_have_run
+
+    def _retry_options(self) -> dict[str, Any]:
+        return {
+            "stop": stop_after_attempt(self.config.max_retries + 1),
+            "retry": retry_if_exception(self._should_retry),
+            "wait": _wait_honouring_retry_after,
+            "reraise": True,
+        }
+
+    def _retrying(self) -> Retrying:
+        return Retrying(**self._retry_options())
+
+    def _aretrying(self) -> AsyncRetrying:
+        return AsyncRetrying(**self._retry_options())
+
+
+_backoff = wait_exponential_jitter(initial=0.5, max=8.0)
+
+
+def _wait_honouring_retry_after(state: RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome else None
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        return float(min(max(retry_after, 0.0), MAX_RETRY_AFTER))
+    return float(_backoff(state))
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+    except (TypeError, ValueError):
+        return None
+
+
+def _is_event_stream(response: httpx.Response) -> bool:
+    content_type: str = response.headers.get("content-type", "")
+    return content_type.startswith("text/event-stream")
+
+
+def _whole_reply_as_stream(reply: PromptResponse) -> Iterator[StreamEvent]:
+    if reply.prompt:
+        yield StreamDelta(text=reply.prompt)
+    yield StreamDone(finish_reason=reply.finish_reason, usage=reply.usage, model=reply.model)
+
+
+class _TranslateErrors:
+    """Turns httpx's transport errors into promptwire's, marking which are safe to retry."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if exc is None or isinstance(exc, EndpointError) or not isinstance(exc, httpx.HTTPError):
+            return
+        url = self.url
+        new: EndpointError
+        if isinstance(exc, httpx.ConnectTimeout):
+            new = EndpointTimeoutError(
+                "timed out connecting", url=url, transient=True, may_have_run=False
+            )
+        elif isinstance(exc, httpx.ConnectError):
+            new = EndpointConnectError(
+                f"cannot connect: {exc}", url=url, transient=True, may_have_run=False
+            )
+        elif isinstance(exc, httpx.TimeoutException):
+            new = EndpointTimeoutError(
+                f"timed out waiting for the reply ({type(exc).__name__})", url=url, transient=True
+            )
+        elif isinstance(exc, httpx.TooManyRedirects):
+            new = ProtocolError("too many redirects", url=url)
+        elif isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+            new = EndpointConnectError(
+                f"the connection broke mid-reply: {exc}", url=url, transient=True
+            )
+        else:
+            new = EndpointError(f"{type(exc).__name__}: {exc}", url=url)
+        raise new from exc
+
+
+__all__ = ["ClientConfig", "EndpointClient", "HTTPStatusError", "StreamEvent"]

@@ -1,0 +1,329 @@
+"""The ASGI app factory: the prompt endpoint protocol served for any engine.
+
+``POST /`` answers a whole reply or, with ``"stream": true``, server-sent events; ``GET /health``
+answers once the engine is ready. Every error is the protocol's JSON error, never a stack trace.
+A client that disconnects cancels its generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import SecretStr, ValidationError
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from promptwire.engine import Engine, EngineError, EngineEvent, EngineNotReady, EngineOverloaded
+from promptwire.engine import TextChunk as EngineText
+from promptwire.protocol import (
+    EVENT_DELTA,
+    EVENT_DONE,
+    EVENT_ERROR,
+    MAX_BODY_BYTES,
+    ErrorBody,
+    ErrorDetail,
+    ErrorType,
+    Health,
+    PromptRequest,
+    PromptResponse,
+    StreamDelta,
+    StreamDone,
+)
+
+logger = logging.getLogger(__name__)
+
+HEALTH_PATH = "/health"
+RETRY_AFTER_SECONDS = 1
+_STATUS_ERROR_TYPES = {
+    401: ErrorType.UNAUTHORIZED,
+    404: ErrorType.NOT_FOUND,
+    405: ErrorType.METHOD_NOT_ALLOWED,
+    413: ErrorType.TOO_LARGE,
+    422: ErrorType.INVALID_REQUEST,
+    503: ErrorType.OVERLOADED,
+}
+
+
+class RequestError(Exception):
+    """A request the server refuses; carries the protocol error to answer with."""
+
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        error_type: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.error_type = error_type or _STATUS_ERROR_TYPES.get(status_code, ErrorType.SERVER_ERROR)
+        self.message = message
+        self.retry_after = retry_after
+
+    @classmethod
+    def from_engine(cls, exc: EngineError) -> RequestError:
+        return cls(
+            exc.status_code, exc.message, error_type=exc.error_type, retry_after=exc.retry_after
+        )
+
+
+def error_response(
+    status_code: int, error_type: str, message: str, retry_after: float | None = None
+) -> Response:
+    body = ErrorBody(error=ErrorDetail(type=error_type, message=message))
+    headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after is not None else {}
+    if status_code == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return Response(
+        body.model_dump_json(), status_code, headers=headers, media_type="application/json"
+    )
+
+
+class BearerAuth:
+    """Pure ASGI middleware: every route but ``/health`` needs ``Authorization: Bearer <token>``."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == HEALTH_PATH:
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        if hmac.compare_digest(given, self.expected):
+            await self.app(scope, receive, send)
+            return
+        reason = "missing bearer token" if not given else "invalid bearer token"
+        await error_response(401, ErrorType.UNAUTHORIZED, reason)(scope, receive, send)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"the body is larger than the limit of {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise RequestError(413, f"the body is larger than the limit of {limit} bytes")
+    return bytes(body)
+
+
+def _parse_request(body: bytes) -> PromptRequest:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise RequestError(422, "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise RequestError(422, "the body must be a JSON object with a 'prompt' string")
+    try:
+        return PromptRequest.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+            for err in exc.errors(include_input=False, include_url=False)[:10]
+        )
+        raise RequestError(422, f"invalid request: {problems}") from None
+
+
+async def _until_disconnected(receive: Callable[[], Awaitable[Any]]) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def create_app(
+    engine: Engine,
+    *,
+    api_key: str | SecretStr | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_in_flight: int | None = None,
+) -> FastAPI:
+    """Build the protocol app for ``engine``. The app's lifespan starts and stops the engine."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await engine.start()
+        try:
+            yield
+        finally:
+            await engine.stop()
+
+    app = FastAPI(
+        title="promptwire prompt endpoint",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    in_flight = 0
+
+    @app.exception_handler(RequestError)
+    async def _on_request_error(_: Request, exc: RequestError) -> Response:
+        return error_response(exc.status_code, exc.error_type, exc.message, exc.retry_after)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        error_type = _STATUS_ERROR_TYPES.get(exc.status_code, ErrorType.INVALID_REQUEST)
+        return error_response(exc.status_code, error_type, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_validation_error(_: Request, exc: RequestValidationError) -> Response:
+        return error_response(422, ErrorType.INVALID_REQUEST, "invalid request")
+
+    @app.exception_handler(Exception)
+    async def _on_unexpected(_: Request, exc: Exception) -> Response:
+        logger.exception("unexpected server error")
+        return error_response(500, ErrorType.SERVER_ERROR, "internal server error")
+
+    @app.get(
+        HEALTH_PATH,
+        response_model=Health,
+        responses={503: {"model": ErrorBody, "description": "Not ready yet"}},
+    )
+    async def health() -> Response:
+        if not engine.ready:
+            return error_response(
+                503, ErrorType.NOT_READY, "the model is loading", RETRY_AFTER_SECONDS
+            )
+        return Response(
+            Health(model=engine.model_name).model_dump_json(), media_type="application/json"
+        )
+
+    @app.post(
+        "/",
+        response_model=PromptResponse,
+        responses={
+            200: {"content": {"text/event-stream": {}}},
+            401: {"model": ErrorBody},
+            413: {"model": ErrorBody},
+            422: {"model": ErrorBody},
+            500: {"model": ErrorBody},
+            503: {"model": ErrorBody},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": PromptRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def generate(request: Request) -> Response:
+        nonlocal in_flight
+        prompt_request = _parse_request(await _read_body(request, max_body_bytes))
+        if not engine.ready:
+            raise RequestError.from_engine(
+                EngineNotReady("the model is loading", retry_after=RETRY_AFTER_SECONDS)
+            )
+        if max_in_flight is not None and in_flight >= max_in_flight:
+            raise RequestError.from_engine(
+                EngineOverloaded(
+                    f"{in_flight} requests are being served; try again",
+                    retry_after=RETRY_AFTER_SECONDS,
+                )
+            )
+        in_flight += 1
+        released = False
+
+        def release() -> None:
+            nonlocal in_flight, released
+            if not released:
+                released = True
+                in_flight -= 1
+
+        streaming = False
+        try:
+            engine.check(prompt_request)
+            if prompt_request.stream:
+                response = await _stream_reply(engine, prompt_request, release)
+                streaming = True  # the stream releases its slot when it ends
+                return response
+            return await _whole_reply(engine, prompt_request, request.receive)
+        except EngineError as exc:
+            raise RequestError.from_engine(exc) from None
+        finally:
+            if not streaming:
+                release()
+
+    return app
+
+
+async def _whole_reply(
+    engine: Engine, request: PromptRequest, receive: Callable[[], Awaitable[Any]]
+) -> Response:
+    generation = asyncio.ensure_future(engine.complete(request))
+    watcher = asyncio.ensure_future(_until_disconnected(receive))
+    try:
+        await asyncio.wait({generation, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not generation.done():
+            generation.cancel()  # the client is gone: free the engine
+    if generation.cancelled():
+        return Response(status_code=499)
+    completion = generation.result()
+    reply = PromptResponse(
+        prompt=completion.text,
+        usage=completion.usage,
+        finish_reason=completion.finish_reason,
+        model=engine.model_name,
+    )
+    return Response(reply.model_dump_json(exclude_none=True), media_type="application/json")
+
+
+async def _stream_reply(
+    engine: Engine, request: PromptRequest, release: Callable[[], None]
+) -> Response:
+    events = engine.stream(request)
+    try:
+        # The first event is awaited before answering, so errors found at the start of a
+        # generation (overload, rejection) still get a proper HTTP status.
+        first = await anext(events)
+    except BaseException:
+        await events.aclose()
+        raise
+
+    async def sse() -> AsyncIterator[ServerSentEvent]:
+        try:
+            event: EngineEvent | None = first
+            while event is not None:
+                yield _to_sse(event, engine.model_name)
+                event = await anext(events, None)
+        except EngineError as exc:
+            yield _error_event(exc.error_type, exc.message)
+        except Exception:
+            logger.exception("stream failed")
+            yield _error_event(ErrorType.SERVER_ERROR, "internal server error")
+        finally:
+            await events.aclose()  # on disconnect too: cancels the generation
+            release()
+
+    async def cleanup() -> None:  # also runs if the stream was never started
+        await events.aclose()
+        release()
+
+    return EventSourceResponse(sse(), ping=15, background=BackgroundTask(cleanup))
+
+
+def _to_sse(event: EngineEvent, model: str | None) -> ServerSentEvent:
+    if isinstance(event, EngineText):
+        return ServerSentEvent(StreamDelta(text=event.text).model_dump_json(), event=EVENT_DELTA)
+    done = StreamDone(finish_reason=event.finish_reason, usage=event.usage, model=model)
+    return ServerSentEvent(done.model_dump_json(exclude_none=True), event=EVENT_DONE)
+
+
+def _error_event(error_type: str, message: str) -> ServerSentEvent:
+    body = ErrorBody(error=ErrorDetail(type=error_type, message=message))
+    return ServerSentEvent(body.model_dump_json(), event=EVENT_ERROR)
