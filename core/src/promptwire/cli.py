@@ -1,0 +1,249 @@
+"""The ``promptwire`` command: serve a backend, call an endpoint, list backends, run the demo.
+
+Plugins add commands through the ``register_commands`` hook. Errors are printed as one clear line
+(never a traceback, never a secret) and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from promptwire.errors import PromptwireError
+from promptwire.settings import DEFAULT_SERVE_BACKEND, PromptwireSettings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from promptwire.llm import PromptwireLLM
+
+app = typer.Typer(
+    name="promptwire",
+    help="Serve your own LLM behind a prompt endpoint and call it from LangChain.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+# The LangChain Modal guide's chain, reproduced by ``promptwire demo``.
+DEMO_TEMPLATE = """Question: {question}
+
+Answer: Let's think step by step."""
+DEMO_QUESTION = "What NFL team won the Super Bowl in the year Justin Beiber was born?"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build_app(
+    backend_name: str,
+    *,
+    api_key: str | None,
+    settings: PromptwireSettings,
+    overrides: dict[str, Any] | None = None,
+) -> FastAPI:
+    """The protocol app serving ``backend_name``'s engine (for ``serve`` and ``demo``)."""
+    from promptwire.plugins import get_backend
+    from promptwire.server import create_app
+
+    backend = get_backend(backend_name).backend
+    if backend.create_engine is None:
+        raise PromptwireError(f"backend {backend_name!r} has no engine to serve locally")
+    if overrides and backend.settings_class is not None:
+        unknown = set(overrides) - set(backend.settings_class.model_fields)
+        if unknown:
+            raise PromptwireError(
+                f"backend {backend_name!r} has no setting {', '.join(sorted(unknown))}"
+            )
+    engine = backend.create_engine(backend.load_settings(**(overrides or {})))
+    return create_app(
+        engine,
+        api_key=api_key,
+        max_body_bytes=settings.max_body_bytes,
+        max_in_flight=settings.max_in_flight,
+    )
+
+
+@app.command()
+def serve(
+    backend: Annotated[
+        str | None,
+        typer.Option(help="Backend to serve [default: PROMPTWIRE_BACKEND or modal_dummy]"),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: 8000]")] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            help="Require this bearer token [default: PROMPTWIRE_API_KEY]", show_default=False
+        ),
+    ] = None,
+    model_dir: Annotated[
+        str | None, typer.Option(help="Model directory, for backends that load one")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Serve a backend's engine over the prompt endpoint protocol on this machine."""
+    from promptwire.server import run_server
+
+    settings = PromptwireSettings()
+    name = backend or settings.backend or DEFAULT_SERVE_BACKEND
+    host = host or settings.host
+    port = settings.port if port is None else port
+    token = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+    overrides = {"model_dir": model_dir} if model_dir else None
+    if not token and not _is_loopback(host):
+        err.print(
+            f"[bold red]WARNING: serving on {host} with no API key: anyone who can reach this "
+            "port can use the model. Set PROMPTWIRE_API_KEY or pass --api-key.[/]"
+        )
+    fastapi_app = build_app(name, api_key=token, settings=settings, overrides=overrides)
+    auth = "bearer token required" if token else "no auth"
+    err.print(f"promptwire: serving backend [bold]{name}[/] on http://{host}:{port}/ ({auth})")
+    run_server(fastapi_app, host=host, port=port, log_level=log_level)
+
+
+def _llm(
+    url: str | None,
+    backend: str | None,
+    api_key: str | None,
+    timeout: float | None,
+    params: dict[str, Any],
+) -> PromptwireLLM:
+    from promptwire.llm import PromptwireLLM
+
+    options: dict[str, Any] = {"model_kwargs": params}
+    for key, value in (
+        ("endpoint_url", url),
+        ("backend", backend),
+        ("api_key", api_key),
+        ("timeout", timeout),
+    ):
+        if value is not None:
+            options[key] = value
+    return PromptwireLLM(**options)
+
+
+@app.command()
+def invoke(
+    prompt: Annotated[str, typer.Argument(help="The prompt to send")],
+    url: Annotated[
+        str | None, typer.Option(help="Endpoint URL [default: PROMPTWIRE_ENDPOINT_URL]")
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="Backend [default: PROMPTWIRE_BACKEND]")
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(help="Bearer token [default: PROMPTWIRE_API_KEY]", show_default=False),
+    ] = None,
+    stream: Annotated[
+        bool, typer.Option("--stream", help="Print the reply as it is generated")
+    ] = False,
+    max_tokens: Annotated[int | None, typer.Option(help="Most tokens to generate")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds to wait [default: 600]")] = None,
+) -> None:
+    """Send one prompt to an endpoint and print the reply."""
+    params = {
+        k: v for k, v in (("max_tokens", max_tokens), ("temperature", temperature)) if v is not None
+    }
+    llm = _llm(url, backend, api_key, timeout, params)
+    if stream:
+        for piece in llm.stream(prompt):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+    else:
+        out.print(llm.invoke(prompt), markup=False, highlight=False)
+
+
+@app.command()
+def backends() -> None:
+    """List installed backends (with the plugin that provides each) and plugins that failed."""
+    from promptwire.plugins import get_backends, plugin_failures
+
+    table = Table(title="promptwire backends")
+    for column in ("backend", "distribution", "version", "serve", "deploy", "description"):
+        table.add_column(column)
+    for name, registered in sorted(get_backends().items()):
+        backend, plugin = registered.backend, registered.plugin
+        table.add_row(
+            name,
+            plugin.distribution or plugin.name,
+            plugin.version or "-",
+            "yes" if backend.create_engine else "no",
+            "yes" if backend.modal_app else "no",
+            backend.description,
+        )
+    out.print(table)
+    for failure in plugin_failures():
+        err.print(
+            f"[red]plugin {escape(repr(failure.plugin.name))} "
+            f"({escape(failure.plugin.distribution or 'unknown distribution')}) failed at "
+            f"{failure.stage}: {escape(failure.error)}[/]",
+            highlight=False,
+        )
+
+
+@app.command()
+def demo(
+    backend: Annotated[
+        str, typer.Option(help="Backend to serve for the demo")
+    ] = DEFAULT_SERVE_BACKEND,
+    stream: Annotated[bool, typer.Option("--stream", help="Stream the answer")] = False,
+) -> None:
+    """Run LangChain's Modal guide end to end: a local server, its template, its question."""
+    from langchain_core.prompts import PromptTemplate
+
+    from promptwire.server import BackgroundServer
+
+    settings = PromptwireSettings()
+    with BackgroundServer(build_app(backend, api_key=None, settings=settings)) as server:
+        err.print(f"promptwire: local {backend} server on {server.url}")
+        llm = _llm(server.url, None, None, 60.0, {})
+        chain = PromptTemplate.from_template(DEMO_TEMPLATE) | llm
+        out.print(f"[bold]Question:[/] {DEMO_QUESTION}")
+        if stream:
+            out.print("[bold]Answer:[/] ", end="")
+            for piece in chain.stream({"question": DEMO_QUESTION}):
+                out.print(piece, end="", markup=False, highlight=False)
+            out.print()
+        else:
+            answer = chain.invoke({"question": DEMO_QUESTION})
+            out.print("[bold]Answer:[/] ", end="")
+            out.print(answer, markup=False, highlight=False)
+        llm.close()
+
+
+def _add_plugin_commands() -> None:
+    from promptwire.plugins import plugin_manager
+
+    try:
+        plugin_manager().hook.register_commands(cli=app)
+    except Exception as exc:  # one plugin's broken commands must not take the CLI down
+        err.print(f"[red]a plugin failed to add its commands: {escape(repr(exc))}[/]")
+
+
+def main() -> None:
+    _add_plugin_commands()
+    try:
+        app()
+    except (PromptwireError, ValidationError) as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        raise SystemExit(1) from None
