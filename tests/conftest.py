@@ -1,0 +1,37 @@
+"""Shared fixtures: a clean environment for every test, and real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from promptwire_modal_dummy.engine import DummyEngine
+from promptwire_modal_dummy.settings import DummySettings
+
+from tests.support.servers import serve_engine
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """No test sees the developer's PROMPTWIRE_* variables or a stray .env file."""
+    for name in list(os.environ):
+        if name.startswith("PROMPTWIRE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
+@pytest.fixture(scope="module")
+def dummy_url() -> Iterator[str]:
+    """A real server with the default dummy engine (answers ``hello world``)."""
+    with serve_engine(DummyEngine(DummySettings())) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="module")
+def echo_url() -> Iterator[str]:
+    """A real server whose dummy engine echoes the prompt."""
+    with serve_engine(DummyEngine(DummySettings(echo=True))) as server:
+        yield server.url

@@ -1,0 +1,33 @@
+"""Real servers on loopback for tests: the promptwire app around an engine, or any ASGI app."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from promptwire.engine import Engine
+from promptwire.server import BackgroundServer, create_app
+
+
+@contextmanager
+def serve_engine(engine: Engine, **app_options: Any) -> Iterator[BackgroundServer]:
+    """``create_app(engine, **app_options)`` under uvicorn on a free 127.0.0.1 port."""
+    with BackgroundServer(create_app(engine, **app_options)) as server:
+        yield server
+
+
+@contextmanager
+def serve_asgi(app: Any) -> Iterator[BackgroundServer]:
+    """Any ASGI app (for example a deliberately misbehaving one) under uvicorn."""
+    with BackgroundServer(app) as server:
+        yield server
+
+
+def refused_url() -> str:
+    """A loopback URL where nothing listens: connecting is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
