@@ -344,7 +344,7 @@ class EndpointClient:
         return AsyncRetrying(**self._retry_options())
 
 
-_backoff = wait_exponential_jitter(initial=0.5, max=8.0)
+_backoff = wait_exponential_jitter(multiplier=0.5, max=8.0)
 
 
 def _wait_honouring_retry_after(state: RetryCallState) -> float:

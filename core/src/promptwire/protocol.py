@@ -25,6 +25,9 @@ EVENT_DELTA = "delta"
 EVENT_DONE = "done"
 EVENT_ERROR = "error"
 
+# The keys of a request a server understands besides ``prompt`` and ``stream``.
+GENERATION_PARAMS = frozenset({"max_tokens", "temperature", "top_p", "top_k", "stop", "seed"})
+
 StopSequence = Annotated[str, Field(min_length=1, max_length=MAX_STOP_LENGTH)]
 
 
@@ -50,7 +53,7 @@ class PromptRequest(BaseModel):
 
     def known_params(self) -> dict[str, Any]:
         """The generation parameters that were set, without the prompt, stream flag or extras."""
-        return self.model_dump(exclude={"prompt", "stream"}, exclude_none=True, exclude_unset=True)
+        return self.model_dump(include=GENERATION_PARAMS, exclude_none=True, exclude_unset=True)
 
 
 class FinishReason(StrEnum):

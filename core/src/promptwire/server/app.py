@@ -8,6 +8,7 @@ A client that disconnects cancels its generation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -168,6 +169,9 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
+    token = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+    if token:
+        app.add_middleware(BearerAuth, token=token)
     in_flight = 0
 
     @app.exception_handler(RequestError)
@@ -270,7 +274,9 @@ async def _whole_reply(
     finally:
         watcher.cancel()
         if not generation.done():
-            generation.cancel()  # the client is gone: free the engine
+            generation.cancel()  # the client is gone (or we are shutting down): free the engine
+            with contextlib.suppress(asyncio.CancelledError):
+                await generation
     if generation.cancelled():
         return Response(status_code=499)
     completion = generation.result()

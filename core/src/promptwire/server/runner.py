@@ -28,7 +28,14 @@ class BackgroundServer:
     def __init__(
         self, app: FastAPI, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
     ) -> None:
-        config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on")
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            lifespan="on",
+            timeout_graceful_shutdown=2,
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, name="promptwire-server", daemon=True

@@ -1,0 +1,132 @@
+"""The protocol app on a real uvicorn server: replies, streams, health, auth, bad input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from httpx_sse import connect_sse
+from promptwire_modal_dummy.engine import DummyEngine
+from promptwire_modal_dummy.settings import DummySettings
+
+from tests.support.servers import serve_engine
+
+TOKEN = "server-token-1b2c"
+
+
+def _error(response: httpx.Response) -> dict[str, str]:
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"type", "message"}
+    return body["error"]
+
+
+def test_the_guide_request_gets_hello_world(dummy_url: str) -> None:
+    response = httpx.post(
+        dummy_url, json={"prompt": "Identify yourself, bot!", "extra": "args are allowed"}
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["prompt"] == "hello world"
+    assert body["finish_reason"] == "stop"
+    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 2}
+    assert body["model"] == "dummy"
+
+
+def test_max_tokens_cuts_with_finish_reason_length(dummy_url: str) -> None:
+    body = httpx.post(dummy_url, json={"prompt": "p", "max_tokens": 1}).json()
+    assert (body["prompt"], body["finish_reason"]) == ("hello ", "length")
+
+
+def test_streaming_sends_word_events_then_done(dummy_url: str) -> None:
+    with (
+        httpx.Client() as client,
+        connect_sse(client, "POST", dummy_url, json={"prompt": "p", "stream": True}) as source,
+    ):
+        assert source.response.headers["content-type"].startswith("text/event-stream")
+        events = [(e.event, json.loads(e.data)) for e in source.iter_sse()]
+    assert events[:-1] == [("delta", {"text": "hello "}), ("delta", {"text": "world"})]
+    assert events[-1][0] == "done" and events[-1][1]["finish_reason"] == "stop"
+
+
+def test_health_is_ready(dummy_url: str) -> None:
+    response = httpx.get(dummy_url + "health")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "fragment"),
+    [
+        (b"{not json", 422, "not valid JSON"),
+        (b"[1, 2]", 422, "JSON object"),
+        (b'{"no_prompt": 1}', 422, "prompt"),
+        (b'{"prompt": 42}', 422, "prompt"),
+        (b'{"prompt": "p", "max_tokens": "many"}', 422, "max_tokens"),
+        (b'{"prompt": "p", "temperature": -3}', 422, "temperature"),
+        (b'{"prompt": "p", "stop": "x"}', 422, "stop"),
+        (b"", 422, "JSON"),
+    ],
+)
+def test_bad_requests_get_422_json_and_the_server_stays_up(
+    dummy_url: str, content: bytes, status: int, fragment: str
+) -> None:
+    response = httpx.post(dummy_url, content=content, headers={"content-type": "application/json"})
+    assert response.status_code == status
+    error = _error(response)
+    assert error["type"] == "invalid_request" and fragment in error["message"]
+    assert httpx.post(dummy_url, json={"prompt": "still up?"}).json()["prompt"] == "hello world"
+
+
+def test_oversized_body_is_413(dummy_url: str) -> None:
+    response = httpx.post(dummy_url, json={"prompt": "x" * (2 << 20)})
+    assert response.status_code == 413
+    assert _error(response)["type"] == "request_too_large"
+
+
+def test_unknown_route_and_method_are_json_errors(dummy_url: str) -> None:
+    assert _error(httpx.get(dummy_url + "nope"))["type"] == "not_found"
+    response = httpx.get(dummy_url)
+    assert response.status_code == 405
+    assert _error(response)["type"] == "method_not_allowed"
+
+
+@pytest.fixture(scope="module")
+def guarded_url() -> Iterator[str]:
+    with serve_engine(DummyEngine(DummySettings()), api_key=TOKEN) as server:
+        yield server.url
+
+
+def test_auth_required_except_health(guarded_url: str) -> None:
+    missing = httpx.post(guarded_url, json={"prompt": "p"})
+    assert missing.status_code == 401 and _error(missing)["type"] == "unauthorized"
+    wrong = httpx.post(guarded_url, json={"prompt": "p"}, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and TOKEN not in wrong.text
+    assert httpx.get(guarded_url + "health").status_code == 200
+    assert httpx.get(guarded_url + "openapi.json").status_code == 401
+    ok = httpx.post(guarded_url, json={"prompt": "p"}, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert ok.status_code == 200 and ok.json()["prompt"] == "hello world"
+
+
+def test_over_capacity_is_503_with_retry_after() -> None:
+    slow = DummyEngine(DummySettings(first_token_delay=1.0))
+    with serve_engine(slow, max_in_flight=1) as server, httpx.Client(timeout=30) as client:
+        import threading
+
+        first = threading.Thread(
+            target=client.post, args=(server.url,), kwargs={"json": {"prompt": "a"}}
+        )
+        first.start()
+        try:
+            for _ in range(200):  # wait until the first request occupies the only slot
+                response = client.post(server.url, json={"prompt": "b"})
+                if response.status_code == 503:
+                    break
+            assert response.status_code == 503
+            assert _error(response)["type"] == "overloaded"
+            assert int(response.headers["retry-after"]) >= 1
+        finally:
+            first.join()
+        assert client.post(server.url, json={"prompt": "c"}).status_code == 200

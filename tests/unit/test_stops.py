@@ -1,0 +1,42 @@
+"""Stop sequences on whole text and across streamed pieces."""
+
+from __future__ import annotations
+
+import pytest
+from promptwire.stops import StopScanner, truncate_at_stop
+
+
+def test_truncate_cuts_at_the_earliest_stop() -> None:
+    assert truncate_at_stop("a b\nc END d", ["END", "\n"]) == ("a b", True)
+    assert truncate_at_stop("abc", ["x"]) == ("abc", False)
+    assert truncate_at_stop("abc", None) == ("abc", False)
+
+
+def _scan(pieces: list[str], stops: list[str]) -> tuple[list[str], bool]:
+    scanner = StopScanner(stops)
+    out = [scanner.feed(p) for p in pieces]
+    out.append(scanner.flush())
+    return [o for o in out if o], scanner.stopped
+
+
+def test_a_stop_split_across_pieces_is_never_emitted() -> None:
+    emitted, stopped = _scan(["hello wor", "ld ST", "OP and more"], ["STOP"])
+    assert "".join(emitted) == "hello world "
+    assert stopped
+
+
+def test_a_false_start_is_released_when_the_next_piece_disproves_it() -> None:
+    emitted, stopped = _scan(["ab S", "Tx", "yz"], ["STOP"])
+    assert "".join(emitted) == "ab STxyz"
+    assert not stopped
+
+
+@pytest.mark.parametrize("cut", range(1, 12))
+def test_any_split_gives_the_same_text_as_whole(cut: int) -> None:
+    text = "one two\n\nthree four"
+    emitted, _ = _scan([text[:cut], text[cut:]], ["\n\n", "four"])
+    assert "".join(emitted) == truncate_at_stop(text, ["\n\n", "four"])[0]
+
+
+def test_without_stops_everything_passes_through() -> None:
+    assert _scan(["a", "b"], []) == (["a", "b"], False)
