@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from promptwire import PromptwireLLM
+from promptwire import ConfigurationError, PromptwireLLM
 from promptwire.settings import DEFAULT_ENDPOINT_URL, PromptwireSettings
 from promptwire_modal_dummy.settings import DummySettings
 
@@ -57,5 +57,5 @@ def test_a_bad_value_in_the_environment_is_a_clear_error(monkeypatch: pytest.Mon
 
 
 def test_an_unknown_backend_names_the_installed_ones() -> None:
-    with pytest.raises(Exception, match="installed backends: .*modal_dummy"):
+    with pytest.raises(ConfigurationError, match=r"installed backends: .*modal_dummy"):
         PromptwireLLM(backend="no_such_backend")

@@ -53,7 +53,9 @@ class PromptRequest(BaseModel):
 
     def known_params(self) -> dict[str, Any]:
         """The generation parameters that were set, without the prompt, stream flag or extras."""
-        return self.model_dump(include=GENERATION_PARAMS, exclude_none=True, exclude_unset=True)
+        return self.model_dump(
+            include=set(GENERATION_PARAMS), exclude_none=True, exclude_unset=True
+        )
 
 
 class FinishReason(StrEnum):

@@ -1,0 +1,95 @@
+"""The CLI in fresh processes: demo, backends, invoke and serve."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+
+from tests.support.installed_plugin import run_cli
+from tests.support.servers import refused_url
+
+
+def test_demo_runs_the_guide_chain_on_a_local_server() -> None:
+    result = run_cli("demo")
+    assert result.returncode == 0, result.stderr
+    assert "Question: What NFL team won the Super Bowl" in result.stdout
+    assert "Answer: hello world" in result.stdout
+
+
+def test_demo_streams() -> None:
+    result = run_cli("demo", "--stream")
+    assert result.returncode == 0, result.stderr
+    assert "Answer: hello world" in result.stdout
+
+
+def test_invoke_prints_the_reply(echo_url: str) -> None:
+    result = run_cli("invoke", "Identify yourself, bot!", "--url", echo_url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Identify yourself, bot!"
+    streamed = run_cli("invoke", "a b c", "--url", echo_url, "--stream")
+    assert streamed.stdout.strip() == "a b c"
+
+
+def test_invoke_reads_the_url_from_the_environment(dummy_url: str) -> None:
+    result = run_cli("invoke", "hi", env={"PROMPTWIRE_ENDPOINT_URL": dummy_url})
+    assert result.stdout.strip() == "hello world"
+
+
+def test_invoke_error_is_one_clear_line_without_traceback() -> None:
+    url = refused_url()
+    result = run_cli("invoke", "hi", "--url", url, "--api-key", "cli-secret-99")
+    assert result.returncode == 1
+    assert "cannot connect" in result.stderr and url in result.stderr
+    assert "Traceback" not in result.stderr and "cli-secret-99" not in result.stderr + result.stdout
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_hosts_the_app_with_env_settings() -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTWIRE_")}
+    env |= {"PROMPTWIRE_MODAL_DUMMY__REPLY": "served by the CLI", "PROMPTWIRE_API_KEY": "tok-55"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from promptwire.cli import main; main()",
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.1)
+        assert httpx.post(url, json={"prompt": "p"}).status_code == 401
+        reply = httpx.post(url, json={"prompt": "p"}, headers={"Authorization": "Bearer tok-55"})
+        assert reply.json()["prompt"] == "served by the CLI"
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert "serving backend modal_dummy" in stderr and "tok-55" not in stderr

@@ -1,0 +1,149 @@
+"""PromptwireLLM against a real server: the whole LangChain LLM contract."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
+from langchain_core.prompts import PromptTemplate
+from promptwire import PromptwireLLM
+from promptwire_modal_dummy.settings import DummySettings
+
+from tests.support.engines import ObservedEngine
+from tests.support.servers import serve_engine
+
+
+class TokenRecorder(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.tokens: list[tuple[float, str]] = []
+
+    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+        self.tokens.append((time.monotonic(), token))
+
+
+class AsyncTokenRecorder(AsyncCallbackHandler):
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+
+    async def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+        self.tokens.append(token)
+
+
+@pytest.fixture(scope="module")
+def observed() -> Iterator[tuple[ObservedEngine, str]]:
+    engine = ObservedEngine(DummySettings(echo=True))
+    with serve_engine(engine) as server:
+        yield engine, server.url
+
+
+@pytest.fixture(scope="module")
+def slow() -> Iterator[tuple[ObservedEngine, str]]:
+    """Echo with 0.3 s to the first word and 20 words/s after it."""
+    engine = ObservedEngine(DummySettings(echo=True, first_token_delay=0.3, tokens_per_second=20))
+    with serve_engine(engine) as server:
+        yield engine, server.url
+
+
+def test_invoke_and_ainvoke(dummy_url: str) -> None:
+    llm = PromptwireLLM(endpoint_url=dummy_url)
+    assert llm.invoke("Identify yourself, bot!") == "hello world"
+    assert asyncio.run(llm.ainvoke("Identify yourself, bot!")) == "hello world"
+
+
+def test_chain_with_the_guide_template(dummy_url: str) -> None:
+    chain = PromptTemplate.from_template(
+        "Question: {question}\n\nAnswer: Let's think step by step."
+    ) | (PromptwireLLM(endpoint_url=dummy_url))
+    assert chain.invoke({"question": "Who won?"}) == "hello world"
+
+
+def test_model_kwargs_and_call_kwargs_are_sent(observed: tuple[ObservedEngine, str]) -> None:
+    engine, url = observed
+    llm = PromptwireLLM(endpoint_url=url, model_kwargs={"temperature": 0.5, "custom": "kept"})
+    llm.invoke("a b c", max_tokens=2, top_k=3)
+    request = engine.requests[-1]
+    assert request.known_params() == {"temperature": 0.5, "max_tokens": 2, "top_k": 3}
+    assert request.model_extra == {"custom": "kept"}
+
+
+def test_stop_is_sent_and_applied(observed: tuple[ObservedEngine, str]) -> None:
+    engine, url = observed
+    llm = PromptwireLLM(endpoint_url=url)
+    assert llm.invoke("one two STOP three", stop=["STOP"]) == "one two "
+    assert engine.requests[-1].stop == ["STOP"]
+    assert "".join(llm.stream("one two STOP three", stop=["STOP"])) == "one two "
+
+
+def test_usage_and_finish_reason_reach_generation_info(
+    observed: tuple[ObservedEngine, str],
+) -> None:
+    _, url = observed
+    result = PromptwireLLM(endpoint_url=url).generate(["a b c", "d e"], max_tokens=2)
+    infos = [g[0].generation_info for g in result.generations]
+    assert [i["finish_reason"] for i in infos] == ["length", "stop"]
+    assert infos[0]["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    assert result.llm_output == {
+        "token_usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9},
+        "model_name": "dummy",
+    }
+
+
+def test_stream_yields_pieces_as_the_server_makes_them(slow: tuple[ObservedEngine, str]) -> None:
+    _, url = slow
+    recorder = TokenRecorder()
+    llm = PromptwireLLM(endpoint_url=url)
+    arrivals = []
+    for piece in llm.stream("w1 w2 w3 w4 w5 w6", config={"callbacks": [recorder]}):
+        if piece:
+            arrivals.append((time.monotonic(), piece))
+    assert "".join(p for _, p in arrivals) == "w1 w2 w3 w4 w5 w6"
+    assert len(arrivals) == 6
+    # Pieces were spread over the generation (about 0.25 s at 20 words/s), not delivered at once.
+    assert arrivals[-1][0] - arrivals[0][0] > 0.1
+    assert [t for _, t in recorder.tokens] == [p for _, p in arrivals]
+
+
+def test_astream_fires_async_callbacks(slow: tuple[ObservedEngine, str]) -> None:
+    _, url = slow
+    recorder = AsyncTokenRecorder()
+
+    async def run() -> list[str]:
+        llm = PromptwireLLM(endpoint_url=url)
+        return [p async for p in llm.astream("x y z", config={"callbacks": [recorder]}) if p]
+
+    pieces = asyncio.run(run())
+    assert pieces == ["x ", "y ", "z"] == recorder.tokens
+
+
+def test_streaming_flag_makes_invoke_stream_through_callbacks(
+    observed: tuple[ObservedEngine, str],
+) -> None:
+    engine, url = observed
+    recorder = TokenRecorder()
+    llm = PromptwireLLM(endpoint_url=url, streaming=True)
+    assert llm.invoke("a b", config={"callbacks": [recorder]}) == "a b"
+    assert engine.requests[-1].stream is True
+    assert [t for _, t in recorder.tokens] == ["a ", "b"]
+
+
+def test_abatch_runs_prompts_concurrently(slow: tuple[ObservedEngine, str]) -> None:
+    engine, url = slow
+    engine.peak = 0
+    llm = PromptwireLLM(endpoint_url=url, max_concurrency=8)
+    prompts = [f"prompt {i}" for i in range(24)]
+    replies = asyncio.run(llm.abatch(prompts))
+    assert replies == prompts  # echo: every prompt got its own reply, in order
+    assert 4 <= engine.peak <= 8  # bounded by max_concurrency, and truly concurrent
+
+
+def test_batch_runs_prompts_concurrently(slow: tuple[ObservedEngine, str]) -> None:
+    engine, url = slow
+    engine.peak = 0
+    llm = PromptwireLLM(endpoint_url=url, max_concurrency=6)
+    prompts = [f"p{i}" for i in range(12)]
+    assert llm.batch(prompts) == prompts
+    assert 3 <= engine.peak <= 6

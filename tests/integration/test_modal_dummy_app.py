@@ -1,0 +1,45 @@
+"""The dummy's Modal app, checked offline: its spec through Function.info(), its body through
+Function.local(), served here by uvicorn."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.support.servers import serve_asgi
+
+
+@pytest.fixture()
+def modal_app(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    import importlib
+    import sys
+
+    monkeypatch.setenv("PROMPTWIRE_MODAL_DUMMY__MAX_INPUTS", "42")
+    monkeypatch.setenv("PROMPTWIRE_MODAL_DUMMY__TIMEOUT", "120")
+    monkeypatch.setenv("PROMPTWIRE_MODAL_DUMMY__REPLY", "hello from modal")
+    sys.modules.pop("promptwire_modal_dummy.modal_app", None)
+    module = importlib.import_module("promptwire_modal_dummy.modal_app")
+    yield module
+    sys.modules.pop("promptwire_modal_dummy.modal_app", None)
+
+
+def test_the_deploy_spec_uses_settings(modal_app) -> None:  # type: ignore[no-untyped-def]
+    info = modal_app.web.info()
+    assert info.concurrency_info.max_inputs == 42
+    assert info.timeout == 120
+    assert info.gpus == []
+    assert info.secrets == ["modal.Secret.from_name('promptwire-api-key')"]
+    assert modal_app.app.name == "promptwire-modal-dummy"
+    assert modal_app.engine_env["PROMPTWIRE_MODAL_DUMMY__REPLY"] == "hello from modal"
+
+
+def test_the_web_function_serves_the_protocol(modal_app, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("PROMPTWIRE_API_KEY", "modal-secret-token")
+    asgi = modal_app.web.local()
+    with serve_asgi(asgi) as server:
+        assert httpx.get(server.url + "health").status_code == 200
+        assert httpx.post(server.url, json={"prompt": "p"}).status_code == 401
+        reply = httpx.post(
+            server.url, json={"prompt": "p"}, headers={"Authorization": "Bearer modal-secret-token"}
+        )
+        assert reply.json()["prompt"] == "hello from modal"
