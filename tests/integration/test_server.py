@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -11,6 +13,7 @@ from httpx_sse import connect_sse
 from promptwire_modal_dummy.engine import DummyEngine
 from promptwire_modal_dummy.settings import DummySettings
 
+from tests.support.engines import ObservedEngine
 from tests.support.servers import serve_engine
 
 TOKEN = "server-token-1b2c"
@@ -111,19 +114,18 @@ def test_auth_required_except_health(guarded_url: str) -> None:
 
 
 def test_over_capacity_is_503_with_retry_after() -> None:
-    slow = DummyEngine(DummySettings(first_token_delay=1.0))
-    with serve_engine(slow, max_in_flight=1) as server, httpx.Client(timeout=30) as client:
-        import threading
-
+    busy = ObservedEngine(DummySettings(first_token_delay=2.0))
+    with serve_engine(busy, max_in_flight=1) as server, httpx.Client(timeout=60) as client:
         first = threading.Thread(
             target=client.post, args=(server.url,), kwargs={"json": {"prompt": "a"}}
         )
         first.start()
         try:
-            for _ in range(200):  # wait until the first request occupies the only slot
-                response = client.post(server.url, json={"prompt": "b"})
-                if response.status_code == 503:
-                    break
+            deadline = time.monotonic() + 30
+            while busy.active == 0:  # until the first request holds the only slot
+                assert time.monotonic() < deadline, "the first request never reached the engine"
+                time.sleep(0.01)
+            response = client.post(server.url, json={"prompt": "b"})
             assert response.status_code == 503
             assert _error(response)["type"] == "overloaded"
             assert int(response.headers["retry-after"]) >= 1
