@@ -231,6 +231,33 @@ def demo(
         llm.close()
 
 
+@app.command()
+def deploy(
+    backend: Annotated[str, typer.Argument(help="Backend whose Modal app to deploy")],
+    environment: Annotated[
+        str | None, typer.Option(help="Modal environment [default: your Modal profile's]")
+    ] = None,
+) -> None:
+    """Deploy a backend's Modal app with your settings and print its endpoint URL."""
+    from promptwire.deploy import deploy_backend
+
+    deployment = deploy_backend(backend, environment=environment)
+    if deployment.url is None:
+        err.print(
+            f"promptwire: deployed {deployment.app_name}; find its URL at "
+            f"{deployment.dashboard_url or 'the Modal dashboard'}",
+            highlight=False,
+        )
+        return
+    err.print(
+        f"promptwire: deployed [bold]{escape(deployment.app_name)}[/]. Point clients at it with:\n"
+        f"  export PROMPTWIRE_BACKEND={backend}\n"
+        f"  export PROMPTWIRE_ENDPOINT_URL={deployment.url}",
+        highlight=False,
+    )
+    sys.stdout.write(deployment.url + "\n")
+
+
 def _add_plugin_commands() -> None:
     from promptwire.plugins import plugin_manager
 

@@ -1,0 +1,157 @@
+"""An ExLlamaV2 model on a Modal GPU, behind the prompt endpoint.
+
+Deploy with ``promptwire deploy modal_exllama``
+(or ``modal deploy -m promptwire_modal_exllama.modal_app``).
+
+Settings (``PROMPTWIRE_MODAL_EXLLAMA__*``) are read here, on the machine that deploys, and handed
+to the containers as environment variables, so both sides build the same settings. The bearer
+token comes from a Modal Secret and never passes through this file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import modal
+from promptwire.modal_image import promptwire_image
+
+from promptwire_modal_exllama.settings import MODELS_MOUNT, ExllamaSettings, container_environment
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from promptwire_modal_exllama.batching import BatchingEngine
+
+settings = ExllamaSettings()
+
+# The GPU stack, pinned to versions that ship prebuilt wheels, so nothing compiles when an image
+# is built or a container starts: CUDA 12.8 builds of torch 2.7.0, and the exllamav2 and
+# flash-attn wheels built against exactly that torch (for CPython 3.11, x86-64 Linux). torch 2.7
+# wheels use the C++11 ABI, hence the ``cxx11abiTRUE`` flash-attn build.
+PYTHON_VERSION = "3.11"
+TORCH = "torch==2.7.0"
+TORCH_INDEX_URL = "https://download.pytorch.org/whl/cu128"
+EXLLAMAV2_WHEEL = (
+    "https://github.com/turboderp-org/exllamav2/releases/download/v0.3.2/"
+    "exllamav2-0.3.2+cu128.torch2.7.0-cp311-cp311-linux_x86_64.whl"
+)
+FLASH_ATTN_WHEEL = (
+    "https://github.com/Dao-AILab/flash-attention/releases/download/v2.8.3/"
+    "flash_attn-2.8.3+cu12torch2.7cxx11abiTRUE-cp311-cp311-linux_x86_64.whl"
+)
+TOKENIZERS = "tokenizers>=0.20,<1"  # exllamav2 imports it but does not declare it
+HUGGINGFACE_HUB = "huggingface_hub[hf_xet]>=0.34,<3"
+
+gpu_image = promptwire_image(
+    "promptwire_modal_exllama",
+    base=modal.Image.debian_slim(python_version=PYTHON_VERSION)
+    .uv_pip_install(TORCH, index_url=TORCH_INDEX_URL)
+    .uv_pip_install(
+        f"exllamav2 @ {EXLLAMAV2_WHEEL}",
+        f"flash-attn @ {FLASH_ATTN_WHEEL}",
+        TOKENIZERS,
+        HUGGINGFACE_HUB,
+    ),
+)
+
+# Downloading needs no GPU and none of the GPU stack.
+download_image = promptwire_image(
+    "promptwire_modal_exllama",
+    base=modal.Image.debian_slim(python_version=PYTHON_VERSION).uv_pip_install(HUGGINGFACE_HUB),
+)
+
+# The weights live in a Volume: downloaded once, then read by every cold start.
+volume = modal.Volume.from_name(settings.volume_name, create_if_missing=True)
+
+hf_secrets = [modal.Secret.from_name(settings.hf_token_secret)] if settings.hf_token_secret else []
+api_secrets = [modal.Secret.from_name(settings.api_key_secret)] if settings.api_key_secret else []
+
+app = modal.App(settings.app_name)
+
+
+def _fetch(repo_id: str, revision: str, *, force: bool = False) -> dict[str, Any]:
+    """Download into the mounted Volume and commit, so other containers see the files."""
+    from promptwire_modal_exllama.weights import download
+
+    result = download(
+        repo_id, revision, Path(MODELS_MOUNT), token=os.environ.get("HF_TOKEN"), force=force
+    )
+    if result["downloaded"]:
+        volume.commit()
+    return result
+
+
+@app.function(
+    image=download_image,
+    volumes={MODELS_MOUNT: volume},
+    secrets=hf_secrets,
+    timeout=settings.download_timeout,
+)
+def download_model(
+    repo_id: str = settings.hf_repo, revision: str = settings.hf_revision, force: bool = False
+) -> dict[str, Any]:
+    """Download a model repository at a revision (EXL2 repositories: a branch per bpw) into the
+    Volume. Already there: nothing is downloaded unless ``force``."""
+    print(f"downloading {repo_id}@{revision} into volume {settings.volume_name!r}", flush=True)
+    return _fetch(repo_id, revision, force=force)
+
+
+@app.cls(
+    image=gpu_image,
+    gpu=settings.gpu,
+    volumes={MODELS_MOUNT: volume},
+    secrets=[*api_secrets, *hf_secrets],
+    env=container_environment(settings),
+    timeout=settings.timeout,
+    startup_timeout=settings.startup_timeout,
+    scaledown_window=settings.scaledown_window,
+    min_containers=settings.min_containers,
+    max_containers=settings.max_containers,
+)
+@modal.concurrent(max_inputs=settings.max_inputs, target_inputs=settings.target_inputs)
+class Server:
+    """One GPU container: loads the model once, then serves every request it is sent, batched."""
+
+    engine: BatchingEngine
+
+    @modal.enter()
+    async def load(self) -> None:
+        """Runs once per container, before any request: find (or fetch) and load the model."""
+        from promptwire_modal_exllama.engine import create_engine
+        from promptwire_modal_exllama.weights import is_complete, model_path
+
+        path = model_path(Path(MODELS_MOUNT), settings.hf_repo, settings.hf_revision)
+        await asyncio.to_thread(volume.reload)  # see downloads finished after this container
+        if not is_complete(path):
+            if not settings.download_on_start:
+                raise RuntimeError(
+                    f"{settings.hf_repo}@{settings.hf_revision} is not in volume "
+                    f"{settings.volume_name!r}: run `promptwire exllama download` first"
+                )
+            await asyncio.to_thread(_fetch, settings.hf_repo, settings.hf_revision)
+        engine_settings = settings.model_copy(
+            update={"model_dir": path, "model_name": settings.display_name()}
+        )
+        self.engine = create_engine(engine_settings)
+        await self.engine.start()
+
+    @modal.exit()
+    async def unload(self) -> None:
+        await self.engine.stop()
+
+    @modal.asgi_app(requires_proxy_auth=settings.proxy_auth)
+    def web(self) -> FastAPI:
+        """The protocol app around the loaded engine; ``PROMPTWIRE_API_KEY`` comes from the
+        Secret."""
+        from promptwire.server import create_app
+
+        return create_app(self.engine, api_key=os.environ.get("PROMPTWIRE_API_KEY"))
+
+
+def endpoint_url() -> str | None:
+    """The web endpoint's URL, once deployed (``promptwire deploy`` prints it)."""
+    url = cast(Any, Server)().web.get_web_url()
+    return str(url) if url else None
