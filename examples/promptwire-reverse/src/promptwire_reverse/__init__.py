@@ -1,0 +1,1 @@
+"""promptwire backend ``reverse``: a worked example of a third-party plugin."""

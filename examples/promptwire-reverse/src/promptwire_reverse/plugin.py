@@ -1,0 +1,30 @@
+"""The entry point: registers the ``reverse`` backend with promptwire."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from promptwire.backends import Backend
+from promptwire.engine import Engine
+from promptwire.hookspecs import hookimpl
+
+from promptwire_reverse.settings import BACKEND_NAME, ReverseSettings
+
+
+def _create_engine(settings: Any) -> Engine:
+    from promptwire_reverse.engine import ReverseEngine
+
+    return ReverseEngine(settings)
+
+
+@hookimpl
+def register_backends(register: Callable[[Backend], None]) -> None:
+    register(
+        Backend(
+            name=BACKEND_NAME,
+            description="Example third-party backend: the prompt's words, reversed.",
+            settings_class=ReverseSettings,
+            create_engine=_create_engine,
+        )
+    )
