@@ -1,16 +1,18 @@
 """What a backend implements to be served: an engine that turns a request into text.
 
 The server (``promptwire.server``) owns HTTP; an engine owns generation. An engine only has to
-implement ``stream``; whole replies are assembled from it. Engines must not block the event loop.
+implement ``stream``; whole replies are assembled from it, and conversations (``messages``) reach
+it already rendered into ``prompt`` by ``render_chat``. Engines must not block the event loop.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
-from promptwire.protocol import ErrorType, FinishReason, PromptRequest, Usage
+from promptwire.chat_template import render_plain
+from promptwire.protocol import ChatMessage, ErrorType, FinishReason, PromptRequest, Usage
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,16 @@ class Engine(ABC):
     def ready(self) -> bool:
         """True once ``start`` has finished and requests can be served."""
         return True
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        """The prompt for a conversation (protocol v1.1 ``messages``), by the model's chat template.
+
+        The server calls it once the engine is ready and serves the request with this prompt in
+        place of the request's own. The default is the plain template
+        (``promptwire.chat_template``); an engine whose model has a template overrides this.
+        Raise ``RequestRejected`` for a conversation the template cannot render.
+        """
+        return render_plain(messages)
 
     def check(self, request: PromptRequest) -> None:
         """Reject a request that cannot be served, before any generation starts."""

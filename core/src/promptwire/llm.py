@@ -1,46 +1,26 @@
 """``PromptwireLLM``: a LangChain LLM for any prompt endpoint, with the backend picked by settings.
 
 Unlike LangChain's base ``LLM``, a batch really runs concurrently (bounded by ``max_concurrency``),
-and every call shares one pooled HTTP client per object.
+and every call shares one pooled HTTP client per object. The endpoint fields, their resolution from
+settings and the client are shared with ``ChatPromptwire`` (``promptwire.endpoint_model``).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models.llms import LLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+from pydantic import ConfigDict
 
-from promptwire.backends import ClientAdapter
-from promptwire.client import ClientConfig, EndpointClient
+from promptwire.endpoint_model import EndpointModel, arun_concurrently, run_concurrently
 from promptwire.protocol import PromptResponse, StreamDone, Usage
-from promptwire.settings import PromptwireSettings
 from promptwire.stops import StopScanner, truncate_at_stop
 
-MODAL_KEY_HEADER = "Modal-Key"
-MODAL_SECRET_HEADER = "Modal-Secret"  # noqa: S105 (a header name)
 
-# Fields taken from PromptwireSettings when not given explicitly.
-_FROM_SETTINGS = (
-    "endpoint_url",
-    "backend",
-    "api_key",
-    "modal_key",
-    "modal_secret",
-    "timeout",
-    "connect_timeout",
-    "max_retries",
-    "retry_unsafe",
-    "max_concurrency",
-)
-
-
-class PromptwireLLM(LLM):
+class PromptwireLLM(EndpointModel, LLM):
     """An LLM served behind a prompt endpoint (a Modal web endpoint or ``promptwire serve``).
 
     Arguments beat ``PROMPTWIRE_*`` environment variables (and ``.env``), which beat defaults;
@@ -49,47 +29,11 @@ class PromptwireLLM(LLM):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
 
-    endpoint_url: str | None = None
-    """The endpoint's URL (``PROMPTWIRE_ENDPOINT_URL``)."""
-    backend: str | None = None
-    """Backend name (``PROMPTWIRE_BACKEND``); its plugin may add parameters and headers."""
-    api_key: SecretStr | None = None
-    """Bearer token (``PROMPTWIRE_API_KEY``)."""
-    modal_key: SecretStr | None = None
-    """Modal proxy-auth key, sent as ``Modal-Key`` (``PROMPTWIRE_MODAL_KEY``)."""
-    modal_secret: SecretStr | None = None
-    """Modal proxy-auth secret, sent as ``Modal-Secret`` (``PROMPTWIRE_MODAL_SECRET``)."""
-    model_kwargs: dict[str, Any] = Field(default_factory=dict)
-    """Parameters sent with every request (``max_tokens``, ``temperature``, or any extra key)."""
-    timeout: float | None = None
-    """Seconds for a whole reply, or between two pieces of a stream."""
-    connect_timeout: float | None = None
-    max_retries: int | None = None
-    retry_unsafe: bool | None = None
-    """Also retry failures after which the server may have run the request."""
-    max_concurrency: int | None = None
-    """Prompts of one batch in flight at once."""
+    # The endpoint fields (endpoint_url, backend, api_key, modal_key, modal_secret, model_kwargs,
+    # timeout, connect_timeout, max_retries, retry_unsafe, max_concurrency) come from
+    # EndpointModel.
     streaming: bool = False
     """Stream every call (callbacks see each token, even through ``invoke``)."""
-
-    _client: EndpointClient | None = PrivateAttr(default=None)
-    _adapter: ClientAdapter = PrivateAttr(default_factory=ClientAdapter)
-    _backend_settings: Any = PrivateAttr(default=None)
-
-    @model_validator(mode="after")
-    def _fill_from_settings(self) -> PromptwireLLM:
-        missing = [name for name in _FROM_SETTINGS if getattr(self, name) is None]
-        if missing:
-            settings = PromptwireSettings()
-            for name in missing:
-                object.__setattr__(self, name, getattr(settings, name))
-        if self.backend:
-            from promptwire.plugins import get_backend
-
-            backend = get_backend(self.backend).backend
-            self._adapter = backend.client
-            self._backend_settings = backend.load_settings()
-        return self
 
     # -- LangChain metadata --------------------------------------------------------------------
 
@@ -105,14 +49,6 @@ class PromptwireLLM(LLM):
             "model_kwargs": self.model_kwargs,
         }
 
-    @property
-    def lc_secrets(self) -> dict[str, str]:
-        return {
-            "api_key": "PROMPTWIRE_API_KEY",
-            "modal_key": "PROMPTWIRE_MODAL_KEY",
-            "modal_secret": "PROMPTWIRE_MODAL_SECRET",
-        }
-
     @classmethod
     def is_lc_serializable(cls) -> bool:
         return True
@@ -121,42 +57,12 @@ class PromptwireLLM(LLM):
     def get_lc_namespace(cls) -> list[str]:
         return ["promptwire", "llms"]
 
-    # -- the endpoint client -------------------------------------------------------------------
-
-    @property
-    def client(self) -> EndpointClient:
-        """The pooled client; made on first use so an unused LLM opens nothing."""
-        if self._client is None:
-            secret_headers = {}
-            if self.modal_key is not None:
-                secret_headers[MODAL_KEY_HEADER] = self.modal_key
-            if self.modal_secret is not None:
-                secret_headers[MODAL_SECRET_HEADER] = self.modal_secret
-            assert self.endpoint_url is not None
-            self._client = EndpointClient(
-                ClientConfig(
-                    url=self.endpoint_url,
-                    api_key=self.api_key,
-                    secret_headers=secret_headers,
-                    headers=self._adapter.headers(self._backend_settings),
-                    timeout=float(self.timeout or 600.0),
-                    connect_timeout=float(self.connect_timeout or 10.0),
-                    max_retries=int(self.max_retries or 0),
-                    retry_unsafe=bool(self.retry_unsafe),
-                    max_connections=max(100, int(self.max_concurrency or 1)),
-                )
-            )
-        return self._client
+    # -- requests ------------------------------------------------------------------------------
 
     def _payload(
         self, prompt: str, stop: list[str] | None, kwargs: Mapping[str, Any]
     ) -> dict[str, Any]:
-        payload: dict[str, Any] = {
-            **self._adapter.default_params(self._backend_settings),
-            **self.model_kwargs,
-            **kwargs,
-            "prompt": prompt,
-        }
+        payload: dict[str, Any] = {**self._base_params(), **kwargs, "prompt": prompt}
         if stop:
             payload["stop"] = list(stop)
         return payload
@@ -269,14 +175,11 @@ class PromptwireLLM(LLM):
     ) -> LLMResult:
         # LangChain hands one run manager for the whole batch; tokens go to it only for one prompt.
         token_sink = run_manager if len(prompts) == 1 else None
-        if len(prompts) == 1:
-            generations = [self._generate_one(prompts[0], stop, token_sink, kwargs)]
-        else:
-            workers = min(int(self.max_concurrency or 1), len(prompts))
-            with ThreadPoolExecutor(workers, thread_name_prefix="promptwire") as pool:
-                generations = list(
-                    pool.map(lambda p: self._generate_one(p, stop, None, kwargs), prompts)
-                )
+        generations = run_concurrently(
+            lambda p: self._generate_one(p, stop, token_sink, kwargs),
+            prompts,
+            int(self.max_concurrency or 1),
+        )
         return self._result(generations)
 
     async def _agenerate(
@@ -287,14 +190,12 @@ class PromptwireLLM(LLM):
         **kwargs: Any,
     ) -> LLMResult:
         token_sink = run_manager if len(prompts) == 1 else None
-        limit = asyncio.Semaphore(int(self.max_concurrency or 1))
-
-        async def one(prompt: str) -> Generation:
-            async with limit:
-                return await self._agenerate_one(prompt, stop, token_sink, kwargs)
-
-        generations = await asyncio.gather(*(one(p) for p in prompts))
-        return self._result(list(generations))
+        generations = await arun_concurrently(
+            lambda p: self._agenerate_one(p, stop, token_sink, kwargs),
+            prompts,
+            int(self.max_concurrency or 1),
+        )
+        return self._result(generations)
 
     def _result(self, generations: list[Generation]) -> LLMResult:
         usage = Usage()
@@ -310,17 +211,6 @@ class PromptwireLLM(LLM):
             generations=[[g] for g in generations],
             llm_output={"token_usage": token_usage, "model_name": model},
         )
-
-    # -- lifecycle -----------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close the sync connection pool (the object stays usable; a new pool opens on demand)."""
-        if self._client is not None:
-            self._client.close()
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
 
 
 def _generation_info(finish_reason: Any, usage: Usage | None, model: str | None) -> dict[str, Any]:

@@ -1,7 +1,10 @@
-"""The prompt endpoint protocol, v1, as pydantic models shared by the client and the server.
+"""The prompt endpoint protocol, v1.1, as pydantic models shared by the client and the server.
 
 Compatible both ways with ``langchain_community.llms.Modal``: the request is a JSON object with a
 ``prompt`` string plus any other keys, and the reply carries the completion under ``prompt``.
+v1.1 adds an optional ``messages`` list (a conversation the server renders with its model's chat
+template); ``prompt`` stays required, so a v1 server that ignores ``messages`` still answers.
+The whole protocol is written out in ``docs/PROTOCOL.md``.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PROTOCOL_VERSION = "1"
+PROTOCOL_VERSION = "1.1"
 
 # Bounds a server enforces; documented in the README so clients know them up front.
 MAX_BODY_BYTES = 1 << 20
@@ -19,6 +22,8 @@ MAX_STOP_SEQUENCES = 32
 MAX_STOP_LENGTH = 256
 MAX_TOKENS_LIMIT = 1 << 20
 MAX_TEMPERATURE = 10.0
+MAX_MESSAGES = 1024
+MAX_MESSAGE_CHARS = 1 << 20
 
 # Server-sent event names used by a streaming reply.
 EVENT_DELTA = "delta"
@@ -30,9 +35,21 @@ GENERATION_PARAMS = frozenset({"max_tokens", "temperature", "top_p", "top_k", "s
 
 StopSequence = Annotated[str, Field(min_length=1, max_length=MAX_STOP_LENGTH)]
 
+ChatRole = Literal["system", "user", "assistant"]
+
+
+class ChatMessage(BaseModel):
+    """One message of a conversation (protocol v1.1). Unknown keys of a message are ignored."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+    role: ChatRole
+    content: Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]
+
 
 class PromptRequest(BaseModel):
-    """A request: ``prompt`` plus the generation parameters a server understands.
+    """A request: ``prompt`` plus the generation parameters a server understands, and (v1.1)
+    optionally ``messages``.
 
     Unknown keys are kept (``extra="allow"``) and ignored; known keys are checked strictly, so
     ``"max_tokens": "5"`` is an error rather than a silent coercion.
@@ -50,6 +67,10 @@ class PromptRequest(BaseModel):
     stop: Annotated[list[StopSequence], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
     seed: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = None
     stream: bool = False
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)] | None = (
+        None
+    )
+    """v1.1: the conversation; a server that understands it renders it and ignores ``prompt``."""
 
     def known_params(self) -> dict[str, Any]:
         """The generation parameters that were set, without the prompt, stream flag or extras."""

@@ -1,8 +1,9 @@
 """The ASGI app factory: the prompt endpoint protocol served for any engine.
 
 ``POST /`` answers a whole reply or, with ``"stream": true``, server-sent events; ``GET /health``
-answers once the engine is ready. Every error is the protocol's JSON error, never a stack trace.
-A client that disconnects cancels its generation.
+answers once the engine is ready. A v1.1 request's ``messages`` are rendered by the engine's chat
+template and served in place of its ``prompt``. Every error is the protocol's JSON error, never a
+stack trace. A client that disconnects cancels its generation.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from promptwire.protocol import (
     EVENT_DONE,
     EVENT_ERROR,
     MAX_BODY_BYTES,
+    PROTOCOL_VERSION,
     ErrorBody,
     ErrorDetail,
     ErrorType,
@@ -164,7 +166,7 @@ def create_app(
 
     app = FastAPI(
         title="promptwire prompt endpoint",
-        version="1",
+        version=PROTOCOL_VERSION,
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
@@ -249,6 +251,7 @@ def create_app(
 
         streaming = False
         try:
+            prompt_request = _render_messages(engine, prompt_request)
             engine.check(prompt_request)
             if prompt_request.stream:
                 response = await _stream_reply(engine, prompt_request, release)
@@ -262,6 +265,13 @@ def create_app(
                 release()
 
     return app
+
+
+def _render_messages(engine: Engine, request: PromptRequest) -> PromptRequest:
+    """Protocol v1.1: a request with ``messages`` is served with their rendering as its prompt."""
+    if request.messages is None:
+        return request
+    return request.model_copy(update={"prompt": engine.render_chat(request.messages)})
 
 
 async def _whole_reply(
