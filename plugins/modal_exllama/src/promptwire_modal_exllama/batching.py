@@ -197,7 +197,8 @@ class GenerationLoop:
                 self._inbox.clear()
             for stream in leftover:
                 stream.put(EngineError("the engine stopped unexpectedly"))
-            self._fail_all(lambda: EngineError("the engine stopped unexpectedly"))
+            for stream in self._take_all():
+                stream.put(EngineError("the engine stopped unexpectedly"))
 
     def _shut_down(self, commands: list[tuple[str, RequestStream]]) -> None:
         def closing() -> EngineError:
@@ -206,9 +207,10 @@ class GenerationLoop:
         for command, stream in commands:
             if command == "submit":
                 stream.put(closing())
-        for job in self._fail_all(closing):
+        for stream in self._take_all():
+            stream.put(closing())
             try:
-                self._generator.cancel(job)
+                self._generator.cancel(stream.job)
             except Exception:
                 logger.debug("cancel during shutdown failed", exc_info=True)
 
@@ -236,10 +238,11 @@ class GenerationLoop:
         except Exception as exc:
             name = type(exc).__name__
             logger.error("generation failed: %s", name, exc_info=True)
-            failed = self._fail_all(
-                lambda: EngineError(f"generation failed on the server ({name})")
-            )
-            self._recover(failed)
+            failed = self._take_all()
+            # Recover before answering, so a client that retries at once finds a working engine.
+            self._recover([stream.job for stream in failed])
+            for stream in failed:
+                stream.put(EngineError(f"generation failed on the server ({name})"))
             return
         for result in results:
             self._dispatch(result)
@@ -255,13 +258,11 @@ class GenerationLoop:
             del self._by_job[id(stream.job)]
             stream.put(_finish_from_result(result, stream))
 
-    def _fail_all(self, error: Callable[[], EngineError]) -> list[Any]:
-        jobs = []
-        for stream in self._by_job.values():
-            stream.put(error())
-            jobs.append(stream.job)
+    def _take_all(self) -> list[RequestStream]:
+        """Every request in flight, forgotten by the loop (the caller tells them why)."""
+        streams = list(self._by_job.values())
         self._by_job.clear()
-        return jobs
+        return streams
 
     def _recover(self, failed_jobs: list[Any]) -> None:
         """Free the failed jobs; if the generator will not let go of them, build a new one."""
