@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "PromptwireLLM": "promptwire.llm",
+    "ChatPromptwire": "promptwire.chat",
     "Modal": "promptwire.compat",
     "PromptwireSettings": "promptwire.settings",
     "Backend": "promptwire.backends",
@@ -38,6 +39,7 @@ _EXPORTS = {
 __all__ = [
     "AuthenticationError",
     "Backend",
+    "ChatPromptwire",
     "ClientAdapter",
     "ConfigurationError",
     "EndpointConnectError",
@@ -61,6 +63,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from promptwire.backends import Backend, ClientAdapter
+    from promptwire.chat import ChatPromptwire
     from promptwire.compat import Modal
     from promptwire.errors import (
         AuthenticationError,
