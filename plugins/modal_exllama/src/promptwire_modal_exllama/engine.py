@@ -8,12 +8,14 @@ build a job.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from promptwire.engine import EngineError
+from promptwire.errors import ConfigurationError
 
 from promptwire_modal_exllama.batching import (
     BatchingEngine,
@@ -180,6 +182,22 @@ def load_runtime(settings: ExllamaSettings) -> ExllamaRuntime:
     return ExllamaRuntime(settings)
 
 
+def check_serveable(settings: ExllamaSettings) -> None:
+    """Fail before a server starts, with one clear line, when the model directory or the GPU
+    libraries are missing (both checks are cheap: nothing is imported)."""
+    if settings.model_dir is None:
+        raise ConfigurationError(
+            "modal_exllama needs a model directory: pass --model-dir or set "
+            "PROMPTWIRE_MODAL_EXLLAMA__MODEL_DIR"
+        )
+    if not (settings.model_dir / "config.json").is_file():
+        raise ConfigurationError(f"{settings.model_dir} is not a model directory (no config.json)")
+    missing = [name for name in ("torch", "exllamav2") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigurationError(f"{' and '.join(missing)} not installed: {INSTALL_HINT}")
+
+
 def create_engine(settings: ExllamaSettings) -> BatchingEngine:
     """The engine ``promptwire serve`` and the Modal app serve; loads on ``start``."""
+    check_serveable(settings)
     return BatchingEngine(settings, load_runtime)

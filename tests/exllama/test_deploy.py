@@ -1,0 +1,66 @@
+"""``promptwire deploy``, offline: the error paths, and finding the endpoint URL of an app module.
+No test here reaches Modal: without credentials the client fails before any network call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from promptwire.deploy import endpoint_url
+from promptwire.errors import ConfigurationError
+
+from tests.support.installed_plugin import run_cli
+
+
+def _no_modal_credentials(home: Path) -> dict[str, str]:
+    return {
+        "HOME": str(home),
+        "MODAL_CONFIG_PATH": str(home / "missing-modal.toml"),
+        "MODAL_TOKEN_ID": "",
+        "MODAL_TOKEN_SECRET": "",
+        "MODAL_PROFILE": "",
+    }
+
+
+@pytest.mark.parametrize("backend", ["modal_exllama", "modal_dummy"])
+def test_deploy_without_modal_credentials_says_what_to_do(tmp_path: Path, backend: str) -> None:
+    result = run_cli("deploy", backend, env=_no_modal_credentials(tmp_path))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "Modal is not set up on this machine" in result.stderr
+    assert "modal setup" in result.stderr
+    assert result.stdout == ""
+
+
+def test_the_download_command_without_credentials_says_what_to_do(tmp_path: Path) -> None:
+    result = run_cli("exllama", "download", env=_no_modal_credentials(tmp_path))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "modal setup" in result.stderr
+
+
+def test_deploying_an_unknown_backend_names_the_installed_ones() -> None:
+    result = run_cli("deploy", "nope")
+    assert result.returncode == 1
+    assert "unknown backend 'nope'" in result.stderr and "modal_exllama" in result.stderr
+
+
+def test_a_backend_without_a_modal_app_cannot_be_deployed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from promptwire import deploy
+    from promptwire.backends import Backend
+    from promptwire.plugins import RegisteredBackend
+
+    local_only = RegisteredBackend(Backend(name="local_only"), plugin=None)  # type: ignore[arg-type]
+    monkeypatch.setattr("promptwire.plugins.get_backend", lambda name: local_only)
+    with pytest.raises(ConfigurationError, match="no Modal app"):
+        deploy.deploy_backend("local_only")
+
+
+def test_the_endpoint_url_comes_from_the_app_module() -> None:
+    assert endpoint_url(SimpleNamespace(endpoint_url=lambda: "https://x.modal.run")) == (  # type: ignore[arg-type]
+        "https://x.modal.run"
+    )
+    web = SimpleNamespace(get_web_url=lambda: "https://w.modal.run")
+    assert endpoint_url(SimpleNamespace(web=web)) == "https://w.modal.run"  # type: ignore[arg-type]
+    assert endpoint_url(SimpleNamespace()) is None  # type: ignore[arg-type]
