@@ -1,0 +1,141 @@
+"""LangChain's standard chat-model tests (``langchain-tests``), run as they are.
+
+Unit tests need no server. Integration tests run against real servers on 127.0.0.1 (the dummy
+engine, answering ``hello world`` or echoing the conversation). ChatPromptwire has no tool calling,
+structured output or multimodal input: the tests for those are skipped by the suite itself through
+its capability flags below; no standard test is overridden. Also skipped by the suite's own checks:
+the model-override tests (an endpoint serves one model), ``test_stream_time`` (VCR cassettes are for
+remote APIs; these tests hit a live local server), and ``test_serdes`` (langchain-core's ``load``
+only rebuilds classes in its own mapping, so ChatPromptwire says it is not LangChain-serializable).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from langchain_core.language_models import BaseChatModel
+from langchain_tests.integration_tests import ChatModelIntegrationTests
+from langchain_tests.unit_tests import ChatModelUnitTests
+from promptwire import ChatPromptwire
+
+from tests.support.network import LOOPBACK_ONLY
+
+pytestmark = LOOPBACK_ONLY
+
+UNIT_URL = "http://127.0.0.1:9/"  # never contacted by the unit tests
+
+
+class Capabilities:
+    """What ChatPromptwire can do, in the suite's own terms."""
+
+    @property
+    def chat_model_class(self) -> type[BaseChatModel]:
+        return ChatPromptwire
+
+    @property
+    def has_tool_calling(self) -> bool:
+        return False
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return False
+
+    @property
+    def has_structured_output(self) -> bool:
+        return False
+
+    @property
+    def supports_json_mode(self) -> bool:
+        return False
+
+    @property
+    def supports_image_inputs(self) -> bool:
+        return False
+
+    @property
+    def supports_image_urls(self) -> bool:
+        return False
+
+    @property
+    def supports_pdf_inputs(self) -> bool:
+        return False
+
+    @property
+    def supports_audio_inputs(self) -> bool:
+        return False
+
+    @property
+    def supports_video_inputs(self) -> bool:
+        return False
+
+    @property
+    def supports_image_tool_message(self) -> bool:
+        return False
+
+    @property
+    def supports_pdf_tool_message(self) -> bool:
+        return False
+
+    @property
+    def supports_anthropic_inputs(self) -> bool:
+        return False
+
+    @property
+    def returns_usage_metadata(self) -> bool:
+        return True
+
+    @property
+    def supports_model_override(self) -> bool:
+        return False  # an endpoint serves one model
+
+    @property
+    def enable_vcr_tests(self) -> bool:
+        return False  # the integration tests run against a live local server instead
+
+
+class TestChatPromptwireUnit(Capabilities, ChatModelUnitTests):
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {"endpoint_url": UNIT_URL, "model": "dummy"}
+
+    @property
+    def init_from_env_params(self) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
+        return (
+            {
+                "PROMPTWIRE_ENDPOINT_URL": UNIT_URL,
+                "PROMPTWIRE_API_KEY": "test",
+                "PROMPTWIRE_TIMEOUT": "30",
+                "PROMPTWIRE_MAX_CONCURRENCY": "4",
+            },
+            {"model": "dummy"},
+            {"endpoint_url": UNIT_URL, "api_key": "test", "timeout": 30.0, "max_concurrency": 4},
+        )
+
+
+class TestChatPromptwireIntegration(Capabilities, ChatModelIntegrationTests):
+    """Against the default dummy engine (``hello world``)."""
+
+    endpoint_url = ""
+
+    @pytest.fixture(autouse=True)
+    def _endpoint(self, chat_dummy_url: str) -> None:
+        self.endpoint_url = chat_dummy_url
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {"endpoint_url": self.endpoint_url, "timeout": 30, "max_retries": 0}
+
+
+class TestChatPromptwireEchoIntegration(Capabilities, ChatModelIntegrationTests):
+    """Against the echoing dummy engine: every reply is the rendered conversation itself."""
+
+    endpoint_url = ""
+
+    @pytest.fixture(autouse=True)
+    def _endpoint(self, chat_echo_url: str) -> None:
+        self.endpoint_url = chat_echo_url
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {"endpoint_url": self.endpoint_url, "timeout": 30, "max_retries": 0}
