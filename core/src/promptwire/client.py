@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent
+from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 from pydantic import SecretStr, ValidationError
 from tenacity import (
     AsyncRetrying,
@@ -138,15 +139,11 @@ class EndpointClient:
             request = self.sync_client.build_request("POST", self.config.url, json=payload)
             response = self.sync_client.send(request, stream=True)
             try:
-                body = bytearray()
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if time.monotonic() > deadline:
-                        raise self._timeout()
+                body = self._read_within(response, deadline)
             finally:
                 response.close()
-            self._raise_for_status(response, bytes(body))
-        return self._parse_reply(bytes(body))
+            self._raise_for_status(response, body)
+        return self._parse_reply(body)
 
     async def _acomplete_once(self, payload: Mapping[str, Any]) -> PromptResponse:
         try:
@@ -168,9 +165,10 @@ class EndpointClient:
         try:
             with self._translate_errors():
                 if not _is_event_stream(response):
-                    yield from _whole_reply_as_stream(self._parse_reply(response.read()))
+                    whole = self._read_within(response, time.monotonic() + self.config.timeout)
+                    yield from _whole_reply_as_stream(self._parse_reply(whole))
                     return
-                for sse in EventSource(response).iter_sse():
+                for sse in self._iter_sse_within(response):
                     event = self._parse_event(sse)
                     if event is not None:
                         yield event
@@ -216,7 +214,8 @@ class EndpointClient:
                 if response.is_success:
                     return response
                 try:
-                    self._raise_for_status(response, response.read())
+                    error_body = self._read_within(response, time.monotonic() + self.config.timeout)
+                    self._raise_for_status(response, error_body)
                 finally:
                     response.close()
         raise AssertionError("unreachable")  # pragma: no cover
@@ -237,6 +236,35 @@ class EndpointClient:
                 finally:
                     await response.aclose()
         raise AssertionError("unreachable")  # pragma: no cover
+
+    # The sync path has no asyncio.timeout: httpx's read timeout restarts with every byte, so a
+    # slow drip or a stream of keep-alive pings would never time out. These check the clock.
+
+    def _read_within(self, response: httpx.Response, deadline: float) -> bytes:
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if time.monotonic() > deadline:
+                raise self._timeout()
+        return bytes(body)
+
+    def _iter_sse_within(self, response: httpx.Response) -> Iterator[ServerSentEvent]:
+        """Server-sent events, each due within ``timeout`` of the one before (as in ``astream``);
+        comments (pings) do not count as events."""
+        lines, decoder = SSELineDecoder(), SSEDecoder()
+        deadline = time.monotonic() + self.config.timeout
+        for text in response.iter_text():
+            for line in lines.decode(text):
+                sse = decoder.decode(line.rstrip("\n"))
+                if sse is not None:
+                    yield sse
+                    deadline = time.monotonic() + self.config.timeout
+            if time.monotonic() > deadline:
+                raise self._timeout()
+        for line in lines.flush():
+            sse = decoder.decode(line.rstrip("\n"))
+            if sse is not None:
+                yield sse
 
     async def _aread(self, response: httpx.Response) -> bytes:
         try:
