@@ -285,7 +285,8 @@ class EndpointClient:
         if not isinstance(data, dict) or not isinstance(data.get("prompt"), str):
             found = sorted(data)[:10] if isinstance(data, dict) else type(data).__name__
             raise ProtocolError(
-                f"the reply has no 'prompt' string (found {found})", url=self.config.url
+                f"the reply has no 'prompt' string (found {self._redact(str(found))})",
+                url=self.config.url,
             )
         try:
             return PromptResponse.model_validate(data)
@@ -303,7 +304,7 @@ class EndpointClient:
             if sse.event == EVENT_DONE:
                 return StreamDone.model_validate(data)
             error = data["error"]
-            error_type, message = str(error["type"]), str(error["message"])
+            error_type, message = self._redact(str(error["type"])), str(error["message"])
         except (ValueError, KeyError, TypeError, ValidationError):
             raise ProtocolError(
                 f"malformed {sse.event!r} event: {self._snippet(sse.data.encode())!r}",
@@ -317,7 +318,8 @@ class EndpointClient:
         error_type, message = None, f"unexpected reply: {self._snippet(body)!r}"
         try:
             detail = json.loads(body)["error"]
-            error_type, message = str(detail["type"]), self._redact(str(detail["message"]))
+            error_type = self._redact(str(detail["type"]))
+            message = self._redact(str(detail["message"]))
         except (ValueError, KeyError, TypeError):
             pass
         status = response.status_code
@@ -332,8 +334,9 @@ class EndpointClient:
         )
 
     def _snippet(self, body: bytes) -> str:
-        text = body[: SNIPPET_CHARS * 4].decode("utf-8", errors="replace")
-        return self._redact(" ".join(text.split())[:SNIPPET_CHARS])
+        # Redact before cutting: a secret across the cut would otherwise show its first half.
+        text = self._redact(body.decode("utf-8", errors="replace"))
+        return " ".join(text[: SNIPPET_CHARS * 4].split())[:SNIPPET_CHARS]
 
     def _redact(self, text: str) -> str:
         for secret in self._secrets:
