@@ -425,6 +425,7 @@ class _TranslateErrors:
         if exc is None or isinstance(exc, EndpointError) or not isinstance(exc, httpx.HTTPError):
             return
         url = self.url
+        reason = str(exc) or type(exc).__name__  # async read errors often have no message
         new: EndpointError
         if isinstance(exc, httpx.ConnectTimeout):
             new = EndpointTimeoutError(
@@ -432,7 +433,7 @@ class _TranslateErrors:
             )
         elif isinstance(exc, httpx.ConnectError):
             new = EndpointConnectError(
-                f"cannot connect: {exc}", url=url, transient=True, may_have_run=False
+                f"cannot connect: {reason}", url=url, transient=True, may_have_run=False
             )
         elif isinstance(exc, httpx.TimeoutException):
             new = EndpointTimeoutError(
@@ -442,10 +443,10 @@ class _TranslateErrors:
             new = ProtocolError("too many redirects", url=url)
         elif isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
             new = EndpointConnectError(
-                f"the connection broke mid-reply: {exc}", url=url, transient=True
+                f"the connection broke mid-reply: {reason}", url=url, transient=True
             )
         else:
-            new = EndpointError(f"{type(exc).__name__}: {exc}", url=url)
+            new = EndpointError(f"{type(exc).__name__}: {reason}", url=url)
         raise new from exc
 
 
