@@ -215,3 +215,53 @@ async def test_stopping_fails_requests_in_flight_with_503(runtime: FakeRuntime) 
     with pytest.raises(EngineNotReady) as stopped:
         await task
     assert stopped.value.status_code == 503
+
+
+class ScriptedGenerator:
+    """Answers every job with the same scripted results (ExLlamaV2's result dicts)."""
+
+    def __init__(self, script: list[dict[str, object]]) -> None:
+        self.script = script
+        self.jobs: list[object] = []
+
+    def enqueue(self, job: object) -> None:
+        self.jobs.append(job)
+
+    def cancel(self, job: object) -> None:
+        self.jobs.remove(job)
+
+    def num_remaining_jobs(self) -> int:
+        return len(self.jobs)
+
+    def iterate(self) -> list[dict[str, object]]:
+        results = [{**step, "job": job} for job in self.jobs for step in self.script]
+        self.jobs.clear()
+        return results
+
+
+async def test_text_held_for_a_possible_stop_string_is_kept_at_the_eos_token() -> None:
+    from promptwire_modal_exllama.batching import GenerationLoop, RequestStream
+
+    script: list[dict[str, object]] = [
+        {"stage": "started", "eos": False},
+        {"stage": "streaming", "eos": False, "text": "Hello"},
+        {
+            "stage": "streaming",
+            "eos": True,
+            "eos_reason": "stop_token",
+            "held": {"text": " #"},  # held back: it could have begun the stop string "##"
+            "new_tokens": 3,
+            "prompt_tokens": 4,
+        },
+    ]
+    loop = GenerationLoop(lambda: ScriptedGenerator(script))
+    loop.start()
+    try:
+        stream = RequestStream(asyncio.get_running_loop(), prompt_tokens=4)
+        loop.submit(object(), stream)
+        events = [await stream.queue.get() for _ in range(3)]
+    finally:
+        loop.stop()
+    assert events[:2] == [TextChunk("Hello"), TextChunk(" #")]
+    assert isinstance(events[2], Finish) and events[2].finish_reason is FinishReason.STOP
+    assert events[2].usage.completion_tokens == 3

@@ -254,6 +254,12 @@ class GenerationLoop:
         text = result.get("text")
         if text:
             stream.put(TextChunk(text))
+        if result.get("eos") and result.get("eos_reason") == "stop_token":
+            # Text held back because it might have begun a stop string is real output when
+            # an end-of-sequence token comes next; ExLlamaV2 reports it under "held".
+            held = result.get("held")
+            if isinstance(held, dict) and held.get("text"):
+                stream.put(TextChunk(str(held["text"])))
         if result.get("eos"):
             del self._by_job[id(stream.job)]
             stream.put(_finish_from_result(result, stream))
