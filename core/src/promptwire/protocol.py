@@ -12,7 +12,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 PROTOCOL_VERSION = "1.1"
 
@@ -34,6 +34,19 @@ EVENT_ERROR = "error"
 GENERATION_PARAMS = frozenset({"max_tokens", "temperature", "top_p", "top_k", "stop", "seed"})
 
 StopSequence = Annotated[str, Field(min_length=1, max_length=MAX_STOP_LENGTH)]
+
+
+def _encodable(text: str) -> str:
+    """JSON may escape a lone surrogate (``"\\ud800"``) that no UTF-8 reply can carry back; refuse
+    it up front instead of failing while answering."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (it holds a lone surrogate)") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
 
 ChatRole = Literal["system", "user", "assistant"]
 
@@ -57,7 +70,7 @@ class PromptRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True)
 
-    prompt: str
+    prompt: Text
     max_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS_LIMIT)] | None = None
     temperature: Annotated[float, Field(ge=0.0, le=MAX_TEMPERATURE, allow_inf_nan=False)] | None = (
         None
