@@ -88,7 +88,7 @@ def load_plugins() -> None:
             continue
         try:
             module = entry_point.load()
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a plugin that exits at import must not end us
             _fail(info, "import", exc)
             continue
         _register_module(info, module)
@@ -140,7 +140,7 @@ def get_backends() -> dict[str, RegisteredBackend]:
             for backend in registered:
                 if not isinstance(backend, Backend):
                     raise PluginError(f"registered {type(backend).__name__}, not a Backend")
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             _fail(info, "register_backends", exc)
             continue
         for backend in registered:
