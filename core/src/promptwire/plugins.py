@@ -129,7 +129,7 @@ def get_backends() -> dict[str, RegisteredBackend]:
     load_plugins()
     if _registry.backends is not None:
         return _registry.backends
-    backends: dict[str, RegisteredBackend] = {}
+    claims: list[RegisteredBackend] = []
     pm = _registry.pm
     for name, info in _registry.plugins.items():
         others = [p for n, p in pm.list_name_plugin() if n != name]
@@ -143,17 +143,22 @@ def get_backends() -> dict[str, RegisteredBackend]:
         except (Exception, SystemExit) as exc:
             _fail(info, "register_backends", exc)
             continue
-        for backend in registered:
-            if backend.name in backends:
-                owner = backends[backend.name].plugin.name
-                _fail(
-                    info,
-                    "duplicate",
-                    f"backend {backend.name!r} is already registered by "
-                    f"plugin {owner!r}; this one is ignored",
-                )
-                continue
-            backends[backend.name] = RegisteredBackend(backend, info)
+        claims.extend(RegisteredBackend(backend, info) for backend in registered)
+    # A plugin has first claim to the backend named after it, so a plugin whose entry point
+    # merely sorts first cannot take over, say, `modal_dummy`; otherwise entry-point order.
+    claims.sort(key=lambda claim: claim.backend.name != claim.plugin.name)
+    backends: dict[str, RegisteredBackend] = {}
+    for claim in claims:
+        taken = backends.get(claim.backend.name)
+        if taken is not None:
+            _fail(
+                claim.plugin,
+                "duplicate",
+                f"backend {claim.backend.name!r} is already registered by "
+                f"plugin {taken.plugin.name!r}; this one is ignored",
+            )
+            continue
+        backends[claim.backend.name] = claim
     _registry.backends = backends
     return backends
 
