@@ -1,0 +1,414 @@
+"""``EndpointConformanceTests``: the prompt endpoint protocol (docs/PROTOCOL.md), checked over HTTP.
+
+The checks, by group:
+
+- replies: ``/health`` answers 200; a whole reply is a JSON object whose ``prompt`` is a string,
+  with ``usage``, ``finish_reason`` and ``model`` well typed when present; unknown keys are
+  ignored; ``max_tokens`` is honoured;
+- errors: a missing or non-string ``prompt``, a known key with a wrong type or range, a body that
+  is not a JSON object, and a wrong method or path all get the protocol's JSON error with the
+  right status, never a stack trace; a request refused before streaming gets a status, not a
+  stream;
+- streaming: ``"stream": true`` gives ``delta`` events then exactly one ``done`` (or one whole
+  JSON reply, from a server that does not stream);
+- auth (when ``api_key`` is given): no token or a wrong one gets a JSON 401, ``/health`` stays
+  open;
+- protocol v1.1 (when ``/health`` says so): ``messages`` are accepted and checked strictly;
+- clients: promptwire's own (``PromptwireLLM``, ``ChatPromptwire``) and, when the endpoint
+  echoes the prompt and needs no token, the old ``langchain_community.llms.Modal``.
+
+Class attributes tune the checks to the backend; the fixtures ``endpoint_url`` (required) and
+``api_key`` (default ``None``) say where it is.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import httpx
+import pytest
+from httpx_sse import EventSource
+
+from promptwire.protocol import EVENT_DELTA, EVENT_DONE, EVENT_ERROR
+
+FINISH_REASONS = ("stop", "length")
+JSON = "application/json"
+EVENT_STREAM = "text/event-stream"
+
+
+@dataclass
+class StreamResult:
+    """What a streaming request produced: the text, and the ``done`` event's payload."""
+
+    text: str
+    done: dict[str, Any]
+    deltas: int
+    events: list[str] = field(default_factory=list)
+    """The event names in order (unknown ones included, comments and pings not)."""
+    streamed: bool = True
+    """False when the server answered one whole JSON reply instead of a stream."""
+
+
+def assert_protocol_error(
+    response: httpx.Response, status: int | tuple[int, ...]
+) -> dict[str, Any]:
+    """The reply is the protocol's JSON error with ``status``; returns its ``error`` object."""
+    expected = (status,) if isinstance(status, int) else status
+    assert response.status_code in expected, (
+        f"expected HTTP {' or '.join(map(str, expected))}, got {response.status_code}: "
+        f"{response.text[:300]!r}"
+    )
+    assert response.headers.get("content-type", "").startswith(JSON), (
+        f"an error must be JSON, got content-type {response.headers.get('content-type')!r}"
+    )
+    body = response.json()
+    assert isinstance(body, dict) and isinstance(body.get("error"), dict), (
+        f"an error must be {{'error': {{'type': ..., 'message': ...}}}}, got {body!r}"
+    )
+    error: dict[str, Any] = body["error"]
+    assert isinstance(error.get("type"), str) and error["type"], f"error.type: {error!r}"
+    assert isinstance(error.get("message"), str), f"error.message: {error!r}"
+    assert "Traceback" not in response.text, "an error reply must never carry a stack trace"
+    return error
+
+
+def assert_usage(usage: Any) -> None:
+    assert isinstance(usage, dict), f"usage must be an object, got {usage!r}"
+    for key in ("prompt_tokens", "completion_tokens"):
+        if key in usage:
+            value = usage[key]
+            assert isinstance(value, int) and not isinstance(value, bool) and value >= 0, (
+                f"usage.{key} must be a non-negative integer, got {value!r}"
+            )
+
+
+def assert_reply_metadata(body: dict[str, Any]) -> None:
+    """``usage``, ``finish_reason`` and ``model`` are well typed where present."""
+    if body.get("usage") is not None:
+        assert_usage(body["usage"])
+    if body.get("finish_reason") is not None:
+        assert body["finish_reason"] in FINISH_REASONS, (
+            f"finish_reason must be one of {FINISH_REASONS}, got {body['finish_reason']!r}"
+        )
+    if body.get("model") is not None:
+        assert isinstance(body["model"], str), f"model must be a string, got {body['model']!r}"
+
+
+def assert_whole_reply(response: httpx.Response) -> dict[str, Any]:
+    """A 200 JSON reply whose ``prompt`` is the completion text; returns the body."""
+    assert response.status_code == 200, f"HTTP {response.status_code}: {response.text[:300]!r}"
+    assert response.headers.get("content-type", "").startswith(JSON), (
+        f"a whole reply must be JSON, got {response.headers.get('content-type')!r}"
+    )
+    body = response.json()
+    assert isinstance(body, dict), f"a reply must be a JSON object, got {type(body).__name__}"
+    assert isinstance(body.get("prompt"), str), (
+        f"a reply must hold the completion text under 'prompt', got keys {sorted(body)}"
+    )
+    assert_reply_metadata(body)
+    return body
+
+
+def read_stream(response: httpx.Response) -> StreamResult:
+    """Read a reply to ``"stream": true`` and check its shape: ``delta`` events, each with a
+    ``text`` string, then exactly one ``done``, last; or one whole JSON reply."""
+    assert response.status_code == 200, (
+        f"HTTP {response.status_code}: {response.read()[:300].decode(errors='replace')!r}"
+    )
+    content_type = response.headers.get("content-type", "")
+    if not content_type.startswith(EVENT_STREAM):
+        response.read()
+        body = assert_whole_reply(response)
+        return StreamResult(body["prompt"], body, deltas=0, streamed=False)
+    pieces: list[str] = []
+    names: list[str] = []
+    done: dict[str, Any] | None = None
+    for sse in EventSource(response).iter_sse():
+        names.append(sse.event)
+        assert done is None, f"event {sse.event!r} after 'done'"
+        if sse.event == EVENT_ERROR:
+            pytest.fail(f"the stream reported an error: {sse.data}")
+        if sse.event not in (EVENT_DELTA, EVENT_DONE):
+            continue  # unknown events are allowed; clients skip them
+        data = json.loads(sse.data)
+        assert isinstance(data, dict), f"{sse.event!r} data must be a JSON object: {sse.data!r}"
+        if sse.event == EVENT_DELTA:
+            assert isinstance(data.get("text"), str), f"a delta needs a 'text' string: {data!r}"
+            pieces.append(data["text"])
+        else:
+            assert_reply_metadata(data)
+            done = data
+    assert done is not None, f"the stream ended without a 'done' event (events: {names})"
+    return StreamResult("".join(pieces), done, deltas=len(pieces), events=names)
+
+
+class EndpointConformanceTests:
+    """Subclass it and override the ``endpoint_url`` fixture (and ``api_key`` if the endpoint
+    has a bearer token). Tune the checks with the class attributes below."""
+
+    #: Replies contain the prompt (an echo engine). Enables the check against
+    #: ``langchain_community.llms.Modal``, which raises on replies that do not, and the checks
+    #: that a v1.1 server answers its rendered ``messages``, not ``prompt``.
+    echoes_prompt: ClassVar[bool] = False
+    #: The same request always gets the same text (streamed or whole).
+    deterministic: ClassVar[bool] = False
+    #: The endpoint honours ``max_tokens`` exactly, with words as tokens.
+    counts_words: ClassVar[bool] = False
+    #: The prompt every check sends, and the most tokens it asks for (keeps real models quick).
+    prompt: ClassVar[str] = "Say hello to the conformance kit."
+    max_tokens: ClassVar[int] = 16
+    #: Seconds to wait for any one reply (a cold start on Modal can be slow).
+    timeout: ClassVar[float] = 120.0
+
+    # -- where the endpoint is -----------------------------------------------------------------
+
+    @pytest.fixture
+    def endpoint_url(self) -> str:
+        raise NotImplementedError("override the endpoint_url fixture with your endpoint's URL")
+
+    @pytest.fixture
+    def api_key(self) -> str | None:
+        """The endpoint's bearer token, or None when it has none."""
+        return None
+
+    @pytest.fixture
+    def health_url(self, endpoint_url: str) -> str:
+        return endpoint_url.rstrip("/") + "/health"
+
+    @pytest.fixture
+    def http(self, api_key: str | None) -> Iterator[httpx.Client]:
+        """An HTTP client that sends the token (when there is one) and follows redirects."""
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        with httpx.Client(headers=headers, timeout=self.timeout, follow_redirects=True) as client:
+            yield client
+
+    @pytest.fixture
+    def anonymous(self) -> Iterator[httpx.Client]:
+        """An HTTP client without any token."""
+        with httpx.Client(timeout=self.timeout, follow_redirects=True) as client:
+            yield client
+
+    @pytest.fixture
+    def protocol_version(self, anonymous: httpx.Client, health_url: str) -> str:
+        response = anonymous.get(health_url)
+        try:
+            version = response.json().get("protocol", "1")
+        except (ValueError, AttributeError):
+            version = "1"
+        return str(version)
+
+    def request(self, **overrides: Any) -> dict[str, Any]:
+        """The body every check starts from: the prompt and ``max_tokens``."""
+        return {"prompt": self.prompt, "max_tokens": self.max_tokens, **overrides}
+
+    # -- replies -------------------------------------------------------------------------------
+
+    def test_health_answers_200(self, anonymous: httpx.Client, health_url: str) -> None:
+        response = anonymous.get(health_url)
+        assert response.status_code == 200, f"GET /health: HTTP {response.status_code}"
+        body = response.json()
+        assert isinstance(body, dict) and body.get("status") == "ok", body
+        assert isinstance(body.get("protocol", "1"), str), body
+
+    def test_whole_reply(self, http: httpx.Client, endpoint_url: str) -> None:
+        body = assert_whole_reply(http.post(endpoint_url, json=self.request()))
+        if self.echoes_prompt:
+            assert self.prompt in body["prompt"]
+
+    def test_prompt_alone_is_enough(self, http: httpx.Client, endpoint_url: str) -> None:
+        assert_whole_reply(http.post(endpoint_url, json={"prompt": self.prompt}))
+
+    def test_unknown_keys_are_ignored(self, http: httpx.Client, endpoint_url: str) -> None:
+        body = self.request(
+            some_future_option={"nested": [1, 2]}, endpoint_url="http://x/", model="other"
+        )
+        assert_whole_reply(http.post(endpoint_url, json=body))
+
+    def test_generation_parameters_are_accepted(
+        self, http: httpx.Client, endpoint_url: str
+    ) -> None:
+        body = self.request(temperature=0.0, top_p=1.0, top_k=1, stop=["\n\n\n"], seed=7)
+        assert_whole_reply(http.post(endpoint_url, json=body))
+
+    def test_max_tokens_is_honoured(self, http: httpx.Client, endpoint_url: str) -> None:
+        body = assert_whole_reply(http.post(endpoint_url, json=self.request(max_tokens=1)))
+        if body.get("usage") and "completion_tokens" in body["usage"]:
+            assert body["usage"]["completion_tokens"] <= 1, body
+        if self.counts_words:
+            assert len(body["prompt"].split()) <= 1, body
+
+    # -- errors --------------------------------------------------------------------------------
+
+    def test_missing_prompt_is_422(self, http: httpx.Client, endpoint_url: str) -> None:
+        assert_protocol_error(http.post(endpoint_url, json={"max_tokens": 4}), 422)
+
+    @pytest.mark.parametrize("prompt", [123, None, ["a list"], {"an": "object"}, True])
+    def test_non_string_prompt_is_422(
+        self, http: httpx.Client, endpoint_url: str, prompt: Any
+    ) -> None:
+        assert_protocol_error(http.post(endpoint_url, json={"prompt": prompt}), 422)
+
+    @pytest.mark.parametrize(
+        "params",
+        [
+            {"max_tokens": "5"},
+            {"max_tokens": 2.5},
+            {"max_tokens": -1},
+            {"temperature": "hot"},
+            {"temperature": -1.0},
+            {"top_p": 2},
+            {"stop": "a single string"},
+            {"stop": [1, 2]},
+            {"seed": "seven"},
+            {"stream": "yes"},
+        ],
+        ids=lambda params: "-".join(f"{k}={v!r}" for k, v in params.items()),
+    )
+    def test_known_key_with_wrong_type_or_range_is_422(
+        self, http: httpx.Client, endpoint_url: str, params: dict[str, Any]
+    ) -> None:
+        assert_protocol_error(http.post(endpoint_url, json={"prompt": self.prompt, **params}), 422)
+
+    @pytest.mark.parametrize(
+        "content", [b"not json", b"[1, 2]", b'"a string"', b"{"], ids=["text", "list", "str", "cut"]
+    )
+    def test_body_that_is_not_a_json_object_is_422(
+        self, http: httpx.Client, endpoint_url: str, content: bytes
+    ) -> None:
+        response = http.post(endpoint_url, content=content, headers={"Content-Type": JSON})
+        assert_protocol_error(response, 422)
+
+    def test_wrong_method_and_path_get_json_errors(
+        self, http: httpx.Client, endpoint_url: str
+    ) -> None:
+        assert_protocol_error(http.get(endpoint_url), 405)
+        unknown = endpoint_url.rstrip("/") + "/no-such-path-here"
+        assert_protocol_error(http.post(unknown, json=self.request()), (404, 405))
+
+    def test_a_refused_stream_gets_a_status_not_a_stream(
+        self, http: httpx.Client, endpoint_url: str
+    ) -> None:
+        response = http.post(endpoint_url, json={"prompt": 5, "stream": True})
+        assert_protocol_error(response, 422)
+
+    # -- streaming -----------------------------------------------------------------------------
+
+    def test_stream_gives_deltas_then_one_done(self, http: httpx.Client, endpoint_url: str) -> None:
+        with http.stream("POST", endpoint_url, json=self.request(stream=True)) as response:
+            result = read_stream(response)
+        if result.streamed:
+            assert result.events[-1] == EVENT_DONE
+        if result.done.get("usage") and "completion_tokens" in result.done["usage"]:
+            assert result.done["usage"]["completion_tokens"] <= self.max_tokens
+        if self.deterministic:
+            whole = assert_whole_reply(http.post(endpoint_url, json=self.request()))
+            assert result.text == whole["prompt"]
+
+    def test_stream_false_gives_a_whole_reply(self, http: httpx.Client, endpoint_url: str) -> None:
+        assert_whole_reply(http.post(endpoint_url, json=self.request(stream=False)))
+
+    # -- auth ----------------------------------------------------------------------------------
+
+    def test_no_token_is_401_and_health_stays_open(
+        self, anonymous: httpx.Client, endpoint_url: str, health_url: str, api_key: str | None
+    ) -> None:
+        if not api_key:
+            pytest.skip("the endpoint has no token (api_key is None)")
+        assert_protocol_error(anonymous.post(endpoint_url, json=self.request()), 401)
+        with anonymous.stream("POST", endpoint_url, json=self.request(stream=True)) as response:
+            response.read()
+            assert_protocol_error(response, 401)
+        assert anonymous.get(health_url).status_code == 200
+
+    def test_wrong_token_is_401_and_not_echoed(
+        self, anonymous: httpx.Client, endpoint_url: str, api_key: str | None
+    ) -> None:
+        if not api_key:
+            pytest.skip("the endpoint has no token (api_key is None)")
+        wrong = f"{api_key}-wrong"
+        response = anonymous.post(
+            endpoint_url, json=self.request(), headers={"Authorization": f"Bearer {wrong}"}
+        )
+        assert_protocol_error(response, 401)
+        assert wrong not in response.text
+
+    # -- protocol v1.1: messages ---------------------------------------------------------------
+
+    def test_messages_are_answered(
+        self, http: httpx.Client, endpoint_url: str, protocol_version: str
+    ) -> None:
+        if not protocol_version.startswith("1.1"):
+            pytest.skip(f"the endpoint speaks protocol {protocol_version}, not 1.1")
+        messages = [
+            {"role": "system", "content": "You are the conformance kit's partner."},
+            {"role": "user", "content": "first question"},
+            {"role": "assistant", "content": "first answer"},
+            {"role": "user", "content": "second question"},
+        ]
+        body = self.request(prompt="IGNORED-PLAIN-PROMPT", messages=messages)
+        reply = assert_whole_reply(http.post(endpoint_url, json=body))
+        with http.stream("POST", endpoint_url, json={**body, "stream": True}) as response:
+            streamed = read_stream(response)
+        if self.echoes_prompt:
+            for text in (reply["prompt"], streamed.text):
+                assert "IGNORED-PLAIN-PROMPT" not in text, "a v1.1 server must ignore 'prompt'"
+                assert "second question" in text
+
+    @pytest.mark.parametrize(
+        "messages",
+        [
+            [],
+            "not a list",
+            [{"role": "robot", "content": "hi"}],
+            [{"role": "user", "content": 5}],
+            [{"role": "user"}],
+            ["a string"],
+        ],
+        ids=["empty", "str", "bad-role", "int-content", "no-content", "str-item"],
+    )
+    def test_invalid_messages_are_422(
+        self, http: httpx.Client, endpoint_url: str, protocol_version: str, messages: Any
+    ) -> None:
+        if not protocol_version.startswith("1.1"):
+            pytest.skip(f"the endpoint speaks protocol {protocol_version}, not 1.1")
+        body = self.request(messages=messages)
+        assert_protocol_error(http.post(endpoint_url, json=body), 422)
+
+    # -- clients -------------------------------------------------------------------------------
+
+    def test_promptwire_clients(self, endpoint_url: str, api_key: str | None) -> None:
+        from promptwire.chat import ChatPromptwire
+        from promptwire.llm import PromptwireLLM
+
+        options: dict[str, Any] = {
+            "endpoint_url": endpoint_url,
+            "api_key": api_key,
+            "timeout": self.timeout,
+            "max_retries": 0,
+        }
+        llm = PromptwireLLM(**options, model_kwargs={"max_tokens": self.max_tokens})
+        assert isinstance(llm.invoke(self.prompt), str)
+        assert isinstance("".join(llm.stream(self.prompt)), str)
+        chat = ChatPromptwire(**options, max_tokens=self.max_tokens)
+        message = chat.invoke(self.prompt)
+        assert isinstance(message.content, str)
+        streamed = "".join(str(chunk.content) for chunk in chat.stream(self.prompt))
+        if self.deterministic:
+            assert streamed == message.content
+        llm.close()
+        chat.close()
+
+    def test_langchain_community_modal_client(self, endpoint_url: str, api_key: str | None) -> None:
+        if not self.echoes_prompt:
+            pytest.skip("langchain_community's Modal needs replies that contain the prompt")
+        if api_key:
+            pytest.skip("langchain_community's Modal cannot send a token")
+        community = pytest.importorskip("langchain_community.llms")
+        # Its constructor drops endpoint_url into model_kwargs (so it is also sent as an extra
+        # key the server must ignore); the attribute has to be set after construction.
+        llm = community.Modal(endpoint_url=endpoint_url, max_tokens=self.max_tokens)
+        llm.endpoint_url = endpoint_url
+        assert self.prompt in llm.invoke(self.prompt)
