@@ -261,10 +261,17 @@ def deploy(
 def _add_plugin_commands() -> None:
     from promptwire.plugins import plugin_manager
 
-    try:
-        plugin_manager().hook.register_commands(cli=app)
-    except Exception as exc:  # one plugin's broken commands must not take the CLI down
-        err.print(f"[red]a plugin failed to add its commands: {escape(repr(exc))}[/]")
+    # Each plugin's hook runs alone: pluggy stops at the first that raises, which would drop the
+    # commands of every plugin after it.
+    for impl in plugin_manager().hook.register_commands.get_hookimpls():
+        try:
+            impl.function(*[{"cli": app}[name] for name in impl.argnames])
+        except (Exception, SystemExit) as exc:
+            err.print(
+                f"[red]plugin {escape(repr(impl.plugin_name))} failed at register_commands: "
+                f"{escape(f'{type(exc).__name__}: {exc}')}[/]",
+                highlight=False,
+            )
 
 
 def main() -> None:
