@@ -28,7 +28,10 @@ def test_the_deploy_spec_uses_settings(modal_app) -> None:  # type: ignore[no-un
     assert info.concurrency_info.max_inputs == 42
     assert info.timeout == 120
     assert info.gpus == []
-    assert info.secrets == ["modal.Secret.from_name('promptwire-api-key')"]
+    assert "modal.Secret.from_name('promptwire-api-key')" in info.secrets
+    # Modal hands ``env=`` to the container as a Secret of its own: the engine's settings.
+    (env_secret,) = [s for s in info.secrets if s.startswith("Secret.from_dict")]
+    assert "PROMPTWIRE_MODAL_DUMMY__REPLY" in env_secret
     assert modal_app.app.name == "promptwire-modal-dummy"
     assert modal_app.engine_env["PROMPTWIRE_MODAL_DUMMY__REPLY"] == "hello from modal"
 

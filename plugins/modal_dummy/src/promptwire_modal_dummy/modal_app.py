@@ -28,13 +28,14 @@ engine_env = {
 if settings.tokens_per_second is not None:
     engine_env["PROMPTWIRE_MODAL_DUMMY__TOKENS_PER_SECOND"] = str(settings.tokens_per_second)
 
-image = promptwire_image("promptwire_modal_dummy").env(engine_env)
+image = promptwire_image("promptwire_modal_dummy")
 secrets = [modal.Secret.from_name(settings.api_key_secret)] if settings.api_key_secret else []
 
 app = modal.App(settings.app_name, image=image)
 
 
 @app.function(
+    env=engine_env,  # not Image.env: Modal allows no build step after add_local_python_source
     secrets=secrets,
     timeout=settings.timeout,
     scaledown_window=settings.scaledown_window,
