@@ -1,0 +1,431 @@
+"""A deliberately misbehaving HTTP server on 127.0.0.1, written on raw asyncio sockets.
+
+uvicorn cannot be made to reset a connection halfway through a body or drip a status line one
+byte at a time, so this server speaks HTTP/1.1 by hand. Each behaviour lives at ``/<name>/<id>``;
+``FaultServer.url(name)`` hands out a fresh ``id`` so every test counts its own requests
+(``FaultServer.count(url)``), which is how a test proves a request was retried or not repeated.
+Every behaviour is bounded in time (``MAX_HANG``), so nothing can outlive the test run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import socket
+import struct
+import threading
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+MAX_HANG = 60.0
+"""The longest any behaviour keeps a connection open (a hang, a drip, a ping loop)."""
+DRIP_INTERVAL = 0.05
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    count: int
+    """How many requests this path has seen, this one included."""
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def reply(
+        self,
+        status: int,
+        body: bytes | str,
+        *,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        data = body.encode() if isinstance(body, str) else body
+        await self.send(
+            head(
+                status,
+                {"Content-Type": content_type, "Content-Length": str(len(data)), **(headers or {})},
+            )
+            + data
+        )
+
+    async def reply_json(self, status: int, obj: Any, **options: Any) -> None:
+        await self.reply(status, json.dumps(obj), **options)
+
+    def reset(self) -> None:
+        """Close with an RST instead of a FIN (SO_LINGER on, zero seconds)."""
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.writer.transport.abort()
+
+
+REASONS = {
+    200: "OK",
+    303: "See Other",
+    401: "Unauthorized",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+def head(status: int, headers: dict[str, str]) -> bytes:
+    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\r\ndata: {json.dumps(data)}\r\n\r\n".encode()
+
+
+def chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Transfer-Encoding": "chunked"}
+HTML_500 = "<html><head><title>500</title></head><body><h1>Internal Server Error</h1></body></html>"
+HTML_502 = "<html><body><center><h1>502 Bad Gateway</h1></center><hr>nginx</body></html>"
+OK_REPLY = {"prompt": "ok", "finish_reason": "stop"}
+
+Behaviour = Callable[[Request], Awaitable[None]]
+BEHAVIOURS: dict[str, Behaviour] = {}
+
+
+def behaviour(name: str) -> Callable[[Behaviour], Behaviour]:
+    def register(fn: Behaviour) -> Behaviour:
+        BEHAVIOURS[name] = fn
+        return fn
+
+    return register
+
+
+@behaviour("ok")
+async def _ok(r: Request) -> None:
+    await r.reply_json(200, OK_REPLY)
+
+
+@behaviour("status")
+async def _status(r: Request) -> None:
+    """``?code=500&body=html|json|text`` and optionally ``retry_after``."""
+    code = int(r.query.get("code", "500"))
+    headers = {"Retry-After": r.query["retry_after"]} if "retry_after" in r.query else {}
+    kind = r.query.get("body", "json")
+    if kind == "html":
+        await r.reply(
+            code, HTML_502 if code == 502 else HTML_500, content_type="text/html", headers=headers
+        )
+    elif kind == "text":
+        await r.reply(code, "upstream said no", content_type="text/plain", headers=headers)
+    else:
+        error = {"error": {"type": r.query.get("type", "overloaded"), "message": "try later"}}
+        await r.reply_json(code, error, headers=headers)
+
+
+@behaviour("fail-then-ok")
+async def _fail_then_ok(r: Request) -> None:
+    """The first ``n`` requests get ``/status`` (same query), the next ones succeed."""
+    if r.count <= int(r.query.get("n", "1")):
+        await _status(r)
+    else:
+        await r.reply_json(200, {"prompt": f"ok after {r.count - 1} failures"})
+
+
+@behaviour("redirect")
+async def _redirect(r: Request) -> None:
+    """Modal's long-request dance: 303s (``left`` more of them, or forever) then the result."""
+    left = r.query.get("left", "forever")
+    if left == "forever" or int(left) > 0:
+        following = left if left == "forever" else str(int(left) - 1)
+        await r.reply(303, b"", headers={"Location": f"{r.path}?left={following}"})
+    else:
+        await r.reply_json(200, {"prompt": f"result via {r.method}"})
+
+
+@behaviour("not-json")
+async def _not_json(r: Request) -> None:
+    await r.reply(200, "hello world", content_type="text/plain")
+
+
+@behaviour("no-prompt")
+async def _no_prompt(r: Request) -> None:
+    await r.reply_json(200, {"text": "hello world", "choices": []})
+
+
+@behaviour("reset-mid-body")
+async def _reset_mid_body(r: Request) -> None:
+    await r.send(head(200, {"Content-Type": "application/json", "Content-Length": "1000"}))
+    await r.send(b'{"prompt": "the first')
+    await asyncio.sleep(0.05)
+    r.reset()
+
+
+@behaviour("close-mid-body")
+async def _close_mid_body(r: Request) -> None:
+    await r.send(head(200, {"Content-Type": "application/json", "Content-Length": "1000"}))
+    await r.send(b'{"prompt": "the first')
+
+
+@behaviour("reset-before-reply")
+async def _reset_before_reply(r: Request) -> None:
+    r.reset()
+
+
+@behaviour("close-before-reply")
+async def _close_before_reply(r: Request) -> None:
+    return  # the connection is closed (FIN) with no reply at all
+
+
+@behaviour("hang")
+async def _hang(r: Request) -> None:
+    await asyncio.sleep(MAX_HANG)
+
+
+@behaviour("drip")
+async def _drip(r: Request) -> None:
+    """A valid reply, one byte at a time: each read succeeds, the whole takes far too long."""
+    body = json.dumps({"prompt": "x" * 2000}).encode()
+    await r.send(head(200, {"Content-Type": "application/json", "Content-Length": str(len(body))}))
+    await _drip_bytes(r, body)
+
+
+@behaviour("drip-head")
+async def _drip_head(r: Request) -> None:
+    """Even the status line and headers arrive one byte at a time."""
+    body = json.dumps(OK_REPLY).encode()
+    data = head(200, {"Content-Type": "application/json", "Content-Length": str(len(body))})
+    await _drip_bytes(r, data + body)
+
+
+async def _drip_bytes(r: Request, data: bytes) -> None:
+    deadline = asyncio.get_running_loop().time() + MAX_HANG
+    for index in range(len(data)):
+        await r.send(data[index : index + 1])
+        await asyncio.sleep(DRIP_INTERVAL)
+        if asyncio.get_running_loop().time() > deadline:
+            return
+
+
+@behaviour("stream-ok")
+async def _stream_ok(r: Request) -> None:
+    await r.send(head(200, SSE_HEADERS))
+    await r.send(chunk(sse("delta", {"text": "hello "})) + chunk(sse("delta", {"text": "world"})))
+    await r.send(chunk(sse("done", {"finish_reason": "stop"})) + b"0\r\n\r\n")
+
+
+@behaviour("stream-cut")
+async def _stream_cut(r: Request) -> None:
+    """One event, then half of the next, then the connection closes (chunked: a framing error)."""
+    await r.send(head(200, SSE_HEADERS))
+    await r.send(chunk(sse("delta", {"text": "hello "})) + chunk(b'event: delta\r\ndata: {"te'))
+    await asyncio.sleep(0.05)
+
+
+@behaviour("stream-cut-eof")
+async def _stream_cut_eof(r: Request) -> None:
+    """Close-delimited body (no length, no chunks): the cut looks like a clean end of body."""
+    await r.send(head(200, {"Content-Type": "text/event-stream"}))
+    await r.send(sse("delta", {"text": "hello "}) + b'event: delta\r\ndata: {"te')
+    await asyncio.sleep(0.05)
+
+
+@behaviour("stream-reset")
+async def _stream_reset(r: Request) -> None:
+    await r.send(head(200, SSE_HEADERS))
+    await r.send(chunk(sse("delta", {"text": "hello "})))
+    await asyncio.sleep(0.05)
+    r.reset()
+
+
+@behaviour("stream-pings")
+async def _stream_pings(r: Request) -> None:
+    """One event, then only keep-alive comments: the connection is busy, the model is stuck."""
+    await r.send(head(200, SSE_HEADERS))
+    await r.send(chunk(sse("delta", {"text": "hello "})))
+    deadline = asyncio.get_running_loop().time() + MAX_HANG
+    while asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(DRIP_INTERVAL)
+        await r.send(chunk(b": ping\r\n\r\n"))
+
+
+@behaviour("stream-drip")
+async def _stream_drip(r: Request) -> None:
+    """One event, then the next event one byte at a time."""
+    await r.send(head(200, SSE_HEADERS))
+    await r.send(chunk(sse("delta", {"text": "hello "})))
+    data = sse("delta", {"text": "w" * 2000})
+    deadline = asyncio.get_running_loop().time() + MAX_HANG
+    for index in range(len(data)):
+        await r.send(chunk(data[index : index + 1]))
+        await asyncio.sleep(DRIP_INTERVAL)
+        if asyncio.get_running_loop().time() > deadline:
+            return
+
+
+@behaviour("stream-hang")
+async def _stream_hang(r: Request) -> None:
+    await r.send(head(200, SSE_HEADERS))
+    await r.send(chunk(sse("delta", {"text": "hello "})))
+    await asyncio.sleep(MAX_HANG)
+
+
+@behaviour("stream-error")
+async def _stream_error(r: Request) -> None:
+    await r.send(head(200, SSE_HEADERS))
+    await r.send(chunk(sse("delta", {"text": "hello "})))
+    error = {"error": {"type": "server_error", "message": "the GPU fell over"}}
+    await r.send(chunk(sse("error", error)) + b"0\r\n\r\n")
+
+
+@behaviour("stream-garbage")
+async def _stream_garbage(r: Request) -> None:
+    await r.send(head(200, SSE_HEADERS))
+    await r.send(chunk(b"event: delta\r\ndata: {not json\r\n\r\n") + b"0\r\n\r\n")
+
+
+@behaviour("echo-auth")
+async def _echo_auth(r: Request) -> None:
+    """A hostile or careless server that quotes the caller's credentials back in its answer:
+    ``?as=error`` (JSON error), ``html`` (an HTML 500), ``key`` (a 200 whose only key is the
+    header), ``event`` (a stream error event) or ``notjson`` (a 200 text body)."""
+    secret = r.headers.get("authorization", "") + " " + r.headers.get("modal-key", "")
+    kind = r.query.get("as", "error")
+    if kind == "error":
+        await r.reply_json(401, {"error": {"type": "unauthorized", "message": f"bad {secret}"}})
+    elif kind == "html":
+        await r.reply(500, f"<html><body>{secret}</body></html>", content_type="text/html")
+    elif kind == "key":
+        await r.reply_json(200, {secret: "value"})
+    elif kind == "notjson":
+        await r.reply(200, f"you sent {secret}", content_type="text/plain")
+    else:
+        await r.send(head(200, SSE_HEADERS))
+        error = {"error": {"type": "server_error", "message": f"bad {secret}"}}
+        await r.send(chunk(sse("error", error)) + b"0\r\n\r\n")
+
+
+class FaultServer:
+    """The server, run by its own event loop in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.methods: dict[str, list[str]] = {}
+        self._ids = itertools.count()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    def start(self) -> FaultServer:
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(self._start(), self._loop)
+        self.port = future.result(timeout=30)
+        return self
+
+    async def _start(self) -> int:
+        self._server = await asyncio.start_server(self._on_connection, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+
+    async def _stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def url(self, name: str, **query: Any) -> str:
+        """A fresh URL of behaviour ``name`` whose requests are counted apart from all others."""
+        if name not in BEHAVIOURS:
+            raise KeyError(name)
+        qs = "&".join(f"{k}={v}" for k, v in query.items())
+        return f"http://127.0.0.1:{self.port}/{name}/{next(self._ids)}" + (f"?{qs}" if qs else "")
+
+    def count(self, url: str) -> int:
+        """Requests received so far at ``url``'s path."""
+        return self.counts[urlsplit(url).path]
+
+    def methods_of(self, url: str) -> list[str]:
+        """The methods of the requests received at ``url``'s path, in order."""
+        return list(self.methods.get(urlsplit(url).path, []))
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._serve(reader, writer)
+        except (
+            ConnectionError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            asyncio.CancelledError,  # the server is stopping
+            TimeoutError,
+        ):
+            pass
+        finally:
+            self._tasks.discard(task)
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        request_line, *header_lines = raw.decode("latin-1").split("\r\n")
+        method, target, _ = request_line.split(" ", 2)
+        headers = {}
+        for line in header_lines:
+            if ":" in line:
+                key, _, value = line.partition(":")
+                headers[key.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        body = await asyncio.wait_for(reader.readexactly(length), 10) if length else b""
+        parts = urlsplit(target)
+        self.counts[parts.path] += 1
+        self.methods.setdefault(parts.path, []).append(method)
+        name = parts.path.strip("/").split("/")[0]
+        request = Request(
+            method=method,
+            path=parts.path,
+            query=dict(parse_qsl(parts.query)),
+            headers=headers,
+            body=body,
+            count=self.counts[parts.path],
+            reader=reader,
+            writer=writer,
+        )
+        handler = BEHAVIOURS.get(name)
+        if handler is None:
+            await request.reply_json(404, {"error": {"type": "not_found", "message": target}})
+            return
+        await handler(request)
+
+
+@contextmanager
+def fault_server() -> Iterator[FaultServer]:
+    server = FaultServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
