@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator, Sequence
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from langchain_core.messages import (
 )
 from promptwire import AuthenticationError, ChatPromptwire, InvalidRequestError
 from promptwire.chat_template import render_plain
+from promptwire.engine import RequestRejected
 from promptwire.protocol import ChatMessage as WireMessage
 from promptwire.protocol import PromptRequest
 from promptwire_modal_dummy.engine import DummyEngine
@@ -86,6 +88,17 @@ class BracketEngine(DummyEngine):
 
     def render_chat(self, messages: Sequence[WireMessage]) -> str:
         return "".join(f"<|{m.role}|>{m.content}<|end|>" for m in messages) + "<|assistant|>"
+
+
+class StrictTemplateEngine(DummyEngine):
+    """An echoing engine whose template, like many models', needs user and assistant turns to
+    alternate."""
+
+    def render_chat(self, messages: Sequence[WireMessage]) -> str:
+        roles = [m.role for m in messages]
+        if any(a == b for a, b in pairwise(roles)):
+            raise RequestRejected("roles must alternate user/assistant")
+        return "".join(f"<{m.role}>{m.content}" for m in messages) + "<assistant>"
 
 
 @pytest.fixture(scope="module")
@@ -244,9 +257,33 @@ def test_a_v11_refusal_of_a_bad_parameter_is_reported_not_masked(
     chat = ChatPromptwire(endpoint_url=url, temperature=-1.0)
     with pytest.raises(InvalidRequestError, match="temperature"):
         chat.invoke("hi")
-    # The retry without messages failed the same way, so this object keeps sending messages.
+    # The server says protocol 1.1 on /health, so the refusal was not about messages.
     assert chat.invoke("hi", temperature=0.5).content == "User: hi\n\nAssistant:"
     assert engine.requests[-1].messages is not None
+
+
+@pytest.mark.parametrize("mode", ["invoke", "stream", "ainvoke", "astream"])
+def test_a_conversation_the_template_cannot_render_is_reported(mode: str) -> None:
+    """Not silently answered with the plain template instead."""
+    with serve_engine(StrictTemplateEngine(DummySettings(echo=True))) as server:
+        chat = ChatPromptwire(endpoint_url=server.url)
+        twice = [HumanMessage("one"), HumanMessage("two")]
+
+        async def run_async() -> None:
+            if mode == "ainvoke":
+                await chat.ainvoke(twice)
+            else:
+                async for _ in chat.astream(twice):
+                    pass
+
+        with pytest.raises(InvalidRequestError, match="alternate"):
+            if mode == "invoke":
+                chat.invoke(twice)
+            elif mode == "stream":
+                list(chat.stream(twice))
+            else:
+                asyncio.run(run_async())
+        assert chat.invoke([HumanMessage("one")]).content == "<user>one<assistant>"
 
 
 # -- streaming, stop, usage ----------------------------------------------------------------------

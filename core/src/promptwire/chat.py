@@ -2,9 +2,9 @@
 
 Each request carries the conversation twice (protocol v1.1): as ``messages``, which a v1.1 server
 renders with its model's chat template, and as ``prompt``, the same conversation rendered with the
-plain template, which a v1 server (one that ignores ``messages``) answers instead. A server that
-refuses the unknown key outright (HTTP 400/422) is asked once more without it, and from then on
-this object sends ``prompt`` alone.
+plain template, which a v1 server (one that ignores ``messages``) answers instead. A v1 server that
+refuses the unknown key outright (HTTP 400/422, and no protocol 1.1 on its ``/health``) is asked
+once more without it, and from then on this object sends ``prompt`` alone.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
+import httpx
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import LangSmithParams
 from langchain_core.language_models.base import LanguageModelInput
@@ -150,9 +151,31 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
             payload["stop"] = stops
         return payload
 
-    def _falls_back(self, payload: Mapping[str, Any], exc: InvalidRequestError) -> bool:
-        """Whether a refused request is worth asking again without ``messages``."""
+    # A request with ``messages`` refused as invalid (400/422) is asked again without them only
+    # when the server does not say on /health that it speaks v1.1: a v1.1 server's refusal is
+    # about something else (a bad parameter, a conversation its template cannot render) and is
+    # reported, never papered over with the plain template.
+
+    def _may_fall_back(self, payload: Mapping[str, Any], exc: InvalidRequestError) -> bool:
         return "messages" in payload and exc.status_code in (400, 422)
+
+    def _falls_back(self, payload: Mapping[str, Any], exc: InvalidRequestError) -> bool:
+        if not self._may_fall_back(payload, exc):
+            return False
+        try:
+            health = self.client.sync_client.get(_health_url(self.client.config.url))
+        except httpx.HTTPError:
+            return True
+        return not _understands_messages(health)
+
+    async def _afalls_back(self, payload: Mapping[str, Any], exc: InvalidRequestError) -> bool:
+        if not self._may_fall_back(payload, exc):
+            return False
+        try:
+            health = await self.client.async_client.get(_health_url(self.client.config.url))
+        except httpx.HTTPError:
+            return True
+        return not _understands_messages(health)
 
     def _complete(self, payload: dict[str, Any]) -> PromptResponse:
         try:
@@ -168,7 +191,7 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
         try:
             return await self.client.acomplete(payload)
         except InvalidRequestError as exc:
-            if not self._falls_back(payload, exc):
+            if not await self._afalls_back(payload, exc):
                 raise
             reply = await self.client.acomplete(_without_messages(payload))
             self._send_messages = False
@@ -192,7 +215,7 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
         try:
             first = await anext(events)
         except InvalidRequestError as exc:
-            if not self._falls_back(payload, exc):
+            if not await self._afalls_back(payload, exc):
                 raise
             events = self.client.astream(_without_messages(payload))
             first = await anext(events)
@@ -386,6 +409,20 @@ def _text(message: BaseMessage) -> str:
         if kind != "text" and not isinstance(message, AIMessage):
             raise ValueError(f"ChatPromptwire sends text only, not {kind!r} content blocks")
     return str(message.text)
+
+
+def _health_url(endpoint_url: str) -> str:
+    return endpoint_url.rstrip("/") + "/health"
+
+
+def _understands_messages(health: httpx.Response) -> bool:
+    """Whether a ``/health`` answer says protocol 1.1 or later."""
+    try:
+        version = health.json().get("protocol", "1") if health.status_code == 200 else "1"
+        major, minor, *_ = (int(part) for part in f"{version}.0".split("."))
+    except (ValueError, AttributeError, TypeError):
+        return False
+    return (major, minor) >= (1, 1)
 
 
 def _without_messages(payload: Mapping[str, Any]) -> dict[str, Any]:
