@@ -57,7 +57,7 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
 
     role: ChatRole
-    content: Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]
+    content: Annotated[Text, Field(max_length=MAX_MESSAGE_CHARS)]
 
 
 class PromptRequest(BaseModel):
