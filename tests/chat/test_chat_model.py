@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from itertools import pairwise
 from typing import Any
 
+import httpx
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import (
@@ -436,3 +437,22 @@ def test_a_batch_config_can_set_its_own_limit(slow: tuple[ObservedEngine, str]) 
 def test_request_model_is_unchanged_without_messages() -> None:
     request = PromptRequest.model_validate({"prompt": "p"})
     assert request.messages is None
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        '[{"role": "user", "content": "\\ud800"}]',
+        '[{"role": "user", "content": "ok"}, {"role": "tool", "content": "42"}]',
+        "[" + ", ".join(['{"role": "user", "content": "m"}'] * 1025) + "]",
+    ],
+    ids=["lone-surrogate", "tool-role", "too-many"],
+)
+def test_server_refuses_invalid_messages(dummy_url: str, messages: str) -> None:
+    body = f'{{"prompt": "p", "messages": {messages}}}'.encode()
+    response = httpx.post(
+        dummy_url, content=body, headers={"Content-Type": "application/json"}, timeout=30
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["type"] == "invalid_request"
+    assert "messages" in response.json()["error"]["message"]
