@@ -1,0 +1,146 @@
+"""(1) Batch concurrency: ``abatch`` of many prompts against an endpoint with 100 ms latency.
+
+promptwire's ``PromptwireLLM.abatch`` vs ``langchain_community.llms.Modal.abatch`` vs raw
+``httpx.AsyncClient`` with a semaphore of the same size. The endpoint is ``promptwire serve`` with
+the dummy engine in echo mode (the community class needs its prompt in the reply) and a 100 ms
+first-token delay. Each repetition uses fresh client objects, so connection set-up is included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+from benchmarks.common import (
+    BenchResult,
+    Measurement,
+    Ratio,
+    finish,
+    parse_args,
+    promptwire_serve,
+    ratios,
+    words,
+)
+
+LATENCY = 0.1
+PROMPTS = 256
+CONCURRENCY = 64
+PROMPT_WORDS = 12
+
+Runner = Callable[[str, list[str], int], Awaitable[list[str]]]
+
+
+async def run_promptwire(url: str, prompts: list[str], concurrency: int) -> list[str]:
+    from promptwire import PromptwireLLM
+
+    llm = PromptwireLLM(endpoint_url=url)
+    try:
+        return await llm.abatch(prompts, config={"max_concurrency": concurrency})
+    finally:
+        await llm.aclose()
+
+
+async def run_community(url: str, prompts: list[str], concurrency: int) -> list[str]:
+    from langchain_community.llms import Modal
+
+    llm = Modal()
+    llm.endpoint_url = url  # its constructor would move the URL into model_kwargs
+    return await llm.abatch(prompts, config={"max_concurrency": concurrency})
+
+
+async def run_httpx(url: str, prompts: list[str], concurrency: int) -> list[str]:
+    gate = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=60.0) as client:
+
+        async def one(prompt: str) -> str:
+            async with gate:
+                response = await client.post(url, json={"prompt": prompt})
+                response.raise_for_status()
+                text: str = response.json()["prompt"]
+                return text
+
+        return list(await asyncio.gather(*(one(p) for p in prompts)))
+
+
+def timed(runner: Runner, url: str, prompts: list[str], concurrency: int) -> float:
+    started = time.perf_counter()
+    replies = asyncio.run(runner(url, prompts, concurrency))
+    elapsed = time.perf_counter() - started
+    if replies != prompts:
+        raise RuntimeError(f"{runner.__name__}: wrong replies")
+    return elapsed
+
+
+def run(quick: bool) -> BenchResult:
+    prompts_n = 64 if quick else PROMPTS
+    concurrency = 16 if quick else CONCURRENCY
+    reps = 3 if quick else 7
+    community_reps = 1 if quick else 3
+    prompts = [words(PROMPT_WORDS, seed=i) for i in range(prompts_n)]
+    contenders: dict[str, Runner] = {
+        "promptwire": run_promptwire,
+        "raw httpx.AsyncClient": run_httpx,
+        "langchain_community Modal": run_community,
+    }
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    with promptwire_serve(echo=True, first_token_delay=LATENCY) as server:
+        for runner in contenders.values():  # warm-up: imports, first connections
+            timed(runner, server.url, prompts[: concurrency * 2], concurrency)
+        for rep in range(reps):
+            names = list(contenders)
+            order = names[rep % len(names) :] + names[: rep % len(names)]
+            for name in order:
+                if name == "langchain_community Modal" and rep >= community_reps:
+                    continue
+                samples[name].append(timed(contenders[name], server.url, prompts, concurrency))
+    ideal = -(-prompts_n // concurrency) * LATENCY
+    pw, raw, community = (samples[n] for n in contenders)
+    result = BenchResult(
+        key="batch",
+        title="1. Batch concurrency",
+        setup=(
+            f"`abatch` of {prompts_n} prompts, `max_concurrency={concurrency}`, against "
+            f"`promptwire serve` (dummy engine, echo, {LATENCY * 1000:.0f} ms before the reply). "
+            f"Ideal: {prompts_n}/{concurrency} waves x {LATENCY * 1000:.0f} ms = {ideal:.2f} s. "
+            "Fresh client objects every repetition. Throughput is prompts per second."
+        ),
+        quick=quick,
+    )
+    for name in contenders:
+        result.measurements.append(Measurement(name, "batch wall time", "s", samples[name]))
+    result.ratios = [
+        Ratio(
+            "promptwire speed-up over langchain_community Modal",
+            ratios(community, pw[: len(community)]),
+            target=20.0,
+            op=">=",
+            note="community time / promptwire time, same repetition",
+        ),
+        Ratio(
+            "promptwire throughput / raw httpx",
+            ratios(raw, pw),
+            target=0.85,
+            op=">=",
+            note="raw httpx time / promptwire time, same repetition",
+        ),
+    ]
+    result.notes.append(
+        "langchain_community's `Modal` has no `_acall`: LangChain runs its `_generate` in a "
+        "thread, which calls the endpoint one prompt after another with a new `requests` "
+        "connection each time, so `max_concurrency` only cuts the batch into chunks."
+    )
+    return result
+
+
+def main() -> None:
+    args = parse_args(__doc__ or "")
+    started = time.perf_counter()
+    finish(run(args.quick), started, args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""A small HTTP/1.1 load generator on raw asyncio sockets (far lighter than any HTTP client, so
+on two cores the server, not the generator, is what runs out of CPU).
+
+``connections`` keep-alive connections each send one request at a time for ``duration`` seconds
+after ``warmup`` seconds; the result (requests/s, latency percentiles, errors) is one JSON line
+on stdout.
+
+Run: ``python -m benchmarks.loadgen --port P --connections 16 --duration 3 --body '{...}'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+
+HOST = "127.0.0.1"
+MAX_HEAD = 65536
+
+
+def request_bytes(body: bytes) -> bytes:
+    head = (
+        f"POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
+        f"Accept: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def connection(
+    port: int, request: bytes, warmup_end: float, end: float, latencies: list[float]
+) -> int:
+    """Requests on one keep-alive connection until ``end``; returns the number of errors."""
+    errors = 0
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        while (started := time.perf_counter()) < end:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            if len(head) > MAX_HEAD:
+                raise RuntimeError("response head too large")
+            status = int(head.split(b" ", 2)[1])
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            if status != 200:
+                errors += 1
+            elif started >= warmup_end:
+                latencies.append(time.perf_counter() - started)
+    finally:
+        writer.close()
+    return errors
+
+
+async def run(port: int, connections: int, duration: float, warmup: float, body: bytes) -> dict:
+    request = request_bytes(body)
+    latencies: list[float] = []
+    now = time.perf_counter()
+    warmup_end, end = now + warmup, now + warmup + duration
+    errors = await asyncio.wait_for(
+        asyncio.gather(
+            *(connection(port, request, warmup_end, end, latencies) for _ in range(connections))
+        ),
+        timeout=warmup + duration + 30,
+    )
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        if not latencies:
+            return float("nan")
+        return latencies[min(len(latencies) - 1, int(q / 100 * len(latencies)))] * 1000
+
+    return {
+        "requests": len(latencies),
+        "errors": sum(errors),
+        "rps": len(latencies) / duration,
+        "p50_ms": pct(50),
+        "p99_ms": pct(99),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--warmup", type=float, default=0.5)
+    parser.add_argument("--body", default='{"prompt": "hello"}')
+    args = parser.parse_args()
+    result = asyncio.run(
+        run(args.port, args.connections, args.duration, args.warmup, args.body.encode())
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

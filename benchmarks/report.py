@@ -1,0 +1,266 @@
+"""Writes BENCHMARKS.md (tables) and PNG plots (matplotlib) from the benchmarks' JSON results."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks.common import ROOT, BenchResult, Measurement, Ratio, spread
+
+ORDER = ["batch", "network_delay", "client_cpu", "streaming", "server", "gpu", "startup"]
+GPU_COMMAND = "uv run python -m benchmarks.gpu"
+
+
+def load_results(directory: Path) -> dict[str, BenchResult]:
+    results = {}
+    for path in sorted(directory.glob("*.json")):
+        result = BenchResult.from_json(path.read_text(encoding="utf-8"))
+        results[result.key] = result
+    return dict(sorted(results.items(), key=lambda kv: ORDER.index(kv[0])))
+
+
+def _fmt(value: float) -> str:
+    if value != value:  # NaN
+        return "n/a"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}"
+
+
+def _noise(samples: Sequence[float]) -> str:
+    if len(samples) < 3:
+        return "n/a"
+    return f"±{spread(samples) * 50:.0f}%"
+
+
+def _range(samples: Sequence[float]) -> str:
+    return f"{_fmt(min(samples))}-{_fmt(max(samples))}"
+
+
+def _verdict(ratio: Ratio) -> str:
+    if ratio.met is None:
+        return ""
+    return "**met**" if ratio.met else "**MISSED**"
+
+
+def _target(ratio: Ratio) -> str:
+    return f"{ratio.op} {ratio.target:g}" if ratio.target is not None else "—"
+
+
+# -- plots ---------------------------------------------------------------------------------------
+
+
+def plot_result(result: BenchResult, path: Path) -> None:
+    """One panel per metric: each contender's median, with whiskers from min to max."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics: dict[str, list[Measurement]] = {}
+    for m in result.measurements:
+        metrics.setdefault(m.metric, []).append(m)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics) + 1, 3.6), squeeze=False)
+    for ax, (metric, items) in zip(axes[0], metrics.items(), strict=True):
+        names = [m.contender for m in items]
+        medians = [m.median for m in items]
+        low = [m.median - min(m.samples) for m in items]
+        high = [max(m.samples) - m.median for m in items]
+        colors = ["#1f77b4" if n.startswith("promptwire") else "#999999" for n in names]
+        ax.barh(range(len(items)), medians, xerr=[low, high], color=colors, capsize=3)
+        ax.set_yticks(range(len(items)), [_wrap(n) for n in names], fontsize=8)
+        ax.invert_yaxis()
+        unit = items[0].unit
+        better = "lower is better" if items[0].lower_is_better else "higher is better"
+        ax.set_xlabel(f"{metric} ({unit}); {better}" if unit else f"{metric}; {better}", fontsize=8)
+        values = [v for v in medians if v > 0]
+        if values and max(values) / min(values) > 30:
+            ax.set_xscale("log")
+        for i, value in enumerate(medians):
+            ax.annotate(
+                _fmt(value), (value, i), xytext=(4, 4), textcoords="offset points", fontsize=7
+            )
+    fig.suptitle(result.title + (" (quick run)" if result.quick else ""), fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_summary(results: Sequence[BenchResult], path: Path) -> None:
+    """Every ratio that has a target, as headroom over it (> 1: met)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows: list[tuple[str, float, float, float]] = []
+    for result in results:
+        for r in result.ratios:
+            if r.target is None:
+                continue
+
+            def headroom(value: float, r: Ratio = r) -> float:
+                return value / r.target if r.op == ">=" else r.target / value  # type: ignore[operator]
+
+            values = [headroom(s) for s in r.samples]
+            rows.append((r.name, headroom(r.median), min(values), max(values)))
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.5))
+    names = [_wrap(row[0], 48) for row in rows]
+    medians = [row[1] for row in rows]
+    errors = [
+        [m - row[2] for m, row in zip(medians, rows, strict=True)],
+        [row[3] - m for m, row in zip(medians, rows, strict=True)],
+    ]
+    colors = ["#2ca02c" if m >= 1 else "#d62728" for m in medians]
+    ax.barh(range(len(rows)), medians, xerr=errors, color=colors, capsize=3)
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(rows)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("measured / target (for '≤' targets: target / measured); > 1 means met")
+    for i, value in enumerate(medians):
+        ax.annotate(f"{value:.2f}x", (value, i), xytext=(4, 4), textcoords="offset points")
+    ax.set_title("promptwire against its targets (median, whiskers min-max)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _wrap(text: str, width: int = 26) -> str:
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        if line and len(line) + len(word) + 1 > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    lines.append(line)
+    return "\n".join(lines)
+
+
+# -- markdown ------------------------------------------------------------------------------------
+
+
+def render(results: dict[str, BenchResult], directory: Path, command: str) -> str:
+    quick = any(r.quick for r in results.values())
+    cpu_results = [r for k, r in results.items() if k != "gpu"]
+    machine = cpu_results[0].machine if cpu_results else {}
+    loads = ", ".join(
+        f"{r.key} {r.machine.get('load_average_at_start', ['?'])[0]}" for r in cpu_results
+    )
+    total = sum(r.seconds for r in cpu_results)
+    lines = [
+        "# Benchmarks",
+        "",
+        "promptwire against `langchain_community.llms.Modal` (the class it replaces), raw httpx "
+        "and bare FastAPI, measured side by side. Generated by `benchmarks/` "
+        f"(`{command}`); do not edit by hand.",
+        "",
+    ]
+    if quick:
+        lines += ["> **Quick run**: few repetitions, smaller workloads; a smoke test only.", ""]
+    lines += [
+        f"- Run on {dt.date.today().isoformat()}: Python {machine.get('python', '?')}, "
+        f"{machine.get('cpus', '?')} CPUs, {machine.get('memory_gib', '?')} GiB, "
+        f"{machine.get('platform', '?')}; CPU suite took {total / 60:.1f} min.",
+        "- Every ratio is computed from numbers measured in the same run: one ratio per "
+        "repetition (contenders run back to back, in rotating order), and the table gives the "
+        "median and the range over repetitions. Servers run in their own processes on "
+        "127.0.0.1.",
+        "- **Noise.** The machine has 2 cores, shared with other work (1-minute load average "
+        f"when each benchmark started: {loads}). The *noise* column is half the interquartile "
+        "range of the repetitions, as a percentage of their median; *range* is min-max. Treat "
+        "differences smaller than the noise as ties.",
+        "",
+        "## Targets",
+        "",
+        "| Benchmark | Ratio | Median | Range | Target | |",
+        "|---|---|---|---|---|---|",
+    ]
+    for result in cpu_results:
+        for r in result.ratios:
+            if r.target is None:
+                continue
+            lines.append(
+                f"| {result.title} | {r.name} | **{r.median:.3g}** | {_range(r.samples)} "
+                f"(n={len(r.samples)}) | {_target(r)} | {_verdict(r)} |"
+            )
+    lines += ["", "![Targets](" + _rel(directory / "summary.png") + ")", ""]
+    for key in ORDER:
+        if key == "gpu":
+            lines += _gpu_section(results.get("gpu"), directory)
+            continue
+        if key in results:
+            lines += _section(results[key], directory)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _section(result: BenchResult, directory: Path) -> list[str]:
+    lines = [
+        f"## {result.title}",
+        "",
+        result.setup,
+        "",
+        "| Contender | Metric | Median | Range | Noise | n |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in result.measurements:
+        unit = f" {m.unit}" if m.unit else ""
+        lines.append(
+            f"| {m.contender} | {m.metric} | **{_fmt(m.median)}**{unit} | {_range(m.samples)} | "
+            f"{_noise(m.samples)} | {len(m.samples)} |"
+        )
+    lines += ["", "| Ratio (same repetition) | Median | Range | Target | | Note |"]
+    lines.append("|---|---|---|---|---|---|")
+    for r in result.ratios:
+        lines.append(
+            f"| {r.name} | **{r.median:.3g}** | {_range(r.samples)} | {_target(r)} | "
+            f"{_verdict(r)} | {r.note} |"
+        )
+    lines.append("")
+    for note in result.notes:
+        lines += [f"- {note}"]
+    if result.notes:
+        lines.append("")
+    lines += [f"![{result.title}]({_rel(directory / (result.key + '.png'))})", ""]
+    return lines
+
+
+def _gpu_section(result: BenchResult | None, directory: Path) -> list[str]:
+    if result is None:
+        return [
+            "## 6. GPU: ExLlamaV2 served over HTTP",
+            "",
+            "**Not run yet**: no GPU was available where this report was made. The benchmark is "
+            f"written (`benchmarks/gpu.py`); run it on a CUDA machine with the exllamav2 extra "
+            f"installed with `{GPU_COMMAND}`, then `uv run python -m benchmarks --report-only` to "
+            "add its results here. It builds a random-weight Llama of about 1B parameters (FP16) "
+            "at run time and measures: the ExLlamaV2 engine through `promptwire serve` (HTTP) vs "
+            "the same dynamic generator in-process (serving overhead); 16 and 64 concurrent "
+            "streams vs one (batching); Hugging Face transformers `generate` on the same weights; "
+            "and the fraction of the GPU's memory-bandwidth roofline reached in single-stream "
+            "decode.",
+            "",
+        ]
+    return _section(result, directory)
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def write_report(directory: Path, out: Path, command: str) -> None:
+    results = load_results(directory)
+    for result in results.values():
+        plot_result(result, directory / f"{result.key}.png")
+    plot_summary([r for k, r in results.items() if k != "gpu"], directory / "summary.png")
+    out.write_text(render(results, directory, command), encoding="utf-8")

@@ -1,0 +1,117 @@
+"""Servers the benchmarks start in their own process, besides ``promptwire serve`` itself.
+
+- ``bare``: a plain FastAPI app doing the dummy engine's work (a pydantic body, the engine's
+  ``complete``, a dict returned), with none of the protocol's checks, limits or disconnect
+  handling: the baseline for the server benchmark.
+- ``tls``: the promptwire app around the dummy engine (echo) under uvicorn with TLS.
+
+Run: ``python -m benchmarks.servers bare --port P`` or
+``python -m benchmarks.servers tls --port P --certfile C --keyfile K``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+HOST = "127.0.0.1"
+
+
+class Body(BaseModel):
+    """The bare app's request body."""
+
+    model_config = ConfigDict(extra="allow")
+    prompt: str
+    max_tokens: int | None = None
+
+
+def bare_app() -> Any:
+    """FastAPI, written the way its tutorial shows, serving the same engine."""
+    from fastapi import FastAPI
+    from promptwire.protocol import PromptRequest
+    from promptwire_modal_dummy.engine import DummyEngine
+    from promptwire_modal_dummy.settings import DummySettings
+
+    engine = DummyEngine(DummySettings())
+    app = FastAPI()
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/")
+    async def generate(body: Body) -> dict[str, Any]:
+        completion = await engine.complete(
+            PromptRequest(prompt=body.prompt, max_tokens=body.max_tokens)
+        )
+        return {
+            "prompt": completion.text,
+            "usage": completion.usage.model_dump(),
+            "finish_reason": completion.finish_reason.value,
+            "model": engine.model_name,
+        }
+
+    return app
+
+
+def tls_app() -> Any:
+    from promptwire.server import create_app
+    from promptwire_modal_dummy.engine import DummyEngine
+    from promptwire_modal_dummy.settings import DummySettings
+
+    return create_app(DummyEngine(DummySettings(echo=True)))
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, made now with the openssl command."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("kind", choices=["bare", "tls"])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--certfile")
+    parser.add_argument("--keyfile")
+    args = parser.parse_args()
+    options: dict[str, Any] = {"host": HOST, "port": args.port, "log_level": "warning"}
+    if args.kind == "tls":
+        options |= {"ssl_certfile": args.certfile, "ssl_keyfile": args.keyfile}
+    app = bare_app() if args.kind == "bare" else tls_app()
+    uvicorn.run(app, timeout_graceful_shutdown=2, **options)
+
+
+if __name__ == "__main__":
+    main()
