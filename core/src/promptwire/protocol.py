@@ -12,7 +12,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 PROTOCOL_VERSION = "1.1"
 
@@ -48,6 +48,17 @@ def _encodable(text: str) -> str:
 
 Text = Annotated[str, AfterValidator(_encodable)]
 
+
+def _integral(value: Any) -> Any:
+    """JSON has one kind of number: ``5.0`` is the integer 5 (JSON Schema agrees, and so must we,
+    since we publish one); ``5.5``, ``"5"`` and ``true`` stay errors."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Integral = BeforeValidator(_integral)
+
 ChatRole = Literal["system", "user", "assistant"]
 
 
@@ -71,14 +82,16 @@ class PromptRequest(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
     prompt: Text
-    max_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS_LIMIT)] | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS_LIMIT), Integral] | None = None
     temperature: Annotated[float, Field(ge=0.0, le=MAX_TEMPERATURE, allow_inf_nan=False)] | None = (
         None
     )
     top_p: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] | None = None
-    top_k: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    top_k: Annotated[int, Field(ge=0, le=1_000_000), Integral] | None = None
     stop: Annotated[list[StopSequence], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
-    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = None
+    # ``lt=2**63``, not ``le=2**63 - 1``: the schema's numbers become floats, and 2**63 - 1 would
+    # round up to 2**63, which the schema would then allow.
+    seed: Annotated[int, Field(ge=0, lt=2**63), Integral] | None = None
     stream: bool = False
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)] | None = (
         None
