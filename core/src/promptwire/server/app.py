@@ -125,6 +125,16 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+# Where the request body's schema sits in the OpenAPI document. Its nested models stay in its own
+# ``$defs``; pydantic's default refs (``#/$defs/ChatMessage``) would point at the document's root,
+# where there is nothing, and tools that read the schema (schemathesis, client generators) fail.
+_REQUEST_SCHEMA_POINTER = "#/paths/~1/post/requestBody/content/application~1json/schema"
+
+
+def _request_body_schema() -> dict[str, Any]:
+    return PromptRequest.model_json_schema(ref_template=_REQUEST_SCHEMA_POINTER + "/$defs/{model}")
+
+
 def _parse_request(body: bytes) -> PromptRequest:
     try:
         data = json.loads(body)
@@ -222,7 +232,7 @@ def create_app(
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": PromptRequest.model_json_schema()}},
+                "content": {"application/json": {"schema": _request_body_schema()}},
             }
         },
     )
