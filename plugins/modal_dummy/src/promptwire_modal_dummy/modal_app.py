@@ -19,7 +19,7 @@ from promptwire_modal_dummy.settings import DummySettings
 settings = DummySettings()
 
 # The container gets the engine's settings (not the deploy ones) through its environment.
-engine_env = {
+engine_env: dict[str, str | None] = {
     "PROMPTWIRE_MODAL_DUMMY__REPLY": settings.reply,
     "PROMPTWIRE_MODAL_DUMMY__ECHO": str(settings.echo).lower(),
     "PROMPTWIRE_MODAL_DUMMY__FIRST_TOKEN_DELAY": str(settings.first_token_delay),
