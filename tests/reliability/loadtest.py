@@ -167,13 +167,13 @@ class Report:
     def text(self) -> str:
         lines = [
             "promptwire load test: `promptwire serve` (modal_dummy, echo, bearer token), loopback",
-            f"{'phase':<10}{'count':>8}{'conc':>6}{'secs':>8}{'rps':>9}"
+            f"{'phase':<16}{'count':>8}{'conc':>6}{'secs':>8}{'rps':>9}"
             f"{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}{'errors':>8}",
         ]
         for phase in self.phases:
             s = phase.summary()
             lines.append(
-                f"{phase.name:<10}{s['count']:>8}{s['concurrency']:>6}{s['seconds']:>8}{s['rps']:>9}"
+                f"{phase.name:<16}{s['count']:>8}{s['concurrency']:>6}{s['seconds']:>8}{s['rps']:>9}"
                 f"{s['p50_ms']:>9}{s['p95_ms']:>9}{s['p99_ms']:>9}{s['max_ms']:>9}{s['errors']:>8}"
             )
             if phase.errors:
