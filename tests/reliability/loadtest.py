@@ -51,6 +51,8 @@ class LoadConfig:
     stream_words: int = 50
     stream_rate: float = 50.0
     """Words per second of the streaming server's engine."""
+    stream_rounds: int = 5
+    """Rounds of ``streams`` streams at once after a warm-up round (a soak for the streams)."""
     warmup: int = 1_000
     drivers: tuple[str, ...] = ("promptwire", "raw")
     """Clients sending the whole-reply requests, each ``requests`` of them, in turn."""
@@ -290,8 +292,9 @@ async def _whole_replies(
     return Phase(name, count, concurrency, time.perf_counter() - started, latencies, errors)
 
 
-async def _streams(client: EndpointClient, count: int, words: int) -> Phase:
-    """``count`` streams at once, all open together; latency is the whole stream's."""
+async def _streams(client: EndpointClient, count: int, words: int, rounds: int = 1) -> Phase:
+    """``rounds`` times, ``count`` streams at once, all open together; latency is the whole
+    stream's."""
     latencies: list[float] = []
     first: list[float] = []
     errors: Counter[str] = Counter()
@@ -317,8 +320,10 @@ async def _streams(client: EndpointClient, count: int, words: int) -> Phase:
             errors["wrong stream"] += 1
 
     started = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(count)))
-    return Phase("streams", count, count, time.perf_counter() - started, latencies, errors, first)
+    for round_ in range(rounds):
+        await asyncio.gather(*(one(round_ * count + i) for i in range(count)))
+    seconds = time.perf_counter() - started
+    return Phase("streams", count * rounds, count, seconds, latencies, errors, first)
 
 
 async def _sample_rss(served: ServedProcess, samples: list[int], stop: asyncio.Event) -> None:
@@ -393,8 +398,8 @@ async def drive_streams(served: ServedProcess, config: LoadConfig) -> tuple[list
         return await _measured(
             served,
             "streams",
-            lambda: _streams(client, min(config.streams, 20), config.stream_words),
-            [lambda: _streams(client, config.streams, config.stream_words)],
+            lambda: _streams(client, config.streams, config.stream_words),
+            [lambda: _streams(client, config.streams, config.stream_words, config.stream_rounds)],
         )
     finally:
         await client.aclose()
@@ -431,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=defaults.streams)
     parser.add_argument("--stream-words", type=int, default=defaults.stream_words)
     parser.add_argument("--stream-rate", type=float, default=defaults.stream_rate)
+    parser.add_argument("--stream-rounds", type=int, default=defaults.stream_rounds)
     parser.add_argument("--warmup", type=int, default=defaults.warmup)
     parser.add_argument("--max-growth-mib", type=float, default=defaults.max_growth_mib)
     parser.add_argument(
@@ -446,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         streams=args.streams,
         stream_words=args.stream_words,
         stream_rate=args.stream_rate,
+        stream_rounds=args.stream_rounds,
         warmup=args.warmup,
         max_growth_mib=args.max_growth_mib,
         drivers=tuple(name.strip() for name in args.drivers.split(",") if name.strip()),

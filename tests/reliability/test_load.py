@@ -1,7 +1,8 @@
 """The fast variant of the load test, run by CI: ``promptwire serve`` in a child process takes
-2,000 whole-reply requests at 32 in flight from each client and 50 streams open at once, with no
-error, no wrong answer, no stream kept waiting and no memory growth. The long run (20,000 at 64
-and 200 streams) is ``uv run python -m tests.reliability.loadtest``; see RELIABILITY.md."""
+2,000 whole-reply requests at 32 in flight from each client and rounds of 50 streams open at
+once, with no error, no wrong answer, no stream kept waiting and no memory growth. The long run
+(20,000 at 64, rounds of 200 streams) is ``uv run python -m tests.reliability.loadtest``; its
+figures are in RELIABILITY.md."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ FAST = LoadConfig(
     streams=50,
     stream_words=50,
     stream_rate=25.0,  # each stream lasts two seconds
+    stream_rounds=2,
     warmup=300,
     max_growth_mib=16.0,
 )
