@@ -1,16 +1,19 @@
 """The HTTP client of the prompt endpoint protocol: pooled, timed, retried where safe, typed errors.
 
-One ``EndpointClient`` holds one sync and one async httpx pool (each made on first use). It follows
-Modal's 303 redirect for long requests, honours ``Retry-After``, and only repeats a request when the
-server cannot have run it (connection never made, 429, 503) unless ``retry_unsafe`` is set.
+One ``EndpointClient`` holds one sync httpx pool and, for async calls, small httpx pools sharing
+the load (each made on first use, all with one SSL context). It follows Modal's 303 redirect for
+long requests, honours ``Retry-After``, and only repeats a request when the server cannot have run
+it (connection never made, 429, 503) unless ``retry_unsafe`` is set.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import ssl
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -51,6 +54,10 @@ StreamEvent = StreamDelta | StreamDone
 MAX_RETRY_AFTER = 60.0
 SNIPPET_CHARS = 200
 USER_AGENT = "promptwire"
+#: httpcore's connection pool rescans all its connections several times per request (work
+#: quadratic in its size; encode/httpcore#1035): at 64 requests in flight that costs more CPU
+#: than the requests. Concurrent async requests are spread over pools of at most this many.
+CONNECTIONS_PER_POOL = 8
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,8 @@ class EndpointClient:
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
         self._sync: httpx.Client | None = None
-        self._async: httpx.AsyncClient | None = None
+        self._async = _AsyncPools(self._client_options, config.max_connections)
+        self._ssl: ssl.SSLContext | None = None
         self._secrets = [
             s.get_secret_value()
             for s in [config.api_key, *config.secret_headers.values()]
@@ -85,17 +93,26 @@ class EndpointClient:
 
     # -- pools ---------------------------------------------------------------------------------
 
-    def _client_options(self) -> dict[str, Any]:
+    def _client_options(self, max_connections: int | None = None) -> dict[str, Any]:
         cfg = self.config
+        max_connections = max_connections or cfg.max_connections
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **cfg.headers}
         headers.update({k: v.get_secret_value() for k, v in cfg.secret_headers.items()})
         if cfg.api_key is not None:
             headers["Authorization"] = f"Bearer {cfg.api_key.get_secret_value()}"
         limits = httpx.Limits(
-            max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections
+            max_connections=max_connections, max_keepalive_connections=max_connections
         )
         timeout = httpx.Timeout(cfg.timeout, connect=cfg.connect_timeout)
-        return {"headers": headers, "timeout": timeout, "limits": limits, "follow_redirects": True}
+        if self._ssl is None:  # made once and shared by every pool: loading the CAs is slow
+            self._ssl = httpx.create_ssl_context()
+        return {
+            "headers": headers,
+            "timeout": timeout,
+            "limits": limits,
+            "follow_redirects": True,
+            "verify": self._ssl,
+        }
 
     @property
     def sync_client(self) -> httpx.Client:
@@ -105,9 +122,8 @@ class EndpointClient:
 
     @property
     def async_client(self) -> httpx.AsyncClient:
-        if self._async is None:
-            self._async = httpx.AsyncClient(**self._client_options())
-        return self._async
+        """The first async pool (the one sequential calls use)."""
+        return self._async.client(0)
 
     def close(self) -> None:
         if self._sync is not None:
@@ -115,9 +131,7 @@ class EndpointClient:
             self._sync = None
 
     async def aclose(self) -> None:
-        if self._async is not None:
-            await self._async.aclose()
-            self._async = None
+        await self._async.aclose()
 
     # -- whole replies -------------------------------------------------------------------------
 
@@ -148,8 +162,8 @@ class EndpointClient:
     async def _acomplete_once(self, payload: Mapping[str, Any]) -> PromptResponse:
         try:
             async with asyncio.timeout(self.config.timeout):
-                with self._translate_errors():
-                    response = await self.async_client.post(self.config.url, json=payload)
+                with self._translate_errors(), self._async.lease() as client:
+                    response = await client.post(self.config.url, json=payload)
                     self._raise_for_status(response, response.content)
         except TimeoutError as exc:
             raise self._timeout() from exc
@@ -178,9 +192,17 @@ class EndpointClient:
         finally:
             response.close()
 
-    async def astream(self, payload: Mapping[str, Any]) -> AsyncIterator[StreamEvent]:
+    async def astream(self, payload: Mapping[str, Any]) -> AsyncGenerator[StreamEvent, None]:
+        with self._async.lease() as client:  # held until the stream is closed
+            async with contextlib.aclosing(self._astream(client, payload)) as events:
+                async for event in events:
+                    yield event
+
+    async def _astream(
+        self, client: httpx.AsyncClient, payload: Mapping[str, Any]
+    ) -> AsyncGenerator[StreamEvent, None]:
         body = {**payload, "stream": True}
-        response = await self._aopen_stream(body)
+        response = await self._aopen_stream(client, body)
         try:
             with self._translate_errors():
                 if not _is_event_stream(response):
@@ -220,13 +242,15 @@ class EndpointClient:
                     response.close()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _aopen_stream(self, body: Mapping[str, Any]) -> httpx.Response:
+    async def _aopen_stream(
+        self, client: httpx.AsyncClient, body: Mapping[str, Any]
+    ) -> httpx.Response:
         async for attempt in self._aretrying():
             with attempt, self._translate_errors():
-                request = self.async_client.build_request("POST", self.config.url, json=body)
+                request = client.build_request("POST", self.config.url, json=body)
                 try:
                     async with asyncio.timeout(self.config.timeout):
-                        response = await self.async_client.send(request, stream=True)
+                        response = await client.send(request, stream=True)
                 except TimeoutError as exc:
                     raise self._timeout() from exc
                 if response.is_success:
@@ -397,6 +421,42 @@ def _retry_after(value: str | None) -> float | None:
         return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
     except (TypeError, ValueError):
         return None
+
+
+class _AsyncPools:
+    """Async httpx clients sharing one endpoint's connections, at most ``CONNECTIONS_PER_POOL``
+    each (made on first use). A request takes the one with the most free connections, the first
+    among equals, so sequential calls always reuse the first pool's connection and no request
+    waits for a connection while another pool has one free."""
+
+    def __init__(self, options: Callable[[int], dict[str, Any]], max_connections: int) -> None:
+        full, rest = divmod(max(1, max_connections), CONNECTIONS_PER_POOL)
+        self._sizes = [CONNECTIONS_PER_POOL] * full + ([rest] if rest else [])
+        self._options = options
+        self._clients: list[httpx.AsyncClient | None] = [None] * len(self._sizes)
+        self._busy = [0] * len(self._sizes)
+
+    def client(self, index: int) -> httpx.AsyncClient:
+        client = self._clients[index]
+        if client is None:
+            client = self._clients[index] = httpx.AsyncClient(**self._options(self._sizes[index]))
+        return client
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[httpx.AsyncClient]:
+        free = [size - busy for size, busy in zip(self._sizes, self._busy, strict=True)]
+        index = free.index(max(free))
+        self._busy[index] += 1
+        try:
+            yield self.client(index)
+        finally:
+            self._busy[index] -= 1
+
+    async def aclose(self) -> None:
+        clients, self._clients = self._clients, [None] * len(self._sizes)
+        for client in clients:
+            if client is not None:
+                await client.aclose()
 
 
 def _is_event_stream(response: httpx.Response) -> bool:
