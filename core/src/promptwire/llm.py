@@ -8,16 +8,25 @@ settings and the client are shared with ``ChatPromptwire`` (``promptwire.endpoin
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import LanguageModelInput
 from langchain_core.language_models.llms import LLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import get_config_list
 from pydantic import ConfigDict
 
 from promptwire.endpoint_model import EndpointModel, arun_concurrently, run_concurrently
 from promptwire.protocol import PromptResponse, StreamDone, Usage
 from promptwire.stops import StopScanner, truncate_at_stop
+
+# A batch's ``max_concurrency`` from its RunnableConfig, for ``_generate``/``_agenerate``.
+_batch_concurrency: ContextVar[int | None] = ContextVar(
+    "promptwire_batch_concurrency", default=None
+)
 
 
 class PromptwireLLM(EndpointModel, LLM):
@@ -166,6 +175,44 @@ class PromptwireLLM(EndpointModel, LLM):
 
     # -- batches, run concurrently -------------------------------------------------------------
 
+    def batch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[str]:
+        """Run the prompts concurrently: at most the config's ``max_concurrency`` (else the
+        model's) in flight, new ones starting as others finish. (LangChain's base class would
+        cut the batch into waves of ``max_concurrency``, each run at the model's own limit.)"""
+        limit, configs = _take_concurrency(config, len(inputs), return_exceptions)
+        token = _batch_concurrency.set(limit)
+        try:
+            return super().batch(inputs, configs, return_exceptions=return_exceptions, **kwargs)
+        finally:
+            _batch_concurrency.reset(token)
+
+    async def abatch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[str]:
+        limit, configs = _take_concurrency(config, len(inputs), return_exceptions)
+        token = _batch_concurrency.set(limit)
+        try:
+            return await super().abatch(
+                inputs, configs, return_exceptions=return_exceptions, **kwargs
+            )
+        finally:
+            _batch_concurrency.reset(token)
+
+    def _concurrency(self) -> int:
+        return int(_batch_concurrency.get() or self.max_concurrency or 1)
+
     def _generate(
         self,
         prompts: list[str],
@@ -178,7 +225,7 @@ class PromptwireLLM(EndpointModel, LLM):
         generations = run_concurrently(
             lambda p: self._generate_one(p, stop, token_sink, kwargs),
             prompts,
-            int(self.max_concurrency or 1),
+            self._concurrency(),
         )
         return self._result(generations)
 
@@ -193,7 +240,7 @@ class PromptwireLLM(EndpointModel, LLM):
         generations = await arun_concurrently(
             lambda p: self._agenerate_one(p, stop, token_sink, kwargs),
             prompts,
-            int(self.max_concurrency or 1),
+            self._concurrency(),
         )
         return self._result(generations)
 
@@ -211,6 +258,21 @@ class PromptwireLLM(EndpointModel, LLM):
             generations=[[g] for g in generations],
             llm_output={"token_usage": token_usage, "model_name": model},
         )
+
+
+def _take_concurrency(
+    config: RunnableConfig | list[RunnableConfig] | None, size: int, return_exceptions: bool
+) -> tuple[int | None, RunnableConfig | list[RunnableConfig] | None]:
+    """The config's ``max_concurrency`` and the config without it (so the base class hands the
+    whole batch to one ``generate``). With ``return_exceptions`` the config is kept: the base
+    class then reports a failure only for the wave it happened in."""
+    if config is None or return_exceptions or not size:
+        return None, config
+    configs = get_config_list(config, size)
+    limit = configs[0].get("max_concurrency")
+    if limit is None:
+        return None, config
+    return int(limit), [{**c, "max_concurrency": None} for c in configs]
 
 
 def _generation_info(finish_reason: Any, usage: Usage | None, model: str | None) -> dict[str, Any]:
