@@ -8,6 +8,7 @@ settings and the client are shared with ``ChatPromptwire`` (``promptwire.endpoin
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import aclosing
 from contextvars import ContextVar
 from typing import Any
 
@@ -122,15 +123,17 @@ class PromptwireLLM(EndpointModel, LLM):
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
         scanner = StopScanner(stop)
-        async for event in self.client.astream(self._payload(prompt, stop, kwargs)):
-            if isinstance(event, StreamDone):
-                if tail := scanner.flush():
-                    yield await self._achunk(tail, run_manager)
-                info = _generation_info(event.finish_reason, event.usage, event.model)
-                yield GenerationChunk(text="", generation_info=info)
-                return
-            if text := scanner.feed(event.text):
-                yield await self._achunk(text, run_manager)
+        events = self.client.astream(self._payload(prompt, stop, kwargs))
+        async with aclosing(events):  # frees the connection as soon as the stream ends
+            async for event in events:
+                if isinstance(event, StreamDone):
+                    if tail := scanner.flush():
+                        yield await self._achunk(tail, run_manager)
+                    info = _generation_info(event.finish_reason, event.usage, event.model)
+                    yield GenerationChunk(text="", generation_info=info)
+                    return
+                if text := scanner.feed(event.text):
+                    yield await self._achunk(text, run_manager)
 
     @staticmethod
     def _chunk(text: str, run_manager: CallbackManagerForLLMRun | None) -> GenerationChunk:
@@ -236,9 +239,10 @@ class PromptwireLLM(EndpointModel, LLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
-        token_sink = run_manager if len(prompts) == 1 else None
+        if len(prompts) == 1:  # ainvoke: no task or semaphore needed
+            return self._result([await self._agenerate_one(prompts[0], stop, run_manager, kwargs)])
         generations = await arun_concurrently(
-            lambda p: self._agenerate_one(p, stop, token_sink, kwargs),
+            lambda p: self._agenerate_one(p, stop, None, kwargs),
             prompts,
             self._concurrency(),
         )
