@@ -119,6 +119,8 @@ class FakeRuntime:
     fail_iterations: int = 0
     cancel_raises: bool = False
     generators: list[FakeGenerator] = field(default_factory=list)
+    encoded: list[tuple[str, bool]] = field(default_factory=list)
+    """Every ``encode`` call: the prompt, and whether a chat template wrote it."""
     closed: bool = False
 
     def __post_init__(self) -> None:
@@ -128,8 +130,10 @@ class FakeRuntime:
     def generator(self) -> FakeGenerator:
         return self.generators[-1]
 
-    def encode(self, prompt: str) -> EncodedPrompt:
-        ids = [1] + [10 + i for i, _ in enumerate(prompt.split())]
+    def encode(self, prompt: str, *, from_template: bool = False) -> EncodedPrompt:
+        """BOS (1), then one id per word; a chat template's rendering gets no BOS added."""
+        self.encoded.append((prompt, from_template))
+        ids = ([] if from_template else [1]) + [10 + i for i, _ in enumerate(prompt.split())]
         return EncodedPrompt(ids, len(ids))
 
     def new_job(self, prompt: EncodedPrompt, params: SamplingParams) -> FakeJob:

@@ -1,4 +1,5 @@
-"""The real ExLlamaV2 engine on a GPU: a tiny random-weight Llama built here, served over HTTP.
+"""The real ExLlamaV2 engine on a GPU: a tiny random-weight Llama built here, served over HTTP,
+with a chat template in its tokenizer_config.json, and checked by the conformance kit.
 
 Skipped without CUDA, torch, exllamav2 and flash-attn (paged attention needs it); torch is only
 imported when these tests are collected on a machine that has it.
@@ -24,12 +25,20 @@ pytest.importorskip("exllamav2")
 pytest.importorskip("flash_attn")
 
 from httpx_sse import connect_sse  # noqa: E402
-from promptwire import PromptwireLLM  # noqa: E402
-from promptwire_modal_exllama.batching import BatchingEngine, DynamicGenerator  # noqa: E402
+from langchain_core.messages import HumanMessage, SystemMessage  # noqa: E402
+from promptwire import ChatPromptwire, PromptwireLLM  # noqa: E402
+from promptwire.protocol import ChatMessage  # noqa: E402
+from promptwire.testing import EndpointConformanceTests  # noqa: E402
+from promptwire_modal_exllama.batching import (  # noqa: E402
+    BatchingEngine,
+    DynamicGenerator,
+    EncodedPrompt,
+)
 from promptwire_modal_exllama.engine import ExllamaRuntime, create_engine  # noqa: E402
 from promptwire_modal_exllama.settings import ExllamaSettings  # noqa: E402
 
 from tests.exllama.fakes import wait_until  # noqa: E402
+from tests.support.network import LOOPBACK_ONLY  # noqa: E402
 from tests.support.servers import serve_engine  # noqa: E402
 
 HIDDEN = 256
@@ -42,6 +51,14 @@ VOCAB = 512  # a multiple of 32; the trained tokenizer uses fewer ids, the rest 
 MAX_POSITIONS = 2048  # a multiple of the 256-token cache page
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]  # ids 0, 1, 2
 BOS_ID, EOS_ID = 1, 2
+#: Written into tokenizer_config.json: the template writes the BOS itself, as Llama 3's does.
+CHAT_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- for message in messages %}"
+    "{{- '[' + message['role'] + '] ' + message['content'] | trim + eos_token + '\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '[assistant] ' }}{%- endif %}"
+)
 
 TRAINING_TEXT = [
     "The quick brown fox jumps over the lazy dog.",
@@ -66,7 +83,14 @@ def _write_tokenizer(model_dir: Path) -> None:
     assert tokenizer.get_vocab_size() <= VOCAB
     tokenizer.save(str(model_dir / "tokenizer.json"))
     (model_dir / "tokenizer_config.json").write_text(
-        json.dumps({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})
+        json.dumps(
+            {
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "unk_token": "<unk>",
+                "chat_template": CHAT_TEMPLATE,
+            }
+        )
     )
 
 
@@ -168,12 +192,15 @@ class Served(NamedTuple):
     url: str
     generators: list[RecordingGenerator]
     hold: threading.Event
+    encoded: list[tuple[bool, list[int]]]
+    """Every prompt the runtime encoded: whether a chat template wrote it, and its token ids."""
 
 
 @pytest.fixture(scope="module")
 def served(tiny_model: Path) -> Iterator[Served]:
     settings = ExllamaSettings(model_dir=tiny_model, cache_size=16384, model_name="tiny-llama")
     generators: list[RecordingGenerator] = []
+    encoded: list[tuple[bool, list[int]]] = []
     hold = threading.Event()
     hold.set()
 
@@ -185,12 +212,20 @@ def served(tiny_model: Path) -> Iterator[Served]:
             generators.append(RecordingGenerator(new_generator(), hold))
             return generators[-1]
 
+        encode = runtime.encode
+
+        def recording_encode(prompt: str, *, from_template: bool = False) -> EncodedPrompt:
+            result = encode(prompt, from_template=from_template)
+            encoded.append((from_template, [int(i) for i in result.tokens[0].tolist()]))
+            return result
+
         runtime.new_generator = recording  # type: ignore[method-assign]
+        runtime.encode = recording_encode  # type: ignore[method-assign]
         return runtime
 
     engine = BatchingEngine(settings, load)
     with serve_engine(engine) as server:
-        yield Served(engine, server.url, generators, hold)
+        yield Served(engine, server.url, generators, hold, encoded)
 
 
 def test_the_engine_factory_loads_the_model(tiny_model: Path) -> None:
@@ -328,3 +363,48 @@ def test_quantized_caches_generate(tiny_model: Path, cache_mode: str) -> None:
             await engine.stop()
 
     assert asyncio.run(run())
+
+
+def test_chat_promptwire_gets_the_models_chat_template(served: Served) -> None:
+    template = served.engine.chat_template
+    assert template is not None and template.source == "tokenizer_config.json"
+    rendered = served.engine.render_chat(
+        [
+            ChatMessage(role="system", content="Be brief."),
+            ChatMessage(role="user", content="The quick brown fox"),
+        ]
+    )
+    assert rendered == "<s>[system] Be brief.</s>\n[user] The quick brown fox</s>\n[assistant] "
+
+    chat = ChatPromptwire(endpoint_url=served.url, max_tokens=10, temperature=0, timeout=120)
+    conversation = [SystemMessage("Be brief."), HumanMessage("The quick brown fox")]
+    reply = chat.invoke(conversation)
+    assert isinstance(reply.content, str) and reply.content
+    from_template, ids = served.encoded[-1]
+    assert from_template
+    assert ids[0] == BOS_ID and ids.count(BOS_ID) == 1  # the template's BOS, and no other
+    assert reply.usage_metadata is not None
+    assert reply.usage_metadata["input_tokens"] == len(ids)
+    assert "".join(str(chunk.content) for chunk in chat.stream(conversation)) == reply.content
+    chat.close()
+
+    # The rendering sent as a raw prompt (it starts with BOS, so none is added): the same
+    # tokens, so the same greedy reply.
+    raw = httpx.post(
+        served.url, json={"prompt": rendered, "max_tokens": 10, "temperature": 0}, timeout=120
+    )
+    assert served.encoded[-1] == (False, ids)
+    assert raw.json()["prompt"] == reply.content
+
+
+class TestTinyModelConformance(EndpointConformanceTests):
+    """promptwire's conformance kit against the real engine serving the tiny model."""
+
+    pytestmark = LOOPBACK_ONLY
+    prompt = "The quick brown fox"
+    max_tokens = 8
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def endpoint_url(cls, served: Served) -> str:
+        return served.url

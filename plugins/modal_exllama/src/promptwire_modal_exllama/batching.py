@@ -19,10 +19,11 @@ import contextlib
 import logging
 import threading
 from collections import OrderedDict, deque
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from promptwire.chat_template import render_plain
 from promptwire.engine import (
     Engine,
     EngineError,
@@ -31,8 +32,9 @@ from promptwire.engine import (
     Finish,
     TextChunk,
 )
-from promptwire.protocol import FinishReason, PromptRequest, Usage
+from promptwire.protocol import ChatMessage, FinishReason, PromptRequest, Usage
 
+from promptwire_modal_exllama.chat_template import ChatTemplate, load_chat_template
 from promptwire_modal_exllama.params import SamplingParams, fit_to_context, sampling_params
 from promptwire_modal_exllama.settings import ExllamaSettings
 
@@ -72,7 +74,10 @@ class Runtime(Protocol):
     max_seq_len: int
     """Longest prompt plus completion of one request."""
 
-    def encode(self, prompt: str) -> EncodedPrompt: ...
+    def encode(self, prompt: str, *, from_template: bool = False) -> EncodedPrompt:
+        """The prompt's tokens. ``from_template``: the model's chat template wrote it, so it
+        already holds every BOS the model wants and its special tokens are read as such."""
+        ...
 
     def new_job(self, prompt: EncodedPrompt, params: SamplingParams) -> Any: ...
 
@@ -296,7 +301,8 @@ class _Prepared:
 class BatchingEngine(Engine):
     """The protocol engine over a ``Runtime``: context checks, then continuous batching.
 
-    ``load_runtime`` does the heavy loading; it runs once, in a worker thread, on ``start``.
+    ``load_runtime`` does the heavy loading; it runs once, in a worker thread, on ``start``,
+    after the model directory's chat template (``chat_template``) has been read.
     """
 
     def __init__(
@@ -308,6 +314,7 @@ class BatchingEngine(Engine):
         self._lock = threading.Lock()
         self._runtime: Runtime | None = None
         self._loop: GenerationLoop | None = None
+        self._chat_template: ChatTemplate | None = None
         self._prepared: OrderedDict[int, tuple[PromptRequest, _Prepared]] = OrderedDict()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -320,6 +327,7 @@ class BatchingEngine(Engine):
         with self._lock:
             if self._loop is not None:
                 return
+            chat_template = load_chat_template(self.settings.model_dir)
             runtime = self._load_runtime(self.settings)
             try:
                 loop = GenerationLoop(runtime.new_generator, name="promptwire-exllama-generator")
@@ -328,7 +336,12 @@ class BatchingEngine(Engine):
                 runtime.close()
                 raise
             self._runtime, self._loop = runtime, loop
+            self._chat_template = chat_template
             self.model_name = self.settings.model_name or runtime.model_name
+        if chat_template is None:
+            logger.info("chat template: promptwire's plain template (the model directory has none)")
+        else:
+            logger.info("chat template: the model's, from %s", chat_template.source)
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.unload)
@@ -354,11 +367,22 @@ class BatchingEngine(Engine):
         return self._loop
 
     @property
+    def chat_template(self) -> ChatTemplate | None:
+        """The model's chat template, once loaded; None when it has none (plain template)."""
+        return self._chat_template
+
+    @property
     def max_seq_len(self) -> int | None:
         runtime = self._runtime
         return runtime.max_seq_len if runtime is not None else None
 
     # -- requests ------------------------------------------------------------------------------
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        """``messages`` by the model's chat template (promptwire's plain one if it has none)."""
+        self._require_runtime()
+        template = self._chat_template
+        return render_plain(messages) if template is None else template.render(messages)
 
     def check(self, request: PromptRequest) -> None:
         """Tokenize and check the context length now, so an oversized prompt gets its 422
@@ -371,7 +395,9 @@ class BatchingEngine(Engine):
     def _prepare(self, request: PromptRequest) -> _Prepared:
         runtime = self._require_runtime()
         params = sampling_params(request, self.settings)
-        prompt = runtime.encode(request.prompt)
+        # The server put render_chat's result in ``prompt`` for a request with ``messages``.
+        from_template = request.messages is not None and self._chat_template is not None
+        prompt = runtime.encode(request.prompt, from_template=from_template)
         return _Prepared(prompt, fit_to_context(params, prompt.length, runtime.max_seq_len))
 
     def _take_prepared(self, request: PromptRequest) -> _Prepared:

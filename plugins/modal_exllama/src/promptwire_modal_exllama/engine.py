@@ -122,13 +122,18 @@ class ExllamaRuntime:
             CacheMode.Q8: exl.ExLlamaV2Cache_Q8,
         }[self.settings.cache_mode]
 
-    def encode(self, prompt: str) -> EncodedPrompt:
-        add_bos = self.settings.add_bos and not (
-            self._bos_text is not None and prompt.startswith(self._bos_text)
-        )
-        ids = self.tokenizer.encode(
-            prompt, add_bos=add_bos, encode_special_tokens=self.settings.encode_special_tokens
-        )
+    def encode(self, prompt: str, *, from_template: bool = False) -> EncodedPrompt:
+        """A raw prompt gets a BOS unless it starts with one (``add_bos``). A chat template's
+        rendering gets none added and always has its special tokens read: the template wrote
+        every BOS and control token the model wants (see ``chat_template``)."""
+        if from_template:
+            add_bos, special = False, True
+        else:
+            add_bos = self.settings.add_bos and not (
+                self._bos_text is not None and prompt.startswith(self._bos_text)
+            )
+            special = self.settings.encode_special_tokens
+        ids = self.tokenizer.encode(prompt, add_bos=add_bos, encode_special_tokens=special)
         return EncodedPrompt(ids, int(ids.shape[-1]))
 
     def new_job(self, prompt: EncodedPrompt, params: SamplingParams) -> Any:

@@ -93,11 +93,13 @@ class ExllamaSettings(BaseSettings):
     )
     add_bos: bool = Field(
         default=True,
-        description="Start every prompt with the BOS token (unless the prompt already does).",
+        description="Start every raw prompt with the BOS token (unless it already does); a chat "
+        "template's rendering of `messages` has exactly the BOS tokens the template writes.",
     )
     encode_special_tokens: bool = Field(
         default=True,
-        description="Read special tokens written in the prompt (chat templates) as such.",
+        description="Read special tokens written in a raw prompt as such (a chat template's "
+        "rendering of `messages` always is).",
     )
 
     # -- The weights: where they come from ------------------------------------------------------

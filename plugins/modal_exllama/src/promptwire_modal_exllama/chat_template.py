@@ -1,0 +1,219 @@
+"""The model's own chat template: how ``messages`` (protocol v1.1) become the prompt.
+
+A Hugging Face model directory ships its template as Jinja, in ``chat_template.jinja`` (newer
+repositories; it wins, as in ``transformers``) or under ``chat_template`` in
+``tokenizer_config.json`` — a string, or a list of ``{"name", "template"}`` of which ``"default"``
+is used. It is rendered the way ``transformers``' ``apply_chat_template`` does: a sandboxed,
+immutable Jinja environment with ``trim_blocks`` and ``lstrip_blocks``, the ``raise_exception``
+and ``strftime_now`` globals, a ``tojson`` that does not escape HTML, the ``loopcontrols``
+extension and a ``{% generation %}`` block that only renders its body; the context holds
+``messages``, ``add_generation_prompt=True`` and the tokenizer's special tokens (``bos_token``,
+``eos_token``, ... written as strings or as ``{"content": ...}`` objects).
+
+BOS: a template usually writes ``{{ bos_token }}`` itself, and ExLlamaV2's tokenizer would add
+another one in front when asked to (``add_bos``), or even where the model has none to speak of
+(Qwen's config names ``<|endoftext|>`` as its BOS). Like ``apply_chat_template(tokenize=True)``,
+which encodes with ``add_special_tokens=False``, the engine takes the template at its word: a
+prompt it rendered is encoded without an added BOS and with its special tokens read as such
+(``ExllamaRuntime.encode(prompt, from_template=True)``), so the prompt holds exactly the BOS
+tokens the template wrote — one for Llama 3, none for Qwen. Prompts sent as ``prompt`` are
+unchanged: a BOS is added unless they start with one.
+
+Pure Python (jinja2 only): no exllamav2 or torch, so it is tested on any machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jinja2.ext
+from jinja2 import nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from promptwire.engine import EngineError, RequestRejected
+from promptwire.protocol import ChatMessage
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE_FILE = "chat_template.jinja"
+TOKENIZER_CONFIG = "tokenizer_config.json"
+DEFAULT_TEMPLATE_NAME = "default"
+#: The special tokens of ``tokenizer_config.json`` a template may use, as ``transformers`` passes.
+SPECIAL_TOKEN_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token")
+
+
+class ChatTemplateError(EngineError):
+    """The model directory's chat template cannot be read or compiled (a broken model)."""
+
+
+class _GenerationBlock(jinja2.ext.Extension):
+    """``{% generation %}...{% endgeneration %}`` marks assistant text for training masks in
+    ``transformers``; for inference it renders its body unchanged."""
+
+    tags = {"generation"}
+
+    def parse(self, parser: Any) -> nodes.Node:
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        call = self.call_method("_render_body")
+        return nodes.CallBlock(call, [], [], body).set_lineno(lineno)
+
+    def _render_body(self, caller: Callable[[], str]) -> str:
+        return caller()
+
+
+def _raise_exception(message: str) -> None:
+    raise jinja2.exceptions.TemplateError(message)
+
+
+def _strftime_now(format: str) -> str:
+    return datetime.now().strftime(format)
+
+
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
+
+
+def _environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=[_GenerationBlock, jinja2.ext.loopcontrols],
+    )
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    return env
+
+
+def _token_text(value: Any) -> str | None:
+    """A special token as ``tokenizer_config.json`` writes it: a string or ``{"content": ...}``."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """A compiled chat template and the special tokens it is rendered with."""
+
+    source: str
+    """Where it came from, for logs: ``chat_template.jinja`` or ``tokenizer_config.json``."""
+    template: jinja2.Template = field(repr=False)
+    special_tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def bos_token(self) -> str | None:
+        return self.special_tokens.get("bos_token")
+
+    @classmethod
+    def from_string(
+        cls, text: str, *, source: str = "string", special_tokens: dict[str, str] | None = None
+    ) -> ChatTemplate:
+        try:
+            template = _environment().from_string(text)
+        except jinja2.TemplateError as exc:
+            raise ChatTemplateError(
+                f"the chat template in {source} is not valid Jinja: {exc}"
+            ) from exc
+        return cls(source, template, dict(special_tokens or {}))
+
+    def render(self, messages: Sequence[ChatMessage]) -> str:
+        """The prompt for ``messages``, ending with the assistant's turn opened.
+
+        A template that refuses the conversation (``raise_exception``, say "roles must
+        alternate") or fails on it is a ``RequestRejected`` (422) carrying its message.
+        """
+        conversation = [{"role": m.role, "content": m.content} for m in messages]
+        try:
+            return self.template.render(
+                messages=conversation, add_generation_prompt=True, **self.special_tokens
+            )
+        except jinja2.TemplateError as exc:
+            raise RequestRejected(
+                f"the model's chat template refused the conversation: {exc}"
+            ) from None
+        except Exception as exc:  # the template's own code failed on this conversation
+            logger.warning("the chat template failed: %s: %s", type(exc).__name__, exc)
+            raise RequestRejected(
+                f"the model's chat template cannot render this conversation "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+
+
+def _read_tokenizer_config(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / TOKENIZER_CONFIG
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ChatTemplateError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ChatTemplateError(f"{path} is not a JSON object")
+    return config
+
+
+def _read_template_file(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ChatTemplateError(f"cannot read {path}: {exc}") from exc
+
+
+def _template_from_config(config: dict[str, Any]) -> str | None:
+    """``chat_template`` as a string, or the ``"default"`` entry of a list of named templates."""
+    value = config.get("chat_template")
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, list):
+        named = {
+            entry.get("name"): entry.get("template")
+            for entry in value
+            if isinstance(entry, dict) and isinstance(entry.get("template"), str)
+        }
+        if DEFAULT_TEMPLATE_NAME in named:
+            return named[DEFAULT_TEMPLATE_NAME]
+        if named:
+            logger.warning(
+                "%s has chat templates %s but none named %r; not using them",
+                TOKENIZER_CONFIG,
+                sorted(str(name) for name in named),
+                DEFAULT_TEMPLATE_NAME,
+            )
+    return None
+
+
+def load_chat_template(model_dir: Path | None) -> ChatTemplate | None:
+    """The chat template in ``model_dir``, or None when it has none.
+
+    Raises ``ChatTemplateError`` when there is one that cannot be read or compiled.
+    """
+    if model_dir is None:
+        return None
+    config = _read_tokenizer_config(model_dir)
+    special_tokens = {
+        key: text for key in SPECIAL_TOKEN_KEYS if (text := _token_text(config.get(key)))
+    }
+    text, source = _read_template_file(model_dir / TEMPLATE_FILE), TEMPLATE_FILE
+    if not text:
+        text, source = _template_from_config(config), TOKENIZER_CONFIG
+    if not text:
+        return None
+    return ChatTemplate.from_string(text, source=source, special_tokens=special_tokens)
