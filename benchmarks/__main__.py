@@ -56,8 +56,8 @@ def main() -> None:
                 print(f"!! {name} failed: {exc}", file=sys.stderr)
                 failed.append(name)
             print(f"   ({time.perf_counter() - started:.0f} s)", flush=True)
-    command = "uv run python -m benchmarks" + (" --quick" if args.quick else "")
-    write_report(directory, out, command)
+    how = "uv run python -m benchmarks" + (" --quick" if args.quick else "")
+    write_report(directory, out, how)
     print(f"wrote {out.relative_to(ROOT)} and plots in {directory.relative_to(ROOT)}/")
     if failed:
         raise SystemExit(f"failed: {', '.join(failed)}")

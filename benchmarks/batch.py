@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import httpx
 
@@ -30,7 +31,7 @@ PROMPTS = 256
 CONCURRENCY = 64
 PROMPT_WORDS = 12
 
-Runner = Callable[[str, list[str], int], Awaitable[list[str]]]
+Runner = Callable[[str, list[str], int], Coroutine[Any, Any, list[str]]]
 
 
 async def run_promptwire(url: str, prompts: list[str], concurrency: int) -> list[str]:
@@ -38,7 +39,7 @@ async def run_promptwire(url: str, prompts: list[str], concurrency: int) -> list
 
     llm = PromptwireLLM(endpoint_url=url)
     try:
-        return await llm.abatch(prompts, config={"max_concurrency": concurrency})
+        return await llm.abatch(list(prompts), config={"max_concurrency": concurrency})
     finally:
         await llm.aclose()
 
@@ -48,7 +49,8 @@ async def run_community(url: str, prompts: list[str], concurrency: int) -> list[
 
     llm = Modal()
     llm.endpoint_url = url  # its constructor would move the URL into model_kwargs
-    return await llm.abatch(prompts, config={"max_concurrency": concurrency})
+    replies: list[str] = await llm.abatch(list(prompts), config={"max_concurrency": concurrency})
+    return replies
 
 
 async def run_httpx(url: str, prompts: list[str], concurrency: int) -> list[str]:
@@ -68,7 +70,7 @@ async def run_httpx(url: str, prompts: list[str], concurrency: int) -> list[str]
 
 def timed(runner: Runner, url: str, prompts: list[str], concurrency: int) -> float:
     started = time.perf_counter()
-    replies = asyncio.run(runner(url, prompts, concurrency))
+    replies: list[str] = asyncio.run(runner(url, prompts, concurrency))
     elapsed = time.perf_counter() - started
     if replies != prompts:
         raise RuntimeError(f"{runner.__name__}: wrong replies")

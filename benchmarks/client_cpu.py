@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import httpx
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models.llms import LLM
 
 from benchmarks.common import (
     BenchResult,
@@ -75,7 +78,18 @@ def community_invoke(url: str, prompt: str, calls: int) -> None:
     _record(started)
 
 
-def _async(block: Callable[[str, str, int], Awaitable[None]]) -> Block:
+def langchain_llm(url: str, prompt: str, calls: int) -> None:
+    """LangChain's ``LLM.invoke`` around a ``_call`` that does nothing: what any LLM class pays
+    per call for callbacks and run bookkeeping, before any I/O."""
+    llm = _NoIO()
+    llm.invoke(prompt)
+    started = time.process_time()
+    for _ in range(calls):
+        llm.invoke(prompt)
+    _record(started)
+
+
+def _async(block: Callable[[str, str, int], Coroutine[Any, Any, None]]) -> Block:
     def run(url: str, prompt: str, calls: int) -> None:
         asyncio.run(block(url, prompt, calls))
 
@@ -108,6 +122,31 @@ async def httpx_async(url: str, prompt: str, calls: int) -> None:
         _record(started)
 
 
+@_async
+async def langchain_llm_async(url: str, prompt: str, calls: int) -> None:
+    llm = _NoIO()
+    await llm.ainvoke(prompt)
+    started = time.process_time()
+    for _ in range(calls):
+        await llm.ainvoke(prompt)
+    _record(started)
+
+
+class _NoIO(LLM):
+    @property
+    def _llm_type(self) -> str:
+        return "no-io"
+
+    def _call(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> str:
+        return prompt
+
+
 _last: list[float] = []
 
 
@@ -125,6 +164,8 @@ def run(quick: bool) -> BenchResult:
         "raw httpx.AsyncClient": httpx_async,
         "promptwire EndpointClient.complete": promptwire_client,
         "langchain_community Modal invoke": community_invoke,
+        "LangChain LLM machinery alone, invoke": langchain_llm,
+        "LangChain LLM machinery alone, ainvoke": langchain_llm_async,
     }
     cpu: dict[str, list[float]] = {name: [] for name in contenders}
     wall: dict[str, list[float]] = {name: [] for name in contenders}
@@ -172,6 +213,35 @@ def run(quick: bool) -> BenchResult:
             "promptwire EndpointClient CPU / raw httpx.Client",
             ratios(cpu["promptwire EndpointClient.complete"], cpu["raw httpx.Client"]),
             note="the HTTP layer alone, without LangChain's run machinery",
+        ),
+        Ratio(
+            "promptwire invoke CPU / (raw httpx.Client + LangChain machinery)",
+            ratios(
+                cpu["promptwire invoke"],
+                [
+                    a + b
+                    for a, b in zip(
+                        cpu["raw httpx.Client"],
+                        cpu["LangChain LLM machinery alone, invoke"],
+                        strict=True,
+                    )
+                ],
+            ),
+            note="1.0: promptwire adds nothing beyond what any LangChain LLM pays",
+        ),
+        Ratio(
+            "promptwire ainvoke CPU / (raw httpx.AsyncClient + LangChain machinery)",
+            ratios(
+                cpu["promptwire ainvoke"],
+                [
+                    a + b
+                    for a, b in zip(
+                        cpu["raw httpx.AsyncClient"],
+                        cpu["LangChain LLM machinery alone, ainvoke"],
+                        strict=True,
+                    )
+                ],
+            ),
         ),
     ]
     return result

@@ -135,7 +135,7 @@ def machine_info() -> dict[str, Any]:
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     try:
-        import psutil
+        import psutil  # type: ignore[import-untyped]
 
         info["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
     except ImportError:  # pragma: no cover - psutil is a dev dependency
@@ -195,9 +195,15 @@ def free_port() -> int:
         return port
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], *, verify: Any = True) -> None:
-    """Poll ``url`` until it answers 200, the process dies, or START_TIMEOUT passes."""
-    deadline = time.monotonic() + START_TIMEOUT
+def wait_ready(
+    url: str,
+    process: subprocess.Popen[bytes],
+    *,
+    verify: Any = True,
+    timeout: float = START_TIMEOUT,
+) -> None:
+    """Poll ``url`` until it answers 200, the process dies, or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited with status {process.returncode}")
@@ -207,7 +213,7 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], *, verify: Any = True
         except httpx.HTTPError:
             pass
         time.sleep(0.05)
-    raise RuntimeError(f"{url} was not ready within {START_TIMEOUT:g}s")
+    raise RuntimeError(f"{url} was not ready within {timeout:g}s")
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:
@@ -226,13 +232,14 @@ def server_process(
     health_url: str,
     env: Mapping[str, str] | None = None,
     verify: Any = True,
+    timeout: float = START_TIMEOUT,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``command`` until the block ends, once ``health_url`` answers 200."""
     process = subprocess.Popen(
         list(command), env=clean_env(env), cwd=ROOT, stdout=subprocess.DEVNULL
     )
     try:
-        wait_ready(health_url, process, verify=verify)
+        wait_ready(health_url, process, verify=verify, timeout=timeout)
         yield process
     finally:
         stop_process(process)

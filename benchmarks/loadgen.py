@@ -55,7 +55,9 @@ async def connection(
     return errors
 
 
-async def run(port: int, connections: int, duration: float, warmup: float, body: bytes) -> dict:
+async def run(
+    port: int, connections: int, duration: float, warmup: float, body: bytes
+) -> dict[str, float]:
     request = request_bytes(body)
     latencies: list[float] = []
     now = time.perf_counter()

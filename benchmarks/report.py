@@ -216,7 +216,7 @@ def _section(result: BenchResult, directory: Path) -> list[str]:
             f"| {m.contender} | {m.metric} | **{_fmt(m.median)}**{unit} | {_range(m.samples)} | "
             f"{_noise(m.samples)} | {len(m.samples)} |"
         )
-    lines += ["", "| Ratio (same repetition) | Median | Range | Target | | Note |"]
+    lines += ["", "| Ratio (measured side by side) | Median | Range | Target | | Note |"]
     lines.append("|---|---|---|---|---|---|")
     for r in result.ratios:
         lines.append(
