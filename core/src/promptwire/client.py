@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import ssl
+import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -59,6 +60,10 @@ USER_AGENT = "promptwire"
 #: than the requests. Concurrent async requests are spread over pools of at most this many.
 CONNECTIONS_PER_POOL = 8
 
+# Pools are made on first use, which can come from many threads at once (a batch): without a
+# lock each thread made its own httpx client, and all but one leaked.
+_MAKING = threading.Lock()
+
 
 @dataclass(frozen=True)
 class ClientConfig:
@@ -104,8 +109,9 @@ class EndpointClient:
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
         timeout = httpx.Timeout(cfg.timeout, connect=cfg.connect_timeout)
-        if self._ssl is None:  # made once and shared by every pool: loading the CAs is slow
-            self._ssl = httpx.create_ssl_context()
+        with _MAKING:
+            if self._ssl is None:  # made once and shared by every pool: loading the CAs is slow
+                self._ssl = httpx.create_ssl_context()
         return {
             "headers": headers,
             "timeout": timeout,
@@ -117,7 +123,10 @@ class EndpointClient:
     @property
     def sync_client(self) -> httpx.Client:
         if self._sync is None:
-            self._sync = httpx.Client(**self._client_options())
+            options = self._client_options()
+            with _MAKING:
+                if self._sync is None:
+                    self._sync = httpx.Client(**options)
         return self._sync
 
     @property
