@@ -9,6 +9,7 @@ and ``arun_concurrently`` run a batch with at most ``max_concurrency`` requests 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self, TypeVar
@@ -35,6 +36,9 @@ FROM_SETTINGS = (
     "retry_unsafe",
     "max_concurrency",
 )
+
+# The client is made on first use, which can come from a batch's threads at once.
+_MAKING_CLIENT = threading.Lock()
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -95,26 +99,31 @@ class EndpointModel(BaseModel):
     def client(self) -> EndpointClient:
         """The pooled client; made on first use so an unused model opens nothing."""
         if self._client is None:
-            secret_headers = {}
-            if self.modal_key is not None:
-                secret_headers[MODAL_KEY_HEADER] = self.modal_key
-            if self.modal_secret is not None:
-                secret_headers[MODAL_SECRET_HEADER] = self.modal_secret
-            assert self.endpoint_url is not None
-            self._client = EndpointClient(
-                ClientConfig(
-                    url=self.endpoint_url,
-                    api_key=self.api_key,
-                    secret_headers=secret_headers,
-                    headers=self._adapter.headers(self._backend_settings),
-                    timeout=float(self.timeout or 600.0),
-                    connect_timeout=float(self.connect_timeout or 10.0),
-                    max_retries=int(self.max_retries or 0),
-                    retry_unsafe=bool(self.retry_unsafe),
-                    max_connections=max(100, int(self.max_concurrency or 1)),
-                )
-            )
+            with _MAKING_CLIENT:
+                if self._client is None:
+                    self._client = self._make_client()
         return self._client
+
+    def _make_client(self) -> EndpointClient:
+        secret_headers = {}
+        if self.modal_key is not None:
+            secret_headers[MODAL_KEY_HEADER] = self.modal_key
+        if self.modal_secret is not None:
+            secret_headers[MODAL_SECRET_HEADER] = self.modal_secret
+        assert self.endpoint_url is not None
+        return EndpointClient(
+            ClientConfig(
+                url=self.endpoint_url,
+                api_key=self.api_key,
+                secret_headers=secret_headers,
+                headers=self._adapter.headers(self._backend_settings),
+                timeout=float(self.timeout or 600.0),
+                connect_timeout=float(self.connect_timeout or 10.0),
+                max_retries=int(self.max_retries or 0),
+                retry_unsafe=bool(self.retry_unsafe),
+                max_connections=max(100, int(self.max_concurrency or 1)),
+            )
+        )
 
     def _base_params(self) -> dict[str, Any]:
         """The backend's default parameters, overridden by ``model_kwargs``."""
