@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import json
 import logging
@@ -159,6 +160,14 @@ async def _until_disconnected(receive: Callable[[], Awaitable[Any]]) -> None:
         pass
 
 
+def _freeze_startup_heap() -> None:
+    """Put what start-up left alive (modules, the app, the engine's objects) out of the cyclic
+    garbage collector's reach. Otherwise every full collection rescans all of it while requests
+    wait: 25-35 ms each on a small machine, under load often enough to set the p99 latency."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(
     engine: Engine,
     *,
@@ -171,9 +180,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await engine.start()
+        _freeze_startup_heap()
         try:
             yield
         finally:
+            gc.unfreeze()
             await engine.stop()
 
     app = FastAPI(
