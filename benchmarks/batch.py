@@ -151,7 +151,7 @@ def run(quick: bool) -> BenchResult:
             f"`abatch` of {prompts_n} prompts, `max_concurrency={concurrency}`, against "
             f"`promptwire serve` (dummy engine, echo, {LATENCY * 1000:.0f} ms before the reply). "
             f"Ideal: {prompts_n}/{concurrency} waves x {LATENCY * 1000:.0f} ms = {ideal:.2f} s. "
-            "Fresh client objects every repetition. Throughput is prompts per second."
+            "Fresh client objects every repetition (connection set-up included)."
         ),
         quick=quick,
     )
