@@ -119,8 +119,8 @@ def timed(runner: Runner, url: str, prompts: list[str], concurrency: int) -> flo
 
 
 def run(quick: bool) -> BenchResult:
-    prompts_n = 64 if quick else PROMPTS
-    concurrency = 16 if quick else CONCURRENCY
+    prompts_n = 128 if quick else PROMPTS
+    concurrency = CONCURRENCY
     reps = 3 if quick else 7
     community_reps = 1 if quick else 3
     prompts = [words(PROMPT_WORDS, seed=i) for i in range(prompts_n)]
