@@ -300,15 +300,22 @@ def _gpu_section(result: BenchResult | None, directory: Path) -> list[str]:
         return [
             "## 6. GPU: ExLlamaV2 served over HTTP",
             "",
-            "**Not run yet**: no GPU was available where this report was made. The benchmark is "
-            f"written (`benchmarks/gpu.py`); run it on a CUDA machine with the exllamav2 extra "
-            f"installed with `{GPU_COMMAND}`, then `uv run python -m benchmarks --report-only` to "
-            "add its results here. It builds a random-weight Llama of about 1B parameters (FP16) "
-            "at run time and measures: the ExLlamaV2 engine through `promptwire serve` (HTTP) vs "
-            "the same dynamic generator in-process (serving overhead); 16 and 64 concurrent "
-            "streams vs one (batching); Hugging Face transformers `generate` on the same weights; "
-            "and the fraction of the GPU's memory-bandwidth roofline reached in single-stream "
-            "decode.",
+            "**Not run yet**: no GPU was lent to the session that made this report. The "
+            "benchmark is written (`benchmarks/gpu.py`) against the plugin's own engine "
+            "(`promptwire_modal_exllama.engine`: `ExllamaRuntime`, `create_engine`) and "
+            "`promptwire serve --backend modal_exllama --model-dir`. On a CUDA machine with the "
+            "GPU stack of `plugins/modal_exllama/README.md` (torch, exllamav2 0.3.2, flash-attn) "
+            f"plus transformers, run `{GPU_COMMAND}` (`--quick` for a smoke run), then "
+            "`uv run python -m benchmarks --report-only` to add its results here. Without CUDA "
+            "it exits with status 2 and names what is missing. It builds a random-weight Llama "
+            "of 1.1B parameters (TinyLlama's shape, FP16) and a tokenizer at run time and "
+            "measures, greedy, 1, 16 and 64 concurrent streams of 256 new tokens: ExLlamaV2's "
+            "dynamic generator driven in-process (the floor), promptwire's `BatchingEngine` "
+            "in-process, `promptwire serve` over HTTP through promptwire's client (serving "
+            "overhead), and transformers `generate` on the same weights; plus the fraction of "
+            "the GPU's memory-bandwidth roofline (data-sheet bandwidth / bytes read per decoded "
+            "token; a measured device copy is reported beside it) that single-stream decode "
+            "reaches.",
             "",
         ]
     return _section(result, directory)
