@@ -147,3 +147,25 @@ def test_batch_runs_prompts_concurrently(slow: tuple[ObservedEngine, str]) -> No
     prompts = [f"p{i}" for i in range(12)]
     assert llm.batch(prompts) == prompts
     assert 3 <= engine.peak <= 6
+
+
+def test_abatch_honours_the_configs_max_concurrency(slow: tuple[ObservedEngine, str]) -> None:
+    engine, url = slow
+    engine.peak = 0
+    llm = PromptwireLLM(endpoint_url=url, max_concurrency=2)
+    prompts = [f"q{i}" for i in range(12)]
+    replies = asyncio.run(llm.abatch(prompts, config={"max_concurrency": 6}))
+    assert replies == prompts
+    assert 3 <= engine.peak <= 6  # the config's limit, not the model's 2 nor LangChain's waves
+
+
+def test_one_client_is_made_under_concurrent_first_use() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    llm = PromptwireLLM(endpoint_url="http://127.0.0.1:9/")
+    with ThreadPoolExecutor(16) as pool:
+        clients = list(pool.map(lambda _: llm.client, range(64)))
+        pools = list(pool.map(lambda _: llm.client.sync_client, range(64)))
+    assert len({id(c) for c in clients}) == 1
+    assert len({id(p) for p in pools}) == 1
+    llm.close()
