@@ -9,29 +9,11 @@ import httpx
 import pytest
 
 from tests.reliability.served import promptwire_serve
-from tests.support.installed_plugin import install_plugin, run_cli
+from tests.support.installed_plugin import SHOUT_PLUGIN, install_plugin, run_cli
 
 WIDE = {"COLUMNS": "250"}
 
-GOOD = """
-from promptwire import Backend, hookimpl
-from promptwire.engine import Engine, Finish, TextChunk
-from promptwire.protocol import FinishReason, Usage
-
-
-class ShoutEngine(Engine):
-    model_name = "shout"
-
-    async def stream(self, request):
-        yield TextChunk(request.prompt.upper())
-        yield Finish(FinishReason.STOP, Usage(completion_tokens=1))
-
-
-@hookimpl
-def register_backends(register):
-    register(Backend(name="shout", description="upper-cases the prompt",
-                     create_engine=lambda settings: ShoutEngine()))
-"""
+GOOD = SHOUT_PLUGIN
 
 HOOK = "from promptwire import Backend, hookimpl\n\n@hookimpl\n"
 

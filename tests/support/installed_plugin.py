@@ -9,6 +9,27 @@ import subprocess
 import sys
 from pathlib import Path
 
+# A well-behaved third-party backend, ``shout``: its engine upper-cases the prompt.
+SHOUT_PLUGIN = """
+from promptwire import Backend, hookimpl
+from promptwire.engine import Engine, Finish, TextChunk
+from promptwire.protocol import FinishReason, Usage
+
+
+class ShoutEngine(Engine):
+    model_name = "shout"
+
+    async def stream(self, request):
+        yield TextChunk(request.prompt.upper())
+        yield Finish(FinishReason.STOP, Usage(completion_tokens=1))
+
+
+@hookimpl
+def register_backends(register):
+    register(Backend(name="shout", description="upper-cases the prompt",
+                     create_engine=lambda settings: ShoutEngine()))
+"""
+
 
 def install_plugin(
     site_dir: Path, *, distribution: str, module: str, source: str, entry_point: str | None = None

@@ -4,32 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support.installed_plugin import install_plugin, run_cli
-
-THIRD_PARTY = """
-from promptwire import Backend, hookimpl
-from promptwire.engine import Engine, Finish, TextChunk
-from promptwire.protocol import FinishReason, Usage
-
-
-class ShoutEngine(Engine):
-    model_name = "shout"
-
-    async def stream(self, request):
-        yield TextChunk(request.prompt.upper())
-        yield Finish(FinishReason.STOP, Usage(completion_tokens=1))
-
-
-@hookimpl
-def register_backends(register):
-    register(Backend(name="shout", description="upper-cases the prompt",
-                     create_engine=lambda settings: ShoutEngine()))
-"""
+from tests.support.installed_plugin import SHOUT_PLUGIN, install_plugin, run_cli
 
 
 def test_an_installed_distribution_shows_up_in_backends(tmp_path: Path) -> None:
     install_plugin(
-        tmp_path, distribution="promptwire-shout", module="promptwire_shout", source=THIRD_PARTY
+        tmp_path, distribution="promptwire-shout", module="promptwire_shout", source=SHOUT_PLUGIN
     )
     result = run_cli("backends", site_dir=tmp_path, env={"COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
@@ -39,7 +19,7 @@ def test_an_installed_distribution_shows_up_in_backends(tmp_path: Path) -> None:
 
 def test_load_plugins_variable_limits_what_loads(tmp_path: Path) -> None:
     install_plugin(
-        tmp_path, distribution="promptwire-shout", module="promptwire_shout", source=THIRD_PARTY
+        tmp_path, distribution="promptwire-shout", module="promptwire_shout", source=SHOUT_PLUGIN
     )
     result = run_cli(
         "backends",
@@ -53,7 +33,7 @@ def test_load_plugins_variable_limits_what_loads(tmp_path: Path) -> None:
 
 def test_backend_selected_by_environment_is_served(tmp_path: Path) -> None:
     install_plugin(
-        tmp_path, distribution="promptwire-shout", module="promptwire_shout", source=THIRD_PARTY
+        tmp_path, distribution="promptwire-shout", module="promptwire_shout", source=SHOUT_PLUGIN
     )
     result = run_cli("demo", site_dir=tmp_path, env={"PROMPTWIRE_BACKEND": "shout"})
     # demo serves modal_dummy by default; `--backend` picks another installed one
