@@ -9,6 +9,7 @@ import pytest
 from promptwire_modal_dummy.engine import DummyEngine
 from promptwire_modal_dummy.settings import DummySettings
 
+from tests.support.engines import ObservedEngine
 from tests.support.servers import serve_engine
 
 
@@ -35,3 +36,19 @@ def echo_url() -> Iterator[str]:
     """A real server whose dummy engine echoes the prompt."""
     with serve_engine(DummyEngine(DummySettings(echo=True))) as server:
         yield server.url
+
+
+@pytest.fixture(scope="module")
+def observed() -> Iterator[tuple[ObservedEngine, str]]:
+    """An echoing server whose engine records requests and peak concurrency."""
+    engine = ObservedEngine(DummySettings(echo=True))
+    with serve_engine(engine) as server:
+        yield engine, server.url
+
+
+@pytest.fixture(scope="module")
+def slow() -> Iterator[tuple[ObservedEngine, str]]:
+    """Echo with 0.3 s to the first word and 20 words/s after it."""
+    engine = ObservedEngine(DummySettings(echo=True, first_token_delay=0.3, tokens_per_second=20))
+    with serve_engine(engine) as server:
+        yield engine, server.url

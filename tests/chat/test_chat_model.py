@@ -102,21 +102,6 @@ class StrictTemplateEngine(DummyEngine):
         return "".join(f"<{m.role}>{m.content}" for m in messages) + "<assistant>"
 
 
-@pytest.fixture(scope="module")
-def observed() -> Iterator[tuple[ObservedEngine, str]]:
-    engine = ObservedEngine(DummySettings(echo=True))
-    with serve_engine(engine) as server:
-        yield engine, server.url
-
-
-@pytest.fixture(scope="module")
-def slow() -> Iterator[tuple[ObservedEngine, str]]:
-    """Echo with 0.3 s to the first word and 20 words/s after it."""
-    engine = ObservedEngine(DummySettings(echo=True, first_token_delay=0.3, tokens_per_second=20))
-    with serve_engine(engine) as server:
-        yield engine, server.url
-
-
 @pytest.fixture
 def tolerant() -> Iterator[tuple[OldServer, str]]:
     old = OldServer(strict=False)

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.prompts import PromptTemplate
 from promptwire import PromptwireLLM
-from promptwire_modal_dummy.settings import DummySettings
 
 from tests.support.engines import ObservedEngine
-from tests.support.servers import serve_engine
 
 
 class TokenRecorder(BaseCallbackHandler):
@@ -31,21 +27,6 @@ class AsyncTokenRecorder(AsyncCallbackHandler):
 
     async def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
         self.tokens.append(token)
-
-
-@pytest.fixture(scope="module")
-def observed() -> Iterator[tuple[ObservedEngine, str]]:
-    engine = ObservedEngine(DummySettings(echo=True))
-    with serve_engine(engine) as server:
-        yield engine, server.url
-
-
-@pytest.fixture(scope="module")
-def slow() -> Iterator[tuple[ObservedEngine, str]]:
-    """Echo with 0.3 s to the first word and 20 words/s after it."""
-    engine = ObservedEngine(DummySettings(echo=True, first_token_delay=0.3, tokens_per_second=20))
-    with serve_engine(engine) as server:
-        yield engine, server.url
 
 
 def test_invoke_and_ainvoke(dummy_url: str) -> None:
