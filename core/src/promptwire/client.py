@@ -36,7 +36,6 @@ from promptwire.errors import (
     EndpointConnectError,
     EndpointError,
     EndpointTimeoutError,
-    HTTPStatusError,
     ProtocolError,
     StreamError,
     status_error_class,
@@ -519,4 +518,4 @@ class _TranslateErrors:
         raise new from exc
 
 
-__all__ = ["ClientConfig", "EndpointClient", "HTTPStatusError", "StreamEvent"]
+__all__ = ["ClientConfig", "EndpointClient", "StreamEvent"]
