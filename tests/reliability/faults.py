@@ -298,6 +298,14 @@ async def _stream_garbage(r: Request) -> None:
     await r.send(chunk(b"event: delta\r\ndata: {not json\r\n\r\n") + b"0\r\n\r\n")
 
 
+@behaviour("cookie")
+async def _cookie(r: Request) -> None:
+    """Sets a cookie and answers with the ``Cookie`` header it was sent (a stateless client sends
+    none)."""
+    sent = r.headers.get("cookie", "no cookie")
+    await r.reply_json(200, {"prompt": sent}, headers={"Set-Cookie": "session=abc; Path=/"})
+
+
 @behaviour("echo-auth")
 async def _echo_auth(r: Request) -> None:
     """A hostile or careless server that quotes the caller's credentials back in its answer:

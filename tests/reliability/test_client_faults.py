@@ -195,6 +195,21 @@ def test_retry_after_is_honoured_then_the_retry_succeeds(
     assert 1.8 <= elapsed < 2 + MARGIN  # two waits of the server's one second
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("retries", [0, 1, 3])
+def test_max_retries_bounds_the_attempts(faults: FaultServer, mode: str, retries: int) -> None:
+    url = faults.url("status", code=503, retry_after=0)
+    failing(url, mode, OverloadedError, max_retries=retries)
+    assert faults.count(url) == retries + 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_retry_that_succeeds_returns_the_reply(faults: FaultServer, mode: str) -> None:
+    url = faults.url("fail-then-ok", n=1, code=503, retry_after=0)
+    assert call(url, mode, max_retries=1) == "ok after 1 failures"
+    assert faults.count(url) == 2
+
+
 def test_retry_after_is_capped_and_parsed_in_both_forms() -> None:
     def wait_for(retry_after: float | None) -> float:
         state = RetryCallState(Retrying(), None, (), {})
@@ -366,3 +381,24 @@ def test_a_stream_answered_to_a_whole_request_is_a_protocol_error(
 @pytest.mark.parametrize("mode", STREAMING)
 def test_a_good_stream_from_the_raw_server_is_read_whole(faults: FaultServer, mode: str) -> None:
     assert call(faults.url("stream-ok"), mode) == "hello world"
+
+
+# -- no state between calls ---------------------------------------------------------------------
+
+
+def test_cookies_set_by_the_server_are_never_sent_back(faults: FaultServer) -> None:
+    url = faults.url("cookie")
+    llm = PromptwireLLM(endpoint_url=url, max_retries=0)
+    try:
+        assert [llm.invoke("hi"), llm.invoke("hi"), "".join(llm.stream("hi"))] == ["no cookie"] * 3
+    finally:
+        llm.close()
+
+    async def twice() -> list[str]:
+        try:
+            return [await llm.ainvoke("hi"), "".join([p async for p in llm.astream("hi")])]
+        finally:
+            await llm.aclose()
+
+    assert asyncio.run(twice()) == ["no cookie"] * 2
+    assert faults.count(url) == 5

@@ -6,7 +6,8 @@ import json
 
 import pytest
 from langchain_core.load import dumpd, dumps
-from promptwire import Modal, PromptwireLLM
+from promptwire import ChatPromptwire, ConfigurationError, Modal, PromptwireLLM
+from promptwire.client import ClientConfig, EndpointClient
 from pydantic import SecretStr
 
 SECRET = "sk-do-not-leak-7f3a"
@@ -60,3 +61,21 @@ def test_modal_dropin_keeps_the_url_and_moves_extras_to_model_kwargs() -> None:
 def test_unknown_fields_are_refused_by_the_strict_class() -> None:
     with pytest.raises(ValueError, match="temprature"):
         PromptwireLLM(endpoint_url="http://x/", temprature=0.1)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    "url", ["not a url", "ftp://host/", "http://[::1", "http://", "", "host:8000/path"]
+)
+def test_a_malformed_endpoint_url_is_refused_when_the_model_is_made(url: str) -> None:
+    for model in (PromptwireLLM, ChatPromptwire):
+        with pytest.raises(ConfigurationError, match="endpoint URL"):
+            model(endpoint_url=url)
+    with pytest.raises(ConfigurationError, match="endpoint URL"):
+        EndpointClient(ClientConfig(url=url))
+
+
+def test_a_url_set_after_construction_is_checked_at_first_use() -> None:
+    llm = PromptwireLLM(endpoint_url="http://x/")
+    llm.endpoint_url = "x"
+    with pytest.raises(ConfigurationError, match="http:// or https://"):
+        llm.invoke("hi")

@@ -3,7 +3,8 @@
 One ``EndpointClient`` holds one sync httpx pool and, for async calls, small httpx pools sharing
 the load (each made on first use, all with one SSL context). It follows Modal's 303 redirect for
 long requests, honours ``Retry-After``, and only repeats a request when the server cannot have run
-it (connection never made, 429, 503) unless ``retry_unsafe`` is set.
+it (connection never made, 429, 503) unless ``retry_unsafe`` is set. The protocol is stateless, so
+the pools keep no cookies (which also saves httpx's cookie-jar work on every reply).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import json
 import ssl
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from http.cookiejar import CookieJar
+from typing import Any, TypeVar
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent
@@ -33,6 +35,7 @@ from tenacity import (
 )
 
 from promptwire.errors import (
+    ConfigurationError,
     EndpointConnectError,
     EndpointError,
     EndpointTimeoutError,
@@ -50,6 +53,7 @@ from promptwire.protocol import (
 )
 
 StreamEvent = StreamDelta | StreamDone
+T = TypeVar("T")
 
 MAX_RETRY_AFTER = 60.0
 SNIPPET_CHARS = 200
@@ -83,6 +87,7 @@ class EndpointClient:
 
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
+        self._url = parse_endpoint_url(config.url)  # parsed once, not on every request
         self._sync: httpx.Client | None = None
         self._async = _AsyncPools(self._client_options, config.max_connections)
         self._ssl: ssl.SSLContext | None = None
@@ -117,6 +122,7 @@ class EndpointClient:
             "limits": limits,
             "follow_redirects": True,
             "verify": self._ssl,
+            "cookies": _NoCookies(),
         }
 
     @property
@@ -144,21 +150,15 @@ class EndpointClient:
     # -- whole replies -------------------------------------------------------------------------
 
     def complete(self, payload: Mapping[str, Any]) -> PromptResponse:
-        for attempt in self._retrying():
-            with attempt:
-                return self._complete_once(payload)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self._with_retries(lambda: self._complete_once(payload))
 
     async def acomplete(self, payload: Mapping[str, Any]) -> PromptResponse:
-        async for attempt in self._aretrying():
-            with attempt:
-                return await self._acomplete_once(payload)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await self._awith_retries(lambda: self._acomplete_once(payload))
 
     def _complete_once(self, payload: Mapping[str, Any]) -> PromptResponse:
         deadline = time.monotonic() + self.config.timeout
         with self._translate_errors():
-            request = self.sync_client.build_request("POST", self.config.url, json=payload)
+            request = self.sync_client.build_request("POST", self._url, json=payload)
             response = self.sync_client.send(request, stream=True)
             try:
                 body = self._read_within(response, deadline)
@@ -171,7 +171,7 @@ class EndpointClient:
         try:
             async with asyncio.timeout(self.config.timeout):
                 with self._translate_errors(), self._async.lease() as client:
-                    response = await client.post(self.config.url, json=payload)
+                    response = await client.post(self._url, json=payload)
                     self._raise_for_status(response, response.content)
         except TimeoutError as exc:
             raise self._timeout() from exc
@@ -237,37 +237,43 @@ class EndpointClient:
             await response.aclose()
 
     def _open_stream(self, body: Mapping[str, Any]) -> httpx.Response:
-        for attempt in self._retrying():
-            with attempt, self._translate_errors():
-                request = self.sync_client.build_request("POST", self.config.url, json=body)
-                response = self.sync_client.send(request, stream=True)
-                if response.is_success:
-                    return response
-                try:
-                    error_body = self._read_within(response, time.monotonic() + self.config.timeout)
-                    self._raise_for_status(response, error_body)
-                finally:
-                    response.close()
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self._with_retries(lambda: self._open_stream_once(body))
+
+    def _open_stream_once(self, body: Mapping[str, Any]) -> httpx.Response:
+        with self._translate_errors():
+            request = self.sync_client.build_request("POST", self._url, json=body)
+            response = self.sync_client.send(request, stream=True)
+            if response.is_success:
+                return response
+            try:
+                error_body = self._read_within(response, time.monotonic() + self.config.timeout)
+                self._raise_for_status(response, error_body)
+            finally:
+                response.close()
+        raise AssertionError("unreachable")  # pragma: no cover (_raise_for_status raised)
 
     async def _aopen_stream(
         self, client: httpx.AsyncClient, body: Mapping[str, Any]
     ) -> httpx.Response:
-        async for attempt in self._aretrying():
-            with attempt, self._translate_errors():
-                request = client.build_request("POST", self.config.url, json=body)
-                try:
-                    async with asyncio.timeout(self.config.timeout):
-                        response = await client.send(request, stream=True)
-                except TimeoutError as exc:
-                    raise self._timeout() from exc
-                if response.is_success:
-                    return response
-                try:
-                    self._raise_for_status(response, await self._aread(response))
-                finally:
-                    await response.aclose()
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await self._awith_retries(lambda: self._aopen_stream_once(client, body))
+
+    async def _aopen_stream_once(
+        self, client: httpx.AsyncClient, body: Mapping[str, Any]
+    ) -> httpx.Response:
+        with self._translate_errors():
+            request = client.build_request("POST", self._url, json=body)
+            try:
+                async with asyncio.timeout(self.config.timeout):
+                    response = await client.send(request, stream=True)
+            except TimeoutError as exc:
+                raise self._timeout() from exc
+            if response.is_success:
+                return response
+            try:
+                self._raise_for_status(response, await self._aread(response))
+            finally:
+                await response.aclose()
+        raise AssertionError("unreachable")  # pragma: no cover (_raise_for_status raised)
 
     # The sync path has no asyncio.timeout: httpx's read timeout restarts with every byte, so a
     # slow drip or a stream of keep-alive pings would never time out. These check the clock.
@@ -392,6 +398,40 @@ class EndpointClient:
             return False
         return self.config.retry_unsafe or not exc.may_have_run
 
+    # The first attempt runs outside tenacity: setting up its retry loop costs more CPU than a
+    # local HTTP request. Only a failure worth repeating enters the loop, as its first attempt,
+    # so waits, Retry-After and the attempt count are exactly tenacity's.
+
+    def _with_retries(self, attempt_once: Callable[[], T]) -> T:
+        try:
+            return attempt_once()
+        except EndpointError as exc:
+            if not self.config.max_retries or not self._should_retry(exc):
+                raise
+            first_failure: EndpointError | None = exc
+        for attempt in Retrying(**self._retry_options()):
+            with attempt:
+                if first_failure is not None:
+                    failure, first_failure = first_failure, None
+                    raise failure
+                return attempt_once()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _awith_retries(self, attempt_once: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await attempt_once()
+        except EndpointError as exc:
+            if not self.config.max_retries or not self._should_retry(exc):
+                raise
+            first_failure: EndpointError | None = exc
+        async for attempt in AsyncRetrying(**self._retry_options()):
+            with attempt:
+                if first_failure is not None:
+                    failure, first_failure = first_failure, None
+                    raise failure
+                return await attempt_once()
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def _retry_options(self) -> dict[str, Any]:
         return {
             "stop": stop_after_attempt(self.config.max_retries + 1),
@@ -399,12 +439,6 @@ class EndpointClient:
             "wait": _wait_honouring_retry_after,
             "reraise": True,
         }
-
-    def _retrying(self) -> Retrying:
-        return Retrying(**self._retry_options())
-
-    def _aretrying(self) -> AsyncRetrying:
-        return AsyncRetrying(**self._retry_options())
 
 
 _backoff = wait_exponential_jitter(multiplier=0.5, max=8.0)
@@ -416,6 +450,19 @@ def _wait_honouring_retry_after(state: RetryCallState) -> float:
     if retry_after is not None:
         return float(min(max(retry_after, 0.0), MAX_RETRY_AFTER))
     return float(_backoff(state))
+
+
+def parse_endpoint_url(url: str) -> httpx.URL:
+    """The endpoint URL, checked once up front: http(s) with a host, or a ``ConfigurationError``."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ConfigurationError(f"endpoint URL {url!r} is not a valid URL: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConfigurationError(
+            f"endpoint URL {url!r} must be an http:// or https:// URL with a host"
+        )
+    return parsed
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -465,6 +512,17 @@ class _AsyncPools:
         for client in clients:
             if client is not None:
                 await client.aclose()
+
+
+class _NoCookies(CookieJar):
+    """A jar that never stores a cookie: the protocol is stateless, and one caller's cookies
+    must not ride along on another's requests."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+    def set_cookie(self, cookie: Any) -> None:
+        return None
 
 
 def _is_event_stream(response: httpx.Response) -> bool:

@@ -17,7 +17,7 @@ from typing import Any, Self, TypeVar
 from pydantic import BaseModel, Field, PrivateAttr, SecretStr, model_validator
 
 from promptwire.backends import ClientAdapter
-from promptwire.client import ClientConfig, EndpointClient
+from promptwire.client import ClientConfig, EndpointClient, parse_endpoint_url
 from promptwire.settings import PromptwireSettings
 
 MODAL_KEY_HEADER = "Modal-Key"
@@ -79,6 +79,8 @@ class EndpointModel(BaseModel):
             settings = PromptwireSettings()
             for name in missing:
                 object.__setattr__(self, name, getattr(settings, name))
+        if self.endpoint_url is not None:
+            parse_endpoint_url(self.endpoint_url)  # a typo fails here, not at the first call
         if self.backend:
             from promptwire.plugins import get_backend
 
