@@ -178,8 +178,8 @@ def _record(started: float) -> None:
 
 
 def run(quick: bool) -> BenchResult:
-    calls = 60 if quick else 300
-    reps = 2 if quick else 7
+    calls = 60 if quick else 200
+    reps = 2 if quick else 15  # many short blocks: a noisy 2-core machine evens out
     contenders: dict[str, Block] = {
         "promptwire invoke": promptwire_invoke,
         "raw httpx.Client": httpx_sync,
