@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic_settings import BaseSettings
 
-from promptwire.engine import Engine
 from promptwire.errors import PluginError
+
+if TYPE_CHECKING:  # the client path never needs the server side
+    from promptwire.engine import Engine
 
 BACKEND_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
