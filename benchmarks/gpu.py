@@ -166,16 +166,16 @@ def write_config(model_dir: Path, shape: Shape) -> None:
     )
 
 
-def write_weights(model_dir: Path, shape: Shape, seed: int = 1234) -> None:
+def write_weights(model_dir: Path, shape: Shape, seed: int = 1234, device: str = "cuda") -> None:
     """Random FP16 weights (made on the GPU, fast) under the Hugging Face Llama names. The
     special tokens' output rows are zero, so greedy decoding never picks the end token."""
     import torch
     from safetensors.torch import save_file
 
-    generator = torch.Generator(device="cuda").manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
 
     def normal(*dims: int, std: float = 0.02) -> Any:
-        t = torch.randn(*dims, generator=generator, device="cuda", dtype=torch.float16)
+        t = torch.randn(*dims, generator=generator, device=device, dtype=torch.float16)
         return (t * std).cpu()
 
     def ones(size: int) -> Any:
