@@ -144,3 +144,27 @@ def test_without_cuda_it_says_what_is_missing_and_exits_2() -> None:
     )
     assert done.returncode == 2
     assert "missing:" in done.stderr and "torch" in done.stderr
+
+
+def test_transformers_loads_the_built_model_and_generates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model files the benchmark writes, read by transformers on the CPU (a small shape).
+    Skipped without torch and transformers (not dev dependencies: they come with the GPU stack)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *args, **kwargs: None)
+    shape = gpu.Shape(layers=2, hidden=256, intermediate=688, heads=4, kv_heads=2, vocab=4000)
+    gpu.write_tokenizer(tmp_path, shape.vocab)
+    gpu.write_config(tmp_path, shape)
+    gpu.write_weights(tmp_path, shape, device="cpu")
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path)).float().eval()
+    assert sum(p.numel() for p in model.parameters()) == shape.params()
+    tokenizer = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    ids = [[gpu.BOS_ID, *tokenizer.encode(p).ids] for p in gpu.make_prompts(2)]
+    length = min(len(i) for i in ids)
+    batch = torch.tensor([i[:length] for i in ids])
+    run = gpu.run_transformers(model, batch, 8)
+    assert (run.streams, run.tokens) == (2, 16) and run.tokens_per_second > 0
+    out = model.generate(input_ids=batch, max_new_tokens=8, do_sample=False, pad_token_id=0)
+    assert not set(out[:, length:].flatten().tolist()) & {0, 1, gpu.EOS_ID}  # zeroed head rows
