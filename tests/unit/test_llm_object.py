@@ -74,6 +74,15 @@ def test_a_malformed_endpoint_url_is_refused_when_the_model_is_made(url: str) ->
         EndpointClient(ClientConfig(url=url))
 
 
+@pytest.mark.parametrize(
+    "url", ["https://user:hunter2@host/", "https://hunter2@host/", "https://u:hunter2@host:x/"]
+)
+def test_credentials_in_the_url_are_refused_without_being_shown(url: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        PromptwireLLM(endpoint_url=url)
+    assert "hunter2" not in str(caught.value) and "***@host" in str(caught.value)
+
+
 def test_a_url_set_after_construction_is_checked_at_first_use() -> None:
     llm = PromptwireLLM(endpoint_url="http://x/")
     llm.endpoint_url = "x"

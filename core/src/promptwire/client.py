@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import ssl
 import threading
 import time
@@ -450,15 +451,26 @@ def _wait_honouring_retry_after(state: RetryCallState) -> float:
     return float(_backoff(state))
 
 
+_USERINFO = re.compile(r"//[^/?#]*@")
+
+
 def parse_endpoint_url(url: str) -> httpx.URL:
-    """The endpoint URL, checked once up front: http(s) with a host, or a ``ConfigurationError``."""
+    """The endpoint URL, checked once up front: http(s) with a host and no credentials in it
+    (they would show in every error message, repr and serialized model), or a
+    ``ConfigurationError``."""
+    shown = _USERINFO.sub("//***@", url) if isinstance(url, str) else repr(url)
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as exc:
-        raise ConfigurationError(f"endpoint URL {url!r} is not a valid URL: {exc}") from None
+        raise ConfigurationError(f"endpoint URL {shown!r} is not a valid URL: {exc}") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ConfigurationError(
-            f"endpoint URL {url!r} must be an http:// or https:// URL with a host"
+            f"endpoint URL {shown!r} must be an http:// or https:// URL with a host"
+        )
+    if parsed.userinfo:
+        raise ConfigurationError(
+            f"endpoint URL {shown!r} carries credentials; pass them as api_key (bearer) or "
+            "modal_key/modal_secret instead"
         )
     return parsed
 
