@@ -88,3 +88,14 @@ def test_a_url_set_after_construction_is_checked_at_first_use() -> None:
     llm.endpoint_url = "x"
     with pytest.raises(ConfigurationError, match="http:// or https://"):
         llm.invoke("hi")
+
+
+def test_the_pools_store_no_cookie_even_when_asked() -> None:
+    llm = PromptwireLLM(endpoint_url="http://x/")
+    jar = llm.client.sync_client.cookies
+    jar.set("session", "abc")
+    jar.update({"other": "1"})
+    assert not llm.client.sync_client.cookies and not llm.client.async_client.cookies
+    with pytest.raises(AttributeError, match="no cookies"):
+        llm.client.sync_client.cookies = {"session": "abc"}
+    llm.close()

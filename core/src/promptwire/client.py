@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from http.cookiejar import Cookie, CookieJar
 from typing import Any, TypeVar
 
 import httpx
@@ -525,15 +526,22 @@ class _AsyncPools:
                 await client.aclose()
 
 
+class _RefusingJar(CookieJar):
+    """A cookie jar that stores nothing, whoever asks."""
+
+    def set_cookie(self, cookie: Cookie) -> None:
+        return None
+
+
 class _NoCookies(httpx.Cookies):
     """Cookies that are never stored: the protocol is stateless, and one caller's cookies must
-    not ride along on another's requests."""
+    not ride along on another's requests. Replies are not even looked at for them."""
 
     def extract_cookies(self, response: httpx.Response) -> None:
         return None
 
 
-_NO_COOKIES = _NoCookies()
+_NO_COOKIES = _NoCookies(_RefusingJar())  # shared by every client: it is always empty
 
 
 class _Stateless:
