@@ -247,7 +247,7 @@ FINDINGS = [
     "off another's requests). The endpoint URL is parsed once (and checked when the model is "
     "made), and tenacity's retry loop, whose set-up cost more than a local request, is entered "
     "only after a failure worth retrying (as its first attempt, so waits and counts are "
-    "unchanged). promptwire's HTTP layer now costs about 0.8x raw httpx's CPU, which pays for "
+    "unchanged). promptwire's HTTP layer now costs about 0.8-0.9x raw httpx's CPU, which pays for "
     "LangChain's share.",
     "",
     "Not changed, and why:",
