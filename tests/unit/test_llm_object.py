@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Any
 
 import pytest
 from langchain_core.load import dumpd, dumps
@@ -95,7 +97,12 @@ def test_the_pools_store_no_cookie_even_when_asked() -> None:
     jar = llm.client.sync_client.cookies
     jar.set("session", "abc")
     jar.update({"other": "1"})
-    assert not llm.client.sync_client.cookies and not llm.client.async_client.cookies
+    assert not llm.client.sync_client.cookies
+
+    async def async_cookies() -> Any:
+        return llm.client.async_client.cookies
+
+    assert not asyncio.run(async_cookies())
     with pytest.raises(AttributeError, match="no cookies"):
         llm.client.sync_client.cookies = {"session": "abc"}
     llm.close()

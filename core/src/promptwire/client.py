@@ -1,10 +1,13 @@
 """The HTTP client of the prompt endpoint protocol: pooled, timed, retried where safe, typed errors.
 
 One ``EndpointClient`` holds one sync httpx pool and, for async calls, small httpx pools sharing
-the load (each made on first use, all with one SSL context). It follows Modal's 303 redirect for
-long requests, honours ``Retry-After``, and only repeats a request when the server cannot have run
-it (connection never made, 429, 503) unless ``retry_unsafe`` is set. The protocol is stateless, so
-the pools keep no cookies (which also saves httpx's cookie-jar work on every reply).
+the load (each made on first use, all with one SSL context). Async connections belong to the event
+loop that opened them: each running loop gets pools of its own, closed when that loop shuts down,
+so one client serves ``asyncio.run`` after ``asyncio.run`` and threads that each run a loop.
+It follows Modal's 303 redirect for long requests, honours ``Retry-After``, and only repeats a
+request when the server cannot have run it (connection never made, 429, 503) unless
+``retry_unsafe`` is set. The protocol is stateless, so the pools keep no cookies (which also saves
+httpx's cookie-jar work on every reply).
 """
 
 from __future__ import annotations
@@ -90,7 +93,9 @@ class EndpointClient:
         self.config = config
         self._url = parse_endpoint_url(config.url)  # parsed once, not on every request
         self._sync: httpx.Client | None = None
-        self._async = _AsyncPools(self._client_options, config.max_connections)
+        self._async = _PoolsPerLoop(
+            lambda: _AsyncPools(self._client_options, config.max_connections)
+        )
         self._ssl: ssl.SSLContext | None = None
         self._secrets = [
             s.get_secret_value()
@@ -136,16 +141,18 @@ class EndpointClient:
 
     @property
     def async_client(self) -> httpx.AsyncClient:
-        """The first async pool (the one sequential calls use)."""
-        return self._async.client(0)
+        """The running loop's first async pool (the one its sequential calls use)."""
+        return self._async.current().client(0)
 
     def close(self) -> None:
+        """Close the sync pool (async pools belong to their loops; see ``aclose``)."""
         if self._sync is not None:
             self._sync.close()
             self._sync = None
 
     async def aclose(self) -> None:
-        await self._async.aclose()
+        """Close the running loop's async pools (other loops' pools close with their loops)."""
+        await self._async.aclose_current()
 
     # -- whole replies -------------------------------------------------------------------------
 
@@ -170,7 +177,7 @@ class EndpointClient:
     async def _acomplete_once(self, payload: Mapping[str, Any]) -> PromptResponse:
         try:
             async with asyncio.timeout(self.config.timeout):
-                with self._translate_errors(), self._async.lease() as client:
+                with self._translate_errors(), self._async.current().lease() as client:
                     response = await client.post(self._url, json=payload)
                     self._raise_for_status(response, response.content)
         except TimeoutError as exc:
@@ -201,7 +208,7 @@ class EndpointClient:
             response.close()
 
     async def astream(self, payload: Mapping[str, Any]) -> AsyncGenerator[StreamEvent, None]:
-        with self._async.lease() as client:  # held until the stream is closed
+        with self._async.current().lease() as client:  # held until the stream is closed
             async with contextlib.aclosing(self._astream(client, payload)) as events:
                 async for event in events:
                     yield event
@@ -524,6 +531,94 @@ class _AsyncPools:
         for client in clients:
             if client is not None:
                 await client.aclose()
+
+
+class _PoolsPerLoop:
+    """The ``_AsyncPools`` of each running event loop.
+
+    An asyncio connection can only be used, and closed, by the loop that opened it, and one model
+    object is used from many loops: ``asyncio.run`` after ``asyncio.run`` in a script or a test
+    suite, a thread per loop in a web app, a notebook's loop beside them. Each loop gets its own
+    pools, found by one identity check on the hot path. They are closed when their loop shuts
+    down (``asyncio.run`` and ``loop.shutdown_asyncgens()`` close the async generators a loop
+    started, and one of those holds them); the pools of a loop closed without shutting down are
+    dropped at the next pools made (their sockets closed as the loop left them).
+    """
+
+    def __init__(self, make: Callable[[], _AsyncPools]) -> None:
+        self._make = make
+        self._by_loop: dict[asyncio.AbstractEventLoop, _LoopPools] = {}
+        self._last: _LoopPools | None = None  # the last one used: the single-loop fast path
+        # Several threads' loops may make pools at once; re-entrant because dropping a closed
+        # loop's pools ends their closer, which forgets them.
+        self._lock = threading.RLock()
+
+    def current(self) -> _AsyncPools:
+        loop = asyncio.get_running_loop()
+        last = self._last
+        if last is not None and last.loop is loop:
+            return last.pools
+        with self._lock:
+            entry = self._by_loop.get(loop)
+            if entry is None:
+                self._drop_closed_loops()
+                entry = self._by_loop[loop] = _LoopPools(loop, self._make(), self._forget)
+            self._last = entry
+        return entry.pools
+
+    async def aclose_current(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._by_loop.get(loop)
+        if entry is not None:
+            await entry.pools.aclose()
+
+    def _forget(self, entry: _LoopPools) -> None:
+        with self._lock:
+            if self._by_loop.get(entry.loop) is entry:
+                del self._by_loop[entry.loop]
+            if self._last is entry:
+                self._last = None
+
+    def _drop_closed_loops(self) -> None:
+        for entry in [e for e in self._by_loop.values() if e.loop.is_closed()]:
+            del self._by_loop[entry.loop]
+            entry.abandon()
+        if self._last is not None and self._last.loop.is_closed():
+            self._last = None
+
+
+class _LoopPools:
+    """One loop's pools, and the async generator that closes them when the loop shuts down."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        pools: _AsyncPools,
+        forget: Callable[[_LoopPools], None],
+    ) -> None:
+        self.loop = loop
+        self.pools = pools
+        self._forget = forget
+        # Started here, in the loop's thread, so the loop registers it (its first-iteration
+        # hook) and closes it in ``shutdown_asyncgens``; it runs to its ``yield`` at once.
+        self._closer = self._close_at_shutdown()
+        with contextlib.suppress(StopIteration):
+            self._closer.__anext__().send(None)
+
+    async def _close_at_shutdown(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            self._forget(self)
+            if not self.loop.is_closed():
+                await self.pools.aclose()
+
+    def abandon(self) -> None:
+        """The loop closed without shutting down: end the closer without awaiting anything (its
+        loop cannot run it), so it is not handed to that closed loop when collected."""
+        with contextlib.suppress(StopIteration, RuntimeError):
+            self._closer.aclose().send(None)
 
 
 class _RefusingJar(CookieJar):
