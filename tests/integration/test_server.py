@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 
 import httpx
 import pytest
 from httpx_sse import connect_sse
+from promptwire import PromptwireLLM, ServerError
+from promptwire.engine import EngineEvent
+from promptwire.protocol import PromptRequest
 from promptwire_modal_dummy.engine import DummyEngine
 from promptwire_modal_dummy.settings import DummySettings
 
@@ -132,3 +135,44 @@ def test_over_capacity_is_503_with_retry_after() -> None:
         finally:
             first.join()
         assert client.post(server.url, json={"prompt": "c"}).status_code == 200
+
+
+class BrokenEngine(DummyEngine):
+    """Raises an unexpected exception (not an ``EngineError``) for every request."""
+
+    async def stream(self, request: PromptRequest) -> AsyncGenerator[EngineEvent, None]:
+        raise RuntimeError("engine bug: /secret/path/in/traceback")
+        yield  # pragma: no cover (makes this an async generator)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_engine_bug_is_a_500_on_a_connection_that_stays_usable(
+    stream: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    connections = 0
+
+    def count(event: str, info: object) -> None:
+        nonlocal connections
+        connections += event == "connection.connect_tcp.started"
+
+    with serve_engine(BrokenEngine()) as server, httpx.Client() as client:
+        for _ in range(5):
+            response = client.post(
+                server.url, json={"prompt": "x", "stream": stream}, extensions={"trace": count}
+            )
+            assert response.status_code == 500
+            assert _error(response) == {"type": "server_error", "message": "internal server error"}
+            assert "secret" not in response.text
+        assert client.post(server.url + "health").status_code == 405  # and serves other routes
+    # Every request on one kept-alive connection: the server did not drop it after a 500.
+    assert connections == 1
+    logged = [r for r in caplog.records if r.getMessage() == "unexpected server error"]
+    assert len(logged) == 5  # once per failure, not once more by uvicorn
+
+
+def test_the_client_sees_the_servers_500s_not_broken_connections() -> None:
+    with serve_engine(BrokenEngine()) as server:
+        llm = PromptwireLLM(endpoint_url=server.url, max_retries=0)
+        for _ in range(5):
+            with pytest.raises(ServerError, match="internal server error"):
+                llm.invoke("x")

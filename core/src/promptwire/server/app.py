@@ -25,7 +25,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from promptwire.engine import Engine, EngineError, EngineEvent, EngineNotReady, EngineOverloaded
 from promptwire.engine import TextChunk as EngineText
@@ -116,6 +116,37 @@ class BearerAuth:
         await error_response(401, ErrorType.UNAUTHORIZED, reason)(scope, receive, send)
 
 
+class InternalErrors:
+    """Pure ASGI middleware: an unexpected exception is answered with the protocol's JSON 500 and
+    goes no further. Starlette's own handler re-raises it after answering, and uvicorn then drops
+    the keep-alive connection without ``Connection: close``, so a client's next request on it
+    fails although the server never saw it. Logged once, here."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            logger.exception("unexpected server error")
+            if started:  # half a reply is out: only closing the connection can end it
+                raise
+            await error_response(500, ErrorType.SERVER_ERROR, "internal server error")(
+                scope, receive, send
+            )
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -197,6 +228,7 @@ def create_app(
     token = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
     if token:
         app.add_middleware(BearerAuth, token=token)
+    app.add_middleware(InternalErrors)  # added last: the outermost, around auth too
     in_flight = 0
 
     @app.exception_handler(RequestError)
@@ -211,11 +243,6 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def _on_validation_error(_: Request, exc: RequestValidationError) -> Response:
         return error_response(422, ErrorType.INVALID_REQUEST, "invalid request")
-
-    @app.exception_handler(Exception)
-    async def _on_unexpected(_: Request, exc: Exception) -> Response:
-        logger.exception("unexpected server error")
-        return error_response(500, ErrorType.SERVER_ERROR, "internal server error")
 
     @app.get(
         HEALTH_PATH,
