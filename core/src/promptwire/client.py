@@ -164,8 +164,11 @@ class EndpointClient:
 
     def _complete_once(self, payload: Mapping[str, Any]) -> PromptResponse:
         deadline = time.monotonic() + self.config.timeout
-        with self._translate_errors():
-            request = self.sync_client.build_request("POST", self._url, json=payload)
+        turn = _Turn()
+        with self._translate_errors(turn):
+            request = self.sync_client.build_request(
+                "POST", self._url, json=payload, extensions=turn.extensions
+            )
             response = self.sync_client.send(request, stream=True)
             try:
                 body = self._read_within(response, deadline)
@@ -177,8 +180,11 @@ class EndpointClient:
     async def _acomplete_once(self, payload: Mapping[str, Any]) -> PromptResponse:
         try:
             async with asyncio.timeout(self.config.timeout):
-                with self._translate_errors(), self._async.current().lease() as client:
-                    response = await client.post(self._url, json=payload)
+                turn = _AsyncTurn()
+                with self._translate_errors(turn), self._async.current().lease() as client:
+                    response = await client.post(
+                        self._url, json=payload, extensions=turn.extensions
+                    )
                     self._raise_for_status(response, response.content)
         except TimeoutError as exc:
             raise self._timeout() from exc
@@ -247,8 +253,11 @@ class EndpointClient:
         return self._with_retries(lambda: self._open_stream_once(body))
 
     def _open_stream_once(self, body: Mapping[str, Any]) -> httpx.Response:
-        with self._translate_errors():
-            request = self.sync_client.build_request("POST", self._url, json=body)
+        turn = _Turn()
+        with self._translate_errors(turn):
+            request = self.sync_client.build_request(
+                "POST", self._url, json=body, extensions=turn.extensions
+            )
             response = self.sync_client.send(request, stream=True)
             if response.is_success:
                 return response
@@ -267,8 +276,9 @@ class EndpointClient:
     async def _aopen_stream_once(
         self, client: httpx.AsyncClient, body: Mapping[str, Any]
     ) -> httpx.Response:
-        with self._translate_errors():
-            request = client.build_request("POST", self._url, json=body)
+        turn = _AsyncTurn()
+        with self._translate_errors(turn):
+            request = client.build_request("POST", self._url, json=body, extensions=turn.extensions)
             try:
                 async with asyncio.timeout(self.config.timeout):
                     response = await client.send(request, stream=True)
@@ -397,8 +407,8 @@ class EndpointClient:
 
     # -- errors and retries --------------------------------------------------------------------
 
-    def _translate_errors(self) -> _TranslateErrors:
-        return _TranslateErrors(self.config.url)
+    def _translate_errors(self, turn: _Turn | _AsyncTurn | None = None) -> _TranslateErrors:
+        return _TranslateErrors(self.config.url, turn)
 
     def _should_retry(self, exc: BaseException) -> bool:
         if not isinstance(exc, EndpointError) or not exc.transient:
@@ -411,7 +421,7 @@ class EndpointClient:
 
     def _with_retries(self, attempt_once: Callable[[], T]) -> T:
         try:
-            return attempt_once()
+            return self._past_stale_connections(attempt_once)
         except EndpointError as exc:
             if not self.config.max_retries or not self._should_retry(exc):
                 raise
@@ -421,12 +431,12 @@ class EndpointClient:
                 if first_failure is not None:
                     failure, first_failure = first_failure, None
                     raise failure
-                return attempt_once()
+                return self._past_stale_connections(attempt_once)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _awith_retries(self, attempt_once: Callable[[], Awaitable[T]]) -> T:
         try:
-            return await attempt_once()
+            return await self._apast_stale_connections(attempt_once)
         except EndpointError as exc:
             if not self.config.max_retries or not self._should_retry(exc):
                 raise
@@ -436,8 +446,29 @@ class EndpointClient:
                 if first_failure is not None:
                     failure, first_failure = first_failure, None
                     raise failure
-                return await attempt_once()
+                return await self._apast_stale_connections(attempt_once)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    # A kept-alive connection the server closed just as a request went out on it fails before
+    # any reply: the server cannot have run that request. It is sent again at once, outside the
+    # retry budget, as Go's net/http does; each failed connection leaves the pool, so this ends
+    # after at most the pool's idle connections, on a new connection.
+
+    def _past_stale_connections(self, attempt_once: Callable[[], T]) -> T:
+        for _ in range(self.config.max_connections):
+            try:
+                return attempt_once()
+            except StaleConnectionError:
+                continue
+        return attempt_once()
+
+    async def _apast_stale_connections(self, attempt_once: Callable[[], Awaitable[T]]) -> T:
+        for _ in range(self.config.max_connections):
+            try:
+                return await attempt_once()
+            except StaleConnectionError:
+                continue
+        return await attempt_once()
 
     def _retry_options(self) -> dict[str, Any]:
         return {
@@ -672,11 +703,62 @@ def _whole_reply_as_stream(reply: PromptResponse) -> Iterator[StreamEvent]:
     yield StreamDone(finish_reason=reply.finish_reason, usage=reply.usage, model=reply.model)
 
 
+class StaleConnectionError(EndpointConnectError):
+    """A reused kept-alive connection failed before any reply: the server had closed it."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(
+            "the server closed a kept-alive connection as the request went out on it",
+            url=url,
+            transient=True,
+            may_have_run=False,
+        )
+
+
+class _Turn:
+    """One request's turn on a connection, followed through httpcore's ``trace`` extension:
+    whether it opened a new connection and whether any reply has begun (a redirect's included).
+    """
+
+    __slots__ = ("answered", "extensions", "opened")
+
+    def __init__(self) -> None:
+        self.opened = False
+        self.answered = False
+        self.extensions: dict[str, Any] = {"trace": self._trace}
+
+    def _see(self, event: str) -> None:
+        if event == "connection.connect_tcp.started":
+            self.opened = True
+        elif event.endswith("receive_response_headers.complete"):
+            self.answered = True
+
+    def _trace(self, event: str, info: Mapping[str, Any]) -> None:
+        self._see(event)
+
+    @property
+    def stale(self) -> bool:
+        """It went out on a reused connection and nothing came back."""
+        return not self.opened and not self.answered
+
+
+class _AsyncTurn(_Turn):
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.extensions = {"trace": self._atrace}
+
+    async def _atrace(self, event: str, info: Mapping[str, Any]) -> None:
+        self._see(event)
+
+
 class _TranslateErrors:
     """Turns httpx's transport errors into promptwire's, marking which are safe to retry."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, turn: _Turn | None = None) -> None:
         self.url = url
+        self.turn = turn
 
     def __enter__(self) -> None:
         return None
@@ -704,6 +786,8 @@ class _TranslateErrors:
         elif isinstance(exc, httpx.TooManyRedirects):
             new = ProtocolError("too many redirects", url=url)
         elif isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+            if self.turn is not None and self.turn.stale:
+                raise StaleConnectionError(url) from exc
             new = EndpointConnectError(
                 f"the connection broke mid-reply: {reason}", url=url, transient=True
             )
@@ -712,4 +796,4 @@ class _TranslateErrors:
         raise new from exc
 
 
-__all__ = ["ClientConfig", "EndpointClient", "StreamEvent"]
+__all__ = ["ClientConfig", "EndpointClient", "StaleConnectionError", "StreamEvent"]
