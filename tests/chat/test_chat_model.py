@@ -240,9 +240,9 @@ def test_a_v11_refusal_of_a_bad_parameter_is_reported_not_masked(
     observed: tuple[ObservedEngine, str],
 ) -> None:
     engine, url = observed
-    chat = ChatPromptwire(endpoint_url=url, temperature=-1.0)
+    chat = ChatPromptwire(endpoint_url=url)
     with pytest.raises(InvalidRequestError, match="temperature"):
-        chat.invoke("hi")
+        chat.invoke("hi", temperature=-1.0)  # a call's keyword arguments go to the server as is
     # The server says protocol 1.1 on /health, so the refusal was not about messages.
     assert chat.invoke("hi", temperature=0.5).content == "User: hi\n\nAssistant:"
     assert engine.requests[-1].messages is not None
@@ -441,3 +441,11 @@ def test_server_refuses_invalid_messages(dummy_url: str, messages: str) -> None:
     assert response.status_code == 422
     assert response.json()["error"]["type"] == "invalid_request"
     assert "messages" in response.json()["error"]["message"]
+
+
+def test_generation_fields_are_sent(observed: tuple[ObservedEngine, str]) -> None:
+    engine, url = observed
+    fields = {"max_tokens": 50, "temperature": 0.2, "top_p": 0.9, "top_k": 3, "seed": 7}
+    chat = ChatPromptwire(endpoint_url=url, stop=["STOP"], **fields)  # type: ignore[arg-type]
+    chat.invoke([HumanMessage("one")])
+    assert engine.requests[-1].known_params() == {**fields, "stop": ["STOP"]}

@@ -3,10 +3,17 @@
 Unit tests need no server. Integration tests run against real servers on 127.0.0.1 (the dummy
 engine, answering ``hello world`` or echoing the conversation). ChatPromptwire has no tool calling,
 structured output or multimodal input: the tests for those are skipped by the suite itself through
-its capability flags below; no standard test is overridden. Also skipped by the suite's own checks:
-the model-override tests (an endpoint serves one model), ``test_stream_time`` (VCR cassettes are for
-remote APIs; these tests hit a live local server), and ``test_serdes`` (langchain-core's ``load``
-only rebuilds classes in its own mapping, so ChatPromptwire says it is not LangChain-serializable).
+its capability flags below. Also skipped by the suite's own checks: the model-override tests (an
+endpoint serves one model) and ``test_stream_time`` (VCR cassettes are for remote APIs; these tests
+hit a live local server).
+
+One standard test is expected to fail, strictly: ``test_serdes`` checks the serialized form
+(pinned in ``__snapshots__``, and that half passes) and then loads it with
+``allowed_objects="all"``, which admits only the classes in langchain-core's own mapping of known
+integrations, so no third-party model can pass it. ChatPromptwire round-trips with
+``loads(..., allowed_objects=[ChatPromptwire], valid_namespaces=["promptwire"])``, LangChain's way
+for classes outside that mapping (tests/unit/test_llm_object.py). Should langchain-core start
+admitting it, the strict xfail fails and this note goes.
 """
 
 from __future__ import annotations
@@ -111,6 +118,14 @@ class TestChatPromptwireUnit(Capabilities, ChatModelUnitTests):
             {"model": "dummy"},
             {"endpoint_url": UNIT_URL, "api_key": "test", "timeout": 30.0, "max_concurrency": 4},
         )
+
+    @pytest.mark.xfail(
+        strict=True,
+        raises=ValueError,
+        reason="load(allowed_objects='all') admits only classes in langchain-core's own mapping",
+    )
+    def test_serdes(self, model: BaseChatModel, snapshot: Any) -> None:
+        super().test_serdes(model, snapshot)
 
 
 class TestChatPromptwireIntegration(Capabilities, ChatModelIntegrationTests):

@@ -150,3 +150,17 @@ def test_one_client_is_made_under_concurrent_first_use() -> None:
     assert len({id(c) for c in clients}) == 1
     assert len({id(p) for p in pools}) == 1
     llm.close()
+
+
+def test_generation_fields_are_sent_and_a_call_beats_them(
+    observed: tuple[ObservedEngine, str],
+) -> None:
+    engine, url = observed
+    fields = {"max_tokens": 50, "temperature": 0.2, "top_p": 0.9, "top_k": 3, "seed": 7}
+    llm = PromptwireLLM(endpoint_url=url, stop=["STOP"], model_kwargs={"custom": 1}, **fields)
+    assert llm.invoke("one STOP two") == "one "
+    request = engine.requests[-1]
+    assert request.known_params() == {**fields, "stop": ["STOP"]}
+    assert request.model_extra == {"custom": 1}
+    llm.invoke("x", temperature=0.7, stop=["Y"])
+    assert engine.requests[-1].temperature == 0.7 and engine.requests[-1].stop == ["Y"]

@@ -7,10 +7,11 @@ import json
 from typing import Any
 
 import pytest
-from langchain_core.load import dumpd, dumps
+from langchain_core.load import dumpd, dumps, loads
 from promptwire import ChatPromptwire, ConfigurationError, Modal, PromptwireLLM
 from promptwire.client import ClientConfig, EndpointClient
-from pydantic import SecretStr
+from promptwire.endpoint_model import FROM_SETTINGS
+from pydantic import SecretStr, ValidationError
 
 SECRET = "sk-do-not-leak-7f3a"
 
@@ -23,6 +24,10 @@ def test_identifying_params_and_type() -> None:
         "backend": None,
         "model_kwargs": {"max_tokens": 3},
     }
+    assert (
+        PromptwireLLM(endpoint_url="http://x/", temperature=0.5)._identifying_params["temperature"]
+        == 0.5
+    )
 
 
 def test_secrets_never_serialized_or_shown() -> None:
@@ -52,9 +57,13 @@ def test_the_pooled_client_sends_bearer_and_modal_proxy_headers() -> None:
 
 
 def test_modal_dropin_keeps_the_url_and_moves_extras_to_model_kwargs() -> None:
-    llm = Modal(endpoint_url="https://ecorp--custom-llm-endpoint.modal.run", temperature=0.2)
+    llm = Modal(
+        endpoint_url="https://ecorp--custom-llm-endpoint.modal.run", temperature=0.2, custom="x"
+    )
     assert llm.endpoint_url == "https://ecorp--custom-llm-endpoint.modal.run"
-    assert llm.model_kwargs == {"temperature": 0.2}
+    assert llm.model_kwargs == {"custom": "x"}
+    assert llm.temperature == 0.2  # a generation field of every promptwire model
+    assert llm._payload("p", None, {}) == {"prompt": "p", "temperature": 0.2, "custom": "x"}
     assert llm._llm_type == "modal"
     with pytest.raises(ValueError, match="supplied twice"):
         Modal(endpoint_url="http://x/", model_kwargs={"top_k": 1}, top_k=2)
@@ -106,3 +115,89 @@ def test_the_pools_store_no_cookie_even_when_asked() -> None:
     with pytest.raises(AttributeError, match="no cookies"):
         llm.client.sync_client.cookies = {"session": "abc"}
     llm.close()
+
+
+MODELS = [PromptwireLLM, ChatPromptwire]
+BAD_ARGUMENTS = [
+    ("timeout", 0),
+    ("timeout", -5),
+    ("timeout", float("nan")),
+    ("connect_timeout", 0),
+    ("max_retries", -3),
+    ("max_retries", 21),
+    ("max_concurrency", 0),
+    ("max_tokens", 0),
+    ("temperature", -0.1),
+    ("temperature", 11),
+    ("top_p", 0),
+    ("top_k", -1),
+    ("seed", -1),
+    ("stop", [""]),
+]
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize(("field", "value"), BAD_ARGUMENTS)
+def test_explicit_arguments_are_checked_like_the_environment(
+    model: type[PromptwireLLM | ChatPromptwire], field: str, value: Any
+) -> None:
+    """``timeout=0`` ran with 600 s, and negative values went straight to httpx and tenacity."""
+    with pytest.raises(ValidationError) as caught:
+        model(endpoint_url="http://x/", **{field: value})
+    assert caught.value.errors()[0]["loc"][0] == field
+
+
+@pytest.mark.parametrize(("field", "value"), [b for b in BAD_ARGUMENTS if b[0] in FROM_SETTINGS])
+def test_the_same_values_from_the_environment_are_refused_too(
+    monkeypatch: pytest.MonkeyPatch, field: str, value: Any
+) -> None:
+    monkeypatch.setenv(f"PROMPTWIRE_{field.upper()}", str(value))
+    with pytest.raises(ValidationError) as caught:
+        PromptwireLLM(endpoint_url="http://x/")
+    assert field in str(caught.value)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_explicit_settings_reach_the_client(model: type[PromptwireLLM | ChatPromptwire]) -> None:
+    made = model(endpoint_url="http://x/", timeout=0.5, connect_timeout=0.25, max_retries=0)
+    config = made.client.config
+    assert (config.timeout, config.connect_timeout, config.max_retries) == (0.5, 0.25, 0)
+
+
+GENERATION = {"max_tokens": 5, "temperature": 0.2, "top_p": 0.9, "top_k": 3, "seed": 7}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_both_models_take_the_same_generation_fields(
+    model: type[PromptwireLLM | ChatPromptwire],
+) -> None:
+    made = model(endpoint_url="http://x/", stop=["END"], **GENERATION)  # type: ignore[arg-type]
+    assert made._generation_params() == GENERATION
+    assert made._stops(None) == ["END"] and made._stops(["X"]) == ["X"]
+
+
+def round_trip(made: Any) -> Any:
+    return loads(
+        dumps(made),
+        allowed_objects=[type(made)],
+        valid_namespaces=["promptwire"],
+        secrets_map={"PROMPTWIRE_API_KEY": SECRET, "PROMPTWIRE_MODAL_KEY": "mk"},
+    )
+
+
+@pytest.mark.parametrize("model", [PromptwireLLM, ChatPromptwire, Modal])
+def test_dumps_then_loads_gives_the_same_model(model: type[PromptwireLLM]) -> None:
+    """``is_lc_serializable()`` said True, yet ``loads`` could not import the class back."""
+    made = model(
+        endpoint_url="http://x/",
+        api_key=SECRET,
+        modal_key="mk",
+        timeout=5,
+        model_kwargs={"custom": 1},
+        **GENERATION,  # type: ignore[arg-type]
+    )
+    loaded = round_trip(made)
+    assert type(loaded) is model
+    assert loaded.model_dump() == made.model_dump()
+    assert loaded.api_key.get_secret_value() == SECRET
+    assert SECRET not in dumps(made)

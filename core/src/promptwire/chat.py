@@ -61,16 +61,10 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     # The endpoint fields (endpoint_url, backend, api_key, modal_key, modal_secret, model_kwargs,
-    # timeout, connect_timeout, max_retries, retry_unsafe, max_concurrency) come from
-    # EndpointModel.
+    # timeout, connect_timeout, max_retries, retry_unsafe, max_concurrency) and the generation
+    # fields (max_tokens, temperature, top_p, top_k, seed, stop) come from EndpointModel.
     model_name: str | None = Field(default=None, alias="model")
     """The served model's name, for tracing; replies that name their model take precedence."""
-    temperature: float | None = None
-    max_tokens: int | None = None
-    """Most tokens to generate."""
-    top_p: float | None = None
-    stop: list[str] | None = None
-    """Stop sequences used when a call gives none."""
     streaming: bool = False
     """Stream every call (callbacks see each token, even through ``invoke``)."""
 
@@ -94,13 +88,12 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
 
     @classmethod
     def is_lc_serializable(cls) -> bool:
-        # langchain-core's load() only rebuilds classes in its own mapping of known integrations
-        # (even with allowed_objects="all"), so a dumped ChatPromptwire could not be loaded back.
-        return False
+        return True
 
     @classmethod
     def get_lc_namespace(cls) -> list[str]:
-        return ["promptwire", "chat_models"]
+        """The module that defines the class: LangChain's ``load`` imports it from there."""
+        return ["promptwire", "chat"]
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         model = kwargs.get("model")
@@ -122,18 +115,6 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
 
     # -- requests ------------------------------------------------------------------------------
 
-    def _generation_params(self) -> dict[str, Any]:
-        params = {
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-            "top_p": self.top_p,
-        }
-        return {key: value for key, value in params.items() if value is not None}
-
-    def _stops(self, stop: list[str] | None) -> list[str] | None:
-        stops = stop if stop is not None else self.stop
-        return list(stops) if stops else None
-
     def _payload(
         self, messages: Sequence[BaseMessage], stops: list[str] | None, kwargs: Mapping[str, Any]
     ) -> dict[str, Any]:
@@ -141,7 +122,6 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
         extra = {key: value for key, value in kwargs.items() if key != "stream"}
         payload: dict[str, Any] = {
             **self._base_params(),
-            **self._generation_params(),
             **extra,
             "prompt": render_plain(wire),
         }

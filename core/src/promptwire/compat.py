@@ -39,3 +39,7 @@ class Modal(PromptwireLLM):
     @property
     def _llm_type(self) -> str:
         return "modal"
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        return ["promptwire", "compat"]

@@ -1,8 +1,11 @@
-"""What ``PromptwireLLM`` and ``ChatPromptwire`` share: where the endpoint is and how to reach it.
+"""What ``PromptwireLLM`` and ``ChatPromptwire`` share: the endpoint, how to reach it, and the
+generation parameters sent to it.
 
 ``EndpointModel`` holds the connection fields, fills those not given from ``PromptwireSettings``
-(arguments beat ``PROMPTWIRE_*`` variables and ``.env``, which beat defaults), applies the
-backend's client adapter and owns one pooled ``EndpointClient`` per object. ``run_concurrently``
+(arguments beat ``PROMPTWIRE_*`` variables and ``.env``, which beat defaults; both are checked by
+the same types), applies the backend's client adapter and owns one pooled ``EndpointClient`` per
+object. Its generation fields have the protocol's own types, so a value the server would refuse
+is refused when the model is made. ``run_concurrently``
 and ``arun_concurrently`` run a batch with at most ``max_concurrency`` requests in flight.
 """
 
@@ -18,7 +21,9 @@ from pydantic import BaseModel, Field, PrivateAttr, SecretStr, model_validator
 
 from promptwire.backends import ClientAdapter
 from promptwire.client import ClientConfig, EndpointClient, parse_endpoint_url
-from promptwire.settings import PromptwireSettings
+from promptwire.errors import ConfigurationError
+from promptwire.protocol import MaxTokens, Seed, StopSequences, Temperature, TopK, TopP
+from promptwire.settings import Concurrency, PromptwireSettings, Retries, Seconds
 
 MODAL_KEY_HEADER = "Modal-Key"
 MODAL_SECRET_HEADER = "Modal-Secret"  # noqa: S105 (a header name)
@@ -36,6 +41,9 @@ FROM_SETTINGS = (
     "retry_unsafe",
     "max_concurrency",
 )
+
+# Generation fields sent as request parameters of the same name (``stop`` is sent per call).
+GENERATION_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "seed")
 
 # The client is made on first use, which can come from a batch's threads at once.
 _MAKING_CLIENT = threading.Lock()
@@ -58,15 +66,25 @@ class EndpointModel(BaseModel):
     modal_secret: SecretStr | None = None
     """Modal proxy-auth secret, sent as ``Modal-Secret`` (``PROMPTWIRE_MODAL_SECRET``)."""
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
-    """Parameters sent with every request (``max_tokens``, ``temperature``, or any extra key)."""
-    timeout: float | None = None
+    """Parameters sent with every request (any key; the fields below take precedence)."""
+    timeout: Seconds | None = None
     """Seconds for a whole reply, or between two pieces of a stream."""
-    connect_timeout: float | None = None
-    max_retries: int | None = None
+    connect_timeout: Seconds | None = None
+    max_retries: Retries | None = None
     retry_unsafe: bool | None = None
     """Also retry failures after which the server may have run the request."""
-    max_concurrency: int | None = None
+    max_concurrency: Concurrency | None = None
     """Requests of one batch in flight at once."""
+
+    # Generation parameters sent with every request (a call's keyword arguments beat them).
+    max_tokens: MaxTokens | None = None
+    """Most tokens to generate."""
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
+    seed: Seed | None = None
+    stop: StopSequences | None = None
+    """Stop sequences used when a call gives none."""
 
     _client: EndpointClient | None = PrivateAttr(default=None)
     _adapter: ClientAdapter = PrivateAttr(default_factory=ClientAdapter)
@@ -87,6 +105,15 @@ class EndpointModel(BaseModel):
             backend = get_backend(self.backend).backend
             self._adapter = backend.client
             self._backend_settings = backend.load_settings()
+        return self
+
+    @model_validator(mode="after")
+    def _each_parameter_given_once(self) -> Self:
+        twice = [name for name in (*GENERATION_FIELDS, "stop") if name in self.model_kwargs]
+        if twice := [name for name in twice if getattr(self, name) is not None]:
+            raise ValueError(
+                f"Found {', '.join(twice)} supplied twice: as a field and in model_kwargs"
+            )
         return self
 
     @property
@@ -119,17 +146,33 @@ class EndpointModel(BaseModel):
                 api_key=self.api_key,
                 secret_headers=secret_headers,
                 headers=self._adapter.headers(self._backend_settings),
-                timeout=float(self.timeout or 600.0),
-                connect_timeout=float(self.connect_timeout or 10.0),
-                max_retries=int(self.max_retries or 0),
-                retry_unsafe=bool(self.retry_unsafe),
-                max_connections=max(100, int(self.max_concurrency or 1)),
+                timeout=_given(self.timeout),
+                connect_timeout=_given(self.connect_timeout),
+                max_retries=_given(self.max_retries),
+                retry_unsafe=_given(self.retry_unsafe),
+                max_connections=max(100, _given(self.max_concurrency)),
             )
         )
 
     def _base_params(self) -> dict[str, Any]:
-        """The backend's default parameters, overridden by ``model_kwargs``."""
-        return {**self._adapter.default_params(self._backend_settings), **self.model_kwargs}
+        """The backend's default parameters, overridden by ``model_kwargs``, overridden by the
+        generation fields that are set."""
+        return {
+            **self._adapter.default_params(self._backend_settings),
+            **self.model_kwargs,
+            **self._generation_params(),
+        }
+
+    def _generation_params(self) -> dict[str, Any]:
+        """The generation fields that are set (``stop`` apart: see ``_stops``)."""
+        return {
+            name: value for name in GENERATION_FIELDS if (value := getattr(self, name)) is not None
+        }
+
+    def _stops(self, stop: list[str] | None) -> list[str] | None:
+        """A call's stop sequences, else the model's."""
+        stops = stop if stop is not None else self.stop
+        return list(stops) if stops else None
 
     def close(self) -> None:
         """Close the sync connection pool (the object stays usable; a new pool opens on demand)."""
@@ -139,6 +182,13 @@ class EndpointModel(BaseModel):
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
+
+
+def _given(value: T | None) -> T:
+    """A field that ``_fill_from_settings`` filled (only a later assignment of None undoes it)."""
+    if value is None:
+        raise ConfigurationError("a connection setting was set to None after the model was made")
+    return value
 
 
 def run_concurrently(call: Callable[[T], R], items: Sequence[T], limit: int) -> list[R]:

@@ -40,8 +40,8 @@ class PromptwireLLM(EndpointModel, LLM):
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
 
     # The endpoint fields (endpoint_url, backend, api_key, modal_key, modal_secret, model_kwargs,
-    # timeout, connect_timeout, max_retries, retry_unsafe, max_concurrency) come from
-    # EndpointModel.
+    # timeout, connect_timeout, max_retries, retry_unsafe, max_concurrency) and the generation
+    # fields (max_tokens, temperature, top_p, top_k, seed, stop) come from EndpointModel.
     streaming: bool = False
     """Stream every call (callbacks see each token, even through ``invoke``)."""
 
@@ -57,6 +57,7 @@ class PromptwireLLM(EndpointModel, LLM):
             "endpoint_url": self.endpoint_url,
             "backend": self.backend,
             "model_kwargs": self.model_kwargs,
+            **self._generation_params(),
         }
 
     @classmethod
@@ -65,7 +66,8 @@ class PromptwireLLM(EndpointModel, LLM):
 
     @classmethod
     def get_lc_namespace(cls) -> list[str]:
-        return ["promptwire", "llms"]
+        """The module that defines the class: LangChain's ``load`` imports it from there."""
+        return ["promptwire", "llm"]
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -104,6 +106,7 @@ class PromptwireLLM(EndpointModel, LLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
+        stop = self._stops(stop)
         scanner = StopScanner(stop)
         for event in self.client.stream(self._payload(prompt, stop, kwargs)):
             if isinstance(event, StreamDone):
@@ -122,6 +125,7 @@ class PromptwireLLM(EndpointModel, LLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
+        stop = self._stops(stop)
         scanner = StopScanner(stop)
         events = self.client.astream(self._payload(prompt, stop, kwargs))
         async with aclosing(events):  # frees the connection as soon as the stream ends
@@ -160,6 +164,7 @@ class PromptwireLLM(EndpointModel, LLM):
     ) -> Generation:
         if self.streaming:
             return _merge_chunks(self._stream(prompt, stop, run_manager, **kwargs))
+        stop = self._stops(stop)
         reply = self.client.complete(self._payload(prompt, stop, kwargs))
         return _reply_generation(reply, stop)
 
@@ -173,6 +178,7 @@ class PromptwireLLM(EndpointModel, LLM):
         if self.streaming:
             chunks = [c async for c in self._astream(prompt, stop, run_manager, **kwargs)]
             return _merge_chunks(iter(chunks))
+        stop = self._stops(stop)
         reply = await self.client.acomplete(self._payload(prompt, stop, kwargs))
         return _reply_generation(reply, stop)
 

@@ -61,6 +61,16 @@ Integral = BeforeValidator(_integral)
 
 ChatRole = Literal["system", "user", "assistant"]
 
+# The generation parameters' types, one source for the server's checks and the LangChain models'.
+MaxTokens = Annotated[int, Field(ge=1, le=MAX_TOKENS_LIMIT), Integral]
+Temperature = Annotated[float, Field(ge=0.0, le=MAX_TEMPERATURE, allow_inf_nan=False)]
+TopP = Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)]
+TopK = Annotated[int, Field(ge=0, le=1_000_000), Integral]
+StopSequences = Annotated[list[StopSequence], Field(max_length=MAX_STOP_SEQUENCES)]
+# ``lt=2**63``, not ``le=2**63 - 1``: the schema's numbers become floats, and 2**63 - 1 would
+# round up to 2**63, which the schema would then allow.
+Seed = Annotated[int, Field(ge=0, lt=2**63), Integral]
+
 
 class ChatMessage(BaseModel):
     """One message of a conversation (protocol v1.1). Unknown keys of a message are ignored."""
@@ -82,16 +92,12 @@ class PromptRequest(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
     prompt: Text
-    max_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS_LIMIT), Integral] | None = None
-    temperature: Annotated[float, Field(ge=0.0, le=MAX_TEMPERATURE, allow_inf_nan=False)] | None = (
-        None
-    )
-    top_p: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] | None = None
-    top_k: Annotated[int, Field(ge=0, le=1_000_000), Integral] | None = None
-    stop: Annotated[list[StopSequence], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
-    # ``lt=2**63``, not ``le=2**63 - 1``: the schema's numbers become floats, and 2**63 - 1 would
-    # round up to 2**63, which the schema would then allow.
-    seed: Annotated[int, Field(ge=0, lt=2**63), Integral] | None = None
+    max_tokens: MaxTokens | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
+    stop: StopSequences | None = None
+    seed: Seed | None = None
     stream: bool = False
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)] | None = (
         None

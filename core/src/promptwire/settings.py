@@ -6,6 +6,8 @@ A backend's own settings nest under its name: ``PROMPTWIRE_MODAL_EXLLAMA__CACHE_
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -14,6 +16,12 @@ from promptwire.protocol import MAX_BODY_BYTES
 ENV_PREFIX = "PROMPTWIRE_"
 DEFAULT_ENDPOINT_URL = "http://127.0.0.1:8000/"
 DEFAULT_SERVE_BACKEND = "modal_dummy"
+
+# The client settings' types: checked the same way whether a value comes from an argument of
+# ``PromptwireLLM``/``ChatPromptwire``, the environment or ``.env``.
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Retries = Annotated[int, Field(ge=0, le=20)]
+Concurrency = Annotated[int, Field(ge=1, le=4096)]
 
 
 class PromptwireSettings(BaseSettings):
@@ -31,20 +39,19 @@ class PromptwireSettings(BaseSettings):
     modal_key: SecretStr | None = Field(default=None, description="Modal proxy-auth key.")
     modal_secret: SecretStr | None = Field(default=None, description="Modal proxy-auth secret.")
 
-    timeout: float = Field(
+    timeout: Seconds = Field(
         default=600.0,
-        gt=0,
         description="Seconds for a whole reply, or between two pieces of a stream. Generous "
         "because a Modal cold start can take minutes.",
     )
-    connect_timeout: float = Field(default=10.0, gt=0)
-    max_retries: int = Field(default=2, ge=0, le=20)
+    connect_timeout: Seconds = 10.0
+    max_retries: Retries = 2
     retry_unsafe: bool = Field(
         default=False,
         description="Also retry failures after which the server may have run the request "
         "(502, 504, read timeouts, dropped connections).",
     )
-    max_concurrency: int = Field(default=16, ge=1, description="Prompts of a batch in flight.")
+    max_concurrency: Concurrency = Field(default=16, description="Prompts of a batch in flight.")
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
