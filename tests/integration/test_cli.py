@@ -47,6 +47,17 @@ def test_invoke_error_is_one_clear_line_without_traceback() -> None:
     assert "Traceback" not in result.stderr and "cli-secret-99" not in result.stderr + result.stdout
 
 
+def test_invalid_options_are_one_line_naming_each_setting() -> None:
+    result = run_cli(
+        "invoke", "hi", "--url", refused_url(), "--timeout", "0", "--temperature", "-1"
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: invalid settings: timeout: Input should be greater than 0; "
+        "temperature: Input should be greater than or equal to 0"
+    ]
+
+
 def _free_port() -> int:
     import socket
 

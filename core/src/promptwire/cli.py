@@ -127,7 +127,7 @@ def _llm(
 ) -> PromptwireLLM:
     from promptwire.llm import PromptwireLLM
 
-    options: dict[str, Any] = {"model_kwargs": params}
+    options: dict[str, Any] = dict(params)
     for key, value in (
         ("endpoint_url", url),
         ("backend", backend),
@@ -279,5 +279,15 @@ def main() -> None:
     try:
         app()
     except (PromptwireError, ValidationError) as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(_one_line(exc))}", highlight=False, soft_wrap=True)
         raise SystemExit(1) from None
+
+
+def _one_line(exc: Exception) -> str:
+    """The error as the one line the CLI promises (pydantic's own text spans several)."""
+    if isinstance(exc, ValidationError):
+        return "invalid settings: " + "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}"
+            for error in exc.errors(include_url=False, include_input=False)
+        )
+    return " ".join(str(exc).split())
