@@ -87,6 +87,9 @@ def _fetch(repo_id: str, revision: str, *, force: bool = False) -> dict[str, Any
     image=download_image,
     volumes={MODELS_MOUNT: volume},
     secrets=hf_secrets,
+    # The settings, as for the server: this function's container imports this module again and
+    # must find the same Secrets and Volume (Modal checks them against the deploy's).
+    env=container_environment(settings),
     timeout=settings.download_timeout,
 )
 def download_model(

@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from promptwire.settings import backend_settings_config
+from promptwire.settings import NONE_VALUE, backend_settings_config, settings_environment
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -23,9 +23,6 @@ PAGE_SIZE = 256
 
 DEFAULT_HF_REPO = "turboderp/Llama-3.1-8B-Instruct-exl2"
 DEFAULT_HF_REVISION = "4.0bpw"
-
-#: How ``None`` is written in the environment.
-NONE_VALUE = "null"
 
 #: Where the model Volume is mounted in Modal containers.
 MODELS_MOUNT = PurePosixPath("/models")
@@ -213,13 +210,4 @@ DEPLOY_ONLY_FIELDS = frozenset({"model_dir", "request_params"})
 def container_environment(settings: ExllamaSettings) -> dict[str, str | None]:
     """The settings as ``PROMPTWIRE_MODAL_EXLLAMA__*`` variables, so the container that imports
     the Modal app builds exactly the settings the deploying machine had."""
-    prefix = f"PROMPTWIRE_{BACKEND_NAME.upper()}__"
-    env: dict[str, str | None] = {}
-    for name, value in settings.model_dump(mode="json", exclude=set(DEPLOY_ONLY_FIELDS)).items():
-        if value is None:
-            env[prefix + name.upper()] = NONE_VALUE
-        elif isinstance(value, bool):
-            env[prefix + name.upper()] = "true" if value else "false"
-        else:
-            env[prefix + name.upper()] = str(value)
-    return env
+    return settings_environment(settings, exclude=DEPLOY_ONLY_FIELDS)
