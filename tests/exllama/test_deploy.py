@@ -64,3 +64,28 @@ def test_the_endpoint_url_comes_from_the_app_module() -> None:
     web = SimpleNamespace(get_web_url=lambda: "https://w.modal.run")
     assert endpoint_url(SimpleNamespace(web=web)) == "https://w.modal.run"  # type: ignore[arg-type]
     assert endpoint_url(SimpleNamespace()) is None  # type: ignore[arg-type]
+
+
+def test_scaling_modal_would_refuse_is_a_clear_error_before_modal_is_asked(
+    tmp_path: Path,
+) -> None:
+    env = {
+        **_no_modal_credentials(tmp_path),
+        "PROMPTWIRE_MODAL_EXLLAMA__MIN_CONTAINERS": "2",
+        "PROMPTWIRE_MODAL_EXLLAMA__MAX_CONTAINERS": "1",
+    }
+    result = run_cli("deploy", "modal_exllama", env=env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "min_containers (2) is larger than max_containers (1)" in result.stderr
+    assert result.stdout == ""
+
+
+def test_a_setting_modal_refuses_when_the_app_is_defined_is_one_line(tmp_path: Path) -> None:
+    env = {**_no_modal_credentials(tmp_path), "PROMPTWIRE_MODAL_EXLLAMA__VOLUME_NAME": "my models!"}
+    result = run_cli("deploy", "modal_exllama", env=env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: Modal refused") and "Invalid Volume name: 'my models!'" in line
+    assert result.stdout == ""

@@ -279,5 +279,6 @@ def main() -> None:
     try:
         app()
     except (PromptwireError, ValidationError) as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        # soft_wrap: one line however long, not cut at the terminal's width (or 80 columns)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise SystemExit(1) from None

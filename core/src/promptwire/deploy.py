@@ -51,6 +51,11 @@ def _import_modal() -> Any:
     return modal
 
 
+def _one_line(exc: BaseException) -> str:
+    """Modal's messages may run over several lines (a name check adds the naming rules)."""
+    return " ".join(str(exc).split())
+
+
 @contextmanager
 def modal_errors() -> Iterator[None]:
     """Turn Modal's exceptions into promptwire errors that read as one clear line."""
@@ -61,7 +66,7 @@ def modal_errors() -> Iterator[None]:
     try:
         yield
     except AuthError as exc:
-        detail = f" ({exc})" if "profile" in str(exc).lower() else ""
+        detail = f" ({_one_line(exc)})" if "profile" in str(exc).lower() else ""
         raise ModalNotAuthenticated(
             f"Modal is not set up on this machine: {MODAL_SETUP_HINT}{detail}"
         ) from None
@@ -72,17 +77,23 @@ def modal_errors() -> Iterator[None]:
             if "secret" in str(exc).lower()
             else ""
         )
-        raise DeployError(f"Modal could not find what the app needs: {exc}{hint}") from None
+        raise DeployError(
+            f"Modal could not find what the app needs: {_one_line(exc)}{hint}"
+        ) from None
     except ModalConnectionError as exc:
-        raise DeployError(f"could not reach Modal: {exc}") from None
+        raise DeployError(f"could not reach Modal: {_one_line(exc)}") from None
     except ModalError as exc:
-        raise DeployError(f"Modal refused the deployment: {type(exc).__name__}: {exc}") from None
+        raise DeployError(
+            f"Modal refused the deployment: {type(exc).__name__}: {_one_line(exc)}"
+        ) from None
 
 
 def load_modal_app(module_name: str) -> tuple[ModuleType, Any]:
-    """Import a backend's Modal app module and return it with its ``app``."""
+    """Import a backend's Modal app module and return it with its ``app``. Defining the app can
+    already be refused by Modal (a name it does not accept, say): that is one line too."""
     modal = _import_modal()
-    module = importlib.import_module(module_name)
+    with modal_errors():
+        module = importlib.import_module(module_name)
     app = getattr(module, "app", None)
     if not isinstance(app, modal.App):
         raise ConfigurationError(f"{module_name} defines no modal.App named `app`")

@@ -191,6 +191,23 @@ class ExllamaSettings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _scaling_modal_accepts(self) -> ExllamaSettings:
+        """Pairs Modal refuses when the app is defined; refused here with the settings' names."""
+        if self.max_containers is not None and self.min_containers > self.max_containers:
+            raise ValueError(
+                f"min_containers ({self.min_containers}) is larger than max_containers "
+                f"({self.max_containers}): Modal cannot keep more containers warm than it may "
+                "run; lower MIN_CONTAINERS or raise MAX_CONTAINERS (null: no limit)"
+            )
+        if self.target_inputs is not None and self.target_inputs > self.max_inputs:
+            raise ValueError(
+                f"target_inputs ({self.target_inputs}) is larger than max_inputs "
+                f"({self.max_inputs}): Modal's autoscaler cannot aim for more requests per "
+                "container than one serves; lower TARGET_INPUTS or raise MAX_INPUTS"
+            )
+        return self
+
     def volume_model_dir(self, root: PurePosixPath = MODELS_MOUNT) -> PurePosixPath:
         """Where ``hf_repo@hf_revision`` lives in the Volume mounted at ``root``."""
         return root / self.hf_repo / self.hf_revision
