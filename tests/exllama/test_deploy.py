@@ -3,6 +3,7 @@ No test here reaches Modal: without credentials the client fails before any netw
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,8 +29,8 @@ def test_deploy_without_modal_credentials_says_what_to_do(tmp_path: Path, backen
     result = run_cli("deploy", backend, env=_no_modal_credentials(tmp_path))
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert "Modal is not set up on this machine" in result.stderr
-    assert "modal setup" in result.stderr
+    (line,) = result.stderr.strip().splitlines()  # one error line, however long
+    assert "Modal is not set up on this machine" in line and "modal setup" in line
     assert result.stdout == ""
 
 
@@ -89,3 +90,48 @@ def test_a_setting_modal_refuses_when_the_app_is_defined_is_one_line(tmp_path: P
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: Modal refused") and "Invalid Volume name: 'my models!'" in line
     assert result.stdout == ""
+
+
+def test_what_modal_prints_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    import modal
+    from modal.output import OutputManager
+    from promptwire.deploy import progress_on_stderr
+
+    with progress_on_stderr(), modal.enable_output():
+        OutputManager.get().print("Building image im-123")
+        OutputManager.get().step_completed("App deployed!")
+        sys.stdout.write("a build log line\n")  # how Modal writes image build logs
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "Building image im-123" in err and "App deployed!" in err
+    assert "a build log line" in err
+    sys.stdout.write("after\n")
+    assert capsys.readouterr().out == "after\n"  # stdout is stdout again
+
+
+def test_deploy_prints_only_the_url_on_stdout(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``URL=$(promptwire deploy ...)``: Modal's progress (here a stand-in for its deploy call,
+    printing as it does) stays out of the captured URL."""
+    import modal.runner
+    from modal.output import OutputManager
+    from promptwire import cli, deploy
+
+    environments = []
+
+    def deploy_app(app: object, environment_name: str | None = None) -> SimpleNamespace:
+        environments.append(environment_name)
+        OutputManager.get().print("Creating objects...")
+        OutputManager.get().step_completed("App deployed in 3.1s! 🎉")
+        sys.stdout.write("Building image im-123\n")
+        return SimpleNamespace(app_page_url="https://modal.com/apps/ws/main/deployed/x")
+
+    monkeypatch.setattr(modal.runner, "deploy_app", deploy_app)
+    monkeypatch.setattr(deploy, "endpoint_url", lambda module: "https://ws--x-web.modal.run")
+    cli.deploy("modal_dummy", environment="staging")
+    out, err = capsys.readouterr()
+    assert out == "https://ws--x-web.modal.run\n"
+    assert "Creating objects" in err and "App deployed" in err and "Building image" in err
+    assert "export PROMPTWIRE_ENDPOINT_URL=https://ws--x-web.modal.run" in err
+    assert environments == ["staging"]

@@ -4,14 +4,16 @@ Generic over backends: a backend names the module of its Modal app (``Backend.mo
 module defines ``app`` (a ``modal.App``) and its web endpoint either as ``endpoint_url()``
 (returning the URL once deployed) or as a function named ``web``. The module reads the user's
 settings when imported, so the deploy uses them. ``modal`` is imported only here and only when
-deploying; Modal's failures become one-line ``PromptwireError``s (the CLI prints no traceback).
+deploying; Modal's failures become one-line ``PromptwireError``s (the CLI prints no traceback),
+and what Modal prints goes to stderr (stdout carries the URL alone).
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -88,6 +90,14 @@ def modal_errors() -> Iterator[None]:
         ) from None
 
 
+@contextmanager
+def progress_on_stderr() -> Iterator[None]:
+    """Send what Modal prints (progress, build logs) to stderr: the deploy's stdout is the
+    endpoint URL alone, so ``URL=$(promptwire deploy ...)`` captures just that."""
+    with redirect_stdout(sys.stderr):
+        yield
+
+
 def load_modal_app(module_name: str) -> tuple[ModuleType, Any]:
     """Import a backend's Modal app module and return it with its ``app``. Defining the app can
     already be refused by Modal (a name it does not accept, say): that is one line too."""
@@ -123,9 +133,9 @@ def deploy_backend(name: str, *, environment: str | None = None) -> Deployment:
         raise ConfigurationError(f"backend {name!r} has no Modal app to deploy")
     modal = _import_modal()
     module, app = load_modal_app(backend.modal_app)
-    with modal_errors(), modal.enable_output():
-        result = modal.runner.deploy_app(app, environment_name=environment)
-    with modal_errors():
+    with modal_errors(), progress_on_stderr():
+        with modal.enable_output():
+            result = modal.runner.deploy_app(app, environment_name=environment)
         url = endpoint_url(module)
     return Deployment(
         backend=name, app_name=str(app.name), url=url, dashboard_url=result.app_page_url
