@@ -4,6 +4,7 @@ No test here reaches Modal: without credentials the client fails before any netw
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -135,3 +136,35 @@ def test_deploy_prints_only_the_url_on_stdout(
     assert "Creating objects" in err and "App deployed" in err and "Building image" in err
     assert "export PROMPTWIRE_ENDPOINT_URL=https://ws--x-web.modal.run" in err
     assert environments == ["staging"]
+
+
+def test_the_download_command_takes_the_modal_environment(tmp_path: Path) -> None:
+    result = run_cli(
+        "exllama", "download", "--environment", "staging", env=_no_modal_credentials(tmp_path)
+    )
+    assert result.returncode == 1, result.stderr  # not 2: the option exists
+    assert "Traceback" not in result.stderr
+    assert "of environment staging" in result.stderr and "modal setup" in result.stderr
+
+
+def test_the_download_runs_in_the_environment_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Volumes are per environment: the download must fill the one the deploy reads."""
+    from contextlib import contextmanager
+
+    import modal
+    from promptwire_modal_exllama import commands
+
+    runs: list[str | None] = []
+
+    @contextmanager
+    def run(self: modal.App, *, environment_name: str | None = None) -> Iterator[modal.App]:
+        runs.append(environment_name)
+        yield self
+
+    monkeypatch.setattr(modal.App, "run", run)
+    monkeypatch.setattr(
+        modal.Function, "remote", lambda self, *args: {"downloaded": True, "args": args}
+    )
+    result = commands.run_download("someone/Model-exl2", "6.0bpw", environment="staging")
+    assert result["args"] == ("someone/Model-exl2", "6.0bpw", False)
+    assert runs == ["staging"]
