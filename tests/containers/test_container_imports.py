@@ -189,5 +189,8 @@ def test_the_stand_in_container_sees_only_what_a_container_has(
     assert all(
         path.startswith((seen["base_prefix"], *seen["added"])) for path in seen["sys_path"]
     ), seen["sys_path"]
+    sources = seen["added"][0]
+    assert seen["promptwire_modules"]
+    assert all(path.startswith(sources) for path in seen["promptwire_modules"])
     assert set(seen["environment"]) == {"PATH", "HOME", *deploys["defaults"].environment}
     assert "PROMPTWIRE_API_KEY" in seen["environment"]  # from the stand-in named Secret

@@ -17,7 +17,10 @@ container got M object ids"). The container has:
   its named Secrets (stand-in values), and the ones Modal sets (``MODAL_IS_REMOTE=1``, ...).
 
 The child interpreter is the workspace's Python run with ``-I -S``: no site-packages, no
-``PYTHON*`` variables, no user site, nothing but what the request puts on ``sys.path``.
+``PYTHON*`` variables, no user site, nothing on ``sys.path`` but the standard library, the
+sources and the site directory. It imports ``modal`` (as the container entrypoint does before
+any user code) and the slow third-party imports, then runs each settings combination in a fork
+of itself, with its environment replaced and the app module imported afresh.
 """
 
 from __future__ import annotations
@@ -272,7 +275,7 @@ def run_container(
                 "name": name,
             }
         )
-    request = {"sys_path": [str(home), str(site)], "preload": list(preload), "cases": cases}
+    request = {"sources": str(home), "site": str(site), "preload": list(preload), "cases": cases}
     request_file = workdir / "request.json"
     request_file.write_text(json.dumps(request), encoding="utf-8")
     result = subprocess.run(

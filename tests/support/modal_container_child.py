@@ -85,6 +85,11 @@ def visible(case: dict[str, Any]) -> dict[str, Any]:
             if (name := dist.metadata["Name"]).lower().startswith("promptwire")
         ),
         "sys_path": sys.path,
+        "promptwire_modules": sorted(
+            str(getattr(module, "__file__", None))
+            for name, module in sys.modules.items()
+            if name.split(".")[0].startswith("promptwire")
+        ),
         "base_prefix": sys.base_prefix,
         "added": case["sys_path"],
         "environment": sorted(os.environ),
@@ -108,9 +113,12 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     with open(sys.argv[1], encoding="utf-8") as file:
         request = json.load(file)
-    sys.path[:0] = request["sys_path"]
+    # As in a container: the uploaded sources (/root, on PYTHONPATH) before the standard
+    # library, the image's site-packages after it.
+    sys.path.insert(0, request["sources"])
+    sys.path.append(request["site"])
     for case in request["cases"]:
-        case["sys_path"] = request["sys_path"]
+        case["sys_path"] = [request["sources"], request["site"]]
     import modal  # noqa: F401  (the container entrypoint has it imported before user code)
 
     for name in request["preload"]:
