@@ -3,6 +3,8 @@ No test here reaches Modal: without credentials the client fails before any netw
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,8 +30,8 @@ def test_deploy_without_modal_credentials_says_what_to_do(tmp_path: Path, backen
     result = run_cli("deploy", backend, env=_no_modal_credentials(tmp_path))
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert "Modal is not set up on this machine" in result.stderr
-    assert "modal setup" in result.stderr
+    (line,) = result.stderr.strip().splitlines()  # one error line, however long
+    assert "Modal is not set up on this machine" in line and "modal setup" in line
     assert result.stdout == ""
 
 
@@ -64,3 +66,105 @@ def test_the_endpoint_url_comes_from_the_app_module() -> None:
     web = SimpleNamespace(get_web_url=lambda: "https://w.modal.run")
     assert endpoint_url(SimpleNamespace(web=web)) == "https://w.modal.run"  # type: ignore[arg-type]
     assert endpoint_url(SimpleNamespace()) is None  # type: ignore[arg-type]
+
+
+def test_scaling_modal_would_refuse_is_a_clear_error_before_modal_is_asked(
+    tmp_path: Path,
+) -> None:
+    env = {
+        **_no_modal_credentials(tmp_path),
+        "PROMPTWIRE_MODAL_EXLLAMA__MIN_CONTAINERS": "2",
+        "PROMPTWIRE_MODAL_EXLLAMA__MAX_CONTAINERS": "1",
+    }
+    result = run_cli("deploy", "modal_exllama", env=env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "min_containers (2) is larger than max_containers (1)" in result.stderr
+    assert result.stdout == ""
+
+
+def test_a_setting_modal_refuses_when_the_app_is_defined_is_one_line(tmp_path: Path) -> None:
+    env = {**_no_modal_credentials(tmp_path), "PROMPTWIRE_MODAL_EXLLAMA__VOLUME_NAME": "my models!"}
+    result = run_cli("deploy", "modal_exllama", env=env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: Modal refused") and "Invalid Volume name: 'my models!'" in line
+    assert result.stdout == ""
+
+
+def test_what_modal_prints_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    import modal
+    from modal.output import OutputManager
+    from promptwire.deploy import progress_on_stderr
+
+    with progress_on_stderr(), modal.enable_output():
+        OutputManager.get().print("Building image im-123")
+        OutputManager.get().step_completed("App deployed!")
+        sys.stdout.write("a build log line\n")  # how Modal writes image build logs
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "Building image im-123" in err and "App deployed!" in err
+    assert "a build log line" in err
+    sys.stdout.write("after\n")
+    assert capsys.readouterr().out == "after\n"  # stdout is stdout again
+
+
+def test_deploy_prints_only_the_url_on_stdout(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``URL=$(promptwire deploy ...)``: Modal's progress (here a stand-in for its deploy call,
+    printing as it does) stays out of the captured URL."""
+    import modal.runner
+    from modal.output import OutputManager
+    from promptwire import cli, deploy
+
+    environments = []
+
+    def deploy_app(app: object, environment_name: str | None = None) -> SimpleNamespace:
+        environments.append(environment_name)
+        OutputManager.get().print("Creating objects...")
+        OutputManager.get().step_completed("App deployed in 3.1s! 🎉")
+        sys.stdout.write("Building image im-123\n")
+        return SimpleNamespace(app_page_url="https://modal.com/apps/ws/main/deployed/x")
+
+    monkeypatch.setattr(modal.runner, "deploy_app", deploy_app)
+    monkeypatch.setattr(deploy, "endpoint_url", lambda module: "https://ws--x-web.modal.run")
+    cli.deploy("modal_dummy", environment="staging")
+    out, err = capsys.readouterr()
+    assert out == "https://ws--x-web.modal.run\n"
+    assert "Creating objects" in err and "App deployed" in err and "Building image" in err
+    assert "export PROMPTWIRE_ENDPOINT_URL=https://ws--x-web.modal.run" in err
+    assert environments == ["staging"]
+
+
+def test_the_download_command_takes_the_modal_environment(tmp_path: Path) -> None:
+    result = run_cli(
+        "exllama", "download", "--environment", "staging", env=_no_modal_credentials(tmp_path)
+    )
+    assert result.returncode == 1, result.stderr  # not 2: the option exists
+    assert "Traceback" not in result.stderr
+    assert "of environment staging" in result.stderr and "modal setup" in result.stderr
+
+
+def test_the_download_runs_in_the_environment_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Volumes are per environment: the download must fill the one the deploy reads."""
+    from contextlib import contextmanager
+
+    import modal
+    from promptwire_modal_exllama import commands
+
+    runs: list[str | None] = []
+
+    @contextmanager
+    def run(self: modal.App, *, environment_name: str | None = None) -> Iterator[modal.App]:
+        runs.append(environment_name)
+        yield self
+
+    monkeypatch.setattr(modal.App, "run", run)
+    monkeypatch.setattr(
+        modal.Function, "remote", lambda self, *args: {"downloaded": True, "args": args}
+    )
+    result = commands.run_download("someone/Model-exl2", "6.0bpw", environment="staging")
+    assert result["args"] == ("someone/Model-exl2", "6.0bpw", False)
+    assert runs == ["staging"]

@@ -90,7 +90,10 @@ def test_the_download_function_spec(custom_app: ModuleType) -> None:
     assert info.gpus == []  # downloading needs no GPU
     assert info.timeout == 3600
     assert info.volumes["/models"].name == "my-models"
-    assert info.secrets == ["modal.Secret.from_name('my-hf')"]
+    hf_secret, env_secret = info.secrets
+    assert hf_secret == "modal.Secret.from_name('my-hf')"
+    # Its container imports the app too, so it gets the settings as well.
+    assert "PROMPTWIRE_MODAL_EXLLAMA__HF_TOKEN_SECRET" in env_secret
 
 
 def test_the_image_pins_prebuilt_wheels(default_app: ModuleType) -> None:

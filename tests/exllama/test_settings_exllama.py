@@ -91,3 +91,21 @@ def test_the_container_rebuilds_the_same_settings(monkeypatch: pytest.MonkeyPatc
     assert in_container.model_dump(exclude={"model_dir", "request_params"}) == deployed.model_dump(
         exclude={"model_dir", "request_params"}
     )
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"min_containers": 2, "max_containers": 1}, r"min_containers \(2\) is larger than max"),
+        ({"target_inputs": 65}, r"target_inputs \(65\) is larger than max_inputs \(64\)"),
+        ({"target_inputs": 9, "max_inputs": 8}, r"lower TARGET_INPUTS or raise MAX_INPUTS"),
+    ],
+)
+def test_scaling_modal_refuses_is_refused_here(values: dict[str, int], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        ExllamaSettings(**values)
+
+
+def test_scaling_modal_accepts_is_accepted() -> None:
+    ExllamaSettings(min_containers=3, max_containers=3, target_inputs=64)
+    ExllamaSettings(min_containers=5, max_containers=None)  # no limit

@@ -33,7 +33,8 @@ def test_the_deploy_spec_uses_settings(modal_app) -> None:  # type: ignore[no-un
     (env_secret,) = [s for s in info.secrets if s.startswith("Secret.from_dict")]
     assert "PROMPTWIRE_MODAL_DUMMY__REPLY" in env_secret
     assert modal_app.app.name == "promptwire-modal-dummy"
-    assert modal_app.engine_env["PROMPTWIRE_MODAL_DUMMY__REPLY"] == "hello from modal"
+    assert "PROMPTWIRE_MODAL_DUMMY__API_KEY_SECRET" in env_secret  # the deploy settings too
+    assert modal_app.settings.reply == "hello from modal"
 
 
 def test_the_web_function_serves_the_protocol(modal_app, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]

@@ -279,6 +279,7 @@ def main() -> None:
     try:
         app()
     except (PromptwireError, ValidationError) as exc:
+        # soft_wrap: one line however long, not cut at the terminal's width (or 80 columns)
         err.print(f"[bold red]error:[/] {escape(_one_line(exc))}", highlight=False, soft_wrap=True)
         raise SystemExit(1) from None
 

@@ -4,14 +4,16 @@ Generic over backends: a backend names the module of its Modal app (``Backend.mo
 module defines ``app`` (a ``modal.App``) and its web endpoint either as ``endpoint_url()``
 (returning the URL once deployed) or as a function named ``web``. The module reads the user's
 settings when imported, so the deploy uses them. ``modal`` is imported only here and only when
-deploying; Modal's failures become one-line ``PromptwireError``s (the CLI prints no traceback).
+deploying; Modal's failures become one-line ``PromptwireError``s (the CLI prints no traceback),
+and what Modal prints goes to stderr (stdout carries the URL alone).
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -51,6 +53,11 @@ def _import_modal() -> Any:
     return modal
 
 
+def _one_line(exc: BaseException) -> str:
+    """Modal's messages may run over several lines (a name check adds the naming rules)."""
+    return " ".join(str(exc).split())
+
+
 @contextmanager
 def modal_errors() -> Iterator[None]:
     """Turn Modal's exceptions into promptwire errors that read as one clear line."""
@@ -61,7 +68,7 @@ def modal_errors() -> Iterator[None]:
     try:
         yield
     except AuthError as exc:
-        detail = f" ({exc})" if "profile" in str(exc).lower() else ""
+        detail = f" ({_one_line(exc)})" if "profile" in str(exc).lower() else ""
         raise ModalNotAuthenticated(
             f"Modal is not set up on this machine: {MODAL_SETUP_HINT}{detail}"
         ) from None
@@ -72,17 +79,31 @@ def modal_errors() -> Iterator[None]:
             if "secret" in str(exc).lower()
             else ""
         )
-        raise DeployError(f"Modal could not find what the app needs: {exc}{hint}") from None
+        raise DeployError(
+            f"Modal could not find what the app needs: {_one_line(exc)}{hint}"
+        ) from None
     except ModalConnectionError as exc:
-        raise DeployError(f"could not reach Modal: {exc}") from None
+        raise DeployError(f"could not reach Modal: {_one_line(exc)}") from None
     except ModalError as exc:
-        raise DeployError(f"Modal refused the deployment: {type(exc).__name__}: {exc}") from None
+        raise DeployError(
+            f"Modal refused the deployment: {type(exc).__name__}: {_one_line(exc)}"
+        ) from None
+
+
+@contextmanager
+def progress_on_stderr() -> Iterator[None]:
+    """Send what Modal prints (progress, build logs) to stderr: the deploy's stdout is the
+    endpoint URL alone, so ``URL=$(promptwire deploy ...)`` captures just that."""
+    with redirect_stdout(sys.stderr):
+        yield
 
 
 def load_modal_app(module_name: str) -> tuple[ModuleType, Any]:
-    """Import a backend's Modal app module and return it with its ``app``."""
+    """Import a backend's Modal app module and return it with its ``app``. Defining the app can
+    already be refused by Modal (a name it does not accept, say): that is one line too."""
     modal = _import_modal()
-    module = importlib.import_module(module_name)
+    with modal_errors():
+        module = importlib.import_module(module_name)
     app = getattr(module, "app", None)
     if not isinstance(app, modal.App):
         raise ConfigurationError(f"{module_name} defines no modal.App named `app`")
@@ -112,9 +133,9 @@ def deploy_backend(name: str, *, environment: str | None = None) -> Deployment:
         raise ConfigurationError(f"backend {name!r} has no Modal app to deploy")
     modal = _import_modal()
     module, app = load_modal_app(backend.modal_app)
-    with modal_errors(), modal.enable_output():
-        result = modal.runner.deploy_app(app, environment_name=environment)
-    with modal_errors():
+    with modal_errors(), progress_on_stderr():
+        with modal.enable_output():
+            result = modal.runner.deploy_app(app, environment_name=environment)
         url = endpoint_url(module)
     return Deployment(
         backend=name, app_name=str(app.name), url=url, dashboard_url=result.app_page_url

@@ -6,6 +6,8 @@ A backend's own settings nest under its name: ``PROMPTWIRE_MODAL_EXLLAMA__CACHE_
 
 from __future__ import annotations
 
+import json
+from collections.abc import Collection
 from typing import Annotated
 
 from pydantic import Field, SecretStr
@@ -16,6 +18,9 @@ from promptwire.protocol import MAX_BODY_BYTES
 ENV_PREFIX = "PROMPTWIRE_"
 DEFAULT_ENDPOINT_URL = "http://127.0.0.1:8000/"
 DEFAULT_SERVE_BACKEND = "modal_dummy"
+#: How ``None`` is written in the environment, for settings classes that read it back
+#: (``env_parse_none_str=NONE_VALUE``).
+NONE_VALUE = "null"
 
 # The client settings' types: checked the same way whether a value comes from an argument of
 # ``PromptwireLLM``/``ChatPromptwire``, the environment or ``.env``.
@@ -70,3 +75,34 @@ def backend_settings_config(backend_name: str) -> SettingsConfigDict:
         env_file_encoding="utf-8",
         extra="ignore",
     )
+
+
+def settings_environment(
+    settings: BaseSettings, *, exclude: Collection[str] = ()
+) -> dict[str, str | None]:
+    """``settings`` as the environment variables that build them again (``exclude`` left out).
+
+    For a Modal function's ``env=``: its container imports the app module again and reads the
+    settings from its own environment, which holds only what the function was given. A field set
+    to None is written as the class's ``env_parse_none_str``; a class without one cannot have it.
+    """
+    config = settings.model_config
+    prefix = config.get("env_prefix", "")
+    none_value = config.get("env_parse_none_str")
+    env: dict[str, str | None] = {}
+    for name, value in settings.model_dump(mode="json", exclude=set(exclude)).items():
+        key = f"{prefix}{name}".upper()
+        if value is None:
+            if none_value is None:
+                raise ValueError(
+                    f"{type(settings).__name__}.{name} is None, which its environment cannot "
+                    "say: give the class env_parse_none_str"
+                )
+            env[key] = none_value
+        elif isinstance(value, bool):
+            env[key] = "true" if value else "false"
+        elif isinstance(value, dict | list):
+            env[key] = json.dumps(value)
+        else:
+            env[key] = str(value)
+    return env

@@ -3,7 +3,8 @@
 Deploy with ``promptwire deploy modal_dummy``
 (or ``modal deploy -m promptwire_modal_dummy.modal_app``).
 Settings are read here, on the machine that deploys, and handed to the container as environment
-variables; the bearer token comes from a Modal Secret so it never passes through this file.
+variables, so that its import of this module builds the same app; the bearer token comes from a
+Modal Secret so it never passes through this file.
 """
 
 from __future__ import annotations
@@ -13,20 +14,11 @@ import os
 import modal
 from fastapi import FastAPI
 from promptwire.modal_image import promptwire_image
+from promptwire.settings import settings_environment
 
 from promptwire_modal_dummy.settings import DummySettings
 
 settings = DummySettings()
-
-# The container gets the engine's settings (not the deploy ones) through its environment.
-engine_env: dict[str, str | None] = {
-    "PROMPTWIRE_MODAL_DUMMY__REPLY": settings.reply,
-    "PROMPTWIRE_MODAL_DUMMY__ECHO": str(settings.echo).lower(),
-    "PROMPTWIRE_MODAL_DUMMY__FIRST_TOKEN_DELAY": str(settings.first_token_delay),
-    "PROMPTWIRE_MODAL_DUMMY__MODEL_NAME": settings.model_name,
-}
-if settings.tokens_per_second is not None:
-    engine_env["PROMPTWIRE_MODAL_DUMMY__TOKENS_PER_SECOND"] = str(settings.tokens_per_second)
 
 image = promptwire_image("promptwire_modal_dummy")
 secrets = [modal.Secret.from_name(settings.api_key_secret)] if settings.api_key_secret else []
@@ -35,7 +27,10 @@ app = modal.App(settings.app_name, image=image)
 
 
 @app.function(
-    env=engine_env,  # not Image.env: Modal allows no build step after add_local_python_source
+    # Every setting, the deploy ones too: the container imports this module again and must
+    # build the same function (Modal checks its Secrets against the deploy's). Not Image.env:
+    # Modal allows no build step after add_local_python_source.
+    env=settings_environment(settings),
     secrets=secrets,
     timeout=settings.timeout,
     scaledown_window=settings.scaledown_window,

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from promptwire.settings import backend_settings_config
-from pydantic import Field
-from pydantic_settings import BaseSettings
+from typing import Any
+
+from promptwire.settings import NONE_VALUE, backend_settings_config
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BACKEND_NAME = "modal_dummy"
 
 
 class DummySettings(BaseSettings):
-    model_config = backend_settings_config(BACKEND_NAME)
+    # ``null`` in the environment means None (the Modal app writes it for its container).
+    model_config = backend_settings_config(BACKEND_NAME) | SettingsConfigDict(
+        env_parse_none_str=NONE_VALUE
+    )
 
     # What the engine answers.
     reply: str = Field(default="hello world", description="The fixed reply.")
@@ -33,3 +38,8 @@ class DummySettings(BaseSettings):
     max_containers: int | None = Field(default=1, ge=1)
     scaledown_window: int = Field(default=60, ge=2, le=3600)
     timeout: int = Field(default=300, ge=10, le=86400)
+
+    @field_validator("api_key_secret", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value

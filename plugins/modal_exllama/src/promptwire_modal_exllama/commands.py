@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from promptwire_modal_exllama.settings import ExllamaSettings
 
@@ -28,13 +29,16 @@ def _size(num_bytes: int) -> str:
     return f"{size:.1f} GiB"
 
 
-def run_download(repo: str, revision: str, *, force: bool = False) -> dict[str, Any]:
-    """Run the app's download function on Modal (no GPU), streaming its logs and progress."""
+def run_download(
+    repo: str, revision: str, *, force: bool = False, environment: str | None = None
+) -> dict[str, Any]:
+    """Run the app's download function on Modal (no GPU), streaming its logs and progress, in
+    the Modal ``environment`` (each has its own Volumes: use the one you deploy to)."""
     import modal
     from promptwire.deploy import load_modal_app, modal_errors
 
     module, app = load_modal_app("promptwire_modal_exllama.modal_app")
-    with modal_errors(), modal.enable_output(), app.run():
+    with modal_errors(), modal.enable_output(), app.run(environment_name=environment):
         result: dict[str, Any] = module.download_model.remote(repo, revision, force)
     return result
 
@@ -53,6 +57,13 @@ def download(
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Download again even if present")] = False,
+    environment: Annotated[
+        str | None,
+        typer.Option(
+            help="Modal environment, as for `promptwire deploy` (each has its own Volumes) "
+            "[default: your Modal profile's]"
+        ),
+    ] = None,
 ) -> None:
     """Download a model into the backend's Modal Volume, with progress, ahead of the first
     cold start. Runs on Modal without a GPU; the weights stay in the Volume."""
@@ -61,10 +72,11 @@ def download(
     revision = revision or settings.hf_revision
     err.print(
         f"promptwire: downloading [bold]{repo}@{revision}[/] into Modal volume "
-        f"[bold]{settings.volume_name}[/]",
+        f"[bold]{settings.volume_name}[/]"
+        + (f" of environment [bold]{escape(environment)}[/]" if environment else ""),
         highlight=False,
     )
-    result = run_download(repo, revision, force=force)
+    result = run_download(repo, revision, force=force, environment=environment)
     state = "downloaded" if result.get("downloaded") else "already in the volume"
     err.print(
         f"promptwire: {repo}@{revision} {state}: {result.get('files', 0)} files, "

@@ -42,26 +42,25 @@ FLASH_ATTN_WHEEL = (
     "https://github.com/Dao-AILab/flash-attention/releases/download/v2.8.3/"
     "flash_attn-2.8.3+cu12torch2.7cxx11abiTRUE-cp311-cp311-linux_x86_64.whl"
 )
-TOKENIZERS = "tokenizers>=0.20,<1"  # exllamav2 imports it but does not declare it
-HUGGINGFACE_HUB = "huggingface_hub[hf_xet]>=0.34,<3"
+
+# Everything else at the versions uv.lock pins (the versions the tests ran), exported beside this
+# file: the server, jinja2 (chat templates), the Hugging Face Hub client, tokenizers (imported by
+# exllamav2 without being declared) and exllamav2's own dependencies; the download image leaves
+# out the GPU stack's.
+GPU_REQUIREMENTS = Path(__file__).with_name("modal-requirements-gpu.txt")
+DOWNLOAD_REQUIREMENTS = Path(__file__).with_name("modal-requirements-download.txt")
 
 gpu_image = promptwire_image(
     "promptwire_modal_exllama",
-    base=modal.Image.debian_slim(python_version=PYTHON_VERSION)
-    .uv_pip_install(TORCH, index_url=TORCH_INDEX_URL)
-    .uv_pip_install(
-        f"exllamav2 @ {EXLLAMAV2_WHEEL}",
-        f"flash-attn @ {FLASH_ATTN_WHEEL}",
-        TOKENIZERS,
-        HUGGINGFACE_HUB,
+    requirements=GPU_REQUIREMENTS,
+    packages=(f"exllamav2 @ {EXLLAMAV2_WHEEL}", f"flash-attn @ {FLASH_ATTN_WHEEL}"),
+    base=modal.Image.debian_slim(python_version=PYTHON_VERSION).uv_pip_install(
+        TORCH, index_url=TORCH_INDEX_URL
     ),
 )
 
 # Downloading needs no GPU and none of the GPU stack.
-download_image = promptwire_image(
-    "promptwire_modal_exllama",
-    base=modal.Image.debian_slim(python_version=PYTHON_VERSION).uv_pip_install(HUGGINGFACE_HUB),
-)
+download_image = promptwire_image("promptwire_modal_exllama", requirements=DOWNLOAD_REQUIREMENTS)
 
 # The weights live in a Volume: downloaded once, then read by every cold start.
 volume = modal.Volume.from_name(settings.volume_name, create_if_missing=True)
@@ -88,6 +87,9 @@ def _fetch(repo_id: str, revision: str, *, force: bool = False) -> dict[str, Any
     image=download_image,
     volumes={MODELS_MOUNT: volume},
     secrets=hf_secrets,
+    # The settings, as for the server: this function's container imports this module again and
+    # must find the same Secrets and Volume (Modal checks them against the deploy's).
+    env=container_environment(settings),
     timeout=settings.download_timeout,
 )
 def download_model(

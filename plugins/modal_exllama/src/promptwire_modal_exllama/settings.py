@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from promptwire.settings import backend_settings_config
+from promptwire.settings import NONE_VALUE, backend_settings_config, settings_environment
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -23,9 +23,6 @@ PAGE_SIZE = 256
 
 DEFAULT_HF_REPO = "turboderp/Llama-3.1-8B-Instruct-exl2"
 DEFAULT_HF_REVISION = "4.0bpw"
-
-#: How ``None`` is written in the environment.
-NONE_VALUE = "null"
 
 #: Where the model Volume is mounted in Modal containers.
 MODELS_MOUNT = PurePosixPath("/models")
@@ -194,6 +191,23 @@ class ExllamaSettings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _scaling_modal_accepts(self) -> ExllamaSettings:
+        """Pairs Modal refuses when the app is defined; refused here with the settings' names."""
+        if self.max_containers is not None and self.min_containers > self.max_containers:
+            raise ValueError(
+                f"min_containers ({self.min_containers}) is larger than max_containers "
+                f"({self.max_containers}): Modal cannot keep more containers warm than it may "
+                "run; lower MIN_CONTAINERS or raise MAX_CONTAINERS (null: no limit)"
+            )
+        if self.target_inputs is not None and self.target_inputs > self.max_inputs:
+            raise ValueError(
+                f"target_inputs ({self.target_inputs}) is larger than max_inputs "
+                f"({self.max_inputs}): Modal's autoscaler cannot aim for more requests per "
+                "container than one serves; lower TARGET_INPUTS or raise MAX_INPUTS"
+            )
+        return self
+
     def volume_model_dir(self, root: PurePosixPath = MODELS_MOUNT) -> PurePosixPath:
         """Where ``hf_repo@hf_revision`` lives in the Volume mounted at ``root``."""
         return root / self.hf_repo / self.hf_revision
@@ -213,13 +227,4 @@ DEPLOY_ONLY_FIELDS = frozenset({"model_dir", "request_params"})
 def container_environment(settings: ExllamaSettings) -> dict[str, str | None]:
     """The settings as ``PROMPTWIRE_MODAL_EXLLAMA__*`` variables, so the container that imports
     the Modal app builds exactly the settings the deploying machine had."""
-    prefix = f"PROMPTWIRE_{BACKEND_NAME.upper()}__"
-    env: dict[str, str | None] = {}
-    for name, value in settings.model_dump(mode="json", exclude=set(DEPLOY_ONLY_FIELDS)).items():
-        if value is None:
-            env[prefix + name.upper()] = NONE_VALUE
-        elif isinstance(value, bool):
-            env[prefix + name.upper()] = "true" if value else "false"
-        else:
-            env[prefix + name.upper()] = str(value)
-    return env
+    return settings_environment(settings, exclude=DEPLOY_ONLY_FIELDS)

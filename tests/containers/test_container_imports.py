@@ -1,0 +1,196 @@
+"""Every Modal function, imported as its container imports it (see
+``tests.support.modal_container``), for every documented combination of the settings that shape
+a deploy: the module imports, the container rebuilds the dependency list the deploy recorded
+(same Secrets, Image and Volumes in the same order, so the same count Modal checks), it reads
+the same settings, and the modules the function imports when it runs are in its Image."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from itertools import product
+from typing import Any
+
+import pytest
+
+from tests.support.locked_requirements import ROOT
+from tests.support.modal_container import DeploySide, Target, deploy_side, run_container
+
+DUMMY = "PROMPTWIRE_MODAL_DUMMY__"
+EXLLAMA = "PROMPTWIRE_MODAL_EXLLAMA__"
+
+#: Stand-in contents of the Modal Secrets the settings below name.
+NAMED_SECRETS = {
+    "promptwire-api-key": {"PROMPTWIRE_API_KEY": "container-test-key"},
+    "my-api-key": {"PROMPTWIRE_API_KEY": "container-test-key-2"},
+    "hf-token": {"HF_TOKEN": "hf_container_test"},
+}
+
+SERVER_REQUIREMENTS = ROOT / "core/src/promptwire/modal-requirements.txt"
+EXLLAMA_DIR = ROOT / "plugins/modal_exllama/src/promptwire_modal_exllama"
+
+TARGETS = {
+    "dummy web": Target(
+        module="promptwire_modal_dummy.modal_app",
+        attribute="web",
+        requirements=SERVER_REQUIREMENTS,
+        runtime_imports=("promptwire.server", "promptwire_modal_dummy.engine"),
+        call_web=True,
+    ),
+    "exllama download_model": Target(
+        module="promptwire_modal_exllama.modal_app",
+        attribute="download_model",
+        requirements=EXLLAMA_DIR / "modal-requirements-download.txt",
+        runtime_imports=("promptwire_modal_exllama.weights", "huggingface_hub"),
+    ),
+    "exllama Server": Target(
+        module="promptwire_modal_exllama.modal_app",
+        attribute="Server",
+        requirements=EXLLAMA_DIR / "modal-requirements-gpu.txt",
+        runtime_imports=(
+            "promptwire.server",
+            "promptwire_modal_exllama.engine",
+            "promptwire_modal_exllama.weights",
+            "promptwire_modal_exllama.chat_template",
+        ),
+    ),
+}
+
+#: Settings only the deploying machine uses (the container never sees them).
+DEPLOY_ONLY = {"dummy web": set(), "exllama download_model": {"model_dir", "request_params"}}
+DEPLOY_ONLY["exllama Server"] = DEPLOY_ONLY["exllama download_model"]
+
+
+def _dummy_cases() -> dict[str, dict[str, str]]:
+    return {
+        "defaults": {},
+        "open endpoint": {f"{DUMMY}API_KEY_SECRET": ""},
+        "everything set": {
+            f"{DUMMY}API_KEY_SECRET": "my-api-key",
+            f"{DUMMY}REPLY": "hi there",
+            f"{DUMMY}ECHO": "true",
+            f"{DUMMY}FIRST_TOKEN_DELAY": "0.5",
+            f"{DUMMY}TOKENS_PER_SECOND": "12.5",
+            f"{DUMMY}MODEL_NAME": "dummy-2",
+            f"{DUMMY}APP_NAME": "my-dummy",
+            f"{DUMMY}MAX_INPUTS": "7",
+            f"{DUMMY}MAX_CONTAINERS": "3",
+            f"{DUMMY}SCALEDOWN_WINDOW": "30",
+            f"{DUMMY}TIMEOUT": "120",
+        },
+    }
+
+
+def _exllama_cases() -> dict[str, dict[str, str]]:
+    """Every combination of the settings that change the functions' Secrets and auth, then one
+    with every other deploy setting changed."""
+    cases = {}
+    for api_key, hf_token, proxy_auth in product(
+        ("promptwire-api-key", ""), ("", "hf-token"), ("false", "true")
+    ):
+        name = (
+            f"api key {api_key or 'none'}, hf token {hf_token or 'none'}, proxy auth {proxy_auth}"
+        )
+        cases[name] = {
+            f"{EXLLAMA}API_KEY_SECRET": api_key,
+            f"{EXLLAMA}HF_TOKEN_SECRET": hf_token,
+            f"{EXLLAMA}PROXY_AUTH": proxy_auth,
+        }
+    cases["everything set"] = {
+        f"{EXLLAMA}API_KEY_SECRET": "my-api-key",
+        f"{EXLLAMA}HF_TOKEN_SECRET": "hf-token",
+        f"{EXLLAMA}HF_REPO": "someone/Model-exl2",
+        f"{EXLLAMA}HF_REVISION": "6.0bpw",
+        f"{EXLLAMA}VOLUME_NAME": "my-models",
+        f"{EXLLAMA}DOWNLOAD_ON_START": "false",
+        f"{EXLLAMA}DOWNLOAD_TIMEOUT": "600",
+        f"{EXLLAMA}APP_NAME": "my-llm",
+        f"{EXLLAMA}MODEL_NAME": "my-model",
+        f"{EXLLAMA}GPU": "H100",
+        f"{EXLLAMA}CACHE_MODE": "Q4",
+        f"{EXLLAMA}CACHE_SIZE": "32768",
+        f"{EXLLAMA}MAX_SEQ_LEN": "8192",
+        f"{EXLLAMA}MAX_BATCH_SIZE": "16",
+        f"{EXLLAMA}TEMPERATURE": "0.2",
+        f"{EXLLAMA}TIMEOUT": "900",
+        f"{EXLLAMA}STARTUP_TIMEOUT": "1800",
+        f"{EXLLAMA}SCALEDOWN_WINDOW": "60",
+        f"{EXLLAMA}MIN_CONTAINERS": "1",
+        f"{EXLLAMA}MAX_CONTAINERS": "null",
+        f"{EXLLAMA}MAX_INPUTS": "32",
+        f"{EXLLAMA}TARGET_INPUTS": "16",
+        f"{EXLLAMA}MODEL_DIR": "/deploying/machine/only",
+        f"{EXLLAMA}REQUEST_PARAMS": '{"top_k": 40}',
+    }
+    return cases
+
+
+CASES = {
+    "dummy web": _dummy_cases(),
+    "exllama download_model": _exllama_cases(),
+    "exllama Server": _exllama_cases(),
+}
+
+
+@pytest.fixture(scope="module")
+def containers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[str], tuple[dict[str, DeploySide], dict[str, dict[str, Any]]]]]:
+    """Deploy each target under every case, then import it in one stand-in container per
+    target (the first test to ask does the work; the rest reuse it)."""
+    done: dict[str, tuple[dict[str, DeploySide], dict[str, dict[str, Any]]]] = {}
+
+    def run(target_name: str) -> tuple[dict[str, DeploySide], dict[str, dict[str, Any]]]:
+        if target_name not in done:
+            target = TARGETS[target_name]
+            deploys = {
+                name: deploy_side(target, environment, NAMED_SECRETS)
+                for name, environment in CASES[target_name].items()
+            }
+            workdir = tmp_path_factory.mktemp("container")
+            done[target_name] = (
+                deploys,
+                run_container(
+                    workdir, target, deploys, preload=("pydantic", "pydantic_settings", "fastapi")
+                ),
+            )
+        return done[target_name]
+
+    yield run
+
+
+@pytest.mark.parametrize(
+    ("target_name", "case"),
+    [(target, case) for target, cases in CASES.items() for case in cases],
+)
+def test_the_container_rebuilds_what_the_deploy_recorded(
+    containers: Callable[[str], tuple[dict[str, DeploySide], dict[str, dict[str, Any]]]],
+    target_name: str,
+    case: str,
+) -> None:
+    deploys, reports = containers(target_name)
+    deploy, report = deploys[case], reports[case]
+    assert "error" not in report, report["error"]
+    assert report["dependencies"] == deploy.dependencies
+    deploy_only = DEPLOY_ONLY[target_name]
+    sent = {k: v for k, v in deploy.settings.items() if k not in deploy_only}
+    assert {k: v for k, v in report["settings"].items() if k not in deploy_only} == sent
+
+
+def test_the_stand_in_container_sees_only_what_a_container_has(
+    containers: Callable[[str], tuple[dict[str, DeploySide], dict[str, dict[str, Any]]]],
+) -> None:
+    """The tier proves something only if the child cannot see the workspace: no promptwire
+    distribution, nothing on ``sys.path`` but the standard library, the uploaded sources and the
+    Image's packages, and no variable but the function's and Modal's."""
+    deploys, reports = containers("dummy web")
+    seen = reports["defaults"]["visible"]
+    assert seen["is_local"] is False
+    assert seen["distributions"] == []
+    assert all(
+        path.startswith((seen["base_prefix"], *seen["added"])) for path in seen["sys_path"]
+    ), seen["sys_path"]
+    sources = seen["added"][0]
+    assert seen["promptwire_modules"]
+    assert all(path.startswith(sources) for path in seen["promptwire_modules"])
+    assert set(seen["environment"]) == {"PATH", "HOME", *deploys["defaults"].environment}
+    assert "PROMPTWIRE_API_KEY" in seen["environment"]  # from the stand-in named Secret
