@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import socket
 import struct
 import threading
+import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -327,12 +329,105 @@ async def _echo_auth(r: Request) -> None:
         await r.send(chunk(sse("error", error)) + b"0\r\n\r\n")
 
 
+@behaviour("redirect-to")
+async def _redirect_to(r: Request) -> None:
+    """``?code=303|307|308&to=<url>``: one redirect to another URL (another origin, say)."""
+    await r.reply(int(r.query.get("code", "303")), b"", headers={"Location": r.query["to"]})
+
+
+@functools.cache
+def gzip_bomb(mib: int) -> bytes:
+    """A gzip body that inflates to ``mib`` MiB of a valid-looking reply (made once)."""
+    packer = zlib.compressobj(9, wbits=zlib.MAX_WBITS | 16)
+    zeros = b"0" * (1 << 20)
+    parts = [packer.compress(b'{"prompt": "')]
+    parts += [packer.compress(zeros) for _ in range(mib)]
+    parts += [packer.compress(b'"}'), packer.flush()]
+    return b"".join(parts)
+
+
+@behaviour("gzip-bomb")
+async def _gzip_bomb(r: Request) -> None:
+    """``?mib=N``: a small gzip body that inflates to N MiB (``gzip_bomb``)."""
+    body = await asyncio.to_thread(gzip_bomb, int(r.query.get("mib", "256")))
+    await r.reply(200, body, headers={"Content-Encoding": "gzip"})
+
+
+@behaviour("huge")
+async def _huge(r: Request) -> None:
+    """``?mib=N``: a valid reply of N MiB, declared up front and sent as fast as it is read."""
+    size = int(r.query.get("mib", "200")) << 20
+    prefix, suffix = b'{"prompt": "', b'"}'
+    length = len(prefix) + size + len(suffix)
+    await r.send(head(200, {"Content-Type": "application/json", "Content-Length": str(length)}))
+    await r.send(prefix)
+    piece = b"x" * (1 << 20)
+    for _ in range(size >> 20):
+        await r.send(piece)
+    await r.send(suffix)
+
+
+@behaviour("endless-line")
+async def _endless_line(r: Request) -> None:
+    """A stream whose first line never ends (up to ``?mib=N`` MiB, default 512)."""
+    await r.send(head(200, {"Content-Type": "text/event-stream"}))
+    await r.send(b"event: delta\r\ndata: ")
+    piece = b"a" * (1 << 20)
+    deadline = asyncio.get_running_loop().time() + MAX_HANG
+    for _ in range(int(r.query.get("mib", "512"))):
+        await r.send(piece)
+        if asyncio.get_running_loop().time() > deadline:
+            return
+
+
+KEEPALIVES = {
+    "ping-event": b"event: ping\r\ndata: {}\r\n\r\n",
+    "data-only": b"data: still here\r\n\r\n",
+    "retry-only": b"retry: 1000\r\n\r\n",
+    "id-then-blank": b"id: 7\r\n\r\n",
+    "unknown-event": b'event: progress\r\ndata: {"percent": 50}\r\n\r\n',
+}
+
+
+@behaviour("stream-keepalives")
+async def _stream_keepalives(r: Request) -> None:
+    """One event, then only ``?kind=`` keep-alives that carry no text (see ``KEEPALIVES``)."""
+    await r.send(head(200, SSE_HEADERS))
+    await r.send(chunk(sse("delta", {"text": "hello "})))
+    keepalive = KEEPALIVES[r.query["kind"]]
+    deadline = asyncio.get_running_loop().time() + MAX_HANG
+    while asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(DRIP_INTERVAL)
+        await r.send(chunk(keepalive))
+
+
+@behaviour("odd-json")
+async def _odd_json(r: Request) -> None:
+    """``?kind=``: ``nested`` (100,000 levels deep in an unknown key), ``bigint`` (a 5,000-digit
+    integer in an unknown key), ``nan`` (NaN, which is not JSON); ``?as=event`` sends it as a
+    stream's ``done`` event instead of a whole reply."""
+    kind = r.query["kind"]
+    extra = {
+        "nested": b"[" * 100_000 + b"]" * 100_000,
+        "bigint": b"1" * 5000,
+        "nan": b"NaN",
+    }[kind]
+    if r.query.get("as") == "event":
+        data = b'{"finish_reason": "stop", "extra": ' + extra + b"}"
+        await r.send(head(200, SSE_HEADERS))
+        await r.send(chunk(sse("delta", {"text": "ok"})))
+        await r.send(chunk(b"event: done\r\ndata: " + data + b"\r\n\r\n") + b"0\r\n\r\n")
+        return
+    await r.reply(200, b'{"prompt": "ok", "extra": ' + extra + b"}")
+
+
 class FaultServer:
     """The server, run by its own event loop in a daemon thread."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self.methods: dict[str, list[str]] = {}
+        self.headers: dict[str, list[dict[str, str]]] = {}
         self._ids = itertools.count()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -373,6 +468,10 @@ class FaultServer:
         """Requests received so far at ``url``'s path."""
         return self.counts[urlsplit(url).path]
 
+    def headers_of(self, url: str) -> list[dict[str, str]]:
+        """The headers (names in lower case) of the requests received at ``url``'s path."""
+        return list(self.headers.get(urlsplit(url).path, []))
+
     def methods_of(self, url: str) -> list[str]:
         """The methods of the requests received at ``url``'s path, in order."""
         return list(self.methods.get(urlsplit(url).path, []))
@@ -412,6 +511,7 @@ class FaultServer:
         parts = urlsplit(target)
         self.counts[parts.path] += 1
         self.methods.setdefault(parts.path, []).append(method)
+        self.headers.setdefault(parts.path, []).append(headers)
         name = parts.path.strip("/").split("/")[0]
         request = Request(
             method=method,

@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import re
 import ssl
 import threading
 import time
+import zlib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -26,8 +28,6 @@ from http.cookiejar import Cookie, CookieJar
 from typing import Any, TypeVar
 
 import httpx
-from httpx_sse import EventSource, ServerSentEvent
-from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 from pydantic import SecretStr, ValidationError
 from tenacity import (
     AsyncRetrying,
@@ -44,6 +44,7 @@ from promptwire.errors import (
     EndpointError,
     EndpointTimeoutError,
     ProtocolError,
+    ReplyTooLargeError,
     StreamError,
     status_error_class,
 )
@@ -55,12 +56,16 @@ from promptwire.protocol import (
     StreamDelta,
     StreamDone,
 )
+from promptwire.reply_body import ACCEPT_ENCODING, BodyDecoder, ReplyTooLarge, UnsupportedEncoding
+from promptwire.sse import Event, EventTooLarge, SSEDecoder
 
 StreamEvent = StreamDelta | StreamDone
 T = TypeVar("T")
 
 MAX_RETRY_AFTER = 60.0
 SNIPPET_CHARS = 200
+#: The default bound on a reply's decoded size (a whole reply, or one event of a stream).
+MAX_REPLY_BYTES = 32 << 20
 USER_AGENT = "promptwire"
 #: httpcore's connection pool rescans all its connections several times per request (work
 #: quadratic in its size; encode/httpcore#1035): at 64 requests in flight that costs more CPU
@@ -84,6 +89,8 @@ class ClientConfig:
     max_retries: int = 2
     retry_unsafe: bool = False
     max_connections: int = 100
+    max_reply_bytes: int = MAX_REPLY_BYTES
+    """The most bytes of a whole reply, or of one event of a stream, once decoded."""
 
 
 class EndpointClient:
@@ -92,9 +99,14 @@ class EndpointClient:
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
         self._url = parse_endpoint_url(config.url)  # parsed once, not on every request
+        self._origin = _origin(self._url)
+        self._credential_headers = ["Authorization", *config.secret_headers]
+        for name, secret in [("api_key", config.api_key), *config.secret_headers.items()]:
+            if secret is not None:
+                check_header_secret(name, secret.get_secret_value())
         self._sync: httpx.Client | None = None
         self._async = _PoolsPerLoop(
-            lambda: _AsyncPools(self._client_options, config.max_connections)
+            lambda: _AsyncPools(self._async_client_options, config.max_connections)
         )
         self._ssl: ssl.SSLContext | None = None
         self._secrets = [
@@ -108,10 +120,14 @@ class EndpointClient:
 
     # -- pools ---------------------------------------------------------------------------------
 
-    def _client_options(self, max_connections: int | None = None) -> dict[str, Any]:
+    def _client_options(self, max_connections: int, hook: Callable[..., Any]) -> dict[str, Any]:
         cfg = self.config
-        max_connections = max_connections or cfg.max_connections
-        headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **cfg.headers}
+        headers = {
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            "Accept-Encoding": ACCEPT_ENCODING,
+            **cfg.headers,
+        }
         headers.update({k: v.get_secret_value() for k, v in cfg.secret_headers.items()})
         if cfg.api_key is not None:
             headers["Authorization"] = f"Bearer {cfg.api_key.get_secret_value()}"
@@ -128,12 +144,34 @@ class EndpointClient:
             "limits": limits,
             "follow_redirects": True,
             "verify": self._ssl,
+            "event_hooks": {"request": [hook]},
         }
+
+    def _async_client_options(self, max_connections: int) -> dict[str, Any]:
+        return self._client_options(max_connections, self._aguard_redirect)
+
+    # Every request of a redirect chain passes here before it is sent (httpx's request hook).
+    # httpx itself strips only Authorization when a redirect leaves the endpoint's origin.
+
+    def _guard_redirect(self, request: httpx.Request) -> None:
+        if _origin(request.url) == self._origin:
+            return
+        if request.method not in ("GET", "HEAD"):  # a 307/308 would send the prompt there too
+            raise ProtocolError(
+                f"refused a redirect to another origin ({_origin_text(request.url)}) that would "
+                "send the request body there",
+                url=self.config.url,
+            )
+        for name in self._credential_headers:  # credentials never cross origins (RFC 9110)
+            request.headers.pop(name, None)
+
+    async def _aguard_redirect(self, request: httpx.Request) -> None:
+        self._guard_redirect(request)
 
     @property
     def sync_client(self) -> httpx.Client:
         if self._sync is None:
-            options = self._client_options()
+            options = self._client_options(self.config.max_connections, self._guard_redirect)
             with _MAKING:
                 if self._sync is None:
                     self._sync = _StatelessClient(**options)
@@ -182,13 +220,18 @@ class EndpointClient:
             async with asyncio.timeout(self.config.timeout):
                 turn = _AsyncTurn()
                 with self._translate_errors(turn), self._async.current().lease() as client:
-                    response = await client.post(
-                        self._url, json=payload, extensions=turn.extensions
+                    request = client.build_request(
+                        "POST", self._url, json=payload, extensions=turn.extensions
                     )
-                    self._raise_for_status(response, response.content)
+                    response = await client.send(request, stream=True)
+                    try:
+                        body = await self._aread_all(response)
+                    finally:
+                        await response.aclose()
+                    self._raise_for_status(response, body)
         except TimeoutError as exc:
             raise self._timeout() from exc
-        return self._parse_reply(response.content)
+        return self._parse_reply(body)
 
     # -- streams -------------------------------------------------------------------------------
 
@@ -203,12 +246,10 @@ class EndpointClient:
                     whole = self._read_within(response, time.monotonic() + self.config.timeout)
                     yield from _whole_reply_as_stream(self._parse_reply(whole))
                     return
-                for sse in self._iter_sse_within(response):
-                    event = self._parse_event(sse)
-                    if event is not None:
-                        yield event
-                        if isinstance(event, StreamDone):
-                            return
+                for event in self._events_within(response):
+                    yield event
+                    if isinstance(event, StreamDone):
+                        return
             raise ProtocolError("the stream ended before its 'done' event", url=self.config.url)
         finally:
             response.close()
@@ -231,17 +272,18 @@ class EndpointClient:
                     for whole in _whole_reply_as_stream(reply):
                         yield whole
                     return
-                events = EventSource(response).aiter_sse()
-                while True:
-                    try:
-                        async with asyncio.timeout(self.config.timeout):
-                            sse = await anext(events)
-                    except StopAsyncIteration:
-                        break
-                    except TimeoutError as exc:
-                        raise self._timeout() from exc
-                    event = self._parse_event(sse)
-                    if event is not None:
+                events = self._aevents(response)
+                async with contextlib.aclosing(events):
+                    while True:
+                        # The timeout runs from one event of the protocol to the next: pings,
+                        # comments and events of other types do not hold a stalled stream open.
+                        try:
+                            async with asyncio.timeout(self.config.timeout):
+                                event = await anext(events)
+                        except StopAsyncIteration:
+                            break
+                        except TimeoutError as exc:
+                            raise self._timeout() from exc
                         yield event
                         if isinstance(event, StreamDone):
                             return
@@ -292,47 +334,84 @@ class EndpointClient:
                 await response.aclose()
         raise AssertionError("unreachable")  # pragma: no cover (_raise_for_status raised)
 
-    # The sync path has no asyncio.timeout: httpx's read timeout restarts with every byte, so a
-    # slow drip or a stream of keep-alive pings would never time out. These check the clock.
+    # -- reading, bounded ----------------------------------------------------------------------
+    # Bodies are read raw and decoded by ``BodyDecoder`` (httpx would inflate without a cap), at
+    # most ``max_reply_bytes`` for a whole body or one event. The sync path has no
+    # asyncio.timeout: httpx's read timeout restarts with every byte, so a slow drip or a stream
+    # of keep-alive pings would never time out. It checks the clock itself.
+
+    def _decoder(self, response: httpx.Response, *, whole: bool) -> BodyDecoder:
+        limit = self.config.max_reply_bytes if whole else None
+        return BodyDecoder(response.headers.get("content-encoding", ""), limit)
 
     def _read_within(self, response: httpx.Response, deadline: float) -> bytes:
+        decoder = self._decoder(response, whole=True)
         body = bytearray()
-        for chunk in response.iter_bytes():
-            body += chunk
+        for raw in response.iter_raw():
+            for piece in decoder.feed(raw):
+                body += piece
             if time.monotonic() > deadline:
                 raise self._timeout()
+        for piece in decoder.flush():
+            body += piece
         return bytes(body)
 
-    def _iter_sse_within(self, response: httpx.Response) -> Iterator[ServerSentEvent]:
-        """Server-sent events, each due within ``timeout`` of the one before (as in ``astream``);
-        comments (pings) do not count as events."""
-        lines, decoder = SSELineDecoder(), SSEDecoder()
-        deadline = time.monotonic() + self.config.timeout
-        for text in response.iter_text():
-            for line in lines.decode(text):
-                sse = decoder.decode(line.rstrip("\n"))
-                if sse is not None:
-                    yield sse
-                    deadline = time.monotonic() + self.config.timeout
-            if time.monotonic() > deadline:
-                raise self._timeout()
-        for line in lines.flush():
-            sse = decoder.decode(line.rstrip("\n"))
-            if sse is not None:
-                yield sse
+    async def _aread_all(self, response: httpx.Response) -> bytes:
+        decoder = self._decoder(response, whole=True)
+        body = bytearray()
+        async for raw in response.aiter_raw():
+            for piece in decoder.feed(raw):
+                body += piece
+        for piece in decoder.flush():
+            body += piece
+        return bytes(body)
 
     async def _aread(self, response: httpx.Response) -> bytes:
         try:
             async with asyncio.timeout(self.config.timeout):
-                return await response.aread()
+                return await self._aread_all(response)
         except TimeoutError as exc:
             raise self._timeout() from exc
+
+    def _events_within(self, response: httpx.Response) -> Iterator[StreamEvent]:
+        """The protocol's events, each due within ``timeout`` of the one before (as in
+        ``astream``); pings, comments and other events do not count."""
+        decoder = self._decoder(response, whole=False)
+        sse = SSEDecoder(self.config.max_reply_bytes)
+        deadline = time.monotonic() + self.config.timeout
+        for raw in response.iter_raw():
+            for piece in decoder.feed(raw):
+                for found in sse.feed(piece):
+                    if (event := self._parse_event(found)) is not None:
+                        yield event
+                        deadline = time.monotonic() + self.config.timeout
+            if time.monotonic() > deadline:
+                raise self._timeout()
+        for piece in decoder.flush():
+            for found in sse.feed(piece):
+                if (event := self._parse_event(found)) is not None:
+                    yield event
+        sse.close()
+
+    async def _aevents(self, response: httpx.Response) -> AsyncGenerator[StreamEvent, None]:
+        decoder = self._decoder(response, whole=False)
+        sse = SSEDecoder(self.config.max_reply_bytes)
+        async for raw in response.aiter_raw():
+            for piece in decoder.feed(raw):
+                for found in sse.feed(piece):
+                    if (event := self._parse_event(found)) is not None:
+                        yield event
+        for piece in decoder.flush():
+            for found in sse.feed(piece):
+                if (event := self._parse_event(found)) is not None:
+                    yield event
+        sse.close()
 
     # -- parsing -------------------------------------------------------------------------------
 
     def _parse_reply(self, body: bytes) -> PromptResponse:
         try:
-            data = json.loads(body)
+            data = parse_json(body)
         except ValueError:
             raise ProtocolError(
                 f"the reply is not JSON: {self._snippet(body)!r}", url=self.config.url
@@ -349,11 +428,11 @@ class EndpointClient:
             # Keep the text even when optional fields are malformed.
             return PromptResponse(prompt=data["prompt"])
 
-    def _parse_event(self, sse: ServerSentEvent) -> StreamEvent | None:
+    def _parse_event(self, sse: Event) -> StreamEvent | None:
         if sse.event not in (EVENT_DELTA, EVENT_DONE, EVENT_ERROR):
-            return None  # comments, pings and unknown events are skipped
+            return None  # pings and unknown events are skipped
         try:
-            data = json.loads(sse.data)
+            data = parse_json(sse.data)
             if sse.event == EVENT_DELTA:
                 return StreamDelta.model_validate(data)
             if sse.event == EVENT_DONE:
@@ -372,7 +451,7 @@ class EndpointClient:
             return
         error_type, message = None, f"unexpected reply: {self._snippet(body)!r}"
         try:
-            detail = json.loads(body)["error"]
+            detail = parse_json(body)["error"]
             error_type = self._redact(str(detail["type"]))
             message = self._redact(str(detail["message"]))
         except (ValueError, KeyError, TypeError):
@@ -408,7 +487,7 @@ class EndpointClient:
     # -- errors and retries --------------------------------------------------------------------
 
     def _translate_errors(self, turn: _Turn | _AsyncTurn | None = None) -> _TranslateErrors:
-        return _TranslateErrors(self.config.url, turn)
+        return _TranslateErrors(self.config.url, self._redact, turn)
 
     def _should_retry(self, exc: BaseException) -> bool:
         if not isinstance(exc, EndpointError) or not exc.transient:
@@ -491,6 +570,48 @@ def _wait_honouring_retry_after(state: RetryCallState) -> float:
 
 
 _USERINFO = re.compile(r"//[^/?#]*@")
+_HEADER_SECRET = re.compile(r"[\x21-\x7e]+")
+
+#: Python refuses to convert an integer of more digits than this (``sys.int_info``).
+_INT_DIGITS = 4300
+
+
+def check_header_secret(name: str, value: str) -> None:
+    """Refuse a secret that cannot travel in an HTTP header: empty, or with a space, a control
+    character or a non-ASCII character (a token file read with its trailing newline). Naming the
+    setting, never the value: httpx's own error would quote the whole header."""
+    if not _HEADER_SECRET.fullmatch(value):
+        raise ConfigurationError(
+            f"{name} must be printable ASCII without spaces or control characters (is there a "
+            "trailing newline?); its value is not shown"
+        )
+
+
+def parse_json(text: str | bytes) -> Any:
+    """JSON as the protocol means it: ``NaN``/``Infinity`` are not JSON, an integer too long for
+    Python's ``int`` is kept as its digits (only an unknown key can hold one, and unknown keys are
+    ignored), and nesting too deep to parse is malformed. Every failure is a ``ValueError``."""
+    try:
+        return json.loads(text, parse_constant=_not_json, parse_int=_integer)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _integer(digits: str) -> int | str:
+    return int(digits) if len(digits.lstrip("-")) <= _INT_DIGITS else digits
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    default = {"http": 80, "https": 443}.get(url.scheme)
+    return url.scheme, url.host, url.port or default
+
+
+def _origin_text(url: httpx.URL) -> str:
+    return str(url.copy_with(path="/", query=None, fragment=None, username=None, password=None))
 
 
 def parse_endpoint_url(url: str) -> httpx.URL:
@@ -518,9 +639,11 @@ def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
     try:
         return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
     except (TypeError, ValueError):
@@ -754,10 +877,13 @@ class _AsyncTurn(_Turn):
 
 
 class _TranslateErrors:
-    """Turns httpx's transport errors into promptwire's, marking which are safe to retry."""
+    """Turns httpx's transport errors, and a reply the client will not decode, into promptwire's
+    errors, marking which are safe to retry. Messages are redacted and the original exception is
+    not chained: its text and repr may quote a header (a token)."""
 
-    def __init__(self, url: str, turn: _Turn | None = None) -> None:
+    def __init__(self, url: str, redact: Callable[[str], str], turn: _Turn | None = None) -> None:
         self.url = url
+        self.redact = redact
         self.turn = turn
 
     def __enter__(self) -> None:
@@ -766,11 +892,17 @@ class _TranslateErrors:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
     ) -> None:
-        if exc is None or isinstance(exc, EndpointError) or not isinstance(exc, httpx.HTTPError):
+        if exc is None or isinstance(exc, EndpointError):
             return
         url = self.url
-        reason = str(exc) or type(exc).__name__  # async read errors often have no message
         new: EndpointError
+        if isinstance(exc, ReplyTooLarge | EventTooLarge):
+            raise ReplyTooLargeError(str(exc), url=url) from None
+        if isinstance(exc, UnsupportedEncoding | zlib.error):
+            raise ProtocolError(f"the reply cannot be decoded: {exc}", url=url) from None
+        if not isinstance(exc, httpx.HTTPError):
+            return
+        reason = self.redact(str(exc) or type(exc).__name__)  # async read errors are often blank
         if isinstance(exc, httpx.ConnectTimeout):
             new = EndpointTimeoutError(
                 "timed out connecting", url=url, transient=True, may_have_run=False
@@ -787,13 +919,13 @@ class _TranslateErrors:
             new = ProtocolError("too many redirects", url=url)
         elif isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
             if self.turn is not None and self.turn.stale:
-                raise StaleConnectionError(url) from exc
+                raise StaleConnectionError(url) from None
             new = EndpointConnectError(
                 f"the connection broke mid-reply: {reason}", url=url, transient=True
             )
         else:
             new = EndpointError(f"{type(exc).__name__}: {reason}", url=url)
-        raise new from exc
+        raise new from None
 
 
 __all__ = ["ClientConfig", "EndpointClient", "StaleConnectionError", "StreamEvent"]

@@ -17,13 +17,24 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self, TypeVar
 
-from pydantic import BaseModel, Field, PrivateAttr, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    model_validator,
+)
 
 from promptwire.backends import ClientAdapter
-from promptwire.client import ClientConfig, EndpointClient, parse_endpoint_url
+from promptwire.client import (
+    ClientConfig,
+    EndpointClient,
+    check_header_secret,
+    parse_endpoint_url,
+)
 from promptwire.errors import ConfigurationError
 from promptwire.protocol import MaxTokens, Seed, StopSequences, Temperature, TopK, TopP
-from promptwire.settings import Concurrency, PromptwireSettings, Retries, Seconds
+from promptwire.settings import Concurrency, PromptwireSettings, ReplyBytes, Retries, Seconds
 
 MODAL_KEY_HEADER = "Modal-Key"
 MODAL_SECRET_HEADER = "Modal-Secret"  # noqa: S105 (a header name)
@@ -40,7 +51,10 @@ FROM_SETTINGS = (
     "max_retries",
     "retry_unsafe",
     "max_concurrency",
+    "max_reply_bytes",
 )
+
+SECRET_FIELDS = ("api_key", "modal_key", "modal_secret")
 
 # Generation fields sent as request parameters of the same name (``stop`` is sent per call).
 GENERATION_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "seed")
@@ -75,6 +89,8 @@ class EndpointModel(BaseModel):
     """Also retry failures after which the server may have run the request."""
     max_concurrency: Concurrency | None = None
     """Requests of one batch in flight at once."""
+    max_reply_bytes: ReplyBytes | None = None
+    """The most bytes of a whole reply, or of one event of a stream, once decoded."""
 
     # Generation parameters sent with every request (a call's keyword arguments beat them).
     max_tokens: MaxTokens | None = None
@@ -99,6 +115,10 @@ class EndpointModel(BaseModel):
                 object.__setattr__(self, name, getattr(settings, name))
         if self.endpoint_url is not None:
             parse_endpoint_url(self.endpoint_url)  # a typo fails here, not at the first call
+        for name in SECRET_FIELDS:  # a stray newline fails here, not in a header, quoted
+            secret: SecretStr | None = getattr(self, name)
+            if secret is not None:
+                check_header_secret(name, secret.get_secret_value())
         if self.backend:
             from promptwire.plugins import get_backend
 
@@ -151,6 +171,7 @@ class EndpointModel(BaseModel):
                 max_retries=_given(self.max_retries),
                 retry_unsafe=_given(self.retry_unsafe),
                 max_connections=max(100, _given(self.max_concurrency)),
+                max_reply_bytes=_given(self.max_reply_bytes),
             )
         )
 

@@ -57,6 +57,10 @@ class ProtocolError(EndpointError):
     pass
 
 
+class ReplyTooLargeError(ProtocolError):
+    """A reply, or one event of a stream, is larger than ``max_reply_bytes`` once decoded."""
+
+
 class StreamError(EndpointError):
     def __init__(self, message: str, *, url: str, error_type: str) -> None:
         super().__init__(f"stream failed: {error_type}: {message}", url=url)

@@ -27,6 +27,7 @@ NONE_VALUE = "null"
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Retries = Annotated[int, Field(ge=0, le=20)]
 Concurrency = Annotated[int, Field(ge=1, le=4096)]
+ReplyBytes = Annotated[int, Field(ge=1024, le=1 << 31)]
 
 
 class PromptwireSettings(BaseSettings):
@@ -57,6 +58,10 @@ class PromptwireSettings(BaseSettings):
         "(502, 504, read timeouts, dropped connections).",
     )
     max_concurrency: Concurrency = Field(default=16, description="Prompts of a batch in flight.")
+    max_reply_bytes: ReplyBytes = Field(
+        default=32 << 20,
+        description="Client: the most bytes of a whole reply, or of one event of a stream.",
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
