@@ -91,3 +91,12 @@ def test_the_container_rebuilds_the_same_settings(monkeypatch: pytest.MonkeyPatc
     assert in_container.model_dump(exclude={"model_dir", "request_params"}) == deployed.model_dump(
         exclude={"model_dir", "request_params"}
     )
+
+
+def test_a_batch_size_the_generator_cannot_run_is_refused_up_front() -> None:
+    """ExLlamaV2's dynamic generator needs max_batch_size x 8 tokens in one forward pass of at
+    most 2048: 300 used to pass here and crash after the model was loaded (on Modal, at every
+    cold start)."""
+    assert ExllamaSettings(max_batch_size=256).max_batch_size == 256
+    with pytest.raises(ValidationError, match="runs at most 256 sequences at once"):
+        ExllamaSettings(max_batch_size=300)

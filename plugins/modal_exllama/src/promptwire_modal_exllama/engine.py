@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,18 @@ from promptwire_modal_exllama.batching import (
     EncodedPrompt,
 )
 from promptwire_modal_exllama.params import SamplingParams
-from promptwire_modal_exllama.settings import PAGE_SIZE, CacheMode, ExllamaSettings
+from promptwire_modal_exllama.settings import (
+    MAX_INPUT_LEN,
+    MAX_Q_SIZE,
+    PAGE_SIZE,
+    CacheMode,
+    ExllamaSettings,
+)
 
 logger = logging.getLogger(__name__)
 
 #: Tokens ingested per forward pass of a prefill (ExLlamaV2's default ``max_input_len``).
-MAX_CHUNK_SIZE = 2048
+MAX_CHUNK_SIZE = MAX_INPUT_LEN
 
 INSTALL_HINT = (
     "install the GPU extra (pip install 'promptwire-modal-exllama[gpu]') with a CUDA build of "
@@ -54,6 +61,19 @@ def _import_gpu_libraries() -> Any:
     except ImportError as exc:
         raise ModelLoadError(f"exllamav2 is not installed ({exc}); {INSTALL_HINT}") from exc
     return exllamav2
+
+
+def raise_batch_rows(config: Any, max_batch_size: int) -> bool:
+    """Make the model's scratch buffers (``max_input_len * max_batch_size`` tokens per forward
+    pass) hold the generator's ``max_batch_size * MAX_Q_SIZE``, before loading. ``load_autosplit``
+    caps ``max_input_len`` at ``max_seq_len``, so a short context needs more rows. True when
+    raised."""
+    input_len = min(int(config.max_input_len), int(config.max_seq_len))
+    needed = MAX_Q_SIZE * max_batch_size
+    if needed <= int(config.max_batch_size) * input_len:
+        return False
+    config.max_batch_size = math.ceil(needed / input_len)
+    return True
 
 
 def _eos_token_ids(model_dir: Path, config: Any, tokenizer: Any) -> frozenset[int]:
@@ -96,6 +116,15 @@ class ExllamaRuntime:
         requested = settings.max_seq_len or config.max_seq_len
         self.max_seq_len = int(min(requested, settings.cache_size))
         config.max_seq_len = self.max_seq_len
+        if settings.max_batch_size is not None and raise_batch_rows(
+            config, settings.max_batch_size
+        ):
+            logger.info(
+                "max_batch_size %d: the model's forward pass holds %d x %d tokens",
+                settings.max_batch_size,
+                config.max_batch_size,
+                min(config.max_input_len, config.max_seq_len),
+            )
 
         self.model = exl.ExLlamaV2(config)
         self.cache = self._cache_class(exl)(self.model, max_seq_len=settings.cache_size, lazy=True)
@@ -161,6 +190,7 @@ class ExllamaRuntime:
             max_batch_size=self.settings.max_batch_size,
             max_seq_len=self.max_seq_len,
             max_chunk_size=chunk,
+            max_q_size=MAX_Q_SIZE,
             paged=True,
         )
         self._generator = generator
