@@ -289,7 +289,7 @@ class ExllamaRuntime:
 
     def new_generator(self) -> DynamicGenerator:
         """A fresh generator over the loaded model and cache (also after a failure: the old
-        one's sampling threads are shut down)."""
+        one is taken apart)."""
         from exllamav2.generator import ExLlamaV2DynamicGenerator
 
         self._retire_generator()
@@ -309,19 +309,55 @@ class ExllamaRuntime:
 
     def _retire_generator(self) -> None:
         old, self._generator = self._generator, None
-        for pool_name in ("sampling_pool", "filter_pool"):
-            pool = getattr(old, pool_name, None)
-            if pool is not None:
-                pool.shutdown(wait=False)
+        if old is not None:
+            _take_apart(old)
 
     def close(self) -> None:
+        """Free the model, the cache and the generator now. The generator and its cache pages
+        refer to each other, so without taking it apart the cache (gigabytes) would stay
+        allocated until the next full garbage collection."""
         self._retire_generator()
+        model, self.model = self.model, None
+        self.cache = None
         try:
-            self.model.unload()
+            if model is not None:
+                model.unload()
         finally:
+            del model
             import torch
 
-            torch.cuda.empty_cache()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
+def _take_apart(generator: Any) -> None:
+    """Stop a dynamic generator's threads and drop what it holds: its jobs, its page table
+    (each page refers back to the generator) and its references to the model, the cache and
+    its buffers. It cannot be used afterwards."""
+    for pool_name in ("sampling_pool", "filter_pool"):
+        pool = getattr(generator, pool_name, None)
+        if pool is not None:
+            pool.shutdown(wait=False)
+    for name in ("pending_jobs", "active_jobs", "all_pages", "filter_queue"):
+        items = getattr(generator, name, None)
+        if isinstance(items, list):
+            items.clear()
+    for name in ("referenced_pages", "unreferenced_pages", "defrag_buffer"):
+        table = getattr(generator, name, None)
+        if isinstance(table, dict):
+            table.clear()
+    for name in (
+        "model",
+        "cache",
+        "draft_model",
+        "draft_cache",
+        "tokenizer",
+        "logits_pinned",
+        "draft_input_ids_pinned",
+        "draft_ids_pinned",
+    ):
+        if hasattr(generator, name):
+            setattr(generator, name, None)
 
 
 def load_runtime(settings: ExllamaSettings) -> ExllamaRuntime:
