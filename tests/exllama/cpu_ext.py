@@ -24,6 +24,7 @@ Compile it ahead of time with ``uv run python -m tests.exllama.cpu_ext``.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import itertools
 import os
@@ -48,6 +49,8 @@ SOURCES = (
     "cpp/profiling.cpp",
     "cpp/generator.cpp",
 )
+#: exllamav2's own flag for its C++ sources.
+CFLAGS = ("-Ofast",)
 #: Included by ext_sampling.cpp, never used by it.
 UNUSED_CUDA_HEADERS = (
     "c10/cuda/CUDAGuard.h",
@@ -123,29 +126,64 @@ def _write_empty_headers(root: Path) -> Path:
     return shim
 
 
+def _build_key(source_dir: Path) -> str:
+    """What the compiled module depends on: every source and header compiled, the flags, torch
+    and Python. (ninja alone would rebuild whenever torch is reinstalled, which touches its
+    headers, as ``uv sync`` followed by the install step does.)"""
+    import torch
+
+    digest = hashlib.sha256()
+    files = [BINDINGS, *sorted(source_dir.glob("cpp/*")), *sorted(source_dir.glob("*.h"))]
+    files += [source_dir / s for s in SOURCES]
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    digest.update(" ".join([*CFLAGS, torch.__version__, sys.version]).encode())
+    return digest.hexdigest()
+
+
+def _load_built(root: Path, key: str) -> Any | None:
+    stamp, library = root / "build-key", root / f"{COMPILED_NAME}.so"
+    if not (stamp.is_file() and library.is_file()) or stamp.read_text() != key:
+        return None
+    import torch  # noqa: F401  # the module links against libtorch
+
+    spec = importlib.util.spec_from_file_location(COMPILED_NAME, library)
+    if spec is None or spec.loader is None:
+        return None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def compile_extension() -> Any:
     """exllamav2's CPU code as a Python module (compiled on first use, then loaded from cache)."""
     reason = unavailable_reason()
     if reason is not None:
         raise TierUnavailable(reason)
-    from torch.utils import cpp_extension
-
     source_dir = exllamav2_source_dir()
     root = build_directory()
     root.mkdir(parents=True, exist_ok=True)
+    key = _build_key(source_dir)
+    built = _load_built(root, key)
+    if built is not None:
+        return built
+    from torch.utils import cpp_extension
+
     shim = _write_empty_headers(root)
     try:
-        return cpp_extension.load(
+        module = cpp_extension.load(
             name=COMPILED_NAME,
             sources=[str(BINDINGS)] + [str(source_dir / s) for s in SOURCES],
             extra_include_paths=[str(shim), str(source_dir)],
-            extra_cflags=["-Ofast"],  # exllamav2's own flag for its C++ sources
+            extra_cflags=list(CFLAGS),
             build_directory=str(root),
             with_cuda=False,
             verbose=False,
         )
     except Exception as exc:  # a compiler or linker failure: say so as the skip reason
         raise TierUnavailable(f"building exllamav2's CPU sampler failed: {exc}") from exc
+    (root / "build-key").write_text(key)
+    return module
 
 
 # -- stand-ins for the two entry points that are not in the CPU sources -------------------------
