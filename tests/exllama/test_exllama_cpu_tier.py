@@ -68,6 +68,7 @@ def served(tier: StandIn, tiny_model: Path) -> Iterator[Served]:
 def _fresh_calls(tier: StandIn) -> None:
     tier.calls.clear()
     tier.eos_when = None
+    tier.delay = 0.0
 
 
 def _encode(runtime: ExllamaRuntime, prompt: str) -> list[int]:
@@ -119,6 +120,7 @@ def test_replies_are_the_models_through_the_cache_pages(served: Served, tier: St
     jobs, a partial page copied): each reply is exactly what the stand-in model says for its
     prompt, read back through the generator's page table."""
     runtime = served.runtimes[-1]
+    tier.delay = 0.02  # a slow GPU: the requests arrive while the first passes run
     prefix = "Sphinx of black quartz, judge my vow. " * 60
     prompts = [prefix + f"How vexingly {i} quick" for i in range(16)]
     assert len(_encode(runtime, prefix)) > 2 * 256
@@ -246,6 +248,7 @@ def test_a_large_batch_size_is_served_when_the_context_is_short(
     pass, more than max_input_len (512 here) x 1. The engine raises the model's batch rows before
     loading, so the generator is built instead of asserting after the load."""
     runtimes: list[ExllamaRuntime] = []
+    tier.delay = 0.02  # a slow GPU: the requests arrive while the first passes run
     settings = tiny_settings(tiny_model, max_batch_size=200, max_seq_len=512, cache_size=65536)
     engine = _load(settings, runtimes)
 
