@@ -1,10 +1,12 @@
 """(6) GPU: the ExLlamaV2 engine served over HTTP vs in-process, batched vs single, and against
 Hugging Face transformers ``generate`` on the same random-weight model.
 
-Run on a CUDA machine with the GPU libraries (torch, exllamav2 0.3.2, flash-attn, transformers):
+Run on a CUDA machine with the GPU libraries (torch, exllamav2 0.3.2, transformers; flash-attn
+for the engine's paged mode, without it the engine runs unpaged and the report says so):
 
     uv run python -m benchmarks.gpu [--quick] [--json PATH] [--model-dir DIR]
 
+(``benchmarks/gpu_run.sh`` is the whole prepared GPU run: extension build, GPU tests, this.)
 It builds a Llama of about 1.1B parameters (TinyLlama's shape: 22 layers, hidden 2048, 32 heads,
 4 KV heads, vocabulary 32000), FP16, with random weights and a byte-level BPE tokenizer made here
 (no download), then measures, with greedy decoding, prompts of about 128 tokens and 256 new tokens:
@@ -46,7 +48,7 @@ from benchmarks.common import (
     server_process,
 )
 
-REQUIRED = ("torch", "exllamav2", "flash_attn", "transformers", "safetensors", "tokenizers")
+REQUIRED = ("torch", "exllamav2", "transformers", "safetensors", "tokenizers")
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]  # ids 0, 1, 2
 BOS_ID, EOS_ID = 1, 2
 PROMPT_TOKENS = 128
@@ -105,31 +107,47 @@ class Shape:
 # -- the model, built here ---------------------------------------------------------------------
 
 
-def _byte_alphabet() -> list[str]:
-    """ByteLevel's 256 characters, printable ASCII and the space marker first."""
+def text_alphabet() -> list[str]:
+    """Printable ASCII, tab and newline as ByteLevel writes them (" " is "Ġ", "\\n" is "Ċ"):
+    one byte each, so every token made of them decodes to clean text."""
     from tokenizers import pre_tokenizers
 
-    alphabet: list[str] = sorted(pre_tokenizers.ByteLevel.alphabet())
-    first = [c for c in alphabet if c in string.printable or c == "Ġ"]
-    return first + [c for c in alphabet if c not in first]
+    mapping = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    return [mapping.pre_tokenize_str(char)[0][0] for char in string.printable]
 
 
 def write_tokenizer(model_dir: Path, vocab_size: int) -> None:
-    """A byte-level BPE of exactly ``vocab_size`` ids: the special tokens, the 256 byte
-    characters and merges of character pairs (printable ones first), so every id decodes."""
+    """A byte-level BPE of exactly ``vocab_size`` ids: the special tokens, the characters of
+    ``text_alphabet``, every pair of them, then triples of characters other than lowercase
+    letters. No token holds part of a multi-byte character, so every id decodes to text (a piece
+    that decodes to U+FFFD makes ExLlamaV2's generator hold text back, which would show as
+    serving overhead in the time to first token). Lowercase words split into pairs: about two
+    characters per token."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    alphabet = _byte_alphabet()
+    alphabet = text_alphabet()
     vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
     for char in alphabet:
         vocab[char] = len(vocab)
     merges: list[tuple[str, str]] = []
+
+    def add(left: str, right: str) -> bool:
+        if len(vocab) >= vocab_size:
+            return False
+        vocab[left + right] = len(vocab)
+        merges.append((left, right))
+        return True
+
     for a in alphabet:
         for b in alphabet:
-            if len(vocab) >= vocab_size:
+            add(a, b)
+    others = [c for c in alphabet if c not in string.ascii_lowercase]
+    for pair in (a + b for a in others for b in others):
+        for c in others:
+            if not add(pair, c):
                 break
-            vocab[a + b] = len(vocab)
-            merges.append((a, b))
+    if len(vocab) < vocab_size:
+        raise ValueError(f"vocab_size {vocab_size} is more than this tokenizer can fill")
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -281,7 +299,8 @@ def run_generator(generator: Any, prompts: Sequence[Any], new_tokens: int) -> Ru
             if result.get("stage") != "streaming":
                 continue
             now = time.perf_counter() - started
-            first.setdefault(result["identifier"], now)
+            if result.get("text"):  # the first text, as the engine and HTTP paths count it
+                first.setdefault(result["identifier"], now)
             if result.get("eos"):
                 ident = result["identifier"]
                 run.stream_done(int(result["new_tokens"]), first.get(ident), now)
@@ -432,8 +451,9 @@ def _repeat(reps: int, series: Series, contender: str, call: Callable[[int], Run
             _record(series, contender, call(streams))
 
 
-def measure(model_dir: Path, reps: int, new_tokens: int, series: Series) -> None:
-    """Every contender in turn, the model loaded by one at a time."""
+def measure(model_dir: Path, reps: int, new_tokens: int, series: Series) -> str:
+    """Every contender in turn, the model loaded by one at a time; returns the engine's
+    attention mode (paged with flash-attn, or unpaged without it)."""
     import torch
     from promptwire_modal_exllama.engine import create_engine
 
@@ -441,7 +461,7 @@ def measure(model_dir: Path, reps: int, new_tokens: int, series: Series) -> None
     prompts = make_prompts(streams_max)
     settings = _exllama_settings(model_dir, streams_max)
 
-    ids = measure_generator(settings, prompts, reps, new_tokens, series)
+    ids, mode = measure_generator(settings, prompts, reps, new_tokens, series)
     torch.cuda.empty_cache()
 
     engine = create_engine(settings)
@@ -460,15 +480,18 @@ def measure(model_dir: Path, reps: int, new_tokens: int, series: Series) -> None
 
     measure_http(model_dir, settings, prompts, reps, new_tokens, series)
     measure_transformers(model_dir, ids, reps, new_tokens, series)
+    return mode
 
 
 def measure_generator(
     settings: Any, prompts: list[str], reps: int, new_tokens: int, series: Series
-) -> list[Any]:
-    """The dynamic generator over the plugin's loaded runtime; returns the prompts' token ids."""
+) -> tuple[list[Any], str]:
+    """The dynamic generator over the plugin's loaded runtime; returns the prompts' token ids
+    and the runtime's attention mode."""
     from promptwire_modal_exllama.engine import ExllamaRuntime
 
     runtime = ExllamaRuntime(settings)
+    mode = str(runtime.mode)
     try:
         ids = [runtime.encode(p).tokens for p in prompts]
         generator = runtime.new_generator()
@@ -480,7 +503,7 @@ def measure_generator(
         )
     finally:
         runtime.close()
-    return ids
+    return ids, mode
 
 
 def measure_http(
@@ -556,7 +579,13 @@ def roofline(series: Series, shape: Shape, bandwidth: float) -> dict[str, list[f
 
 
 def result_from(
-    series: Series, shape: Shape, device: str, spec: float | None, copy: float, quick: bool
+    series: Series,
+    shape: Shape,
+    device: str,
+    spec: float | None,
+    copy: float,
+    quick: bool,
+    attention: str | None = None,
 ) -> BenchResult:
     bandwidth = spec or copy
     result = BenchResult(
@@ -571,6 +600,7 @@ def result_from(
             f"({'data sheet' if spec else 'measured copy'}: {bandwidth / 1e12:.2f} TB/s; "
             f"measured device copy: {copy / 1e12:.2f} TB/s) / bytes read per decoded token "
             f"({shape.decode_bytes(PROMPT_TOKENS + NEW_TOKENS // 2) / 1e9:.2f} GB)."
+            + (f" Engine: {attention}." if attention else "")
         ),
         quick=quick,
     )
@@ -637,8 +667,8 @@ def main() -> None:
         model_dir = args.model_dir or Path(tmp) / "random-llama-1.1b"
         build_model(model_dir, shape)
         copy = copy_bandwidth()
-        measure(model_dir, reps, new_tokens, series)
-    result = result_from(series, shape, device, spec, copy, args.quick)
+        attention = measure(model_dir, reps, new_tokens, series)
+    result = result_from(series, shape, device, spec, copy, args.quick, attention)
     result.seconds = round(time.perf_counter() - started, 1)
     result.machine = machine_info() | {"gpu": device}
     args.json.parent.mkdir(parents=True, exist_ok=True)

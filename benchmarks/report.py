@@ -308,22 +308,31 @@ def _gpu_section(result: BenchResult | None, directory: Path) -> list[str]:
         return [
             "## 6. GPU: ExLlamaV2 served over HTTP",
             "",
-            "**Not run yet**: no GPU was lent to the session that made this report. The "
-            "benchmark is written (`benchmarks/gpu.py`) against the plugin's own engine "
-            "(`promptwire_modal_exllama.engine`: `ExllamaRuntime`, `create_engine`) and "
-            "`promptwire serve --backend modal_exllama --model-dir`. On a CUDA machine with the "
-            "GPU stack of `plugins/modal_exllama/README.md` (torch, exllamav2 0.3.2, flash-attn) "
-            f"plus transformers, run `{GPU_COMMAND}` (`--quick` for a smoke run), then "
-            "`uv run python -m benchmarks --report-only` to add its results here. Without CUDA "
-            "it exits with status 2 and names what is missing. It builds a random-weight Llama "
-            "of 1.1B parameters (TinyLlama's shape, FP16) and a tokenizer at run time and "
-            "measures, greedy, 1, 16 and 64 concurrent streams of 256 new tokens: ExLlamaV2's "
-            "dynamic generator driven in-process (the floor), promptwire's `BatchingEngine` "
-            "in-process, `promptwire serve` over HTTP through promptwire's client (serving "
-            "overhead), and transformers `generate` on the same weights; plus the fraction of "
-            "the GPU's memory-bandwidth roofline (data-sheet bandwidth / bytes read per decoded "
-            "token; a measured device copy is reported beside it) that single-stream decode "
-            "reaches.",
+            "**Not run yet**: no GPU was lent to the sessions that made this report, so there "
+            "are no figures. The run is prepared as one command, `benchmarks/gpu_run.sh`, for a "
+            "CUDA machine without network access or flash-attn, such as the lent H200 (Python "
+            "3.12 with a CUDA build of torch, transformers, pytest and nvcc): gather the wheels "
+            "on a machine with PyPI with `benchmarks/gpu_wheels.sh .whl` (promptwire's packages, "
+            "exllamav2 0.3.2 and what such an image lacks, about 13 MB), then run "
+            "`benchmarks/gpu_run.sh --wheels .whl` on the GPU machine. It compiles exllamav2's "
+            "CUDA extension for that GPU only (`TORCH_CUDA_ARCH_LIST` set to its compute "
+            "capability, `MAX_JOBS` to its CPU count), runs the GPU tests (`pytest -m gpu "
+            "tests/exllama/test_gpu_engine.py`) and `python -m benchmarks.gpu --quick`, each "
+            "step within what is left of 570 seconds, and leaves its log, phase timings, test "
+            "report and `gpu.json` in `$OUT`; copy `gpu.json` to `benchmarks/results/` and run "
+            "`uv run python -m benchmarks --report-only` to put the figures here. The full run is "
+            f"`{GPU_COMMAND}` on a machine with the GPU stack of "
+            "`plugins/modal_exllama/README.md`; without CUDA it exits with status 2 and names "
+            "what is missing. Without flash-attn the engine runs unpaged (one sequence at a "
+            "time) and the result's setup says so. The benchmark builds a random-weight Llama of "
+            "1.1B parameters (TinyLlama's shape, FP16) and a tokenizer whose every id decodes to "
+            "text at run time and measures, greedy, 1, 16 and 64 concurrent streams of 256 new "
+            "tokens: ExLlamaV2's dynamic generator driven in-process (the floor), promptwire's "
+            "`BatchingEngine` in-process, `promptwire serve` over HTTP through promptwire's "
+            "client (serving overhead), and transformers `generate` on the same weights, time to "
+            "first token counted at the first text in all three; plus the fraction of the GPU's "
+            "memory-bandwidth roofline (data-sheet bandwidth / bytes read per decoded token; a "
+            "measured device copy is reported beside it) that single-stream decode reaches.",
             "",
         ]
     return _section(result, directory)

@@ -109,3 +109,12 @@ def test_scaling_modal_refuses_is_refused_here(values: dict[str, int], message: 
 def test_scaling_modal_accepts_is_accepted() -> None:
     ExllamaSettings(min_containers=3, max_containers=3, target_inputs=64)
     ExllamaSettings(min_containers=5, max_containers=None)  # no limit
+
+
+def test_a_batch_size_the_generator_cannot_run_is_refused_up_front() -> None:
+    """ExLlamaV2's dynamic generator needs max_batch_size x 8 tokens in one forward pass of at
+    most 2048: 300 used to pass here and crash after the model was loaded (on Modal, at every
+    cold start)."""
+    assert ExllamaSettings(max_batch_size=256).max_batch_size == 256
+    with pytest.raises(ValidationError, match="runs at most 256 sequences at once"):
+        ExllamaSettings(max_batch_size=300)

@@ -21,6 +21,13 @@ BACKEND_NAME = "modal_exllama"
 #: The dynamic generator allocates its cache in pages of this many tokens.
 PAGE_SIZE = 256
 
+#: Most tokens in one forward pass of an ExLlamaV2 model (its default ``max_input_len``).
+MAX_INPUT_LEN = 2048
+#: Tokens the dynamic generator reserves per sequence in a forward pass (its ``max_q_size``).
+MAX_Q_SIZE = 8
+#: So the most sequences one forward pass can hold.
+MAX_BATCH_SIZE = MAX_INPUT_LEN // MAX_Q_SIZE
+
 DEFAULT_HF_REPO = "turboderp/Llama-3.1-8B-Instruct-exl2"
 DEFAULT_HF_REVISION = "4.0bpw"
 
@@ -77,7 +84,10 @@ class ExllamaSettings(BaseSettings):
         "limit, capped at cache_size.",
     )
     max_batch_size: int | None = Field(
-        default=None, ge=1, le=1024, description="Most sequences per forward pass; default: auto."
+        default=None,
+        ge=1,
+        description=f"Most sequences per forward pass, at most {MAX_BATCH_SIZE}; default: as many "
+        "as fit (max_seq_len / 8, up to 256). Unpaged (no flash-attn) it is 1.",
     )
 
     # -- The engine: defaults for parameters a request leaves out -------------------------------
@@ -138,7 +148,8 @@ class ExllamaSettings(BaseSettings):
     gpu: str = Field(
         default="L40S",
         min_length=1,
-        description="Modal GPU type (Ampere or newer: A10G, L4, L40S, A100, H100, ...).",
+        description="Modal GPU type: Ampere or newer (A10G, L4, L40S, A100, H100, ...) batches "
+        "requests; a T4 serves them one at a time (no flash-attn, unpaged).",
     )
     timeout: int = Field(
         default=600, ge=10, le=86400, description="Seconds one request may run on Modal."
@@ -176,6 +187,18 @@ class ExllamaSettings(BaseSettings):
     @classmethod
     def _whole_pages(cls, value: int) -> int:
         return round_up_to_page(value)
+
+    @field_validator("max_batch_size")
+    @classmethod
+    def _batch_fits_a_forward_pass(cls, value: int | None) -> int | None:
+        if value is not None and value > MAX_BATCH_SIZE:
+            raise ValueError(
+                f"max_batch_size {value} is too large: ExLlamaV2's dynamic generator reserves "
+                f"{MAX_Q_SIZE} tokens per sequence in a forward pass of at most {MAX_INPUT_LEN} "
+                f"tokens, so it runs at most {MAX_BATCH_SIZE} sequences at once; set at most "
+                f"{MAX_BATCH_SIZE}, or leave it unset"
+            )
+        return value
 
     @field_validator("hf_token_secret", "api_key_secret", mode="before")
     @classmethod
