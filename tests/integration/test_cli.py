@@ -8,9 +8,13 @@ import sys
 import time
 
 import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from tests.support.installed_plugin import run_cli
-from tests.support.servers import refused_url
+from tests.support.servers import refused_url, serve_asgi
 
 
 def test_demo_runs_the_guide_chain_on_a_local_server() -> None:
@@ -56,6 +60,37 @@ def test_invalid_options_are_one_line_naming_each_setting() -> None:
         "error: invalid settings: timeout: Input should be greater than 0; "
         "temperature: Input should be greater than or equal to 0"
     ]
+
+
+OSC52 = "\x1b]52;c;cm0gLXJmIH4=\x07"  # writes the clipboard in many terminals
+CLEAR = "\x1b[2J\x9b31m"
+
+
+def test_invoke_escapes_terminal_control_sequences_from_the_model(echo_url: str) -> None:
+    prompt = f"before {OSC52} {CLEAR} after"
+    for extra in ([], ["--stream"]):
+        result = run_cli("invoke", prompt, "--url", echo_url, *extra)
+        assert result.returncode == 0, result.stderr
+        assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+        assert "\x9b" not in result.stdout
+        assert result.stdout.strip() == (
+            "before \\x1b]52;c;cm0gLXJmIH4=\\x07 \\x1b[2J\\x9b31m after"
+        )
+    raw = run_cli("invoke", prompt, "--url", echo_url, "--raw")
+    assert raw.stdout.strip() == prompt  # asked for
+
+
+def test_invoke_escapes_control_sequences_in_error_text() -> None:
+    async def hostile(request: Request) -> JSONResponse:
+        message = f"overloaded {OSC52} retry"
+        return JSONResponse({"error": {"type": "server_error", "message": message}}, 500)
+
+    with serve_asgi(Starlette(routes=[Route("/", hostile, methods=["POST"])])) as server:
+        result = run_cli("invoke", "hi", "--url", server.url)
+    assert result.returncode == 1
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr
+    assert "overloaded \\x1b]52;c;cm0gLXJmIH4=\\x07 retry" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def _free_port() -> int:

@@ -158,19 +158,30 @@ def invoke(
     max_tokens: Annotated[int | None, typer.Option(help="Most tokens to generate")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature")] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds to wait [default: 600]")] = None,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw", help="Print the reply as it is, terminal control characters included"
+        ),
+    ] = False,
 ) -> None:
-    """Send one prompt to an endpoint and print the reply."""
+    """Send one prompt to an endpoint and print the reply.
+
+    Control characters in the reply (which could move the cursor, retitle the window or write the
+    clipboard) are shown escaped, as ``\\x1b``, unless ``--raw``.
+    """
     params = {
         k: v for k, v in (("max_tokens", max_tokens), ("temperature", temperature)) if v is not None
     }
     llm = _llm(url, backend, api_key, timeout, params)
+    shown = (lambda text: text) if raw else visible
     if stream:
         for piece in llm.stream(prompt):
-            sys.stdout.write(piece)
+            sys.stdout.write(shown(piece))
             sys.stdout.flush()
         sys.stdout.write("\n")
     else:
-        out.print(llm.invoke(prompt), markup=False, highlight=False)
+        sys.stdout.write(shown(llm.invoke(prompt)) + "\n")
 
 
 @app.command()
@@ -284,6 +295,20 @@ def main() -> None:
         raise SystemExit(1) from None
 
 
+# C0 and C1 control characters and DEL, but newline and tab: shown as escapes (CWE-150).
+_CONTROLS = {
+    code: f"\\x{code:02x}"
+    for code in [*range(0x20), 0x7F, *range(0x80, 0xA0)]
+    if chr(code) not in "\n\t"
+}
+
+
+def visible(text: str) -> str:
+    """``text`` with terminal control characters escaped, so a model's (or a server's) output
+    cannot drive the terminal that shows it."""
+    return text.translate(_CONTROLS)
+
+
 def _one_line(exc: Exception) -> str:
     """The error as the one line the CLI promises (pydantic's own text spans several)."""
     if isinstance(exc, ValidationError):
@@ -291,4 +316,4 @@ def _one_line(exc: Exception) -> str:
             f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}"
             for error in exc.errors(include_url=False, include_input=False)
         )
-    return " ".join(str(exc).split())
+    return visible(" ".join(str(exc).split()))
