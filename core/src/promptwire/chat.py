@@ -33,12 +33,10 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from promptwire import protocol
 from promptwire.chat_template import render_plain
 from promptwire.client import StreamEvent
-from promptwire.endpoint_model import EndpointModel
+from promptwire.endpoint_model import PROVIDER, EndpointModel
 from promptwire.errors import InvalidRequestError
 from promptwire.protocol import PromptResponse, StreamDone, Usage
 from promptwire.stops import StopScanner, truncate_at_stop
-
-PROVIDER = "promptwire"
 
 _ROLES: dict[str, protocol.ChatRole] = {
     "system": "system",
@@ -96,22 +94,10 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
         return ["promptwire", "chat"]
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        model = kwargs.get("model")
-        params = LangSmithParams(
-            ls_provider=PROVIDER,
-            ls_model_name=model if isinstance(model, str) else self._default_model_name(),
-            ls_model_type="chat",
-        )
-        if (temperature := kwargs.get("temperature", self.temperature)) is not None:
-            params["ls_temperature"] = temperature
-        if (max_tokens := kwargs.get("max_tokens", self.max_tokens)) is not None:
-            params["ls_max_tokens"] = max_tokens
-        if stops := self._stops(stop):
-            params["ls_stop"] = stops
-        return params
+        return self._tracing_params("chat", stop, kwargs)
 
     def _default_model_name(self) -> str:
-        return self.model_name or self.backend or PROVIDER
+        return self.model_name or super()._default_model_name()
 
     # -- requests ------------------------------------------------------------------------------
 
