@@ -320,6 +320,10 @@ class GracefulShutdown:
             self.began = True
             asyncio.get_running_loop().call_later(self.grace, self._expire)
 
+    def reset(self) -> None:
+        """Serving again (the app's lifespan starts anew): no shutdown under way."""
+        self.began = self.expired = False
+
     def _expire(self) -> None:
         self.expired = True
         for callback in list(self._callbacks):
@@ -492,8 +496,11 @@ def create_app(
     server bound to loopback); None answers any.
     """
 
+    shutdown = GracefulShutdown(shutdown_grace)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        shutdown.reset()
         await engine.start()
         _freeze_startup_heap()
         try:
@@ -510,7 +517,6 @@ def create_app(
         redoc_url=None,
         redirect_slashes=False,  # "/health/" is not found; no redirect built from a Host header
     )
-    shutdown = GracefulShutdown(shutdown_grace)
     app.state.graceful_shutdown = shutdown
     token = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
     if token:
@@ -698,13 +704,15 @@ async def _stream_reply(
                     try:
                         event = await anext(events, None)
                     except asyncio.CancelledError:
-                        if not interrupted or task.uncancel() > 0:
+                        if not interrupted:
+                            raise
+                        interrupted = False
+                        if task.uncancel() > 0:
                             raise  # cancelled for another reason too (the client left)
                         break
                     finally:
                         waiting = False
                     if interrupted:  # the engine swallowed the cancellation
-                        task.uncancel()
                         break
                 else:
                     return  # the engine finished; its done event is out
@@ -718,6 +726,8 @@ async def _stream_reply(
             logger.exception("stream failed")
             yield _error_event(ErrorType.SERVER_ERROR, "internal server error")
         finally:
+            if interrupted:  # the engine did not let the cancellation through: take it back
+                task.uncancel()
             await events.aclose()  # on disconnect too: cancels the generation
             release()
 
