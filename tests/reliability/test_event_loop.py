@@ -24,11 +24,11 @@ from tests.support.servers import serve_engine
 
 pytestmark = LOOPBACK_ONLY
 
-# Every stop is a run of the prompt's own words that differs only in its last character, so
-# after each word every stop is still a candidate: the worst case for a prefix-by-prefix scan.
-CRAFTED_STOPS = [
-    ("x " * MAX_STOP_LENGTH)[: MAX_STOP_LENGTH - 1] + chr(ord("A") + i)
-    for i in range(MAX_STOP_SEQUENCES)
+# The prompt's words keep the last stop almost matched (255 characters held back after each
+# word), and the 31 before it match nothing: a scan that retried every prefix of every stop
+# after each word made thousands of calls per word, 2-4 s of blocked loop for a 12 KB request.
+CRAFTED_STOPS = [chr(0x4E00 + i) * MAX_STOP_LENGTH for i in range(MAX_STOP_SEQUENCES - 1)] + [
+    ("x " * MAX_STOP_LENGTH)[: MAX_STOP_LENGTH - 1] + "Z"
 ]
 HEALTH_BOUND = 2.0
 """Seconds ``/health`` may take while the other request runs: generous for a loaded machine;
@@ -81,10 +81,9 @@ def test_a_long_streamed_echo_does_not_hold_the_loop(echo_url: str) -> None:
 
 def test_stops_are_still_found_earliest_first() -> None:
     text = "x " * 200 + "x B"
-    stops = CRAFTED_STOPS[:3]
-    assert truncate_at_stop(text, stops) == (text, False)
-    exact = ("x " * MAX_STOP_LENGTH)[: MAX_STOP_LENGTH - 1] + "B"
-    assert truncate_at_stop("yy " + exact + " zz", [*stops, "zz"]) == ("yy ", True)
+    assert truncate_at_stop(text, CRAFTED_STOPS) == (text, False)
+    exact = CRAFTED_STOPS[-1]
+    assert truncate_at_stop("yy " + exact + " zz", [*CRAFTED_STOPS, "zz"]) == ("yy ", True)
     assert truncate_at_stop("abcd", ["abcd", "c"]) == ("", True)  # the earliest start wins
     scanner = StopScanner(["abcd", "c"])
     assert scanner.feed("ab") == "" and scanner.feed("cd") == ""
