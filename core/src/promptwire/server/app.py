@@ -312,7 +312,7 @@ class GracefulShutdown:
         self.grace = grace
         self.began = False
         self.expired = False
-        self._callbacks: set[Callable[[], None]] = set()
+        self._callbacks: set[Callable[[], object]] = set()
 
     def begin(self) -> None:
         """Start the grace period; called in the app's event loop. Calling it again does nothing."""
@@ -329,14 +329,23 @@ class GracefulShutdown:
         for callback in list(self._callbacks):
             callback()
 
-    @contextlib.contextmanager
-    def on_expiry(self, callback: Callable[[], None]) -> Iterator[None]:
-        """Within the block, ``callback`` is called when the grace period ends."""
+    def call_on_expiry(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` when the grace period ends (at once if it has)."""
+        if self.expired:
+            callback()
         self._callbacks.add(callback)
+
+    def forget(self, callback: Callable[[], object]) -> None:
+        self._callbacks.discard(callback)
+
+    @contextlib.contextmanager
+    def on_expiry(self, callback: Callable[[], object]) -> Iterator[None]:
+        """Within the block, ``callback`` is called when the grace period ends."""
+        self.call_on_expiry(callback)
         try:
             yield
         finally:
-            self._callbacks.discard(callback)
+            self.forget(callback)
 
 
 def graceful_shutdown(app: Any) -> GracefulShutdown | None:
@@ -368,27 +377,19 @@ async def _unless_gone(
     the engine and the request's slot at once."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_until_disconnected(receive))
-    expiry: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def expire() -> None:
-        if not expiry.done():
-            expiry.set_result(None)
-
+    shutdown.call_on_expiry(task.cancel)
     try:
-        with shutdown.on_expiry(expire):
-            if shutdown.expired:
-                expire()
-            waited: set[asyncio.Future[Any]] = {task, watcher, expiry}
-            await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
     finally:
+        shutdown.forget(task.cancel)
         watcher.cancel()
         if not task.done():
-            task.cancel()  # the client is gone, or time is up: free the engine
+            task.cancel()  # the client is gone: free the engine
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     if not task.cancelled():
         return task.result()
-    if expiry.done():
+    if shutdown.expired:
         raise _shutting_down()
     raise _ClientGone
 
@@ -450,10 +451,13 @@ def _not_json(constant: str) -> NoReturn:
     raise ValueError(f"{constant} is not JSON")  # NaN, Infinity, -Infinity: Python's extensions
 
 
+_DECODER = json.JSONDecoder(parse_int=_parse_int, parse_constant=_not_json)
+
+
 def _parse_request(body: bytes) -> PromptRequest:
     try:
         text = body.decode("utf-8-sig")  # JSON is UTF-8 (RFC 8259 8.1); a BOM may be ignored
-        data = json.loads(text, parse_int=_parse_int, parse_constant=_not_json)
+        data = _DECODER.decode(text)
     except (ValueError, RecursionError):
         raise RequestError(422, "the body is not valid JSON") from None
     if not isinstance(data, dict):

@@ -104,6 +104,7 @@ class GuardedH11Protocol(H11Protocol):
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
         self._refused = False
+        self._waiting_since = 0.0
         self._head_deadline: asyncio.TimerHandle | None = None
         self._send_deadline: asyncio.TimerHandle | None = None
 
@@ -118,7 +119,8 @@ class GuardedH11Protocol(H11Protocol):
             transport.close()
             return
         super().connection_made(transport)
-        self._watch_head()
+        self._waiting_since = self.loop.time()
+        self._arm_head_deadline()  # a connection that sends nothing never calls us again
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -137,7 +139,14 @@ class GuardedH11Protocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._watch_head()
+        self._waiting_since = self.loop.time()
+        # An idle connection is closed by the keep-alive timeout; the deadline is needed once
+        # something of the next request, or the rest of this one's body, is in. Most requests
+        # arrive whole, and then no timer is made for them at all.
+        if self._waiting_for_client() and (
+            self.conn.their_state is h11.SEND_BODY or self.conn.trailing_data[0]
+        ):
+            self._watch_head()
 
     def _should_upgrade(self) -> bool:
         """Never: the protocol has no websocket endpoint, so ``Upgrade`` is ignored (RFC 9110
@@ -155,10 +164,14 @@ class GuardedH11Protocol(H11Protocol):
     def _watch_head(self) -> None:
         if not self._waiting_for_client():
             self._cancel_head_deadline()
-        elif self._head_deadline is None:  # armed once per wait: bytes do not extend it
-            self._head_deadline = self.loop.call_later(
-                self.limits.header_timeout, self._head_timed_out
-            )
+        elif self._head_deadline is None:
+            self._arm_head_deadline()
+
+    def _arm_head_deadline(self) -> None:
+        # From when the wait began, however many bytes have come since: a drip does not extend it.
+        self._head_deadline = self.loop.call_at(
+            self._waiting_since + self.limits.header_timeout, self._head_timed_out
+        )
 
     def _cancel_head_deadline(self) -> None:
         if self._head_deadline is not None:
