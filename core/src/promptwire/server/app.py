@@ -148,7 +148,11 @@ class RequestGuard:
     - two ``Authorization`` or two ``Host`` headers are refused (servers and proxies disagree on
       which one counts);
     - with ``allowed_hosts``, a ``Host`` not in it is refused: a loopback server must not answer
-      a page that a foreign DNS name pointed at 127.0.0.1 (DNS rebinding).
+      a page that a foreign DNS name pointed at 127.0.0.1 (DNS rebinding);
+    - an unexpected exception is answered with the protocol's JSON 500 and goes no further.
+      Starlette's own handler re-raises it after answering, and uvicorn then drops the
+      keep-alive connection without ``Connection: close``, so a client's next request on it
+      fails although the server never saw it. Logged once, here.
     """
 
     def __init__(self, app: ASGIApp, allowed_hosts: Collection[str] | None = None) -> None:
@@ -164,20 +168,32 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = False
 
-        async def nosniff(message: Message) -> None:
+        async def answer(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message = {**message, "headers": [*message.get("headers", []), NOSNIFF]}
             await send(message)
 
         refusal = self._refusal(scope["headers"])
         if refusal is not None:
-            await refusal(scope, receive, nosniff)
+            await refusal(scope, receive, answer)
             return
+        inner_scope: Scope = scope
+        inner_send: Send = answer
         if scope["method"] == "HEAD":
-            await self.app({**scope, "method": "GET"}, receive, _without_body(nosniff))
-            return
-        await self.app(scope, receive, nosniff)
+            inner_scope, inner_send = {**scope, "method": "GET"}, _without_body(answer)
+        try:
+            await self.app(inner_scope, receive, inner_send)
+        except Exception:
+            logger.exception("unexpected server error")
+            if started:  # half a reply is out: only closing the connection can end it
+                raise
+            await error_response(500, ErrorType.SERVER_ERROR, "internal server error")(
+                inner_scope, receive, inner_send
+            )
 
     def _refusal(self, headers: list[tuple[bytes, bytes]]) -> Response | None:
         seen: dict[bytes, list[bytes]] = {}
@@ -262,37 +278,6 @@ class BearerAuth:
             return
         reason = "missing bearer token" if not given else "invalid bearer token"
         await error_response(401, ErrorType.UNAUTHORIZED, reason)(scope, receive, send)
-
-
-class InternalErrors:
-    """Pure ASGI middleware: an unexpected exception is answered with the protocol's JSON 500 and
-    goes no further. Starlette's own handler re-raises it after answering, and uvicorn then drops
-    the keep-alive connection without ``Connection: close``, so a client's next request on it
-    fails although the server never saw it. Logged once, here."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def watch(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watch)
-        except Exception:
-            logger.exception("unexpected server error")
-            if started:  # half a reply is out: only closing the connection can end it
-                raise
-            await error_response(500, ErrorType.SERVER_ERROR, "internal server error")(
-                scope, receive, send
-            )
 
 
 class _ClientGone(Exception):
@@ -399,18 +384,34 @@ async def _read_body(request: Request, limit: int, seconds: float | None) -> byt
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestError(413, f"the body is larger than the limit of {limit} bytes")
     body = bytearray()
+    # The deadline as a bare timer that cancels this task: asyncio.timeout does the same at
+    # twice the cost, and this runs for every request.
+    task = asyncio.current_task()
+    late = False
+
+    def expire() -> None:
+        nonlocal late
+        late = True
+        if task is not None:
+            task.cancel()
+
+    timer = None if seconds is None else asyncio.get_running_loop().call_later(seconds, expire)
     try:
-        async with asyncio.timeout(seconds):
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > limit:
-                    raise RequestError(413, f"the body is larger than the limit of {limit} bytes")
-    except TimeoutError:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise RequestError(413, f"the body is larger than the limit of {limit} bytes")
+    except asyncio.CancelledError:
+        if not late or (task is not None and task.uncancel() > 0):
+            raise  # cancelled for another reason too
         raise RequestError(
             408, f"the body did not arrive within {seconds:g} s", close=True
         ) from None
     except ClientDisconnect:
         raise _ClientGone from None
+    finally:
+        if timer is not None:
+            timer.cancel()
     return bytes(body)
 
 
@@ -525,7 +526,6 @@ def create_app(
     token = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
     if token:
         app.add_middleware(BearerAuth, token=token)
-    app.add_middleware(InternalErrors)  # around auth too
     app.add_middleware(RequestGuard, allowed_hosts=allowed_hosts)  # added last: the outermost
     in_flight = 0
 
