@@ -151,13 +151,17 @@ class StreamDone(BaseModel):
 
 
 class ErrorType(StrEnum):
+    BAD_REQUEST = "bad_request"
     INVALID_REQUEST = "invalid_request"
     UNAUTHORIZED = "unauthorized"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     TOO_LARGE = "request_too_large"
+    REQUEST_TIMEOUT = "request_timeout"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     OVERLOADED = "overloaded"
     NOT_READY = "not_ready"
+    SHUTTING_DOWN = "shutting_down"
     SERVER_ERROR = "server_error"
 
 

@@ -14,6 +14,10 @@ from promptwire.stops import StopScanner
 from promptwire_modal_dummy.settings import DummySettings
 
 _WORDS = re.compile(r"\s*\S+\s*|\s+")
+# Without a pace, the words come as fast as the server takes them; every so many the engine
+# lets the event loop run, so one long echo cannot keep health checks and other requests
+# waiting (a 256 KiB stream used to hold the loop for seconds).
+WORDS_PER_TURN = 32
 
 
 def split_words(text: str) -> list[str]:
@@ -38,6 +42,8 @@ class DummyEngine(Engine):
         for index, word in enumerate(words[:limit]):
             if index and interval:
                 await asyncio.sleep(interval)
+            elif index % WORDS_PER_TURN == WORDS_PER_TURN - 1:
+                await asyncio.sleep(0)
             emitted += 1
             if text := scanner.feed(word):
                 yield TextChunk(text)
