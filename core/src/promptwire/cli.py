@@ -62,6 +62,7 @@ def build_app(
     """The protocol app serving ``backend_name``'s engine (for ``serve`` and ``demo``)."""
     from promptwire.plugins import get_backend
     from promptwire.server import create_app
+    from promptwire.server.observability import Observability
 
     backend = get_backend(backend_name).backend
     if backend.create_engine is None:
@@ -82,6 +83,7 @@ def build_app(
         send_timeout=settings.send_timeout,
         shutdown_grace=settings.shutdown_grace,
         allowed_hosts=allowed_hosts,
+        observability=Observability.from_settings(settings),
     )
 
 
@@ -109,8 +111,10 @@ def serve(
     Slow or absent clients are bounded (PROMPTWIRE_HEADER_TIMEOUT, _BODY_TIMEOUT,
     _KEEP_ALIVE_TIMEOUT, _SEND_TIMEOUT, _MAX_CONNECTIONS, _SHUTDOWN_GRACE); on a loopback
     address only loopback host names are answered."""
+    from promptwire.logs import set_level
     from promptwire.server import ConnectionLimits, loopback_host_names, run_server
 
+    set_level(log_level)  # the request log and promptwire's other lines follow --log-level
     settings = PromptwireSettings()
     name = backend or settings.backend or DEFAULT_SERVE_BACKEND
     host = host or settings.host
@@ -244,8 +248,10 @@ def demo(
     """Run LangChain's Modal guide end to end: a local server, its template, its question."""
     from langchain_core.prompts import PromptTemplate
 
+    from promptwire.logs import set_level
     from promptwire.server import BackgroundServer
 
+    set_level("warning")  # the demo's output is the chain's, not the request log
     settings = PromptwireSettings()
     with BackgroundServer(build_app(backend, api_key=None, settings=settings)) as server:
         err.print(f"promptwire: local {backend} server on {server.url}")

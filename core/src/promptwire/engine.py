@@ -8,8 +8,9 @@ it already rendered into ``prompt`` by ``render_chat``. Engines must not block t
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
 
 from promptwire.chat_template import render_plain
 from promptwire.protocol import ChatMessage, ErrorType, FinishReason, PromptRequest, Usage
@@ -38,6 +39,24 @@ class Completion:
     text: str
     finish_reason: FinishReason
     usage: Usage
+
+
+@dataclass(frozen=True)
+class EngineMetric:
+    """One sample an engine reports about itself, read at every scrape of ``GET /metrics``.
+
+    The server exposes it as ``promptwire_engine_<name>`` (a counter gets ``_total`` added), so
+    a third-party engine's metrics sit beside the server's without needing prometheus-client.
+    Samples of one name form one metric; give them the same ``kind`` and ``documentation`` and
+    different ``labels``.
+    """
+
+    name: str
+    """Lower case letters, digits and underscores, e.g. ``cache_pages_used``."""
+    value: float
+    documentation: str
+    kind: Literal["gauge", "counter"] = "gauge"
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 class EngineError(Exception):
@@ -98,6 +117,14 @@ class Engine(ABC):
 
     def check(self, request: PromptRequest) -> None:
         """Reject a request that cannot be served, before any generation starts."""
+
+    def metrics(self) -> Sequence[EngineMetric]:
+        """What the engine reports about itself on ``GET /metrics`` (queues, cache, failures).
+
+        Called on the event loop at every scrape, so it must be cheap and must not block: read
+        figures the engine keeps up to date, never walk structures another thread is changing.
+        """
+        return ()
 
     @abstractmethod
     def stream(self, request: PromptRequest) -> AsyncGenerator[EngineEvent, None]:

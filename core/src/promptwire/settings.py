@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -112,6 +112,49 @@ class PromptwireSettings(BaseSettings):
         description="Server: seconds running requests and streams get to finish on SIGTERM; "
         "then a stream ends with an error event and a whole reply is answered 503.",
     )
+
+    # What a server shows its operator (``promptwire.server.observability``).
+    metrics: bool = Field(default=True, description="Server: serve GET /metrics (Prometheus).")
+    metrics_public: bool = Field(
+        default=False,
+        description="Server: serve GET /metrics without the bearer token (like /health).",
+    )
+    request_log: bool = Field(
+        default=True,
+        description="Server: log one line per request (id, route, status, tokens, timings); "
+        "uvicorn's own access log is then off.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Server: the request log's lines as plain text or JSON."
+    )
+    log_prompts: bool = Field(
+        default=False,
+        description="Server: put each request's prompt in its log line (off: prompts are never "
+        "logged).",
+    )
+    opentelemetry: bool = Field(
+        default=False,
+        description="Server: trace requests with OpenTelemetry (needs the opentelemetry extra).",
+    )
+
+
+#: The settings above that shape what a server shows (handed to Modal containers as they are).
+OBSERVABILITY_FIELDS = (
+    "metrics",
+    "metrics_public",
+    "request_log",
+    "log_format",
+    "log_prompts",
+    "opentelemetry",
+)
+
+
+def observability_environment(settings: PromptwireSettings | None = None) -> dict[str, str | None]:
+    """The observability settings of this machine as ``PROMPTWIRE_*`` variables, for a Modal
+    function's ``env=``: its container then serves the way the deploying machine said."""
+    settings = settings or PromptwireSettings()
+    others = set(PromptwireSettings.model_fields) - set(OBSERVABILITY_FIELDS)
+    return settings_environment(settings, exclude=others)
 
 
 def backend_settings_config(backend_name: str) -> SettingsConfigDict:

@@ -1,0 +1,110 @@
+"""The engine as the server's routes see it: the real one, with every generation observed.
+
+Routes call the engine and nothing else, so observing it here counts every route, including
+routes added later (the OpenAI-compatible ones), without their help: the first token's time, the
+finish reason and token counts go to the current request's record, a generation waiting for its
+first token counts as queued, and each finished generation's tokens per second is measured.
+Everything else passes straight through.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, Sequence
+
+from promptwire.engine import Completion, Engine, EngineEvent, EngineMetric, Finish
+from promptwire.protocol import ChatMessage, PromptRequest
+from promptwire.server.metrics import ServerMetrics
+from promptwire.server.request_context import current_request
+
+
+class ObservedEngine(Engine):
+    """``engine`` with its generations observed for ``metrics`` (None: metrics off) and the
+    request log (``log_prompts``: the prompt goes into the request's record)."""
+
+    def __init__(
+        self, engine: Engine, metrics: ServerMetrics | None, *, log_prompts: bool = False
+    ) -> None:
+        self.inner = engine
+        self._metrics = metrics
+        self._log_prompts = log_prompts
+
+    @property
+    def model_name(self) -> str | None:
+        return self.inner.model_name
+
+    @model_name.setter
+    def model_name(self, value: str | None) -> None:
+        self.inner.model_name = value
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def stop(self) -> None:
+        await self.inner.stop()
+
+    @property
+    def ready(self) -> bool:
+        return self.inner.ready
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        return self.inner.render_chat(messages)
+
+    def check(self, request: PromptRequest) -> None:
+        self.inner.check(request)
+
+    def metrics(self) -> Sequence[EngineMetric]:
+        return self.inner.metrics()
+
+    async def stream(self, request: PromptRequest) -> AsyncGenerator[EngineEvent, None]:
+        record = current_request()
+        metrics = self._metrics
+        if record is not None:
+            record.generations += 1
+            if self._log_prompts and record.prompt is None:
+                record.prompt = request.prompt
+        events = self.inner.stream(request)
+        waiting = True
+        first = 0.0
+        if metrics is not None:
+            metrics.queued.inc()
+        try:
+            async for event in events:
+                if waiting:
+                    waiting = False
+                    first = time.perf_counter()
+                    if metrics is not None:
+                        metrics.queued.dec()
+                    if record is not None:
+                        record.note_first_token()
+                if isinstance(event, Finish):
+                    self._finished(event, first)
+                yield event
+        finally:
+            if waiting and metrics is not None:
+                metrics.queued.dec()
+            await events.aclose()
+
+    def _finished(self, finish: Finish, first: float) -> None:
+        record = current_request()
+        usage = finish.usage
+        if record is not None:
+            record.note_finish(finish.finish_reason, usage.prompt_tokens, usage.completion_tokens)
+        elapsed = time.perf_counter() - first
+        if self._metrics is not None and usage.completion_tokens >= 2 and elapsed > 0:
+            # The first token's time is the queue's and the prefill's; the rest is decoding.
+            route = record.route if record is not None else ""
+            self._metrics.stream_finished(route, (usage.completion_tokens - 1) / elapsed)
+
+    async def complete(self, request: PromptRequest) -> Completion:
+        if type(self.inner).complete is Engine.complete:
+            return await super().complete(request)  # through ``stream``, observed
+        # An engine with its own ``complete``: its usage is seen, not its first token.
+        completion = await self.inner.complete(request)
+        record = current_request()
+        if record is not None:
+            usage = completion.usage
+            record.note_finish(
+                completion.finish_reason, usage.prompt_tokens, usage.completion_tokens
+            )
+        return completion
