@@ -82,6 +82,10 @@ class DeploySide:
     implementation_name: str
     is_class: bool
     settings: dict[str, Any] = field(default_factory=dict)
+    snapshot: dict[str, Any] = field(default_factory=dict)
+    """The memory snapshot options the function definition sent to Modal would carry."""
+    observability: dict[str, Any] = field(default_factory=dict)
+    """The server's observability settings (metrics, request log) on the deploying machine."""
 
 
 def describe(dependency: Any) -> str:
@@ -100,6 +104,28 @@ def _service_function(module: Any, attribute: str) -> tuple[Any, bool]:
     if isinstance(obj, modal.Function):
         return synchronizer._translate_in(obj), False
     raise TypeError(f"{attribute} is neither a modal.Function nor a modal.Cls")
+
+
+#: The options of Modal's function definition that decide memory snapshots: the definition's
+#: ``checkpointing_enabled`` and ``experimental_options`` (``enable_gpu_snapshot``).
+SNAPSHOT_OPTIONS = ("enable_memory_snapshot", "experimental_options")
+
+
+def snapshot_options(function: Any) -> dict[str, Any]:
+    """The snapshot options Modal will put in ``function``'s definition when it is deployed.
+
+    Modal builds the definition (an ``api_pb2.Function``) only while deploying, from values its
+    loader closes over; they are read there, offline, so the check sees exactly what a deploy
+    would send. Should a Modal release rename them, this fails loudly, not silently.
+    """
+    load = function._load
+    cells = dict(zip(load.__code__.co_freevars, load.__closure__ or (), strict=True))
+    missing = [name for name in SNAPSHOT_OPTIONS if name not in cells]
+    if missing:
+        raise AssertionError(f"Modal's function loader no longer has {missing}: update the tier")
+    options = {name: cells[name].cell_contents for name in SNAPSHOT_OPTIONS}
+    options["experimental_options"] = dict(options["experimental_options"] or {})
+    return options
 
 
 def _uploaded_files(function: Any) -> dict[PurePosixPath, Path]:
@@ -144,6 +170,7 @@ def deploy_side(
     try:
         os.environ.update(environment)
         module = importlib.import_module(target.module)
+        observability = observability_settings()
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -170,7 +197,17 @@ def deploy_side(
         implementation_name=function._source_info.implementation_name,
         is_class=is_class,
         settings=module.settings.model_dump(mode="json"),
+        snapshot=snapshot_options(function),
+        observability=observability,
     )
+
+
+def observability_settings() -> dict[str, Any]:
+    """The server's observability settings this process's environment gives (the child reads
+    them the same way)."""
+    from promptwire.settings import OBSERVABILITY_FIELDS, PromptwireSettings
+
+    return PromptwireSettings().model_dump(mode="json", include=set(OBSERVABILITY_FIELDS))
 
 
 def locked_names(requirements: Path) -> list[str]:
