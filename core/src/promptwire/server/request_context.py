@@ -43,9 +43,12 @@ class RequestRecord:
     prompt: str | None = None
     """The prompt text: set only when the operator opted in to logging prompts."""
 
-    def note_first_token(self) -> None:
-        if self.first_token is None:
-            self.first_token = time.perf_counter()
+    def note_first_token(self) -> bool:
+        """The request's first token is here; False when it had one already."""
+        if self.first_token is not None:
+            return False
+        self.first_token = time.perf_counter()
+        return True
 
     def note_finish(self, finish_reason: str, prompt_tokens: int, completion_tokens: int) -> None:
         """A generation finished; several (one request, several choices) add up."""
