@@ -60,12 +60,14 @@ DEPLOY_ONLY = {"dummy web": set(), "exllama download_model": {"model_dir", "requ
 DEPLOY_ONLY["exllama Server"] = DEPLOY_ONLY["exllama download_model"]
 
 
-#: The deploying machine's metrics and request log settings, which its containers must serve by.
+#: The deploying machine's metrics and request log settings, which its containers must serve by;
+#: and OpenTelemetry, which they must not try (their images do not have it).
 OBSERVABILITY = {
     "PROMPTWIRE_METRICS_PUBLIC": "true",
     "PROMPTWIRE_LOG_FORMAT": "json",
     "PROMPTWIRE_LOG_PROMPTS": "true",
     "PROMPTWIRE_REQUEST_LOG": "false",
+    "PROMPTWIRE_OPENTELEMETRY": "true",
 }
 
 

@@ -94,7 +94,7 @@ def describe(dependency: Any) -> str:
     return kind if kind == "Image" else f"{kind}: {dependency!r}"
 
 
-def _service_function(module: Any, attribute: str) -> tuple[Any, bool]:
+def service_function(module: Any, attribute: str) -> tuple[Any, bool]:
     import modal
     from modal._utils.async_utils import synchronizer
 
@@ -118,14 +118,19 @@ def snapshot_options(function: Any) -> dict[str, Any]:
     loader closes over; they are read there, offline, so the check sees exactly what a deploy
     would send. Should a Modal release rename them, this fails loudly, not silently.
     """
-    load = function._load
-    cells = dict(zip(load.__code__.co_freevars, load.__closure__ or (), strict=True))
-    missing = [name for name in SNAPSHOT_OPTIONS if name not in cells]
-    if missing:
-        raise AssertionError(f"Modal's function loader no longer has {missing}: update the tier")
-    options = {name: cells[name].cell_contents for name in SNAPSHOT_OPTIONS}
+    options = {name: definition_value(function, name) for name in SNAPSHOT_OPTIONS}
     options["experimental_options"] = dict(options["experimental_options"] or {})
     return options
+
+
+def definition_value(function: Any, name: str) -> Any:
+    """A value Modal's loader of ``function`` (a ``_Function``) closes over and puts in the
+    function's definition when deploying (``enable_memory_snapshot``, ``autoscaler_settings``)."""
+    load = function._load
+    cells = dict(zip(load.__code__.co_freevars, load.__closure__ or (), strict=True))
+    if name not in cells:
+        raise AssertionError(f"Modal's function loader no longer has {name!r}: update the tier")
+    return cells[name].cell_contents
 
 
 def _uploaded_files(function: Any) -> dict[PurePosixPath, Path]:
@@ -175,7 +180,7 @@ def deploy_side(
         os.environ.clear()
         os.environ.update(saved)
         sys.modules.pop(target.module, None)
-    function, is_class = _service_function(module, target.attribute)
+    function, is_class = service_function(module, target.attribute)
     deps = list(function._deps_(only_explicit_mounts=True))
     environment = dict(MODAL_RUNTIME_ENVIRONMENT)
     for dep in deps:
@@ -203,11 +208,13 @@ def deploy_side(
 
 
 def observability_settings() -> dict[str, Any]:
-    """The server's observability settings this process's environment gives (the child reads
-    them the same way)."""
+    """The server's observability settings a container must serve by: those this process's
+    environment gives (the child reads them the same way), but never OpenTelemetry, which the
+    images cannot run."""
     from promptwire.settings import OBSERVABILITY_FIELDS, PromptwireSettings
 
-    return PromptwireSettings().model_dump(mode="json", include=set(OBSERVABILITY_FIELDS))
+    found = PromptwireSettings().model_dump(mode="json", include=set(OBSERVABILITY_FIELDS))
+    return {**found, "opentelemetry": False}
 
 
 def locked_names(requirements: Path) -> list[str]:

@@ -114,10 +114,11 @@ def visible(case: dict[str, Any]) -> dict[str, Any]:
 
 
 def observability_settings() -> dict[str, Any]:
-    """What the server will read for its metrics and request log (as the deploy side does)."""
+    """What the server will read for its metrics, request log and traces."""
     from promptwire.settings import OBSERVABILITY_FIELDS, PromptwireSettings
 
-    return PromptwireSettings().model_dump(mode="json", include=set(OBSERVABILITY_FIELDS))
+    fields = {*OBSERVABILITY_FIELDS, "opentelemetry"}
+    return PromptwireSettings().model_dump(mode="json", include=fields)
 
 
 def run_case(case: dict[str, Any]) -> dict[str, Any]:

@@ -138,14 +138,16 @@ class PromptwireSettings(BaseSettings):
     )
 
 
-#: The settings above that shape what a server shows (handed to Modal containers as they are).
+#: The settings above that shape what a server shows, handed to Modal containers as they are.
+#: Not ``opentelemetry``: the first-party images do not install the instrumentation or an
+#: exporter, so a container told to trace could not start (on Modal, traces need an image of
+#: your own: see the README).
 OBSERVABILITY_FIELDS = (
     "metrics",
     "metrics_public",
     "request_log",
     "log_format",
     "log_prompts",
-    "opentelemetry",
 )
 
 
