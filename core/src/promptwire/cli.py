@@ -211,6 +211,35 @@ def invoke(
 
 
 @app.command()
+def status(
+    url: Annotated[
+        str | None,
+        typer.Argument(help="Endpoint URL [default: PROMPTWIRE_ENDPOINT_URL]", show_default=False),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(help="Bearer token [default: PROMPTWIRE_API_KEY]", show_default=False),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each answer")] = 10.0,
+) -> None:
+    """Summarize what an endpoint is doing, from its /health and /metrics: model, version,
+    requests in flight, cache use, tokens per second, cold start. Exit status 1 unless healthy."""
+    from promptwire.status import read_status
+
+    settings = PromptwireSettings()
+    token = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if settings.modal_key and settings.modal_secret:  # Modal's proxy auth
+        headers["Modal-Key"] = settings.modal_key.get_secret_value()
+        headers["Modal-Secret"] = settings.modal_secret.get_secret_value()
+    found = read_status(url or settings.endpoint_url, headers=headers, timeout=timeout)
+    for label, text in found.lines():  # one line each, however wide (a script may read them)
+        out.print(f"{label:<12} {visible(text)}", soft_wrap=True, highlight=False, markup=False)
+    if not found.ready:
+        raise typer.Exit(1)
+
+
+@app.command()
 def backends() -> None:
     """List installed backends (with the plugin that provides each) and plugins that failed."""
     from promptwire.plugins import get_backends, plugin_failures
@@ -276,11 +305,20 @@ def deploy(
     environment: Annotated[
         str | None, typer.Option(help="Modal environment [default: your Modal profile's]")
     ] = None,
+    warm: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Containers Modal keeps running and ready (billed, no cold start) "
+            "[default: the backend's MIN_CONTAINERS setting]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Deploy a backend's Modal app with your settings and print its endpoint URL."""
     from promptwire.deploy import deploy_backend
 
-    deployment = deploy_backend(backend, environment=environment)
+    deployment = deploy_backend(backend, environment=environment, warm=warm)
     if deployment.url is None:
         err.print(
             f"promptwire: deployed {deployment.app_name}; find its URL at "
