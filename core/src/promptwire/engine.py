@@ -41,7 +41,14 @@ class Completion:
 
 
 class EngineError(Exception):
-    """An error an engine raises on purpose; the server turns it into a protocol error reply."""
+    """An error an engine raises on purpose; its message always reaches the client.
+
+    Raised from ``check`` or before a stream's first chunk, it is the reply: its
+    ``status_code``, its ``error_type`` and its message (with ``Retry-After`` when
+    ``retry_after`` is set). Raised later in a stream, it ends the stream with an ``error`` event
+    of the same type and message. Any other exception is logged on the server and reaches the
+    client only as ``server_error`` "internal server error", so an engine's internals never leak.
+    """
 
     status_code = 500
     error_type = ErrorType.SERVER_ERROR
@@ -60,11 +67,15 @@ class RequestRejected(EngineError):
 
 
 class EngineOverloaded(EngineError):
+    """Too busy to take the request now: a 503 with ``Retry-After``; clients may retry."""
+
     status_code = 503
     error_type = ErrorType.OVERLOADED
 
 
 class EngineNotReady(EngineError):
+    """Still loading: a 503 ``not_ready`` with ``Retry-After``; clients may retry."""
+
     status_code = 503
     error_type = ErrorType.NOT_READY
 
@@ -83,7 +94,12 @@ class Engine(ABC):
 
     @property
     def ready(self) -> bool:
-        """True once ``start`` has finished and requests can be served."""
+        """Whether requests can be served now, once ``start`` has returned.
+
+        The server answers 503 ``not_ready`` until its lifespan has awaited ``start`` and while
+        this is False, so the default (True) suits an engine that loads everything in ``start``.
+        Override it for an engine that goes on loading in the background after ``start``.
+        """
         return True
 
     def render_chat(self, messages: Sequence[ChatMessage]) -> str:
@@ -111,3 +127,16 @@ class Engine(ABC):
             else:
                 return Completion("".join(pieces), event.finish_reason, event.usage)
         raise EngineError("the engine ended a generation without finishing it")
+
+
+__all__ = [
+    "Completion",
+    "Engine",
+    "EngineError",
+    "EngineEvent",
+    "EngineNotReady",
+    "EngineOverloaded",
+    "Finish",
+    "RequestRejected",
+    "TextChunk",
+]

@@ -29,3 +29,12 @@ def register_commands(cli: typer.Typer) -> None:
     ``@cli.command()`` adds a command and ``cli.add_typer(group, name=...)`` a group of them.
     A plugin whose hook raises loses only its own commands; the failure is recorded
     (``promptwire backends`` lists it)."""
+
+
+__all__ = [
+    "PROJECT_NAME",
+    "hookimpl",
+    "hookspec",
+    "register_backends",
+    "register_commands",
+]

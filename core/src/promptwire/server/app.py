@@ -502,17 +502,24 @@ def create_app(
     """
 
     shutdown = GracefulShutdown(shutdown_grace)
+    started = False  # the engine is served only between its start() and its stop()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        nonlocal started
         shutdown.reset()
         await engine.start()
+        started = True
         _freeze_startup_heap()
         try:
             yield
         finally:
+            started = False
             gc.unfreeze()
             await engine.stop()
+
+    def serving() -> bool:
+        return started and engine.ready
 
     app = FastAPI(
         title="promptwire prompt endpoint",
@@ -550,7 +557,7 @@ def create_app(
         responses={503: {"model": ErrorBody, "description": "Not ready yet"}},
     )
     async def health() -> Response:
-        if not engine.ready:
+        if not serving():
             return error_response(
                 503, ErrorType.NOT_READY, "the model is loading", RETRY_AFTER_SECONDS
             )
@@ -586,7 +593,7 @@ def create_app(
         except _ClientGone:
             return Response(status_code=499)
         prompt_request = _parse_request(body)
-        if not engine.ready:
+        if not serving():
             raise RequestError.from_engine(
                 EngineNotReady("the model is loading", retry_after=RETRY_AFTER_SECONDS)
             )

@@ -9,9 +9,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
 
-from promptwire.engine import Engine, EngineEvent, Finish, RequestRejected, TextChunk
-from promptwire.protocol import ChatMessage, FinishReason, PromptRequest, Usage
-from promptwire.stops import StopScanner
+from promptwire import (
+    ChatMessage,
+    Engine,
+    EngineEvent,
+    Finish,
+    FinishReason,
+    PromptRequest,
+    RequestRejected,
+    StopScanner,
+    TextChunk,
+    Usage,
+)
 
 from promptwire_reverse.settings import ReverseSettings
 
