@@ -34,6 +34,12 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "promptwire"
 LOAD_PLUGINS_ENV = "PROMPTWIRE_LOAD_PLUGINS"
+# The distributions of promptwire's own backends, named when one is asked for but missing.
+FIRST_PARTY_DISTRIBUTIONS = {
+    "modal_dummy": "promptwire-modal-dummy",
+    "modal_exllama": "promptwire-modal-exllama",
+    "openai": "promptwire-openai",
+}
 
 logger = logging.getLogger(__name__)
 
@@ -224,10 +230,16 @@ class PluginRegistry:
                 f"{', '.join(self._excluded)}"
             )
         hint = "".join(f"; {h}" for h in hints)
+        distribution = FIRST_PARTY_DISTRIBUTIONS.get(name)
+        install = (
+            f"Install {distribution} (pip install {distribution}, or its wheel; see the README's "
+            "Installing section)"
+            if distribution
+            else "Install the plugin that provides it"
+        )
         raise ConfigurationError(
             f"unknown backend {name!r}; installed backends: {installed}{hint}. "
-            "Install the plugin that provides it, or check PROMPTWIRE_BACKEND and "
-            f"{LOAD_PLUGINS_ENV}."
+            f"{install}, or check PROMPTWIRE_BACKEND and {LOAD_PLUGINS_ENV}."
         )
 
     def add_commands(self, cli: typer.Typer) -> None:
@@ -324,6 +336,7 @@ def get_backend(name: str) -> RegisteredBackend:
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "FIRST_PARTY_DISTRIBUTIONS",
     "LOAD_PLUGINS_ENV",
     "PluginFailure",
     "PluginInfo",
