@@ -680,7 +680,7 @@ async def _stream_reply(
     shutdown: GracefulShutdown,
     send_timeout: float | None,
 ) -> Response:
-    events = engine.stream(request)
+    events = engine.generate(request)
     try:
         # The first event is awaited before answering, so errors found at the start of a
         # generation (overload, rejection) still get a proper HTTP status; a client that leaves
