@@ -1,9 +1,9 @@
 """Run every CPU benchmark and write BENCHMARKS.md with tables and PNG plots.
 
-    uv run python -m benchmarks                 # the full CPU suite (about 10 minutes)
-    uv run python -m benchmarks --quick         # a fast smoke run (results/quick/, not committed)
-    uv run python -m benchmarks --only batch    # some benchmarks; the report keeps the others
-    uv run python -m benchmarks --report-only   # rebuild the report from the JSON results
+    uv run --group bench python -m benchmarks                 # the full CPU suite (about 10 minutes)
+    uv run --group bench python -m benchmarks --quick         # a fast smoke run (results/quick/, not committed)
+    uv run --group bench python -m benchmarks --only batch    # some benchmarks; the report keeps the others
+    uv run --group bench python -m benchmarks --report-only   # rebuild the report from the JSON results
     uv run python -m benchmarks.gpu             # the GPU benchmark, separately, on a CUDA machine
 
 Each benchmark runs in its own process (``python -m benchmarks.<name> --json ...``), so one
@@ -20,7 +20,15 @@ import time
 from benchmarks.common import PYTHON, RESULTS_DIR, ROOT, clean_env
 from benchmarks.report import write_report
 
-CPU_BENCHMARKS = ["batch", "network_delay", "client_cpu", "streaming", "server", "startup"]
+CPU_BENCHMARKS = [
+    "batch",
+    "network_delay",
+    "client_cpu",
+    "streaming",
+    "server",
+    "startup",
+    "event_loop",
+]
 TIME_LIMIT = 900  # seconds for one benchmark
 
 
@@ -56,7 +64,7 @@ def main() -> None:
                 print(f"!! {name} failed: {exc}", file=sys.stderr)
                 failed.append(name)
             print(f"   ({time.perf_counter() - started:.0f} s)", flush=True)
-    how = "uv run python -m benchmarks" + (" --quick" if args.quick else "")
+    how = "uv run --group bench python -m benchmarks" + (" --quick" if args.quick else "")
     write_report(directory, out, how)
     print(f"wrote {out.relative_to(ROOT)} and plots in {directory.relative_to(ROOT)}/")
     if failed:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from promptwire.server.metrics import LATENCY_BUCKETS, ServerMetrics
 from promptwire.server.request_context import RequestRecord
@@ -73,3 +74,22 @@ def test_the_figures_are_what_prometheus_clients_metrics_would_show() -> None:
     # Nothing was generated yet, nor did a first token come: those families are empty.
     assert shown("promptwire_time_to_first_token_seconds") == []
     assert shown("promptwire_stream_tokens_per_second") == []
+
+
+def test_the_version_is_unknown_where_promptwire_is_not_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Modal container has promptwire's sources, not its distribution: /metrics still answers."""
+    import importlib.metadata
+
+    import promptwire
+
+    def not_installed(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.delitem(vars(promptwire), "__version__", raising=False)
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    (info,) = parse(generate_latest(ServerMetrics(DummyEngine()).registry).decode()).labels(
+        "promptwire_info"
+    )
+    assert info["version"] == "unknown"

@@ -55,3 +55,10 @@ class Backend:
         if self.settings_class is None:
             return None
         return self.settings_class(**overrides)
+
+
+__all__ = [
+    "BACKEND_NAME",
+    "Backend",
+    "ClientAdapter",
+]

@@ -407,3 +407,10 @@ def _usage_metadata(usage: Usage | None) -> UsageMetadata | None:
 
 def _token_usage(usage: Usage) -> dict[str, int]:
     return {**usage.model_dump(), "total_tokens": usage.total_tokens}
+
+
+__all__ = [
+    "PROVIDER",
+    "ChatPromptwire",
+    "to_protocol_messages",
+]

@@ -242,7 +242,7 @@ def status(
 @app.command()
 def backends() -> None:
     """List installed backends (with the plugin that provides each) and plugins that failed."""
-    from promptwire.plugins import get_backends, plugin_failures
+    from promptwire.plugins import get_backends, plugin_failures, plugin_notes
 
     table = Table(title="promptwire backends")
     for column in ("backend", "distribution", "version", "serve", "deploy", "description"):
@@ -258,6 +258,8 @@ def backends() -> None:
             backend.description,
         )
     out.print(table)
+    for note in plugin_notes():
+        err.print(f"[yellow]note: {escape(note)}[/]", highlight=False)
     for failure in plugin_failures():
         err.print(
             f"[red]plugin {escape(repr(failure.plugin.name))} "
@@ -336,19 +338,11 @@ def deploy(
 
 
 def _add_plugin_commands() -> None:
-    from promptwire.plugins import plugin_manager
+    from promptwire.plugins import default_registry
 
-    # Each plugin's hook runs alone: pluggy stops at the first that raises, which would drop the
-    # commands of every plugin after it.
-    for impl in plugin_manager().hook.register_commands.get_hookimpls():
-        try:
-            impl.function(*[{"cli": app}[name] for name in impl.argnames])
-        except (Exception, SystemExit) as exc:
-            err.print(
-                f"[red]plugin {escape(repr(impl.plugin_name))} failed at register_commands: "
-                f"{escape(f'{type(exc).__name__}: {exc}')}[/]",
-                highlight=False,
-            )
+    # A plugin whose register_commands raises is recorded (``promptwire backends`` lists it) and
+    # logged; the other plugins' commands are still added.
+    default_registry().add_commands(app)
 
 
 def main() -> None:

@@ -25,4 +25,16 @@ def register_backends(register: Callable[[Backend], None]) -> None:
 
 @hookspec
 def register_commands(cli: typer.Typer) -> None:
-    """Add commands to the ``promptwire`` CLI."""
+    """Add commands to the ``promptwire`` CLI: ``cli`` is its ``typer.Typer`` app, so
+    ``@cli.command()`` adds a command and ``cli.add_typer(group, name=...)`` a group of them.
+    A plugin whose hook raises loses only its own commands; the failure is recorded
+    (``promptwire backends`` lists it)."""
+
+
+__all__ = [
+    "PROJECT_NAME",
+    "hookimpl",
+    "hookspec",
+    "register_backends",
+    "register_commands",
+]

@@ -313,3 +313,8 @@ def _merge_chunks(chunks: Iterator[GenerationChunk]) -> Generation:
     if merged is None:
         return Generation(text="")
     return Generation(text=merged.text, generation_info=merged.generation_info)
+
+
+__all__ = [
+    "PromptwireLLM",
+]

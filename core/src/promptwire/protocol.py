@@ -182,3 +182,30 @@ class Health(BaseModel):
     status: Literal["ok"] = "ok"
     model: str | None = None
     protocol: str = PROTOCOL_VERSION
+
+
+__all__ = [
+    "EVENT_DELTA",
+    "EVENT_DONE",
+    "EVENT_ERROR",
+    "GENERATION_PARAMS",
+    "MAX_BODY_BYTES",
+    "MAX_MESSAGES",
+    "MAX_MESSAGE_CHARS",
+    "MAX_STOP_LENGTH",
+    "MAX_STOP_SEQUENCES",
+    "MAX_TEMPERATURE",
+    "MAX_TOKENS_LIMIT",
+    "PROTOCOL_VERSION",
+    "ChatMessage",
+    "ErrorBody",
+    "ErrorDetail",
+    "ErrorType",
+    "FinishReason",
+    "Health",
+    "PromptRequest",
+    "PromptResponse",
+    "StreamDelta",
+    "StreamDone",
+    "Usage",
+]

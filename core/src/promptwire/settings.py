@@ -199,3 +199,23 @@ def settings_environment(
         else:
             env[key] = str(value)
     return env
+
+
+__all__ = [
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_ENDPOINT_URL",
+    "DEFAULT_HEADER_TIMEOUT",
+    "DEFAULT_KEEP_ALIVE_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_SEND_TIMEOUT",
+    "DEFAULT_SERVE_BACKEND",
+    "DEFAULT_SHUTDOWN_GRACE",
+    "ENV_PREFIX",
+    "MAX_BODY_BYTES",
+    "NONE_VALUE",
+    "OBSERVABILITY_FIELDS",
+    "PromptwireSettings",
+    "backend_settings_config",
+    "observability_environment",
+    "settings_environment",
+]

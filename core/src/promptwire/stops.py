@@ -88,7 +88,17 @@ class StopScanner:
     """Finds the first stop sequence across streamed pieces.
 
     Text that could be the start of a stop sequence is held back until the next piece shows
-    whether it is, so no part of a stop sequence is ever emitted.
+    whether it is, so no part of a stop sequence is ever emitted. Use it as::
+
+        scanner = StopScanner(request.stop)
+        for piece in pieces:
+            yield scanner.feed(piece)  # may be "" while text is held back
+            if scanner.stopped:        # a stop sequence was found: end with finish "stop"
+                break
+        yield scanner.flush()          # what was held, when no stop sequence came
+
+    ``stopped`` turns True on the ``feed`` that finds a stop sequence; from then on ``feed`` and
+    ``flush`` return "".
     """
 
     def __init__(self, stops: Sequence[str] | None) -> None:
@@ -119,3 +129,9 @@ class StopScanner:
         """The held text, once the stream has ended without a stop sequence."""
         held, self._held = self._held, ""
         return "" if self.stopped else held
+
+
+__all__ = [
+    "StopScanner",
+    "truncate_at_stop",
+]

@@ -515,21 +515,28 @@ def create_app(
     """
 
     shutdown = GracefulShutdown(shutdown_grace)
+    started = False  # the engine is served only between its start() and its stop()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        nonlocal started
         shutdown.reset()
         if engine.ready:
             await engine.start()  # started already (a Modal container's enter hook)
         else:
             with coldstart.phase("engine_start"):
                 await engine.start()
+        started = True
         _freeze_startup_heap()
         try:
             yield
         finally:
+            started = False
             gc.unfreeze()
             await engine.stop()
+
+    def serving() -> bool:
+        return started and engine.ready
 
     app = FastAPI(
         title="promptwire prompt endpoint",
@@ -569,7 +576,7 @@ def create_app(
         responses={503: {"model": ErrorBody, "description": "Not ready yet"}},
     )
     async def health() -> Response:
-        if not engine.ready:
+        if not serving():
             return error_response(
                 503, ErrorType.NOT_READY, "the model is loading", RETRY_AFTER_SECONDS
             )
@@ -605,7 +612,7 @@ def create_app(
         except _ClientGone:
             return Response(status_code=499)
         prompt_request = _parse_request(body)
-        if not engine.ready:
+        if not serving():
             raise RequestError.from_engine(
                 EngineNotReady("the model is loading", retry_after=RETRY_AFTER_SECONDS)
             )
@@ -692,7 +699,7 @@ async def _stream_reply(
     shutdown: GracefulShutdown,
     send_timeout: float | None,
 ) -> Response:
-    events = engine.stream(request)
+    events = engine.generate(request)
     try:
         # The first event is awaited before answering, so errors found at the start of a
         # generation (overload, rejection) still get a proper HTTP status; a client that leaves

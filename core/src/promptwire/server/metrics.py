@@ -22,6 +22,7 @@ import logging
 import re
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
+from importlib.metadata import PackageNotFoundError
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -34,7 +35,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 from starlette.responses import Response
 
-from promptwire import __version__, coldstart
+import promptwire
+from promptwire import coldstart
 from promptwire.engine import Engine, EngineMetric
 from promptwire.protocol import PROTOCOL_VERSION
 from promptwire.server.request_context import RequestRecord
@@ -230,6 +232,15 @@ class _ServerCollector(Collector):
             yield counter
 
 
+def _version() -> str:
+    """promptwire's version, or ``unknown`` where it is not installed as a distribution (a Modal
+    container has its sources only)."""
+    try:
+        return promptwire.__version__
+    except PackageNotFoundError:
+        return "unknown"
+
+
 class EngineCollector(Collector):
     """``promptwire_info`` and the engine's own figures, read at each scrape. An engine whose
     ``metrics()`` fails, or reports a name Prometheus cannot take, costs the scrape those
@@ -245,7 +256,7 @@ class EngineCollector(Collector):
             "The server: promptwire's version, the model served and the protocol version.",
             labels=("version", "model", "protocol"),
         )
-        info.add_metric((__version__, self.engine.model_name or "", PROTOCOL_VERSION), 1.0)
+        info.add_metric((_version(), self.engine.model_name or "", PROTOCOL_VERSION), 1.0)
         yield info
         try:
             samples = list(self.engine.metrics())

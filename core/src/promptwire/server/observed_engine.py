@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator, Sequence
 
-from promptwire.engine import Completion, Engine, EngineEvent, EngineMetric, Finish
+from promptwire.engine import Engine, EngineEvent, EngineMetric, Finish, TextChunk
 from promptwire.protocol import ChatMessage, PromptRequest
 from promptwire.server.metrics import ServerMetrics
 from promptwire.server.request_context import current_request
@@ -53,58 +53,63 @@ class ObservedEngine(Engine):
     def check(self, request: PromptRequest) -> None:
         self.inner.check(request)
 
+    def count_prompt_tokens(self, request: PromptRequest) -> int:
+        return self.inner.count_prompt_tokens(request)
+
     def metrics(self) -> Sequence[EngineMetric]:
         return self.inner.metrics()
 
-    async def stream(self, request: PromptRequest) -> AsyncGenerator[EngineEvent, None]:
+    def stream(self, request: PromptRequest) -> AsyncGenerator[EngineEvent, None]:
+        """The engine's own stream, unobserved and without the request's limits: the server
+        calls ``generate`` (or ``complete``), never this."""
+        return self.inner.stream(request)
+
+    # ``generate`` is final for engines: the loop that applies a request's limits is the core's.
+    # The server's proxy is the one exception: it runs the engine's own ``generate`` (that loop)
+    # and watches what comes out, as the client will get it. ``complete`` (final, inherited)
+    # assembles its reply from this.
+    async def generate(  # type: ignore[misc]
+        self, request: PromptRequest
+    ) -> AsyncGenerator[EngineEvent, None]:
+        """The engine's ``generate``, observed: queued until its first text, then the first
+        token's time, and at its ``Finish`` the finish reason, token counts and speed."""
         record = current_request()
         metrics = self._metrics
         if record is not None:
             record.generations += 1
             if self._log_prompts and record.prompt is None:
                 record.prompt = request.prompt
-        events = self.inner.stream(request)
+        events = self.inner.generate(request)
         waiting = True
         first = 0.0
         if metrics is not None:
             metrics.queued += 1
         try:
             async for event in events:
-                if waiting:
+                if waiting and isinstance(event, TextChunk):
                     waiting = False
                     first = time.perf_counter()
                     if metrics is not None:
                         metrics.queued -= 1
                     if record is not None and record.note_first_token() and metrics is not None:
                         metrics.first_token_seen(record)
-                if isinstance(event, Finish):
-                    self._finished(event, first)
+                elif isinstance(event, Finish):
+                    self._finished(event, None if waiting else first)
                 yield event
         finally:
             if waiting and metrics is not None:
                 metrics.queued -= 1
             await events.aclose()
 
-    def _finished(self, finish: Finish, first: float) -> None:
+    def _finished(self, finish: Finish, first: float | None) -> None:
         record = current_request()
         usage = finish.usage
         if record is not None:
             record.note_finish(finish.finish_reason, usage.prompt_tokens, usage.completion_tokens)
+        if self._metrics is None or first is None or usage.completion_tokens < 2:
+            return
         elapsed = time.perf_counter() - first
-        if self._metrics is not None and usage.completion_tokens >= 2 and elapsed > 0:
+        if elapsed > 0:
             # The first token's time is the queue's and the prefill's; the rest is decoding.
             route = record.route if record is not None else ""
             self._metrics.stream_finished(route, (usage.completion_tokens - 1) / elapsed)
-
-    async def complete(self, request: PromptRequest) -> Completion:
-        if type(self.inner).complete is Engine.complete:
-            return await super().complete(request)  # through ``stream``, observed
-        # An engine with its own ``complete``: its usage is seen, not its first token.
-        completion = await self.inner.complete(request)
-        record = current_request()
-        if record is not None:
-            usage = completion.usage
-            record.note_finish(
-                completion.finish_reason, usage.prompt_tokens, usage.completion_tokens
-            )
-        return completion

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import h11
 import uvicorn
@@ -113,7 +113,9 @@ class GuardedH11Protocol(H11Protocol):
     # -- the connection cap ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # No isinstance check: uvloop's transports implement asyncio.Transport's methods without
+        # subclassing it (an assertion here refused every connection once uvloop was installed).
+        transport = cast(asyncio.Transport, transport)
         if len(self.connections) >= self.limits.max_connections:
             self._refused = True
             self.transport = transport

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from promptwire.backends import Backend
-from promptwire.engine import Engine
-from promptwire.hookspecs import hookimpl
+from promptwire import Backend, Engine, hookimpl
 
 from promptwire_reverse.settings import BACKEND_NAME, ReverseSettings
 
