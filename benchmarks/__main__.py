@@ -1,10 +1,10 @@
 """Run every CPU benchmark and write BENCHMARKS.md with tables and PNG plots.
 
-    uv run --group bench python -m benchmarks                 # the full CPU suite (about 10 minutes)
-    uv run --group bench python -m benchmarks --quick         # a fast smoke run (results/quick/, not committed)
-    uv run --group bench python -m benchmarks --only batch    # some benchmarks; the report keeps the others
-    uv run --group bench python -m benchmarks --report-only   # rebuild the report from the JSON results
-    uv run python -m benchmarks.gpu             # the GPU benchmark, separately, on a CUDA machine
+    uv run --group bench python -m benchmarks                # the full CPU suite (~10 minutes)
+    uv run --group bench python -m benchmarks --quick        # a smoke run (results/quick/)
+    uv run --group bench python -m benchmarks --only batch   # some; the report keeps the others
+    uv run --group bench python -m benchmarks --report-only  # rebuild the report from the JSON
+    uv run python -m benchmarks.gpu                          # the GPU benchmark, on a CUDA machine
 
 Each benchmark runs in its own process (``python -m benchmarks.<name> --json ...``), so one
 benchmark's imports, threads and garbage do not weigh on the next.

@@ -38,6 +38,7 @@ _EXPORTS = {
     "hookimpl": "promptwire.hookspecs",
     "Backend": "promptwire.backends",
     "ClientAdapter": "promptwire.backends",
+    "RegisterBackend": "promptwire.backends",
     "Engine": "promptwire.engine",
     "EngineEvent": "promptwire.engine",
     "TextChunk": "promptwire.engine",
@@ -83,6 +84,7 @@ __all__ = [
     "PromptwireSettings",
     "ProtocolError",
     "RateLimitError",
+    "RegisterBackend",
     "ReplyTooLargeError",
     "RequestRejected",
     "RequestTooLargeError",
@@ -96,7 +98,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from promptwire.backends import Backend, ClientAdapter
+    from promptwire.backends import Backend, ClientAdapter, RegisterBackend
     from promptwire.chat import ChatPromptwire
     from promptwire.compat import Modal
     from promptwire.engine import (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pluggy
@@ -10,7 +9,7 @@ import pluggy
 if TYPE_CHECKING:
     import typer
 
-    from promptwire.backends import Backend
+    from promptwire.backends import RegisterBackend
 
 PROJECT_NAME = "promptwire"
 
@@ -19,7 +18,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 @hookspec
-def register_backends(register: Callable[[Backend], None]) -> None:
+def register_backends(register: RegisterBackend) -> None:
     """Register backends by calling ``register(Backend(...))`` once for each."""
 
 

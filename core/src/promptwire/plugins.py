@@ -21,7 +21,7 @@ import os
 import re
 from dataclasses import dataclass
 from importlib import metadata
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -188,7 +188,7 @@ class PluginRegistry:
             return self._backends
         claims: list[RegisteredBackend] = []
         for info, hook in self._hooks_one_by_one("register_backends"):
-            registered: list[Backend] = []
+            registered: list[Backend[Any]] = []
             try:
                 hook(register=registered.append)
                 for backend in registered:
