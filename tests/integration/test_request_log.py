@@ -12,7 +12,9 @@ from collections.abc import AsyncGenerator
 
 import httpx
 import pytest
+from promptwire import PromptwireLLM
 from promptwire.engine import EngineError, EngineEvent, TextChunk
+from promptwire.errors import AuthenticationError, EndpointTimeoutError, StreamError
 from promptwire.protocol import PromptRequest
 from promptwire.server.observability import Observability
 from promptwire_modal_dummy.engine import DummyEngine
@@ -173,3 +175,55 @@ def test_serve_at_warning_logs_no_requests() -> None:
         assert httpx.post(served.url, json={"prompt": "hi"}).status_code == 200
         time.sleep(0.3)
         assert "request_id" not in served.output()
+
+
+def _logged_ids(caplog: pytest.LogCaptureFixture, count: int) -> dict[str, dict[str, str]]:
+    return {fields(line)["request_id"]: fields(line) for line in wait_for_lines(caplog, count)}
+
+
+def test_the_client_names_each_request_and_its_errors_name_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The client sends an X-Request-ID of its own; the server's log line has it, and an error
+    the client raises quotes it: the user and the operator talk about the same request."""
+    caplog.set_level(logging.INFO, logger="promptwire.requests")
+    with serve_engine(DummyEngine(DummySettings(echo=True)), api_key=TOKEN) as server:
+        good = PromptwireLLM(endpoint_url=server.url, api_key=TOKEN, max_retries=0)
+        assert good.invoke("a b") == "a b"
+        wrong = PromptwireLLM(endpoint_url=server.url, api_key="not-the-token", max_retries=0)
+        with pytest.raises(AuthenticationError) as refused:
+            wrong.invoke("a b")
+        logged = _logged_ids(caplog, 2)
+    request_id = refused.value.request_id
+    assert request_id is not None and GENERATED_ID.fullmatch(request_id)
+    assert f"[request {request_id}]" in str(refused.value)
+    assert logged[request_id]["status"] == "401"
+    (ok,) = [line for rid, line in logged.items() if rid != request_id]
+    assert GENERATED_ID.fullmatch(ok["request_id"]) and ok["status"] == "200"
+
+
+def test_a_stream_error_names_the_stream(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="promptwire.requests")
+    with serve_engine(FailingMidStream()) as server:
+        llm = PromptwireLLM(endpoint_url=server.url, max_retries=0)
+        with pytest.raises(StreamError) as failed:
+            list(llm.stream("p"))
+        (line,) = wait_for_lines(caplog, 1)
+    assert failed.value.request_id == fields(line)["request_id"]
+    assert fields(line)["error"] == "server_error"
+
+
+async def test_a_request_that_timed_out_can_still_be_found(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No answer came, yet the error names the request, and the server logged it under that id
+    (as a client that left)."""
+    caplog.set_level(logging.INFO, logger="promptwire.requests")
+    with serve_engine(DummyEngine(DummySettings(first_token_delay=30))) as server:
+        llm = PromptwireLLM(endpoint_url=server.url, timeout=0.5, max_retries=0)
+        with pytest.raises(EndpointTimeoutError) as late:
+            await llm.ainvoke("p")
+        request_id = late.value.request_id
+        assert request_id is not None
+        logged = _logged_ids(caplog, 1)
+    assert logged[request_id]["error"] == "client_disconnected"
