@@ -4,7 +4,8 @@ request for ``/metrics`` costs when nobody scrapes it.
 
 All serve the dummy engine (zero delay) under uvicorn with the same options, each in its own
 process; ``benchmarks.loadgen`` (raw asyncio sockets, its own process) loads one server at a
-time, in turns, the order rotating from one round to the next. Besides requests/s, each run
+time, in turns, the order reversed from one round to the next (the two promptwire servers
+always run one after the other). Besides requests/s, each run
 measures the server process's CPU time per request (user + system, from ``/proc``): on a
 machine shared with other work, requests/s moves with everyone's load, the CPU a request costs
 much less.
@@ -104,8 +105,8 @@ def run(quick: bool) -> BenchResult:
         for port in ports.values():  # warm-up
             load(port, 1.0)
         for round_ in range(rounds):
-            names = list(ports)
-            names = names[round_ % len(names) :] + names[: round_ % len(names)]
+            # Forward, then backward: the two promptwire servers always run one after the other.
+            names = list(ports) if round_ % 2 == 0 else list(reversed(ports))
             for name in names:
                 for key, value in load(ports[name], duration, pids[name]).items():
                     samples.setdefault(name, {}).setdefault(key, []).append(value)
@@ -115,11 +116,12 @@ def run(quick: bool) -> BenchResult:
         setup=(
             f"{CONNECTIONS} keep-alive connections, one request at a time each, "
             f"{duration:g} s per run after a 1 s warm-up run each, the three servers in turns "
-            f"({rounds} runs each, the order rotating). Request `{BODY}`; reply `hello world`. All "
-            "servers: uvicorn (h11, asyncio loop), one process, log level warning (promptwire's "
-            "request log is built but not written). Metrics off: `PROMPTWIRE_METRICS=false`, "
-            "nothing else changed; nobody scrapes `/metrics` during the runs. The load "
-            "generator shares the 2 cores with the server."
+            f"({rounds} runs each, the order reversed each round: the two promptwire servers "
+            f"always adjacent). Request `{BODY}`; reply `hello world`. All servers: uvicorn "
+            "(h11, its default loop: uvloop, installed with the server extra), one process, log "
+            "level warning (promptwire's request log is built but not written). Metrics off: "
+            "`PROMPTWIRE_METRICS=false`, nothing else changed; nobody scrapes `/metrics` during "
+            "the runs. The load generator shares the 2 cores with the server."
         ),
         quick=quick,
     )
@@ -137,7 +139,7 @@ def run(quick: bool) -> BenchResult:
             ratios(pw["rps"], off["rps"]),
             target=0.97,
             op=">=",
-            note="runs of one round paired",
+            note="adjacent runs paired",
         ),
         Ratio(
             "promptwire serve CPU per request / the same with metrics off",

@@ -47,7 +47,7 @@ def test_the_figures_are_what_prometheus_clients_metrics_would_show() -> None:
         status, error = ((200, None), (422, "invalid_request"), (503, "overloaded"))[index % 3]
         record = RequestRecord(f"id{index}", "POST", route, 0.0, status=status, error_type=error)
         record.prompt_tokens = index
-        ours.request_started(route)
+        ours.request_started(record)
         ours.request_finished(record, seconds)
         duration.labels(route).observe(seconds)
         requests.labels(route, str(status), error or "").inc()

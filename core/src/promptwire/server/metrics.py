@@ -119,7 +119,7 @@ class ServerMetrics:
     def __init__(self, engine: Engine) -> None:
         self.registry = CollectorRegistry()
         self.routes: dict[str, _RouteFigures] = {}
-        self.requests: dict[tuple[str, str, str], int] = {}
+        self.requests: dict[tuple[str, int, str], int] = {}
         """Answered requests by (route, status, error type)."""
         self.queued = 0
         """Generations begun that have no first token yet."""
@@ -133,13 +133,15 @@ class ServerMetrics:
             figures = self.routes[route] = _RouteFigures()
         return figures
 
-    def request_started(self, route: str) -> None:
-        self._route(route).in_flight += 1
+    def request_started(self, record: RequestRecord) -> None:
+        figures = self.routes.get(record.route) or self._route(record.route)
+        figures.in_flight += 1
+        record.figures = figures
 
     def request_finished(self, record: RequestRecord, duration: float) -> None:
-        figures = self._route(record.route)
+        figures: _RouteFigures = record.figures
         figures.in_flight -= 1
-        key = (record.route, str(record.status), record.error_type or "")
+        key = (record.route, record.status, record.error_type or "")
         self.requests[key] = self.requests.get(key, 0) + 1
         figures.duration.observe(duration)
         if record.prompt_tokens is not None:
@@ -152,10 +154,14 @@ class ServerMetrics:
     def first_token_seen(self, record: RequestRecord) -> None:
         """Observed as it happens (a long stream's first token shows before its end)."""
         assert record.first_token is not None
-        self._route(record.route).first_token.observe(record.first_token - record.started)
+        figures = record.figures or self._route(record.route)
+        figures.first_token.observe(record.first_token - record.started)
 
-    def stream_finished(self, route: str, tokens_per_second: float) -> None:
-        self._route(route).rate.observe(tokens_per_second)
+    def stream_finished(self, record: RequestRecord | None, tokens_per_second: float) -> None:
+        figures = (
+            self._route("") if record is None else (record.figures or self._route(record.route))
+        )
+        figures.rate.observe(tokens_per_second)
 
     def response(self) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
@@ -175,8 +181,8 @@ class _ServerCollector(Collector):
             "Requests answered, by route, HTTP status and protocol error type ('' for none).",
             labels=("route", "status", "error_type"),
         )
-        for labels, count in sorted(metrics.requests.items()):
-            requests.add_metric(labels, count)
+        for (route, status, error_type), count in sorted(metrics.requests.items()):
+            requests.add_metric((route, str(status), error_type), count)
         yield requests
         in_flight = GaugeMetricFamily(
             f"{PREFIX}_requests_in_flight",

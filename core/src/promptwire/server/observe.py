@@ -122,7 +122,7 @@ class RequestObserver:
 
         token = set_current(record)
         if self.metrics is not None:
-            self.metrics.request_started(record.route)
+            self.metrics.request_started(record)
         try:
             await self.app(scope, receive, answer)
         except BaseException:

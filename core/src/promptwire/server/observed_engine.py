@@ -111,5 +111,4 @@ class ObservedEngine(Engine):
         elapsed = time.perf_counter() - first
         if elapsed > 0:
             # The first token's time is the queue's and the prefill's; the rest is decoding.
-            route = record.route if record is not None else ""
-            self._metrics.stream_finished(route, (usage.completion_tokens - 1) / elapsed)
+            self._metrics.stream_finished(record, (usage.completion_tokens - 1) / elapsed)

@@ -14,6 +14,7 @@ import contextvars
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from promptwire.protocol import ErrorDetail
 
@@ -42,6 +43,8 @@ class RequestRecord:
     """Generations begun for the request (an engine's ``stream`` entered)."""
     prompt: str | None = None
     """The prompt text: set only when the operator opted in to logging prompts."""
+    figures: Any = None
+    """What the server's metrics count for the request's route (``ServerMetrics``), if on."""
 
     def note_first_token(self) -> bool:
         """The request's first token is here; False when it had one already."""
