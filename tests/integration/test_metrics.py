@@ -303,3 +303,36 @@ def test_a_whole_reply_waiting_for_its_first_token_is_queued() -> None:
         engine.start_gate.set()
         thread.join(timeout=30)
         assert scrape(server.url).value("promptwire_requests_queued") == 0
+
+
+def test_under_concurrent_load_the_figures_add_up() -> None:
+    """Twelve requests at once, streams and whole replies: all in flight and waiting together,
+    then every one counted once, with its tokens."""
+    engine = ReportingEngine(DummySettings(echo=True))
+    engine.start_gate.clear()
+    count = 12
+    statuses: list[int] = []
+
+    def ask(index: int) -> None:
+        body = {"prompt": WORDS, "stream": index % 2 == 0}
+        statuses.append(httpx.post(server.url, json=body, timeout=60).status_code)
+
+    with serve_engine(engine) as server:
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(count)]
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: scrape(server.url).value("promptwire_requests_queued") == count)
+        busy = scrape(server.url)
+        engine.start_gate.set()
+        for thread in threads:
+            thread.join(timeout=60)
+        after = scrape(server.url)
+    assert statuses == [200] * count
+    assert busy.value("promptwire_requests_in_flight", route="/") == count
+    assert after.value("promptwire_requests_in_flight", route="/") == 0
+    assert after.value("promptwire_requests_queued") == 0
+    assert after.value("promptwire_requests_total", route="/", status="200") == count
+    assert after.value("promptwire_completion_tokens_total", route="/") == count * 11
+    for histogram in ("time_to_first_token_seconds", "request_duration_seconds"):
+        assert after.value(f"promptwire_{histogram}_count", route="/") == count
+    assert after.value("promptwire_stream_tokens_per_second_count", route="/") == count
