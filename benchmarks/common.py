@@ -258,13 +258,16 @@ def promptwire_serve(
     echo: bool = False,
     first_token_delay: float = 0.0,
     tokens_per_second: float | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> Iterator[DummyServer]:
-    """``promptwire serve --backend modal_dummy`` (the real CLI) in its own process."""
+    """``promptwire serve --backend modal_dummy`` (the real CLI) in its own process; ``settings``:
+    more ``PROMPTWIRE_*`` variables for it."""
     port = free_port()
     env = {
         "PROMPTWIRE_MODAL_DUMMY__ECHO": "true" if echo else "false",
         "PROMPTWIRE_MODAL_DUMMY__FIRST_TOKEN_DELAY": str(first_token_delay),
         "PROMPTWIRE_LOAD_PLUGINS": "modal_dummy",
+        **(settings or {}),
     }
     if tokens_per_second is not None:
         env["PROMPTWIRE_MODAL_DUMMY__TOKENS_PER_SECOND"] = str(tokens_per_second)

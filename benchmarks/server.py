@@ -1,13 +1,20 @@
-"""(5) Server: requests/s and p50/p99 latency of ``promptwire serve`` against bare FastAPI.
+"""(5) Server: requests/s and p50/p99 latency of ``promptwire serve`` against bare FastAPI, and
+of ``promptwire serve`` with its metrics off (``PROMPTWIRE_METRICS=false``): what counting every
+request for ``/metrics`` costs when nobody scrapes it.
 
-Both serve the dummy engine (zero delay) under uvicorn with the same options, each in its own
+All serve the dummy engine (zero delay) under uvicorn with the same options, each in its own
 process; ``benchmarks.loadgen`` (raw asyncio sockets, its own process) loads one server at a
-time, alternating between them.
+time, in turns, the order reversed from one round to the next (the two promptwire servers
+always run one after the other). Besides requests/s, each run
+measures the server process's CPU time per request (user + system, from ``/proc``): on a
+machine shared with other work, requests/s moves with everyone's load, the CPU a request costs
+much less.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from contextlib import ExitStack
@@ -28,10 +35,23 @@ from benchmarks.common import (
 )
 
 CONNECTIONS = 16
+PROMPTWIRE = "promptwire serve"
+METRICS_OFF = "promptwire serve, metrics off"
+BARE = "bare FastAPI"
 BODY = json.dumps({"prompt": "Tell me a story", "max_tokens": 16})
 
 
-def load(port: int, duration: float) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as file:
+        fields = file.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(port: int, duration: float, pid: int | None = None) -> dict[str, float]:
+    """One run (no warm-up inside it: every request counts, so the server's CPU time over the
+    run divides by them all); with ``pid``, also the server's CPU microseconds per request."""
+    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
     completed = subprocess.run(
         [
             PYTHON,
@@ -43,6 +63,8 @@ def load(port: int, duration: float) -> dict[str, float]:
             str(CONNECTIONS),
             "--duration",
             str(duration),
+            "--warmup",
+            "0",
             "--body",
             BODY,
         ],
@@ -56,39 +78,50 @@ def load(port: int, duration: float) -> dict[str, float]:
     result: dict[str, float] = json.loads(completed.stdout.strip().splitlines()[-1])
     if result["errors"]:
         raise RuntimeError(f"the server answered {result['errors']} requests with errors")
+    if pid is not None:
+        result["cpu_us"] = (cpu_seconds(pid) - cpu_before) / result["requests"] * 1e6
     return result
 
 
 def run(quick: bool) -> BenchResult:
     duration = 1.5 if quick else 4.0
-    pairs = 2 if quick else 6
+    rounds = 2 if quick else 9
     samples: dict[str, dict[str, list[float]]] = {}
     with ExitStack() as stack:
         promptwire = stack.enter_context(promptwire_serve())
+        metrics_off = stack.enter_context(
+            promptwire_serve(settings={"PROMPTWIRE_METRICS": "false"})
+        )
         bare_port = free_port()
-        stack.enter_context(
+        bare = stack.enter_context(
             server_process(
                 [PYTHON, "-m", "benchmarks.servers", "bare", "--port", str(bare_port)],
                 f"http://127.0.0.1:{bare_port}/health",
             )
         )
-        ports = {"promptwire serve": promptwire.port, "bare FastAPI": bare_port}
+        ports = {PROMPTWIRE: promptwire.port, METRICS_OFF: metrics_off.port, BARE: bare_port}
+        pids = {PROMPTWIRE: promptwire.process.pid, METRICS_OFF: metrics_off.process.pid}
+        pids[BARE] = bare.pid
         for port in ports.values():  # warm-up
-            load(port, 0.5)
-        for pair in range(pairs):
-            names = list(ports) if pair % 2 == 0 else list(reversed(ports))
+            load(port, 1.0)
+        for round_ in range(rounds):
+            # Forward, then backward: the two promptwire servers always run one after the other.
+            names = list(ports) if round_ % 2 == 0 else list(reversed(ports))
             for name in names:
-                for key, value in load(ports[name], duration).items():
+                for key, value in load(ports[name], duration, pids[name]).items():
                     samples.setdefault(name, {}).setdefault(key, []).append(value)
     result = BenchResult(
         key="server",
         title="5. Server throughput and latency",
         setup=(
             f"{CONNECTIONS} keep-alive connections, one request at a time each, "
-            f"{duration:g} s per run after 0.5 s warm-up, runs alternating between the two "
-            f"servers ({pairs} each). Request `{BODY}`; reply `hello world`. Both servers: "
-            "uvicorn (h11, asyncio loop), one process, log level warning. The load generator "
-            "shares the 2 cores with the server."
+            f"{duration:g} s per run after a 1 s warm-up run each, the three servers in turns "
+            f"({rounds} runs each, the order reversed each round: the two promptwire servers "
+            f"always adjacent). Request `{BODY}`; reply `hello world`. All servers: uvicorn "
+            "(h11, its default loop: uvloop, installed with the server extra), one process, log "
+            "level warning (promptwire's request log is built but not written). Metrics off: "
+            "`PROMPTWIRE_METRICS=false`, nothing else changed; nobody scrapes `/metrics` during "
+            "the runs. The load generator shares the 2 cores with the server."
         ),
         quick=quick,
     )
@@ -97,9 +130,22 @@ def run(quick: bool) -> BenchResult:
             Measurement(name, "requests/s", "req/s", metrics["rps"], lower_is_better=False),
             Measurement(name, "p50 latency", "ms", metrics["p50_ms"]),
             Measurement(name, "p99 latency", "ms", metrics["p99_ms"]),
+            Measurement(name, "server CPU per request", "us", metrics["cpu_us"]),
         ]
-    pw, bare = samples["promptwire serve"], samples["bare FastAPI"]
+    pw, off, bare = samples[PROMPTWIRE], samples[METRICS_OFF], samples[BARE]
     result.ratios = [
+        Ratio(
+            "promptwire serve requests/s / the same with metrics off",
+            ratios(pw["rps"], off["rps"]),
+            target=0.97,
+            op=">=",
+            note="adjacent runs paired",
+        ),
+        Ratio(
+            "promptwire serve CPU per request / the same with metrics off",
+            ratios(pw["cpu_us"], off["cpu_us"]),
+            note="the server process's user + system time",
+        ),
         Ratio(
             "promptwire serve requests/s / bare FastAPI",
             ratios(pw["rps"], bare["rps"]),
@@ -115,7 +161,8 @@ def run(quick: bool) -> BenchResult:
     result.notes.append(
         "What promptwire does beyond the bare app: strict protocol validation, body size limit, "
         "the in-flight limit, a watcher that cancels the generation when the client disconnects, "
-        "and protocol error bodies."
+        "and protocol error bodies; and what an operator sees: a request id, the request log "
+        "line (built, and written at log level info) and, unless turned off, the metrics."
     )
     return result
 

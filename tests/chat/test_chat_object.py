@@ -9,7 +9,17 @@ import pydantic
 import pytest
 from promptwire import ChatPromptwire
 
-HEAVY = ("fastapi", "uvicorn", "starlette", "sse_starlette", "modal", "torch", "pytest")
+HEAVY = (
+    "fastapi",
+    "uvicorn",
+    "starlette",
+    "sse_starlette",
+    "modal",
+    "torch",
+    "pytest",
+    "prometheus_client",
+    "opentelemetry.instrumentation",  # langsmith imports opentelemetry itself when installed
+)
 
 
 def test_importing_the_chat_model_stays_light() -> None:

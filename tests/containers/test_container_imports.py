@@ -60,10 +60,23 @@ DEPLOY_ONLY = {"dummy web": set(), "exllama download_model": {"model_dir", "requ
 DEPLOY_ONLY["exllama Server"] = DEPLOY_ONLY["exllama download_model"]
 
 
+#: The deploying machine's metrics and request log settings, which its containers must serve by;
+#: and OpenTelemetry, which they must not try (their images do not have it).
+OBSERVABILITY = {
+    "PROMPTWIRE_METRICS_PUBLIC": "true",
+    "PROMPTWIRE_LOG_FORMAT": "json",
+    "PROMPTWIRE_LOG_PROMPTS": "true",
+    "PROMPTWIRE_REQUEST_LOG": "false",
+    "PROMPTWIRE_OPENTELEMETRY": "true",
+}
+
+
 def _dummy_cases() -> dict[str, dict[str, str]]:
     return {
         "defaults": {},
         "open endpoint": {f"{DUMMY}API_KEY_SECRET": ""},
+        "memory snapshot off": {f"{DUMMY}MEMORY_SNAPSHOT": "false"},
+        "observability set": OBSERVABILITY,
         "everything set": {
             f"{DUMMY}API_KEY_SECRET": "my-api-key",
             f"{DUMMY}REPLY": "hi there",
@@ -73,6 +86,7 @@ def _dummy_cases() -> dict[str, dict[str, str]]:
             f"{DUMMY}MODEL_NAME": "dummy-2",
             f"{DUMMY}APP_NAME": "my-dummy",
             f"{DUMMY}MAX_INPUTS": "7",
+            f"{DUMMY}MIN_CONTAINERS": "2",
             f"{DUMMY}MAX_CONTAINERS": "3",
             f"{DUMMY}SCALEDOWN_WINDOW": "30",
             f"{DUMMY}TIMEOUT": "120",
@@ -95,6 +109,12 @@ def _exllama_cases() -> dict[str, dict[str, str]]:
             f"{EXLLAMA}HF_TOKEN_SECRET": hf_token,
             f"{EXLLAMA}PROXY_AUTH": proxy_auth,
         }
+    for memory, gpu in (("false", "false"), ("true", "true")):  # the default is true, false
+        cases[f"memory snapshot {memory}, gpu snapshot {gpu}"] = {
+            f"{EXLLAMA}MEMORY_SNAPSHOT": memory,
+            f"{EXLLAMA}GPU_SNAPSHOT": gpu,
+        }
+    cases["observability set"] = OBSERVABILITY
     cases["everything set"] = {
         f"{EXLLAMA}API_KEY_SECRET": "my-api-key",
         f"{EXLLAMA}HF_TOKEN_SECRET": "hf-token",
@@ -118,6 +138,9 @@ def _exllama_cases() -> dict[str, dict[str, str]]:
         f"{EXLLAMA}MAX_CONTAINERS": "null",
         f"{EXLLAMA}MAX_INPUTS": "32",
         f"{EXLLAMA}TARGET_INPUTS": "16",
+        f"{EXLLAMA}MEMORY_SNAPSHOT": "true",
+        f"{EXLLAMA}GPU_SNAPSHOT": "true",
+        f"{EXLLAMA}WARMUP": "false",
         f"{EXLLAMA}MODEL_DIR": "/deploying/machine/only",
         f"{EXLLAMA}REQUEST_PARAMS": '{"top_k": 40}',
     }
@@ -174,6 +197,63 @@ def test_the_container_rebuilds_what_the_deploy_recorded(
     deploy_only = DEPLOY_ONLY[target_name]
     sent = {k: v for k, v in deploy.settings.items() if k not in deploy_only}
     assert {k: v for k, v in report["settings"].items() if k not in deploy_only} == sent
+    if target_name != "exllama download_model":  # the servers serve as the deploy said
+        assert report["observability"] == deploy.observability
+
+
+#: The enter hooks of the ExLlamaV2 server, before and after a memory snapshot.
+WITH_SNAPSHOT = {"pre_snapshot": ["prepare"], "post_snapshot": ["start"]}
+WITHOUT_SNAPSHOT = {"pre_snapshot": [], "post_snapshot": ["prepare", "start"]}
+
+
+@pytest.mark.parametrize(
+    ("target_name", "case"),
+    [(target, case) for target, cases in CASES.items() for case in cases],
+)
+def test_the_snapshot_settings_reach_the_definition_and_the_container(
+    containers: Callable[[str], tuple[dict[str, DeploySide], dict[str, dict[str, Any]]]],
+    target_name: str,
+    case: str,
+) -> None:
+    """What Modal is told (the definition's snapshot options) follows the settings, and the
+    container runs the server's enter hooks on the right side of the snapshot: the imports
+    before it, the GPU work after it (unless GPU memory is snapshotted too)."""
+    deploys, reports = containers(target_name)
+    deploy, report = deploys[case], reports[case]
+    assert "error" not in report, report["error"]
+    settings = deploy.settings
+    if target_name == "exllama download_model":  # a CPU job that runs once: nothing to restore
+        assert deploy.snapshot == {"enable_memory_snapshot": False, "experimental_options": {}}
+        return
+    gpu = settings.get("gpu_snapshot", False)
+    assert deploy.snapshot == {
+        "enable_memory_snapshot": settings["memory_snapshot"],
+        "experimental_options": {"enable_gpu_snapshot": "True"} if gpu else {},
+    }
+    if target_name == "exllama Server":
+        hooks = WITH_SNAPSHOT if settings["memory_snapshot"] else WITHOUT_SNAPSHOT
+        assert report["enter_hooks"] == hooks
+
+
+def test_every_snapshot_combination_is_covered() -> None:
+    """The cases above hold each documented combination, and the one Modal cannot run (a GPU
+    snapshot without a memory snapshot) is refused by the settings."""
+    from promptwire_modal_exllama.settings import ExllamaSettings
+    from pydantic import ValidationError
+
+    combinations = {
+        (
+            case.get(f"{EXLLAMA}MEMORY_SNAPSHOT", "true"),
+            case.get(f"{EXLLAMA}GPU_SNAPSHOT", "false"),
+        )
+        for case in CASES["exllama Server"].values()
+    }
+    assert combinations == {("true", "false"), ("false", "false"), ("true", "true")}
+    assert {
+        case.get(f"{DUMMY}MEMORY_SNAPSHOT", "true") for case in CASES["dummy web"].values()
+    } == {"true", "false"}
+    with pytest.raises(ValidationError, match="gpu_snapshot needs memory_snapshot"):
+        ExllamaSettings(memory_snapshot=False, gpu_snapshot=True)
 
 
 def test_the_stand_in_container_sees_only_what_a_container_has(

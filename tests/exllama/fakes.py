@@ -58,6 +58,24 @@ class FakeGenerator:
     def num_remaining_jobs(self) -> int:
         return len(self.pending) + len(self.active)
 
+    # What ExLlamaV2's generator calls them, for the engine's metrics: its job lists and its page
+    # table (here one page per active job, out of ``runtime.cache_pages``).
+    @property
+    def active_jobs(self) -> list[FakeJob]:
+        return self.active
+
+    @property
+    def pending_jobs(self) -> list[FakeJob]:
+        return self.pending
+
+    @property
+    def referenced_pages(self) -> dict[int, FakeJob]:
+        return dict(enumerate(self.active))
+
+    @property
+    def unreferenced_pages(self) -> dict[int, None]:
+        return dict.fromkeys(range(len(self.active), self.runtime.cache_pages))
+
     def iterate(self) -> list[dict[str, Any]]:
         runtime = self.runtime
         self.iterations += 1
@@ -122,6 +140,7 @@ class FakeRuntime:
     encoded: list[tuple[str, bool]] = field(default_factory=list)
     """Every ``encode`` call: the prompt, and whether a chat template wrote it."""
     closed: bool = False
+    cache_pages: int = 16
 
     def __post_init__(self) -> None:
         self.gate.set()

@@ -59,6 +59,11 @@ class RecordingGenerator:
         self.max_active = max(self.max_active, len(self.inner.active_jobs))
         return results
 
+    def __getattr__(self, name: str) -> Any:
+        """The rest (its job lists and page table, which the engine's metrics count) as the
+        real generator has it."""
+        return getattr(self.inner, name)
+
 
 class Served(NamedTuple):
     engine: BatchingEngine

@@ -140,6 +140,13 @@ async def test_a_generator_failure_fails_the_requests_in_flight_then_recovers(
     assert engine.ready
     assert (await engine.complete(PromptRequest(prompt="again"))).text == WHOLE_REPLY
     assert len(runtime.generators) == 1  # cancelling the failed jobs was enough
+    counted = _metrics(engine)
+    assert counted["generator_failures"] == 1 and counted["generator_restarts"] == 0
+    assert counted["jobs_active"] == counted["jobs_pending"] == 0
+
+
+def _metrics(engine: BatchingEngine) -> dict[str, float]:
+    return {metric.name: metric.value for metric in engine.metrics()}
 
 
 async def test_a_generator_that_cannot_free_jobs_is_rebuilt(
@@ -152,6 +159,29 @@ async def test_a_generator_that_cannot_free_jobs_is_rebuilt(
     runtime.cancel_raises = False
     assert (await engine.complete(PromptRequest(prompt="hi"))).text == WHOLE_REPLY
     assert len(runtime.generators) == 2
+    counted = _metrics(engine)
+    assert counted["generator_failures"] == 1 and counted["generator_restarts"] == 1
+
+
+async def test_the_metrics_follow_the_jobs_and_pages(
+    engine: BatchingEngine, runtime: FakeRuntime
+) -> None:
+    """Counted by the generator's thread: jobs waiting while the GPU is busy, then running with
+    a cache page each, then none."""
+    runtime.gate.clear()
+    tasks = [asyncio.create_task(engine.complete(PromptRequest(prompt=f"p {i}"))) for i in range(3)]
+    await asyncio.to_thread(wait_until, lambda: _metrics(engine)["jobs_pending"] == 3)
+    assert _metrics(engine)["cache_pages_used"] == 0
+    runtime.step_delay = 0.05
+    runtime.gate.set()
+    await asyncio.to_thread(wait_until, lambda: _metrics(engine)["jobs_active"] == 3)
+    counted = _metrics(engine)
+    assert counted["cache_pages_used"] == 3 and counted["cache_pages_free"] == 13
+    await asyncio.gather(*tasks)
+    counted = _metrics(engine)
+    assert counted["jobs_active"] == counted["cache_pages_used"] == 0
+    assert counted["cache_pages_free"] == 16
+    assert "model_weights_bytes" not in counted  # the fake runtime does not say
 
 
 async def test_the_context_is_checked_before_a_job_is_made(

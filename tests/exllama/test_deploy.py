@@ -3,6 +3,7 @@ No test here reaches Modal: without credentials the client fails before any netw
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,3 +169,74 @@ def test_the_download_runs_in_the_environment_it_is_given(monkeypatch: pytest.Mo
     result = commands.run_download("someone/Model-exl2", "6.0bpw", environment="staging")
     assert result["args"] == ("someone/Model-exl2", "6.0bpw", False)
     assert runs == ["staging"]
+
+
+@pytest.fixture()
+def offline_deploy(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
+    """``deploy_backend`` with Modal's deploy stood in for: the apps it was given."""
+    import modal.runner
+    from promptwire import deploy
+
+    deployed: list[object] = []
+
+    def deploy_app(app: object, environment_name: str | None = None) -> SimpleNamespace:
+        deployed.append(app)
+        return SimpleNamespace(app_page_url="https://modal.com/apps/test")
+
+    monkeypatch.setattr(modal.runner, "deploy_app", deploy_app)
+    monkeypatch.setattr(deploy, "endpoint_url", lambda module: "https://test.modal.run")
+    yield deployed
+    for name in ("promptwire_modal_dummy.modal_app", "promptwire_modal_exllama.modal_app"):
+        sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize(
+    ("backend", "attribute"), [("modal_dummy", "web"), ("modal_exllama", "Server")]
+)
+def test_deploy_warm_keeps_containers_running(
+    offline_deploy: list[object],
+    monkeypatch: pytest.MonkeyPatch,
+    backend: str,
+    attribute: str,
+) -> None:
+    from promptwire.deploy import deploy_backend
+
+    from tests.support.modal_container import definition_value, service_function
+
+    variable = f"PROMPTWIRE_{backend.upper()}__MIN_CONTAINERS"
+    monkeypatch.setenv(f"PROMPTWIRE_{backend.upper()}__MAX_CONTAINERS", "4")
+    monkeypatch.setenv(variable, "1")  # --warm beats the setting
+    deployment = deploy_backend(backend, warm=3)
+    assert deployment.url == "https://test.modal.run" and len(offline_deploy) == 1
+    module = sys.modules[f"promptwire_{backend}.modal_app"]
+    assert module.settings.min_containers == 3
+    function, _ = service_function(module, attribute)
+    assert definition_value(function, "autoscaler_settings").min_containers == 3
+    # ... and the containers read the same (their environment comes from the settings).
+    assert any(variable in repr(secret) for secret in function._spec.secrets)
+    assert os.environ[variable] == "1"  # the setting itself is left as it was
+
+
+def test_warm_needs_a_backend_with_min_containers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from promptwire import deploy
+    from promptwire.backends import Backend
+    from promptwire.plugins import RegisteredBackend
+    from pydantic_settings import BaseSettings
+
+    class NoScaling(BaseSettings):
+        app_name: str = "x"
+
+    odd = RegisteredBackend(
+        Backend(name="odd", settings_class=NoScaling, modal_app="odd.modal_app"),
+        plugin=None,  # type: ignore[arg-type]
+    )
+    monkeypatch.setattr("promptwire.plugins.get_backend", lambda name: odd)
+    with pytest.raises(ConfigurationError, match="no min_containers setting"):
+        deploy.deploy_backend("odd", warm=1)
+
+
+def test_warm_beyond_max_containers_is_one_clear_line(tmp_path: Path) -> None:
+    result = run_cli("deploy", "modal_exllama", "--warm", "2", env=_no_modal_credentials(tmp_path))
+    assert result.returncode == 1 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert "min_containers (2) is larger than max_containers (1)" in line

@@ -40,6 +40,7 @@ from tests.exllama.scenarios import (
     tiny_settings,
 )
 from tests.exllama.tiny_model import BOS_ID, build_tiny_model
+from tests.support.metrics import scrape
 
 #: A Turing GPU (Modal's T4): flash-attn 2 has no kernels for it, installed or not.
 T4 = Platform(capabilities=((7, 5),), flash_attn="2.8.3")
@@ -143,6 +144,43 @@ def test_replies_are_the_models_through_the_cache_pages(served: Served, tier: St
     decode_passes = [c for c in tier.calls if c.logits]
     assert max(c.batch for c in decode_passes) > 1  # batched, not one after another
     assert all(c.paged for c in tier.calls)
+
+
+def test_the_metrics_count_the_real_generators_jobs_and_pages(
+    served: Served, tier: StandIn
+) -> None:
+    """/metrics shows the jobs and cache pages as exllamav2's generator holds them: jobs
+    pending while the GPU is busy, pages referenced while they run, all free after."""
+    tier.delay = 0.05
+    total_pages = served.engine.settings.cache_size // 256
+    replies: list[int] = []
+
+    def ask() -> None:
+        body = {"prompt": "Pack my box with five dozen liquor jugs. " * 20, "max_tokens": 30}
+        replies.append(httpx.post(served.url, json=body, timeout=120).status_code)
+
+    served.hold.clear()  # the generator takes no step: the jobs wait in its queue
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: scrape(served.url).value("promptwire_engine_jobs_pending") == 2)
+    served.hold.set()
+    wait_until(lambda: (scrape(served.url).value("promptwire_engine_cache_pages_used") or 0) >= 2)
+    during = scrape(served.url)
+    assert during.value("promptwire_engine_jobs_active") == 2
+    used = during.value("promptwire_engine_cache_pages_used")
+    assert used + during.value("promptwire_engine_cache_pages_free") == total_pages  # type: ignore[operator]
+    for thread in threads:
+        thread.join(timeout=120)
+    assert replies == [200, 200]
+    after = scrape(served.url)
+    assert after.value("promptwire_engine_jobs_active") == 0
+    assert after.value("promptwire_engine_jobs_pending") == 0
+    assert after.value("promptwire_engine_cache_pages_used") == 0
+    assert after.value("promptwire_engine_cache_pages_free") == total_pages
+    assert after.value("promptwire_engine_generator_failures_total") == 0
+    weights = sum(p.stat().st_size for p in served.runtimes[-1].model_dir.glob("*.safetensors"))
+    assert after.value("promptwire_engine_model_weights_bytes") == weights > 0
 
 
 def test_every_forward_pass_kept_within_the_kernels_limits(served: Served, tier: StandIn) -> None:

@@ -15,7 +15,16 @@ from promptwire_modal_exllama.settings import ExllamaSettings
 
 from tests.support.installed_plugin import run_cli
 
-HEAVY = ("modal", "torch", "exllamav2", "flash_attn", "fastapi", "uvicorn")
+HEAVY = (
+    "modal",
+    "torch",
+    "exllamav2",
+    "flash_attn",
+    "fastapi",
+    "uvicorn",
+    "prometheus_client",
+    "opentelemetry.instrumentation",  # langsmith imports opentelemetry itself when installed
+)
 
 
 def test_the_backend_is_registered_through_its_entry_point() -> None:

@@ -25,7 +25,9 @@ TOKEN = "server-token-1b2c"
 def _error(response: httpx.Response) -> dict[str, str]:
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"type", "message"}
+    assert set(body) == {"error"} and set(body["error"]) == {"type", "message", "request_id"}
+    # The request's id, as its X-Request-ID header says it; the rest is what a test compares.
+    assert body["error"].pop("request_id") == response.headers["x-request-id"]
     return body["error"]
 
 

@@ -82,6 +82,10 @@ class DeploySide:
     implementation_name: str
     is_class: bool
     settings: dict[str, Any] = field(default_factory=dict)
+    snapshot: dict[str, Any] = field(default_factory=dict)
+    """The memory snapshot options the function definition sent to Modal would carry."""
+    observability: dict[str, Any] = field(default_factory=dict)
+    """The server's observability settings (metrics, request log) on the deploying machine."""
 
 
 def describe(dependency: Any) -> str:
@@ -90,7 +94,7 @@ def describe(dependency: Any) -> str:
     return kind if kind == "Image" else f"{kind}: {dependency!r}"
 
 
-def _service_function(module: Any, attribute: str) -> tuple[Any, bool]:
+def service_function(module: Any, attribute: str) -> tuple[Any, bool]:
     import modal
     from modal._utils.async_utils import synchronizer
 
@@ -100,6 +104,33 @@ def _service_function(module: Any, attribute: str) -> tuple[Any, bool]:
     if isinstance(obj, modal.Function):
         return synchronizer._translate_in(obj), False
     raise TypeError(f"{attribute} is neither a modal.Function nor a modal.Cls")
+
+
+#: The options of Modal's function definition that decide memory snapshots: the definition's
+#: ``checkpointing_enabled`` and ``experimental_options`` (``enable_gpu_snapshot``).
+SNAPSHOT_OPTIONS = ("enable_memory_snapshot", "experimental_options")
+
+
+def snapshot_options(function: Any) -> dict[str, Any]:
+    """The snapshot options Modal will put in ``function``'s definition when it is deployed.
+
+    Modal builds the definition (an ``api_pb2.Function``) only while deploying, from values its
+    loader closes over; they are read there, offline, so the check sees exactly what a deploy
+    would send. Should a Modal release rename them, this fails loudly, not silently.
+    """
+    options = {name: definition_value(function, name) for name in SNAPSHOT_OPTIONS}
+    options["experimental_options"] = dict(options["experimental_options"] or {})
+    return options
+
+
+def definition_value(function: Any, name: str) -> Any:
+    """A value Modal's loader of ``function`` (a ``_Function``) closes over and puts in the
+    function's definition when deploying (``enable_memory_snapshot``, ``autoscaler_settings``)."""
+    load = function._load
+    cells = dict(zip(load.__code__.co_freevars, load.__closure__ or (), strict=True))
+    if name not in cells:
+        raise AssertionError(f"Modal's function loader no longer has {name!r}: update the tier")
+    return cells[name].cell_contents
 
 
 def _uploaded_files(function: Any) -> dict[PurePosixPath, Path]:
@@ -144,11 +175,12 @@ def deploy_side(
     try:
         os.environ.update(environment)
         module = importlib.import_module(target.module)
+        observability = observability_settings()
     finally:
         os.environ.clear()
         os.environ.update(saved)
         sys.modules.pop(target.module, None)
-    function, is_class = _service_function(module, target.attribute)
+    function, is_class = service_function(module, target.attribute)
     deps = list(function._deps_(only_explicit_mounts=True))
     environment = dict(MODAL_RUNTIME_ENVIRONMENT)
     for dep in deps:
@@ -170,7 +202,19 @@ def deploy_side(
         implementation_name=function._source_info.implementation_name,
         is_class=is_class,
         settings=module.settings.model_dump(mode="json"),
+        snapshot=snapshot_options(function),
+        observability=observability,
     )
+
+
+def observability_settings() -> dict[str, Any]:
+    """The server's observability settings a container must serve by: those this process's
+    environment gives (the child reads them the same way), but never OpenTelemetry, which the
+    images cannot run."""
+    from promptwire.settings import OBSERVABILITY_FIELDS, PromptwireSettings
+
+    found = PromptwireSettings().model_dump(mode="json", include=set(OBSERVABILITY_FIELDS))
+    return {**found, "opentelemetry": False}
 
 
 def locked_names(requirements: Path) -> list[str]:

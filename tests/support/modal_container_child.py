@@ -28,8 +28,8 @@ def describe(dependency: Any) -> str:
     return kind if kind == "Image" else f"{kind}: {dependency!r}"
 
 
-def service_dependencies(case: dict[str, Any]) -> list[Any]:
-    """The service's dependencies, found by Modal's own import code as the container runs it."""
+def import_service(case: dict[str, Any]) -> Any:
+    """The service, imported by Modal's own import code as the container runs it."""
     import modal
     from modal._runtime import execution_context
     from modal._runtime.task_lifecycle_manager import _TaskLifecycleManager
@@ -63,11 +63,28 @@ def service_dependencies(case: dict[str, Any]) -> list[Any]:
             )
         else:
             service = import_single_function_service(function_def, None)
-    deps = service.service_deps
-    assert deps is not None, "Modal found no dependencies: the function is not global"
+    assert service.service_deps is not None, (
+        "Modal found no dependencies: the function is not global"
+    )
     if case["call_web"]:
         service._user_defined_callable()  # what the container calls to get the ASGI app
-    return list(deps)
+    return service
+
+
+def enter_hooks(service: Any) -> dict[str, list[str]]:
+    """A class's enter methods, as the container runs them: those before the memory snapshot
+    (``snap=True``), then those after it, each in the order Modal calls them."""
+    from modal._partial_function import _find_partial_methods_for_user_cls, _PartialFunctionFlags
+
+    user_cls = type(service.user_cls_instance)
+    return {
+        "pre_snapshot": list(
+            _find_partial_methods_for_user_cls(user_cls, _PartialFunctionFlags.ENTER_PRE_SNAPSHOT)
+        ),
+        "post_snapshot": list(
+            _find_partial_methods_for_user_cls(user_cls, _PartialFunctionFlags.ENTER_POST_SNAPSHOT)
+        ),
+    }
 
 
 def visible(case: dict[str, Any]) -> dict[str, Any]:
@@ -96,12 +113,23 @@ def visible(case: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def observability_settings() -> dict[str, Any]:
+    """What the server will read for its metrics, request log and traces."""
+    from promptwire.settings import OBSERVABILITY_FIELDS, PromptwireSettings
+
+    fields = {*OBSERVABILITY_FIELDS, "opentelemetry"}
+    return PromptwireSettings().model_dump(mode="json", include=fields)
+
+
 def run_case(case: dict[str, Any]) -> dict[str, Any]:
     report: dict[str, Any] = {}
     try:
-        deps = service_dependencies(case)
-        report["dependencies"] = [describe(dep) for dep in deps]
+        service = import_service(case)
+        report["dependencies"] = [describe(dep) for dep in service.service_deps]
+        if case["is_class"]:
+            report["enter_hooks"] = enter_hooks(service)
         report["settings"] = sys.modules[case["module"]].settings.model_dump(mode="json")
+        report["observability"] = observability_settings()
         for name in case["runtime_imports"]:
             importlib.import_module(name)
         report["visible"] = visible(case)

@@ -62,6 +62,7 @@ def build_app(
     """The protocol app serving ``backend_name``'s engine (for ``serve`` and ``demo``)."""
     from promptwire.plugins import get_backend
     from promptwire.server import create_app
+    from promptwire.server.observability import Observability
 
     backend = get_backend(backend_name).backend
     if backend.create_engine is None:
@@ -82,6 +83,7 @@ def build_app(
         send_timeout=settings.send_timeout,
         shutdown_grace=settings.shutdown_grace,
         allowed_hosts=allowed_hosts,
+        observability=Observability.from_settings(settings),
     )
 
 
@@ -109,8 +111,10 @@ def serve(
     Slow or absent clients are bounded (PROMPTWIRE_HEADER_TIMEOUT, _BODY_TIMEOUT,
     _KEEP_ALIVE_TIMEOUT, _SEND_TIMEOUT, _MAX_CONNECTIONS, _SHUTDOWN_GRACE); on a loopback
     address only loopback host names are answered."""
+    from promptwire.logs import set_level
     from promptwire.server import ConnectionLimits, loopback_host_names, run_server
 
+    set_level(log_level)  # the request log and promptwire's other lines follow --log-level
     settings = PromptwireSettings()
     name = backend or settings.backend or DEFAULT_SERVE_BACKEND
     host = host or settings.host
@@ -207,6 +211,35 @@ def invoke(
 
 
 @app.command()
+def status(
+    url: Annotated[
+        str | None,
+        typer.Argument(help="Endpoint URL [default: PROMPTWIRE_ENDPOINT_URL]", show_default=False),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(help="Bearer token [default: PROMPTWIRE_API_KEY]", show_default=False),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each answer")] = 10.0,
+) -> None:
+    """Summarize what an endpoint is doing, from its /health and /metrics: model, version,
+    requests in flight, cache use, tokens per second, cold start. Exit status 1 unless healthy."""
+    from promptwire.status import read_status
+
+    settings = PromptwireSettings()
+    token = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if settings.modal_key and settings.modal_secret:  # Modal's proxy auth
+        headers["Modal-Key"] = settings.modal_key.get_secret_value()
+        headers["Modal-Secret"] = settings.modal_secret.get_secret_value()
+    found = read_status(url or settings.endpoint_url, headers=headers, timeout=timeout)
+    for label, text in found.lines():  # one line each, however wide (a script may read them)
+        out.print(f"{label:<12} {visible(text)}", soft_wrap=True, highlight=False, markup=False)
+    if not found.ready:
+        raise typer.Exit(1)
+
+
+@app.command()
 def backends() -> None:
     """List installed backends (with the plugin that provides each) and plugins that failed."""
     from promptwire.plugins import get_backends, plugin_failures, plugin_notes
@@ -246,8 +279,10 @@ def demo(
     """Run LangChain's Modal guide end to end: a local server, its template, its question."""
     from langchain_core.prompts import PromptTemplate
 
+    from promptwire.logs import set_level
     from promptwire.server import BackgroundServer
 
+    set_level("warning")  # the demo's output is the chain's, not the request log
     settings = PromptwireSettings()
     with BackgroundServer(build_app(backend, api_key=None, settings=settings)) as server:
         err.print(f"promptwire: local {backend} server on {server.url}")
@@ -272,11 +307,20 @@ def deploy(
     environment: Annotated[
         str | None, typer.Option(help="Modal environment [default: your Modal profile's]")
     ] = None,
+    warm: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Containers Modal keeps running and ready (billed, no cold start) "
+            "[default: the backend's MIN_CONTAINERS setting]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Deploy a backend's Modal app with your settings and print its endpoint URL."""
     from promptwire.deploy import deploy_backend
 
-    deployment = deploy_backend(backend, environment=environment)
+    deployment = deploy_backend(backend, environment=environment, warm=warm)
     if deployment.url is None:
         err.print(
             f"promptwire: deployed {deployment.app_name}; find its URL at "

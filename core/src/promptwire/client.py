@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import math
+import os
 import re
 import ssl
 import threading
@@ -75,6 +77,12 @@ CONNECTIONS_PER_POOL = 8
 # Pools are made on first use, which can come from many threads at once (a batch): without a
 # lock each thread made its own httpx client, and all but one leaked.
 _MAKING = threading.Lock()
+REQUEST_ID_HEADER = "X-Request-ID"
+#: The id of the last request this thread or task sent (set by the request hook, which runs in
+#: the caller's context): the request an error raised there is about.
+_SENT_REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "promptwire_sent_request_id", default=None
+)
 
 
 @dataclass(frozen=True)
@@ -152,8 +160,14 @@ class EndpointClient:
 
     # Every request of a redirect chain passes here before it is sent (httpx's request hook).
     # httpx itself strips only Authorization when a redirect leaves the endpoint's origin.
+    # Each request gets an X-Request-ID (a redirect keeps its request's), which the server logs
+    # and returns, and errors name.
 
     def _guard_redirect(self, request: httpx.Request) -> None:
+        request_id = request.headers.get(REQUEST_ID_HEADER)
+        if request_id is None:
+            request_id = request.headers[REQUEST_ID_HEADER] = os.urandom(12).hex()
+        _SENT_REQUEST_ID.set(request_id)
         if _origin(request.url) == self._origin:
             return
         if request.method not in ("GET", "HEAD"):  # a 307/308 would send the prompt there too
@@ -195,10 +209,12 @@ class EndpointClient:
     # -- whole replies -------------------------------------------------------------------------
 
     def complete(self, payload: Mapping[str, Any]) -> PromptResponse:
-        return self._with_retries(lambda: self._complete_once(payload))
+        with _naming_the_request():
+            return self._with_retries(lambda: self._complete_once(payload))
 
     async def acomplete(self, payload: Mapping[str, Any]) -> PromptResponse:
-        return await self._awith_retries(lambda: self._acomplete_once(payload))
+        with _naming_the_request():
+            return await self._awith_retries(lambda: self._acomplete_once(payload))
 
     def _complete_once(self, payload: Mapping[str, Any]) -> PromptResponse:
         deadline = time.monotonic() + self.config.timeout
@@ -239,18 +255,20 @@ class EndpointClient:
         """Yield ``StreamDelta``s then one ``StreamDone``. A server that does not stream is read
         as one whole reply."""
         body = {**payload, "stream": True}
-        response = self._open_stream(body)
+        with _naming_the_request():
+            response = self._open_stream(body)
         try:
-            with self._translate_errors():
-                if not _is_event_stream(response):
-                    whole = self._read_within(response, time.monotonic() + self.config.timeout)
-                    yield from _whole_reply_as_stream(self._parse_reply(whole))
-                    return
-                for event in self._events_within(response):
-                    yield event
-                    if isinstance(event, StreamDone):
+            with _naming_the_request(response):
+                with self._translate_errors():
+                    if not _is_event_stream(response):
+                        whole = self._read_within(response, time.monotonic() + self.config.timeout)
+                        yield from _whole_reply_as_stream(self._parse_reply(whole))
                         return
-            raise ProtocolError("the stream ended before its 'done' event", url=self.config.url)
+                    for event in self._events_within(response):
+                        yield event
+                        if isinstance(event, StreamDone):
+                            return
+                raise ProtocolError("the stream ended before its 'done' event", url=self.config.url)
         finally:
             response.close()
 
@@ -264,30 +282,32 @@ class EndpointClient:
         self, client: httpx.AsyncClient, payload: Mapping[str, Any]
     ) -> AsyncGenerator[StreamEvent, None]:
         body = {**payload, "stream": True}
-        response = await self._aopen_stream(client, body)
+        with _naming_the_request():
+            response = await self._aopen_stream(client, body)
         try:
-            with self._translate_errors():
-                if not _is_event_stream(response):
-                    reply = self._parse_reply(await self._aread(response))
-                    for whole in _whole_reply_as_stream(reply):
-                        yield whole
-                    return
-                events = self._aevents(response)
-                async with contextlib.aclosing(events):
-                    while True:
-                        # The timeout runs from one event of the protocol to the next: pings,
-                        # comments and events of other types do not hold a stalled stream open.
-                        try:
-                            async with asyncio.timeout(self.config.timeout):
-                                event = await anext(events)
-                        except StopAsyncIteration:
-                            break
-                        except TimeoutError as exc:
-                            raise self._timeout() from exc
-                        yield event
-                        if isinstance(event, StreamDone):
-                            return
-            raise ProtocolError("the stream ended before its 'done' event", url=self.config.url)
+            with _naming_the_request(response):
+                with self._translate_errors():
+                    if not _is_event_stream(response):
+                        reply = self._parse_reply(await self._aread(response))
+                        for whole in _whole_reply_as_stream(reply):
+                            yield whole
+                        return
+                    events = self._aevents(response)
+                    async with contextlib.aclosing(events):
+                        while True:
+                            # The timeout runs from one event of the protocol to the next: pings,
+                            # comments and events of other types do not hold a stalled stream open.
+                            try:
+                                async with asyncio.timeout(self.config.timeout):
+                                    event = await anext(events)
+                            except StopAsyncIteration:
+                                break
+                            except TimeoutError as exc:
+                                raise self._timeout() from exc
+                            yield event
+                            if isinstance(event, StreamDone):
+                                return
+                raise ProtocolError("the stream ended before its 'done' event", url=self.config.url)
         finally:
             await response.aclose()
 
@@ -824,6 +844,23 @@ def _whole_reply_as_stream(reply: PromptResponse) -> Iterator[StreamEvent]:
     if reply.prompt:
         yield StreamDelta(text=reply.prompt)
     yield StreamDone(finish_reason=reply.finish_reason, usage=reply.usage, model=reply.model)
+
+
+@contextlib.contextmanager
+def _naming_the_request(response: httpx.Response | None = None) -> Iterator[None]:
+    """An error leaving the block names the request it is about: ``response``'s, else the last
+    one sent in the block."""
+    if response is None:
+        _SENT_REQUEST_ID.set(None)
+    try:
+        yield
+    except EndpointError as exc:
+        if exc.request_id is None:
+            if response is not None:
+                exc.request_id = response.request.headers.get(REQUEST_ID_HEADER)
+            else:
+                exc.request_id = _SENT_REQUEST_ID.get()
+        raise
 
 
 class StaleConnectionError(EndpointConnectError):

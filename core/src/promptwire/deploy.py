@@ -11,13 +11,15 @@ and what Modal prints goes to stderr (stdout carries the URL alone).
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stdout
+from contextlib import contextmanager, nullcontext, redirect_stdout
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from promptwire.backends import Backend
 from promptwire.errors import ConfigurationError, PromptwireError
 
 MODAL_SETUP_HINT = (
@@ -124,15 +126,45 @@ def endpoint_url(module: ModuleType) -> str | None:
     return None
 
 
-def deploy_backend(name: str, *, environment: str | None = None) -> Deployment:
-    """Deploy backend ``name``'s Modal app with the current settings (``modal deploy``)."""
+@contextmanager
+def warm_containers(backend: Backend, count: int) -> Iterator[None]:
+    """Within the block, the backend's ``min_containers`` setting is ``count``: its app module,
+    imported in the block, reads it (and hands it to its containers) like any other setting."""
+    fields = backend.settings_class.model_fields if backend.settings_class else {}
+    if "min_containers" not in fields:
+        raise ConfigurationError(
+            f"backend {backend.name!r} has no min_containers setting: --warm does not apply"
+        )
+    assert backend.settings_class is not None
+    prefix = str(backend.settings_class.model_config.get("env_prefix", ""))
+    variable = f"{prefix}MIN_CONTAINERS".upper()
+    saved = os.environ.get(variable)
+    os.environ[variable] = str(count)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = saved
+
+
+def deploy_backend(
+    name: str, *, environment: str | None = None, warm: int | None = None
+) -> Deployment:
+    """Deploy backend ``name``'s Modal app with the current settings (``modal deploy``).
+    ``warm``: containers Modal keeps running, ready (its ``min_containers``), in place of the
+    backend's setting."""
     from promptwire.plugins import get_backend
 
     backend = get_backend(name).backend
     if backend.modal_app is None:
         raise ConfigurationError(f"backend {name!r} has no Modal app to deploy")
     modal = _import_modal()
-    module, app = load_modal_app(backend.modal_app)
+    with nullcontext() if warm is None else warm_containers(backend, warm):
+        if warm is not None:
+            sys.modules.pop(backend.modal_app, None)  # read the settings again
+        module, app = load_modal_app(backend.modal_app)
     with modal_errors(), progress_on_stderr():
         with modal.enable_output():
             result = modal.runner.deploy_app(app, environment_name=environment)

@@ -11,9 +11,9 @@ from the same loop, and conversations (``messages``) reach the engine already re
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass, replace
-from typing import final
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal, final
 
 from promptwire.chat_template import render_plain
 from promptwire.protocol import ChatMessage, ErrorType, FinishReason, PromptRequest, Usage
@@ -51,6 +51,24 @@ class Completion:
     text: str
     finish_reason: FinishReason
     usage: Usage
+
+
+@dataclass(frozen=True)
+class EngineMetric:
+    """One sample an engine reports about itself, read at every scrape of ``GET /metrics``.
+
+    The server exposes it as ``promptwire_engine_<name>`` (a counter gets ``_total`` added), so
+    a third-party engine's metrics sit beside the server's without needing prometheus-client.
+    Samples of one name form one metric; give them the same ``kind`` and ``documentation`` and
+    different ``labels``.
+    """
+
+    name: str
+    """Lower case letters, digits and underscores, e.g. ``cache_pages_used``."""
+    value: float
+    documentation: str
+    kind: Literal["gauge", "counter"] = "gauge"
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 class EngineError(Exception):
@@ -136,6 +154,14 @@ class Engine(ABC):
         """
         return len(request.prompt.split())
 
+    def metrics(self) -> Sequence[EngineMetric]:
+        """What the engine reports about itself on ``GET /metrics`` (queues, cache, failures).
+
+        Called on the event loop at every scrape, so it must be cheap and must not block: read
+        figures the engine keeps up to date, never walk structures another thread is changing.
+        """
+        return ()
+
     @abstractmethod
     def stream(self, request: PromptRequest) -> AsyncGenerator[EngineEvent, None]:
         """Yield the generated text as ``TextChunk``s; optionally end with one ``Finish``.
@@ -205,6 +231,7 @@ __all__ = [
     "Engine",
     "EngineError",
     "EngineEvent",
+    "EngineMetric",
     "EngineNotReady",
     "EngineOverloaded",
     "Finish",

@@ -34,7 +34,11 @@ class PluginError(PromptwireError):
 
 class EndpointError(PromptwireError):
     """``transient``: worth another try. ``may_have_run``: the server may have run the request,
-    so repeating it is only done when the caller allows it (``retry_unsafe``)."""
+    so repeating it is only done when the caller allows it (``retry_unsafe``). ``request_id``:
+    the ``X-Request-ID`` of the (last) request the error is about, which a promptwire server
+    logs; quote it to the endpoint's operator. None when no request went out."""
+
+    request_id: str | None = None
 
     def __init__(
         self, message: str, *, url: str, transient: bool = False, may_have_run: bool = True
@@ -43,6 +47,10 @@ class EndpointError(PromptwireError):
         self.url = url
         self.transient = transient
         self.may_have_run = may_have_run
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text} [request {self.request_id}]" if self.request_id else text
 
 
 class EndpointConnectError(EndpointError):

@@ -168,6 +168,8 @@ class ErrorType(StrEnum):
 class ErrorDetail(BaseModel):
     type: str
     message: str
+    request_id: str | None = None
+    """The server's id for the request (its ``X-Request-ID``), when it gives one."""
 
 
 class ErrorBody(BaseModel):

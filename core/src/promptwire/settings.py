@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -113,6 +113,51 @@ class PromptwireSettings(BaseSettings):
         "then a stream ends with an error event and a whole reply is answered 503.",
     )
 
+    # What a server shows its operator (``promptwire.server.observability``).
+    metrics: bool = Field(default=True, description="Server: serve GET /metrics (Prometheus).")
+    metrics_public: bool = Field(
+        default=False,
+        description="Server: serve GET /metrics without the bearer token (like /health).",
+    )
+    request_log: bool = Field(
+        default=True,
+        description="Server: log one line per request (id, route, status, tokens, timings); "
+        "uvicorn's own access log is then off.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Server: the request log's lines as plain text or JSON."
+    )
+    log_prompts: bool = Field(
+        default=False,
+        description="Server: put each request's prompt in its log line (off: prompts are never "
+        "logged).",
+    )
+    opentelemetry: bool = Field(
+        default=False,
+        description="Server: trace requests with OpenTelemetry (needs the opentelemetry extra).",
+    )
+
+
+#: The settings above that shape what a server shows, handed to Modal containers as they are.
+#: Not ``opentelemetry``: the first-party images do not install the instrumentation or an
+#: exporter, so a container told to trace could not start (on Modal, traces need an image of
+#: your own: see the README).
+OBSERVABILITY_FIELDS = (
+    "metrics",
+    "metrics_public",
+    "request_log",
+    "log_format",
+    "log_prompts",
+)
+
+
+def observability_environment(settings: PromptwireSettings | None = None) -> dict[str, str | None]:
+    """The observability settings of this machine as ``PROMPTWIRE_*`` variables, for a Modal
+    function's ``env=``: its container then serves the way the deploying machine said."""
+    settings = settings or PromptwireSettings()
+    others = set(PromptwireSettings.model_fields) - set(OBSERVABILITY_FIELDS)
+    return settings_environment(settings, exclude=others)
+
 
 def backend_settings_config(backend_name: str) -> SettingsConfigDict:
     """The settings config of a backend's own settings class (``PROMPTWIRE_<NAME>__<FIELD>``)."""
@@ -168,7 +213,9 @@ __all__ = [
     "ENV_PREFIX",
     "MAX_BODY_BYTES",
     "NONE_VALUE",
+    "OBSERVABILITY_FIELDS",
     "PromptwireSettings",
     "backend_settings_config",
+    "observability_environment",
     "settings_environment",
 ]

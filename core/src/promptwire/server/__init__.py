@@ -4,6 +4,7 @@ Importing this package needs the ``server`` extra (FastAPI, uvicorn, sse-starlet
 """
 
 from promptwire.server.app import GracefulShutdown, create_app, graceful_shutdown
+from promptwire.server.observability import Observability
 from promptwire.server.runner import (
     BackgroundServer,
     ConnectionLimits,
@@ -15,6 +16,7 @@ __all__ = [
     "BackgroundServer",
     "ConnectionLimits",
     "GracefulShutdown",
+    "Observability",
     "create_app",
     "graceful_shutdown",
     "loopback_host_names",

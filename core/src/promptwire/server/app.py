@@ -36,6 +36,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from promptwire import coldstart
 from promptwire.engine import Engine, EngineError, EngineEvent, EngineNotReady, EngineOverloaded
 from promptwire.engine import TextChunk as EngineText
 from promptwire.protocol import (
@@ -53,6 +54,8 @@ from promptwire.protocol import (
     StreamDelta,
     StreamDone,
 )
+from promptwire.server.observability import Observability, observe
+from promptwire.server.request_context import error_detail
 from promptwire.settings import DEFAULT_BODY_TIMEOUT, DEFAULT_SEND_TIMEOUT, DEFAULT_SHUTDOWN_GRACE
 
 logger = logging.getLogger(__name__)
@@ -112,8 +115,9 @@ def error_response(
     close: bool = False,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
-    """The protocol's JSON error. ``close`` asks the server to close the connection after it."""
-    body = ErrorBody(error=ErrorDetail(type=error_type, message=message))
+    """The protocol's JSON error, with the request's id. ``close`` asks the server to close the
+    connection after it."""
+    body = ErrorBody(error=error_detail(error_type, message))
     headers = dict(headers or {})
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, round(retry_after)))
@@ -122,7 +126,10 @@ def error_response(
     if close:
         headers["Connection"] = "close"
     return Response(
-        body.model_dump_json(), status_code, headers=headers, media_type="application/json"
+        body.model_dump_json(exclude_none=True),
+        status_code,
+        headers=headers,
+        media_type="application/json",
     )
 
 
@@ -248,7 +255,7 @@ async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
             type=ErrorType.BAD_REQUEST,
             message="this server has no websocket endpoint; see the prompt endpoint protocol",
         )
-    ).model_dump_json()
+    ).model_dump_json(exclude_none=True)
     await send(
         {
             "type": "websocket.http.response.start",
@@ -260,14 +267,18 @@ async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 class BearerAuth:
-    """Pure ASGI middleware: every route but ``/health`` needs ``Authorization: Bearer <token>``."""
+    """Pure ASGI middleware: every route but ``open_paths`` (``/health``) needs
+    ``Authorization: Bearer <token>``."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(
+        self, app: ASGIApp, token: str, open_paths: Collection[str] = (HEALTH_PATH,)
+    ) -> None:
         self.app = app
         self.token = token.encode()
+        self.open_paths = frozenset(open_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == HEALTH_PATH:
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"authorization", b"")
@@ -491,6 +502,7 @@ def create_app(
     send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
     allowed_hosts: Collection[str] | None = None,
+    observability: Observability | None = None,
 ) -> FastAPI:
     """Build the protocol app for ``engine``. The app's lifespan starts and stops the engine.
 
@@ -498,7 +510,8 @@ def create_app(
     seconds a stream's client may read nothing before the stream is ended. ``shutdown_grace``:
     seconds running requests get once the server stopping them calls ``begin`` on
     ``graceful_shutdown(app)``. ``allowed_hosts``: the only ``Host`` names answered (for a
-    server bound to loopback); None answers any.
+    server bound to loopback); None answers any. ``observability``: metrics, the request log and
+    traces (``promptwire.server.observability``); None: the defaults.
     """
 
     shutdown = GracefulShutdown(shutdown_grace)
@@ -508,7 +521,11 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         nonlocal started
         shutdown.reset()
-        await engine.start()
+        if engine.ready:
+            await engine.start()  # started already (a Modal container's enter hook)
+        else:
+            with coldstart.phase("engine_start"):
+                await engine.start()
         started = True
         _freeze_startup_heap()
         try:
@@ -530,10 +547,12 @@ def create_app(
         redirect_slashes=False,  # "/health/" is not found; no redirect built from a Host header
     )
     app.state.graceful_shutdown = shutdown
+    options = observability or Observability()
     token = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
     if token:
-        app.add_middleware(BearerAuth, token=token)
-    app.add_middleware(RequestGuard, allowed_hosts=allowed_hosts)  # added last: the outermost
+        app.add_middleware(BearerAuth, token=token, open_paths=options.public_paths(HEALTH_PATH))
+    app.add_middleware(RequestGuard, allowed_hosts=allowed_hosts)  # the outermost but the observer
+    engine = observe(app, engine, options)  # adds /metrics and the request observer
     in_flight = 0
 
     @app.exception_handler(RequestError)
@@ -765,5 +784,5 @@ def _to_sse(event: EngineEvent, model: str | None) -> ServerSentEvent:
 
 
 def _error_event(error_type: str, message: str) -> ServerSentEvent:
-    body = ErrorBody(error=ErrorDetail(type=error_type, message=message))
-    return ServerSentEvent(body.model_dump_json(), event=EVENT_ERROR)
+    body = ErrorBody(error=error_detail(error_type, message))
+    return ServerSentEvent(body.model_dump_json(exclude_none=True), event=EVENT_ERROR)

@@ -42,6 +42,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from promptwire.protocol import ErrorBody, ErrorDetail, ErrorType
 from promptwire.server.app import SHUTDOWN_MARGIN, graceful_shutdown
+from promptwire.server.observability import logs_requests
 from promptwire.settings import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_KEEP_ALIVE_TIMEOUT,
@@ -69,7 +70,8 @@ class ConnectionLimits:
 
 def _raw_error(status: int, reason: str, error_type: str, message: str, **headers: str) -> bytes:
     """A whole HTTP/1.1 answer, written before or outside uvicorn's request cycle."""
-    body = ErrorBody(error=ErrorDetail(type=error_type, message=message)).model_dump_json()
+    error = ErrorBody(error=ErrorDetail(type=error_type, message=message))
+    body = error.model_dump_json(exclude_none=True)
     lines = [
         f"HTTP/1.1 {status} {reason}",
         "content-type: application/json",
@@ -278,6 +280,7 @@ def server_config(
         host=host,
         port=port,
         log_level=log_level,
+        access_log=not logs_requests(app),  # promptwire's request log says more, once
         http="h11" if limits is None else protocol_class(limits),
         ws="auto" if limits is None else "none",
         lifespan="on",

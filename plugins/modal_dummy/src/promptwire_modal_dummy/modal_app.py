@@ -5,20 +5,36 @@ Deploy with ``promptwire deploy modal_dummy``
 Settings are read here, on the machine that deploys, and handed to the container as environment
 variables, so that its import of this module builds the same app; the bearer token comes from a
 Modal Secret so it never passes through this file.
+
+In a container, the server's imports run when this module is imported, so that a memory snapshot
+(``MEMORY_SNAPSHOT``, on by default) holds them: a cold start restores them instead. Each phase
+is logged as ``cold start: <phase> <seconds> s`` and exposed on ``/metrics``.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import modal
 from fastapi import FastAPI
+from promptwire import coldstart
 from promptwire.modal_image import promptwire_image
-from promptwire.settings import settings_environment
+from promptwire.settings import observability_environment, settings_environment
 
 from promptwire_modal_dummy.settings import DummySettings
 
+if not modal.is_local():
+    coldstart.record_process_start()
+
 settings = DummySettings()
+
+#: What the web function imports before it can serve (before the snapshot, when there is one).
+SNAPSHOT_IMPORTS = ("promptwire.server", "promptwire_modal_dummy.engine")
+if not modal.is_local():
+    with coldstart.phase("imports"):
+        for _module in SNAPSHOT_IMPORTS:
+            importlib.import_module(_module)
 
 image = promptwire_image("promptwire_modal_dummy")
 secrets = [modal.Secret.from_name(settings.api_key_secret)] if settings.api_key_secret else []
@@ -29,19 +45,29 @@ app = modal.App(settings.app_name, image=image)
 @app.function(
     # Every setting, the deploy ones too: the container imports this module again and must
     # build the same function (Modal checks its Secrets against the deploy's). Not Image.env:
-    # Modal allows no build step after add_local_python_source.
-    env=settings_environment(settings),
+    # Modal allows no build step after add_local_python_source. The metrics and request log
+    # settings of the deploying machine go along too.
+    env={**settings_environment(settings), **observability_environment()},
     secrets=secrets,
     timeout=settings.timeout,
     scaledown_window=settings.scaledown_window,
+    min_containers=settings.min_containers,
     max_containers=settings.max_containers,
+    enable_memory_snapshot=settings.memory_snapshot,
 )
 @modal.concurrent(max_inputs=settings.max_inputs)
 @modal.asgi_app()
 def web() -> FastAPI:
     """The protocol app around the dummy engine; ``PROMPTWIRE_API_KEY`` comes from the Secret."""
     from promptwire.server import create_app
+    from promptwire.server.observability import Observability
 
     from promptwire_modal_dummy.engine import DummyEngine
 
-    return create_app(DummyEngine(DummySettings()), api_key=os.environ.get("PROMPTWIRE_API_KEY"))
+    app = create_app(
+        DummyEngine(DummySettings()),
+        api_key=os.environ.get("PROMPTWIRE_API_KEY"),
+        observability=Observability.from_settings(),
+    )
+    coldstart.log_ready()
+    return app

@@ -23,11 +23,13 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from promptwire import coldstart
 from promptwire.chat_template import render_plain
 from promptwire.engine import (
     Engine,
     EngineError,
     EngineEvent,
+    EngineMetric,
     EngineNotReady,
     Finish,
     TextChunk,
@@ -86,6 +88,35 @@ class Runtime(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class GeneratorStats:
+    """What the generator holds, as the loop thread last saw it (read by ``/metrics``)."""
+
+    active_jobs: int = 0
+    pending_jobs: int = 0
+    cache_pages_used: int | None = None
+    """Cache pages some job refers to; None for a generator that does not say."""
+    cache_pages_free: int | None = None
+    """Pages no job refers to (a page may still hold a prefix a later request can reuse)."""
+
+
+def generator_stats(generator: Any) -> GeneratorStats:
+    """Counted in the loop thread, the only one that changes the generator: ExLlamaV2's dynamic
+    generator keeps its jobs in ``active_jobs``/``pending_jobs`` and its page table in
+    ``referenced_pages``/``unreferenced_pages``."""
+
+    def count(name: str) -> int | None:
+        items = getattr(generator, name, None)
+        return len(items) if isinstance(items, list | dict) else None
+
+    return GeneratorStats(
+        active_jobs=count("active_jobs") or 0,
+        pending_jobs=count("pending_jobs") or 0,
+        cache_pages_used=count("referenced_pages"),
+        cache_pages_free=count("unreferenced_pages"),
+    )
+
+
 class RequestStream:
     """One request's way back from the generator thread to its event loop."""
 
@@ -127,6 +158,12 @@ class GenerationLoop:
         self._stopping = False
         self._broken: str | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        #: Written by the loop thread only; read by anyone (one reference, or one int, each).
+        self.stats = generator_stats(self._generator)
+        self.failures = 0
+        """Forward passes (``iterate()``) that raised, failing the requests in them."""
+        self.restarts = 0
+        """Generators rebuilt after a failure left one holding jobs."""
 
     # -- called from any thread ----------------------------------------------------------------
 
@@ -194,8 +231,10 @@ class GenerationLoop:
                         self._cancel(stream)
                 if self._by_job or self._generator.num_remaining_jobs() > 0:
                     self._step()
+                self.stats = generator_stats(self._generator)
         except BaseException as exc:  # never die silently: fail everyone, refuse new work
             logger.exception("the generator thread stopped")
+            self.failures += 1
             with self._cond:
                 self._broken = type(exc).__name__
                 leftover = [stream for command, stream in self._inbox if command == "submit"]
@@ -242,6 +281,7 @@ class GenerationLoop:
             results = self._generator.iterate()
         except Exception as exc:
             name = type(exc).__name__
+            self.failures += 1
             logger.error("generation failed: %s", name, exc_info=True)
             failed = self._take_all()
             # Recover before answering, so a client that retries at once finds a working engine.
@@ -286,6 +326,7 @@ class GenerationLoop:
             logger.warning("could not free the failed jobs; rebuilding the generator")
         try:
             self._generator = self._new_generator()
+            self.restarts += 1
         except Exception as exc:
             logger.exception("could not rebuild the generator")
             with self._cond:
@@ -322,26 +363,45 @@ class BatchingEngine(Engine):
     async def start(self) -> None:
         await asyncio.to_thread(self.load)
 
-    def load(self) -> None:
-        """Load the model and start the generator thread; a no-op once loaded."""
+    def load_model(self) -> None:
+        """Read the chat template and load the model, starting nothing: the part of ``load``
+        that a GPU memory snapshot can hold (no thread, no generator). A no-op once loaded."""
         with self._lock:
-            if self._loop is not None:
+            if self._runtime is not None:
                 return
             chat_template = load_chat_template(self.settings.model_dir)
             runtime = self._load_runtime(self.settings)
-            try:
-                loop = GenerationLoop(runtime.new_generator, name="promptwire-exllama-generator")
-                loop.start()
-            except BaseException:
-                runtime.close()
-                raise
-            self._runtime, self._loop = runtime, loop
-            self._chat_template = chat_template
+            self._runtime, self._chat_template = runtime, chat_template
             self.model_name = self.settings.model_name or runtime.model_name
         if chat_template is None:
             logger.info("chat template: promptwire's plain template (the model directory has none)")
         else:
             logger.info("chat template: the model's, from %s", chat_template.source)
+
+    def load(self) -> None:
+        """Load the model (unless ``load_model`` did) and start the generator thread; a no-op
+        once running."""
+        self.load_model()
+        with self._lock:
+            runtime = self._runtime
+            if self._loop is not None or runtime is None:
+                return
+            try:
+                with coldstart.phase("generator_start"):
+                    loop = GenerationLoop(
+                        runtime.new_generator, name="promptwire-exllama-generator"
+                    )
+                    loop.start()
+            except BaseException:
+                self._runtime = None
+                runtime.close()
+                raise
+            self._loop = loop
+
+    async def warm_up(self) -> None:
+        """Generate one token, so that the first request does not pay for the GPU's first
+        kernels (their loading and tuning)."""
+        await self.complete(PromptRequest(prompt="Hello", max_tokens=1, temperature=0.0))
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.unload)
@@ -375,6 +435,47 @@ class BatchingEngine(Engine):
     def max_seq_len(self) -> int | None:
         runtime = self._runtime
         return runtime.max_seq_len if runtime is not None else None
+
+    def metrics(self) -> Sequence[EngineMetric]:
+        """The generator's jobs and cache pages as the loop thread last counted them, its
+        failures and restarts, and the size of the loaded weights."""
+        loop, runtime = self._loop, self._runtime
+        if loop is None:
+            return ()
+        stats = loop.stats
+        samples = [
+            EngineMetric("jobs_active", stats.active_jobs, "Jobs in the generator's batch."),
+            EngineMetric("jobs_pending", stats.pending_jobs, "Jobs waiting to join the batch."),
+            EngineMetric(
+                "generator_failures",
+                loop.failures,
+                "Forward passes that failed (their requests got a 5xx).",
+                kind="counter",
+            ),
+            EngineMetric(
+                "generator_restarts",
+                loop.restarts,
+                "Generators rebuilt after a failure.",
+                kind="counter",
+            ),
+        ]
+        if stats.cache_pages_used is not None and stats.cache_pages_free is not None:
+            samples += [
+                EngineMetric(
+                    "cache_pages_used", stats.cache_pages_used, "Cache pages jobs refer to."
+                ),
+                EngineMetric(
+                    "cache_pages_free",
+                    stats.cache_pages_free,
+                    "Cache pages free for new jobs (some still hold reusable prefixes).",
+                ),
+            ]
+        weights = getattr(runtime, "weights_bytes", None)
+        if isinstance(weights, int):
+            samples.append(
+                EngineMetric("model_weights_bytes", weights, "Bytes of the loaded weight files.")
+            )
+        return samples
 
     # -- requests ------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from promptwire import coldstart
 from promptwire.engine import EngineError
 from promptwire.errors import ConfigurationError
 
@@ -203,8 +204,10 @@ class ExllamaRuntime:
         self.model_dir = model_dir
         self.model_name = settings.model_name or model_dir.name
 
-        exl, platform, problem = _import_gpu_libraries()
+        with coldstart.phase("gpu_libraries"):
+            exl, platform, problem = _import_gpu_libraries()
         self.paged = problem is None
+        self.weights_bytes = weights_size(model_dir)
 
         config = exl.ExLlamaV2Config(str(model_dir))
         config.arch_compat_overrides()
@@ -238,10 +241,15 @@ class ExllamaRuntime:
         logger.info("%s: %s", self.model_name, mode)
 
         self.config = config
-        self.model = exl.ExLlamaV2(config)
-        self.cache = self._cache_class(exl)(self.model, max_seq_len=self.cache_tokens, lazy=True)
-        self.model.load_autosplit(self.cache, progress=False)
-        self.tokenizer = exl.ExLlamaV2Tokenizer(config)
+        # ExLlamaV2 reads each tensor from the files and places it on the GPU in one pass: the
+        # weights' read and their upload are one phase (weights_bytes / its time: the speed).
+        with coldstart.phase("model_load"):
+            self.model = exl.ExLlamaV2(config)
+            self.cache = self._cache_class(exl)(
+                self.model, max_seq_len=self.cache_tokens, lazy=True
+            )
+            self.model.load_autosplit(self.cache, progress=False)
+            self.tokenizer = exl.ExLlamaV2Tokenizer(config)
         self.eos_token_ids = _eos_token_ids(model_dir, config, self.tokenizer)
         bos = self.tokenizer.bos_token if self.tokenizer.bos_token_id is not None else None
         self._bos_text: str | None = bos or None
@@ -358,6 +366,11 @@ def _take_apart(generator: Any) -> None:
     ):
         if hasattr(generator, name):
             setattr(generator, name, None)
+
+
+def weights_size(model_dir: Path) -> int:
+    """Bytes of the model's weight files (``*.safetensors``)."""
+    return sum(path.stat().st_size for path in model_dir.glob("*.safetensors") if path.is_file())
 
 
 def load_runtime(settings: ExllamaSettings) -> ExllamaRuntime:

@@ -6,19 +6,33 @@ Deploy with ``promptwire deploy modal_exllama``
 Settings (``PROMPTWIRE_MODAL_EXLLAMA__*``) are read here, on the machine that deploys, and handed
 to the containers as environment variables, so both sides build the same settings. The bearer
 token comes from a Modal Secret and never passes through this file.
+
+A cold start, phase by phase (each logged as ``cold start: <phase> <seconds> s`` and exposed on
+``/metrics``): ``process_start`` (the interpreter and Modal's runtime), ``imports`` (torch and the
+server), ``volume_reload``, ``download`` (only when the Volume lacks the model),
+``gpu_libraries`` (exllamav2, flash-attn, the GPU's first use), ``model_load`` (the weights read
+from the Volume onto the GPU), ``generator_start`` and ``first_token``. With memory snapshots
+(the default) the imports run once, before the snapshot, and cold starts restore them; with GPU
+snapshots the model's load does too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import modal
+from promptwire import coldstart
 from promptwire.modal_image import promptwire_image
+from promptwire.settings import observability_environment
 
 from promptwire_modal_exllama.settings import MODELS_MOUNT, ExllamaSettings, container_environment
+
+if not modal.is_local():
+    coldstart.record_process_start()
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -70,6 +84,20 @@ api_secrets = [modal.Secret.from_name(settings.api_key_secret)] if settings.api_
 
 app = modal.App(settings.app_name)
 
+#: What the server imports before it can load a model; with memory snapshots they run once,
+#: before the snapshot. None of them touches the GPU (which a CPU memory snapshot cannot hold):
+#: exllamav2, which does, is imported with the model.
+SNAPSHOT_IMPORTS = (
+    "torch",
+    "promptwire.server",
+    "promptwire_modal_exllama.engine",
+    "promptwire_modal_exllama.weights",
+    "promptwire_modal_exllama.chat_template",
+)
+
+#: The server's environment: the backend's settings and how it shows itself (metrics, logs).
+server_environment = {**container_environment(settings), **observability_environment()}
+
 
 def _fetch(repo_id: str, revision: str, *, force: bool = False) -> dict[str, Any]:
     """Download into the mounted Volume and commit, so other containers see the files."""
@@ -101,56 +129,91 @@ def download_model(
     return _fetch(repo_id, revision, force=force)
 
 
+def load_model() -> BatchingEngine:
+    """Find (or fetch) the model in the Volume and load it onto the GPU, starting nothing."""
+    from promptwire_modal_exllama.engine import create_engine
+    from promptwire_modal_exllama.weights import is_complete, model_path
+
+    path = model_path(Path(MODELS_MOUNT), settings.hf_repo, settings.hf_revision)
+    with coldstart.phase("volume_reload"):
+        volume.reload()  # see downloads finished after this container started
+    if not is_complete(path):
+        if not settings.download_on_start:
+            raise RuntimeError(
+                f"{settings.hf_repo}@{settings.hf_revision} is not in volume "
+                f"{settings.volume_name!r}: run `promptwire exllama download` first"
+            )
+        with coldstart.phase("download"):
+            _fetch(settings.hf_repo, settings.hf_revision)
+    engine = create_engine(
+        settings.model_copy(update={"model_dir": path, "model_name": settings.display_name()})
+    )
+    engine.load_model()
+    return engine
+
+
 @app.cls(
     image=gpu_image,
     gpu=settings.gpu,
     volumes={MODELS_MOUNT: volume},
     secrets=[*api_secrets, *hf_secrets],
-    env=container_environment(settings),
+    env=server_environment,
     timeout=settings.timeout,
     startup_timeout=settings.startup_timeout,
     scaledown_window=settings.scaledown_window,
     min_containers=settings.min_containers,
     max_containers=settings.max_containers,
+    enable_memory_snapshot=settings.memory_snapshot,
+    experimental_options={"enable_gpu_snapshot": True} if settings.gpu_snapshot else None,
 )
 @modal.concurrent(max_inputs=settings.max_inputs, target_inputs=settings.target_inputs)
 class Server:
     """One GPU container: loads the model once, then serves every request it is sent, batched."""
 
-    engine: BatchingEngine
+    engine: BatchingEngine | None = None
 
-    @modal.enter()
-    async def load(self) -> None:
-        """Runs once per container, before any request: find (or fetch) and load the model."""
-        from promptwire_modal_exllama.engine import create_engine
-        from promptwire_modal_exllama.weights import is_complete, model_path
+    # Modal runs the enter hooks in the order they are defined here: without snapshots, both
+    # at the container's start; with them, ``prepare`` once, before the snapshot is taken.
+    @modal.enter(snap=settings.memory_snapshot)
+    def prepare(self) -> None:
+        """Before the memory snapshot: the imports, and with GPU snapshots the model on the
+        GPU."""
+        with coldstart.phase("imports"):
+            for module in SNAPSHOT_IMPORTS:
+                importlib.import_module(module)
+        if settings.gpu_snapshot:
+            self.engine = load_model()
 
-        path = model_path(Path(MODELS_MOUNT), settings.hf_repo, settings.hf_revision)
-        await asyncio.to_thread(volume.reload)  # see downloads finished after this container
-        if not is_complete(path):
-            if not settings.download_on_start:
-                raise RuntimeError(
-                    f"{settings.hf_repo}@{settings.hf_revision} is not in volume "
-                    f"{settings.volume_name!r}: run `promptwire exllama download` first"
-                )
-            await asyncio.to_thread(_fetch, settings.hf_repo, settings.hf_revision)
-        engine_settings = settings.model_copy(
-            update={"model_dir": path, "model_name": settings.display_name()}
-        )
-        self.engine = create_engine(engine_settings)
+    @modal.enter(snap=False)
+    async def start(self) -> None:
+        """After the snapshot is restored, before any request: the model (unless the snapshot
+        holds it), the generator, and one token to warm the GPU up."""
+        if self.engine is None:
+            self.engine = await asyncio.to_thread(load_model)
         await self.engine.start()
+        if settings.warmup:
+            with coldstart.phase("first_token"):
+                await self.engine.warm_up()
+        coldstart.log_ready()
 
     @modal.exit()
     async def unload(self) -> None:
-        await self.engine.stop()
+        if self.engine is not None:
+            await self.engine.stop()
 
     @modal.asgi_app(requires_proxy_auth=settings.proxy_auth)
     def web(self) -> FastAPI:
         """The protocol app around the loaded engine; ``PROMPTWIRE_API_KEY`` comes from the
-        Secret."""
+        Secret, the metrics and request log settings from the deploying machine."""
         from promptwire.server import create_app
+        from promptwire.server.observability import Observability
 
-        return create_app(self.engine, api_key=os.environ.get("PROMPTWIRE_API_KEY"))
+        assert self.engine is not None, "the enter hooks load the engine"
+        return create_app(
+            self.engine,
+            api_key=os.environ.get("PROMPTWIRE_API_KEY"),
+            observability=Observability.from_settings(),
+        )
 
 
 def endpoint_url() -> str | None:

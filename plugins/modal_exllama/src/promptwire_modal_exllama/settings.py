@@ -171,6 +171,22 @@ class ExllamaSettings(BaseSettings):
     target_inputs: int | None = Field(
         default=None, ge=1, description="Requests per container Modal's autoscaler aims for."
     )
+    memory_snapshot: bool = Field(
+        default=True,
+        description="Start containers from a Modal memory snapshot taken after the imports "
+        "(torch, the server), instead of importing again on every cold start.",
+    )
+    gpu_snapshot: bool = Field(
+        default=False,
+        description="Also snapshot GPU memory, with the model loaded (Modal's GPU memory "
+        "snapshots, alpha): a cold start restores the model instead of reading the weights. "
+        "Needs memory_snapshot.",
+    )
+    warmup: bool = Field(
+        default=True,
+        description="Generate one token before serving, so the first request does not pay for "
+        "the GPU's first kernels.",
+    )
 
     # -- The client ----------------------------------------------------------------------------
     request_params: dict[str, Any] = Field(
@@ -211,6 +227,15 @@ class ExllamaSettings(BaseSettings):
             raise ValueError(
                 f"max_seq_len ({self.max_seq_len}) is larger than cache_size ({self.cache_size}): "
                 "one request could never fit in the cache; raise cache_size or lower max_seq_len"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _gpu_snapshot_needs_memory_snapshot(self) -> ExllamaSettings:
+        if self.gpu_snapshot and not self.memory_snapshot:
+            raise ValueError(
+                "gpu_snapshot needs memory_snapshot: a GPU memory snapshot is part of a memory "
+                "snapshot; set MEMORY_SNAPSHOT=true or GPU_SNAPSHOT=false"
             )
         return self
 
