@@ -100,3 +100,19 @@ def test_public_module_pins_its_names(module_name: str) -> None:
         assert hasattr(module, name), f"{module_name}.__all__ names missing {name}"
     unlisted = _defined_here(module) - set(exported)
     assert not unlisted, f"{module_name} defines public names not in __all__: {sorted(unlisted)}"
+
+
+def test_version_without_metadata_is_unknown_not_an_error() -> None:
+    """A Modal container has promptwire's sources without its dist-info."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sources = Path(promptwire.__file__).resolve().parents[1]
+    code = f"import sys; sys.path.insert(0, {str(sources)!r}); import promptwire; "
+    code += "print(promptwire.__version__)"
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "unknown"

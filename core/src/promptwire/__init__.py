@@ -141,9 +141,12 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     if name == "__version__":  # from the installed distribution, so it cannot drift from it
-        from importlib.metadata import version
+        from importlib.metadata import PackageNotFoundError, version
 
-        value: Any = version("promptwire")
+        try:
+            value: Any = version("promptwire")
+        except PackageNotFoundError:  # sources without metadata, as a Modal container has them
+            value = "unknown"
     else:
         module = _EXPORTS.get(name)
         if module is None:

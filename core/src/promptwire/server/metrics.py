@@ -22,7 +22,6 @@ import logging
 import re
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
-from importlib.metadata import PackageNotFoundError
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -238,15 +237,6 @@ class _ServerCollector(Collector):
             yield counter
 
 
-def _version() -> str:
-    """promptwire's version, or ``unknown`` where it is not installed as a distribution (a Modal
-    container has its sources only)."""
-    try:
-        return promptwire.__version__
-    except PackageNotFoundError:
-        return "unknown"
-
-
 class EngineCollector(Collector):
     """``promptwire_info`` and the engine's own figures, read at each scrape. An engine whose
     ``metrics()`` fails, or reports a name Prometheus cannot take, costs the scrape those
@@ -262,7 +252,9 @@ class EngineCollector(Collector):
             "The server: promptwire's version, the model served and the protocol version.",
             labels=("version", "model", "protocol"),
         )
-        info.add_metric((_version(), self.engine.model_name or "", PROTOCOL_VERSION), 1.0)
+        info.add_metric(
+            (promptwire.__version__, self.engine.model_name or "", PROTOCOL_VERSION), 1.0
+        )
         yield info
         try:
             samples = list(self.engine.metrics())
