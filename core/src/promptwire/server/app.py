@@ -44,6 +44,8 @@ from promptwire.protocol import (
     StreamDelta,
     StreamDone,
 )
+from promptwire.server.openai_routes import add_openai_routes
+from promptwire.server.slots import RequestSlots
 
 logger = logging.getLogger(__name__)
 
@@ -229,7 +231,7 @@ def create_app(
     if token:
         app.add_middleware(BearerAuth, token=token)
     app.add_middleware(InternalErrors)  # added last: the outermost, around auth too
-    in_flight = 0
+    slots = RequestSlots(max_in_flight)
 
     @app.exception_handler(RequestError)
     async def _on_request_error(_: Request, exc: RequestError) -> Response:
@@ -277,28 +279,15 @@ def create_app(
         },
     )
     async def generate(request: Request) -> Response:
-        nonlocal in_flight
         prompt_request = _parse_request(await _read_body(request, max_body_bytes))
         if not engine.ready:
             raise RequestError.from_engine(
                 EngineNotReady("the model is loading", retry_after=RETRY_AFTER_SECONDS)
             )
-        if max_in_flight is not None and in_flight >= max_in_flight:
-            raise RequestError.from_engine(
-                EngineOverloaded(
-                    f"{in_flight} requests are being served; try again",
-                    retry_after=RETRY_AFTER_SECONDS,
-                )
-            )
-        in_flight += 1
-        released = False
-
-        def release() -> None:
-            nonlocal in_flight, released
-            if not released:
-                released = True
-                in_flight -= 1
-
+        try:
+            release = slots.take()
+        except EngineOverloaded as exc:
+            raise RequestError.from_engine(exc) from None
         streaming = False
         try:
             prompt_request = _render_messages(engine, prompt_request)
@@ -314,6 +303,7 @@ def create_app(
             if not streaming:
                 release()
 
+    add_openai_routes(app, engine, slots=slots, max_body_bytes=max_body_bytes)
     return app
 
 
