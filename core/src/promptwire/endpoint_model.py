@@ -35,6 +35,7 @@ from promptwire.client import (
 from promptwire.errors import ConfigurationError
 from promptwire.protocol import MaxTokens, Seed, StopSequences, Temperature, TopK, TopP
 from promptwire.settings import Concurrency, PromptwireSettings, ReplyBytes, Retries, Seconds
+from promptwire.wire import PROMPT_PROTOCOL, WireFormat
 
 MODAL_KEY_HEADER = "Modal-Key"
 MODAL_SECRET_HEADER = "Modal-Secret"  # noqa: S105 (a header name)
@@ -105,6 +106,7 @@ class EndpointModel(BaseModel):
     _client: EndpointClient | None = PrivateAttr(default=None)
     _adapter: ClientAdapter = PrivateAttr(default_factory=ClientAdapter)
     _backend_settings: Any = PrivateAttr(default=None)
+    _wire: WireFormat = PrivateAttr(default=PROMPT_PROTOCOL)
 
     @model_validator(mode="after")
     def _fill_from_settings(self) -> Self:
@@ -125,6 +127,7 @@ class EndpointModel(BaseModel):
             backend = get_backend(self.backend).backend
             self._adapter = backend.client
             self._backend_settings = backend.load_settings()
+            self._wire = self._adapter.wire_format(self._backend_settings)
         return self
 
     @model_validator(mode="after")
@@ -172,17 +175,23 @@ class EndpointModel(BaseModel):
                 retry_unsafe=_given(self.retry_unsafe),
                 max_connections=max(100, _given(self.max_concurrency)),
                 max_reply_bytes=_given(self.max_reply_bytes),
+                wire=self._wire,
             )
         )
 
     def _base_params(self) -> dict[str, Any]:
-        """The backend's default parameters, overridden by ``model_kwargs``, overridden by the
-        generation fields that are set."""
+        """The backend's default parameters, overridden by the model's name where the wire format
+        sends one, by ``model_kwargs``, and by the generation fields that are set."""
         return {
             **self._adapter.default_params(self._backend_settings),
+            **self._model_param(),
             **self.model_kwargs,
             **self._generation_params(),
         }
+
+    def _model_param(self) -> dict[str, Any]:
+        """``{"model": name}`` when this object names a model and the wire format sends it."""
+        return {}
 
     def _generation_params(self) -> dict[str, Any]:
         """The generation fields that are set (``stop`` apart: see ``_stops``)."""
