@@ -19,10 +19,11 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from pydantic import BaseModel, ValidationError
+from pydantic_core import to_json
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 from starlette.responses import Response
@@ -173,7 +174,8 @@ def add_openai_routes(
 ) -> None:
     """Serve the OpenAI API on ``app`` with ``engine``, sharing ``slots`` with its other routes."""
     started = int(time.time())
-    router = APIRouter(prefix=PREFIX, include_in_schema=False)
+    # Routes of the app itself: an included APIRouter would be matched as a nested router, which
+    # costs FastAPI about 15 us more per request (a tenth of a whole reply's app time).
 
     def model_id() -> str:
         return engine.model_name or DEFAULT_MODEL_ID
@@ -205,15 +207,15 @@ def add_openai_routes(
         except EngineError as exc:
             raise OpenAIError.from_engine(exc) from None
 
-    @router.get("/models")
+    @app.get(PREFIX + "/models", include_in_schema=False)
     async def list_models() -> Response:
         return _json({"object": "list", "data": [model_card(model_id())]})
 
-    @router.get("/models/{name:path}")
+    @app.get(PREFIX + "/models/{name:path}", include_in_schema=False)
     async def retrieve_model(name: str) -> Response:
         return _json(model_card(served_model(name)))
 
-    @router.post("/completions")
+    @app.post(PREFIX + "/completions", include_in_schema=False)
     async def completions(request: Request) -> Response:
         body = _parse(CompletionRequest, await _read_body(request, max_body_bytes))
         params = body.generation_params()
@@ -240,7 +242,7 @@ def add_openai_routes(
             if not streaming:
                 release()
 
-    @router.post("/chat/completions")
+    @app.post(PREFIX + "/chat/completions", include_in_schema=False)
     async def chat_completions(request: Request) -> Response:
         body = _parse(ChatCompletionRequest, await _read_body(request, max_body_bytes))
         messages = _chat_messages(body.messages)
@@ -272,7 +274,6 @@ def add_openai_routes(
         return exc.response()
 
     app.add_exception_handler(OpenAIError, on_openai_error)
-    app.include_router(router)
     app.add_middleware(OpenAIErrorShape)
 
 
@@ -281,21 +282,20 @@ def add_openai_routes(
 
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    too_large = OpenAIError(
-        413, f"the body is larger than the limit of {limit} bytes", code="request_too_large"
-    )
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
+        raise _too_large(limit)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise too_large
+            raise _too_large(limit)
     return bytes(body)
 
 
-def _not_json(constant: str) -> NoReturn:
-    raise ValueError(f"{constant} is not JSON")
+def _too_large(limit: int) -> OpenAIError:
+    return OpenAIError(
+        413, f"the body is larger than the limit of {limit} bytes", code="request_too_large"
+    )
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -303,7 +303,8 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 def _parse(model: type[ModelT], body: bytes) -> ModelT:
     try:
-        data = json.loads(body, parse_constant=_not_json)
+        # NaN and Infinity are refused by every field that takes a number.
+        data = json.loads(body)
     except (ValueError, RecursionError):
         raise OpenAIError(400, "the body is not valid JSON", code="invalid_json") from None
     if not isinstance(data, dict):
@@ -395,10 +396,8 @@ def _message_text(content: Any, role: str, param: str) -> str:
 
 def _prompt_request(engine: Engine, prompt: str, params: dict[str, Any]) -> PromptRequest:
     """The prompt protocol's request for ``prompt``, checked by the engine before generating.
-
-    Its fields were checked by the OpenAI request's own types (the protocol's), so it is built
-    without checking them again."""
-    request = PromptRequest.model_construct(prompt=prompt, **params)
+    (Its fields have the protocol's own types, already checked in the OpenAI request.)"""
+    request = PromptRequest(prompt=prompt, **params)
     engine.check(request)
     return request
 
@@ -416,12 +415,11 @@ async def _complete(
 ) -> list[Completion] | None:
     """Each request's completion, run at once; None if the client left first (which cancels
     them all, freeing the engine)."""
-    work: Awaitable[list[Completion]]
+    generation: asyncio.Future[Any]
     if len(requests) == 1:
-        work = _one(engine.complete(requests[0]))
+        generation = asyncio.ensure_future(engine.complete(requests[0]))
     else:
-        work = asyncio.gather(*(engine.complete(request) for request in requests))
-    generation = asyncio.ensure_future(work)
+        generation = asyncio.gather(*(engine.complete(request) for request in requests))
     watcher = asyncio.ensure_future(_until_disconnected(receive))
     try:
         await asyncio.wait({generation, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -433,11 +431,8 @@ async def _complete(
                 await generation
     if generation.cancelled():
         return None
-    return generation.result()
-
-
-async def _one(completion: Awaitable[Completion]) -> list[Completion]:
-    return [await completion]
+    done = generation.result()
+    return done if isinstance(done, list) else [done]
 
 
 async def _stream(
@@ -515,8 +510,8 @@ def _json(data: dict[str, Any]) -> Response:
     return Response(_dumps(data), media_type="application/json")
 
 
-def _dumps(data: dict[str, Any]) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+def _dumps(data: dict[str, Any]) -> bytes:
+    return to_json(data)  # pydantic's encoder: a third of json.dumps' time here
 
 
 def _usage(usage: Usage) -> dict[str, int]:
@@ -538,7 +533,7 @@ class _Writer:
             "created": int(time.time()),
             "model": model,
         }
-        self.chunk_head = {**self.head, "object": f"{kind}.chunk" if self.chat else kind}
+        self.chunk_kind = f"{kind}.chunk" if self.chat else kind
 
     def completion(self, done: Sequence[Completion], echo: list[str] | None) -> dict[str, Any]:
         choices = [
@@ -550,11 +545,17 @@ class _Writer:
             }
             for index, completion in enumerate(done)
         ]
-        usage = Usage(
-            prompt_tokens=sum(c.usage.prompt_tokens for c in done),
-            completion_tokens=sum(c.usage.completion_tokens for c in done),
-        )
-        return {**self.head, "choices": choices, "usage": _usage(usage)}
+        if len(done) == 1:
+            usage = _usage(done[0].usage)
+        else:
+            prompt = sum(c.usage.prompt_tokens for c in done)
+            completion = sum(c.usage.completion_tokens for c in done)
+            usage = {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            }
+        return {**self.head, "choices": choices, "usage": usage}
 
     def chat_completion(self, done: Completion) -> dict[str, Any]:
         choice = {
@@ -566,7 +567,10 @@ class _Writer:
         return {**self.head, "choices": [choice], "usage": _usage(done.usage)}
 
     def _chunk(self, choice: dict[str, Any]) -> str:
-        return _dumps({**self.chunk_head, "choices": [{"index": 0, **choice}]})
+        return self._text({"choices": [{"index": 0, **choice}]})
+
+    def _text(self, fields: dict[str, Any]) -> str:
+        return _dumps({**self.head, "object": self.chunk_kind, **fields}).decode()
 
     def role_chunk(self) -> str:
         delta = {"role": "assistant", "content": ""}
@@ -585,4 +589,4 @@ class _Writer:
         return self._chunk({"text": "", "logprobs": None, "finish_reason": str(reason)})
 
     def usage_chunk(self, usage: Usage) -> str:
-        return _dumps({**self.chunk_head, "choices": [], "usage": _usage(usage)})
+        return self._text({"choices": [], "usage": _usage(usage)})
