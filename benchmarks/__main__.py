@@ -20,7 +20,15 @@ import time
 from benchmarks.common import PYTHON, RESULTS_DIR, ROOT, clean_env
 from benchmarks.report import write_report
 
-CPU_BENCHMARKS = ["batch", "network_delay", "client_cpu", "streaming", "server", "startup"]
+CPU_BENCHMARKS = [
+    "batch",
+    "network_delay",
+    "client_cpu",
+    "streaming",
+    "server",
+    "startup",
+    "openai_compat",
+]
 TIME_LIMIT = 900  # seconds for one benchmark
 
 

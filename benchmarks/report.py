@@ -8,7 +8,16 @@ from pathlib import Path
 
 from benchmarks.common import ROOT, BenchResult, Measurement, Ratio, spread
 
-ORDER = ["batch", "network_delay", "client_cpu", "streaming", "server", "gpu", "startup"]
+ORDER = [
+    "batch",
+    "network_delay",
+    "client_cpu",
+    "streaming",
+    "server",
+    "gpu",
+    "startup",
+    "openai_compat",
+]
 GPU_COMMAND = "uv run python -m benchmarks.gpu"
 
 
