@@ -305,6 +305,7 @@ def test_completion_refusals(echo: tuple[ObservedEngine, str]) -> None:
         ({"prompt": "x", "suffix": "y"}, "suffix"),
         ({"prompt": ["a", "b"], "stream": True}, "prompt"),
         ({"prompt": "x", "logprobs": 1}, "logprobs"),
+        ({"prompt": ["a"] * 5}, "prompt"),  # more than the server's 4 requests in flight
     ]:
         with pytest.raises(openai.BadRequestError) as caught:
             client.completions.create(model="dummy", **options)

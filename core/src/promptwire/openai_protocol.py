@@ -10,7 +10,7 @@ The replies are built in ``promptwire.server.openai_routes``; docs/PROTOCOL.md l
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,7 +44,7 @@ class StreamOptions(BaseModel):
     include_usage: bool | None = None
 
 
-class _Request(BaseModel):
+class GenerationRequest(BaseModel):
     """What both generation routes take. Unknown keys are allowed and ignored."""
 
     model_config = ConfigDict(extra="allow", strict=True)
@@ -105,7 +105,7 @@ class _Request(BaseModel):
         return None
 
 
-class CompletionRequest(_Request):
+class CompletionRequest(GenerationRequest):
     """``POST /v1/completions``: a prompt (or a list of prompts) to continue."""
 
     prompt: Text | Annotated[list[Text], Field(min_length=1, max_length=MAX_PROMPTS)]
@@ -129,7 +129,7 @@ class CompletionRequest(_Request):
         return None
 
 
-class ChatCompletionRequest(_Request):
+class ChatCompletionRequest(GenerationRequest):
     """``POST /v1/chat/completions``: a conversation to answer."""
 
     messages: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_MESSAGES)]
@@ -198,6 +198,3 @@ class OpenAIErrorBody(BaseModel):
     """Every error on the OpenAI routes, as OpenAI's SDK reads it."""
 
     error: OpenAIErrorDetail
-
-
-ChatRoleIn = Literal["system", "developer", "user", "assistant"]

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from pydantic_core import to_json
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
@@ -33,6 +33,7 @@ from promptwire.engine import Completion, Engine, EngineError, EngineEvent, Fini
 from promptwire.openai_protocol import (
     ChatCompletionRequest,
     CompletionRequest,
+    GenerationRequest,
     OpenAIErrorBody,
     OpenAIErrorDetail,
     error_type_for,
@@ -47,7 +48,6 @@ PREFIX = "/v1"
 DEFAULT_MODEL_ID = "promptwire"
 OWNED_BY = "promptwire"
 DONE = "[DONE]"
-T = TypeVar("T")
 
 _ROLES: dict[str, ChatRole] = {
     "system": "system",
@@ -202,6 +202,13 @@ def add_openai_routes(
                 503, "the model is loading", code="not_ready", retry_after=RETRY_AFTER_SECONDS
             )
         model = served_model(requested)
+        if slots.limit is not None and count > slots.limit:
+            raise OpenAIError(
+                400,
+                f"this server serves at most {slots.limit} prompts at once; send fewer",
+                param="prompt",
+                code="too_many_prompts",
+            )
         try:
             return model, slots.take(count)
         except EngineError as exc:
@@ -298,10 +305,10 @@ def _too_large(limit: int) -> OpenAIError:
     )
 
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
+RequestT = TypeVar("RequestT", bound=GenerationRequest)
 
 
-def _parse(model: type[ModelT], body: bytes) -> ModelT:
+def _parse(model: type[RequestT], body: bytes) -> RequestT:
     try:
         # NaN and Infinity are refused by every field that takes a number.
         data = json.loads(body)
@@ -323,8 +330,7 @@ def _parse(model: type[ModelT], body: bytes) -> ModelT:
             param=str(first[0]) if first else None,
             code="invalid_request",
         ) from None
-    unsupported = getattr(parsed, "unsupported", None)
-    if unsupported is not None and (found := unsupported()) is not None:
+    if (found := parsed.unsupported()) is not None:
         param, message = found
         raise OpenAIError(400, message, param=param, code="unsupported_parameter")
     return parsed
