@@ -272,19 +272,6 @@ class EngineScenarios:
         assert served.encoded[-1] == (False, ids)
         assert raw.json()["prompt"] == reply.content
 
-
-class ConformanceScenarios(EndpointConformanceTests):
-    """promptwire's conformance kit against the real engine serving the tiny model."""
-
-    pytestmark = LOOPBACK_ONLY
-    prompt = "The quick brown fox"
-    max_tokens = 8
-
-    @pytest.fixture(scope="class")
-    @classmethod
-    def endpoint_url(cls, served: Served) -> str:
-        return served.url
-
     def test_the_openai_api_through_the_official_clients(self, served: Served) -> None:
         """The same engine through its OpenAI routes: OpenAI's SDK and ChatOpenAI get the
         greedy text of the prompt route, conversations rendered by the model's template."""
@@ -311,3 +298,16 @@ class ConformanceScenarios(EndpointConformanceTests):
         from_template, ids = served.encoded[-1]
         assert from_template and ids[0] == BOS_ID and ids.count(BOS_ID) == 1
         assert reply.usage_metadata is not None and reply.usage_metadata["output_tokens"] <= 8
+
+
+class ConformanceScenarios(EndpointConformanceTests):
+    """promptwire's conformance kit against the real engine serving the tiny model."""
+
+    pytestmark = LOOPBACK_ONLY
+    prompt = "The quick brown fox"
+    max_tokens = 8
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def endpoint_url(cls, served: Served) -> str:
+        return served.url

@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 from promptwire.engine import Engine, EngineError, EngineEvent, Finish, TextChunk
-from promptwire.protocol import FinishReason, PromptRequest, Usage
+from promptwire.protocol import ChatMessage, FinishReason, PromptRequest, Usage
 from promptwire_modal_dummy.engine import DummyEngine
 from promptwire_modal_dummy.settings import DummySettings
 from promptwire_reverse.engine import MAX_PROMPT_WORDS, ReverseEngine
@@ -159,6 +159,11 @@ def test_parameters_reach_the_engine(echo: tuple[ObservedEngine, str]) -> None:
         "stop": ["yourself"],
     }
     assert completion.known_params() == {"max_tokens": 4, "stop": ["a", "b"]}
+    # As on the prompt route, a conversation reaches the engine rendered in ``prompt`` and kept
+    # in ``messages`` (ExLlamaV2's engine tokenizes a template's rendering without adding BOS).
+    assert chat.prompt == "User: Identify yourself, bot!\n\nAssistant:"
+    assert chat.messages == [ChatMessage(role="user", content="Identify yourself, bot!")]
+    assert completion.messages is None
 
 
 def test_stop_and_length_finish_reasons(echo: tuple[ObservedEngine, str]) -> None:

@@ -256,8 +256,12 @@ def add_openai_routes(
         model, release = admit(body.model, 1)
         streaming = False
         try:
+            # As on the prompt route: the rendering in ``prompt``, the conversation kept in
+            # ``messages`` (an engine may tokenize a template's rendering differently).
             prompt_request = _prompt_request(
-                engine, engine.render_chat(messages), body.generation_params()
+                engine,
+                engine.render_chat(messages),
+                {**body.generation_params(), "messages": messages},
             )
             writer = _Writer("chatcmpl", "chat.completion", model)
             if body.stream:
