@@ -1,10 +1,10 @@
 """Run every CPU benchmark and write BENCHMARKS.md with tables and PNG plots.
 
-    uv run python -m benchmarks                 # the full CPU suite (about 10 minutes)
-    uv run python -m benchmarks --quick         # a fast smoke run (results/quick/, not committed)
-    uv run python -m benchmarks --only batch    # some benchmarks; the report keeps the others
-    uv run python -m benchmarks --report-only   # rebuild the report from the JSON results
-    uv run python -m benchmarks.gpu             # the GPU benchmark, separately, on a CUDA machine
+    uv run --group bench python -m benchmarks                # the full CPU suite (~10 minutes)
+    uv run --group bench python -m benchmarks --quick        # a smoke run (results/quick/)
+    uv run --group bench python -m benchmarks --only batch   # some; the report keeps the others
+    uv run --group bench python -m benchmarks --report-only  # rebuild the report from the JSON
+    uv run python -m benchmarks.gpu                          # the GPU benchmark, on a CUDA machine
 
 Each benchmark runs in its own process (``python -m benchmarks.<name> --json ...``), so one
 benchmark's imports, threads and garbage do not weigh on the next.
@@ -28,6 +28,7 @@ CPU_BENCHMARKS = [
     "server",
     "startup",
     "openai_compat",
+    "event_loop",
 ]
 TIME_LIMIT = 900  # seconds for one benchmark
 
@@ -64,7 +65,7 @@ def main() -> None:
                 print(f"!! {name} failed: {exc}", file=sys.stderr)
                 failed.append(name)
             print(f"   ({time.perf_counter() - started:.0f} s)", flush=True)
-    how = "uv run python -m benchmarks" + (" --quick" if args.quick else "")
+    how = "uv run --group bench python -m benchmarks" + (" --quick" if args.quick else "")
     write_report(directory, out, how)
     print(f"wrote {out.relative_to(ROOT)} and plots in {directory.relative_to(ROOT)}/")
     if failed:

@@ -15,7 +15,7 @@
 # so the run ends in time even when one step hangs. The log, the test report, the phase timings
 # and gpu.json go to $OUT (default /tmp/promptwire-gpu-run). Add the benchmark's figures to
 # BENCHMARKS.md afterwards: copy gpu.json to benchmarks/results/ and run
-# `uv run python -m benchmarks --report-only`.
+# `uv run --group bench python -m benchmarks --report-only`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/promptwire-gpu-run}

@@ -17,6 +17,7 @@ ORDER = [
     "gpu",
     "startup",
     "openai_compat",
+    "event_loop",
 ]
 GPU_COMMAND = "uv run python -m benchmarks.gpu"
 
@@ -335,7 +336,8 @@ def _gpu_section(result: BenchResult | None, directory: Path) -> list[str]:
             "tests/exllama/test_gpu_engine.py`) and `python -m benchmarks.gpu --quick`, each "
             "step within what is left of 570 seconds, and leaves its log, phase timings, test "
             "report and `gpu.json` in `$OUT`; copy `gpu.json` to `benchmarks/results/` and run "
-            "`uv run python -m benchmarks --report-only` to put the figures here. The full run is "
+            "`uv run --group bench python -m benchmarks --report-only` to put the figures here. "
+            "The full run is "
             f"`{GPU_COMMAND}` on a machine with the GPU stack of "
             "`plugins/modal_exllama/README.md`; without CUDA it exits with status 2 and names "
             "what is missing. Without flash-attn the engine runs unpaged (one sequence at a "

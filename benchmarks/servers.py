@@ -4,6 +4,8 @@
   ``complete``, a dict returned), with none of the protocol's checks, limits or disconnect
   handling: the baseline for the server benchmark.
 - ``tls``: the promptwire app around the dummy engine (echo) under uvicorn with TLS.
+- ``stack``: the promptwire app as ``promptwire serve`` runs it (its guarded h11 protocol and
+  limits) on the event loop ``--loop`` names (``asyncio`` or ``uvloop``).
 
 Run: ``python -m benchmarks.servers bare --port P`` or
 ``python -m benchmarks.servers tls --port P --certfile C --keyfile K``.
@@ -66,6 +68,20 @@ def tls_app() -> Any:
     return create_app(DummyEngine(DummySettings(echo=True)))
 
 
+def serve_stack(port: int, loop: str) -> None:
+    """``promptwire serve``'s server (dummy backend) with the event loop chosen here."""
+    from promptwire.cli import build_app
+    from promptwire.server.runner import ConnectionLimits, _server, server_config
+    from promptwire.settings import PromptwireSettings
+
+    app = build_app("modal_dummy", api_key=None, settings=PromptwireSettings())
+    config = server_config(
+        app, host=HOST, port=port, log_level="warning", limits=ConnectionLimits()
+    )
+    config.loop = loop
+    _server(config).run()
+
+
 def make_certificate(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1, made now with the openssl command."""
     cert, key = directory / "cert.pem", directory / "key.pem"
@@ -101,11 +117,15 @@ def main() -> None:
     import uvicorn
 
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("kind", choices=["bare", "tls"])
+    parser.add_argument("kind", choices=["bare", "tls", "stack"])
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--certfile")
     parser.add_argument("--keyfile")
     args = parser.parse_args()
+    if args.kind == "stack":
+        serve_stack(args.port, args.loop)
+        return
     options: dict[str, Any] = {"host": HOST, "port": args.port, "log_level": "warning"}
     if args.kind == "tls":
         options |= {"ssl_certfile": args.certfile, "ssl_keyfile": args.keyfile}

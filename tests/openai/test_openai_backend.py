@@ -169,6 +169,7 @@ def test_which_model_is_asked_for(
     assert ChatPromptwire()._get_ls_params()["ls_model_name"] == "openai"
     monkeypatch.setenv("PROMPTWIRE_OPENAI__MODEL", "dummy")
     assert ChatPromptwire()._get_ls_params()["ls_model_name"] == "dummy"
+    assert PromptwireLLM()._get_ls_params()["ls_model_name"] == "dummy"  # traced as it is sent
 
 
 def test_errors_are_typed_and_name_the_url(openai_env: str) -> None:

@@ -6,10 +6,10 @@ from typing import Any
 
 
 def assert_protocol_answer(status_code: int, content_type: str, body: Any) -> None:
-    """Never 5xx; an error (4xx) is exactly ``{"error": {"type": str, "message": str}}`` in JSON.
-    A redirect is no error (Starlette sends ``/health/`` to ``/health``); ``body`` is the decoded
-    JSON, or None when there is none."""
+    """Never 5xx, never a redirect; an error (4xx) is exactly ``{"error": {"type": str,
+    "message": str}}`` in JSON. ``body`` is the decoded JSON, or None when there is none."""
     assert status_code < 500, body
+    assert not 300 <= status_code < 400, (status_code, body)
     if status_code < 400:
         return
     assert content_type.startswith("application/json"), content_type

@@ -80,8 +80,10 @@ def promptwire_serve(
     site_dir: Path | None = None,
     host: str = "127.0.0.1",
     wait: bool = True,
+    open_files: int | None = None,
 ) -> Iterator[ServedProcess]:
-    """Run ``promptwire serve --host HOST --port <free> ARGS``, stdout and stderr to one file."""
+    """Run ``promptwire serve --host HOST --port <free> ARGS``, stdout and stderr to one file;
+    with ``open_files``, under that limit on open files (``ulimit -n``, soft and hard)."""
     port = free_port()
     command: Sequence[str] = [
         sys.executable,
@@ -94,6 +96,8 @@ def promptwire_serve(
         str(port),
         *args,
     ]
+    if open_files is not None:
+        command = ["/bin/sh", "-c", f'ulimit -n {open_files} && exec "$@"', "sh", *command]
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "serve.log"
         with log_path.open("wb") as log:

@@ -32,10 +32,16 @@ def register_backends(register):
 
 
 def install_plugin(
-    site_dir: Path, *, distribution: str, module: str, source: str, entry_point: str | None = None
+    site_dir: Path,
+    *,
+    distribution: str,
+    module: str,
+    source: str,
+    entry_point: str | None = None,
+    group: str = "promptwire",
 ) -> None:
-    """Write module ``module`` with ``source`` and a distribution ``distribution`` whose
-    ``promptwire`` entry point ``entry_point`` (default: the module name) loads it."""
+    """Write module ``module`` with ``source`` and a distribution ``distribution`` whose entry
+    point ``entry_point`` (default: the module name) in ``group`` loads it."""
     site_dir.mkdir(parents=True, exist_ok=True)
     (site_dir / f"{module}.py").write_text(source)
     dist_info = site_dir / f"{distribution.replace('-', '_')}-0.1.0.dist-info"
@@ -43,9 +49,7 @@ def install_plugin(
     (dist_info / "METADATA").write_text(
         f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 0.1.0\n"
     )
-    (dist_info / "entry_points.txt").write_text(
-        f"[promptwire]\n{entry_point or module} = {module}\n"
-    )
+    (dist_info / "entry_points.txt").write_text(f"[{group}]\n{entry_point or module} = {module}\n")
 
 
 def run_cli(

@@ -201,3 +201,21 @@ def test_dumps_then_loads_gives_the_same_model(model: type[PromptwireLLM]) -> No
     assert loaded.model_dump() == made.model_dump()
     assert loaded.api_key.get_secret_value() == SECRET
     assert SECRET not in dumps(made)
+
+
+def test_the_llm_reports_tracing_params_as_the_chat_model_does() -> None:
+    """LangSmith showed the LLM's provider as the class name and no model or parameters."""
+    llm = PromptwireLLM(endpoint_url="http://x/", temperature=0.3, max_tokens=9, stop=["END"])
+    assert llm._get_ls_params() == {
+        "ls_provider": "promptwire",
+        "ls_model_name": "promptwire",
+        "ls_model_type": "llm",
+        "ls_temperature": 0.3,
+        "ls_max_tokens": 9,
+        "ls_stop": ["END"],
+    }
+    assert llm._get_ls_params(stop=["X"], temperature=0.9)["ls_stop"] == ["X"]
+    assert llm._get_ls_params(temperature=0.9)["ls_temperature"] == 0.9
+    chat = ChatPromptwire(endpoint_url="http://x/", model="llama", temperature=0.3)
+    assert chat._get_ls_params()["ls_model_name"] == "llama"
+    assert chat._get_ls_params()["ls_model_type"] == "chat"

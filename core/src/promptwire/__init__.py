@@ -1,7 +1,9 @@
 """promptwire: call your own LLM behind a prompt endpoint (Modal or local) from LangChain.
 
-Attributes load on first use, so ``import promptwire`` stays cheap for serverless callers and
-never imports modal, FastAPI, uvicorn or torch.
+This module is the one import location for users and for backend authors: the LangChain models,
+settings and errors, and the plugin-author API (``Backend``, ``Engine`` and its events and errors,
+``Usage``, ``StopScanner``, ``hookimpl``). Attributes load on first use, so ``import promptwire``
+stays cheap for serverless callers and never imports modal, FastAPI, uvicorn or torch.
 """
 
 from __future__ import annotations
@@ -9,16 +11,13 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
 _EXPORTS = {
+    # LangChain models
     "PromptwireLLM": "promptwire.llm",
     "ChatPromptwire": "promptwire.chat",
     "Modal": "promptwire.compat",
     "PromptwireSettings": "promptwire.settings",
-    "Backend": "promptwire.backends",
-    "ClientAdapter": "promptwire.backends",
-    "hookimpl": "promptwire.hookspecs",
+    # Errors a caller catches
     "PromptwireError": "promptwire.errors",
     "ConfigurationError": "promptwire.errors",
     "PluginError": "promptwire.errors",
@@ -35,38 +34,84 @@ _EXPORTS = {
     "RateLimitError": "promptwire.errors",
     "OverloadedError": "promptwire.errors",
     "ServerError": "promptwire.errors",
+    # The plugin-author API
+    "hookimpl": "promptwire.hookspecs",
+    "Backend": "promptwire.backends",
+    "ClientAdapter": "promptwire.backends",
+    "RegisterBackend": "promptwire.backends",
+    "Engine": "promptwire.engine",
+    "EngineEvent": "promptwire.engine",
+    "TextChunk": "promptwire.engine",
+    "Finish": "promptwire.engine",
+    "Completion": "promptwire.engine",
+    "EngineError": "promptwire.engine",
+    "RequestRejected": "promptwire.engine",
+    "EngineOverloaded": "promptwire.engine",
+    "EngineNotReady": "promptwire.engine",
+    "PromptRequest": "promptwire.protocol",
+    "ChatMessage": "promptwire.protocol",
+    "FinishReason": "promptwire.protocol",
+    "Usage": "promptwire.protocol",
+    "StopScanner": "promptwire.stops",
 }
 
 __all__ = [
     "AuthenticationError",
     "Backend",
+    "ChatMessage",
     "ChatPromptwire",
     "ClientAdapter",
+    "Completion",
     "ConfigurationError",
     "EndpointConnectError",
     "EndpointError",
     "EndpointTimeoutError",
+    "Engine",
+    "EngineError",
+    "EngineEvent",
+    "EngineNotReady",
+    "EngineOverloaded",
+    "Finish",
+    "FinishReason",
     "HTTPStatusError",
     "InvalidRequestError",
     "Modal",
     "OverloadedError",
     "PluginError",
+    "PromptRequest",
     "PromptwireError",
     "PromptwireLLM",
     "PromptwireSettings",
     "ProtocolError",
     "RateLimitError",
+    "RegisterBackend",
     "ReplyTooLargeError",
+    "RequestRejected",
     "RequestTooLargeError",
     "ServerError",
+    "StopScanner",
     "StreamError",
+    "TextChunk",
+    "Usage",
+    "__version__",
     "hookimpl",
 ]
 
 if TYPE_CHECKING:
-    from promptwire.backends import Backend, ClientAdapter
+    from promptwire.backends import Backend, ClientAdapter, RegisterBackend
     from promptwire.chat import ChatPromptwire
     from promptwire.compat import Modal
+    from promptwire.engine import (
+        Completion,
+        Engine,
+        EngineError,
+        EngineEvent,
+        EngineNotReady,
+        EngineOverloaded,
+        Finish,
+        RequestRejected,
+        TextChunk,
+    )
     from promptwire.errors import (
         AuthenticationError,
         ConfigurationError,
@@ -87,13 +132,22 @@ if TYPE_CHECKING:
     )
     from promptwire.hookspecs import hookimpl
     from promptwire.llm import PromptwireLLM
+    from promptwire.protocol import ChatMessage, FinishReason, PromptRequest, Usage
     from promptwire.settings import PromptwireSettings
+    from promptwire.stops import StopScanner
+
+    __version__: str
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'promptwire' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
+    if name == "__version__":  # from the installed distribution, so it cannot drift from it
+        from importlib.metadata import version
+
+        value: Any = version("promptwire")
+    else:
+        module = _EXPORTS.get(name)
+        if module is None:
+            raise AttributeError(f"module 'promptwire' has no attribute {name!r}")
+        value = getattr(import_module(module), name)
     globals()[name] = value
     return value

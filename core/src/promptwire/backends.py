@@ -10,17 +10,21 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, cast
 
 from pydantic_settings import BaseSettings
+from typing_extensions import TypeVar
 
-from promptwire.errors import PluginError
+from promptwire.errors import ConfigurationError, PluginError
 
 if TYPE_CHECKING:  # the client path never needs the server side
     from promptwire.engine import Engine
     from promptwire.wire import WireFormat
 
 BACKEND_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings, default=BaseSettings)
+"""A backend's settings class; ``BaseSettings`` (empty) for a backend without one."""
 
 
 class ClientAdapter:
@@ -44,13 +48,21 @@ class ClientAdapter:
 
 
 @dataclass(frozen=True)
-class Backend:
+class Backend(Generic[SettingsT]):
+    """A backend: its name, its settings, and what reaches or serves its model.
+
+    Typed by its settings class, so mypy checks that ``create_engine`` takes what
+    ``settings_class`` makes: ``Backend(name="mine", settings_class=MySettings,
+    create_engine=make_engine)`` with ``def make_engine(settings: MySettings) -> Engine``.
+    """
+
     name: str
     description: str = ""
-    settings_class: type[BaseSettings] | None = None
+    settings_class: type[SettingsT] | None = None
+    """Its settings (``backend_settings_config`` makes them ``PROMPTWIRE_<NAME>__*``)."""
     client: ClientAdapter = field(default_factory=ClientAdapter)
-    create_engine: Callable[[Any], Engine] | None = None
-    """Builds the engine from an instance of ``settings_class`` (or None without one)."""
+    create_engine: Callable[[SettingsT], Engine] | None = None
+    """Builds the engine for ``promptwire serve`` from ``load_settings()``'s result."""
     modal_app: str | None = None
     """Import path of the module that defines the backend's ``modal.App`` (for deploy)."""
 
@@ -60,8 +72,31 @@ class Backend:
                 f"invalid backend name {self.name!r}: use lowercase letters, digits and '_'"
             )
 
-    def load_settings(self, **overrides: Any) -> BaseSettings | None:
-        """The backend's settings: ``overrides`` beat the environment, which beats defaults."""
+    def load_settings(self, **overrides: Any) -> SettingsT:
+        """The backend's settings: ``overrides`` beat the environment, which beats defaults.
+
+        A backend without a settings class gets an empty ``BaseSettings`` and no overrides.
+        """
         if self.settings_class is None:
-            return None
+            if overrides:
+                raise ConfigurationError(
+                    f"backend {self.name!r} has no settings; cannot set {', '.join(overrides)}"
+                )
+            return cast(SettingsT, BaseSettings())
         return self.settings_class(**overrides)
+
+
+class RegisterBackend(Protocol):
+    """The ``register`` callback of the ``register_backends`` hook; annotate it with this, and
+    mypy checks every ``Backend`` passed to it against its settings class."""
+
+    def __call__(self, backend: Backend[SettingsT], /) -> None: ...
+
+
+__all__ = [
+    "BACKEND_NAME",
+    "Backend",
+    "ClientAdapter",
+    "RegisterBackend",
+    "SettingsT",
+]

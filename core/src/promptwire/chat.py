@@ -33,13 +33,12 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from promptwire import protocol
 from promptwire.chat_template import render_plain
 from promptwire.client import StreamEvent
-from promptwire.endpoint_model import EndpointModel
+from promptwire.endpoint_model import PROVIDER, EndpointModel
 from promptwire.errors import InvalidRequestError
 from promptwire.protocol import PromptResponse, StreamDone, Usage
 from promptwire.stops import StopScanner, truncate_at_stop
 from promptwire.wire import ReasoningDelta, Reply
 
-PROVIDER = "promptwire"
 #: Where a reasoning model's reasoning goes in a message: LangChain's convention (DeepSeek,
 #: Ollama, xAI), which ``content_blocks`` shows as a ``reasoning`` block.
 REASONING_KEY = "reasoning_content"
@@ -100,24 +99,10 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
         return ["promptwire", "chat"]
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        model = kwargs.get("model")
-        params = LangSmithParams(
-            ls_provider=PROVIDER,
-            ls_model_name=model if isinstance(model, str) else self._default_model_name(),
-            ls_model_type="chat",
-        )
-        if (temperature := kwargs.get("temperature", self.temperature)) is not None:
-            params["ls_temperature"] = temperature
-        if (max_tokens := kwargs.get("max_tokens", self.max_tokens)) is not None:
-            params["ls_max_tokens"] = max_tokens
-        if stops := self._stops(stop):
-            params["ls_stop"] = stops
-        return params
+        return self._tracing_params("chat", stop, kwargs)
 
     def _default_model_name(self) -> str:
-        named = self._adapter.default_params(self._backend_settings).get("model")
-        named = named if isinstance(named, str) else None
-        return self.model_name or named or self.backend or PROVIDER
+        return self.model_name or super()._default_model_name()
 
     def _model_param(self) -> dict[str, Any]:
         if self.model_name is not None and self._wire.names_model:
@@ -449,3 +434,10 @@ def _usage_metadata(usage: Usage | None) -> UsageMetadata | None:
 
 def _token_usage(usage: Usage) -> dict[str, int]:
     return {**usage.model_dump(), "total_tokens": usage.total_tokens}
+
+
+__all__ = [
+    "PROVIDER",
+    "ChatPromptwire",
+    "to_protocol_messages",
+]

@@ -25,3 +25,11 @@ def render_plain(messages: Iterable[ChatMessage]) -> str:
     turns = [f"{ROLE_LABELS[message.role]}: {message.content}" for message in messages]
     turns.append(GENERATION_PROMPT)
     return TURN_SEPARATOR.join(turns)
+
+
+__all__ = [
+    "GENERATION_PROMPT",
+    "ROLE_LABELS",
+    "TURN_SEPARATOR",
+    "render_plain",
+]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import sys
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -56,6 +57,7 @@ def build_app(
     api_key: str | None,
     settings: PromptwireSettings,
     overrides: dict[str, Any] | None = None,
+    allowed_hosts: Collection[str] | None = None,
 ) -> FastAPI:
     """The protocol app serving ``backend_name``'s engine (for ``serve`` and ``demo``)."""
     from promptwire.plugins import get_backend
@@ -64,7 +66,7 @@ def build_app(
     backend = get_backend(backend_name).backend
     if backend.create_engine is None:
         raise PromptwireError(f"backend {backend_name!r} has no engine to serve locally")
-    if overrides and backend.settings_class is not None:
+    if overrides and backend.settings_class is not None:  # (none at all: load_settings says)
         unknown = set(overrides) - set(backend.settings_class.model_fields)
         if unknown:
             raise PromptwireError(
@@ -76,6 +78,10 @@ def build_app(
         api_key=api_key,
         max_body_bytes=settings.max_body_bytes,
         max_in_flight=settings.max_in_flight,
+        body_timeout=settings.body_timeout,
+        send_timeout=settings.send_timeout,
+        shutdown_grace=settings.shutdown_grace,
+        allowed_hosts=allowed_hosts,
     )
 
 
@@ -98,8 +104,12 @@ def serve(
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
 ) -> None:
-    """Serve a backend's engine over the prompt endpoint protocol on this machine."""
-    from promptwire.server import run_server
+    """Serve a backend's engine over the prompt endpoint protocol on this machine.
+
+    Slow or absent clients are bounded (PROMPTWIRE_HEADER_TIMEOUT, _BODY_TIMEOUT,
+    _KEEP_ALIVE_TIMEOUT, _SEND_TIMEOUT, _MAX_CONNECTIONS, _SHUTDOWN_GRACE); on a loopback
+    address only loopback host names are answered."""
+    from promptwire.server import ConnectionLimits, loopback_host_names, run_server
 
     settings = PromptwireSettings()
     name = backend or settings.backend or DEFAULT_SERVE_BACKEND
@@ -112,10 +122,22 @@ def serve(
             f"[bold red]WARNING: serving on {host} with no API key: anyone who can reach this "
             "port can use the model. Set PROMPTWIRE_API_KEY or pass --api-key.[/]"
         )
-    fastapi_app = build_app(name, api_key=token, settings=settings, overrides=overrides)
+    fastapi_app = build_app(
+        name,
+        api_key=token,
+        settings=settings,
+        overrides=overrides,
+        allowed_hosts=loopback_host_names(host),
+    )
+    limits = ConnectionLimits(
+        header_timeout=settings.header_timeout,
+        keep_alive_timeout=settings.keep_alive_timeout,
+        send_timeout=settings.send_timeout,
+        max_connections=settings.max_connections,
+    )
     auth = "bearer token required" if token else "no auth"
     err.print(f"promptwire: serving backend [bold]{name}[/] on http://{host}:{port}/ ({auth})")
-    run_server(fastapi_app, host=host, port=port, log_level=log_level)
+    run_server(fastapi_app, host=host, port=port, log_level=log_level, limits=limits)
 
 
 def _llm(
@@ -187,7 +209,7 @@ def invoke(
 @app.command()
 def backends() -> None:
     """List installed backends (with the plugin that provides each) and plugins that failed."""
-    from promptwire.plugins import get_backends, plugin_failures
+    from promptwire.plugins import get_backends, plugin_failures, plugin_notes
 
     table = Table(title="promptwire backends")
     for column in ("backend", "distribution", "version", "serve", "deploy", "description"):
@@ -203,6 +225,8 @@ def backends() -> None:
             backend.description,
         )
     out.print(table)
+    for note in plugin_notes():
+        err.print(f"[yellow]note: {escape(note)}[/]", highlight=False)
     for failure in plugin_failures():
         err.print(
             f"[red]plugin {escape(repr(failure.plugin.name))} "
@@ -270,19 +294,11 @@ def deploy(
 
 
 def _add_plugin_commands() -> None:
-    from promptwire.plugins import plugin_manager
+    from promptwire.plugins import default_registry
 
-    # Each plugin's hook runs alone: pluggy stops at the first that raises, which would drop the
-    # commands of every plugin after it.
-    for impl in plugin_manager().hook.register_commands.get_hookimpls():
-        try:
-            impl.function(*[{"cli": app}[name] for name in impl.argnames])
-        except (Exception, SystemExit) as exc:
-            err.print(
-                f"[red]plugin {escape(repr(impl.plugin_name))} failed at register_commands: "
-                f"{escape(f'{type(exc).__name__}: {exc}')}[/]",
-                highlight=False,
-            )
+    # A plugin whose register_commands raises is recorded (``promptwire backends`` lists it) and
+    # logged; the other plugins' commands are still added.
+    default_registry().add_commands(app)
 
 
 def main() -> None:

@@ -43,3 +43,8 @@ class Modal(PromptwireLLM):
     @classmethod
     def get_lc_namespace(cls) -> list[str]:
         return ["promptwire", "compat"]
+
+
+__all__ = [
+    "Modal",
+]

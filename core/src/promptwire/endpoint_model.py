@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
+from langchain_core.language_models import LangSmithParams
 from pydantic import (
     BaseModel,
     Field,
@@ -37,6 +38,7 @@ from promptwire.protocol import MaxTokens, Seed, StopSequences, Temperature, Top
 from promptwire.settings import Concurrency, PromptwireSettings, ReplyBytes, Retries, Seconds
 from promptwire.wire import PROMPT_PROTOCOL, WireFormat
 
+PROVIDER = "promptwire"
 MODAL_KEY_HEADER = "Modal-Key"
 MODAL_SECRET_HEADER = "Modal-Secret"  # noqa: S105 (a header name)
 
@@ -198,6 +200,31 @@ class EndpointModel(BaseModel):
         return {
             name: value for name in GENERATION_FIELDS if (value := getattr(self, name)) is not None
         }
+
+    def _tracing_params(
+        self, model_type: Literal["llm", "chat"], stop: list[str] | None, kwargs: Mapping[str, Any]
+    ) -> LangSmithParams:
+        """What LangSmith shows of a run: provider, model and the main generation parameters (a
+        call's keyword arguments beat the model's fields)."""
+        model = kwargs.get("model")
+        params = LangSmithParams(
+            ls_provider=PROVIDER,
+            ls_model_name=model if isinstance(model, str) else self._default_model_name(),
+            ls_model_type=model_type,
+        )
+        if (temperature := kwargs.get("temperature", self.temperature)) is not None:
+            params["ls_temperature"] = temperature
+        if (max_tokens := kwargs.get("max_tokens", self.max_tokens)) is not None:
+            params["ls_max_tokens"] = max_tokens
+        if stops := self._stops(stop):
+            params["ls_stop"] = stops
+        return params
+
+    def _default_model_name(self) -> str:
+        """The model's name for tracing when no reply has named it: the model the backend's
+        settings ask for (the ``openai`` backend's ``model``), else the backend's name."""
+        named = self._adapter.default_params(self._backend_settings).get("model")
+        return named if isinstance(named, str) else (self.backend or PROVIDER)
 
     def _stops(self, stop: list[str] | None) -> list[str] | None:
         """A call's stop sequences, else the model's."""

@@ -128,3 +128,24 @@ def status_error_class(status_code: int) -> type[HTTPStatusError]:
     if 400 <= status_code < 500:
         return InvalidRequestError
     return HTTPStatusError
+
+
+__all__ = [
+    "AuthenticationError",
+    "ConfigurationError",
+    "EndpointConnectError",
+    "EndpointError",
+    "EndpointTimeoutError",
+    "HTTPStatusError",
+    "InvalidRequestError",
+    "OverloadedError",
+    "PluginError",
+    "PromptwireError",
+    "ProtocolError",
+    "RateLimitError",
+    "ReplyTooLargeError",
+    "RequestTooLargeError",
+    "ServerError",
+    "StreamError",
+    "status_error_class",
+]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pluggy
@@ -10,7 +9,7 @@ import pluggy
 if TYPE_CHECKING:
     import typer
 
-    from promptwire.backends import Backend
+    from promptwire.backends import RegisterBackend
 
 PROJECT_NAME = "promptwire"
 
@@ -19,10 +18,22 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 @hookspec
-def register_backends(register: Callable[[Backend], None]) -> None:
+def register_backends(register: RegisterBackend) -> None:
     """Register backends by calling ``register(Backend(...))`` once for each."""
 
 
 @hookspec
 def register_commands(cli: typer.Typer) -> None:
-    """Add commands to the ``promptwire`` CLI."""
+    """Add commands to the ``promptwire`` CLI: ``cli`` is its ``typer.Typer`` app, so
+    ``@cli.command()`` adds a command and ``cli.add_typer(group, name=...)`` a group of them.
+    A plugin whose hook raises loses only its own commands; the failure is recorded
+    (``promptwire backends`` lists it)."""
+
+
+__all__ = [
+    "PROJECT_NAME",
+    "hookimpl",
+    "hookspec",
+    "register_backends",
+    "register_commands",
+]

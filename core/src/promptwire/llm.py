@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import LanguageModelInput
+from langchain_core.language_models import LangSmithParams, LanguageModelInput
 from langchain_core.language_models.llms import LLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from langchain_core.runnables import RunnableConfig
@@ -64,6 +64,9 @@ class PromptwireLLM(EndpointModel, LLM):
     @classmethod
     def is_lc_serializable(cls) -> bool:
         return True
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        return self._tracing_params("llm", stop, kwargs)
 
     @classmethod
     def get_lc_namespace(cls) -> list[str]:
@@ -315,3 +318,8 @@ def _merge_chunks(chunks: Iterator[GenerationChunk]) -> Generation:
     if merged is None:
         return Generation(text="")
     return Generation(text=merged.text, generation_info=merged.generation_info)
+
+
+__all__ = [
+    "PromptwireLLM",
+]

@@ -198,3 +198,16 @@ class OpenAIErrorBody(BaseModel):
     """Every error on the OpenAI routes, as OpenAI's SDK reads it."""
 
     error: OpenAIErrorDetail
+
+
+__all__ = [
+    "ERROR_TYPES",
+    "MAX_PROMPTS",
+    "ChatCompletionRequest",
+    "CompletionRequest",
+    "GenerationRequest",
+    "OpenAIErrorBody",
+    "OpenAIErrorDetail",
+    "StreamOptions",
+    "error_type_for",
+]

@@ -151,13 +151,17 @@ class StreamDone(BaseModel):
 
 
 class ErrorType(StrEnum):
+    BAD_REQUEST = "bad_request"
     INVALID_REQUEST = "invalid_request"
     UNAUTHORIZED = "unauthorized"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     TOO_LARGE = "request_too_large"
+    REQUEST_TIMEOUT = "request_timeout"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     OVERLOADED = "overloaded"
     NOT_READY = "not_ready"
+    SHUTTING_DOWN = "shutting_down"
     SERVER_ERROR = "server_error"
 
 
@@ -176,3 +180,30 @@ class Health(BaseModel):
     status: Literal["ok"] = "ok"
     model: str | None = None
     protocol: str = PROTOCOL_VERSION
+
+
+__all__ = [
+    "EVENT_DELTA",
+    "EVENT_DONE",
+    "EVENT_ERROR",
+    "GENERATION_PARAMS",
+    "MAX_BODY_BYTES",
+    "MAX_MESSAGES",
+    "MAX_MESSAGE_CHARS",
+    "MAX_STOP_LENGTH",
+    "MAX_STOP_SEQUENCES",
+    "MAX_TEMPERATURE",
+    "MAX_TOKENS_LIMIT",
+    "PROTOCOL_VERSION",
+    "ChatMessage",
+    "ErrorBody",
+    "ErrorDetail",
+    "ErrorType",
+    "FinishReason",
+    "Health",
+    "PromptRequest",
+    "PromptResponse",
+    "StreamDelta",
+    "StreamDone",
+    "Usage",
+]

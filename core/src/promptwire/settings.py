@@ -28,6 +28,15 @@ Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Retries = Annotated[int, Field(ge=0, le=20)]
 Concurrency = Annotated[int, Field(ge=1, le=4096)]
 ReplyBytes = Annotated[int, Field(ge=1024, le=1 << 31)]
+# The server's limits on its clients (``promptwire serve``; the app-level ones also on Modal).
+ServerSeconds = Annotated[float, Field(gt=0, le=86_400, allow_inf_nan=False)]
+
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 30.0
+DEFAULT_KEEP_ALIVE_TIMEOUT = 5
+DEFAULT_SEND_TIMEOUT = 30.0
+DEFAULT_MAX_CONNECTIONS = 512
+DEFAULT_SHUTDOWN_GRACE = 5.0
 
 
 class PromptwireSettings(BaseSettings):
@@ -68,6 +77,40 @@ class PromptwireSettings(BaseSettings):
     max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1024)
     max_in_flight: int | None = Field(
         default=None, ge=1, description="Server: requests served at once before answering 503."
+    )
+    header_timeout: ServerSeconds = Field(
+        default=DEFAULT_HEADER_TIMEOUT,
+        description="Server: seconds a connection has to send a request's head (its request line "
+        "and headers), from when it opens or its last answer ends; then it is closed (408).",
+    )
+    body_timeout: ServerSeconds = Field(
+        default=DEFAULT_BODY_TIMEOUT,
+        description="Server: seconds a request has to send its whole body (408 after).",
+    )
+    keep_alive_timeout: int = Field(
+        default=DEFAULT_KEEP_ALIVE_TIMEOUT,
+        ge=1,
+        le=3600,
+        description="Server: seconds an idle kept-alive connection stays open.",
+    )
+    send_timeout: ServerSeconds = Field(
+        default=DEFAULT_SEND_TIMEOUT,
+        description="Server: seconds a client may read nothing of an answer or a stream before "
+        "its connection is dropped and its generation cancelled.",
+    )
+    max_connections: int = Field(
+        default=DEFAULT_MAX_CONNECTIONS,
+        ge=1,
+        le=1_000_000,
+        description="Server: open connections at most; one more is answered 503 and closed.",
+    )
+    shutdown_grace: float = Field(
+        default=DEFAULT_SHUTDOWN_GRACE,
+        ge=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="Server: seconds running requests and streams get to finish on SIGTERM; "
+        "then a stream ends with an error event and a whole reply is answered 503.",
     )
 
 
@@ -111,3 +154,21 @@ def settings_environment(
         else:
             env[key] = str(value)
     return env
+
+
+__all__ = [
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_ENDPOINT_URL",
+    "DEFAULT_HEADER_TIMEOUT",
+    "DEFAULT_KEEP_ALIVE_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_SEND_TIMEOUT",
+    "DEFAULT_SERVE_BACKEND",
+    "DEFAULT_SHUTDOWN_GRACE",
+    "ENV_PREFIX",
+    "MAX_BODY_BYTES",
+    "NONE_VALUE",
+    "PromptwireSettings",
+    "backend_settings_config",
+    "settings_environment",
+]

@@ -179,3 +179,18 @@ class _PromptEvents(EventReader):
 
 #: The default wire format.
 PROMPT_PROTOCOL = PromptProtocol()
+
+
+__all__ = [
+    "NO_EVENTS",
+    "PROMPT_PROTOCOL",
+    "EventReader",
+    "MalformedReply",
+    "PromptProtocol",
+    "ReasoningDelta",
+    "RemoteStreamError",
+    "Reply",
+    "StreamEvent",
+    "WireFormat",
+    "parse_json",
+]

@@ -3,7 +3,20 @@
 Importing this package needs the ``server`` extra (FastAPI, uvicorn, sse-starlette).
 """
 
-from promptwire.server.app import create_app
-from promptwire.server.runner import BackgroundServer, run_server
+from promptwire.server.app import GracefulShutdown, create_app, graceful_shutdown
+from promptwire.server.runner import (
+    BackgroundServer,
+    ConnectionLimits,
+    loopback_host_names,
+    run_server,
+)
 
-__all__ = ["BackgroundServer", "create_app", "run_server"]
+__all__ = [
+    "BackgroundServer",
+    "ConnectionLimits",
+    "GracefulShutdown",
+    "create_app",
+    "graceful_shutdown",
+    "loopback_host_names",
+    "run_server",
+]

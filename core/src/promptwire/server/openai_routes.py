@@ -1,35 +1,35 @@
 """The OpenAI API on every promptwire app: ``GET /v1/models``, ``POST /v1/completions`` and
 ``POST /v1/chat/completions``, served by the same engine as the prompt route.
 
-The routes go through what the prompt route goes through: the app's auth and error middleware,
-the body limit, the shared count of requests in flight (``RequestSlots``), the engine's chat
-template (``render_chat``), its ``check`` and its generation; a client that disconnects cancels
-its generation. Only the wire differs: OpenAI's request keys, replies, ``data:`` chunks ending
-with ``data: [DONE]``, and errors shaped ``{"error": {"message", "type", "param", "code"}}`` with
-the status codes OpenAI's SDK maps to its exceptions. Errors that other layers of the app answer
+The routes go through what the prompt route goes through: the app's request guard, auth and
+error handling, the JSON content type, strict JSON, the body limit and deadline, the shared count
+of requests in flight (``RequestSlots``), the engine's chat template (``render_chat``), its
+``check`` and its generation under the request's limits (``Engine.generate``); a client that
+disconnects cancels its generation, a stream's client that reads nothing is cut off, and on
+shutdown running requests get the same grace period. Only the wire differs: OpenAI's request
+keys, replies, ``data:`` chunks ending with ``data: [DONE]``, and errors shaped ``{"error":
+{"message", "type", "param", "code"}}`` with the status codes OpenAI's SDK maps to its
+exceptions. Errors that other layers of the app answer
 on these paths (401 from auth, 404 for an unknown path, 500) are reshaped by ``OpenAIErrorShape``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from pydantic import ValidationError
 from pydantic_core import to_json
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.background import BackgroundTask
+from sse_starlette import ServerSentEvent
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from promptwire.engine import Completion, Engine, EngineError, EngineEvent, Finish, TextChunk
+from promptwire.engine import Completion, Engine, EngineError, EngineEvent, TextChunk
 from promptwire.openai_protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -39,9 +39,17 @@ from promptwire.openai_protocol import (
     error_type_for,
 )
 from promptwire.protocol import MAX_MESSAGE_CHARS, ChatMessage, ChatRole, PromptRequest, Usage
+from promptwire.server.app import (
+    _DECODER,
+    GracefulShutdown,
+    StreamForm,
+    _ClientGone,
+    _read_body,
+    _require_json,
+    _stream_reply,
+    _unless_gone,
+)
 from promptwire.server.slots import RETRY_AFTER_SECONDS, RequestSlots
-
-logger = logging.getLogger(__name__)
 
 PREFIX = "/v1"
 #: The id ``/v1/models`` lists for an engine that does not name its model.
@@ -170,9 +178,18 @@ def _reshaped(start: Message, content: bytes) -> tuple[Message, bytes]:
 
 
 def add_openai_routes(
-    app: FastAPI, engine: Engine, *, slots: RequestSlots, max_body_bytes: int
+    app: FastAPI,
+    engine: Engine,
+    *,
+    serving: Callable[[], bool],
+    slots: RequestSlots,
+    max_body_bytes: int,
+    body_timeout: float | None,
+    send_timeout: float | None,
+    shutdown: GracefulShutdown,
 ) -> None:
-    """Serve the OpenAI API on ``app`` with ``engine``, sharing ``slots`` with its other routes."""
+    """Serve the OpenAI API on ``app`` with ``engine`` (while ``serving()``), sharing ``slots``,
+    the limits and the ``shutdown`` with its other routes (``create_app`` calls this)."""
     started = int(time.time())
     # Routes of the app itself: an included APIRouter would be matched as a nested router, which
     # costs FastAPI about 15 us more per request (a tenth of a whole reply's app time).
@@ -197,7 +214,7 @@ def add_openai_routes(
     def admit(requested: str | None, count: int) -> tuple[str, Callable[[], None]]:
         """The model served, once the engine is ready, it is the one asked for and ``count``
         slots are free; and the function that gives those slots back."""
-        if not engine.ready:
+        if not serving():
             raise OpenAIError(
                 503, "the model is loading", code="not_ready", retry_after=RETRY_AFTER_SECONDS
             )
@@ -222,9 +239,19 @@ def add_openai_routes(
     async def retrieve_model(name: str) -> Response:
         return _json(model_card(served_model(name)))
 
+    async def read(request: Request) -> bytes:
+        """The body, once it is declared JSON and within the size limit and deadline (their
+        errors, in the prompt protocol's shape, are reshaped by ``OpenAIErrorShape``)."""
+        _require_json(request)
+        return await _read_body(request, max_body_bytes, body_timeout)
+
     @app.post(PREFIX + "/completions", include_in_schema=False)
     async def completions(request: Request) -> Response:
-        body = _parse(CompletionRequest, await _read_body(request, max_body_bytes))
+        try:
+            raw = await read(request)
+        except _ClientGone:
+            return Response(status_code=499)
+        body = _parse(CompletionRequest, raw)
         params = body.generation_params()
         prompts = body.prompts()
         model, release = admit(body.model, len(prompts))
@@ -234,15 +261,16 @@ def add_openai_routes(
             writer = _Writer("cmpl", "text_completion", model)
             echo = prompts if body.echo else None
             if body.stream:
-                response = await _stream(
-                    engine, requests[0], writer, body.include_usage(), release, echo
+                form = _Chunks(writer, body.include_usage(), echo)
+                response = await _stream_reply(
+                    engine, requests[0], request.receive, release, shutdown, send_timeout, form
                 )
-                streaming = True
+                streaming = True  # the stream releases its slots when it ends
                 return response
-            done = await _complete(engine, requests, request.receive)
-            if done is None:
-                return Response(status_code=499)  # the client left: nobody reads this
+            done = await _complete(engine, requests, request.receive, shutdown)
             return _json(writer.completion(done, echo))
+        except _ClientGone:
+            return Response(status_code=499)  # nobody reads it; the access log shows it
         except EngineError as exc:
             raise OpenAIError.from_engine(exc) from None
         finally:
@@ -251,7 +279,11 @@ def add_openai_routes(
 
     @app.post(PREFIX + "/chat/completions", include_in_schema=False)
     async def chat_completions(request: Request) -> Response:
-        body = _parse(ChatCompletionRequest, await _read_body(request, max_body_bytes))
+        try:
+            raw = await read(request)
+        except _ClientGone:
+            return Response(status_code=499)
+        body = _parse(ChatCompletionRequest, raw)
         messages = _chat_messages(body.messages)
         model, release = admit(body.model, 1)
         streaming = False
@@ -265,15 +297,16 @@ def add_openai_routes(
             )
             writer = _Writer("chatcmpl", "chat.completion", model)
             if body.stream:
-                response = await _stream(
-                    engine, prompt_request, writer, body.include_usage(), release, None
+                form = _Chunks(writer, body.include_usage(), None)
+                response = await _stream_reply(
+                    engine, prompt_request, request.receive, release, shutdown, send_timeout, form
                 )
                 streaming = True
                 return response
-            done = await _complete(engine, [prompt_request], request.receive)
-            if done is None:
-                return Response(status_code=499)
+            done = await _complete(engine, [prompt_request], request.receive, shutdown)
             return _json(writer.chat_completion(done[0]))
+        except _ClientGone:
+            return Response(status_code=499)
         except EngineError as exc:
             raise OpenAIError.from_engine(exc) from None
         finally:
@@ -291,31 +324,14 @@ def add_openai_routes(
 # -- requests ----------------------------------------------------------------------------------
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _too_large(limit)
-    return bytes(body)
-
-
-def _too_large(limit: int) -> OpenAIError:
-    return OpenAIError(
-        413, f"the body is larger than the limit of {limit} bytes", code="request_too_large"
-    )
-
-
 RequestT = TypeVar("RequestT", bound=GenerationRequest)
 
 
 def _parse(model: type[RequestT], body: bytes) -> RequestT:
     try:
-        # NaN and Infinity are refused by every field that takes a number.
-        data = json.loads(body)
+        # As on the prompt route: UTF-8 (a BOM ignored), NaN and Infinity are not JSON, an
+        # integer too long to convert is an infinity, which every field that takes one refuses.
+        data = _DECODER.decode(body.decode("utf-8-sig"))
     except (ValueError, RecursionError):
         raise OpenAIError(400, "the body is not valid JSON", code="invalid_json") from None
     if not isinstance(data, dict):
@@ -415,90 +431,50 @@ def _prompt_request(engine: Engine, prompt: str, params: dict[str, Any]) -> Prom
 # -- generation --------------------------------------------------------------------------------
 
 
-async def _until_disconnected(receive: Callable[[], Awaitable[Any]]) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
 async def _complete(
-    engine: Engine, requests: Sequence[PromptRequest], receive: Callable[[], Awaitable[Any]]
-) -> list[Completion] | None:
-    """Each request's completion, run at once; None if the client left first (which cancels
-    them all, freeing the engine)."""
-    generation: asyncio.Future[Any]
-    if len(requests) == 1:
-        generation = asyncio.ensure_future(engine.complete(requests[0]))
-    else:
-        generation = asyncio.gather(*(engine.complete(request) for request in requests))
-    watcher = asyncio.ensure_future(_until_disconnected(receive))
-    try:
-        await asyncio.wait({generation, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        if not generation.done():
-            generation.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await generation
-    if generation.cancelled():
-        return None
-    done = generation.result()
-    return done if isinstance(done, list) else [done]
-
-
-async def _stream(
     engine: Engine,
-    request: PromptRequest,
-    writer: _Writer,
-    include_usage: bool,
-    release: Callable[[], None],
-    echo: list[str] | None,
-) -> Response:
-    events = engine.stream(request)
-    try:
-        # The first event is awaited before answering, so that errors found at the start of a
-        # generation still get their HTTP status, as on the prompt route.
-        first = await anext(events)
-    except BaseException:
-        await events.aclose()
-        raise
+    requests: Sequence[PromptRequest],
+    receive: Callable[[], Awaitable[Any]],
+    shutdown: GracefulShutdown,
+) -> list[Completion]:
+    """Each request's completion, run at once. If the client leaves first (``_ClientGone``) or
+    the shutdown's grace period ends (503), they are all cancelled, freeing the engine."""
+    if len(requests) == 1:
+        return [await _unless_gone(engine.complete(requests[0]), receive, shutdown)]
+    work = asyncio.gather(*(engine.complete(request) for request in requests))
+    return await _unless_gone(work, receive, shutdown)
 
-    async def chunks() -> AsyncIterator[ServerSentEvent]:
-        try:
-            if writer.chat:
-                yield ServerSentEvent(writer.role_chunk())
-            if echo:
-                yield ServerSentEvent(writer.text_chunk(echo[0]))
-            event: EngineEvent | None = first
-            finish: Finish | None = None
-            while event is not None:
-                if isinstance(event, TextChunk):
-                    if event.text:
-                        yield ServerSentEvent(writer.text_chunk(event.text))
-                else:
-                    finish = event
-                event = await anext(events, None)
-            if finish is None:
-                raise EngineError("the engine ended a generation without finishing it")
-            yield ServerSentEvent(writer.finish_chunk(finish.finish_reason))
-            if include_usage:
-                yield ServerSentEvent(writer.usage_chunk(finish.usage))
-            yield ServerSentEvent(DONE)
-        except EngineError as exc:
-            yield ServerSentEvent(_error_data(OpenAIError.from_engine(exc)))
-        except Exception:
-            logger.exception("stream failed")
-            yield ServerSentEvent(
-                _error_data(OpenAIError(500, "internal server error", code="server_error"))
-            )
-        finally:
-            await events.aclose()  # on disconnect too: cancels the generation
-            release()
 
-    async def cleanup() -> None:  # also runs if the stream never started
-        await events.aclose()
-        release()
+class _Chunks(StreamForm):
+    """A stream written as OpenAI's chunks: the role first (chat), the echoed prompt if asked,
+    the text, the finish reason, the usage if asked, then ``[DONE]``."""
 
-    return EventSourceResponse(chunks(), ping=15, background=BackgroundTask(cleanup))
+    def __init__(self, writer: _Writer, include_usage: bool, echo: list[str] | None) -> None:
+        super().__init__(writer.model)
+        self.writer = writer
+        self.include_usage = include_usage
+        self.echo = echo
+
+    def opening(self) -> Sequence[ServerSentEvent]:
+        opening = []
+        if self.writer.chat:
+            opening.append(ServerSentEvent(self.writer.role_chunk()))
+        if self.echo:
+            opening.append(ServerSentEvent(self.writer.text_chunk(self.echo[0])))
+        return opening
+
+    def event(self, event: EngineEvent) -> Sequence[ServerSentEvent]:
+        if isinstance(event, TextChunk):
+            return (ServerSentEvent(self.writer.text_chunk(event.text)),) if event.text else ()
+        written = [ServerSentEvent(self.writer.finish_chunk(event.finish_reason))]
+        if self.include_usage:
+            written.append(ServerSentEvent(self.writer.usage_chunk(event.usage)))
+        written.append(ServerSentEvent(DONE))
+        return written
+
+    def error(self, status_code: int, error_type: str, message: str) -> ServerSentEvent:
+        status = 400 if status_code == 422 else status_code
+        return ServerSentEvent(_error_data(OpenAIError(status, message, code=str(error_type))))
 
 
 def _error_data(error: OpenAIError) -> str:
@@ -537,6 +513,7 @@ class _Writer:
 
     def __init__(self, id_prefix: str, kind: str, model: str) -> None:
         self.chat = kind == "chat.completion"
+        self.model = model
         self.head = {
             "id": f"{id_prefix}-{os.urandom(12).hex()}",
             "object": kind,

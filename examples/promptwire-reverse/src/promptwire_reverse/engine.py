@@ -1,17 +1,16 @@
 """The engine: the prompt's words in reverse order, one word per streamed piece.
 
-An engine implements ``stream``: it yields ``TextChunk``s, then exactly one ``Finish``. The server
-builds whole replies from it, turns ``EngineError``s into protocol errors, and cancels the
-generator (closes it) when the client goes away. Everything else here is optional.
+An engine implements ``stream``: it yields ``TextChunk``s. promptwire applies the request's stop
+sequences and ``max_tokens`` around it, builds whole replies from it, turns ``EngineError``s into
+protocol errors, and cancels the generator (closes it) when the client goes away or the text is
+long enough. Everything else here is optional.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
 
-from promptwire.engine import Engine, EngineEvent, Finish, RequestRejected, TextChunk
-from promptwire.protocol import ChatMessage, FinishReason, PromptRequest, Usage
-from promptwire.stops import StopScanner
+from promptwire import ChatMessage, Engine, EngineEvent, PromptRequest, RequestRejected, TextChunk
 
 from promptwire_reverse.settings import ReverseSettings
 
@@ -37,20 +36,10 @@ class ReverseEngine(Engine):
             raise RequestRejected(f"the prompt is longer than {MAX_PROMPT_WORDS} words")
 
     async def stream(self, request: PromptRequest) -> AsyncGenerator[EngineEvent, None]:
+        """Only the text: promptwire's loop around every engine cuts it at ``max_tokens`` and
+        at ``stop`` sequences, counts usage (one token per chunk) and sets the finish reason."""
         words = request.prompt.split()[::-1]
         if self.settings.uppercase:
             words = [word.upper() for word in words]
-        limit = request.max_tokens if request.max_tokens is not None else len(words)
-        scanner = StopScanner(request.stop)  # never emits any part of a stop sequence
-        emitted = 0
-        for index, word in enumerate(words[:limit]):
-            emitted += 1
-            if text := scanner.feed(word if index == 0 else f" {word}"):
-                yield TextChunk(text)
-            if scanner.stopped:
-                break
-        if tail := scanner.flush():
-            yield TextChunk(tail)
-        cut_short = limit < len(words) and not scanner.stopped
-        reason = FinishReason.LENGTH if cut_short else FinishReason.STOP
-        yield Finish(reason, Usage(prompt_tokens=len(words), completion_tokens=emitted))
+        for index, word in enumerate(words):
+            yield TextChunk(word if index == 0 else f" {word}")

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from promptwire.backends import Backend
-from promptwire.engine import Engine
-from promptwire.hookspecs import hookimpl
+from promptwire import Backend, Engine, RegisterBackend, hookimpl
 
 from promptwire_reverse.settings import BACKEND_NAME, ReverseSettings
 
 
-def _create_engine(settings: Any) -> Engine:
+def _create_engine(settings: ReverseSettings) -> Engine:
     from promptwire_reverse.engine import ReverseEngine
 
     return ReverseEngine(settings)
 
 
 @hookimpl
-def register_backends(register: Callable[[Backend], None]) -> None:
+def register_backends(register: RegisterBackend) -> None:
     register(
         Backend(
             name=BACKEND_NAME,

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
-from promptwire.backends import Backend
-from promptwire.engine import Engine
-from promptwire.hookspecs import hookimpl
+from promptwire import Backend, Engine, hookimpl
+from promptwire.backends import RegisterBackend
 
 from promptwire_modal_dummy.settings import BACKEND_NAME
 
+if TYPE_CHECKING:
+    from promptwire_modal_dummy.settings import DummySettings
 
-def _create_engine(settings: Any) -> Engine:
+
+def _create_engine(settings: DummySettings) -> Engine:
     from promptwire_modal_dummy.engine import DummyEngine
 
     return DummyEngine(settings)
 
 
 @hookimpl
-def register_backends(register: Callable[[Backend], None]) -> None:
+def register_backends(register: RegisterBackend) -> None:
     from promptwire_modal_dummy.settings import DummySettings
 
     register(

@@ -6,27 +6,27 @@ app and the CLI commands are imported only when used.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from promptwire.backends import Backend
-from promptwire.engine import Engine
-from promptwire.hookspecs import hookimpl
+from promptwire import Backend, Engine, hookimpl
+from promptwire.backends import RegisterBackend
 
 from promptwire_modal_exllama.settings import BACKEND_NAME
 
 if TYPE_CHECKING:
     import typer
 
+    from promptwire_modal_exllama.settings import ExllamaSettings
 
-def _create_engine(settings: Any) -> Engine:
+
+def _create_engine(settings: ExllamaSettings) -> Engine:
     from promptwire_modal_exllama.engine import create_engine
 
     return create_engine(settings)
 
 
 @hookimpl
-def register_backends(register: Callable[[Backend], None]) -> None:
+def register_backends(register: RegisterBackend) -> None:
     from promptwire_modal_exllama.client import ExllamaClient
     from promptwire_modal_exllama.settings import ExllamaSettings
 

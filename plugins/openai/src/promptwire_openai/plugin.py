@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from promptwire.backends import Backend
-from promptwire.hookspecs import hookimpl
+from promptwire import Backend, hookimpl
+from promptwire.backends import RegisterBackend
 
 from promptwire_openai.settings import BACKEND_NAME
 
 
 @hookimpl
-def register_backends(register: Callable[[Backend], None]) -> None:
+def register_backends(register: RegisterBackend) -> None:
     from promptwire_openai.adapter import OpenAIAdapter
     from promptwire_openai.settings import OpenAISettings
 
