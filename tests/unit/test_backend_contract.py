@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 from mypy import api as mypy_api
-from pydantic_settings import BaseSettings
-
 from promptwire import Backend, ConfigurationError
+from pydantic_settings import BaseSettings
 
 PLUGIN = textwrap.dedent(
     """
@@ -40,7 +39,7 @@ PLUGIN = textwrap.dedent(
     def register_backends(register: RegisterBackend) -> None:
         register(Backend(name="good", settings_class=MySettings, create_engine=make))
         register(Backend(name="bare", create_engine=lambda settings: make(MySettings())))
-        register(Backend(name="bad", settings_class=MySettings, create_engine=make_other))  # line 27
+        register(Backend(name="bad", settings_class=MySettings, create_engine=make_other))  # l. 27
     """
 )
 
