@@ -27,6 +27,7 @@ CPU_BENCHMARKS = [
     "streaming",
     "server",
     "startup",
+    "openai_compat",
     "event_loop",
 ]
 TIME_LIMIT = 900  # seconds for one benchmark

@@ -5,7 +5,8 @@ on two cores the server, not the generator, is what runs out of CPU).
 after ``warmup`` seconds; the result (requests/s, latency percentiles, errors) is one JSON line
 on stdout.
 
-Run: ``python -m benchmarks.loadgen --port P --connections 16 --duration 3 --body '{...}'``.
+Run: ``python -m benchmarks.loadgen --port P --connections 16 --duration 3 --body '{...}'``
+(``--path /v1/completions`` to load another route than ``/``).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ HOST = "127.0.0.1"
 MAX_HEAD = 65536
 
 
-def request_bytes(body: bytes) -> bytes:
+def request_bytes(body: bytes, path: str = "/") -> bytes:
     head = (
-        f"POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
         f"Accept: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
@@ -56,9 +57,9 @@ async def connection(
 
 
 async def run(
-    port: int, connections: int, duration: float, warmup: float, body: bytes
+    port: int, connections: int, duration: float, warmup: float, body: bytes, path: str = "/"
 ) -> dict[str, float]:
-    request = request_bytes(body)
+    request = request_bytes(body, path)
     latencies: list[float] = []
     now = time.perf_counter()
     warmup_end, end = now + warmup, now + warmup + duration
@@ -91,9 +92,10 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--body", default='{"prompt": "hello"}')
+    parser.add_argument("--path", default="/", help="the path to POST to")
     args = parser.parse_args()
     result = asyncio.run(
-        run(args.port, args.connections, args.duration, args.warmup, args.body.encode())
+        run(args.port, args.connections, args.duration, args.warmup, args.body.encode(), args.path)
     )
     print(json.dumps(result))
 

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import httpx
+import openai
 import pytest
 from httpx_sse import connect_sse
 from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_openai import ChatOpenAI
 from promptwire import ChatPromptwire, PromptwireLLM
 from promptwire.protocol import ChatMessage, PromptRequest
 from promptwire.testing import EndpointConformanceTests
@@ -274,6 +276,33 @@ class EngineScenarios:
         )
         assert served.encoded[-1] == (False, ids)
         assert raw.json()["prompt"] == reply.content
+
+    def test_the_openai_api_through_the_official_clients(self, served: Served) -> None:
+        """The same engine through its OpenAI routes: OpenAI's SDK and ChatOpenAI get the
+        greedy text of the prompt route, conversations rendered by the model's template."""
+        request = {"prompt": "Pack my box", "max_tokens": 12, "temperature": 0}
+        native = httpx.post(served.url, json=request, timeout=120).json()
+        client = openai.OpenAI(base_url=served.url + "v1", api_key="unused", timeout=120)
+        completion = client.completions.create(model="tiny-llama", **request)
+        assert completion.choices[0].text == native["prompt"]
+        assert completion.choices[0].finish_reason == "length"
+        assert completion.usage is not None and completion.usage.completion_tokens == 12
+        streamed = client.completions.create(model="tiny-llama", stream=True, **request)
+        assert "".join(chunk.choices[0].text for chunk in streamed) == native["prompt"]
+
+        chat = ChatOpenAI(
+            model="tiny-llama",
+            base_url=served.url + "v1",
+            api_key="unused",
+            max_tokens=8,
+            temperature=0,
+            timeout=120,
+        )
+        reply = chat.invoke([SystemMessage("Be brief."), HumanMessage("The quick brown fox")])
+        assert isinstance(reply.content, str) and reply.content
+        from_template, ids = served.encoded[-1]
+        assert from_template and ids[0] == BOS_ID and ids.count(BOS_ID) == 1
+        assert reply.usage_metadata is not None and reply.usage_metadata["output_tokens"] <= 8
 
 
 class ConformanceScenarios(EndpointConformanceTests):

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
 from typing import NamedTuple
 
 import httpx
+import openai
 import pytest
 from httpx_sse import connect_sse
 from promptwire import PromptwireLLM
@@ -184,3 +186,42 @@ def test_a_failure_mid_stream_is_an_error_event(
     assert failed.value.error_type == "server_error"
     assert pieces[:3] == [" word"] * 3
     llm.close()
+
+
+def test_the_openai_routes_batch_sixteen_concurrent_sdk_calls(served: Served) -> None:
+    """OpenAI's async SDK on the engine's OpenAI routes: its requests join one batch."""
+    _, runtime, url = served
+    runtime.gate.clear()
+
+    async def sixteen() -> list[str]:
+        async with openai.AsyncOpenAI(base_url=url + "v1", api_key="x", max_retries=0) as client:
+            calls = [
+                client.chat.completions.create(
+                    model="tiny-exl2",
+                    messages=[{"role": "user", "content": f"p {i}"}],
+                    max_tokens=4,
+                )
+                for i in range(16)
+            ]
+            tasks = [asyncio.ensure_future(call) for call in calls]
+            await asyncio.to_thread(wait_until, lambda: len(runtime.generator.enqueued) == 16)
+            runtime.gate.set()
+            replies = await asyncio.gather(*tasks)
+        return [reply.choices[0].message.content or "" for reply in replies]
+
+    assert asyncio.run(sixteen()) == [" the quick brown fox"] * 16
+    assert runtime.generator.max_batch == 16
+
+
+def test_leaving_an_openai_stream_cancels_its_job(served: Served) -> None:
+    engine, runtime, url = served
+    runtime.reply = ["word"] * 1000
+    runtime.step_delay = 0.02
+    client = openai.OpenAI(base_url=url + "v1", api_key="x", max_retries=0)
+    stream = client.completions.create(model="tiny-exl2", prompt="p", max_tokens=60, stream=True)
+    assert next(iter(stream)).choices[0].text
+    stream.close()
+    loop = engine.loop
+    assert loop is not None
+    wait_until(lambda: runtime.generator.cancelled != [])
+    wait_until(lambda: loop.generator_jobs == 0 and loop.in_flight == 0)

@@ -23,12 +23,14 @@ PUBLIC_MODULES = [
     "promptwire.errors",
     "promptwire.hookspecs",
     "promptwire.llm",
+    "promptwire.openai_protocol",
     "promptwire.plugins",
     "promptwire.protocol",
     "promptwire.server",
     "promptwire.settings",
     "promptwire.stops",
     "promptwire.testing",
+    "promptwire.wire",
 ]
 
 # What a backend author needs, importable from the package itself (the tutorial's imports).

@@ -1,7 +1,8 @@
 """What a plugin registers: a backend, with both sides of reaching a model.
 
-Client side: a ``ClientAdapter`` (default parameters and headers). Server side, optionally: an
-engine factory for ``promptwire serve`` and the module of a Modal app for ``promptwire deploy``.
+Client side: a ``ClientAdapter`` (default parameters and headers, and the wire format: the prompt
+protocol unless the backend speaks another). Server side, optionally: an engine factory for
+``promptwire serve`` and the module of a Modal app for ``promptwire deploy``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from promptwire.errors import ConfigurationError, PluginError
 
 if TYPE_CHECKING:  # the client path never needs the server side
     from promptwire.engine import Engine
+    from promptwire.wire import WireFormat
 
 BACKEND_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
@@ -35,6 +37,14 @@ class ClientAdapter:
     def headers(self, settings: BaseSettings | None) -> dict[str, str]:
         """Extra HTTP headers sent with every request."""
         return {}
+
+    def wire_format(self, settings: BaseSettings | None) -> WireFormat:
+        """What requests and replies look like; called once per model object. The client's
+        transport (timeouts, retries, redirects, auth, bounded reading, typed errors) is the
+        same whatever this returns."""
+        from promptwire.wire import PROMPT_PROTOCOL
+
+        return PROMPT_PROTOCOL
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,11 @@ from promptwire.endpoint_model import PROVIDER, EndpointModel
 from promptwire.errors import InvalidRequestError
 from promptwire.protocol import PromptResponse, StreamDone, Usage
 from promptwire.stops import StopScanner, truncate_at_stop
+from promptwire.wire import ReasoningDelta, Reply
+
+#: Where a reasoning model's reasoning goes in a message: LangChain's convention (DeepSeek,
+#: Ollama, xAI), which ``content_blocks`` shows as a ``reasoning`` block.
+REASONING_KEY = "reasoning_content"
 
 _ROLES: dict[str, protocol.ChatRole] = {
     "system": "system",
@@ -99,6 +104,11 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
     def _default_model_name(self) -> str:
         return self.model_name or super()._default_model_name()
 
+    def _model_param(self) -> dict[str, Any]:
+        if self.model_name is not None and self._wire.names_model:
+            return {"model": self.model_name}
+        return {}
+
     # -- requests ------------------------------------------------------------------------------
 
     def _payload(
@@ -123,7 +133,11 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
     # reported, never papered over with the plain template.
 
     def _may_fall_back(self, payload: Mapping[str, Any], exc: InvalidRequestError) -> bool:
-        return "messages" in payload and exc.status_code in (400, 422)
+        return (
+            self._wire.conversation_fallback
+            and "messages" in payload
+            and exc.status_code in (400, 422)
+        )
 
     def _falls_back(self, payload: Mapping[str, Any], exc: InvalidRequestError) -> bool:
         if not self._may_fall_back(payload, exc):
@@ -223,8 +237,10 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
         text, stopped = truncate_at_stop(reply.prompt, stops)
         finish = "stop" if stopped else reply.finish_reason
         metadata = self._response_metadata(finish, reply.model)
+        reasoning = reply.reasoning if isinstance(reply, Reply) else None
         message = AIMessage(
             content=text,
+            additional_kwargs={REASONING_KEY: reasoning} if reasoning else {},
             usage_metadata=_usage_metadata(reply.usage),
             response_metadata=metadata,
         )
@@ -266,6 +282,9 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
         stops = self._stops(stop)
         scanner = StopScanner(stops)
         for event in self._events(self._payload(messages, stops, kwargs)):
+            if isinstance(event, ReasoningDelta):
+                yield _reasoning_chunk(event.text)
+                continue
             if isinstance(event, StreamDone):
                 yield self._last_chunk(scanner, event)
                 return
@@ -282,6 +301,9 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
         stops = self._stops(stop)
         scanner = StopScanner(stops)
         async for event in self._aevents(self._payload(messages, stops, kwargs)):
+            if isinstance(event, ReasoningDelta):
+                yield _reasoning_chunk(event.text)
+                continue
             if isinstance(event, StreamDone):
                 yield self._last_chunk(scanner, event)
                 return
@@ -389,6 +411,11 @@ def _understands_messages(health: httpx.Response) -> bool:
     except (ValueError, AttributeError, TypeError):
         return False
     return (major, minor) >= (1, 1)
+
+
+def _reasoning_chunk(text: str) -> ChatGenerationChunk:
+    message = AIMessageChunk(content="", additional_kwargs={REASONING_KEY: text})
+    return ChatGenerationChunk(message=message)
 
 
 def _without_messages(payload: Mapping[str, Any]) -> dict[str, Any]:

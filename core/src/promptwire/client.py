@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import json
 import math
 import os
 import re
@@ -23,14 +22,14 @@ import ssl
 import threading
 import time
 import zlib
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from http.cookiejar import Cookie, CookieJar
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -50,18 +49,19 @@ from promptwire.errors import (
     StreamError,
     status_error_class,
 )
-from promptwire.protocol import (
-    EVENT_DELTA,
-    EVENT_DONE,
-    EVENT_ERROR,
-    PromptResponse,
-    StreamDelta,
-    StreamDone,
-)
+from promptwire.protocol import PromptResponse, StreamDelta, StreamDone
 from promptwire.reply_body import ACCEPT_ENCODING, BodyDecoder, ReplyTooLarge, UnsupportedEncoding
 from promptwire.sse import Event, EventTooLarge, SSEDecoder
+from promptwire.wire import (
+    PROMPT_PROTOCOL,
+    EventReader,
+    MalformedReply,
+    RemoteStreamError,
+    StreamEvent,
+    WireFormat,
+    parse_json,
+)
 
-StreamEvent = StreamDelta | StreamDone
 T = TypeVar("T")
 
 MAX_RETRY_AFTER = 60.0
@@ -99,13 +99,16 @@ class ClientConfig:
     max_connections: int = 100
     max_reply_bytes: int = MAX_REPLY_BYTES
     """The most bytes of a whole reply, or of one event of a stream, once decoded."""
+    wire: WireFormat = PROMPT_PROTOCOL
+    """What requests and replies look like (the prompt protocol unless a backend says)."""
 
 
 class EndpointClient:
-    """Sends protocol requests to one endpoint URL."""
+    """Sends requests to one endpoint URL, in the wire format of its config."""
 
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
+        self.wire = config.wire
         self._url = parse_endpoint_url(config.url)  # parsed once, not on every request
         self._origin = _origin(self._url)
         self._credential_headers = ["Authorization", *config.secret_headers]
@@ -209,54 +212,56 @@ class EndpointClient:
     # -- whole replies -------------------------------------------------------------------------
 
     def complete(self, payload: Mapping[str, Any]) -> PromptResponse:
+        url, body = self.wire.request(self._url, payload, stream=False)
         with _naming_the_request():
-            return self._with_retries(lambda: self._complete_once(payload))
+            return self._with_retries(lambda: self._complete_once(url, body))
 
     async def acomplete(self, payload: Mapping[str, Any]) -> PromptResponse:
+        url, body = self.wire.request(self._url, payload, stream=False)
         with _naming_the_request():
-            return await self._awith_retries(lambda: self._acomplete_once(payload))
+            return await self._awith_retries(lambda: self._acomplete_once(url, body))
 
-    def _complete_once(self, payload: Mapping[str, Any]) -> PromptResponse:
+    def _complete_once(self, url: httpx.URL, body: Mapping[str, Any]) -> PromptResponse:
         deadline = time.monotonic() + self.config.timeout
         turn = _Turn()
         with self._translate_errors(turn):
             request = self.sync_client.build_request(
-                "POST", self._url, json=payload, extensions=turn.extensions
+                "POST", url, json=body, extensions=turn.extensions
             )
             response = self.sync_client.send(request, stream=True)
             try:
-                body = self._read_within(response, deadline)
+                content = self._read_within(response, deadline)
             finally:
                 response.close()
-            self._raise_for_status(response, body)
-        return self._parse_reply(body)
+            self._raise_for_status(response, content)
+        return self._parse_reply(content)
 
-    async def _acomplete_once(self, payload: Mapping[str, Any]) -> PromptResponse:
+    async def _acomplete_once(self, url: httpx.URL, body: Mapping[str, Any]) -> PromptResponse:
         try:
             async with asyncio.timeout(self.config.timeout):
                 turn = _AsyncTurn()
                 with self._translate_errors(turn), self._async.current().lease() as client:
                     request = client.build_request(
-                        "POST", self._url, json=payload, extensions=turn.extensions
+                        "POST", url, json=body, extensions=turn.extensions
                     )
                     response = await client.send(request, stream=True)
                     try:
-                        body = await self._aread_all(response)
+                        content = await self._aread_all(response)
                     finally:
                         await response.aclose()
-                    self._raise_for_status(response, body)
+                    self._raise_for_status(response, content)
         except TimeoutError as exc:
             raise self._timeout() from exc
-        return self._parse_reply(body)
+        return self._parse_reply(content)
 
     # -- streams -------------------------------------------------------------------------------
 
     def stream(self, payload: Mapping[str, Any]) -> Iterator[StreamEvent]:
-        """Yield ``StreamDelta``s then one ``StreamDone``. A server that does not stream is read
-        as one whole reply."""
-        body = {**payload, "stream": True}
+        """Yield ``StreamDelta``s (and, from a reasoning model, ``ReasoningDelta``s), then one
+        ``StreamDone``. A server that does not stream is read as one whole reply."""
+        url, body = self.wire.request(self._url, payload, stream=True)
         with _naming_the_request():
-            response = self._open_stream(body)
+            response = self._open_stream(url, body)
         try:
             with _naming_the_request(response):
                 with self._translate_errors():
@@ -264,11 +269,17 @@ class EndpointClient:
                         whole = self._read_within(response, time.monotonic() + self.config.timeout)
                         yield from _whole_reply_as_stream(self._parse_reply(whole))
                         return
-                    for event in self._events_within(response):
+                    reader = self.wire.events()
+                    for event in self._events_within(response, reader):
                         yield event
                         if isinstance(event, StreamDone):
                             return
-                raise ProtocolError("the stream ended before its 'done' event", url=self.config.url)
+                    if (last := reader.end()) is not None:
+                        yield last
+                        return
+                raise ProtocolError(
+                    f"the stream ended before its {reader.end_event}", url=self.config.url
+                )
         finally:
             response.close()
 
@@ -281,9 +292,9 @@ class EndpointClient:
     async def _astream(
         self, client: httpx.AsyncClient, payload: Mapping[str, Any]
     ) -> AsyncGenerator[StreamEvent, None]:
-        body = {**payload, "stream": True}
+        url, body = self.wire.request(self._url, payload, stream=True)
         with _naming_the_request():
-            response = await self._aopen_stream(client, body)
+            response = await self._aopen_stream(client, url, body)
         try:
             with _naming_the_request(response):
                 with self._translate_errors():
@@ -292,7 +303,8 @@ class EndpointClient:
                         for whole in _whole_reply_as_stream(reply):
                             yield whole
                         return
-                    events = self._aevents(response)
+                    reader = self.wire.events()
+                    events = self._aevents(response, reader)
                     async with contextlib.aclosing(events):
                         while True:
                             # The timeout runs from one event of the protocol to the next: pings,
@@ -307,18 +319,23 @@ class EndpointClient:
                             yield event
                             if isinstance(event, StreamDone):
                                 return
-                raise ProtocolError("the stream ended before its 'done' event", url=self.config.url)
+                    if (last := reader.end()) is not None:
+                        yield last
+                        return
+                raise ProtocolError(
+                    f"the stream ended before its {reader.end_event}", url=self.config.url
+                )
         finally:
             await response.aclose()
 
-    def _open_stream(self, body: Mapping[str, Any]) -> httpx.Response:
-        return self._with_retries(lambda: self._open_stream_once(body))
+    def _open_stream(self, url: httpx.URL, body: Mapping[str, Any]) -> httpx.Response:
+        return self._with_retries(lambda: self._open_stream_once(url, body))
 
-    def _open_stream_once(self, body: Mapping[str, Any]) -> httpx.Response:
+    def _open_stream_once(self, url: httpx.URL, body: Mapping[str, Any]) -> httpx.Response:
         turn = _Turn()
         with self._translate_errors(turn):
             request = self.sync_client.build_request(
-                "POST", self._url, json=body, extensions=turn.extensions
+                "POST", url, json=body, extensions=turn.extensions
             )
             response = self.sync_client.send(request, stream=True)
             if response.is_success:
@@ -331,16 +348,16 @@ class EndpointClient:
         raise AssertionError("unreachable")  # pragma: no cover (_raise_for_status raised)
 
     async def _aopen_stream(
-        self, client: httpx.AsyncClient, body: Mapping[str, Any]
+        self, client: httpx.AsyncClient, url: httpx.URL, body: Mapping[str, Any]
     ) -> httpx.Response:
-        return await self._awith_retries(lambda: self._aopen_stream_once(client, body))
+        return await self._awith_retries(lambda: self._aopen_stream_once(client, url, body))
 
     async def _aopen_stream_once(
-        self, client: httpx.AsyncClient, body: Mapping[str, Any]
+        self, client: httpx.AsyncClient, url: httpx.URL, body: Mapping[str, Any]
     ) -> httpx.Response:
         turn = _AsyncTurn()
         with self._translate_errors(turn):
-            request = client.build_request("POST", self._url, json=body, extensions=turn.extensions)
+            request = client.build_request("POST", url, json=body, extensions=turn.extensions)
             try:
                 async with asyncio.timeout(self.config.timeout):
                     response = await client.send(request, stream=True)
@@ -393,37 +410,40 @@ class EndpointClient:
         except TimeoutError as exc:
             raise self._timeout() from exc
 
-    def _events_within(self, response: httpx.Response) -> Iterator[StreamEvent]:
-        """The protocol's events, each due within ``timeout`` of the one before (as in
-        ``astream``); pings, comments and other events do not count."""
+    def _events_within(
+        self, response: httpx.Response, reader: EventReader
+    ) -> Iterator[StreamEvent]:
+        """The wire format's events, each due within ``timeout`` of the one before (as in
+        ``astream``); pings, comments and events carrying nothing do not count."""
         decoder = self._decoder(response, whole=False)
         sse = SSEDecoder(self.config.max_reply_bytes)
         deadline = time.monotonic() + self.config.timeout
         for raw in response.iter_raw():
             for piece in decoder.feed(raw):
                 for found in sse.feed(piece):
-                    if (event := self._parse_event(found)) is not None:
+                    for event in self._read_event(reader, found):
                         yield event
                         deadline = time.monotonic() + self.config.timeout
             if time.monotonic() > deadline:
                 raise self._timeout()
         for piece in decoder.flush():
             for found in sse.feed(piece):
-                if (event := self._parse_event(found)) is not None:
-                    yield event
+                yield from self._read_event(reader, found)
         sse.close()
 
-    async def _aevents(self, response: httpx.Response) -> AsyncGenerator[StreamEvent, None]:
+    async def _aevents(
+        self, response: httpx.Response, reader: EventReader
+    ) -> AsyncGenerator[StreamEvent, None]:
         decoder = self._decoder(response, whole=False)
         sse = SSEDecoder(self.config.max_reply_bytes)
         async for raw in response.aiter_raw():
             for piece in decoder.feed(raw):
                 for found in sse.feed(piece):
-                    if (event := self._parse_event(found)) is not None:
+                    for event in self._read_event(reader, found):
                         yield event
         for piece in decoder.flush():
             for found in sse.feed(piece):
-                if (event := self._parse_event(found)) is not None:
+                for event in self._read_event(reader, found):
                     yield event
         sse.close()
 
@@ -436,46 +456,37 @@ class EndpointClient:
             raise ProtocolError(
                 f"the reply is not JSON: {self._snippet(body)!r}", url=self.config.url
             ) from None
-        if not isinstance(data, dict) or not isinstance(data.get("prompt"), str):
-            found = sorted(data)[:10] if isinstance(data, dict) else type(data).__name__
-            raise ProtocolError(
-                f"the reply has no 'prompt' string (found {self._redact(str(found))})",
-                url=self.config.url,
-            )
         try:
-            return PromptResponse.model_validate(data)
-        except ValidationError:
-            # Keep the text even when optional fields are malformed.
-            return PromptResponse(prompt=data["prompt"])
+            return self.wire.reply(data)
+        except MalformedReply as exc:
+            raise ProtocolError(self._redact(str(exc)), url=self.config.url) from None
 
-    def _parse_event(self, sse: Event) -> StreamEvent | None:
-        if sse.event not in (EVENT_DELTA, EVENT_DONE, EVENT_ERROR):
-            return None  # pings and unknown events are skipped
+    def _read_event(self, reader: EventReader, sse: Event) -> Sequence[StreamEvent]:
         try:
-            data = parse_json(sse.data)
-            if sse.event == EVENT_DELTA:
-                return StreamDelta.model_validate(data)
-            if sse.event == EVENT_DONE:
-                return StreamDone.model_validate(data)
-            error = data["error"]
-            error_type, message = self._redact(str(error["type"])), str(error["message"])
-        except (ValueError, KeyError, TypeError, ValidationError):
+            return reader.read(sse)
+        except MalformedReply as exc:
             raise ProtocolError(
-                f"malformed {sse.event!r} event: {self._snippet(sse.data.encode())!r}",
+                f"{self._redact(str(exc))}: {self._snippet(sse.data.encode())!r}",
                 url=self.config.url,
             ) from None
-        raise StreamError(self._redact(message), url=self.config.url, error_type=error_type)
+        except RemoteStreamError as exc:
+            raise StreamError(
+                self._redact(exc.message),
+                url=self.config.url,
+                error_type=self._redact(exc.error_type),
+            ) from None
 
     def _raise_for_status(self, response: httpx.Response, body: bytes) -> None:
         if response.is_success:
             return
         error_type, message = None, f"unexpected reply: {self._snippet(body)!r}"
         try:
-            detail = parse_json(body)["error"]
-            error_type = self._redact(str(detail["type"]))
-            message = self._redact(str(detail["message"]))
-        except (ValueError, KeyError, TypeError):
-            pass
+            found = self.wire.error(parse_json(body))
+        except ValueError:
+            found = None
+        if found is not None:
+            error_type = None if found[0] is None else self._redact(found[0])
+            message = self._redact(found[1])
         status = response.status_code
         if 300 <= status < 400:
             message = f"redirect not followed ({response.headers.get('location', 'no location')})"
@@ -592,9 +603,6 @@ def _wait_honouring_retry_after(state: RetryCallState) -> float:
 _USERINFO = re.compile(r"//[^/?#]*@")
 _HEADER_SECRET = re.compile(r"[\x21-\x7e]+")
 
-#: Python refuses to convert an integer of more digits than this (``sys.int_info``).
-_INT_DIGITS = 4300
-
 
 def check_header_secret(name: str, value: str) -> None:
     """Refuse a secret that cannot travel in an HTTP header: empty, or with a space, a control
@@ -605,24 +613,6 @@ def check_header_secret(name: str, value: str) -> None:
             f"{name} must be printable ASCII without spaces or control characters (is there a "
             "trailing newline?); its value is not shown"
         )
-
-
-def parse_json(text: str | bytes) -> Any:
-    """JSON as the protocol means it: ``NaN``/``Infinity`` are not JSON, an integer too long for
-    Python's ``int`` is kept as its digits (only an unknown key can hold one, and unknown keys are
-    ignored), and nesting too deep to parse is malformed. Every failure is a ``ValueError``."""
-    try:
-        return json.loads(text, parse_constant=_not_json, parse_int=_integer)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
-
-
-def _not_json(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _integer(digits: str) -> int | str:
-    return int(digits) if len(digits.lstrip("-")) <= _INT_DIGITS else digits
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
@@ -965,4 +955,4 @@ class _TranslateErrors:
         raise new from None
 
 
-__all__ = ["ClientConfig", "EndpointClient", "StaleConnectionError", "StreamEvent"]
+__all__ = ["ClientConfig", "EndpointClient", "StaleConnectionError", "StreamEvent", "parse_json"]

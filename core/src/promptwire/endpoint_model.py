@@ -36,6 +36,7 @@ from promptwire.client import (
 from promptwire.errors import ConfigurationError
 from promptwire.protocol import MaxTokens, Seed, StopSequences, Temperature, TopK, TopP
 from promptwire.settings import Concurrency, PromptwireSettings, ReplyBytes, Retries, Seconds
+from promptwire.wire import PROMPT_PROTOCOL, WireFormat
 
 PROVIDER = "promptwire"
 MODAL_KEY_HEADER = "Modal-Key"
@@ -107,6 +108,7 @@ class EndpointModel(BaseModel):
     _client: EndpointClient | None = PrivateAttr(default=None)
     _adapter: ClientAdapter = PrivateAttr(default_factory=ClientAdapter)
     _backend_settings: Any = PrivateAttr(default=None)
+    _wire: WireFormat = PrivateAttr(default=PROMPT_PROTOCOL)
 
     @model_validator(mode="after")
     def _fill_from_settings(self) -> Self:
@@ -127,6 +129,7 @@ class EndpointModel(BaseModel):
             backend = get_backend(self.backend).backend
             self._adapter = backend.client
             self._backend_settings = backend.load_settings()
+            self._wire = self._adapter.wire_format(self._backend_settings)
         return self
 
     @model_validator(mode="after")
@@ -174,17 +177,23 @@ class EndpointModel(BaseModel):
                 retry_unsafe=_given(self.retry_unsafe),
                 max_connections=max(100, _given(self.max_concurrency)),
                 max_reply_bytes=_given(self.max_reply_bytes),
+                wire=self._wire,
             )
         )
 
     def _base_params(self) -> dict[str, Any]:
-        """The backend's default parameters, overridden by ``model_kwargs``, overridden by the
-        generation fields that are set."""
+        """The backend's default parameters, overridden by the model's name where the wire format
+        sends one, by ``model_kwargs``, and by the generation fields that are set."""
         return {
             **self._adapter.default_params(self._backend_settings),
+            **self._model_param(),
             **self.model_kwargs,
             **self._generation_params(),
         }
+
+    def _model_param(self) -> dict[str, Any]:
+        """``{"model": name}`` when this object names a model and the wire format sends it."""
+        return {}
 
     def _generation_params(self) -> dict[str, Any]:
         """The generation fields that are set (``stop`` apart: see ``_stops``)."""
@@ -212,8 +221,10 @@ class EndpointModel(BaseModel):
         return params
 
     def _default_model_name(self) -> str:
-        """The model's name for tracing when no reply has named it: the backend's name."""
-        return self.backend or PROVIDER
+        """The model's name for tracing when no reply has named it: the model the backend's
+        settings ask for (the ``openai`` backend's ``model``), else the backend's name."""
+        named = self._adapter.default_params(self._backend_settings).get("model")
+        return named if isinstance(named, str) else (self.backend or PROVIDER)
 
     def _stops(self, stop: list[str] | None) -> list[str] | None:
         """A call's stop sequences, else the model's."""

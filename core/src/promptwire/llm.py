@@ -23,6 +23,7 @@ from pydantic import ConfigDict
 from promptwire.endpoint_model import EndpointModel, arun_concurrently, run_concurrently
 from promptwire.protocol import PromptResponse, StreamDone, Usage
 from promptwire.stops import StopScanner, truncate_at_stop
+from promptwire.wire import ReasoningDelta
 
 # A batch's ``max_concurrency`` from its RunnableConfig, for ``_generate``/``_agenerate``.
 _batch_concurrency: ContextVar[int | None] = ContextVar(
@@ -112,6 +113,8 @@ class PromptwireLLM(EndpointModel, LLM):
         stop = self._stops(stop)
         scanner = StopScanner(stop)
         for event in self.client.stream(self._payload(prompt, stop, kwargs)):
+            if isinstance(event, ReasoningDelta):
+                continue  # a completion's text is the answer alone
             if isinstance(event, StreamDone):
                 if tail := scanner.flush():
                     yield self._chunk(tail, run_manager)
@@ -133,6 +136,8 @@ class PromptwireLLM(EndpointModel, LLM):
         events = self.client.astream(self._payload(prompt, stop, kwargs))
         async with aclosing(events):  # frees the connection as soon as the stream ends
             async for event in events:
+                if isinstance(event, ReasoningDelta):
+                    continue
                 if isinstance(event, StreamDone):
                     if tail := scanner.flush():
                         yield await self._achunk(tail, run_manager)

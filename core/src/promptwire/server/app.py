@@ -21,7 +21,15 @@ import hmac
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from typing import Any, NoReturn, TypeVar
 
@@ -56,12 +64,12 @@ from promptwire.protocol import (
 )
 from promptwire.server.observability import Observability, observe
 from promptwire.server.request_context import error_detail
+from promptwire.server.slots import RETRY_AFTER_SECONDS, RequestSlots
 from promptwire.settings import DEFAULT_BODY_TIMEOUT, DEFAULT_SEND_TIMEOUT, DEFAULT_SHUTDOWN_GRACE
 
 logger = logging.getLogger(__name__)
 
 HEALTH_PATH = "/health"
-RETRY_AFTER_SECONDS = 1
 # sse-starlette ends a stream by itself this long after the app's own grace period, and uvicorn
 # gives up on open connections this long after that: both only after the app has ended its own.
 SHUTDOWN_MARGIN = 1.5
@@ -551,9 +559,10 @@ def create_app(
     token = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
     if token:
         app.add_middleware(BearerAuth, token=token, open_paths=options.public_paths(HEALTH_PATH))
-    app.add_middleware(RequestGuard, allowed_hosts=allowed_hosts)  # the outermost but the observer
+    # The outermost but the observer and the OpenAI routes' error shape (add_openai_routes).
+    app.add_middleware(RequestGuard, allowed_hosts=allowed_hosts)
     engine = observe(app, engine, options)  # adds /metrics and the request observer
-    in_flight = 0
+    slots = RequestSlots(max_in_flight)  # shared with the OpenAI routes
 
     @app.exception_handler(RequestError)
     async def _on_request_error(_: Request, exc: RequestError) -> Response:
@@ -605,7 +614,6 @@ def create_app(
         },
     )
     async def generate(request: Request) -> Response:
-        nonlocal in_flight
         _require_json(request)
         try:
             body = await _read_body(request, max_body_bytes, body_timeout)
@@ -616,22 +624,10 @@ def create_app(
             raise RequestError.from_engine(
                 EngineNotReady("the model is loading", retry_after=RETRY_AFTER_SECONDS)
             )
-        if max_in_flight is not None and in_flight >= max_in_flight:
-            raise RequestError.from_engine(
-                EngineOverloaded(
-                    f"{in_flight} requests are being served; try again",
-                    retry_after=RETRY_AFTER_SECONDS,
-                )
-            )
-        in_flight += 1
-        released = False
-
-        def release() -> None:
-            nonlocal in_flight, released
-            if not released:
-                released = True
-                in_flight -= 1
-
+        try:
+            release = slots.take()
+        except EngineOverloaded as exc:
+            raise RequestError.from_engine(exc) from None
         streaming = False
         try:
             prompt_request = _render_messages(engine, prompt_request)
@@ -651,6 +647,19 @@ def create_app(
             if not streaming:
                 release()
 
+    # Imported here: the OpenAI routes are built from this module's parts.
+    from promptwire.server.openai_routes import add_openai_routes
+
+    add_openai_routes(
+        app,
+        engine,
+        serving=serving,
+        slots=slots,
+        max_body_bytes=max_body_bytes,
+        body_timeout=body_timeout,
+        send_timeout=send_timeout,
+        shutdown=shutdown,
+    )
     return app
 
 
@@ -691,6 +700,27 @@ class _EventStream(EventSourceResponse):
             )
 
 
+class StreamForm:
+    """How a stream's events are written: by default the prompt protocol's ``delta``, ``done``
+    and ``error`` events (the OpenAI routes write OpenAI's chunks)."""
+
+    def __init__(self, model: str | None = None) -> None:
+        self.model = model
+
+    def opening(self) -> Sequence[ServerSentEvent]:
+        """What the stream starts with, before the engine's first event."""
+        return ()
+
+    def event(self, event: EngineEvent) -> Sequence[ServerSentEvent]:
+        """What one of the engine's events is written as."""
+        return (_to_sse(event, self.model),)
+
+    def error(self, status_code: int, error_type: str, message: str) -> ServerSentEvent:
+        """An error after the stream began (``status_code``: what it would have been answered
+        with before)."""
+        return _error_event(error_type, message)
+
+
 async def _stream_reply(
     engine: Engine,
     request: PromptRequest,
@@ -698,7 +728,9 @@ async def _stream_reply(
     release: Callable[[], None],
     shutdown: GracefulShutdown,
     send_timeout: float | None,
+    form: StreamForm | None = None,
 ) -> Response:
+    form = form or StreamForm(engine.model_name)
     events = engine.generate(request)
     try:
         # The first event is awaited before answering, so errors found at the start of a
@@ -724,10 +756,13 @@ async def _stream_reply(
                 task.cancel()
 
         try:
+            for opening in form.opening():
+                yield opening
             with shutdown.on_expiry(interrupt):
                 event: EngineEvent | None = first
                 while event is not None:
-                    yield _to_sse(event, engine.model_name)
+                    for written in form.event(event):
+                        yield written
                     if shutdown.expired:
                         break
                     waiting = True
@@ -746,15 +781,16 @@ async def _stream_reply(
                         break
                 else:
                     return  # the engine finished; its done event is out
-            yield _error_event(
+            yield form.error(
+                503,
                 ErrorType.SHUTTING_DOWN,
                 "the server is shutting down and the stream's grace period ended",
             )
         except EngineError as exc:
-            yield _error_event(exc.error_type, exc.message)
+            yield form.error(exc.status_code, exc.error_type, exc.message)
         except Exception:
             logger.exception("stream failed")
-            yield _error_event(ErrorType.SERVER_ERROR, "internal server error")
+            yield form.error(500, ErrorType.SERVER_ERROR, "internal server error")
         finally:
             if interrupted:  # the engine did not let the cancellation through: take it back
                 task.uncancel()

@@ -78,11 +78,17 @@ def reset_current(token: contextvars.Token[RequestRecord | None]) -> None:
     _current.reset(token)
 
 
+def note_error(error_type: str) -> str | None:
+    """Count the current request under ``error_type``; its id, for the error body (None outside
+    an observed request)."""
+    record = _current.get()
+    if record is None:
+        return None
+    record.error_type = error_type
+    return record.request_id
+
+
 def error_detail(error_type: str, message: str) -> ErrorDetail:
     """The protocol's error object for the current request: it carries the request id (so a
     user can quote it to the operator), and the request is counted under ``error_type``."""
-    record = _current.get()
-    if record is None:
-        return ErrorDetail(type=error_type, message=message)
-    record.error_type = error_type
-    return ErrorDetail(type=error_type, message=message, request_id=record.request_id)
+    return ErrorDetail(type=error_type, message=message, request_id=note_error(error_type))

@@ -1,0 +1,238 @@
+"""(8) OpenAI compatibility: the OpenAI routes against the prompt route on one server, and the
+``openai`` backend adapter against ``langchain-openai``'s ``ChatOpenAI`` on the same server.
+
+Server side: one ``promptwire serve`` (dummy engine, zero delay) loaded by ``benchmarks.loadgen``
+(its own process) on ``/``, ``/v1/completions`` and ``/v1/chat/completions`` in turn.
+Client side: ``ChatPromptwire`` with ``PROMPTWIRE_BACKEND=openai`` and ``ChatOpenAI``, both
+pointed at that server's ``/v1``: client CPU per sequential ``invoke`` (this process's CPU time;
+the server runs in its own), and the wall time of an ``abatch`` against a server whose engine
+takes 100 ms before answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks.common import (
+    PYTHON,
+    ROOT,
+    BenchResult,
+    Measurement,
+    Ratio,
+    clean_env,
+    finish,
+    parse_args,
+    promptwire_serve,
+    ratios,
+    words,
+)
+
+CONNECTIONS = 16
+ROUTES = {
+    "prompt route /": ("/", {"prompt": "Tell me a story", "max_tokens": 16}),
+    "OpenAI /v1/completions": (
+        "/v1/completions",
+        {"model": "dummy", "prompt": "Tell me a story", "max_tokens": 16},
+    ),
+    "OpenAI /v1/chat/completions": (
+        "/v1/chat/completions",
+        {
+            "model": "dummy",
+            "messages": [{"role": "user", "content": "Tell me a story"}],
+            "max_tokens": 16,
+        },
+    ),
+}
+BATCH = 256
+BATCH_CONCURRENCY = 64
+BATCH_DELAY = 0.1
+
+
+def load(port: int, path: str, body: dict[str, Any], duration: float) -> dict[str, float]:
+    completed = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "benchmarks.loadgen",
+            "--port",
+            str(port),
+            "--connections",
+            str(CONNECTIONS),
+            "--duration",
+            str(duration),
+            "--path",
+            path,
+            "--body",
+            json.dumps(body),
+        ],
+        capture_output=True,
+        check=True,
+        text=True,
+        timeout=duration + 60,
+        cwd=ROOT,
+        env=clean_env(),
+    )
+    result: dict[str, float] = json.loads(completed.stdout.strip().splitlines()[-1])
+    if result["errors"]:
+        raise RuntimeError(f"{path}: {result['errors']} requests answered with errors")
+    return result
+
+
+def server_side(quick: bool) -> dict[str, dict[str, list[float]]]:
+    duration = 1.5 if quick else 4.0
+    rounds = 2 if quick else 6
+    samples: dict[str, dict[str, list[float]]] = {}
+    with promptwire_serve() as server:
+        for path, body in ROUTES.values():  # warm-up
+            load(server.port, path, body, 0.5)
+        names = list(ROUTES)
+        for index in range(rounds):
+            for name in names[index % len(names) :] + names[: index % len(names)]:
+                path, body = ROUTES[name]
+                for key, value in load(server.port, path, body, duration).items():
+                    samples.setdefault(name, {}).setdefault(key, []).append(value)
+    return samples
+
+
+# -- client side -------------------------------------------------------------------------------
+
+
+def _adapter(base: str, **options: Any) -> Any:
+    from promptwire import ChatPromptwire
+
+    return ChatPromptwire(backend="openai", endpoint_url=base, model="dummy", **options)
+
+
+def _chat_openai(base: str, **options: Any) -> Any:
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(model="dummy", base_url=base, api_key="unused", **options)
+
+
+MAKERS: dict[str, Callable[..., Any]] = {
+    "promptwire openai adapter (ChatPromptwire)": _adapter,
+    "langchain-openai ChatOpenAI": _chat_openai,
+}
+
+
+def cpu_per_call(make: Callable[..., Any], base: str, prompt: str, calls: int) -> float:
+    chat = make(base)
+    chat.invoke(prompt)
+    started = time.process_time()
+    for _ in range(calls):
+        chat.invoke(prompt)
+    return (time.process_time() - started) / calls * 1e6
+
+
+async def batch_wall(make: Callable[..., Any], base: str, prompts: list[str]) -> float:
+    chat = make(base, max_retries=0)
+    started = time.perf_counter()
+    replies = await chat.abatch(prompts, config={"max_concurrency": BATCH_CONCURRENCY})
+    elapsed = time.perf_counter() - started
+    assert len(replies) == len(prompts)
+    return elapsed
+
+
+async def batches(base: str, prompts: list[str], reps: int) -> dict[str, list[float]]:
+    """Every repetition in one event loop: ChatOpenAI shares one async connection pool per base
+    URL across the process, and its kept-alive connections fail in a second loop."""
+    wall: dict[str, list[float]] = {name: [] for name in MAKERS}
+    names = list(MAKERS)
+    for rep in range(reps):
+        for name in names[rep % 2 :] + names[: rep % 2]:
+            wall[name].append(await batch_wall(MAKERS[name], base, prompts))
+    return wall
+
+
+def client_side(quick: bool) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    calls = 60 if quick else 200
+    reps = 2 if quick else 10
+    batch_reps = 2 if quick else 5
+    prompt = words(12)
+    cpu: dict[str, list[float]] = {name: [] for name in MAKERS}
+    with promptwire_serve(echo=True) as server:
+        base = server.url + "v1"
+        for make in MAKERS.values():
+            cpu_per_call(make, base, prompt, 5)  # warm-up: imports, caches
+        names = list(MAKERS)
+        for rep in range(reps):
+            for name in names[rep % 2 :] + names[: rep % 2]:
+                cpu[name].append(cpu_per_call(MAKERS[name], base, prompt, calls))
+    prompts = [words(12, seed) for seed in range(BATCH)]
+    with promptwire_serve(echo=True, first_token_delay=BATCH_DELAY) as server:
+        wall = asyncio.run(batches(server.url + "v1", prompts, batch_reps))
+    return cpu, wall
+
+
+def run(quick: bool) -> BenchResult:
+    os.environ.pop("OPENAI_API_KEY", None)
+    served = server_side(quick)
+    cpu, wall = client_side(quick)
+    result = BenchResult(
+        key="openai_compat",
+        title="8. OpenAI compatibility",
+        setup=(
+            f"Server: one `promptwire serve` (dummy engine, zero delay), {CONNECTIONS} keep-alive "
+            "connections from `benchmarks.loadgen`, runs rotating between the prompt route and "
+            "the two OpenAI routes (same request: 16 tokens of `hello world`). Client: "
+            "`ChatPromptwire` with `PROMPTWIRE_BACKEND=openai` and `ChatOpenAI` on the same "
+            "server's `/v1` (echo mode): CPU time of this process per sequential `invoke`; and "
+            f"`abatch` of {BATCH} conversations, `max_concurrency={BATCH_CONCURRENCY}`, against "
+            f"a server whose engine waits {BATCH_DELAY * 1000:g} ms (ideal "
+            f"{BATCH / BATCH_CONCURRENCY * BATCH_DELAY:g} s)."
+        ),
+        quick=quick,
+    )
+    for name, metrics in served.items():
+        result.measurements += [
+            Measurement(name, "requests/s", "req/s", metrics["rps"], lower_is_better=False),
+            Measurement(name, "p99 latency", "ms", metrics["p99_ms"]),
+        ]
+    for name in MAKERS:
+        result.measurements += [
+            Measurement(name, "client CPU per invoke", "µs", cpu[name]),
+            Measurement(name, "abatch wall time", "s", wall[name]),
+        ]
+    native = served["prompt route /"]["rps"]
+    adapter, chat_openai = MAKERS
+    result.ratios = [
+        Ratio(
+            "OpenAI /v1/completions requests/s / prompt route",
+            ratios(served["OpenAI /v1/completions"]["rps"], native),
+            target=0.9,
+            note="adjacent runs on one server",
+        ),
+        Ratio(
+            "OpenAI /v1/chat/completions requests/s / prompt route",
+            ratios(served["OpenAI /v1/chat/completions"]["rps"], native),
+            target=0.9,
+            note="the chat route also renders the chat template",
+        ),
+        Ratio(
+            "openai adapter CPU per invoke / ChatOpenAI",
+            ratios(cpu[adapter], cpu[chat_openai]),
+            note="below 1: the adapter costs less",
+        ),
+        Ratio(
+            "openai adapter abatch wall time / ChatOpenAI",
+            ratios(wall[adapter], wall[chat_openai]),
+            note="below 1: the adapter is faster",
+        ),
+    ]
+    return result
+
+
+def main() -> None:
+    args = parse_args(__doc__ or "")
+    started = time.perf_counter()
+    finish(run(args.quick), started, args.json)
+
+
+if __name__ == "__main__":
+    main()

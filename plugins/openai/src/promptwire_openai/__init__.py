@@ -1,0 +1,1 @@
+"""promptwire backend ``openai``: the LangChain models on any OpenAI-compatible server."""

@@ -1,0 +1,206 @@
+"""The OpenAI API as a promptwire wire format: requests, replies, stream chunks and errors.
+
+A request with ``messages`` (``ChatPromptwire``) goes to ``<base>/chat/completions`` with the
+conversation; one without (``PromptwireLLM``) to ``<base>/completions`` with its prompt. Streams
+are ``data:`` chunks ending with ``data: [DONE]``; their finish reason and usage (asked for with
+``stream_options``) arrive in chunks of their own and make the stream's end. Replies are read
+leniently, as servers differ: text is kept whatever optional field is malformed, and a reasoning
+model's ``reasoning_content`` (vLLM, SGLang, llama.cpp; ``reasoning`` in newer vLLM and Ollama)
+is kept apart from the answer instead of being dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+from promptwire.protocol import FinishReason, StreamDelta, StreamDone, Usage
+from promptwire.sse import Event
+from promptwire.wire import (
+    NO_EVENTS,
+    EventReader,
+    MalformedReply,
+    ReasoningDelta,
+    RemoteStreamError,
+    Reply,
+    StreamEvent,
+    WireFormat,
+    parse_json,
+)
+
+COMPLETIONS_PATH = "/completions"
+CHAT_PATH = "/chat/completions"
+DONE = "[DONE]"
+#: Where servers put a reasoning model's reasoning, in the order looked at.
+REASONING_KEYS = ("reasoning_content", "reasoning")
+_FINISH_REASONS = {reason.value: reason for reason in FinishReason}
+
+
+class OpenAIWire(WireFormat):
+    """``/completions`` and ``/chat/completions`` under the endpoint URL (the server's base URL,
+    ending in ``/v1``)."""
+
+    names_model = True
+
+    def __init__(self, *, stream_usage: bool = True) -> None:
+        self.stream_usage = stream_usage
+        self._urls: dict[tuple[httpx.URL, str], httpx.URL] = {}
+
+    def request(
+        self, url: httpx.URL, payload: Mapping[str, Any], *, stream: bool
+    ) -> tuple[httpx.URL, Mapping[str, Any]]:
+        chat = "messages" in payload
+        # A chat request also carries its conversation rendered as ``prompt``, for prompt
+        # protocol servers; the OpenAI API takes the messages themselves.
+        body = {key: value for key, value in payload.items() if not (chat and key == "prompt")}
+        if stream:
+            body["stream"] = True
+            if self.stream_usage:
+                body.setdefault("stream_options", {"include_usage": True})
+        return self._url(url, CHAT_PATH if chat else COMPLETIONS_PATH), body
+
+    def _url(self, base: httpx.URL, path: str) -> httpx.URL:
+        joined = self._urls.get((base, path))
+        if joined is None:
+            joined = base.copy_with(path=base.path.rstrip("/") + path)
+            self._urls[(base, path)] = joined
+        return joined
+
+    def reply(self, data: Any) -> Reply:
+        choice = _first_choice(data)
+        message = choice.get("message")
+        reasoning = None
+        if isinstance(message, dict):
+            text = message.get("content")
+            if text is None:  # a reply with nothing but a refusal or tool calls
+                text = ""
+            reasoning = _reasoning(message)
+        else:
+            text = choice.get("text")
+        if not isinstance(text, str):
+            raise MalformedReply("the reply's first choice has no 'message.content' or 'text'")
+        return Reply.model_construct(
+            prompt=text,
+            usage=_usage(data.get("usage")),
+            finish_reason=_FINISH_REASONS.get(choice.get("finish_reason")),  # type: ignore[arg-type]
+            model=_text(data.get("model")),
+            reasoning=reasoning,
+        )
+
+    def events(self) -> EventReader:
+        return _Chunks()
+
+    def error(self, data: Any) -> tuple[str | None, str] | None:
+        return error_detail(data)
+
+
+class _Chunks(EventReader):
+    """One stream's chunks; the finish reason, usage and model are kept until ``[DONE]``."""
+
+    end_event = "'data: [DONE]'"
+
+    def __init__(self) -> None:
+        self.finish_reason: FinishReason | None = None
+        self.finished = False
+        self.usage: Usage | None = None
+        self.model: str | None = None
+
+    def read(self, event: Event) -> Sequence[StreamEvent]:
+        if event.data == DONE or event.data.strip() == DONE:
+            return (self._done(),)
+        if event.event not in ("message", "error"):
+            return NO_EVENTS
+        try:
+            chunk = parse_json(event.data)
+        except ValueError:
+            raise MalformedReply("a chunk of the stream is not JSON") from None
+        if not isinstance(chunk, dict):
+            raise MalformedReply("a chunk of the stream is not a JSON object")
+        if "error" in chunk or event.event == "error":
+            kind, message = error_detail(chunk) or (None, "the server reported an error")
+            raise RemoteStreamError(kind or "error", message)
+        self.model = _text(chunk.get("model")) or self.model
+        if (usage := _usage(chunk.get("usage"))) is not None:
+            self.usage = usage
+        choices = chunk.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            return NO_EVENTS  # the usage chunk, or one about another choice
+        choice = choices[0]
+        if choice.get("finish_reason") is not None:
+            self.finished = True
+            self.finish_reason = _FINISH_REASONS.get(choice["finish_reason"])
+        events: list[StreamEvent] = []
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            if reasoning := _reasoning(delta):
+                events.append(ReasoningDelta.model_construct(text=reasoning))
+            text = delta.get("content")
+        else:
+            text = choice.get("text")
+        if isinstance(text, str) and text:
+            events.append(StreamDelta.model_construct(text=text))
+        return events
+
+    def end(self) -> StreamDone | None:
+        """A server that closes the stream after its finish reason without ``[DONE]`` has still
+        finished it; one that closes it before has cut it."""
+        return self._done() if self.finished else None
+
+    def _done(self) -> StreamDone:
+        return StreamDone.model_construct(
+            finish_reason=self.finish_reason, usage=self.usage, model=self.model
+        )
+
+
+def error_detail(data: Any) -> tuple[str | None, str] | None:
+    """The type and message of an error body: OpenAI's ``{"error": {"message", "type",
+    "code"}}`` (the code, when there is one, names the error more precisely), a bare
+    ``{"error": "..."}``, vLLM's older top-level ``{"message", "type"}``, or FastAPI's
+    ``{"detail": "..."}``."""
+    if not isinstance(data, dict):
+        return None
+    error = data.get("error", data)
+    if isinstance(error, str):
+        return None, error
+    if not isinstance(error, dict):
+        return None
+    message = error.get("message", error.get("detail"))
+    if message is None:
+        return None
+    code, kind = error.get("code"), error.get("type")
+    named = code if isinstance(code, str) and code else kind
+    return (None if named is None else str(named)), str(message)
+
+
+def _first_choice(data: Any) -> dict[str, Any]:
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        found = sorted(data)[:10] if isinstance(data, dict) else type(data).__name__
+        raise MalformedReply(f"the reply has no 'choices' (found {found})")
+    return choices[0]
+
+
+def _reasoning(message: Mapping[str, Any]) -> str | None:
+    for key in REASONING_KEYS:
+        value = message.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _usage(value: Any) -> Usage | None:
+    if not isinstance(value, dict):
+        return None
+    prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
+    if not (_count(prompt) and _count(completion)):
+        return None
+    return Usage(prompt_tokens=prompt, completion_tokens=completion)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
