@@ -35,6 +35,7 @@ _EXPORTS = {
     "RateLimitError": "promptwire.errors",
     "OverloadedError": "promptwire.errors",
     "ServerError": "promptwire.errors",
+    "UnsupportedFeatureError": "promptwire.errors",
 }
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "RequestTooLargeError",
     "ServerError",
     "StreamError",
+    "UnsupportedFeatureError",
     "hookimpl",
 ]
 
@@ -84,6 +86,7 @@ if TYPE_CHECKING:
         RequestTooLargeError,
         ServerError,
         StreamError,
+        UnsupportedFeatureError,
     )
     from promptwire.hookspecs import hookimpl
     from promptwire.llm import PromptwireLLM

@@ -7,7 +7,7 @@ it already rendered into ``prompt`` by ``render_chat``. Engines must not block t
 Tool calling and structured output (protocol v1.2) are opt-in: an engine that can honour them
 says so in ``capabilities``, and the server refuses them (422, never free text) for one that does
 not. Such an engine finds ``tools``, ``tool_choice`` and ``response_format`` on the request,
-gets the tools in ``render_chat(messages, tools=...)``, and yields ``ToolCall``s beside its text.
+gets the tools in ``render_chat_with_tools``, and yields ``ToolCall``s beside its text.
 """
 
 from __future__ import annotations
@@ -133,19 +133,27 @@ class Engine(ABC):
         ``Capabilities(structured_output=True)`` (once loaded: it may depend on the model)."""
         return Capabilities()
 
-    def render_chat(
-        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] | None = None
-    ) -> str:
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
         """The prompt for a conversation (protocol v1.1 ``messages``), by the model's chat template.
 
         The server calls it once the engine is ready and serves the request with this prompt in
         place of the request's own. The default is the plain template
         (``promptwire.chat_template``); an engine whose model has a template overrides this.
-        Raise ``RequestRejected`` for a conversation the template cannot render. ``tools`` is
-        passed (as a keyword) only to an engine whose ``capabilities`` say ``tools``, and only
-        when the request offers some; such an engine renders them as its model expects.
+        Raise ``RequestRejected`` for a conversation the template cannot render.
         """
         return render_plain(messages)
+
+    def render_chat_with_tools(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]
+    ) -> str:
+        """The prompt for a conversation that offers the model ``tools`` (protocol v1.2).
+
+        Called instead of ``render_chat`` only for an engine whose ``capabilities`` say
+        ``tools``, when the request offers tools and ``tool_choice`` is not ``none``. An engine
+        whose model is prompted with its tools (a Hugging Face chat template's ``tools``)
+        renders them here; the default ignores them and calls ``render_chat``.
+        """
+        return self.render_chat(messages)
 
     def check(self, request: PromptRequest) -> None:
         """Reject a request that cannot be served, before any generation starts."""
@@ -188,5 +196,5 @@ def render_request(engine: Engine, request: PromptRequest) -> str:
     """``request.messages`` rendered by ``engine``, with its tools when it is offered some."""
     assert request.messages is not None
     if request.tools and request.wants_tools() and engine.capabilities.tools:
-        return engine.render_chat(request.messages, tools=request.tools)
+        return engine.render_chat_with_tools(request.messages, request.tools)
     return engine.render_chat(request.messages)
