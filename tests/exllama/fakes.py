@@ -122,6 +122,11 @@ class FakeRuntime:
     encoded: list[tuple[str, bool]] = field(default_factory=list)
     """Every ``encode`` call: the prompt, and whether a chat template wrote it."""
     closed: bool = False
+    supports_constraints: bool = False
+    """No constrained decoding (the CPU tier checks it on the real exllamav2)."""
+
+    def prepare_constraints(self) -> None:
+        raise AssertionError("the fake runtime has no constrained decoding")
 
     def __post_init__(self) -> None:
         self.gate.set()

@@ -416,6 +416,11 @@ def _chat_request(body: ChatCompletionRequest, messages: list[ChatMessage]) -> P
     except ValidationError as exc:
         errors = exc.errors(include_input=False, include_url=False)
         first = str(errors[0]["loc"][0]) if errors and errors[0]["loc"] else None
+        if first is None and errors:  # the rules between fields name the field they are about
+            said = errors[0]["msg"]
+            first = next(
+                (n for n in ("tool_choice", "tools", "response_format") if n in said), None
+            )
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in errors[:10]
         )
