@@ -4,8 +4,9 @@ prompt, word by word at a settable pace, so chains, streaming and load can be tr
 In tool mode (``tool_mode``) it also honours protocol v1.2, so chains and agents run offline: a
 request offering tools gets a call of one of them, with arguments made from the tool's JSON
 Schema (``schema_instance``), and a request with a JSON ``response_format`` gets a value valid
-against its schema. Which tool: the one ``tool_choice`` names; otherwise the first whose name
-the last user message mentions, else the first. With ``tool_choice: "auto"`` a conversation whose
+against its schema. Which tool: the one ``tool_choice`` names; otherwise the first whose name,
+or a word of its name longer than three letters (``weather`` of ``get_weather``), the last user
+message mentions; else the first. With ``tool_choice: "auto"`` a conversation whose
 last message is a tool result is answered in text instead (the result itself), so an agent loop
 ends after one round of calls.
 """
@@ -117,5 +118,14 @@ class DummyEngine(Engine):
         if choice == "auto" and request.messages[-1].role == "tool":
             return None  # the results are in: answer them
         said = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
-        mentioned = [t for t in request.tools if t.function.name.lower() in said.lower()]
+        words = set(_NAME_WORDS.findall(said.lower()))
+        mentioned = [t for t in request.tools if _mentioned(t.function.name, said.lower(), words)]
         return (mentioned or request.tools)[0]
+
+
+_NAME_WORDS = re.compile(r"[a-z0-9]+")
+
+
+def _mentioned(name: str, said: str, words: set[str]) -> bool:
+    name = name.lower()
+    return name in said or any(len(w) > 3 and w in words for w in _NAME_WORDS.findall(name))
