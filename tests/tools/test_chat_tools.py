@@ -190,7 +190,7 @@ def test_a_tool_result_goes_back_and_is_answered(
     assert sent[2].tool_call_id == call["id"]
 
 
-# -- with_structured_output ------------------------------------------------------------------------
+# -- with_structured_output ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("method", ["json_schema", "function_calling"])
@@ -260,7 +260,7 @@ def test_bad_structured_output_arguments_are_refused() -> None:
         chat.with_structured_output(Forecast, method="xml")  # type: ignore[arg-type]
 
 
-# -- calls a model got wrong -----------------------------------------------------------------------
+# -- calls a model got wrong -----------------------------------------------------------------
 
 
 class BrokenCallEngine(Engine):
@@ -306,7 +306,7 @@ def test_a_call_whose_arguments_do_not_parse_is_an_invalid_tool_call(
     assert [c["args"] for c in total.tool_call_chunks] == ['{"city": "Par']
 
 
-# -- servers that cannot honour them -----------------------------------------------------------------
+# -- servers that cannot honour them -----------------------------------------------------------
 
 
 def test_a_text_only_engine_refuses_with_a_clear_error(text_only_url: str, wire: str) -> None:

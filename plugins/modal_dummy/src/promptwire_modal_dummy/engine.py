@@ -6,9 +6,11 @@ request offering tools gets a call of one of them, with arguments made from the 
 Schema (``schema_instance``), and a request with a JSON ``response_format`` gets a value valid
 against its schema. Which tool: the one ``tool_choice`` names; otherwise the first whose name,
 or a word of its name longer than three letters (``weather`` of ``get_weather``), the last user
-message mentions; else the first. With ``tool_choice: "auto"`` a conversation whose
-last message is a tool result is answered in text instead (the result itself), so an agent loop
-ends after one round of calls.
+message mentions; else the first. After tool results, only tools not yet called in the
+conversation are candidates (while there are some), so an agent that must call a tool every turn
+(structured output as a tool) moves on. With ``tool_choice: "auto"`` a conversation whose last
+message is a tool result is answered in text instead (the result itself), so an agent loop ends
+after one round of calls.
 """
 
 from __future__ import annotations
@@ -115,12 +117,17 @@ class DummyEngine(Engine):
         choice = request.tool_choice or "auto"
         if isinstance(choice, NamedToolChoice):
             return next(t for t in request.tools if t.function.name == choice.function.name)
-        if choice == "auto" and request.messages[-1].role == "tool":
+        after_results = request.messages[-1].role == "tool"
+        if choice == "auto" and after_results:
             return None  # the results are in: answer them
+        candidates = list(request.tools)
+        if after_results:
+            called = {c.function.name for m in request.messages for c in m.tool_calls or ()}
+            candidates = [t for t in candidates if t.function.name not in called] or candidates
         said = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
         words = set(_NAME_WORDS.findall(said.lower()))
-        mentioned = [t for t in request.tools if _mentioned(t.function.name, said.lower(), words)]
-        return (mentioned or request.tools)[0]
+        mentioned = [t for t in candidates if _mentioned(t.function.name, said.lower(), words)]
+        return (mentioned or candidates)[0]
 
 
 _NAME_WORDS = re.compile(r"[a-z0-9]+")
