@@ -469,8 +469,8 @@ class BatchingEngine(Engine):
         if isinstance(request.response_format, JsonSchemaFormat):
             schema = request.response_format.json_schema.json_schema
             return replace(params, constrained=True, json_schema=schema)
-        if request.wants_json():
-            return replace(params, constrained=True, json_schema=None)
+        if request.wants_json():  # json_object: any JSON object (not any JSON value)
+            return replace(params, constrained=True, json_schema={"type": "object"})
         return params
 
     def _take_prepared(self, request: PromptRequest) -> _Prepared:

@@ -68,8 +68,10 @@ def _filter_class() -> Any:
             self.tokens.append(int(token.reshape(-1)[0]))
 
         def next(self) -> tuple[list[int], list[int]]:
+            # Sorted: the sampler's logit_filter_exclusive walks a list of ids in order (it
+            # sorts only sets), and an unsorted list lets tokens through.
             allowed = self.enforcer.get_allowed_tokens(self.tokens).allowed_tokens
-            return list(allowed), []
+            return sorted(allowed), []
 
         def use_background_worker(self) -> bool:
             return True
