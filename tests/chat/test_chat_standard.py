@@ -7,9 +7,9 @@ runnables). The integration suite's tool and structured-output tests need a mode
 their prompts ("call magic_function with 3"), which no backend runs here, so their flags stay off
 for it; tests/tools and tests/exllama/test_tools_cpu_tier.py cover the same behaviours against the
 dummy engine's tool mode and the ExLlamaV2 engine. It has no multimodal input: the tests for that
-are skipped by the suite itself through its capability flags below. Also skipped by the suite's own checks: the model-override tests (an
-endpoint serves one model) and ``test_stream_time`` (VCR cassettes are for remote APIs; these tests
-hit a live local server).
+are skipped by the suite itself through its capability flags below. Also skipped by the suite's
+own checks: the model-override tests (an endpoint serves one model) and ``test_stream_time`` (VCR
+cassettes are for remote APIs; these tests hit a live local server).
 
 One standard test is expected to fail, strictly: ``test_serdes`` checks the serialized form
 (pinned in ``__snapshots__``, and that half passes) and then loads it with
