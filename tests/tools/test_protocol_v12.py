@@ -131,7 +131,7 @@ def test_a_tool_result_is_answered_in_text_and_reaches_the_engine(
     }
     conversation = [
         *ASK,
-        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
         {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 24 C"},
     ]
     body = _post(url, {"messages": conversation, "tools": [WEATHER]}).json()

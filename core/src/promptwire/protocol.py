@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     model_validator,
 )
+from pydantic.config import JsonDict
 
 PROTOCOL_VERSION = "1.2"
 
@@ -113,11 +114,31 @@ class ToolCall(BaseModel):
     function: FunctionCall
 
 
+#: The rules between a message's fields, in its published JSON Schema as well.
+_MESSAGE_RULES: JsonDict = {
+    "allOf": [
+        {
+            "if": {"properties": {"role": {"const": "tool"}}, "required": ["role"]},
+            "then": {
+                "properties": {"tool_call_id": {"type": "string"}},
+                "required": ["tool_call_id"],
+            },
+        },
+        {
+            "if": {"properties": {"tool_calls": {"type": "array"}}, "required": ["tool_calls"]},
+            "then": {"properties": {"role": {"const": "assistant"}}},
+        },
+    ]
+}
+
+
 class ChatMessage(BaseModel):
     """One message of a conversation (protocol v1.1; v1.2 adds tool calls and tool results).
     Unknown keys of a message are ignored."""
 
-    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+    model_config = ConfigDict(
+        extra="ignore", strict=True, frozen=True, json_schema_extra=_MESSAGE_RULES
+    )
 
     role: ChatRole
     content: Annotated[Text, Field(max_length=MAX_MESSAGE_CHARS)]
@@ -127,19 +148,6 @@ class ChatMessage(BaseModel):
     """v1.2, assistant messages: the tools the model called in that turn."""
     tool_call_id: Annotated[Text, Field(min_length=1, max_length=MAX_ID_LENGTH)] | None = None
     """v1.2, tool messages (required there): the call this message is the result of."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _assistant_content_may_be_null(cls, data: Any) -> Any:
-        """An assistant turn that only calls tools has no text: ``null`` there means ``""``."""
-        if (
-            isinstance(data, dict)
-            and data.get("content", "") is None
-            and data.get("role") == "assistant"
-            and data.get("tool_calls")
-        ):
-            return {**data, "content": ""}
-        return data
 
     @model_validator(mode="after")
     def _tool_fields_fit_the_role(self) -> ChatMessage:
