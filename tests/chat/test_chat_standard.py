@@ -1,11 +1,15 @@
 """LangChain's standard chat-model tests (``langchain-tests``), run as they are.
 
 Unit tests need no server. Integration tests run against real servers on 127.0.0.1 (the dummy
-engine, answering ``hello world`` or echoing the conversation). ChatPromptwire has no tool calling,
-structured output or multimodal input: the tests for those are skipped by the suite itself through
-its capability flags below. Also skipped by the suite's own checks: the model-override tests (an
-endpoint serves one model) and ``test_stream_time`` (VCR cassettes are for remote APIs; these tests
-hit a live local server).
+engine, answering ``hello world`` or echoing the conversation). ChatPromptwire has tool calling and
+structured output (protocol v1.2): the unit suite checks them (binding tools, building structured
+runnables). The integration suite's tool and structured-output tests need a model that understands
+their prompts ("call magic_function with 3"), which no backend runs here, so their flags stay off
+for it; tests/tools and tests/exllama/test_tools_cpu_tier.py cover the same behaviours against the
+dummy engine's tool mode and the ExLlamaV2 engine. It has no multimodal input: the tests for that
+are skipped by the suite itself through its capability flags below. Also skipped by the suite's
+own checks: the model-override tests (an endpoint serves one model) and ``test_stream_time`` (VCR
+cassettes are for remote APIs; these tests hit a live local server).
 
 One standard test is expected to fail, strictly: ``test_serdes`` checks the serialized form
 (pinned in ``__snapshots__``, and that half passes) and then loads it with
@@ -34,7 +38,8 @@ UNIT_URL = "http://127.0.0.1:9/"  # never contacted by the unit tests
 
 
 class Capabilities:
-    """What ChatPromptwire can do, in the suite's own terms."""
+    """What ChatPromptwire can show against these servers, in the suite's own terms (tools and
+    structured output are turned on for the unit suite only: see the module's docstring)."""
 
     @property
     def chat_model_class(self) -> type[BaseChatModel]:
@@ -102,6 +107,22 @@ class Capabilities:
 
 
 class TestChatPromptwireUnit(Capabilities, ChatModelUnitTests):
+    @property
+    def has_tool_calling(self) -> bool:
+        return True
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return True
+
+    @property
+    def has_structured_output(self) -> bool:
+        return True
+
+    @property
+    def supports_json_mode(self) -> bool:
+        return True
+
     @property
     def chat_model_params(self) -> dict[str, Any]:
         return {"endpoint_url": UNIT_URL, "model": "dummy"}

@@ -55,6 +55,20 @@ class TestModalDummyEchoConformance(EndpointConformanceTests):
             yield server.url
 
 
+class TestModalDummyToolModeConformance(EndpointConformanceTests):
+    """Tool mode: protocol v1.2's tools and JSON are honoured (the kit's refusal checks run
+    against the default mode above)."""
+
+    deterministic = True
+    counts_words = True
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def endpoint_url(cls) -> Iterator[str]:
+        with _served("modal_dummy", tool_mode=True) as server:
+            yield server.url
+
+
 class TestModalDummyServeWithTokenConformance(EndpointConformanceTests):
     """A real ``promptwire serve`` process with ``PROMPTWIRE_API_KEY`` set: the auth checks."""
 

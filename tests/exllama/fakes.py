@@ -141,6 +141,11 @@ class FakeRuntime:
     """Every ``encode`` call: the prompt, and whether a chat template wrote it."""
     closed: bool = False
     cache_pages: int = 16
+    supports_constraints: bool = False
+    """No constrained decoding (the CPU tier checks it on the real exllamav2)."""
+
+    def prepare_constraints(self) -> None:
+        raise AssertionError("the fake runtime has no constrained decoding")
 
     def __post_init__(self) -> None:
         self.gate.set()

@@ -356,7 +356,10 @@ def test_messages_over_http_are_rendered_by_the_models_template(served: Served) 
     assert response.status_code == 200, response.text
     assert response.json()["prompt"] == WHOLE_REPLY
     assert served.runtime.encoded[-1] == (RENDERED, True)
-    assert httpx.get(served.url + "health", timeout=30).json()["protocol"] == "1.1"
+    health = httpx.get(served.url + "health", timeout=30).json()
+    assert health["protocol"] == "1.2"
+    # No tools in this template, no constrained decoding in the fake runtime.
+    assert health["capabilities"] == {"tools": False, "structured_output": False}
 
 
 def test_a_template_refusal_is_a_422_with_its_message(served: Served) -> None:

@@ -286,7 +286,8 @@ def test_what_cannot_be_honoured_is_a_400_naming_it(
 @pytest.mark.parametrize(
     ("messages", "param"),
     [
-        ([{"role": "tool", "content": "x", "tool_call_id": "1"}], "messages.0.role"),
+        ([{"role": "tool", "content": "x"}], "messages.0"),  # no tool_call_id
+        ([{"role": "narrator", "content": "x"}], "messages.0.role"),
         (
             [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
             "messages.0.content",

@@ -27,6 +27,11 @@ from tests.support.servers import serve_engine
 TOKEN = "schemathesis-token-0c4e8b"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 DOUBLE_EXACT = 2**53
+#: Protocol v1.2's requests for tools and JSON: whether the server honours one depends on its
+#: engine's capabilities (this one declares none, so it refuses them with 422 unsupported), and
+#: some of their rules cannot be stated in JSON Schema (a named tool_choice names one of the
+#: tools; tool names are unique). tests/tools covers them; the schema's other cases run here.
+CAPABILITY_KEYS = ("tools", "tool_choice", "response_format")
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +59,10 @@ def _exact_in_json(value: Any) -> bool:
     return True
 
 
+def _asks_capabilities(body: Any) -> bool:
+    return isinstance(body, dict) and any(body.get(key) is not None for key in CAPABILITY_KEYS)
+
+
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
@@ -62,7 +71,9 @@ def test_the_schema_holds_on_the_live_server(
 ) -> None:
     strategy = api_schema.as_strategy(generation_mode=mode)
     if mode is GenerationMode.POSITIVE:
-        strategy = strategy.filter(lambda case: _exact_in_json(case.body))
+        strategy = strategy.filter(
+            lambda case: _exact_in_json(case.body) and not _asks_capabilities(case.body)
+        )
     case = data.draw(strategy)
     response = case.call_and_validate(base_url=live_url, headers=AUTH, timeout=30)
     body = json.loads(response.content) if response.status_code >= 400 else None

@@ -93,3 +93,19 @@ def test_the_version_is_unknown_where_promptwire_is_not_installed(
         "promptwire_info"
     )
     assert info["version"] == "unknown"
+
+
+def test_the_observed_engine_forwards_every_part_of_the_engine_contract() -> None:
+    """The server's proxy must pass on whatever the contract grows (capabilities, tools...):
+    a method it inherits instead runs the base class's default, not the engine's."""
+    from promptwire.engine import Engine
+    from promptwire.server.observed_engine import ObservedEngine
+
+    contract = {
+        name
+        for name, value in vars(Engine).items()
+        if not name.startswith("_") and (callable(value) or isinstance(value, property))
+    }
+    final = {"complete"}  # assembled from generate, which the proxy observes
+    missing = contract - final - set(vars(ObservedEngine))
+    assert not missing, f"ObservedEngine does not forward {sorted(missing)}"

@@ -48,16 +48,23 @@ _EXPORTS = {
     "RequestRejected": "promptwire.engine",
     "EngineOverloaded": "promptwire.engine",
     "EngineNotReady": "promptwire.engine",
+    "RequestUnsupported": "promptwire.engine",
+    "ToolCall": "promptwire.engine",
+    "EngineMetric": "promptwire.engine",
+    "Capabilities": "promptwire.protocol",
+    "ToolSpec": "promptwire.protocol",
     "PromptRequest": "promptwire.protocol",
     "ChatMessage": "promptwire.protocol",
     "FinishReason": "promptwire.protocol",
     "Usage": "promptwire.protocol",
     "StopScanner": "promptwire.stops",
+    "UnsupportedFeatureError": "promptwire.errors",
 }
 
 __all__ = [
     "AuthenticationError",
     "Backend",
+    "Capabilities",
     "ChatMessage",
     "ChatPromptwire",
     "ClientAdapter",
@@ -69,6 +76,7 @@ __all__ = [
     "Engine",
     "EngineError",
     "EngineEvent",
+    "EngineMetric",
     "EngineNotReady",
     "EngineOverloaded",
     "Finish",
@@ -88,10 +96,14 @@ __all__ = [
     "ReplyTooLargeError",
     "RequestRejected",
     "RequestTooLargeError",
+    "RequestUnsupported",
     "ServerError",
     "StopScanner",
     "StreamError",
     "TextChunk",
+    "ToolCall",
+    "ToolSpec",
+    "UnsupportedFeatureError",
     "Usage",
     "__version__",
     "hookimpl",
@@ -106,11 +118,14 @@ if TYPE_CHECKING:
         Engine,
         EngineError,
         EngineEvent,
+        EngineMetric,
         EngineNotReady,
         EngineOverloaded,
         Finish,
         RequestRejected,
+        RequestUnsupported,
         TextChunk,
+        ToolCall,
     )
     from promptwire.errors import (
         AuthenticationError,
@@ -129,10 +144,18 @@ if TYPE_CHECKING:
         RequestTooLargeError,
         ServerError,
         StreamError,
+        UnsupportedFeatureError,
     )
     from promptwire.hookspecs import hookimpl
     from promptwire.llm import PromptwireLLM
-    from promptwire.protocol import ChatMessage, FinishReason, PromptRequest, Usage
+    from promptwire.protocol import (
+        Capabilities,
+        ChatMessage,
+        FinishReason,
+        PromptRequest,
+        ToolSpec,
+        Usage,
+    )
     from promptwire.settings import PromptwireSettings
     from promptwire.stops import StopScanner
 

@@ -5,12 +5,23 @@ renders with its model's chat template, and as ``prompt``, the same conversation
 plain template, which a v1 server (one that ignores ``messages``) answers instead. A v1 server that
 refuses the unknown key outright (HTTP 400/422, and no protocol 1.1 on its ``/health``) is asked
 once more without it, and from then on this object sends ``prompt`` alone.
+
+Tool calling and structured output (protocol v1.2): ``bind_tools`` sends ``tools`` and
+``tool_choice`` in OpenAI's shape, ``with_structured_output`` a ``response_format`` (or a forced
+tool call), and the conversation carries tool calls and ``ToolMessage`` results. Calls come back
+as ``AIMessage.tool_calls`` (``invalid_tool_calls`` when their arguments are not a JSON object) and
+as ``tool_call_chunks`` in streams. Before a request that needs v1.2 this object reads the
+server's ``/health`` once: an older server would ignore the tools and answer free text, so it is
+refused here instead (``UnsupportedFeatureError``). The ``openai`` backend's servers are asked
+directly: the OpenAI API has these fields.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from operator import itemgetter
+from typing import Any, Literal
 
 import httpx
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -23,19 +34,33 @@ from langchain_core.messages import (
     BaseMessage,
     ChatMessage,
     HumanMessage,
+    InvalidToolCall,
     SystemMessage,
+    ToolCall,
+    ToolMessage,
 )
 from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
+from langchain_core.output_parsers.openai_tools import (
+    JsonOutputKeyToolsParser,
+    PydanticToolsParser,
+    make_invalid_tool_call,
+    parse_tool_call,
+)
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import RunnableConfig
-from pydantic import ConfigDict, Field, PrivateAttr
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from langchain_core.utils.pydantic import is_basemodel_subclass
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from promptwire import protocol
 from promptwire.chat_template import render_plain
 from promptwire.client import StreamEvent
 from promptwire.endpoint_model import PROVIDER, EndpointModel
-from promptwire.errors import InvalidRequestError
-from promptwire.protocol import PromptResponse, StreamDone, Usage
+from promptwire.errors import InvalidRequestError, UnsupportedFeatureError
+from promptwire.protocol import PromptResponse, StreamDone, StreamToolCall, Usage
 from promptwire.stops import StopScanner, truncate_at_stop
 from promptwire.wire import ReasoningDelta, Reply
 
@@ -72,6 +97,7 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
     """Stream every call (callbacks see each token, even through ``invoke``)."""
 
     _send_messages: bool = PrivateAttr(default=True)
+    _speaks_v12: bool = PrivateAttr(default=False)
 
     # -- LangChain metadata --------------------------------------------------------------------
 
@@ -122,10 +148,56 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
             "prompt": render_plain(wire),
         }
         if self._send_messages:
-            payload["messages"] = [message.model_dump() for message in wire]
+            payload["messages"] = [message.model_dump(exclude_none=True) for message in wire]
         if stops:
             payload["stop"] = stops
         return payload
+
+    # Protocol v1.2 (tools, response formats, tool messages) is only sent to a server that says
+    # on /health it speaks it: an older one would ignore the tools and answer free text.
+
+    def _needs_v12(self, payload: Mapping[str, Any]) -> bool:
+        if not self._wire.conversation_fallback or self._speaks_v12:
+            return False  # not the prompt protocol (the OpenAI API has these fields), or known
+        if payload.get("tools") or _asks_json(payload.get("response_format")):
+            return True
+        return any(
+            m.get("role") == "tool" or m.get("tool_calls") for m in payload.get("messages") or ()
+        )
+
+    def _check_v12(self, health: httpx.Response | None) -> None:
+        version = _protocol_version(health) if health is not None else None
+        if version is not None and version >= (1, 2):
+            self._speaks_v12 = True
+            return
+        said = (
+            "its /health did not answer"
+            if health is None
+            else f"its /health answered {health.status_code}"
+            if health.status_code != 200
+            else f"it speaks protocol {'.'.join(map(str, version or (1, 0)))}"
+        )
+        raise UnsupportedFeatureError(
+            "tool calling and structured output need a server that speaks protocol 1.2 or later "
+            f"({said}); an older one would ignore them and answer free text",
+            url=self.client.config.url,
+        )
+
+    def _require_v12(self, payload: Mapping[str, Any]) -> None:
+        if self._needs_v12(payload):
+            try:
+                health = self.client.sync_client.get(_health_url(self.client.config.url))
+            except httpx.HTTPError:
+                health = None
+            self._check_v12(health)
+
+    async def _arequire_v12(self, payload: Mapping[str, Any]) -> None:
+        if self._needs_v12(payload):
+            try:
+                health = await self.client.async_client.get(_health_url(self.client.config.url))
+            except httpx.HTTPError:
+                health = None
+            self._check_v12(health)
 
     # A request with ``messages`` refused as invalid (400/422) is asked again without them only
     # when the server does not say on /health that it speaks v1.1: a v1.1 server's refusal is
@@ -158,6 +230,7 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
         return not _understands_messages(health)
 
     def _complete(self, payload: dict[str, Any]) -> PromptResponse:
+        self._require_v12(payload)
         try:
             return self.client.complete(payload)
         except InvalidRequestError as exc:
@@ -168,6 +241,7 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
             return reply
 
     async def _acomplete(self, payload: dict[str, Any]) -> PromptResponse:
+        await self._arequire_v12(payload)
         try:
             return await self.client.acomplete(payload)
         except InvalidRequestError as exc:
@@ -178,6 +252,7 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
             return reply
 
     def _events(self, payload: dict[str, Any]) -> Iterator[StreamEvent]:
+        self._require_v12(payload)
         events = self.client.stream(payload)
         try:
             first = next(events)
@@ -191,6 +266,7 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
         yield from events
 
     async def _aevents(self, payload: dict[str, Any]) -> AsyncIterator[StreamEvent]:
+        await self._arequire_v12(payload)
         events = self.client.astream(payload)
         try:
             first = await anext(events)
@@ -238,9 +314,12 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
         finish = "stop" if stopped else reply.finish_reason
         metadata = self._response_metadata(finish, reply.model)
         reasoning = reply.reasoning if isinstance(reply, Reply) else None
+        tool_calls, invalid_tool_calls = _read_tool_calls(reply)
         message = AIMessage(
             content=text,
             additional_kwargs={REASONING_KEY: reasoning} if reasoning else {},
+            tool_calls=tool_calls,
+            invalid_tool_calls=invalid_tool_calls,
             usage_metadata=_usage_metadata(reply.usage),
             response_metadata=metadata,
         )
@@ -285,6 +364,9 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
             if isinstance(event, ReasoningDelta):
                 yield _reasoning_chunk(event.text)
                 continue
+            if isinstance(event, StreamToolCall):
+                yield _tool_call_chunk(event)
+                continue
             if isinstance(event, StreamDone):
                 yield self._last_chunk(scanner, event)
                 return
@@ -304,6 +386,9 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
             if isinstance(event, ReasoningDelta):
                 yield _reasoning_chunk(event.text)
                 continue
+            if isinstance(event, StreamToolCall):
+                yield _tool_call_chunk(event)
+                continue
             if isinstance(event, StreamDone):
                 yield self._last_chunk(scanner, event)
                 return
@@ -321,6 +406,114 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
                 response_metadata=self._response_metadata(finish, done.model),
                 chunk_position="last",
             )
+        )
+
+    # -- tools and structured output (protocol v1.2) -------------------------------------------
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: dict[str, Any] | str | bool | None = None,
+        strict: bool | None = None,
+        parallel_tool_calls: bool | None = None,
+        response_format: dict[str, Any] | type | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """This model with ``tools`` offered on every call.
+
+        ``tools``: LangChain tools, pydantic models, TypedDicts, functions or OpenAI tool dicts
+        (anything ``convert_to_openai_tool`` takes). ``tool_choice``: ``"auto"`` (the default:
+        the model decides), ``"none"``, ``"required"`` (or ``"any"``, or ``True``: some tool must
+        be called), a tool's name, or ``{"type": "function", "function": {"name": ...}}``.
+        ``response_format``: a schema for the reply when it does not call a tool.
+        """
+        formatted = [convert_to_openai_tool(tool, strict=strict) for tool in tools]
+        names = [tool["function"]["name"] for tool in formatted]
+        if tool_choice is not None and tool_choice is not False:
+            kwargs["tool_choice"] = _tool_choice(tool_choice, names)
+        if parallel_tool_calls is not None:
+            kwargs["parallel_tool_calls"] = parallel_tool_calls
+        if response_format is not None:
+            kwargs["response_format"] = _response_format(response_format, strict=strict)
+        return super().bind(tools=formatted, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type | None = None,
+        *,
+        method: Literal["json_schema", "function_calling", "json_mode"] = "json_schema",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """This model answering objects of ``schema`` (a pydantic model, a TypedDict or a JSON
+        Schema dict): pydantic models come back validated, the others as dicts.
+
+        ``method``: ``"json_schema"`` (the default: the reply is constrained to the schema by a
+        ``response_format``), ``"function_calling"`` (the schema is a tool the model must call)
+        or ``"json_mode"`` (any JSON object; the prompt must describe the schema). With
+        ``include_raw`` the result is ``{"raw": AIMessage, "parsed": ..., "parsing_error": ...}``
+        and a reply that does not parse is reported there instead of raised.
+        """
+        if method != "json_mode" and schema is None:
+            raise ValueError(f"with_structured_output(method={method!r}) needs a schema")
+        if strict is not None and method == "json_mode":
+            raise ValueError("strict does not apply to method='json_mode'")
+        pydantic_schema = isinstance(schema, type) and is_basemodel_subclass(schema)
+        traced = {"kwargs": {"method": method, "strict": strict}, "schema": schema}
+        llm: Runnable[LanguageModelInput, BaseMessage]
+        parser: Runnable[Any, Any]
+        if method == "function_calling":
+            assert schema is not None
+            name = convert_to_openai_tool(schema)["function"]["name"]
+            llm = self.bind_tools(
+                [schema],
+                tool_choice=name,
+                strict=strict,
+                ls_structured_output_format=traced,
+                **kwargs,
+            )
+            parser = (
+                PydanticToolsParser(tools=[schema], first_tool_only=True)
+                if pydantic_schema
+                else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
+            )
+        elif method == "json_schema":
+            assert schema is not None
+            llm = self.bind(
+                response_format=_response_format(schema, strict=strict),
+                ls_structured_output_format=traced,
+                **kwargs,
+            )
+            parser = (
+                PydanticOutputParser(pydantic_object=schema)
+                if pydantic_schema
+                else JsonOutputParser()
+            )
+        elif method == "json_mode":
+            llm = self.bind(
+                response_format={"type": "json_object"},
+                ls_structured_output_format={"kwargs": {"method": method}, "schema": schema},
+                **kwargs,
+            )
+            parser = (
+                PydanticOutputParser(pydantic_object=schema)
+                if pydantic_schema
+                else JsonOutputParser()
+            )
+        else:
+            raise ValueError(
+                f"method must be 'json_schema', 'function_calling' or 'json_mode', not {method!r}"
+            )
+        if not include_raw:
+            return llm | parser
+        parsed = RunnablePassthrough.assign(
+            parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
+        )
+        unparsed = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=llm) | parsed.with_fallbacks(
+            [unparsed], exception_key="parsing_error"
         )
 
     # -- batches, run concurrently -------------------------------------------------------------
@@ -366,12 +559,43 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
 
 
 def to_protocol_messages(messages: Sequence[BaseMessage]) -> list[protocol.ChatMessage]:
-    """LangChain messages as the protocol's ``messages`` (text only; no tool messages)."""
+    """LangChain messages as the protocol's ``messages`` (text; v1.2: tool calls of assistant
+    messages, and ``ToolMessage``s as tool results)."""
     if not messages:
         raise ValueError("ChatPromptwire needs at least one message")
-    return [
-        protocol.ChatMessage(role=_role(message), content=_text(message)) for message in messages
+    return [_protocol_message(message) for message in messages]
+
+
+def _protocol_message(message: BaseMessage) -> protocol.ChatMessage:
+    fields: dict[str, Any] = {"role": _role(message), "content": _text(message)}
+    if isinstance(message, AIMessage) and (calls := _sent_tool_calls(message)):
+        fields["tool_calls"] = calls
+    if isinstance(message, ToolMessage):
+        fields["tool_call_id"] = message.tool_call_id
+    return protocol.ChatMessage.model_validate(fields)
+
+
+def _sent_tool_calls(message: AIMessage) -> list[dict[str, Any]]:
+    """An assistant turn's tool calls as the protocol writes them (arguments as JSON text);
+    invalid ones go back as the model wrote them, so the conversation stays what it was."""
+    calls: list[dict[str, Any]] = [
+        {
+            "id": call.get("id") or f"call_{index}",
+            "type": "function",
+            "function": {"name": call["name"], "arguments": json.dumps(call["args"])},
+        }
+        for index, call in enumerate(message.tool_calls)
     ]
+    for call in message.invalid_tool_calls:
+        if call.get("name"):
+            calls.append(
+                {
+                    "id": call.get("id") or f"call_{len(calls)}",
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": call.get("args") or ""},
+                }
+            )
+    return calls
 
 
 def _role(message: BaseMessage) -> protocol.ChatRole:
@@ -381,11 +605,12 @@ def _role(message: BaseMessage) -> protocol.ChatRole:
         return "assistant"
     if isinstance(message, SystemMessage):
         return "system"
+    if isinstance(message, ToolMessage):
+        return "tool"
     if isinstance(message, ChatMessage) and message.role.lower() in _ROLES:
         return _ROLES[message.role.lower()]
     raise ValueError(
-        f"ChatPromptwire sends system, user and assistant messages only, not {message.type!r} "
-        "(it has no tool calling)"
+        f"ChatPromptwire sends system, user, assistant and tool messages only, not {message.type!r}"
     )
 
 
@@ -399,18 +624,85 @@ def _text(message: BaseMessage) -> str:
     return str(message.text)
 
 
+def _tool_choice(choice: dict[str, Any] | str | bool, names: list[str]) -> Any:
+    """LangChain's spellings of ``tool_choice`` as the protocol's."""
+    if choice is True or choice in ("any", "required"):
+        return "required"
+    if choice in ("auto", "none"):
+        return choice
+    if isinstance(choice, str):
+        if choice not in names:
+            raise ValueError(f"tool_choice {choice!r} is not one of the bound tools {names}")
+        return {"type": "function", "function": {"name": choice}}
+    if isinstance(choice, dict):
+        return choice
+    raise ValueError(
+        f"tool_choice must be a tool's name, 'auto', 'none', 'required' or a dict, not {choice!r}"
+    )
+
+
+def _response_format(schema: dict[str, Any] | type, *, strict: bool | None) -> dict[str, Any]:
+    """A schema (pydantic, TypedDict, JSON Schema, or an OpenAI response format already) as
+    a ``json_schema`` response format."""
+    if isinstance(schema, dict) and schema.get("type") in ("json_schema", "json_object", "text"):
+        return schema
+    if isinstance(schema, dict) and "name" in schema and "schema" in schema:
+        return {"type": "json_schema", "json_schema": schema}
+    function = convert_to_openai_tool(schema, strict=strict)["function"]
+    spec: dict[str, Any] = {"name": function["name"], "schema": function.get("parameters", {})}
+    if function.get("description"):
+        spec["description"] = function["description"]
+    if strict is not None:
+        spec["strict"] = strict
+    return {"type": "json_schema", "json_schema": spec}
+
+
+def _asks_json(response_format: Any) -> bool:
+    return isinstance(response_format, dict) and response_format.get("type") not in (None, "text")
+
+
+def _read_tool_calls(reply: PromptResponse) -> tuple[list[ToolCall], list[InvalidToolCall]]:
+    """A reply's tool calls; one whose arguments are not a JSON object is an invalid call
+    (kept with the text the model wrote), not an error."""
+    valid: list[ToolCall] = []
+    invalid: list[InvalidToolCall] = []
+    for call in reply.tool_calls or ():
+        raw = {"id": call.id, "function": call.function.model_dump()}
+        try:
+            parsed = parse_tool_call(raw, return_id=True)
+        except Exception as exc:  # OutputParserException, with the reason
+            invalid.append(make_invalid_tool_call(raw, str(exc)))
+            continue
+        if parsed is not None:
+            valid.append(parsed)  # type: ignore[arg-type]
+    return valid, invalid
+
+
+def _tool_call_chunk(piece: StreamToolCall) -> ChatGenerationChunk:
+    chunk = tool_call_chunk(name=piece.name, args=piece.arguments, id=piece.id, index=piece.index)
+    return ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[chunk]))
+
+
 def _health_url(endpoint_url: str) -> str:
     return endpoint_url.rstrip("/") + "/health"
 
 
 def _understands_messages(health: httpx.Response) -> bool:
     """Whether a ``/health`` answer says protocol 1.1 or later."""
+    version = _protocol_version(health)
+    return version is not None and version >= (1, 1)
+
+
+def _protocol_version(health: httpx.Response) -> tuple[int, int] | None:
+    """The protocol a ``/health`` answer says (``1.0`` without one); None unless it is a 200."""
+    if health.status_code != 200:
+        return None
     try:
-        version = health.json().get("protocol", "1") if health.status_code == 200 else "1"
+        version = health.json().get("protocol", "1")
         major, minor, *_ = (int(part) for part in f"{version}.0".split("."))
     except (ValueError, AttributeError, TypeError):
-        return False
-    return (major, minor) >= (1, 1)
+        return (1, 0)
+    return major, minor
 
 
 def _reasoning_chunk(text: str) -> ChatGenerationChunk:

@@ -49,7 +49,7 @@ from promptwire.errors import (
     StreamError,
     status_error_class,
 )
-from promptwire.protocol import PromptResponse, StreamDelta, StreamDone
+from promptwire.protocol import PromptResponse, StreamDelta, StreamDone, StreamToolCall
 from promptwire.reply_body import ACCEPT_ENCODING, BodyDecoder, ReplyTooLarge, UnsupportedEncoding
 from promptwire.sse import Event, EventTooLarge, SSEDecoder
 from promptwire.wire import (
@@ -257,8 +257,9 @@ class EndpointClient:
     # -- streams -------------------------------------------------------------------------------
 
     def stream(self, payload: Mapping[str, Any]) -> Iterator[StreamEvent]:
-        """Yield ``StreamDelta``s (and, from a reasoning model, ``ReasoningDelta``s), then one
-        ``StreamDone``. A server that does not stream is read as one whole reply."""
+        """Yield ``StreamDelta``s (and, from a reasoning model, ``ReasoningDelta``s; v1.2:
+        ``StreamToolCall``s), then one ``StreamDone``. A server that does not stream is read as
+        one whole reply."""
         url, body = self.wire.request(self._url, payload, stream=True)
         with _naming_the_request():
             response = self._open_stream(url, body)
@@ -833,6 +834,11 @@ def _is_event_stream(response: httpx.Response) -> bool:
 def _whole_reply_as_stream(reply: PromptResponse) -> Iterator[StreamEvent]:
     if reply.prompt:
         yield StreamDelta(text=reply.prompt)
+    for index, call in enumerate(reply.tool_calls or ()):
+        function = call.function
+        yield StreamToolCall(
+            index=index, id=call.id, name=function.name, arguments=function.arguments
+        )
     yield StreamDone(finish_reason=reply.finish_reason, usage=reply.usage, model=reply.model)
 
 

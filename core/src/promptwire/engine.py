@@ -6,6 +6,11 @@ implement ``stream`` and may yield nothing but text: the core runs every stream 
 usage and sets the finish reason, so engines do not each rewrite it. Whole replies are assembled
 from the same loop, and conversations (``messages``) reach the engine already rendered into
 ``prompt`` by ``render_chat``. Engines must not block the event loop.
+
+Tool calling and structured output (protocol v1.2) are opt-in: an engine that can honour them
+says so in ``capabilities``, and the server refuses them (422, never free text) for one that does
+not. Such an engine finds ``tools``, ``tool_choice`` and ``response_format`` on the request,
+gets the tools in ``render_chat_with_tools``, and yields ``ToolCall``s beside its text.
 """
 
 from __future__ import annotations
@@ -16,7 +21,16 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, final
 
 from promptwire.chat_template import render_plain
-from promptwire.protocol import ChatMessage, ErrorType, FinishReason, PromptRequest, Usage
+from promptwire.protocol import (
+    Capabilities,
+    ChatMessage,
+    ErrorType,
+    FinishReason,
+    PromptRequest,
+    ToolSpec,
+    Usage,
+)
+from promptwire.protocol import ToolCall as ProtocolToolCall
 from promptwire.stops import StopScanner
 
 
@@ -41,7 +55,23 @@ class Finish:
     usage: Usage
 
 
-EngineEvent = TextChunk | Finish
+@dataclass(frozen=True)
+class ToolCall:
+    """A whole call of one of the request's tools (v1.2). ``arguments`` is the JSON text of
+    the arguments as the model wrote them. Engines yield these before ``Finish``, whose reason
+    is then ``FinishReason.TOOL_CALLS``."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def to_protocol(self) -> ProtocolToolCall:
+        return ProtocolToolCall.model_validate(
+            {"id": self.id, "function": {"name": self.name, "arguments": self.arguments}}
+        )
+
+
+EngineEvent = TextChunk | ToolCall | Finish
 
 
 @dataclass(frozen=True)
@@ -51,6 +81,7 @@ class Completion:
     text: str
     finish_reason: FinishReason
     usage: Usage
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -97,6 +128,12 @@ class RequestRejected(EngineError):
     error_type = ErrorType.INVALID_REQUEST
 
 
+class RequestUnsupported(RequestRejected):
+    """The request asks for what this engine cannot honour (v1.2: tools, a response format)."""
+
+    error_type = ErrorType.UNSUPPORTED
+
+
 class EngineOverloaded(EngineError):
     """Too busy to take the request now: a 503 with ``Retry-After``; clients may retry."""
 
@@ -133,6 +170,16 @@ class Engine(ABC):
         """
         return True
 
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this engine honours beyond text (protocol v1.2), advertised on ``/health``.
+
+        The default is nothing: the server then refuses requests with ``tools`` (unless
+        ``tool_choice`` is ``none``) or a JSON ``response_format`` with a 422. An engine that
+        can honour them returns ``Capabilities(tools=True)`` and/or
+        ``Capabilities(structured_output=True)`` (once loaded: it may depend on the model)."""
+        return Capabilities()
+
     def render_chat(self, messages: Sequence[ChatMessage]) -> str:
         """The prompt for a conversation (protocol v1.1 ``messages``), by the model's chat template.
 
@@ -142,6 +189,18 @@ class Engine(ABC):
         Raise ``RequestRejected`` for a conversation the template cannot render.
         """
         return render_plain(messages)
+
+    def render_chat_with_tools(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]
+    ) -> str:
+        """The prompt for a conversation that offers the model ``tools`` (protocol v1.2).
+
+        Called instead of ``render_chat`` only for an engine whose ``capabilities`` say
+        ``tools``, when the request offers tools and ``tool_choice`` is not ``none``. An engine
+        whose model is prompted with its tools (a Hugging Face chat template's ``tools``)
+        renders them here; the default ignores them and calls ``render_chat``.
+        """
+        return self.render_chat(messages)
 
     def check(self, request: PromptRequest) -> None:
         """Reject a request that cannot be served, before any generation starts."""
@@ -176,13 +235,15 @@ class Engine(ABC):
         """``stream`` under the request's limits: what the server serves. Not for overriding.
 
         Text is held back while it could be the start of a stop sequence and never includes
-        one; at most ``max_tokens`` tokens are emitted; exactly one ``Finish`` comes last, the
-        engine's own when it sent one (its usage is exact), with the finish reason ``stop`` when
-        a stop sequence ended the text and ``length`` when ``max_tokens`` did.
+        one; at most ``max_tokens`` tokens are emitted; ``ToolCall``s pass whole; exactly one
+        ``Finish`` comes last, the engine's own when it sent one (its usage is exact), with the
+        finish reason ``stop`` when a stop sequence ended the text, ``length`` when
+        ``max_tokens`` did and ``tool_calls`` when the engine called tools and said no more.
         """
         scanner = StopScanner(request.stop)
         limit = request.max_tokens
         produced = 0
+        called = False
         events = self.stream(request)
         finish: Finish | None = None
         try:
@@ -190,6 +251,10 @@ class Engine(ABC):
                 if isinstance(event, Finish):
                     finish = event
                     break
+                if isinstance(event, ToolCall):  # whole calls: neither cut nor scanned
+                    called = True
+                    yield event
+                    continue
                 if limit is not None and produced + event.tokens > limit:
                     finish = Finish(FinishReason.LENGTH, self._usage(request, produced))
                     break
@@ -204,7 +269,8 @@ class Engine(ABC):
         if tail := scanner.flush():
             yield TextChunk(tail, tokens=0)
         if finish is None:
-            finish = Finish(FinishReason.STOP, self._usage(request, produced))
+            reason = FinishReason.TOOL_CALLS if called else FinishReason.STOP
+            finish = Finish(reason, self._usage(request, produced))
         elif scanner.stopped and finish.finish_reason is not FinishReason.STOP:
             finish = replace(finish, finish_reason=FinishReason.STOP)
         yield finish
@@ -218,12 +284,40 @@ class Engine(ABC):
     async def complete(self, request: PromptRequest) -> Completion:
         """The whole reply of ``generate``. Not for overriding."""
         pieces: list[str] = []
+        calls: list[ToolCall] = []
         async for event in self.generate(request):
             if isinstance(event, TextChunk):
                 pieces.append(event.text)
+            elif isinstance(event, ToolCall):
+                calls.append(event)
             else:
-                return Completion("".join(pieces), event.finish_reason, event.usage)
+                return Completion("".join(pieces), event.finish_reason, event.usage, tuple(calls))
         raise EngineError("the engine ended a generation without finishing it")  # pragma: no cover
+
+
+def check_capabilities(engine: Engine, request: PromptRequest) -> None:
+    """Refuse (``RequestUnsupported``, 422) a request asking for tool calls or structured output
+    that ``engine`` does not declare, before anything is rendered or generated: a server never
+    answers free text in their place."""
+    capabilities = engine.capabilities
+    if request.wants_tools() and not capabilities.tools:
+        raise RequestUnsupported(
+            "this server's engine does not support tool calling: send the request without "
+            "tools (or with tool_choice 'none')"
+        )
+    if request.wants_json() and not capabilities.structured_output:
+        raise RequestUnsupported(
+            "this server's engine does not support structured output: send the request "
+            "without a JSON response_format"
+        )
+
+
+def render_request(engine: Engine, request: PromptRequest) -> str:
+    """``request.messages`` rendered by ``engine``, with its tools when it is offered some."""
+    assert request.messages is not None
+    if request.tools and request.wants_tools() and engine.capabilities.tools:
+        return engine.render_chat_with_tools(request.messages, request.tools)
+    return engine.render_chat(request.messages)
 
 
 __all__ = [
@@ -236,5 +330,9 @@ __all__ = [
     "EngineOverloaded",
     "Finish",
     "RequestRejected",
+    "RequestUnsupported",
     "TextChunk",
+    "ToolCall",
+    "check_capabilities",
+    "render_request",
 ]

@@ -65,6 +65,14 @@ class ProtocolError(EndpointError):
     pass
 
 
+class UnsupportedFeatureError(EndpointError):
+    """The endpoint cannot honour what the request asks for (tool calling or structured output
+    from a server older than protocol 1.2); nothing was sent."""
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message, url=url, may_have_run=False)
+
+
 class ReplyTooLargeError(ProtocolError):
     """A reply, or one event of a stream, is larger than ``max_reply_bytes`` once decoded."""
 
@@ -155,5 +163,6 @@ __all__ = [
     "RequestTooLargeError",
     "ServerError",
     "StreamError",
+    "UnsupportedFeatureError",
     "status_error_class",
 ]

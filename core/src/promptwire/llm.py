@@ -21,7 +21,7 @@ from langchain_core.runnables.config import get_config_list
 from pydantic import ConfigDict
 
 from promptwire.endpoint_model import EndpointModel, arun_concurrently, run_concurrently
-from promptwire.protocol import PromptResponse, StreamDone, Usage
+from promptwire.protocol import PromptResponse, StreamDone, StreamToolCall, Usage
 from promptwire.stops import StopScanner, truncate_at_stop
 from promptwire.wire import ReasoningDelta
 
@@ -113,7 +113,7 @@ class PromptwireLLM(EndpointModel, LLM):
         stop = self._stops(stop)
         scanner = StopScanner(stop)
         for event in self.client.stream(self._payload(prompt, stop, kwargs)):
-            if isinstance(event, ReasoningDelta):
+            if isinstance(event, (ReasoningDelta, StreamToolCall)):
                 continue  # a completion's text is the answer alone
             if isinstance(event, StreamDone):
                 if tail := scanner.flush():
@@ -136,7 +136,7 @@ class PromptwireLLM(EndpointModel, LLM):
         events = self.client.astream(self._payload(prompt, stop, kwargs))
         async with aclosing(events):  # frees the connection as soon as the stream ends
             async for event in events:
-                if isinstance(event, ReasoningDelta):
+                if isinstance(event, (ReasoningDelta, StreamToolCall)):
                     continue
                 if isinstance(event, StreamDone):
                     if tail := scanner.flush():

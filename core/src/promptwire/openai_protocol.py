@@ -3,8 +3,10 @@
 
 OpenAI-compatible servers (vLLM, SGLang, llama.cpp, TabbyAPI, Ollama) accept keys they do not
 know and ignore them; so does this one. A key OpenAI defines that the engines cannot honour
-(``logprobs``, ``tools``, ``n`` > 1, ...) is refused with a 400 naming it, never ignored: a
-caller who asked for log-probabilities must not get a reply silently without them.
+(``logprobs``, ``n`` > 1, ...) is refused with a 400 naming it, never ignored: a caller who asked
+for log-probabilities must not get a reply silently without them. ``tools``, ``tool_choice`` and
+``response_format`` are served where the engine declares them (its ``capabilities``) and refused
+the same way where it does not.
 The replies are built in ``promptwire.server.openai_routes``; docs/PROTOCOL.md lists the fields.
 """
 
@@ -137,7 +139,10 @@ class ChatCompletionRequest(GenerationRequest):
     max_completion_tokens: MaxTokens | None = None
     """OpenAI's newer name for ``max_tokens``; it wins when both are given."""
     tools: list[Any] | None = None
+    """Checked as the prompt protocol's (v1.2) by ``promptwire.server.openai_routes``."""
     tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+    """Accepted and ignored (the engines make the calls their model writes)."""
     functions: list[Any] | None = None
     function_call: Any = None
     response_format: dict[str, Any] | None = None
@@ -153,14 +158,10 @@ class ChatCompletionRequest(GenerationRequest):
     def unsupported(self) -> tuple[str, str] | None:
         if found := super().unsupported():
             return found
-        if self.tools or self.functions:
-            name = "tools" if self.tools else "functions"
-            return name, "tool calling is not supported by this server"
-        for name in ("tool_choice", "function_call"):
-            if getattr(self, name) not in (None, "none"):
-                return name, "tool calling is not supported by this server"
-        if self.response_format is not None and self.response_format.get("type") != "text":
-            return "response_format", "only response_format {'type': 'text'} is supported"
+        if self.functions:
+            return "functions", "functions (the legacy form of tools) are not supported: use tools"
+        if self.function_call not in (None, "none"):
+            return "function_call", "function_call (legacy) is not supported: use tool_choice"
         if self.modalities is not None and self.modalities != ["text"]:
             return "modalities", "only text output is supported by this server"
         if self.audio is not None:

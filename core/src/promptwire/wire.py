@@ -26,9 +26,12 @@ from promptwire.protocol import (
     EVENT_DELTA,
     EVENT_DONE,
     EVENT_ERROR,
+    EVENT_TOOL_CALL,
     PromptResponse,
     StreamDelta,
     StreamDone,
+    StreamToolCall,
+    ToolCall,
 )
 from promptwire.sse import Event
 
@@ -81,7 +84,7 @@ class Reply(PromptResponse):
     and llama.cpp)."""
 
 
-StreamEvent = StreamDelta | ReasoningDelta | StreamDone
+StreamEvent = StreamDelta | ReasoningDelta | StreamToolCall | StreamDone
 NO_EVENTS: tuple[StreamEvent, ...] = ()
 
 
@@ -152,8 +155,15 @@ class PromptProtocol(WireFormat):
         try:
             return PromptResponse.model_validate(data)
         except ValidationError:
-            # Keep the text even when optional fields are malformed.
-            return PromptResponse(prompt=data["prompt"])
+            pass
+        # Keep the text even when optional fields are malformed; but tool calls (v1.2) are the
+        # answer itself, and a reply whose calls cannot be read is broken, not text.
+        calls = data.get("tool_calls")
+        try:
+            tool_calls = None if calls is None else [ToolCall.model_validate(c) for c in calls]
+        except (ValidationError, TypeError):
+            raise MalformedReply("the reply's 'tool_calls' are malformed") from None
+        return PromptResponse(prompt=data["prompt"], tool_calls=tool_calls)
 
     def events(self) -> EventReader:
         return _PromptEvents()
@@ -162,12 +172,14 @@ class PromptProtocol(WireFormat):
 class _PromptEvents(EventReader):
     def read(self, event: Event) -> Sequence[StreamEvent]:
         name = event.event
-        if name not in (EVENT_DELTA, EVENT_DONE, EVENT_ERROR):
+        if name not in (EVENT_DELTA, EVENT_DONE, EVENT_ERROR, EVENT_TOOL_CALL):
             return NO_EVENTS  # pings and unknown events are skipped
         try:
             data = parse_json(event.data)
             if name == EVENT_DELTA:
                 return (StreamDelta.model_validate(data),)
+            if name == EVENT_TOOL_CALL:
+                return (StreamToolCall.model_validate(data),)
             if name == EVENT_DONE:
                 return (StreamDone.model_validate(data),)
             error = data["error"]

@@ -1,9 +1,11 @@
 """The ASGI app factory: the prompt endpoint protocol served for any engine.
 
 ``POST /`` answers a whole reply or, with ``"stream": true``, server-sent events; ``GET /health``
-answers once the engine is ready. A v1.1 request's ``messages`` are rendered by the engine's chat
-template and served in place of its ``prompt``. Every error is the protocol's JSON error, never a
-stack trace. A client that disconnects cancels its generation.
+answers once the engine is ready (v1.2: with the engine's capabilities). A v1.1 request's
+``messages`` are rendered by the engine's chat template and served in place of its ``prompt``; a
+v1.2 request's tools and response format are refused (422) unless the engine declares them, and
+its tool calls come back in the reply (``tool_calls``) or as ``tool_call`` events. Every error is
+the protocol's JSON error, never a stack trace. A client that disconnects cancels its generation.
 
 Everything here is app-level, so it holds wherever the app runs (``promptwire serve`` and Modal):
 request bodies have a deadline, a stream whose client reads nothing is ended, a client that leaves
@@ -45,12 +47,22 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from promptwire import coldstart
-from promptwire.engine import Engine, EngineError, EngineEvent, EngineNotReady, EngineOverloaded
+from promptwire.engine import (
+    Engine,
+    EngineError,
+    EngineEvent,
+    EngineNotReady,
+    EngineOverloaded,
+    ToolCall,
+    check_capabilities,
+    render_request,
+)
 from promptwire.engine import TextChunk as EngineText
 from promptwire.protocol import (
     EVENT_DELTA,
     EVENT_DONE,
     EVENT_ERROR,
+    EVENT_TOOL_CALL,
     MAX_BODY_BYTES,
     PROTOCOL_VERSION,
     ErrorBody,
@@ -61,6 +73,7 @@ from promptwire.protocol import (
     PromptResponse,
     StreamDelta,
     StreamDone,
+    StreamToolCall,
 )
 from promptwire.server.observability import Observability, observe
 from promptwire.server.request_context import error_detail
@@ -589,9 +602,8 @@ def create_app(
             return error_response(
                 503, ErrorType.NOT_READY, "the model is loading", RETRY_AFTER_SECONDS
             )
-        return Response(
-            Health(model=engine.model_name).model_dump_json(), media_type="application/json"
-        )
+        health = Health(model=engine.model_name, capabilities=engine.capabilities)
+        return Response(health.model_dump_json(), media_type="application/json")
 
     @app.post(
         "/",
@@ -630,6 +642,7 @@ def create_app(
             raise RequestError.from_engine(exc) from None
         streaming = False
         try:
+            check_capabilities(engine, prompt_request)
             prompt_request = _render_messages(engine, prompt_request)
             engine.check(prompt_request)
             if prompt_request.stream:
@@ -664,10 +677,11 @@ def create_app(
 
 
 def _render_messages(engine: Engine, request: PromptRequest) -> PromptRequest:
-    """Protocol v1.1: a request with ``messages`` is served with their rendering as its prompt."""
+    """Protocol v1.1: a request with ``messages`` is served with their rendering as its prompt
+    (v1.2: with its tools, for an engine that takes them)."""
     if request.messages is None:
         return request
-    return request.model_copy(update={"prompt": engine.render_chat(request.messages)})
+    return request.model_copy(update={"prompt": render_request(engine, request)})
 
 
 async def _whole_reply(
@@ -682,6 +696,7 @@ async def _whole_reply(
         usage=completion.usage,
         finish_reason=completion.finish_reason,
         model=engine.model_name,
+        tool_calls=[call.to_protocol() for call in completion.tool_calls] or None,
     )
     return Response(reply.model_dump_json(exclude_none=True), media_type="application/json")
 
@@ -706,6 +721,7 @@ class StreamForm:
 
     def __init__(self, model: str | None = None) -> None:
         self.model = model
+        self.calls = 0  # tool calls written so far: the next one's index
 
     def opening(self) -> Sequence[ServerSentEvent]:
         """What the stream starts with, before the engine's first event."""
@@ -713,7 +729,9 @@ class StreamForm:
 
     def event(self, event: EngineEvent) -> Sequence[ServerSentEvent]:
         """What one of the engine's events is written as."""
-        return (_to_sse(event, self.model),)
+        written = _to_sse(event, self.model, self.calls)
+        self.calls += isinstance(event, ToolCall)
+        return (written,)
 
     def error(self, status_code: int, error_type: str, message: str) -> ServerSentEvent:
         """An error after the stream began (``status_code``: what it would have been answered
@@ -812,9 +830,14 @@ async def _stream_reply(
     )
 
 
-def _to_sse(event: EngineEvent, model: str | None) -> ServerSentEvent:
+def _to_sse(event: EngineEvent, model: str | None, call_index: int) -> ServerSentEvent:
     if isinstance(event, EngineText):
         return ServerSentEvent(StreamDelta(text=event.text).model_dump_json(), event=EVENT_DELTA)
+    if isinstance(event, ToolCall):
+        piece = StreamToolCall(
+            index=call_index, id=event.id, name=event.name, arguments=event.arguments
+        )
+        return ServerSentEvent(piece.model_dump_json(), event=EVENT_TOOL_CALL)
     done = StreamDone(finish_reason=event.finish_reason, usage=event.usage, model=model)
     return ServerSentEvent(done.model_dump_json(exclude_none=True), event=EVENT_DONE)
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator, Sequence
 
-from promptwire.engine import Engine, EngineEvent, EngineMetric, Finish, TextChunk
-from promptwire.protocol import ChatMessage, PromptRequest
+from promptwire.engine import Engine, EngineEvent, EngineMetric, Finish, TextChunk, ToolCall
+from promptwire.protocol import Capabilities, ChatMessage, PromptRequest, ToolSpec
 from promptwire.server.metrics import ServerMetrics
 from promptwire.server.request_context import current_request
 
@@ -47,8 +47,17 @@ class ObservedEngine(Engine):
     def ready(self) -> bool:
         return self.inner.ready
 
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.inner.capabilities
+
     def render_chat(self, messages: Sequence[ChatMessage]) -> str:
         return self.inner.render_chat(messages)
+
+    def render_chat_with_tools(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]
+    ) -> str:
+        return self.inner.render_chat_with_tools(messages, tools)
 
     def check(self, request: PromptRequest) -> None:
         self.inner.check(request)
@@ -86,7 +95,7 @@ class ObservedEngine(Engine):
             metrics.queued += 1
         try:
             async for event in events:
-                if waiting and isinstance(event, TextChunk):
+                if waiting and isinstance(event, TextChunk | ToolCall):
                     waiting = False
                     first = time.perf_counter()
                     if metrics is not None:

@@ -29,7 +29,17 @@ from sse_starlette import ServerSentEvent
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from promptwire.engine import Completion, Engine, EngineError, EngineEvent, TextChunk
+from promptwire.engine import (
+    Completion,
+    Engine,
+    EngineError,
+    EngineEvent,
+    RequestUnsupported,
+    TextChunk,
+    ToolCall,
+    check_capabilities,
+    render_request,
+)
 from promptwire.openai_protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -71,6 +81,7 @@ _ROLES: dict[str, ChatRole] = {
     "developer": "system",
     "user": "user",
     "assistant": "assistant",
+    "tool": "tool",
 }
 
 
@@ -308,17 +319,17 @@ def add_openai_routes(
         except _ClientGone:
             return Response(status_code=499)
         body = _parse(ChatCompletionRequest, raw)
-        messages = _chat_messages(body.messages)
+        conversation = _chat_request(body, _chat_messages(body.messages))
         model, release = admit(body.model, 1)
         streaming = False
         try:
+            _check_capabilities(engine, conversation)
             # As on the prompt route: the rendering in ``prompt``, the conversation kept in
             # ``messages`` (an engine may tokenize a template's rendering differently).
-            prompt_request = _prompt_request(
-                engine,
-                engine.render_chat(messages),
-                {**body.generation_params(), "messages": messages},
+            prompt_request = conversation.model_copy(
+                update={"prompt": render_request(engine, conversation)}
             )
+            engine.check(prompt_request)
             writer = _Writer("chatcmpl", "chat.completion", model)
             if body.stream:
                 form = _Chunks(writer, body.include_usage(), None)
@@ -381,7 +392,7 @@ def _parse(model: type[RequestT], body: bytes) -> RequestT:
 
 
 def _chat_messages(messages: Sequence[dict[str, Any]]) -> list[ChatMessage]:
-    """OpenAI's messages as the prompt protocol's: text content only, no tool calls."""
+    """OpenAI's messages as the prompt protocol's: text content, tool calls, tool results."""
     converted = []
     for index, message in enumerate(messages):
         param = f"messages.{index}"
@@ -389,36 +400,78 @@ def _chat_messages(messages: Sequence[dict[str, Any]]) -> list[ChatMessage]:
         if role is None:
             raise OpenAIError(
                 400,
-                f"{param}.role must be system, developer, user or assistant "
-                f"(this server has no tool calling), not {message.get('role')!r}",
+                f"{param}.role must be system, developer, user, assistant or tool, "
+                f"not {message.get('role')!r}",
                 param=f"{param}.role",
                 code="invalid_request",
             )
-        if message.get("tool_calls") or message.get("function_call"):
+        if message.get("function_call"):
             raise OpenAIError(
                 400,
-                "tool calling is not supported by this server",
-                param=f"{param}.tool_calls",
+                "function_call (legacy) is not supported: use tool_calls",
+                param=f"{param}.function_call",
                 code="unsupported_parameter",
             )
         text = _message_text(message.get("content"), role, f"{param}.content")
+        fields: dict[str, Any] = {"role": role, "content": text}
+        if role == "assistant" and message.get("tool_calls"):
+            fields["tool_calls"] = message["tool_calls"]
+        if role == "tool":
+            fields["tool_call_id"] = message.get("tool_call_id")
         try:
-            converted.append(ChatMessage(role=role, content=text))
-        except ValidationError:
+            converted.append(ChatMessage.model_validate(fields))
+        except ValidationError as exc:
+            error = exc.errors(include_input=False, include_url=False)[0]
+            where = ".".join(str(part) for part in error["loc"])
             raise OpenAIError(
                 400,
-                f"{param}.content must be valid Unicode text of at most {MAX_MESSAGE_CHARS} "
-                "characters",
-                param=f"{param}.content",
+                f"{param}{'.' + where if where else ''}: {error['msg']} (content must be valid "
+                f"Unicode text of at most {MAX_MESSAGE_CHARS} characters)",
+                param=f"{param}.{where}" if where else param,
                 code="invalid_request",
             ) from None
     return converted
 
 
+def _check_capabilities(engine: Engine, request: PromptRequest) -> None:
+    """As on the prompt route, but answered as OpenAI answers a parameter it cannot honour."""
+    try:
+        check_capabilities(engine, request)
+    except RequestUnsupported as exc:
+        param = "tools" if request.wants_tools() and "tool" in exc.message else "response_format"
+        raise OpenAIError(400, exc.message, param=param, code="unsupported_parameter") from None
+
+
+def _chat_request(body: ChatCompletionRequest, messages: list[ChatMessage]) -> PromptRequest:
+    """The prompt protocol's request for a chat completion, its prompt not yet rendered: the
+    conversation, the generation parameters, and the tools and response format (v1.2), checked
+    by the protocol's own rules (a named tool_choice must be among the tools, ...)."""
+    fields: dict[str, Any] = {**body.generation_params(), "prompt": "", "messages": messages}
+    for name in ("tools", "tool_choice", "response_format"):
+        if (value := getattr(body, name)) is not None:
+            fields[name] = value
+    try:
+        return PromptRequest.model_validate(fields)
+    except ValidationError as exc:
+        errors = exc.errors(include_input=False, include_url=False)
+        first = str(errors[0]["loc"][0]) if errors and errors[0]["loc"] else None
+        if first is None and errors:  # the rules between fields name the field they are about
+            said = errors[0]["msg"]
+            first = next(
+                (n for n in ("tool_choice", "tools", "response_format") if n in said), None
+            )
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in errors[:10]
+        )
+        raise OpenAIError(
+            400, f"invalid request: {problems}", param=first, code="invalid_request"
+        ) from None
+
+
 def _message_text(content: Any, role: str, param: str) -> str:
     if isinstance(content, str):
         return content
-    if content is None and role == "assistant":
+    if content is None and role == "assistant":  # a turn that only called tools
         return ""
     if isinstance(content, list):
         pieces = []
@@ -490,6 +543,9 @@ class _Chunks(StreamForm):
     def event(self, event: EngineEvent) -> Sequence[ServerSentEvent]:
         if isinstance(event, TextChunk):
             return (ServerSentEvent(self.writer.text_chunk(event.text)),) if event.text else ()
+        if isinstance(event, ToolCall):
+            self.calls += 1
+            return (ServerSentEvent(self.writer.tool_call_chunk(self.calls - 1, event)),)
         written = [ServerSentEvent(self.writer.finish_chunk(event.finish_reason))]
         if self.include_usage:
             written.append(ServerSentEvent(self.writer.usage_chunk(event.usage)))
@@ -532,6 +588,10 @@ def _usage(usage: Usage) -> dict[str, int]:
     }
 
 
+def _tool_call(call: ToolCall) -> dict[str, Any]:
+    return {"id": call.id, "function": {"name": call.name, "arguments": call.arguments}}
+
+
 class _Writer:
     """The replies and chunks of one request, all with its id, creation time and model."""
 
@@ -569,9 +629,15 @@ class _Writer:
         return {**self.head, "choices": choices, "usage": usage}
 
     def chat_completion(self, done: Completion) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": done.text}
+        if done.tool_calls:
+            message["content"] = done.text or None  # as OpenAI answers a turn of calls only
+            message["tool_calls"] = [
+                _tool_call(call) | {"type": "function"} for call in done.tool_calls
+            ]
         choice = {
             "index": 0,
-            "message": {"role": "assistant", "content": done.text},
+            "message": message,
             "logprobs": None,
             "finish_reason": str(done.finish_reason),
         }
@@ -593,6 +659,10 @@ class _Writer:
                 {"delta": {"content": text}, "logprobs": None, "finish_reason": None}
             )
         return self._chunk({"text": text, "logprobs": None, "finish_reason": None})
+
+    def tool_call_chunk(self, index: int, call: ToolCall) -> str:
+        delta = {"tool_calls": [{"index": index, **_tool_call(call), "type": "function"}]}
+        return self._chunk({"delta": delta, "logprobs": None, "finish_reason": None})
 
     def finish_chunk(self, reason: Any) -> str:
         if self.chat:

@@ -13,7 +13,11 @@ The checks, by group:
   JSON reply, from a server that does not stream);
 - auth (when ``api_key`` is given): no token or a wrong one gets a JSON 401, ``/health`` stays
   open;
-- protocol v1.1 (when ``/health`` says so): ``messages`` are accepted and checked strictly;
+- protocol v1.1 (when ``/health`` says 1.1 or later): ``messages`` are accepted and checked
+  strictly;
+- protocol v1.2 (when ``/health`` says so): ``capabilities`` on ``/health``; tools and a JSON
+  response format are either honoured as declared (a call of an offered tool; a JSON object) or
+  refused with 422 ``unsupported``, never answered with free text;
 - clients: promptwire's own (``PromptwireLLM``, ``ChatPromptwire``) and, when the endpoint
   echoes the prompt and needs no token, the old ``langchain_community.llms.Modal``.
 
@@ -34,9 +38,18 @@ from httpx_sse import EventSource
 
 from promptwire.protocol import EVENT_DELTA, EVENT_DONE, EVENT_ERROR
 
-FINISH_REASONS = ("stop", "length")
+FINISH_REASONS = ("stop", "length", "tool_calls")  # tool_calls: v1.2
 JSON = "application/json"
 EVENT_STREAM = "text/event-stream"
+
+
+def speaks(version: str, major: int, minor: int) -> bool:
+    """Whether a ``/health`` protocol version is ``major.minor`` or later."""
+    try:
+        found = tuple(int(part) for part in f"{version}.0".split(".")[:2])
+    except ValueError:
+        return False
+    return found >= (major, minor)
 
 
 @dataclass
@@ -340,7 +353,7 @@ class EndpointConformanceTests:
     def test_messages_are_answered(
         self, http: httpx.Client, endpoint_url: str, protocol_version: str
     ) -> None:
-        if not protocol_version.startswith("1.1"):
+        if not speaks(protocol_version, 1, 1):
             pytest.skip(f"the endpoint speaks protocol {protocol_version}, not 1.1")
         messages = [
             {"role": "system", "content": "You are the conformance kit's partner."},
@@ -372,10 +385,80 @@ class EndpointConformanceTests:
     def test_invalid_messages_are_422(
         self, http: httpx.Client, endpoint_url: str, protocol_version: str, messages: Any
     ) -> None:
-        if not protocol_version.startswith("1.1"):
+        if not speaks(protocol_version, 1, 1):
             pytest.skip(f"the endpoint speaks protocol {protocol_version}, not 1.1")
         body = self.request(messages=messages)
         assert_protocol_error(http.post(endpoint_url, json=body), 422)
+
+    # -- protocol v1.2: tools and structured output ----------------------------------------------
+
+    def capabilities(self, anonymous: httpx.Client, health_url: str) -> dict[str, Any]:
+        capabilities = anonymous.get(health_url).json().get("capabilities", {})
+        assert isinstance(capabilities, dict), "/health's capabilities must be an object"
+        for name in ("tools", "structured_output"):
+            value = capabilities.get(name, False)
+            assert isinstance(value, bool), f"capabilities.{name} must be a boolean"
+        return capabilities
+
+    def test_tools_are_called_or_refused(
+        self,
+        http: httpx.Client,
+        anonymous: httpx.Client,
+        endpoint_url: str,
+        health_url: str,
+        protocol_version: str,
+    ) -> None:
+        if not speaks(protocol_version, 1, 2):
+            pytest.skip(f"the endpoint speaks protocol {protocol_version}, not 1.2")
+        tool = {
+            "type": "function",
+            "function": {
+                "name": "conformance_probe",
+                "parameters": {"type": "object", "properties": {"ok": {"type": "boolean"}}},
+            },
+        }
+        body = self.request(
+            messages=[{"role": "user", "content": "Call conformance_probe."}],
+            tools=[tool],
+            tool_choice="required",
+        )
+        response = http.post(endpoint_url, json=body)
+        if not self.capabilities(anonymous, health_url).get("tools", False):
+            error = assert_protocol_error(response, 422)
+            assert error["type"] == "unsupported", "a refused tool request must say 'unsupported'"
+            return
+        reply = assert_whole_reply(response)
+        if reply.get("finish_reason") == "length":
+            return  # cut by max_tokens before its call was whole
+        calls = reply.get("tool_calls")
+        assert isinstance(calls, list) and calls, "a required tool call must come back"
+        for call in calls:
+            assert call["function"]["name"] == "conformance_probe"
+            assert isinstance(call["id"], str) and call["id"]
+            assert isinstance(call["function"]["arguments"], str)
+
+    def test_json_is_answered_or_refused(
+        self,
+        http: httpx.Client,
+        anonymous: httpx.Client,
+        endpoint_url: str,
+        health_url: str,
+        protocol_version: str,
+    ) -> None:
+        if not speaks(protocol_version, 1, 2):
+            pytest.skip(f"the endpoint speaks protocol {protocol_version}, not 1.2")
+        body = self.request(
+            messages=[{"role": "user", "content": "Answer in JSON."}],
+            response_format={"type": "json_object"},
+        )
+        response = http.post(endpoint_url, json=body)
+        if not self.capabilities(anonymous, health_url).get("structured_output", False):
+            error = assert_protocol_error(response, 422)
+            assert error["type"] == "unsupported", "a refused JSON request must say 'unsupported'"
+            return
+        reply = assert_whole_reply(response)
+        if reply.get("finish_reason") != "length":
+            assert isinstance(json.loads(reply["prompt"]), dict), "json_object: a JSON object"
 
     # -- clients -------------------------------------------------------------------------------
 

@@ -26,6 +26,13 @@ class DummySettings(BaseSettings):
     tokens_per_second: float | None = Field(
         default=None, gt=0, description="Streaming rate in words per second; unset: no delay."
     )
+    tool_mode: bool = Field(
+        default=False,
+        description=(
+            "Honour tools and JSON response formats (protocol v1.2): call a bound tool with "
+            "arguments made from its JSON Schema, or answer a value valid against the schema."
+        ),
+    )
     model_name: str = "dummy"
 
     # How it is deployed on Modal.

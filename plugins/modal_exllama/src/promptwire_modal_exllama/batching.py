@@ -20,7 +20,7 @@ import logging
 import threading
 from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from promptwire import coldstart
@@ -32,13 +32,28 @@ from promptwire.engine import (
     EngineMetric,
     EngineNotReady,
     Finish,
+    RequestUnsupported,
     TextChunk,
 )
-from promptwire.protocol import ChatMessage, FinishReason, PromptRequest, Usage
+from promptwire.protocol import (
+    Capabilities,
+    ChatMessage,
+    FinishReason,
+    JsonSchemaFormat,
+    PromptRequest,
+    ToolSpec,
+    Usage,
+)
 
 from promptwire_modal_exllama.chat_template import ChatTemplate, load_chat_template
 from promptwire_modal_exllama.params import SamplingParams, fit_to_context, sampling_params
 from promptwire_modal_exllama.settings import ExllamaSettings
+from promptwire_modal_exllama.tool_calls import (
+    ToolCallSplitter,
+    ToolFormat,
+    detect_tool_format,
+    forced_tools,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +90,12 @@ class Runtime(Protocol):
     model_name: str
     max_seq_len: int
     """Longest prompt plus completion of one request."""
+    supports_constraints: bool
+    """Jobs may be constrained to JSON (``SamplingParams.constrained``)."""
+
+    def prepare_constraints(self) -> None:
+        """Build what constrained jobs need, once; slow: called in a worker thread."""
+        ...
 
     def encode(self, prompt: str, *, from_template: bool = False) -> EncodedPrompt:
         """The prompt's tokens. ``from_template``: the model's chat template wrote it, so it
@@ -356,6 +377,7 @@ class BatchingEngine(Engine):
         self._runtime: Runtime | None = None
         self._loop: GenerationLoop | None = None
         self._chat_template: ChatTemplate | None = None
+        self._tool_format: ToolFormat | None = None
         self._prepared: OrderedDict[int, tuple[PromptRequest, _Prepared]] = OrderedDict()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -372,11 +394,14 @@ class BatchingEngine(Engine):
             chat_template = load_chat_template(self.settings.model_dir)
             runtime = self._load_runtime(self.settings)
             self._runtime, self._chat_template = runtime, chat_template
+            self._tool_format = detect_tool_format(chat_template.text) if chat_template else None
             self.model_name = self.settings.model_name or runtime.model_name
         if chat_template is None:
             logger.info("chat template: promptwire's plain template (the model directory has none)")
         else:
             logger.info("chat template: the model's, from %s", chat_template.source)
+        if self._tool_format is not None:
+            logger.info("tool calls: the %s format", self._tool_format.name)
 
     def load(self) -> None:
         """Load the model (unless ``load_model`` did) and start the generator thread; a no-op
@@ -477,6 +502,17 @@ class BatchingEngine(Engine):
             )
         return samples
 
+    @property
+    def capabilities(self) -> Capabilities:
+        """Structured output where lm-format-enforcer is installed (constrained decoding); tools
+        where the model's chat template renders them in a format this engine reads
+        (``tool_calls``). Nothing before the model is loaded."""
+        runtime = self._runtime
+        if runtime is None:
+            return Capabilities()
+        constraints = runtime.supports_constraints
+        return Capabilities(tools=self._tool_format is not None, structured_output=constraints)
+
     # -- requests ------------------------------------------------------------------------------
 
     def render_chat(self, messages: Sequence[ChatMessage]) -> str:
@@ -485,9 +521,30 @@ class BatchingEngine(Engine):
         template = self._chat_template
         return render_plain(messages) if template is None else template.render(messages)
 
+    def render_chat_with_tools(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]
+    ) -> str:
+        """``messages`` and ``tools`` by the model's chat template (only called when it has a
+        tool-call format, so a template)."""
+        self._require_runtime()
+        template = self._chat_template
+        assert template is not None
+        return template.render(messages, tools)
+
     def check(self, request: PromptRequest) -> None:
         """Tokenize and check the context length now, so an oversized prompt gets its 422
         before any generation starts (the result is kept for ``stream``)."""
+        if request.wants_tools() and request.wants_json():
+            raise RequestUnsupported(
+                "this engine answers either tool calls or a JSON response_format, not both in "
+                "one request: send tool_choice 'none' with the response_format, or no "
+                "response_format with the tools"
+            )
+        if forced_tools(request) and not self.capabilities.structured_output:
+            raise RequestUnsupported(
+                "a required tool call needs constrained decoding (lm-format-enforcer), which "
+                "this server does not have: use tool_choice 'auto'"
+            )
         prepared = self._prepare(request)
         self._prepared[id(request)] = (request, prepared)
         while len(self._prepared) > PREPARED_CACHE_SIZE:
@@ -499,7 +556,23 @@ class BatchingEngine(Engine):
         # The server put render_chat's result in ``prompt`` for a request with ``messages``.
         from_template = request.messages is not None and self._chat_template is not None
         prompt = runtime.encode(request.prompt, from_template=from_template)
+        params = self._constrain(request, params)
         return _Prepared(prompt, fit_to_context(params, prompt.length, runtime.max_seq_len))
+
+    def _constrain(self, request: PromptRequest, params: SamplingParams) -> SamplingParams:
+        """A JSON response format, or a required tool call, as constrained decoding."""
+        fmt = self._tool_format
+        if request.wants_tools() and fmt is not None:
+            params = replace(params, decode_special_tokens=fmt.decode_special_tokens)
+            if forced := forced_tools(request):
+                return replace(params, constrained=True, json_schema=fmt.call_schema(forced))
+            return params
+        if isinstance(request.response_format, JsonSchemaFormat):
+            schema = request.response_format.json_schema.json_schema
+            return replace(params, constrained=True, json_schema=schema)
+        if request.wants_json():  # json_object: any JSON object (not any JSON value)
+            return replace(params, constrained=True, json_schema={"type": "object"})
+        return params
 
     def _take_prepared(self, request: PromptRequest) -> _Prepared:
         entry = self._prepared.pop(id(request), None)
@@ -513,10 +586,36 @@ class BatchingEngine(Engine):
         return self._runtime
 
     async def stream(self, request: PromptRequest) -> AsyncGenerator[EngineEvent, None]:
+        fmt = self._tool_format
+        if not (request.wants_tools() and request.tools and fmt is not None):
+            async for event in self._generate(request):
+                yield event
+            return
+        # The model may call tools: text that could begin a call is held back, and the calls
+        # are read from it at the end (a required call: the whole reply is one).
+        tools = request.tools
+        splitter = ToolCallSplitter(fmt, hold_all=forced_tools(request) is not None)
+        async for event in self._generate(request):
+            if isinstance(event, TextChunk):
+                if text := splitter.feed(event.text):
+                    yield TextChunk(text)
+                continue
+            assert isinstance(event, Finish)
+            text, calls = splitter.finish(tools)
+            if text:
+                yield TextChunk(text)
+            for call in calls:
+                yield call
+            reason = FinishReason.TOOL_CALLS if calls else event.finish_reason
+            yield Finish(reason, event.usage)
+
+    async def _generate(self, request: PromptRequest) -> AsyncGenerator[EngineEvent, None]:
         prepared = self._take_prepared(request)
         runtime, loop = self._require_runtime(), self._loop
         if loop is None:
             raise EngineNotReady("the model is not loaded", retry_after=1)
+        if prepared.params.constrained:
+            await asyncio.to_thread(runtime.prepare_constraints)  # once; seconds on a big vocab
         job = runtime.new_job(prepared.prompt, prepared.params)
         stream = RequestStream(asyncio.get_running_loop(), prepared.prompt.length)
         loop.submit(job, stream)

@@ -37,7 +37,7 @@ import jinja2.ext
 from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from promptwire.engine import EngineError, RequestRejected
-from promptwire.protocol import ChatMessage
+from promptwire.protocol import ChatMessage, ToolSpec
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,8 @@ class ChatTemplate:
     """Where it came from, for logs: ``chat_template.jinja`` or ``tokenizer_config.json``."""
     template: jinja2.Template = field(repr=False)
     special_tokens: dict[str, str] = field(default_factory=dict)
+    text: str = field(default="", repr=False)
+    """The template's Jinja source (which tool-call format the model writes is read from it)."""
 
     @property
     def bos_token(self) -> str | None:
@@ -130,18 +132,27 @@ class ChatTemplate:
             raise ChatTemplateError(
                 f"the chat template in {source} is not valid Jinja: {exc}"
             ) from exc
-        return cls(source, template, dict(special_tokens or {}))
+        return cls(source, template, dict(special_tokens or {}), text)
 
-    def render(self, messages: Sequence[ChatMessage]) -> str:
-        """The prompt for ``messages``, ending with the assistant's turn opened.
+    def render(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] | None = None
+    ) -> str:
+        """The prompt for ``messages`` (and the ``tools`` offered, v1.2), ending with the
+        assistant's turn opened.
 
-        A template that refuses the conversation (``raise_exception``, say "roles must
-        alternate") or fails on it is a ``RequestRejected`` (422) carrying its message.
+        Tool calls and results are given to the template as ``transformers`` gives them: an
+        assistant message's ``tool_calls`` with their arguments as an object, a tool message
+        with its ``tool_call_id``; ``tools`` in OpenAI's shape. A template that refuses the
+        conversation (``raise_exception``, say "roles must alternate") or fails on it is a
+        ``RequestRejected`` (422) carrying its message.
         """
-        conversation = [{"role": m.role, "content": m.content} for m in messages]
+        conversation = [_message(m) for m in messages]
+        extra: dict[str, Any] = {}
+        if tools:
+            extra["tools"] = [tool.model_dump(exclude_none=True) for tool in tools]
         try:
             return self.template.render(
-                messages=conversation, add_generation_prompt=True, **self.special_tokens
+                messages=conversation, add_generation_prompt=True, **self.special_tokens, **extra
             )
         except jinja2.TemplateError as exc:
             raise RequestRejected(
@@ -153,6 +164,33 @@ class ChatTemplate:
                 f"the model's chat template cannot render this conversation "
                 f"({type(exc).__name__}: {exc})"
             ) from None
+
+
+def _message(message: ChatMessage) -> dict[str, Any]:
+    turn: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        turn["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {
+                    "name": call.function.name,
+                    "arguments": _arguments(call.function.arguments),
+                },
+            }
+            for call in message.tool_calls
+        ]
+    if message.tool_call_id is not None:
+        turn["tool_call_id"] = message.tool_call_id
+    return turn
+
+
+def _arguments(text: str) -> Any:
+    """A call's arguments as an object, as templates expect (the text if it is not JSON)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _read_tokenizer_config(model_dir: Path) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -254,6 +255,9 @@ class ExllamaRuntime:
         bos = self.tokenizer.bos_token if self.tokenizer.bos_token_id is not None else None
         self._bos_text: str | None = bos or None
         self._generator: Any = None
+        self.supports_constraints = importlib.util.find_spec("lmformatenforcer") is not None
+        self._constraint_data: Any = None
+        self._constraint_lock = threading.Lock()
         logger.info(
             "loaded %s: context %d tokens, cache %d tokens (%s)",
             self.model_name,
@@ -284,15 +288,35 @@ class ExllamaRuntime:
         ids = self.tokenizer.encode(prompt, add_bos=add_bos, encode_special_tokens=special)
         return EncodedPrompt(ids, int(ids.shape[-1]))
 
+    def prepare_constraints(self) -> None:
+        """Build what constrained decoding needs of the tokenizer, once (seconds for a large
+        vocabulary: the engine calls this in a worker thread before the first such job)."""
+        with self._constraint_lock:
+            if self._constraint_data is None:
+                from promptwire_modal_exllama.constrained import tokenizer_data
+
+                self._constraint_data = tokenizer_data(self.tokenizer, self.eos_token_ids)
+
     def new_job(self, prompt: EncodedPrompt, params: SamplingParams) -> Any:
         from exllamav2.generator import ExLlamaV2DynamicJob, ExLlamaV2Sampler
 
+        filters = []
+        if params.constrained:
+            from promptwire_modal_exllama.constrained import json_filter
+
+            self.prepare_constraints()
+            filters.append(
+                json_filter(self.model, self.tokenizer, self._constraint_data, params.json_schema)
+            )
         return ExLlamaV2DynamicJob(
             input_ids=prompt.tokens,
             max_new_tokens=params.max_new_tokens,
             gen_settings=ExLlamaV2Sampler.Settings(**params.sampler_settings()),
             seed=params.seed,
             stop_conditions=params.stop_conditions(self.eos_token_ids),
+            decode_special_tokens=params.decode_special_tokens,
+            filters=filters or None,
+            filter_prefer_eos=bool(filters),
         )
 
     def new_generator(self) -> DynamicGenerator:

@@ -6,7 +6,8 @@ machine: nothing here imports exllamav2 or torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from promptwire.engine import RequestRejected
@@ -28,6 +29,12 @@ class SamplingParams:
     seed: int | None = None
     max_tokens_explicit: bool = False
     """Whether the request set ``max_tokens`` (then it is never shortened to fit the context)."""
+    constrained: bool = False
+    """The reply must be JSON (then an end-of-sequence token), by constrained decoding."""
+    json_schema: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
+    """The schema a constrained reply must be valid against; None: any JSON object."""
+    decode_special_tokens: bool = False
+    """Special tokens generated go into the text (a tool-call format whose markers are ones)."""
 
     def sampler_settings(self) -> dict[str, Any]:
         """Keyword arguments for ``ExLlamaV2Sampler.Settings``.

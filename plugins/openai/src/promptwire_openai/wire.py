@@ -6,16 +6,27 @@ are ``data:`` chunks ending with ``data: [DONE]``; their finish reason and usage
 ``stream_options``) arrive in chunks of their own and make the stream's end. Replies are read
 leniently, as servers differ: text is kept whatever optional field is malformed, and a reasoning
 model's ``reasoning_content`` (vLLM, SGLang, llama.cpp; ``reasoning`` in newer vLLM and Ollama)
-is kept apart from the answer instead of being dropped.
+is kept apart from the answer instead of being dropped. Tool calls (``message.tool_calls``, and
+``delta.tool_calls`` pieces in streams) are read as the prompt protocol's (v1.2); ``tools``,
+``tool_choice`` and ``response_format`` pass through as they are, and so do the conversation's
+tool calls and tool results, which the prompt protocol writes in OpenAI's shape.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
-from promptwire.protocol import FinishReason, StreamDelta, StreamDone, Usage
+from promptwire.protocol import (
+    FinishReason,
+    StreamDelta,
+    StreamDone,
+    StreamToolCall,
+    ToolCall,
+    Usage,
+)
 from promptwire.sse import Event
 from promptwire.wire import (
     NO_EVENTS,
@@ -28,6 +39,7 @@ from promptwire.wire import (
     WireFormat,
     parse_json,
 )
+from pydantic import ValidationError
 
 COMPLETIONS_PATH = "/completions"
 CHAT_PATH = "/chat/completions"
@@ -71,11 +83,13 @@ class OpenAIWire(WireFormat):
         choice = _first_choice(data)
         message = choice.get("message")
         reasoning = None
+        tool_calls = None
         if isinstance(message, dict):
             text = message.get("content")
             if text is None:  # a reply with nothing but a refusal or tool calls
                 text = ""
             reasoning = _reasoning(message)
+            tool_calls = _tool_calls(message.get("tool_calls"))
         else:
             text = choice.get("text")
         if not isinstance(text, str):
@@ -86,6 +100,7 @@ class OpenAIWire(WireFormat):
             finish_reason=_FINISH_REASONS.get(choice.get("finish_reason")),  # type: ignore[arg-type]
             model=_text(data.get("model")),
             reasoning=reasoning,
+            tool_calls=tool_calls,
         )
 
     def events(self) -> EventReader:
@@ -135,6 +150,7 @@ class _Chunks(EventReader):
         if isinstance(delta, dict):
             if reasoning := _reasoning(delta):
                 events.append(ReasoningDelta.model_construct(text=reasoning))
+            events.extend(_tool_call_pieces(delta.get("tool_calls")))
             text = delta.get("content")
         else:
             text = choice.get("text")
@@ -171,6 +187,56 @@ def error_detail(data: Any) -> tuple[str | None, str] | None:
     code, kind = error.get("code"), error.get("type")
     named = code if isinstance(code, str) and code else kind
     return (None if named is None else str(named)), str(message)
+
+
+def _tool_calls(value: Any) -> list[ToolCall] | None:
+    """A message's tool calls. Arguments some servers send as an object (Ollama) are kept as
+    its JSON text; a call that cannot be read makes the reply malformed, not text."""
+    if value is None or value == []:
+        return None
+    if not isinstance(value, list):
+        raise MalformedReply("the reply's 'tool_calls' is not a list")
+    calls = []
+    for index, call in enumerate(value):
+        try:
+            function = dict(call["function"])
+            if not isinstance(function.get("arguments", ""), str):
+                function["arguments"] = json.dumps(function["arguments"])
+            calls.append(
+                ToolCall.model_validate(
+                    {"id": call.get("id") or f"call_{index}", "function": function}
+                )
+            )
+        except (KeyError, TypeError, ValueError, ValidationError):
+            raise MalformedReply(f"the reply's tool call {index} is malformed") from None
+    return calls
+
+
+def _tool_call_pieces(value: Any) -> list[StreamToolCall]:
+    """The tool-call pieces of a stream chunk's delta (OpenAI's ``index``, then ``id`` and
+    ``function.name`` on a call's first piece, ``function.arguments`` text to append)."""
+    if not isinstance(value, list):
+        return []
+    pieces = []
+    for position, piece in enumerate(value):
+        if not isinstance(piece, dict):
+            raise MalformedReply("a tool call piece of the stream is not an object")
+        function = piece["function"] if isinstance(piece.get("function"), dict) else {}
+        arguments = function.get("arguments")
+        if arguments is not None and not isinstance(arguments, str):
+            arguments = json.dumps(arguments)
+        index = piece.get("index", position)
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise MalformedReply("a tool call piece of the stream has no valid index")
+        pieces.append(
+            StreamToolCall.model_construct(
+                index=index,
+                id=_text(piece.get("id")),
+                name=_text(function.get("name")),
+                arguments=arguments or "",
+            )
+        )
+    return pieces
 
 
 def _first_choice(data: Any) -> dict[str, Any]:
