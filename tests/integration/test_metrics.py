@@ -14,7 +14,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from promptwire import __version__, coldstart
 from promptwire.engine import EngineEvent, EngineMetric
-from promptwire.protocol import PromptRequest
+from promptwire.protocol import PROTOCOL_VERSION, PromptRequest
 from promptwire.server import create_app
 from promptwire.server.app import RequestError
 from promptwire.server.observability import Observability
@@ -91,7 +91,7 @@ def test_a_scrape_shows_every_metric_moving(recorded_phase: None) -> None:
         assert before.value("promptwire_requests_total", route="/") is None
         assert before.value("promptwire_requests_queued") == 0
         (info,) = before.labels("promptwire_info")
-        assert info == {"version": __version__, "model": "dummy", "protocol": "1.1"}
+        assert info == {"version": __version__, "model": "dummy", "protocol": PROTOCOL_VERSION}
         assert before.value("promptwire_cold_start_seconds", phase="checked_phase") == 1.25
         assert before.labels("promptwire_cold_start_seconds")[-1]["snapshot"] == "false"
 
