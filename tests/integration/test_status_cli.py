@@ -7,7 +7,9 @@ import socket
 import threading
 
 import httpx
+from promptwire import __version__
 from promptwire.engine import Engine
+from promptwire.protocol import PROTOCOL_VERSION
 from promptwire.server import create_app
 
 from tests.exllama.fakes import FakeRuntime, fake_engine, wait_until
@@ -41,7 +43,7 @@ def test_status_summarizes_a_live_promptwire_serve() -> None:
     assert summary["endpoint"] == url
     assert summary["health"] == "ok"
     assert summary["model"] == "dummy"
-    assert summary["version"] == "promptwire 0.1.0 (protocol 1.1)"
+    assert summary["version"] == f"promptwire {__version__} (protocol {PROTOCOL_VERSION})"
     assert summary["in flight"] == "0"
     assert summary["requests"] == "3 answered (4xx: 1, 5xx: 0)"
     assert summary["cache"] == "not reported by this engine"
