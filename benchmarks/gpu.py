@@ -318,9 +318,8 @@ async def run_engine(engine: Any, prompts: Sequence[str], new_tokens: int) -> Ru
 
     async def one(prompt: str) -> None:
         request = PromptRequest(prompt=prompt, max_tokens=new_tokens, temperature=0.0)
-        engine.check(request)
         first = None
-        async for event in engine.stream(request):
+        async for event in engine.generate(request, engine.prepare(request)):
             now = time.perf_counter() - started
             if isinstance(event, TextChunk) and first is None:
                 first = now

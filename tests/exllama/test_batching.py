@@ -40,7 +40,7 @@ async def test_a_whole_reply_with_usage_and_finish_reason(engine: BatchingEngine
 
 
 async def test_streaming_yields_each_token_then_one_finish(engine: BatchingEngine) -> None:
-    events = [event async for event in engine.stream(PromptRequest(prompt="hi"))]
+    events = [event async for event in engine.generate(PromptRequest(prompt="hi"))]
     assert [e.text for e in events[:-1] if isinstance(e, TextChunk)] == [
         " " + word for word in DEFAULT_REPLY
     ]
@@ -95,7 +95,7 @@ async def test_closing_a_stream_cancels_its_job_and_frees_it(
     engine: BatchingEngine, runtime: FakeRuntime
 ) -> None:
     runtime.reply = ["word"] * 1000
-    stream = engine.stream(PromptRequest(prompt="hi", max_tokens=40))
+    stream = engine.generate(PromptRequest(prompt="hi", max_tokens=40))
     first = await anext(stream)
     assert isinstance(first, TextChunk)
     await stream.aclose()
@@ -189,11 +189,11 @@ async def test_the_context_is_checked_before_a_job_is_made(
 ) -> None:
     too_long = PromptRequest(prompt="word " * 64)
     with pytest.raises(RequestRejected) as rejected:
-        engine.check(too_long)
+        engine.prepare(too_long)
     assert rejected.value.status_code == 422
     assert "65 tokens" in rejected.value.message and "64" in rejected.value.message
     with pytest.raises(RequestRejected):
-        engine.check(PromptRequest(prompt="word " * 50, max_tokens=20))
+        engine.prepare(PromptRequest(prompt="word " * 50, max_tokens=20))
     assert runtime.generator.enqueued == []
 
 
@@ -202,8 +202,9 @@ async def test_the_default_max_tokens_shrinks_to_the_room_left(
 ) -> None:
     runtime.reply = ["w"] * 100
     request = PromptRequest(prompt="word " * 59)  # 60 tokens: room for 4
-    engine.check(request)
-    completion = await engine.complete(request)
+    prepared = engine.prepare(request)
+    assert prepared.params.max_new_tokens == 4
+    completion = await engine.complete(request, prepared)
     assert completion.usage.completion_tokens == 4
     assert completion.finish_reason is FinishReason.LENGTH
 
@@ -224,7 +225,7 @@ async def test_not_ready_before_start_and_after_stop(runtime: FakeRuntime) -> No
     engine = fake_engine(runtime)
     assert not engine.ready
     with pytest.raises(EngineNotReady):
-        engine.check(PromptRequest(prompt="hi"))
+        engine.prepare(PromptRequest(prompt="hi"))
     await engine.start()
     await engine.start()  # safe to call twice: loads once
     assert engine.ready and len(runtime.generators) == 1

@@ -273,8 +273,7 @@ def _load(settings: ExllamaSettings, runtimes: list[ExllamaRuntime]) -> Batching
 async def _generate(engine: BatchingEngine, prompts: list[str], max_tokens: int) -> list[str]:
     async def one(prompt: str) -> str:
         request = PromptRequest(prompt=prompt, max_tokens=max_tokens, temperature=0)
-        engine.check(request)
-        return (await engine.complete(request)).text
+        return (await engine.complete(request, engine.prepare(request))).text
 
     return list(await asyncio.gather(*(one(p) for p in prompts)))
 
@@ -370,7 +369,7 @@ def test_unpaged_streaming_and_cancellation(
         async def run() -> tuple[list[str], str]:
             await engine.start()
             try:
-                long = engine.stream(PromptRequest(prompt="The lazy dog", max_tokens=1500))
+                long = engine.generate(PromptRequest(prompt="The lazy dog", max_tokens=1500))
                 pieces = []
                 async for event in long:
                     if isinstance(event, TextChunk):
@@ -411,7 +410,7 @@ def test_stop_frees_the_cache_and_the_generator_at_once(tier: StandIn, tiny_mode
         assert loop is not None
         refs["generator"] = weakref.ref(loop._generator)
         try:
-            done = [e async for e in engine.stream(PromptRequest(prompt="Pack my", max_tokens=4))]
+            done = [e async for e in engine.generate(PromptRequest(prompt="Pack my", max_tokens=4))]
             assert isinstance(done[-1], Finish)
         finally:
             await engine.stop()

@@ -61,7 +61,7 @@ class Backend(Generic[SettingsT]):
     settings_class: type[SettingsT] | None = None
     """Its settings (``backend_settings_config`` makes them ``PROMPTWIRE_<NAME>__*``)."""
     client: ClientAdapter = field(default_factory=ClientAdapter)
-    create_engine: Callable[[SettingsT], Engine] | None = None
+    create_engine: Callable[[SettingsT], Engine[Any]] | None = None
     """Builds the engine for ``promptwire serve`` from ``load_settings()``'s result."""
     modal_app: str | None = None
     """Import path of the module that defines the backend's ``modal.App`` (for deploy)."""

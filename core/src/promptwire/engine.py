@@ -18,7 +18,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, final
+from typing import Any, Generic, Literal, cast, final
+
+from typing_extensions import TypeVar
 
 from promptwire.chat_template import render_plain
 from promptwire.protocol import (
@@ -105,7 +107,7 @@ class EngineMetric:
 class EngineError(Exception):
     """An error an engine raises on purpose; its message always reaches the client.
 
-    Raised from ``check`` or before a stream's first chunk, it is the reply: its
+    Raised from ``prepare`` or before a stream's first chunk, it is the reply: its
     ``status_code``, its ``error_type`` and its message (with ``Retry-After`` when
     ``retry_after`` is set). Raised later in a stream, it ends the stream with an ``error`` event
     of the same type and message. Any other exception is logged on the server and reaches the
@@ -148,8 +150,16 @@ class EngineNotReady(EngineError):
     error_type = ErrorType.NOT_READY
 
 
-class Engine(ABC):
-    """A text generator behind the protocol."""
+PreparedT = TypeVar("PreparedT", default=PromptRequest)
+"""What ``Engine.prepare`` makes of a request and ``Engine.stream`` generates from."""
+
+
+class Engine(ABC, Generic[PreparedT]):
+    """A text generator behind the protocol: ``prepare`` a request, then ``stream`` it.
+
+    ``Engine`` alone is ``Engine[PromptRequest]``: ``stream`` gets the request itself. An engine
+    that prepares requests into something of its own declares it: ``Engine[MyPrepared]``.
+    """
 
     #: Reported as ``model`` in replies and on ``/health``.
     model_name: str | None = None
@@ -202,8 +212,17 @@ class Engine(ABC):
         """
         return self.render_chat(messages)
 
-    def check(self, request: PromptRequest) -> None:
-        """Reject a request that cannot be served, before any generation starts."""
+    def prepare(self, request: PromptRequest) -> PreparedT:
+        """Check ``request`` and do the work that must come before generating it.
+
+        The server calls it before answering, so what it raises (``RequestRejected``: a 422;
+        ``EngineOverloaded``: a 503) is the reply, and nothing has been generated. What it
+        returns is what ``stream`` generates from: an engine that tokenizes, builds sampler
+        settings or checks the context length here returns them (``Engine[MyPrepared]``) and
+        gets them back in ``stream``, with nothing to recompute or look up. The default returns
+        the request itself, for an engine of the default ``Engine[PromptRequest]``.
+        """
+        return cast(PreparedT, request)
 
     def count_prompt_tokens(self, request: PromptRequest) -> int:
         """The prompt's size in tokens, for usage when the engine yields no ``Finish``.
@@ -222,8 +241,9 @@ class Engine(ABC):
         return ()
 
     @abstractmethod
-    def stream(self, request: PromptRequest) -> AsyncGenerator[EngineEvent, None]:
-        """Yield the generated text as ``TextChunk``s; optionally end with one ``Finish``.
+    def stream(self, prepared: PreparedT) -> AsyncGenerator[EngineEvent, None]:
+        """Yield the generated text for ``prepare``'s result as ``TextChunk``s (and, for an
+        engine with tools, ``ToolCall``s); optionally end with one ``Finish``.
 
         The engine may ignore ``stop`` and ``max_tokens``: ``generate`` enforces both (and closes
         this generator when it has enough). Honouring them here saves generating text that is
@@ -231,8 +251,13 @@ class Engine(ABC):
         """
 
     @final
-    async def generate(self, request: PromptRequest) -> AsyncGenerator[EngineEvent, None]:
+    async def generate(
+        self, request: PromptRequest, prepared: PreparedT | None = None
+    ) -> AsyncGenerator[EngineEvent, None]:
         """``stream`` under the request's limits: what the server serves. Not for overriding.
+
+        ``prepared``: ``prepare(request)``'s result when the caller has it already (the server
+        prepares before answering); otherwise ``generate`` prepares the request itself.
 
         Text is held back while it could be the start of a stop sequence and never includes
         one; at most ``max_tokens`` tokens are emitted; ``ToolCall``s pass whole; exactly one
@@ -244,7 +269,7 @@ class Engine(ABC):
         limit = request.max_tokens
         produced = 0
         called = False
-        events = self.stream(request)
+        events = self.stream(self.prepare(request) if prepared is None else prepared)
         finish: Finish | None = None
         try:
             async for event in events:
@@ -281,11 +306,13 @@ class Engine(ABC):
         )
 
     @final
-    async def complete(self, request: PromptRequest) -> Completion:
+    async def complete(
+        self, request: PromptRequest, prepared: PreparedT | None = None
+    ) -> Completion:
         """The whole reply of ``generate``. Not for overriding."""
         pieces: list[str] = []
         calls: list[ToolCall] = []
-        async for event in self.generate(request):
+        async for event in self.generate(request, prepared):
             if isinstance(event, TextChunk):
                 pieces.append(event.text)
             elif isinstance(event, ToolCall):
@@ -295,7 +322,7 @@ class Engine(ABC):
         raise EngineError("the engine ended a generation without finishing it")  # pragma: no cover
 
 
-def check_capabilities(engine: Engine, request: PromptRequest) -> None:
+def check_capabilities(engine: Engine[Any], request: PromptRequest) -> None:
     """Refuse (``RequestUnsupported``, 422) a request asking for tool calls or structured output
     that ``engine`` does not declare, before anything is rendered or generated: a server never
     answers free text in their place."""
@@ -312,7 +339,7 @@ def check_capabilities(engine: Engine, request: PromptRequest) -> None:
         )
 
 
-def render_request(engine: Engine, request: PromptRequest) -> str:
+def render_request(engine: Engine[Any], request: PromptRequest) -> str:
     """``request.messages`` rendered by ``engine``, with its tools when it is offered some."""
     assert request.messages is not None
     if request.tools and request.wants_tools() and engine.capabilities.tools:
@@ -329,6 +356,7 @@ __all__ = [
     "EngineNotReady",
     "EngineOverloaded",
     "Finish",
+    "PreparedT",
     "RequestRejected",
     "RequestUnsupported",
     "TextChunk",

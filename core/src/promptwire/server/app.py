@@ -33,6 +33,7 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 from fastapi import FastAPI, Request
@@ -514,7 +515,7 @@ def _freeze_startup_heap() -> None:
 
 
 def create_app(
-    engine: Engine,
+    engine: Engine[Any],
     *,
     api_key: str | SecretStr | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
@@ -643,15 +644,14 @@ def create_app(
         streaming = False
         try:
             check_capabilities(engine, prompt_request)
-            prompt_request = _render_messages(engine, prompt_request)
-            engine.check(prompt_request)
+            job = prepare(engine, _render_messages(engine, prompt_request))
             if prompt_request.stream:
                 response = await _stream_reply(
-                    engine, prompt_request, request.receive, release, shutdown, send_timeout
+                    engine, job, request.receive, release, shutdown, send_timeout
                 )
                 streaming = True  # the stream releases its slot when it ends
                 return response
-            return await _whole_reply(engine, prompt_request, request.receive, shutdown)
+            return await _whole_reply(engine, job, request.receive, shutdown)
         except _ClientGone:
             return Response(status_code=499)  # nobody reads it; the access log shows it
         except EngineError as exc:
@@ -676,7 +676,20 @@ def create_app(
     return app
 
 
-def _render_messages(engine: Engine, request: PromptRequest) -> PromptRequest:
+@dataclass(frozen=True)
+class Job:
+    """A request the engine has prepared (``Engine.prepare``): what the server generates."""
+
+    request: PromptRequest
+    prepared: Any
+
+
+def prepare(engine: Engine[Any], request: PromptRequest) -> Job:
+    """``request`` prepared by ``engine``; what the engine raises (a 422, a 503) is the reply."""
+    return Job(request, engine.prepare(request))
+
+
+def _render_messages(engine: Engine[Any], request: PromptRequest) -> PromptRequest:
     """Protocol v1.1: a request with ``messages`` is served with their rendering as its prompt
     (v1.2: with its tools, for an engine that takes them)."""
     if request.messages is None:
@@ -685,12 +698,12 @@ def _render_messages(engine: Engine, request: PromptRequest) -> PromptRequest:
 
 
 async def _whole_reply(
-    engine: Engine,
-    request: PromptRequest,
+    engine: Engine[Any],
+    job: Job,
     receive: Callable[[], Awaitable[Any]],
     shutdown: GracefulShutdown,
 ) -> Response:
-    completion = await _unless_gone(engine.complete(request), receive, shutdown)
+    completion = await _unless_gone(engine.complete(job.request, job.prepared), receive, shutdown)
     reply = PromptResponse(
         prompt=completion.text,
         usage=completion.usage,
@@ -740,8 +753,8 @@ class StreamForm:
 
 
 async def _stream_reply(
-    engine: Engine,
-    request: PromptRequest,
+    engine: Engine[Any],
+    job: Job,
     receive: Callable[[], Awaitable[Any]],
     release: Callable[[], None],
     shutdown: GracefulShutdown,
@@ -749,7 +762,7 @@ async def _stream_reply(
     form: StreamForm | None = None,
 ) -> Response:
     form = form or StreamForm(engine.model_name)
-    events = engine.generate(request)
+    events = engine.generate(job.request, job.prepared)
     try:
         # The first event is awaited before answering, so errors found at the start of a
         # generation (overload, rejection) still get a proper HTTP status; a client that leaves

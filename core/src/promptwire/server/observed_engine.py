@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, Sequence
+from typing import Any
 
 from promptwire.engine import Engine, EngineEvent, EngineMetric, Finish, TextChunk, ToolCall
 from promptwire.protocol import Capabilities, ChatMessage, PromptRequest, ToolSpec
@@ -18,12 +19,12 @@ from promptwire.server.metrics import ServerMetrics
 from promptwire.server.request_context import current_request
 
 
-class ObservedEngine(Engine):
+class ObservedEngine(Engine[Any]):
     """``engine`` with its generations observed for ``metrics`` (None: metrics off) and the
     request log (``log_prompts``: the prompt goes into the request's record)."""
 
     def __init__(
-        self, engine: Engine, metrics: ServerMetrics | None, *, log_prompts: bool = False
+        self, engine: Engine[Any], metrics: ServerMetrics | None, *, log_prompts: bool = False
     ) -> None:
         self.inner = engine
         self._metrics = metrics
@@ -59,8 +60,8 @@ class ObservedEngine(Engine):
     ) -> str:
         return self.inner.render_chat_with_tools(messages, tools)
 
-    def check(self, request: PromptRequest) -> None:
-        self.inner.check(request)
+    def prepare(self, request: PromptRequest) -> Any:
+        return self.inner.prepare(request)
 
     def count_prompt_tokens(self, request: PromptRequest) -> int:
         return self.inner.count_prompt_tokens(request)
@@ -68,17 +69,17 @@ class ObservedEngine(Engine):
     def metrics(self) -> Sequence[EngineMetric]:
         return self.inner.metrics()
 
-    def stream(self, request: PromptRequest) -> AsyncGenerator[EngineEvent, None]:
+    def stream(self, prepared: Any) -> AsyncGenerator[EngineEvent, None]:
         """The engine's own stream, unobserved and without the request's limits: the server
         calls ``generate`` (or ``complete``), never this."""
-        return self.inner.stream(request)
+        return self.inner.stream(prepared)
 
     # ``generate`` is final for engines: the loop that applies a request's limits is the core's.
     # The server's proxy is the one exception: it runs the engine's own ``generate`` (that loop)
     # and watches what comes out, as the client will get it. ``complete`` (final, inherited)
     # assembles its reply from this.
     async def generate(  # type: ignore[misc]
-        self, request: PromptRequest
+        self, request: PromptRequest, prepared: Any = None
     ) -> AsyncGenerator[EngineEvent, None]:
         """The engine's ``generate``, observed: queued until its first text, then the first
         token's time, and at its ``Finish`` the finish reason, token counts and speed."""
@@ -88,7 +89,7 @@ class ObservedEngine(Engine):
             record.generations += 1
             if self._log_prompts and record.prompt is None:
                 record.prompt = request.prompt
-        events = self.inner.generate(request)
+        events = self.inner.generate(request, prepared)
         waiting = True
         first = 0.0
         if metrics is not None:

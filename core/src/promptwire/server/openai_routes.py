@@ -60,12 +60,14 @@ from promptwire.server.app import (
     _DECODER,
     _STATUS_ERROR_TYPES,
     GracefulShutdown,
+    Job,
     StreamForm,
     _ClientGone,
     _read_body,
     _require_json,
     _stream_reply,
     _unless_gone,
+    prepare,
 )
 from promptwire.server.request_context import note_error
 from promptwire.server.slots import RETRY_AFTER_SECONDS, RequestSlots
@@ -214,7 +216,7 @@ def _reshaped(start: Message, content: bytes) -> tuple[Message, bytes]:
 
 def add_openai_routes(
     app: FastAPI,
-    engine: Engine,
+    engine: Engine[Any],
     *,
     serving: Callable[[], bool],
     slots: RequestSlots,
@@ -292,17 +294,17 @@ def add_openai_routes(
         model, release = admit(body.model, len(prompts))
         streaming = False
         try:
-            requests = [_prompt_request(engine, prompt, params) for prompt in prompts]
+            jobs = [_prompt_job(engine, prompt, params) for prompt in prompts]
             writer = _Writer("cmpl", "text_completion", model)
             echo = prompts if body.echo else None
             if body.stream:
                 form = _Chunks(writer, body.include_usage(), echo)
                 response = await _stream_reply(
-                    engine, requests[0], request.receive, release, shutdown, send_timeout, form
+                    engine, jobs[0], request.receive, release, shutdown, send_timeout, form
                 )
                 streaming = True  # the stream releases its slots when it ends
                 return response
-            done = await _complete(engine, requests, request.receive, shutdown)
+            done = await _complete(engine, jobs, request.receive, shutdown)
             return _json(writer.completion(done, echo))
         except _ClientGone:
             return Response(status_code=499)  # nobody reads it; the access log shows it
@@ -326,19 +328,19 @@ def add_openai_routes(
             _check_capabilities(engine, conversation)
             # As on the prompt route: the rendering in ``prompt``, the conversation kept in
             # ``messages`` (an engine may tokenize a template's rendering differently).
-            prompt_request = conversation.model_copy(
-                update={"prompt": render_request(engine, conversation)}
+            job = prepare(
+                engine,
+                conversation.model_copy(update={"prompt": render_request(engine, conversation)}),
             )
-            engine.check(prompt_request)
             writer = _Writer("chatcmpl", "chat.completion", model)
             if body.stream:
                 form = _Chunks(writer, body.include_usage(), None)
                 response = await _stream_reply(
-                    engine, prompt_request, request.receive, release, shutdown, send_timeout, form
+                    engine, job, request.receive, release, shutdown, send_timeout, form
                 )
                 streaming = True
                 return response
-            done = await _complete(engine, [prompt_request], request.receive, shutdown)
+            done = await _complete(engine, [job], request.receive, shutdown)
             return _json(writer.chat_completion(done[0]))
         except _ClientGone:
             return Response(status_code=499)
@@ -433,7 +435,7 @@ def _chat_messages(messages: Sequence[dict[str, Any]]) -> list[ChatMessage]:
     return converted
 
 
-def _check_capabilities(engine: Engine, request: PromptRequest) -> None:
+def _check_capabilities(engine: Engine[Any], request: PromptRequest) -> None:
     """As on the prompt route, but answered as OpenAI answers a parameter it cannot honour."""
     try:
         check_capabilities(engine, request)
@@ -497,28 +499,27 @@ def _message_text(content: Any, role: str, param: str) -> str:
     )
 
 
-def _prompt_request(engine: Engine, prompt: str, params: dict[str, Any]) -> PromptRequest:
-    """The prompt protocol's request for ``prompt``, checked by the engine before generating.
+def _prompt_job(engine: Engine[Any], prompt: str, params: dict[str, Any]) -> Job:
+    """The prompt protocol's request for ``prompt``, prepared by the engine before generating.
     (Its fields have the protocol's own types, already checked in the OpenAI request.)"""
-    request = PromptRequest(prompt=prompt, **params)
-    engine.check(request)
-    return request
+    return prepare(engine, PromptRequest(prompt=prompt, **params))
 
 
 # -- generation --------------------------------------------------------------------------------
 
 
 async def _complete(
-    engine: Engine,
-    requests: Sequence[PromptRequest],
+    engine: Engine[Any],
+    jobs: Sequence[Job],
     receive: Callable[[], Awaitable[Any]],
     shutdown: GracefulShutdown,
 ) -> list[Completion]:
     """Each request's completion, run at once. If the client leaves first (``_ClientGone``) or
     the shutdown's grace period ends (503), they are all cancelled, freeing the engine."""
-    if len(requests) == 1:
-        return [await _unless_gone(engine.complete(requests[0]), receive, shutdown)]
-    work = asyncio.gather(*(engine.complete(request) for request in requests))
+    if len(jobs) == 1:
+        job = jobs[0]
+        return [await _unless_gone(engine.complete(job.request, job.prepared), receive, shutdown)]
+    work = asyncio.gather(*(engine.complete(job.request, job.prepared) for job in jobs))
     return await _unless_gone(work, receive, shutdown)
 
 

@@ -30,10 +30,11 @@ class ReverseEngine(Engine):
         said = [message.content for message in messages if message.role == "user"]
         return said[-1] if said else ""
 
-    def check(self, request: PromptRequest) -> None:
+    def prepare(self, request: PromptRequest) -> PromptRequest:
         """Refuse what cannot be served before generating (the client gets a 422)."""
         if len(request.prompt.split()) > MAX_PROMPT_WORDS:
             raise RequestRejected(f"the prompt is longer than {MAX_PROMPT_WORDS} words")
+        return request
 
     async def stream(self, request: PromptRequest) -> AsyncGenerator[EngineEvent, None]:
         """Only the text: promptwire's loop around every engine cuts it at ``max_tokens`` and

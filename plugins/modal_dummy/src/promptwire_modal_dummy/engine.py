@@ -58,10 +58,10 @@ class DummyEngine(Engine):
             return Capabilities(tools=True, structured_output=True)
         return Capabilities()
 
-    def check(self, request: PromptRequest) -> None:
+    def prepare(self, request: PromptRequest) -> PromptRequest:
         """In tool mode, a schema it cannot make a value for is refused before answering."""
         if not self.settings.tool_mode:
-            return
+            return request
         try:
             if (tool := self._tool_to_call(request)) is not None:
                 instance(tool.function.parameters)
@@ -69,6 +69,7 @@ class DummyEngine(Engine):
                 instance(request.response_format.json_schema.json_schema)
         except (ValueError, TypeError, KeyError) as exc:
             raise RequestRejected(f"the dummy engine cannot answer this schema: {exc}") from None
+        return request
 
     async def stream(self, request: PromptRequest) -> AsyncGenerator[EngineEvent, None]:
         # Text only: the core's loop (Engine.generate) applies stop, max_tokens and usage.

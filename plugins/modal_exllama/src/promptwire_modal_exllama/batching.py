@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -58,7 +58,6 @@ from promptwire_modal_exllama.tool_calls import (
 logger = logging.getLogger(__name__)
 
 STOP_JOIN_TIMEOUT = 30.0
-PREPARED_CACHE_SIZE = 1024
 
 
 class DynamicGenerator(Protocol):
@@ -355,12 +354,16 @@ class GenerationLoop:
 
 
 @dataclass(frozen=True)
-class _Prepared:
+class PreparedRequest:
+    """A request tokenized and fitted to the context (``BatchingEngine.prepare``): what its
+    generation job is made from, computed once, before the server answers."""
+
+    request: PromptRequest
     prompt: EncodedPrompt
     params: SamplingParams
 
 
-class BatchingEngine(Engine):
+class BatchingEngine(Engine[PreparedRequest]):
     """The protocol engine over a ``Runtime``: context checks, then continuous batching.
 
     ``load_runtime`` does the heavy loading; it runs once, in a worker thread, on ``start``,
@@ -378,7 +381,6 @@ class BatchingEngine(Engine):
         self._loop: GenerationLoop | None = None
         self._chat_template: ChatTemplate | None = None
         self._tool_format: ToolFormat | None = None
-        self._prepared: OrderedDict[int, tuple[PromptRequest, _Prepared]] = OrderedDict()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -435,7 +437,6 @@ class BatchingEngine(Engine):
         with self._lock:
             loop, runtime = self._loop, self._runtime
             self._loop = self._runtime = None
-            self._prepared.clear()
         if loop is not None:
             loop.stop()
         if runtime is not None:
@@ -531,9 +532,9 @@ class BatchingEngine(Engine):
         assert template is not None
         return template.render(messages, tools)
 
-    def check(self, request: PromptRequest) -> None:
+    def prepare(self, request: PromptRequest) -> PreparedRequest:
         """Tokenize and check the context length now, so an oversized prompt gets its 422
-        before any generation starts (the result is kept for ``stream``)."""
+        before any generation starts; ``stream`` generates from the result."""
         if request.wants_tools() and request.wants_json():
             raise RequestUnsupported(
                 "this engine answers either tool calls or a JSON response_format, not both in "
@@ -545,19 +546,14 @@ class BatchingEngine(Engine):
                 "a required tool call needs constrained decoding (lm-format-enforcer), which "
                 "this server does not have: use tool_choice 'auto'"
             )
-        prepared = self._prepare(request)
-        self._prepared[id(request)] = (request, prepared)
-        while len(self._prepared) > PREPARED_CACHE_SIZE:
-            self._prepared.popitem(last=False)
-
-    def _prepare(self, request: PromptRequest) -> _Prepared:
         runtime = self._require_runtime()
         params = sampling_params(request, self.settings)
         # The server put render_chat's result in ``prompt`` for a request with ``messages``.
         from_template = request.messages is not None and self._chat_template is not None
         prompt = runtime.encode(request.prompt, from_template=from_template)
         params = self._constrain(request, params)
-        return _Prepared(prompt, fit_to_context(params, prompt.length, runtime.max_seq_len))
+        fitted = fit_to_context(params, prompt.length, runtime.max_seq_len)
+        return PreparedRequest(request, prompt, fitted)
 
     def _constrain(self, request: PromptRequest, params: SamplingParams) -> SamplingParams:
         """A JSON response format, or a required tool call, as constrained decoding."""
@@ -574,28 +570,22 @@ class BatchingEngine(Engine):
             return replace(params, constrained=True, json_schema={"type": "object"})
         return params
 
-    def _take_prepared(self, request: PromptRequest) -> _Prepared:
-        entry = self._prepared.pop(id(request), None)
-        if entry is not None and entry[0] is request:
-            return entry[1]
-        return self._prepare(request)
-
     def _require_runtime(self) -> Runtime:
         if self._runtime is None or not self.ready:
             raise EngineNotReady("the model is not loaded", retry_after=1)
         return self._runtime
 
-    async def stream(self, request: PromptRequest) -> AsyncGenerator[EngineEvent, None]:
-        fmt = self._tool_format
+    async def stream(self, prepared: PreparedRequest) -> AsyncGenerator[EngineEvent, None]:
+        request, fmt = prepared.request, self._tool_format
         if not (request.wants_tools() and request.tools and fmt is not None):
-            async for event in self._generate(request):
+            async for event in self._generate(prepared):
                 yield event
             return
         # The model may call tools: text that could begin a call is held back, and the calls
         # are read from it at the end (a required call: the whole reply is one).
         tools = request.tools
         splitter = ToolCallSplitter(fmt, hold_all=forced_tools(request) is not None)
-        async for event in self._generate(request):
+        async for event in self._generate(prepared):
             if isinstance(event, TextChunk):
                 if text := splitter.feed(event.text):
                     yield TextChunk(text)
@@ -609,8 +599,7 @@ class BatchingEngine(Engine):
             reason = FinishReason.TOOL_CALLS if calls else event.finish_reason
             yield Finish(reason, event.usage)
 
-    async def _generate(self, request: PromptRequest) -> AsyncGenerator[EngineEvent, None]:
-        prepared = self._take_prepared(request)
+    async def _generate(self, prepared: PreparedRequest) -> AsyncGenerator[EngineEvent, None]:
         runtime, loop = self._require_runtime(), self._loop
         if loop is None:
             raise EngineNotReady("the model is not loaded", retry_after=1)

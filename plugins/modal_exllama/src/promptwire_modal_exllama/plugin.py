@@ -6,7 +6,7 @@ app and the CLI commands are imported only when used.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from promptwire import Backend, Engine, hookimpl
 from promptwire.backends import RegisterBackend
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from promptwire_modal_exllama.settings import ExllamaSettings
 
 
-def _create_engine(settings: ExllamaSettings) -> Engine:
+def _create_engine(settings: ExllamaSettings) -> Engine[Any]:
     from promptwire_modal_exllama.engine import create_engine
 
     return create_engine(settings)
