@@ -16,7 +16,7 @@ from promptwire import __version__, coldstart
 from promptwire.engine import EngineEvent, EngineMetric
 from promptwire.protocol import PROTOCOL_VERSION, PromptRequest
 from promptwire.server import create_app
-from promptwire.server.app import RequestError
+from promptwire.server.errors import RequestError
 from promptwire.server.observability import Observability
 from promptwire_modal_dummy.settings import DummySettings
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from langchain_core.load import dumpd, dumps
 from promptwire import AuthenticationError, ChatPromptwire, PromptwireLLM
 from promptwire.errors import EndpointError
-from promptwire.server import app as server_app
+from promptwire.server import guard as server_guard
 from promptwire.settings import PromptwireSettings
 from promptwire_modal_dummy.engine import DummyEngine
 from promptwire_modal_dummy.settings import DummySettings
@@ -120,7 +120,7 @@ def test_the_token_is_compared_in_constant_time(
         compared.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(server_app.hmac, "compare_digest", spy)
+    monkeypatch.setattr(server_guard.hmac, "compare_digest", spy)
     for token in (TOKEN, "x" * len(TOKEN), TOKEN[:3]):
         httpx.post(
             guarded + "/", json={"prompt": "p"}, headers={"Authorization": f"Bearer {token}"}

@@ -3,7 +3,7 @@
 Importing this package needs the ``server`` extra (FastAPI, uvicorn, sse-starlette).
 """
 
-from promptwire.server.app import GracefulShutdown, create_app, graceful_shutdown
+from promptwire.server.app import create_app
 from promptwire.server.observability import Observability
 from promptwire.server.runner import (
     BackgroundServer,
@@ -11,6 +11,7 @@ from promptwire.server.runner import (
     loopback_host_names,
     run_server,
 )
+from promptwire.server.shutdown import GracefulShutdown, graceful_shutdown
 
 __all__ = [
     "BackgroundServer",

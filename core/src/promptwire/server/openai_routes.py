@@ -56,21 +56,12 @@ from promptwire.protocol import (
     PromptRequest,
     Usage,
 )
-from promptwire.server.app import (
-    _DECODER,
-    _STATUS_ERROR_TYPES,
-    GracefulShutdown,
-    Job,
-    StreamForm,
-    _ClientGone,
-    _read_body,
-    _require_json,
-    _stream_reply,
-    _unless_gone,
-    prepare,
-)
+from promptwire.server.errors import STATUS_ERROR_TYPES
+from promptwire.server.request_body import DECODER, ClientGone, read_body, require_json, unless_gone
 from promptwire.server.request_context import note_error
+from promptwire.server.shutdown import GracefulShutdown
 from promptwire.server.slots import RETRY_AFTER_SECONDS, RequestSlots
+from promptwire.server.streaming import Job, StreamForm, prepare, stream_reply
 
 PREFIX = "/v1"
 #: The id ``/v1/models`` lists for an engine that does not name its model.
@@ -137,7 +128,7 @@ def error_response(
     # Counted (metrics, log line) under the protocol's error type, as the prompt route's are.
     protocol_type = code if code in _PROTOCOL_ERROR_TYPES else None
     request_id = note_error(
-        protocol_type or _STATUS_ERROR_TYPES.get(status_code, ErrorType.SERVER_ERROR)
+        protocol_type or STATUS_ERROR_TYPES.get(status_code, ErrorType.SERVER_ERROR)
     )
     detail = OpenAIErrorDetail(
         message=message,
@@ -279,14 +270,14 @@ def add_openai_routes(
     async def read(request: Request) -> bytes:
         """The body, once it is declared JSON and within the size limit and deadline (their
         errors, in the prompt protocol's shape, are reshaped by ``OpenAIErrorShape``)."""
-        _require_json(request)
-        return await _read_body(request, max_body_bytes, body_timeout)
+        require_json(request)
+        return await read_body(request, max_body_bytes, body_timeout)
 
     @app.post(PREFIX + "/completions", include_in_schema=False)
     async def completions(request: Request) -> Response:
         try:
             raw = await read(request)
-        except _ClientGone:
+        except ClientGone:
             return Response(status_code=499)
         body = _parse(CompletionRequest, raw)
         params = body.generation_params()
@@ -299,14 +290,14 @@ def add_openai_routes(
             echo = prompts if body.echo else None
             if body.stream:
                 form = _Chunks(writer, body.include_usage(), echo)
-                response = await _stream_reply(
+                response = await stream_reply(
                     engine, jobs[0], request.receive, release, shutdown, send_timeout, form
                 )
                 streaming = True  # the stream releases its slots when it ends
                 return response
             done = await _complete(engine, jobs, request.receive, shutdown)
             return _json(writer.completion(done, echo))
-        except _ClientGone:
+        except ClientGone:
             return Response(status_code=499)  # nobody reads it; the access log shows it
         except EngineError as exc:
             raise OpenAIError.from_engine(exc) from None
@@ -318,7 +309,7 @@ def add_openai_routes(
     async def chat_completions(request: Request) -> Response:
         try:
             raw = await read(request)
-        except _ClientGone:
+        except ClientGone:
             return Response(status_code=499)
         body = _parse(ChatCompletionRequest, raw)
         conversation = _chat_request(body, _chat_messages(body.messages))
@@ -335,14 +326,14 @@ def add_openai_routes(
             writer = _Writer("chatcmpl", "chat.completion", model)
             if body.stream:
                 form = _Chunks(writer, body.include_usage(), None)
-                response = await _stream_reply(
+                response = await stream_reply(
                     engine, job, request.receive, release, shutdown, send_timeout, form
                 )
                 streaming = True
                 return response
             done = await _complete(engine, [job], request.receive, shutdown)
             return _json(writer.chat_completion(done[0]))
-        except _ClientGone:
+        except ClientGone:
             return Response(status_code=499)
         except EngineError as exc:
             raise OpenAIError.from_engine(exc) from None
@@ -368,7 +359,7 @@ def _parse(model: type[RequestT], body: bytes) -> RequestT:
     try:
         # As on the prompt route: UTF-8 (a BOM ignored), NaN and Infinity are not JSON, an
         # integer too long to convert is an infinity, which every field that takes one refuses.
-        data = _DECODER.decode(body.decode("utf-8-sig"))
+        data = DECODER.decode(body.decode("utf-8-sig"))
     except (ValueError, RecursionError):
         raise OpenAIError(400, "the body is not valid JSON", code="invalid_json") from None
     if not isinstance(data, dict):
@@ -514,13 +505,13 @@ async def _complete(
     receive: Callable[[], Awaitable[Any]],
     shutdown: GracefulShutdown,
 ) -> list[Completion]:
-    """Each request's completion, run at once. If the client leaves first (``_ClientGone``) or
+    """Each request's completion, run at once. If the client leaves first (``ClientGone``) or
     the shutdown's grace period ends (503), they are all cancelled, freeing the engine."""
     if len(jobs) == 1:
         job = jobs[0]
-        return [await _unless_gone(engine.complete(job.request, job.prepared), receive, shutdown)]
+        return [await unless_gone(engine.complete(job.request, job.prepared), receive, shutdown)]
     work = asyncio.gather(*(engine.complete(job.request, job.prepared) for job in jobs))
-    return await _unless_gone(work, receive, shutdown)
+    return await unless_gone(work, receive, shutdown)
 
 
 class _Chunks(StreamForm):

@@ -1,0 +1,157 @@
+"""Reading a request: the body within its deadline and size limit, strict JSON (no NaN, bounded
+integers), the protocol's request model, and racing work against the client leaving."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+from collections.abc import (
+    Awaitable,
+    Callable,
+)
+from typing import Any, NoReturn, TypeVar
+
+from fastapi import Request
+from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
+
+from promptwire.protocol import (
+    PromptRequest,
+)
+from promptwire.server.errors import RequestError
+from promptwire.server.shutdown import (
+    GracefulShutdown,
+    shutting_down,
+)
+
+T = TypeVar("T")
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer; nobody is left to answer."""
+
+
+async def _until_disconnected(receive: Callable[[], Awaitable[Any]]) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_gone(
+    work: Awaitable[T], receive: Callable[[], Awaitable[Any]], shutdown: GracefulShutdown
+) -> T:
+    """Await ``work`` while watching the client and the shutdown: if the client leaves
+    (``ClientGone``) or the grace period ends (503) first, ``work`` is cancelled, which frees
+    the engine and the request's slot at once."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_until_disconnected(receive))
+    shutdown.call_on_expiry(task.cancel)
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        shutdown.forget(task.cancel)
+        watcher.cancel()
+        if not task.done():
+            task.cancel()  # the client is gone: free the engine
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if not task.cancelled():
+        return task.result()
+    if shutdown.expired:
+        raise shutting_down()
+    raise ClientGone
+
+
+async def read_body(request: Request, limit: int, seconds: float | None) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"the body is larger than the limit of {limit} bytes")
+    body = bytearray()
+    # The deadline as a bare timer that cancels this task: asyncio.timeout does the same at
+    # twice the cost, and this runs for every request.
+    task = asyncio.current_task()
+    late = False
+
+    def expire() -> None:
+        nonlocal late
+        late = True
+        if task is not None:
+            task.cancel()
+
+    timer = None if seconds is None else asyncio.get_running_loop().call_later(seconds, expire)
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise RequestError(413, f"the body is larger than the limit of {limit} bytes")
+    except asyncio.CancelledError:
+        if not late or (task is not None and task.uncancel() > 0):
+            raise  # cancelled for another reason too
+        raise RequestError(
+            408, f"the body did not arrive within {seconds:g} s", close=True
+        ) from None
+    except ClientDisconnect:
+        raise ClientGone from None
+    finally:
+        if timer is not None:
+            timer.cancel()
+    return bytes(body)
+
+
+def require_json(request: Request) -> None:
+    """The body must be declared JSON. A browser sends a cross-site request without asking the
+    server first only for a few "simple" content types (text/plain among them); requiring
+    ``application/json`` makes it ask (a CORS preflight), and this server never says yes."""
+    declared = request.headers.getlist("content-type")
+    media_type = declared[0].partition(";")[0].strip().lower() if len(declared) == 1 else ""
+    if media_type != "application/json":
+        raise RequestError(415, "the body must be JSON, sent with Content-Type: application/json")
+
+
+# Where the request body's schema sits in the OpenAPI document. Its nested models stay in its own
+# ``$defs``; pydantic's default refs (``#/$defs/ChatMessage``) would point at the document's root,
+# where there is nothing, and tools that read the schema (schemathesis, client generators) fail.
+_REQUEST_SCHEMA_POINTER = "#/paths/~1/post/requestBody/content/application~1json/schema"
+
+
+def request_body_schema() -> dict[str, Any]:
+    return PromptRequest.model_json_schema(ref_template=_REQUEST_SCHEMA_POINTER + "/$defs/{model}")
+
+
+# Python converts at most 4,300 digits to an int (a guard against quadratic time; the limit can
+# be lowered to 640, never below). No integer the protocol accepts has more than 19 digits, and an
+# unknown key's value is ignored, so a longer one is read as an infinity, which every known key
+# refuses: the request is then accepted or refused as the protocol says, not for its length.
+_MAX_INT_DIGITS = 640
+
+
+def _parse_int(digits: str) -> int | float:
+    if len(digits) <= _MAX_INT_DIGITS:
+        return int(digits)
+    return -math.inf if digits.startswith("-") else math.inf
+
+
+def _not_json(constant: str) -> NoReturn:
+    raise ValueError(f"{constant} is not JSON")  # NaN, Infinity, -Infinity: Python's extensions
+
+
+DECODER = json.JSONDecoder(parse_int=_parse_int, parse_constant=_not_json)
+
+
+def parse_request(body: bytes) -> PromptRequest:
+    try:
+        text = body.decode("utf-8-sig")  # JSON is UTF-8 (RFC 8259 8.1); a BOM may be ignored
+        data = DECODER.decode(text)
+    except (ValueError, RecursionError):
+        raise RequestError(422, "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise RequestError(422, "the body must be a JSON object with a 'prompt' string")
+    try:
+        return PromptRequest.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+            for err in exc.errors(include_input=False, include_url=False)[:10]
+        )
+        raise RequestError(422, f"invalid request: {problems}") from None

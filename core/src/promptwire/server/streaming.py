@@ -1,0 +1,222 @@
+"""Serving a prepared request: a whole reply, or server-sent events written by a ``StreamForm``
+(the prompt protocol's events by default; the OpenAI routes write OpenAI's chunks), with the
+first event awaited before answering, send timeouts and the shutdown grace period."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Sequence,
+)
+from dataclasses import dataclass
+from typing import Any
+
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
+from starlette.background import BackgroundTask
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from promptwire.engine import (
+    Engine,
+    EngineError,
+    EngineEvent,
+    ToolCall,
+)
+from promptwire.engine import TextChunk as EngineText
+from promptwire.protocol import (
+    EVENT_DELTA,
+    EVENT_DONE,
+    EVENT_TOOL_CALL,
+    ErrorType,
+    PromptRequest,
+    PromptResponse,
+    StreamDelta,
+    StreamDone,
+    StreamToolCall,
+)
+from promptwire.server.errors import error_event
+from promptwire.server.request_body import (
+    unless_gone,
+)
+from promptwire.server.shutdown import (
+    SHUTDOWN_MARGIN,
+    GracefulShutdown,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A request the engine has prepared (``Engine.prepare``): what the server generates."""
+
+    request: PromptRequest
+    prepared: Any
+
+
+def prepare(engine: Engine[Any], request: PromptRequest) -> Job:
+    """``request`` prepared by ``engine``; what the engine raises (a 422, a 503) is the reply."""
+    return Job(request, engine.prepare(request))
+
+
+async def whole_reply(
+    engine: Engine[Any],
+    job: Job,
+    receive: Callable[[], Awaitable[Any]],
+    shutdown: GracefulShutdown,
+) -> Response:
+    completion = await unless_gone(engine.complete(job.request, job.prepared), receive, shutdown)
+    reply = PromptResponse(
+        prompt=completion.text,
+        usage=completion.usage,
+        finish_reason=completion.finish_reason,
+        model=engine.model_name,
+        tool_calls=[call.to_protocol() for call in completion.tool_calls] or None,
+    )
+    return Response(reply.model_dump_json(exclude_none=True), media_type="application/json")
+
+
+class _EventStream(EventSourceResponse):
+    """sse-starlette's response, where a client that reads nothing for ``send_timeout`` seconds
+    has its stream ended (the generation is cancelled, the slot freed) and is logged in one line,
+    not a traceback. The server closes the connection, the answer being unfinished."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            logger.warning(
+                "a stream's client read nothing for %g s; the stream was ended", self.send_timeout
+            )
+
+
+class StreamForm:
+    """How a stream's events are written: by default the prompt protocol's ``delta``, ``done``
+    and ``error`` events (the OpenAI routes write OpenAI's chunks)."""
+
+    def __init__(self, model: str | None = None) -> None:
+        self.model = model
+        self.calls = 0  # tool calls written so far: the next one's index
+
+    def opening(self) -> Sequence[ServerSentEvent]:
+        """What the stream starts with, before the engine's first event."""
+        return ()
+
+    def event(self, event: EngineEvent) -> Sequence[ServerSentEvent]:
+        """What one of the engine's events is written as."""
+        written = _to_sse(event, self.model, self.calls)
+        self.calls += isinstance(event, ToolCall)
+        return (written,)
+
+    def error(self, status_code: int, error_type: str, message: str) -> ServerSentEvent:
+        """An error after the stream began (``status_code``: what it would have been answered
+        with before)."""
+        return error_event(error_type, message)
+
+
+async def stream_reply(
+    engine: Engine[Any],
+    job: Job,
+    receive: Callable[[], Awaitable[Any]],
+    release: Callable[[], None],
+    shutdown: GracefulShutdown,
+    send_timeout: float | None,
+    form: StreamForm | None = None,
+) -> Response:
+    form = form or StreamForm(engine.model_name)
+    events = engine.generate(job.request, job.prepared)
+    try:
+        # The first event is awaited before answering, so errors found at the start of a
+        # generation (overload, rejection) still get a proper HTTP status; a client that leaves
+        # meanwhile frees its slot at once, not when the first token comes.
+        first = await unless_gone(anext(events), receive, shutdown)
+    except BaseException:
+        await events.aclose()
+        raise
+
+    async def sse() -> AsyncIterator[ServerSentEvent]:
+        # On shutdown the stream goes on for the grace period. When that ends, the engine's wait
+        # for its next event is cut (by cancelling this task while it waits there, and only
+        # then) and the stream ends with an error event rather than just stopping.
+        task = asyncio.current_task()
+        assert task is not None
+        waiting = interrupted = False
+
+        def interrupt() -> None:
+            nonlocal interrupted
+            if waiting:
+                interrupted = True
+                task.cancel()
+
+        try:
+            for opening in form.opening():
+                yield opening
+            with shutdown.on_expiry(interrupt):
+                event: EngineEvent | None = first
+                while event is not None:
+                    for written in form.event(event):
+                        yield written
+                    if shutdown.expired:
+                        break
+                    waiting = True
+                    try:
+                        event = await anext(events, None)
+                    except asyncio.CancelledError:
+                        if not interrupted:
+                            raise
+                        interrupted = False
+                        if task.uncancel() > 0:
+                            raise  # cancelled for another reason too (the client left)
+                        break
+                    finally:
+                        waiting = False
+                    if interrupted:  # the engine swallowed the cancellation
+                        break
+                else:
+                    return  # the engine finished; its done event is out
+            yield form.error(
+                503,
+                ErrorType.SHUTTING_DOWN,
+                "the server is shutting down and the stream's grace period ended",
+            )
+        except EngineError as exc:
+            yield form.error(exc.status_code, exc.error_type, exc.message)
+        except Exception:
+            logger.exception("stream failed")
+            yield form.error(500, ErrorType.SERVER_ERROR, "internal server error")
+        finally:
+            if interrupted:  # the engine did not let the cancellation through: take it back
+                task.uncancel()
+            await events.aclose()  # on disconnect too: cancels the generation
+            release()
+
+    async def cleanup() -> None:  # also runs if the stream was never started
+        await events.aclose()
+        release()
+
+    return _EventStream(
+        sse(),
+        ping=15,
+        background=BackgroundTask(cleanup),
+        send_timeout=send_timeout,
+        # sse-starlette also sees uvicorn stopping, and cuts streams after its own grace
+        # period: give the app's time to end them properly first.
+        shutdown_grace_period=shutdown.grace + SHUTDOWN_MARGIN,
+    )
+
+
+def _to_sse(event: EngineEvent, model: str | None, call_index: int) -> ServerSentEvent:
+    if isinstance(event, EngineText):
+        return ServerSentEvent(StreamDelta(text=event.text).model_dump_json(), event=EVENT_DELTA)
+    if isinstance(event, ToolCall):
+        piece = StreamToolCall(
+            index=call_index, id=event.id, name=event.name, arguments=event.arguments
+        )
+        return ServerSentEvent(piece.model_dump_json(), event=EVENT_TOOL_CALL)
+    done = StreamDone(finish_reason=event.finish_reason, usage=event.usage, model=model)
+    return ServerSentEvent(done.model_dump_json(exclude_none=True), event=EVENT_DONE)
