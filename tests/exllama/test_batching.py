@@ -140,6 +140,8 @@ async def test_a_generator_failure_fails_the_requests_in_flight_then_recovers(
     assert engine.ready
     assert (await engine.complete(PromptRequest(prompt="again"))).text == WHOLE_REPLY
     assert len(runtime.generators) == 1  # cancelling the failed jobs was enough
+    # The loop thread counts jobs after each step, so the last count may lag the last reply.
+    await asyncio.to_thread(wait_until, lambda: _metrics(engine)["jobs_active"] == 0)
     counted = _metrics(engine)
     assert counted["generator_failures"] == 1 and counted["generator_restarts"] == 0
     assert counted["jobs_active"] == counted["jobs_pending"] == 0
@@ -178,6 +180,8 @@ async def test_the_metrics_follow_the_jobs_and_pages(
     counted = _metrics(engine)
     assert counted["cache_pages_used"] == 3 and counted["cache_pages_free"] == 13
     await asyncio.gather(*tasks)
+    settled = lambda: _metrics(engine)["cache_pages_used"] == 0  # noqa: E731 (counted after a step)
+    await asyncio.to_thread(wait_until, settled)
     counted = _metrics(engine)
     assert counted["jobs_active"] == counted["cache_pages_used"] == 0
     assert counted["cache_pages_free"] == 16

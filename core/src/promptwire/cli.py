@@ -32,8 +32,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-out = Console()
-err = Console(stderr=True)
+
+
+def out() -> Console:
+    """A console on stdout, made when used: it reads the terminal's width (and COLUMNS) now."""
+    return Console()
+
+
+def err() -> Console:
+    """A console on stderr, made when used."""
+    return Console(stderr=True)
+
 
 # The LangChain Modal guide's chain, reproduced by ``promptwire demo``.
 DEMO_TEMPLATE = """Question: {question}
@@ -122,7 +131,7 @@ def serve(
     token = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
     overrides = {"model_dir": model_dir} if model_dir else None
     if not token and not _is_loopback(host):
-        err.print(
+        err().print(
             f"[bold red]WARNING: serving on {host} with no API key: anyone who can reach this "
             "port can use the model. Set PROMPTWIRE_API_KEY or pass --api-key.[/]"
         )
@@ -140,7 +149,7 @@ def serve(
         max_connections=settings.max_connections,
     )
     auth = "bearer token required" if token else "no auth"
-    err.print(f"promptwire: serving backend [bold]{name}[/] on http://{host}:{port}/ ({auth})")
+    err().print(f"promptwire: serving backend [bold]{name}[/] on http://{host}:{port}/ ({auth})")
     run_server(fastapi_app, host=host, port=port, log_level=log_level, limits=limits)
 
 
@@ -234,7 +243,7 @@ def status(
         headers["Modal-Secret"] = settings.modal_secret.get_secret_value()
     found = read_status(url or settings.endpoint_url, headers=headers, timeout=timeout)
     for label, text in found.lines():  # one line each, however wide (a script may read them)
-        out.print(f"{label:<12} {visible(text)}", soft_wrap=True, highlight=False, markup=False)
+        out().print(f"{label:<12} {visible(text)}", soft_wrap=True, highlight=False, markup=False)
     if not found.ready:
         raise typer.Exit(1)
 
@@ -257,11 +266,11 @@ def backends() -> None:
             "yes" if backend.modal_app else "no",
             backend.description,
         )
-    out.print(table)
+    out().print(table)
     for note in plugin_notes():
-        err.print(f"[yellow]note: {escape(note)}[/]", highlight=False)
+        err().print(f"[yellow]note: {escape(note)}[/]", highlight=False)
     for failure in plugin_failures():
-        err.print(
+        err().print(
             f"[red]plugin {escape(repr(failure.plugin.name))} "
             f"({escape(failure.plugin.distribution or 'unknown distribution')}) failed at "
             f"{failure.stage}: {escape(failure.error)}[/]",
@@ -285,19 +294,19 @@ def demo(
     set_level("warning")  # the demo's output is the chain's, not the request log
     settings = PromptwireSettings()
     with BackgroundServer(build_app(backend, api_key=None, settings=settings)) as server:
-        err.print(f"promptwire: local {backend} server on {server.url}")
+        err().print(f"promptwire: local {backend} server on {server.url}")
         llm = _llm(server.url, None, None, 60.0, {})
         chain = PromptTemplate.from_template(DEMO_TEMPLATE) | llm
-        out.print(f"[bold]Question:[/] {DEMO_QUESTION}")
+        out().print(f"[bold]Question:[/] {DEMO_QUESTION}")
         if stream:
-            out.print("[bold]Answer:[/] ", end="")
+            out().print("[bold]Answer:[/] ", end="")
             for piece in chain.stream({"question": DEMO_QUESTION}):
-                out.print(piece, end="", markup=False, highlight=False)
-            out.print()
+                out().print(piece, end="", markup=False, highlight=False)
+            out().print()
         else:
             answer = chain.invoke({"question": DEMO_QUESTION})
-            out.print("[bold]Answer:[/] ", end="")
-            out.print(answer, markup=False, highlight=False)
+            out().print("[bold]Answer:[/] ", end="")
+            out().print(answer, markup=False, highlight=False)
         llm.close()
 
 
@@ -322,13 +331,13 @@ def deploy(
 
     deployment = deploy_backend(backend, environment=environment, warm=warm)
     if deployment.url is None:
-        err.print(
+        err().print(
             f"promptwire: deployed {deployment.app_name}; find its URL at "
             f"{deployment.dashboard_url or 'the Modal dashboard'}",
             highlight=False,
         )
         return
-    err.print(
+    err().print(
         f"promptwire: deployed [bold]{escape(deployment.app_name)}[/]. Point clients at it with:\n"
         f"  export PROMPTWIRE_BACKEND={backend}\n"
         f"  export PROMPTWIRE_ENDPOINT_URL={deployment.url}",
@@ -351,7 +360,8 @@ def main() -> None:
         app()
     except (PromptwireError, ValidationError) as exc:
         # soft_wrap: one line however long, not cut at the terminal's width (or 80 columns)
-        err.print(f"[bold red]error:[/] {escape(_one_line(exc))}", highlight=False, soft_wrap=True)
+        message = f"[bold red]error:[/] {escape(_one_line(exc))}"
+        err().print(message, highlight=False, soft_wrap=True)
         raise SystemExit(1) from None
 
 
