@@ -20,6 +20,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from promptwire import PromptwireLLM
 from promptwire.errors import EndpointConnectError
@@ -154,3 +155,23 @@ def test_the_new_connection_is_tried_once_and_its_failure_is_shown() -> None:
         with pytest.raises(EndpointConnectError):
             llm.invoke("second")
         assert (server.requests, server.connections) == (3, 2)
+
+
+class UntracedTransport(httpx.HTTPTransport):
+    """A real transport that reports no trace events, as aiohttp's or an in-process app's."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.extensions = {k: v for k, v in request.extensions.items() if k != "trace"}
+        return super().handle_request(request)
+
+
+def test_without_trace_events_a_drop_is_never_taken_for_a_stale_connection() -> None:
+    """Whether a connection was reused is known only from the transport's trace events; a
+    transport that sends none gets the safe reading: the request may have run, so it is shown
+    (with retries off), not sent again."""
+    with dropping("close") as server, httpx.Client(transport=UntracedTransport()) as users:
+        llm = PromptwireLLM(endpoint_url=server.url, timeout=10, max_retries=0, http_client=users)
+        assert llm.invoke("first") == "ok"
+        with pytest.raises(EndpointConnectError, match=r"broke mid-reply|without sending"):
+            llm.invoke("second")
+        assert (server.requests, server.connections) == (2, 1)

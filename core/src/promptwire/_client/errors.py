@@ -114,16 +114,19 @@ class Redactor:
 class Turn:
     """One request's turn on a connection, followed through the ``trace`` request extension
     (httpx documents it; httpcore sends it): whether it opened a new connection and whether any
-    reply has begun (a redirect's included)."""
+    reply has begun (a redirect's included). A transport that sends no trace events (aiohttp's,
+    an in-process app's) never makes a failure look stale: it is not resent."""
 
-    __slots__ = ("answered", "extensions", "opened")
+    __slots__ = ("answered", "extensions", "opened", "traced")
 
     def __init__(self) -> None:
+        self.traced = False
         self.opened = False
         self.answered = False
         self.extensions: dict[str, Any] = {"trace": self._trace}
 
     def _see(self, event: str) -> None:
+        self.traced = True
         if event == "connection.connect_tcp.started":
             self.opened = True
         elif event.endswith("receive_response_headers.complete"):
@@ -135,7 +138,7 @@ class Turn:
     @property
     def stale(self) -> bool:
         """It went out on a reused connection and nothing came back."""
-        return not self.opened and not self.answered
+        return self.traced and not self.opened and not self.answered
 
 
 class AsyncTurn(Turn):
