@@ -26,6 +26,7 @@ from promptwire import PromptwireLLM
 from promptwire.errors import EndpointConnectError
 
 from tests.support.network import LOOPBACK_ONLY
+from tests.support.servers import refused_url
 
 pytestmark = LOOPBACK_ONLY
 
@@ -160,7 +161,10 @@ def test_the_new_connection_is_tried_once_and_its_failure_is_shown() -> None:
 class UntracedTransport(httpx.HTTPTransport):
     """A real transport that reports no trace events, as aiohttp's or an in-process app's."""
 
+    sent = 0
+
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent += 1
         request.extensions = {k: v for k, v in request.extensions.items() if k != "trace"}
         return super().handle_request(request)
 
@@ -175,3 +179,21 @@ def test_without_trace_events_a_drop_is_never_taken_for_a_stale_connection() -> 
         with pytest.raises(EndpointConnectError, match=r"broke mid-reply|without sending"):
             llm.invoke("second")
         assert (server.requests, server.connections) == (2, 1)
+
+
+def test_without_trace_events_a_connection_error_is_not_taken_for_one_before_sending() -> None:
+    """httpx-aiohttp reports a server hanging up on a sent request as ``ConnectTimeout``: with
+    a transport that does not trace its connections, connection errors are not retried as if
+    nothing had been sent, unless ``retry_unsafe`` allows it."""
+    transport = UntracedTransport()
+    with httpx.Client(transport=transport) as users:
+        llm = PromptwireLLM(endpoint_url=refused_url(), max_retries=2, http_client=users)
+        with pytest.raises(EndpointConnectError, match="cannot connect") as caught:
+            llm.invoke("x")
+        assert caught.value.may_have_run and transport.sent == 1
+        llm = PromptwireLLM(
+            endpoint_url=refused_url(), max_retries=1, retry_unsafe=True, http_client=users
+        )
+        with pytest.raises(EndpointConnectError):
+            llm.invoke("x")
+        assert transport.sent == 3

@@ -114,8 +114,10 @@ class Redactor:
 class Turn:
     """One request's turn on a connection, followed through the ``trace`` request extension
     (httpx documents it; httpcore sends it): whether it opened a new connection and whether any
-    reply has begun (a redirect's included). A transport that sends no trace events (aiohttp's,
-    an in-process app's) never makes a failure look stale: it is not resent."""
+    reply has begun (a redirect's included). With a transport that sends no trace events
+    (aiohttp's, an in-process app's) nothing is known of the request's fate when it fails, so a
+    failure is never taken as stale, and a connection error may have come after the request
+    went out: neither is repeated unless ``retry_unsafe`` is set."""
 
     __slots__ = ("answered", "extensions", "opened", "traced")
 
@@ -183,6 +185,10 @@ class Translate:
             raise StaleConnectionError(self.url) from None
         reason = self.redact(str(exc) or type(exc).__name__)  # async read errors are often blank
         message = failure.message.format(reason=reason, name=type(exc).__name__)
+        # A connection error means nothing was sent only where the transport traces its
+        # connections: httpx-aiohttp reports a server that hung up on a sent request as
+        # ConnectTimeout (see ``Turn``).
+        may_have_run = failure.may_have_run or (self.turn is not None and not self.turn.traced)
         raise failure.becomes(
-            message, url=self.url, transient=failure.transient, may_have_run=failure.may_have_run
+            message, url=self.url, transient=failure.transient, may_have_run=may_have_run
         ) from None
