@@ -187,6 +187,12 @@ def run(quick: bool) -> BenchResult:
                 note="what the sharding saves (encode/httpcore#1035)",
             )
         )
+    result.notes += [
+        "Every contender runs promptwire's own code above the transport (retries, deadlines, "
+        "bounded reading, redirect guard); only the connection handling differs.",
+        "httpx-aiohttp is offered, not the default: see *What the benchmarks found* for what it "
+        "gets wrong about failed connections and cookies, and what promptwire does about it.",
+    ]
     return result
 
 
