@@ -43,10 +43,7 @@ _MAKING = threading.Lock()
 
 
 class _Within:
-    __slots__ = ("_deadline",)
-
-    def __init__(self, deadline: Deadline) -> None:
-        self._deadline = deadline
+    __slots__ = ()
 
     def __enter__(self) -> None:
         return None
@@ -57,13 +54,16 @@ class _Within:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is None:
-            self._deadline.check()
+        return None
+
+
+_WITHIN = _Within()
 
 
 def within(deadline: Deadline) -> _Within:
-    """A block that raises ``deadline``'s timeout if it ends past it."""
-    return _Within(deadline)
+    """Nothing: a blocking call cannot be cancelled. httpx's timeouts bound each wait, and the
+    reading loops check ``deadline`` after every piece (as the async shell's also do)."""
+    return _WITHIN
 
 
 class SyncEndpointClient:
