@@ -2,24 +2,33 @@
 
 Against the misbehaving server on loopback, through the user's ``httpx.Client`` and
 ``httpx.AsyncClient`` configured as badly as a user might (following redirects itself, no
-timeout, a cookie jar with a session in it, a proxy): credentials still never leave the
-endpoint's origin, no cookie is sent, promptwire's deadline and retries apply, and requests go
-through the user's proxy.
+timeout, a cookie jar with a session in it): credentials still never leave the endpoint's
+origin, no cookie is sent, promptwire's deadline and retries apply. And what the user's client
+is for: requests go through its forward proxy, and its client certificate opens an endpoint
+that demands one (mutual TLS).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from promptwire import PromptwireLLM
-from promptwire.errors import EndpointTimeoutError, ProtocolError
+from promptwire.errors import EndpointError, EndpointTimeoutError, ProtocolError
+from promptwire.server import create_app
+from promptwire_modal_dummy.engine import DummyEngine
+from promptwire_modal_dummy.settings import DummySettings
 
 from tests.reliability.faults import FaultServer, fault_server
 from tests.support.network import LOOPBACK_ONLY
@@ -46,21 +55,23 @@ def call(url: str, mode: str, client_options: dict[str, Any], **options: Any) ->
         http_async_client=async_client,
         **options,
     )
-    try:
-        if mode == "invoke":
-            return llm.invoke("hi")
-        if mode == "stream":
-            return "".join(llm.stream("hi"))
 
-        async def run() -> str:
+    async def run() -> str:
+        try:
             if mode == "ainvoke":
                 return await llm.ainvoke("hi")
             return "".join([piece async for piece in llm.astream("hi")])
+        finally:
+            await async_client.aclose()  # in the loop that used it
 
-        return asyncio.run(run())
-    finally:
-        sync_client.close()
-        asyncio.run(async_client.aclose())
+    if mode in ("invoke", "stream"):
+        try:
+            return llm.invoke("hi") if mode == "invoke" else "".join(llm.stream("hi"))
+        finally:
+            sync_client.close()
+            asyncio.run(async_client.aclose())  # never used, so no loop owns it
+    sync_client.close()
+    return asyncio.run(run())
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +196,74 @@ def test_requests_go_through_the_users_proxy(faults: FaultServer, mode: str) -> 
     assert target == url
     assert headers["authorization"] == f"Bearer {SECRET}"
     assert faults.count(url) == 1
+
+
+# -- mutual TLS -----------------------------------------------------------------------------
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made by openssl."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    here = tmp_path_factory.mktemp("pki")
+    _openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test CA",
+        "-keyout", "ca.key", "-out", "ca.pem", cwd=here,
+    )  # fmt: skip
+    (here / "server.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name in ("server", "client"):
+        _openssl(
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=here,
+        )  # fmt: skip
+        extra = ["-extfile", "server.ext"] if name == "server" else []
+        _openssl(
+            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-out", f"{name}.pem", *extra, cwd=here,
+        )  # fmt: skip
+    return here
+
+
+@pytest.fixture(scope="module")
+def mtls_url(certificates: Path) -> Iterator[str]:
+    """The promptwire app under uvicorn, over TLS, refusing clients without a certificate
+    from the test CA."""
+    app = create_app(DummyEngine(DummySettings(echo=True)), api_key=SECRET)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        ssl_certfile=str(certificates / "server.pem"),
+        ssl_keyfile=str(certificates / "server.key"),
+        ssl_ca_certs=str(certificates / "ca.pem"),
+        ssl_cert_reqs=ssl.CERT_REQUIRED,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the TLS server did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"https://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_mutual_tls_through_the_users_client(mtls_url: str, certificates: Path, mode: str) -> None:
+    def trusting_the_ca() -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(certificates / "ca.pem"))
+
+    with_certificate = trusting_the_ca()
+    with_certificate.load_cert_chain(certificates / "client.pem", certificates / "client.key")
+    assert call(mtls_url, mode, {"verify": with_certificate}) == "hi"
+    with pytest.raises(EndpointError):  # the server refuses a client without a certificate
+        call(mtls_url, mode, {"verify": trusting_the_ca()}, max_retries=0)
