@@ -29,6 +29,7 @@ CPU_BENCHMARKS = [
     "startup",
     "openai_compat",
     "event_loop",
+    "aiohttp_transport",
 ]
 TIME_LIMIT = 900  # seconds for one benchmark
 

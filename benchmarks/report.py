@@ -18,6 +18,7 @@ ORDER = [
     "startup",
     "openai_compat",
     "event_loop",
+    "aiohttp_transport",
 ]
 GPU_COMMAND = "uv run python -m benchmarks.gpu"
 
@@ -253,12 +254,14 @@ FINDINGS = [
     "- **Client CPU per call** (benchmark 3 missed its 1.5x target at 1.63x/1.60x). Half of "
     "httpx's own CPU per request went to its cookie jar: every reply is handed to urllib's "
     "`CookieJar` through adapter objects that re-parse the URL. The protocol is stateless, so "
-    "promptwire's pools are httpx clients without a jar (which also keeps one caller's cookies "
-    "off another's requests). The endpoint URL is parsed once (and checked when the model is "
-    "made), and tenacity's retry loop, whose set-up cost more than a local request, is entered "
-    "only after a failure worth retrying (as its first attempt, so waits and counts are "
-    "unchanged). promptwire's HTTP layer now costs about 0.8-0.9x raw httpx's CPU, which pays for "
-    "LangChain's share.",
+    "promptwire's pools were made httpx clients without a jar (which also keeps one caller's "
+    "cookies off another's requests). The endpoint URL is parsed once (and checked when the "
+    "model is made), and the retry loop, whose set-up cost more than a local request, is entered "
+    "only after a failure worth retrying. That brought promptwire's HTTP layer to about 0.8-0.9x "
+    "raw httpx's CPU. Since the client's split into modules (issue 14) the pools' jar is a "
+    "public `CookieJar` that stores nothing rather than an override of how httpx reaches its "
+    "jar; httpx still hands it every reply through those adapters, about 25 µs a call here, "
+    "which puts the HTTP layer at about raw httpx's CPU (benchmark 3).",
     "- **The OpenAI routes** (benchmark 8 first measured `/v1/completions` at 0.67x the prompt "
     "route's requests/s). They were an `APIRouter` included in the app, which FastAPI matches as "
     "a nested router (about 15 µs more per request); the prompt request was built with "
@@ -281,6 +284,17 @@ FINDINGS = [
     "uvicorn, torch are absent; see the notes of benchmark 7). The community class is cheaper "
     "than the floor on a plain-HTTP call because it uses `requests` and never imports httpx or "
     "loads a CA bundle.",
+    "- **The async transport** (benchmark 10). httpx over aiohttp (`httpx-aiohttp`, what the "
+    "openai SDK offers for high concurrency) costs less client CPU than promptwire's sharded "
+    "httpx pools and is as fast or faster in wall time, so promptwire takes it as "
+    "`http_async_client=HttpxAiohttpClient()`. It is not the default: it would put aiohttp on "
+    "the client path, which keeps to httpx; httpx-aiohttp 0.2.0 turns every "
+    "`aiohttp.ClientConnectionError`, a server hanging up on a request already sent included, "
+    "into `httpx.ConnectTimeout` (as a review of the openai SDK's copy found, "
+    "openai/openai-python#3594), and sends no trace events, so promptwire repeats no connection "
+    "error through it unless `retry_unsafe` is set (measured on the fault server: such a "
+    "request was sent 3 times before that rule, once after); and aiohttp's own cookie jar, "
+    "which stores cookies from host names, is out of promptwire's reach.",
     "- **Server**: `promptwire serve` does more than the bare app per request (strict "
     "validation, size and in-flight limits, a disconnect watcher that cancels generation, "
     "protocol error bodies), about 60 µs of app time per request, small beside uvicorn's own "

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 from promptwire import PromptwireLLM
-from promptwire.client import MAX_RETRY_AFTER, _retry_after, _wait_honouring_retry_after
+from promptwire._client.retry import MAX_RETRY_AFTER, RetryPolicy, parse_retry_after
+from promptwire.client import StaleConnectionError
 from promptwire.errors import (
     EndpointConnectError,
     EndpointError,
@@ -30,7 +31,6 @@ from promptwire.errors import (
     ServerError,
     StreamError,
 )
-from tenacity import RetryCallState, Retrying
 
 from tests.reliability.faults import FaultServer
 from tests.support.servers import refused_url
@@ -211,19 +211,34 @@ def test_a_retry_that_succeeds_returns_the_reply(faults: FaultServer, mode: str)
 
 
 def test_retry_after_is_capped_and_parsed_in_both_forms() -> None:
-    def wait_for(retry_after: float | None) -> float:
-        state = RetryCallState(Retrying(), None, (), {})
+    def wait_for(retry_after: float | None, retry: int = 1) -> float:
         exc = OverloadedError("busy", url="u", status_code=503, retry_after=retry_after)
-        state.set_exception((OverloadedError, exc, None))
-        return _wait_honouring_retry_after(state)
+        return RetryPolicy(max_retries=5).wait(retry, exc)
 
     assert wait_for(3600) == MAX_RETRY_AFTER == 60.0
     assert wait_for(2.5) == 2.5
-    assert 0 < wait_for(None) <= 8.0  # no Retry-After: jittered exponential backoff
-    assert _retry_after("7") == 7.0
-    assert _retry_after("-3") == 0.0
-    assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past
-    assert _retry_after("soon") is None
+    # No Retry-After: jittered exponential backoff, 0.5 s doubling per retry, at most 8 s.
+    assert 0.5 <= wait_for(None) <= 1.5
+    assert 2.0 <= wait_for(None, retry=3) <= 3.0
+    assert wait_for(None, retry=30) == 8.0
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after("-3") == 0.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past
+    assert parse_retry_after("soon") is None
+
+
+def test_the_retry_budget_counts_failures_not_closed_kept_alive_connections() -> None:
+    """Stale connections are retried at once, apart from the budget, up to the pool's size."""
+    policy = RetryPolicy(max_retries=1, max_stale=2)
+    retries = policy.start()
+    stale = StaleConnectionError("u")
+    busy = OverloadedError("busy", url="u", status_code=503, retry_after=0)
+    assert [retries.wait_after(stale), retries.wait_after(stale)] == [0.0, 0.0]
+    assert retries.wait_after(stale) is not None  # the third: a retry from the budget
+    assert retries.wait_after(busy) is None  # the budget is spent
+    unsafe = ServerError("boom", url="u", status_code=502)
+    assert policy.start().wait_after(unsafe) is None  # it may have run
+    assert RetryPolicy(1, retry_unsafe=True).start().wait_after(unsafe) is not None
 
 
 @pytest.mark.parametrize("mode", MODES)

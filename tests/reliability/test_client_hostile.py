@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from promptwire import ChatPromptwire, PromptwireLLM
-from promptwire.client import _TranslateErrors
+from promptwire._client.errors import Redactor, Translate
 from promptwire.errors import (
     ConfigurationError,
     EndpointError,
@@ -101,12 +101,18 @@ def test_the_chat_models_health_probe_does_not_carry_credentials_away(
     faults: FaultServer, other_origin: FaultServer
 ) -> None:
     """A v1 server refusing ``messages`` makes the chat model ask ``/health``, which redirects."""
-    chat = ChatPromptwire(endpoint_url="http://127.0.0.1:1/", **CREDENTIALS)  # type: ignore[arg-type]
     target = other_origin.url("ok")
-    probe = chat.client.sync_client.get(faults.url("redirect-to", code=303, to=target))
-    assert probe.status_code == 200
-    [received] = other_origin.headers_of(target)
-    assert not {"authorization", "modal-key", "modal-secret"} & set(received)
+    endpoint = faults.url("redirect-to", code=303, to=target)  # its /health redirects too
+    chat = ChatPromptwire(endpoint_url=endpoint, **CREDENTIALS)  # type: ignore[arg-type]
+    probe = chat.client.health()
+    assert probe is not None and probe.status_code == 200
+    assert asyncio.run(chat.client.ahealth()) is not None
+    assert [h["authorization"] for h in faults.headers_of(endpoint.split("?")[0] + "/health")] == [
+        f"Bearer {SECRET}"
+    ] * 2
+    received = other_origin.headers_of(target)
+    assert len(received) == 2
+    assert not {"authorization", "modal-key", "modal-secret"} & set().union(*received)
 
 
 # -- 2. secrets that cannot travel in a header -------------------------------------------------
@@ -148,11 +154,11 @@ def test_the_same_secret_from_the_environment_is_refused(
 
 def test_transport_errors_are_redacted_and_not_chained() -> None:
     """httpx quotes a header it refuses; whatever it says, the secret does not come through."""
-    translate = _TranslateErrors("http://x/", lambda text: text.replace(SECRET, "***"))
+    translate = Translate("http://x/", Redactor([SECRET]))
     with pytest.raises(EndpointError) as caught, translate:
         raise httpx.LocalProtocolError(f"Illegal header value b'Bearer {SECRET}'")
     shown = "".join(traceback.format_exception(caught.value)) + repr(caught.value)
-    assert SECRET not in shown and "***" in shown
+    assert SECRET not in shown and "**********" in shown
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
 
 

@@ -20,11 +20,13 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from promptwire import PromptwireLLM
 from promptwire.errors import EndpointConnectError
 
 from tests.support.network import LOOPBACK_ONLY
+from tests.support.servers import refused_url
 
 pytestmark = LOOPBACK_ONLY
 
@@ -154,3 +156,44 @@ def test_the_new_connection_is_tried_once_and_its_failure_is_shown() -> None:
         with pytest.raises(EndpointConnectError):
             llm.invoke("second")
         assert (server.requests, server.connections) == (3, 2)
+
+
+class UntracedTransport(httpx.HTTPTransport):
+    """A real transport that reports no trace events, as aiohttp's or an in-process app's."""
+
+    sent = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent += 1
+        request.extensions = {k: v for k, v in request.extensions.items() if k != "trace"}
+        return super().handle_request(request)
+
+
+def test_without_trace_events_a_drop_is_never_taken_for_a_stale_connection() -> None:
+    """Whether a connection was reused is known only from the transport's trace events; a
+    transport that sends none gets the safe reading: the request may have run, so it is shown
+    (with retries off), not sent again."""
+    with dropping("close") as server, httpx.Client(transport=UntracedTransport()) as users:
+        llm = PromptwireLLM(endpoint_url=server.url, timeout=10, max_retries=0, http_client=users)
+        assert llm.invoke("first") == "ok"
+        with pytest.raises(EndpointConnectError, match=r"broke mid-reply|without sending"):
+            llm.invoke("second")
+        assert (server.requests, server.connections) == (2, 1)
+
+
+def test_without_trace_events_a_connection_error_is_not_taken_for_one_before_sending() -> None:
+    """httpx-aiohttp reports a server hanging up on a sent request as ``ConnectTimeout``: with
+    a transport that does not trace its connections, connection errors are not retried as if
+    nothing had been sent, unless ``retry_unsafe`` allows it."""
+    transport = UntracedTransport()
+    with httpx.Client(transport=transport) as users:
+        llm = PromptwireLLM(endpoint_url=refused_url(), max_retries=2, http_client=users)
+        with pytest.raises(EndpointConnectError, match="cannot connect") as caught:
+            llm.invoke("x")
+        assert caught.value.may_have_run and transport.sent == 1
+        llm = PromptwireLLM(
+            endpoint_url=refused_url(), max_retries=1, retry_unsafe=True, http_client=users
+        )
+        with pytest.raises(EndpointConnectError):
+            llm.invoke("x")
+        assert transport.sent == 3

@@ -185,19 +185,11 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
 
     def _require_v12(self, payload: Mapping[str, Any]) -> None:
         if self._needs_v12(payload):
-            try:
-                health = self.client.sync_client.get(_health_url(self.client.config.url))
-            except httpx.HTTPError:
-                health = None
-            self._check_v12(health)
+            self._check_v12(self.client.health())
 
     async def _arequire_v12(self, payload: Mapping[str, Any]) -> None:
         if self._needs_v12(payload):
-            try:
-                health = await self.client.async_client.get(_health_url(self.client.config.url))
-            except httpx.HTTPError:
-                health = None
-            self._check_v12(health)
+            self._check_v12(await self.client.ahealth())
 
     # A request with ``messages`` refused as invalid (400/422) is asked again without them only
     # when the server does not say on /health that it speaks v1.1: a v1.1 server's refusal is
@@ -214,20 +206,14 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
     def _falls_back(self, payload: Mapping[str, Any], exc: InvalidRequestError) -> bool:
         if not self._may_fall_back(payload, exc):
             return False
-        try:
-            health = self.client.sync_client.get(_health_url(self.client.config.url))
-        except httpx.HTTPError:
-            return True
-        return not _understands_messages(health)
+        health = self.client.health()
+        return health is None or not _understands_messages(health)
 
     async def _afalls_back(self, payload: Mapping[str, Any], exc: InvalidRequestError) -> bool:
         if not self._may_fall_back(payload, exc):
             return False
-        try:
-            health = await self.client.async_client.get(_health_url(self.client.config.url))
-        except httpx.HTTPError:
-            return True
-        return not _understands_messages(health)
+        health = await self.client.ahealth()
+        return health is None or not _understands_messages(health)
 
     def _complete(self, payload: dict[str, Any]) -> PromptResponse:
         self._require_v12(payload)
@@ -681,10 +667,6 @@ def _read_tool_calls(reply: PromptResponse) -> tuple[list[ToolCall], list[Invali
 def _tool_call_chunk(piece: StreamToolCall) -> ChatGenerationChunk:
     chunk = tool_call_chunk(name=piece.name, args=piece.arguments, id=piece.id, index=piece.index)
     return ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[chunk]))
-
-
-def _health_url(endpoint_url: str) -> str:
-    return endpoint_url.rstrip("/") + "/health"
 
 
 def _understands_messages(health: httpx.Response) -> bool:

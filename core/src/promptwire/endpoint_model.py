@@ -17,9 +17,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, Self, TypeVar
 
+import httpx
 from langchain_core.language_models import LangSmithParams
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     PrivateAttr,
     SecretStr,
@@ -72,6 +74,8 @@ R = TypeVar("R")
 class EndpointModel(BaseModel):
     """The endpoint fields of a promptwire LangChain model, and its pooled client."""
 
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     endpoint_url: str | None = None
     """The endpoint's URL (``PROMPTWIRE_ENDPOINT_URL``)."""
     backend: str | None = None
@@ -104,6 +108,15 @@ class EndpointModel(BaseModel):
     seed: Seed | None = None
     stop: StopSequences | None = None
     """Stop sequences used when a call gives none."""
+
+    http_client: httpx.Client | None = Field(default=None, exclude=True, repr=False)
+    """An ``httpx.Client`` for sync calls instead of promptwire's pool: proxies, mTLS, a custom
+    transport, an app served in-process (``httpx.ASGITransport``). promptwire's headers,
+    timeouts, retries, redirect guard and cookie refusal still apply (``promptwire.client`` says
+    exactly what the client keeps); promptwire never closes it. Never serialized."""
+    http_async_client: httpx.AsyncClient | None = Field(default=None, exclude=True, repr=False)
+    """The same for async calls (e.g. ``httpx_aiohttp.HttpxAiohttpClient()``); its connections
+    belong to one event loop, so use it from one loop."""
 
     _client: EndpointClient | None = PrivateAttr(default=None)
     _adapter: ClientAdapter = PrivateAttr(default_factory=ClientAdapter)
@@ -178,7 +191,9 @@ class EndpointModel(BaseModel):
                 max_connections=max(100, _given(self.max_concurrency)),
                 max_reply_bytes=_given(self.max_reply_bytes),
                 wire=self._wire,
-            )
+            ),
+            http_client=self.http_client,
+            http_async_client=self.http_async_client,
         )
 
     def _base_params(self) -> dict[str, Any]:

@@ -1,0 +1,294 @@
+"""Everything about a call to the endpoint that does no I/O, shared by the sync and async clients.
+
+``Exchange`` holds what one endpoint's calls share (its URL, wire format, redaction, redirect
+guard, retry policy); ``Call`` is one call: its request, its attempts, the request id its errors
+name, its deadlines, and the reading of its reply. The clients only move bytes: they send the
+requests a ``Call`` builds and feed it what comes back.
+
+Bodies are read raw and decoded by ``BodyDecoder`` (httpx would inflate without a cap), at most
+``max_reply_bytes`` for a whole body or one event. Timeouts are ``Deadline``s: a whole reply is due
+within ``timeout`` of its request, and in a stream each event of the protocol within ``timeout`` of
+the one before (pings, comments and events of other types do not hold a stalled stream open).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from promptwire._client.config import ClientConfig, parse_endpoint_url
+from promptwire._client.errors import Redactor, Translate, Turn
+from promptwire._client.pools import ClientOptions
+from promptwire._client.redirects import RedirectGuard
+from promptwire._client.retry import RetryPolicy, parse_retry_after
+from promptwire.errors import (
+    EndpointError,
+    EndpointTimeoutError,
+    HTTPStatusError,
+    ProtocolError,
+    StreamError,
+    status_error_class,
+)
+from promptwire.protocol import PromptResponse, StreamDelta, StreamDone, StreamToolCall
+from promptwire.reply_body import BodyDecoder
+from promptwire.sse import Event, SSEDecoder
+from promptwire.wire import MalformedReply, RemoteStreamError, StreamEvent, parse_json
+
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+class Exchange:
+    """What every call to one endpoint shares."""
+
+    def __init__(self, config: ClientConfig) -> None:
+        self.config = config
+        self.wire = config.wire
+        self.url = parse_endpoint_url(config.url)  # parsed once, not on every request
+        self.redact = Redactor(config.secrets())
+        self.guard = RedirectGuard(self.url, config.credential_headers(), config.url)
+        self.retry = RetryPolicy(config.max_retries, config.retry_unsafe, config.max_connections)
+        self.health_url = self.url.copy_with(path=self.url.path.rstrip("/") + "/health")
+        self.client_options = ClientOptions(config)
+        """How promptwire's own httpx clients are made (one SSL context for all of them)."""
+
+    def given_client_options(self) -> dict[str, Any]:
+        """What each request through a user's client carries besides what that client adds:
+        promptwire's headers (they win over the client's) and timeouts."""
+        return {"headers": self.config.request_headers(), "timeout": self.config.httpx_timeout()}
+
+    def call(self, payload: Mapping[str, Any], *, stream: bool) -> Call:
+        url, body = self.wire.request(self.url, payload, stream=stream)
+        return Call(self, "POST", url, body)
+
+    def health_call(self) -> Call:
+        """``GET <endpoint>/health``, tried once."""
+        return Call(self, "GET", self.health_url, None, tries=False)
+
+    def translating(self, turn: Turn | None = None) -> Translate:
+        """A context in which transport failures become promptwire's errors."""
+        return Translate(self.config.url, self.redact, turn)
+
+
+class Deadline:
+    """When the step under way must be done by; the async client also bounds its awaits by it."""
+
+    __slots__ = ("_at", "_seconds", "_url")
+
+    def __init__(self, seconds: float, url: str) -> None:
+        self._seconds = seconds
+        self._url = url
+        self._at = time.monotonic() + seconds
+
+    def reset(self) -> None:
+        self._at = time.monotonic() + self._seconds
+
+    def remaining(self) -> float:
+        return self._at - time.monotonic()
+
+    def check(self) -> None:
+        if time.monotonic() > self._at:
+            raise self.expired()
+
+    def expired(self) -> EndpointTimeoutError:
+        return EndpointTimeoutError(
+            f"no complete reply within {self._seconds:g}s", url=self._url, transient=True
+        )
+
+
+class Call:
+    """One call: its request (built anew for each attempt), its retries, and its reply."""
+
+    def __init__(
+        self,
+        exchange: Exchange,
+        method: str,
+        url: httpx.URL,
+        body: Mapping[str, Any] | None,
+        *,
+        tries: bool = True,
+    ) -> None:
+        self._exchange = exchange
+        self._method = method
+        self._url = url
+        self._body = body
+        self._retries = exchange.retry.start() if tries else None
+        self.request_id: str | None = None
+        """The id of the last request sent: the one an error is about."""
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def request(
+        self, client: httpx.Client | httpx.AsyncClient, turn: Turn, options: Mapping[str, Any]
+    ) -> httpx.Request:
+        """The next attempt's request; ``options`` are ``given_client_options`` for a user's
+        client, empty for promptwire's own (they carry them)."""
+        request = client.build_request(
+            self._method, self._url, json=self._body, extensions=turn.extensions, **options
+        )
+        return self.checked(request, options)
+
+    def checked(self, request: httpx.Request, options: Mapping[str, Any]) -> httpx.Request:
+        """``request`` (the first, or one httpx built to follow a redirect), named and passed
+        through the redirect guard. Each request gets an ``X-Request-ID`` (a redirect keeps its
+        request's), which the server logs and errors quote. The ``Cookie`` header a user's
+        client adds from its jar is dropped."""
+        request_id = request.headers.get(REQUEST_ID_HEADER)
+        if request_id is None:
+            request_id = request.headers[REQUEST_ID_HEADER] = os.urandom(12).hex()
+        self.request_id = request_id
+        if options:  # a user's client
+            request.headers.pop("Cookie", None)
+        self._exchange.guard.check(request)
+        return request
+
+    def deadline(self) -> Deadline:
+        return Deadline(self._exchange.config.timeout, self._exchange.config.url)
+
+    def wait_after(self, exc: EndpointError) -> float | None:
+        """Seconds before the next attempt after ``exc``, or None: raise it."""
+        return None if self._retries is None else self._retries.wait_after(exc)
+
+    @contextlib.contextmanager
+    def naming(self) -> Iterator[None]:
+        """An error leaving the block names the last request the call sent."""
+        try:
+            yield
+        except EndpointError as exc:
+            if exc.request_id is None:
+                exc.request_id = self.request_id
+            raise
+
+    def too_many_redirects(self) -> ProtocolError:
+        return ProtocolError("too many redirects", url=self._exchange.config.url)
+
+    # -- replies -------------------------------------------------------------------------------
+
+    def body_decoder(self, response: httpx.Response) -> BodyDecoder:
+        """Decodes a whole body, at most ``max_reply_bytes`` of it."""
+        encoding = response.headers.get("content-encoding", "")
+        return BodyDecoder(encoding, self._exchange.config.max_reply_bytes)
+
+    def reply(self, response: httpx.Response, body: bytes) -> PromptResponse:
+        """A whole reply, or the error its status says."""
+        if not response.is_success:
+            raise self.status_error(response, body)
+        exchange = self._exchange
+        try:
+            data = parse_json(body)
+        except ValueError:
+            raise ProtocolError(
+                f"the reply is not JSON: {exchange.redact.snippet(body)!r}",
+                url=exchange.config.url,
+            ) from None
+        try:
+            return exchange.wire.reply(data)
+        except MalformedReply as exc:
+            raise ProtocolError(exchange.redact(str(exc)), url=exchange.config.url) from None
+
+    def status_error(self, response: httpx.Response, body: bytes) -> HTTPStatusError:
+        """The error a non-2xx answer stands for, with the error body's type and message."""
+        redact = self._exchange.redact
+        error_type, message = None, f"unexpected reply: {redact.snippet(body)!r}"
+        try:
+            found = self._exchange.wire.error(parse_json(body))
+        except ValueError:
+            found = None
+        if found is not None:
+            error_type = None if found[0] is None else redact(found[0])
+            message = redact(found[1])
+        status = response.status_code
+        if 300 <= status < 400:
+            message = f"redirect not followed ({response.headers.get('location', 'no location')})"
+        return status_error_class(status)(
+            message,
+            url=self._exchange.config.url,
+            status_code=status,
+            error_type=error_type,
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+        )
+
+    def events(self, response: httpx.Response) -> StreamDecoder:
+        return StreamDecoder(self._exchange, response)
+
+    def health(self, response: httpx.Response, body: bytes) -> httpx.Response:
+        """The ``/health`` answer, read (bounded) into a response of its own."""
+        return httpx.Response(
+            response.status_code, headers=response.headers, content=body, request=response.request
+        )
+
+
+class StreamDecoder:
+    """A stream's raw bytes in, the wire format's events out: body decoding, server-sent events
+    and the wire format's reading, bounded, with errors already promptwire's."""
+
+    def __init__(self, exchange: Exchange, response: httpx.Response) -> None:
+        config = exchange.config
+        self._exchange = exchange
+        self._body = BodyDecoder(response.headers.get("content-encoding", ""), None)
+        self._sse = SSEDecoder(config.max_reply_bytes)
+        self._reader = exchange.wire.events()
+
+    def feed(self, raw: bytes) -> Iterator[StreamEvent]:
+        # Lazy: the events after the end event of a chunk are never read.
+        for piece in self._body.feed(raw):
+            for found in self._sse.feed(piece):
+                yield from self._read(found)
+
+    def end(self) -> Iterator[StreamEvent]:
+        """The stream's last events, once its bytes have ended; a stream that ends before its
+        end event (and whose format does not end without one) is a ``ProtocolError``."""
+        for piece in self._body.flush():
+            for found in self._sse.feed(piece):
+                yield from self._read(found)
+        self._sse.close()
+        if (last := self._reader.end()) is not None:
+            yield last
+            return
+        raise ProtocolError(
+            f"the stream ended before its {self._reader.end_event}",
+            url=self._exchange.config.url,
+        )
+
+    def _read(self, sse: Event) -> Sequence[StreamEvent]:
+        exchange = self._exchange
+        try:
+            return self._reader.read(sse)
+        except MalformedReply as exc:
+            raise ProtocolError(
+                f"{exchange.redact(str(exc))}: {exchange.redact.snippet(sse.data.encode())!r}",
+                url=exchange.config.url,
+            ) from None
+        except RemoteStreamError as exc:
+            raise StreamError(
+                exchange.redact(exc.message),
+                url=exchange.config.url,
+                error_type=exchange.redact(exc.error_type),
+            ) from None
+
+
+def is_event_stream(response: httpx.Response) -> bool:
+    content_type: str = response.headers.get("content-type", "")
+    return content_type.startswith("text/event-stream")
+
+
+def whole_reply_as_stream(reply: PromptResponse) -> list[StreamEvent]:
+    """A whole reply (from a server that does not stream) as the events a stream would carry."""
+    events: list[StreamEvent] = []
+    if reply.prompt:
+        events.append(StreamDelta(text=reply.prompt))
+    for index, call in enumerate(reply.tool_calls or ()):
+        function = call.function
+        events.append(
+            StreamToolCall(
+                index=index, id=call.id, name=function.name, arguments=function.arguments
+            )
+        )
+    events.append(
+        StreamDone(finish_reason=reply.finish_reason, usage=reply.usage, model=reply.model)
+    )
+    return events

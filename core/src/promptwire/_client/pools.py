@@ -1,0 +1,199 @@
+"""The httpx clients promptwire makes: stateless, and for async calls, several per event loop.
+
+Every client promptwire makes for an endpoint carries its headers and timeouts, shares one SSL
+context (loading the CAs is slow) and has a cookie jar that stores nothing: the protocol is
+stateless, and one caller's cookies must not ride along on another's requests. A client the user
+passes in is used as it is (see ``promptwire.client``).
+
+httpcore's connection pool rescans all its connections several times per request (work quadratic
+in its size; encode/httpcore#1035): at 64 requests in flight that costs more CPU than the
+requests. Concurrent async requests are therefore spread over pools of at most
+``CONNECTIONS_PER_POOL`` connections (benchmark 4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import threading
+from collections.abc import AsyncGenerator, Callable, Iterator
+from http.cookiejar import Cookie, CookieJar
+from typing import Any
+from urllib.request import Request
+
+import httpx
+
+from promptwire._client.config import ClientConfig
+
+CONNECTIONS_PER_POOL = 8
+
+# Clients are made on first use, which can come from many threads at once (a batch).
+_MAKING = threading.Lock()
+
+
+class RefusingJar(CookieJar):
+    """A cookie jar that stores nothing, whoever asks, and adds nothing to a request. Passed to
+    httpx as a client's ``cookies``, it also spares urllib's cookie parsing on every reply."""
+
+    def set_cookie(self, cookie: Cookie) -> None:
+        return None
+
+    def extract_cookies(self, response: Any, request: Request) -> None:
+        return None
+
+    def add_cookie_header(self, request: Request) -> None:
+        return None
+
+
+class ClientOptions:
+    """The keyword arguments of every httpx client made for one endpoint."""
+
+    def __init__(self, config: ClientConfig) -> None:
+        self._config = config
+        self._headers = config.request_headers()
+        self._ssl: ssl.SSLContext | None = None
+
+    def __call__(self, max_connections: int) -> dict[str, Any]:
+        with _MAKING:
+            if self._ssl is None:  # made once and shared by every pool
+                self._ssl = httpx.create_ssl_context()
+        return {
+            "headers": self._headers,
+            "timeout": self._config.httpx_timeout(),
+            "limits": httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            "follow_redirects": False,  # followed by the clients, through the redirect guard
+            "verify": self._ssl,
+            "cookies": RefusingJar(),
+        }
+
+
+class AsyncPools:
+    """Async httpx clients sharing one endpoint's connections, at most ``CONNECTIONS_PER_POOL``
+    each (made on first use). A request takes the one with the most free connections, the first
+    among equals, so sequential calls always reuse the first pool's connection and no request
+    waits for a connection while another pool has one free."""
+
+    def __init__(self, options: ClientOptions, max_connections: int) -> None:
+        full, rest = divmod(max(1, max_connections), CONNECTIONS_PER_POOL)
+        self._sizes = [CONNECTIONS_PER_POOL] * full + ([rest] if rest else [])
+        self._options = options
+        self._clients: list[httpx.AsyncClient | None] = [None] * len(self._sizes)
+        self._busy = [0] * len(self._sizes)
+
+    def client(self, index: int) -> httpx.AsyncClient:
+        client = self._clients[index]
+        if client is None:
+            client = self._clients[index] = httpx.AsyncClient(**self._options(self._sizes[index]))
+        return client
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[httpx.AsyncClient]:
+        free = [size - busy for size, busy in zip(self._sizes, self._busy, strict=True)]
+        index = free.index(max(free))
+        self._busy[index] += 1
+        try:
+            yield self.client(index)
+        finally:
+            self._busy[index] -= 1
+
+    async def aclose(self) -> None:
+        clients, self._clients = self._clients, [None] * len(self._sizes)
+        for client in clients:
+            if client is not None:
+                await client.aclose()
+
+
+class PoolsPerLoop:
+    """The ``AsyncPools`` of each running event loop.
+
+    An asyncio connection can only be used, and closed, by the loop that opened it, and one model
+    object is used from many loops: ``asyncio.run`` after ``asyncio.run`` in a script or a test
+    suite, a thread per loop in a web app, a notebook's loop beside them. Each loop gets its own
+    pools, found by one identity check on the hot path. They are closed when their loop shuts
+    down (``asyncio.run`` and ``loop.shutdown_asyncgens()`` close the async generators a loop
+    started, and one of those holds them); the pools of a loop closed without shutting down are
+    dropped at the next pools made (their sockets closed as the loop left them).
+    """
+
+    def __init__(self, make: Callable[[], AsyncPools]) -> None:
+        self._make = make
+        self._by_loop: dict[asyncio.AbstractEventLoop, _LoopPools] = {}
+        self._last: _LoopPools | None = None  # the last one used: the single-loop fast path
+        # Several threads' loops may make pools at once; re-entrant because dropping a closed
+        # loop's pools ends their closer, which forgets them.
+        self._lock = threading.RLock()
+
+    def current(self) -> AsyncPools:
+        loop = asyncio.get_running_loop()
+        last = self._last
+        if last is not None and last.loop is loop:
+            return last.pools
+        with self._lock:
+            entry = self._by_loop.get(loop)
+            if entry is None:
+                self._drop_closed_loops()
+                entry = self._by_loop[loop] = _LoopPools(loop, self._make(), self._forget)
+            self._last = entry
+        return entry.pools
+
+    async def aclose_current(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._by_loop.get(loop)
+        if entry is not None:
+            await entry.pools.aclose()
+
+    def _forget(self, entry: _LoopPools) -> None:
+        with self._lock:
+            if self._by_loop.get(entry.loop) is entry:
+                del self._by_loop[entry.loop]
+            if self._last is entry:
+                self._last = None
+
+    def _drop_closed_loops(self) -> None:
+        for entry in [e for e in self._by_loop.values() if e.loop.is_closed()]:
+            del self._by_loop[entry.loop]
+            entry.abandon()
+        if self._last is not None and self._last.loop.is_closed():
+            self._last = None
+
+
+class _LoopPools:
+    """One loop's pools, and the async generator that closes them when the loop shuts down."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        pools: AsyncPools,
+        forget: Callable[[_LoopPools], None],
+    ) -> None:
+        self.loop = loop
+        self.pools = pools
+        self._forget = forget
+        # Started here, in the loop's thread, so the loop registers it (its first-iteration
+        # hook) and closes it in ``shutdown_asyncgens``; it runs to its ``yield`` at once.
+        self._closer = self._close_at_shutdown()
+        with contextlib.suppress(StopIteration):
+            self._closer.__anext__().send(None)
+
+    async def _close_at_shutdown(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            self._forget(self)
+            if not self.loop.is_closed():
+                await self.pools.aclose()
+
+    def abandon(self) -> None:
+        """The loop closed without shutting down: end the closer without awaiting anything (its
+        loop cannot run it), so it is not handed to that closed loop when collected."""
+        with contextlib.suppress(StopIteration, RuntimeError):
+            self._closer.aclose().send(None)
+
+
+def make_client(options: ClientOptions, max_connections: int) -> httpx.Client:
+    """The sync client: one pool for the whole endpoint (threads share it)."""
+    return httpx.Client(**options(max_connections))
