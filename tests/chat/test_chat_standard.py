@@ -31,79 +31,20 @@ from langchain_tests.unit_tests import ChatModelUnitTests
 from promptwire import ChatPromptwire
 
 from tests.support.network import LOOPBACK_ONLY
+from tests.support.standard_suites import TextEndpointFlags
 
 pytestmark = LOOPBACK_ONLY
 
 UNIT_URL = "http://127.0.0.1:9/"  # never contacted by the unit tests
 
 
-class Capabilities:
+class Capabilities(TextEndpointFlags):
     """What ChatPromptwire can show against these servers, in the suite's own terms (tools and
     structured output are turned on for the unit suite only: see the module's docstring)."""
 
     @property
     def chat_model_class(self) -> type[BaseChatModel]:
         return ChatPromptwire
-
-    @property
-    def has_tool_calling(self) -> bool:
-        return False
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return False
-
-    @property
-    def has_structured_output(self) -> bool:
-        return False
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return False
-
-    @property
-    def supports_image_inputs(self) -> bool:
-        return False
-
-    @property
-    def supports_image_urls(self) -> bool:
-        return False
-
-    @property
-    def supports_pdf_inputs(self) -> bool:
-        return False
-
-    @property
-    def supports_audio_inputs(self) -> bool:
-        return False
-
-    @property
-    def supports_video_inputs(self) -> bool:
-        return False
-
-    @property
-    def supports_image_tool_message(self) -> bool:
-        return False
-
-    @property
-    def supports_pdf_tool_message(self) -> bool:
-        return False
-
-    @property
-    def supports_anthropic_inputs(self) -> bool:
-        return False
-
-    @property
-    def returns_usage_metadata(self) -> bool:
-        return True
-
-    @property
-    def supports_model_override(self) -> bool:
-        return False  # an endpoint serves one model
-
-    @property
-    def enable_vcr_tests(self) -> bool:
-        return False  # the integration tests run against a live local server instead
 
 
 class TestChatPromptwireUnit(Capabilities, ChatModelUnitTests):

@@ -19,6 +19,7 @@ from langchain_tests.integration_tests import ChatModelIntegrationTests
 
 from tests.openai.conftest import SERVE_TOKEN
 from tests.support.network import LOOPBACK_ONLY
+from tests.support.standard_suites import TextEndpointFlags
 
 pytestmark = [
     *LOOPBACK_ONLY,
@@ -30,7 +31,7 @@ pytestmark = [
 ]
 
 
-class _OnPromptwire(ChatModelIntegrationTests):
+class _OnPromptwire(TextEndpointFlags, ChatModelIntegrationTests):
     base_url = ""
 
     @property
@@ -49,66 +50,6 @@ class _OnPromptwire(ChatModelIntegrationTests):
             # unless told to; promptwire sends it as OpenAI does.
             "stream_usage": True,
         }
-
-    @property
-    def has_tool_calling(self) -> bool:
-        return False
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return False
-
-    @property
-    def has_structured_output(self) -> bool:
-        return False
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return False
-
-    @property
-    def supports_image_inputs(self) -> bool:
-        return False
-
-    @property
-    def supports_image_urls(self) -> bool:
-        return False
-
-    @property
-    def supports_pdf_inputs(self) -> bool:
-        return False
-
-    @property
-    def supports_audio_inputs(self) -> bool:
-        return False
-
-    @property
-    def supports_video_inputs(self) -> bool:
-        return False
-
-    @property
-    def supports_image_tool_message(self) -> bool:
-        return False
-
-    @property
-    def supports_pdf_tool_message(self) -> bool:
-        return False
-
-    @property
-    def supports_anthropic_inputs(self) -> bool:
-        return False
-
-    @property
-    def returns_usage_metadata(self) -> bool:
-        return True
-
-    @property
-    def supports_model_override(self) -> bool:
-        return False  # an endpoint serves one model
-
-    @property
-    def enable_vcr_tests(self) -> bool:
-        return False
 
 
 class TestChatOpenAIOnPromptwireServe(_OnPromptwire):
