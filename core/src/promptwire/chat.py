@@ -61,7 +61,7 @@ from promptwire.client import StreamEvent
 from promptwire.endpoint_model import PROVIDER, EndpointModel
 from promptwire.errors import InvalidRequestError, UnsupportedFeatureError
 from promptwire.protocol import PromptResponse, StreamDone, StreamToolCall, Usage
-from promptwire.stops import StopScanner, truncate_at_stop
+from promptwire.stop_guard import StopGuard
 from promptwire.wire import ReasoningDelta, Reply
 
 #: Where a reasoning model's reasoning goes in a message: LangChain's convention (DeepSeek,
@@ -295,9 +295,7 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
         return self._chat_result(reply, stops)
 
     def _chat_result(self, reply: PromptResponse, stops: list[str] | None) -> ChatResult:
-        # Servers should apply ``stop`` themselves; cutting here too guards against ones that don't.
-        text, stopped = truncate_at_stop(reply.prompt, stops)
-        finish = "stop" if stopped else reply.finish_reason
+        text, finish = StopGuard(stops).whole(reply.prompt, reply.finish_reason)
         metadata = self._response_metadata(finish, reply.model)
         reasoning = reply.reasoning if isinstance(reply, Reply) else None
         tool_calls, invalid_tool_calls = _read_tool_calls(reply)
@@ -345,7 +343,7 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         # LangChain itself reports each chunk to the run manager's callbacks.
         stops = self._stops(stop)
-        scanner = StopScanner(stops)
+        guard = StopGuard(stops)
         for event in self._events(self._payload(messages, stops, kwargs)):
             if isinstance(event, ReasoningDelta):
                 yield _reasoning_chunk(event.text)
@@ -354,9 +352,9 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
                 yield _tool_call_chunk(event)
                 continue
             if isinstance(event, StreamDone):
-                yield self._last_chunk(scanner, event)
+                yield self._last_chunk(guard, event)
                 return
-            if text := scanner.feed(event.text):
+            if text := guard.feed(event.text):
                 yield ChatGenerationChunk(message=AIMessageChunk(content=text))
 
     async def _astream(
@@ -367,7 +365,7 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         stops = self._stops(stop)
-        scanner = StopScanner(stops)
+        guard = StopGuard(stops)
         async for event in self._aevents(self._payload(messages, stops, kwargs)):
             if isinstance(event, ReasoningDelta):
                 yield _reasoning_chunk(event.text)
@@ -376,15 +374,14 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
                 yield _tool_call_chunk(event)
                 continue
             if isinstance(event, StreamDone):
-                yield self._last_chunk(scanner, event)
+                yield self._last_chunk(guard, event)
                 return
-            if text := scanner.feed(event.text):
+            if text := guard.feed(event.text):
                 yield ChatGenerationChunk(message=AIMessageChunk(content=text))
 
-    def _last_chunk(self, scanner: StopScanner, done: StreamDone) -> ChatGenerationChunk:
+    def _last_chunk(self, guard: StopGuard, done: StreamDone) -> ChatGenerationChunk:
         """Held-back text, if any, with the usage and metadata of the whole reply."""
-        tail = scanner.flush()
-        finish = "stop" if scanner.stopped else done.finish_reason
+        tail, finish = guard.finish(done.finish_reason)
         return ChatGenerationChunk(
             message=AIMessageChunk(
                 content=tail,

@@ -22,7 +22,7 @@ from pydantic import ConfigDict
 
 from promptwire.endpoint_model import EndpointModel, arun_concurrently, run_concurrently
 from promptwire.protocol import PromptResponse, StreamDone, StreamToolCall, Usage
-from promptwire.stops import StopScanner, truncate_at_stop
+from promptwire.stop_guard import StopGuard
 from promptwire.wire import ReasoningDelta
 
 # A batch's ``max_concurrency`` from its RunnableConfig, for ``_generate``/``_agenerate``.
@@ -111,17 +111,18 @@ class PromptwireLLM(EndpointModel, LLM):
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
         stop = self._stops(stop)
-        scanner = StopScanner(stop)
+        guard = StopGuard(stop)
         for event in self.client.stream(self._payload(prompt, stop, kwargs)):
             if isinstance(event, (ReasoningDelta, StreamToolCall)):
                 continue  # a completion's text is the answer alone
             if isinstance(event, StreamDone):
-                if tail := scanner.flush():
+                tail, finish = guard.finish(event.finish_reason)
+                if tail:
                     yield self._chunk(tail, run_manager)
-                info = _generation_info(event.finish_reason, event.usage, event.model)
+                info = _generation_info(finish, event.usage, event.model)
                 yield GenerationChunk(text="", generation_info=info)
                 return
-            if text := scanner.feed(event.text):
+            if text := guard.feed(event.text):
                 yield self._chunk(text, run_manager)
 
     async def _astream(
@@ -132,19 +133,20 @@ class PromptwireLLM(EndpointModel, LLM):
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
         stop = self._stops(stop)
-        scanner = StopScanner(stop)
+        guard = StopGuard(stop)
         events = self.client.astream(self._payload(prompt, stop, kwargs))
         async with aclosing(events):  # frees the connection as soon as the stream ends
             async for event in events:
                 if isinstance(event, (ReasoningDelta, StreamToolCall)):
                     continue
                 if isinstance(event, StreamDone):
-                    if tail := scanner.flush():
+                    tail, finish = guard.finish(event.finish_reason)
+                    if tail:
                         yield await self._achunk(tail, run_manager)
-                    info = _generation_info(event.finish_reason, event.usage, event.model)
+                    info = _generation_info(finish, event.usage, event.model)
                     yield GenerationChunk(text="", generation_info=info)
                     return
-                if text := scanner.feed(event.text):
+                if text := guard.feed(event.text):
                     yield await self._achunk(text, run_manager)
 
     @staticmethod
@@ -305,9 +307,7 @@ def _generation_info(finish_reason: Any, usage: Usage | None, model: str | None)
 
 
 def _reply_generation(reply: PromptResponse, stop: list[str] | None) -> Generation:
-    # Servers should apply ``stop`` themselves; cutting here too guards against ones that don't.
-    text, stopped = truncate_at_stop(reply.prompt, stop)
-    finish = "stop" if stopped else reply.finish_reason
+    text, finish = StopGuard(stop).whole(reply.prompt, reply.finish_reason)
     return Generation(text=text, generation_info=_generation_info(finish, reply.usage, reply.model))
 
 
