@@ -19,11 +19,10 @@ directly: the OpenAI API has these fields.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, Literal
 
-import httpx
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import LangSmithParams
 from langchain_core.language_models.base import LanguageModelInput
@@ -56,10 +55,10 @@ from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from promptwire import protocol
+from promptwire._client.negotiation import ConversationNegotiator
 from promptwire.chat_template import render_plain
 from promptwire.client import StreamEvent
 from promptwire.endpoint_model import PROVIDER, EndpointModel
-from promptwire.errors import InvalidRequestError, UnsupportedFeatureError
 from promptwire.protocol import PromptResponse, StreamDone, StreamToolCall, Usage
 from promptwire.stop_guard import StopGuard
 from promptwire.wire import ReasoningDelta, Reply
@@ -96,8 +95,7 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
     streaming: bool = False
     """Stream every call (callbacks see each token, even through ``invoke``)."""
 
-    _send_messages: bool = PrivateAttr(default=True)
-    _speaks_v12: bool = PrivateAttr(default=False)
+    _negotiator: ConversationNegotiator | None = PrivateAttr(default=None)
 
     # -- LangChain metadata --------------------------------------------------------------------
 
@@ -147,128 +145,35 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
             **extra,
             "prompt": render_plain(wire),
         }
-        if self._send_messages:
+        if self._conversations.send_messages:
             payload["messages"] = [message.model_dump(exclude_none=True) for message in wire]
         if stops:
             payload["stop"] = stops
         return payload
 
-    # Protocol v1.2 (tools, response formats, tool messages) is only sent to a server that says
-    # on /health it speaks it: an older one would ignore the tools and answer free text.
+    # Protocol negotiation (v1.1's fallback without messages, v1.2's check that the server
+    # speaks it) is the client layer's: promptwire._client.negotiation.
 
-    def _needs_v12(self, payload: Mapping[str, Any]) -> bool:
-        if not self._wire.conversation_fallback or self._speaks_v12:
-            return False  # not the prompt protocol (the OpenAI API has these fields), or known
-        if payload.get("tools") or _asks_json(payload.get("response_format")):
-            return True
-        return any(
-            m.get("role") == "tool" or m.get("tool_calls") for m in payload.get("messages") or ()
-        )
-
-    def _check_v12(self, health: httpx.Response | None) -> None:
-        version = _protocol_version(health) if health is not None else None
-        if version is not None and version >= (1, 2):
-            self._speaks_v12 = True
-            return
-        said = (
-            "its /health did not answer"
-            if health is None
-            else f"its /health answered {health.status_code}"
-            if health.status_code != 200
-            else f"it speaks protocol {'.'.join(map(str, version or (1, 0)))}"
-        )
-        raise UnsupportedFeatureError(
-            "tool calling and structured output need a server that speaks protocol 1.2 or later "
-            f"({said}); an older one would ignore them and answer free text",
-            url=self.client.config.url,
-        )
-
-    def _require_v12(self, payload: Mapping[str, Any]) -> None:
-        if self._needs_v12(payload):
-            self._check_v12(self.client.health())
-
-    async def _arequire_v12(self, payload: Mapping[str, Any]) -> None:
-        if self._needs_v12(payload):
-            self._check_v12(await self.client.ahealth())
-
-    # A request with ``messages`` refused as invalid (400/422) is asked again without them only
-    # when the server does not say on /health that it speaks v1.1: a v1.1 server's refusal is
-    # about something else (a bad parameter, a conversation its template cannot render) and is
-    # reported, never papered over with the plain template.
-
-    def _may_fall_back(self, payload: Mapping[str, Any], exc: InvalidRequestError) -> bool:
-        return (
-            self._wire.conversation_fallback
-            and "messages" in payload
-            and exc.status_code in (400, 422)
-        )
-
-    def _falls_back(self, payload: Mapping[str, Any], exc: InvalidRequestError) -> bool:
-        if not self._may_fall_back(payload, exc):
-            return False
-        health = self.client.health()
-        return health is None or not _understands_messages(health)
-
-    async def _afalls_back(self, payload: Mapping[str, Any], exc: InvalidRequestError) -> bool:
-        if not self._may_fall_back(payload, exc):
-            return False
-        health = await self.client.ahealth()
-        return health is None or not _understands_messages(health)
+    @property
+    def _conversations(self) -> ConversationNegotiator:
+        client = self.client
+        negotiator = self._negotiator
+        if negotiator is None or negotiator.client is not client:
+            fallback = self._wire.conversation_fallback
+            negotiator = self._negotiator = ConversationNegotiator(client, fallback=fallback)
+        return negotiator
 
     def _complete(self, payload: dict[str, Any]) -> PromptResponse:
-        self._require_v12(payload)
-        try:
-            return self.client.complete(payload)
-        except InvalidRequestError as exc:
-            if not self._falls_back(payload, exc):
-                raise
-            reply = self.client.complete(_without_messages(payload))
-            self._send_messages = False
-            return reply
+        return self._conversations.complete(payload)
 
     async def _acomplete(self, payload: dict[str, Any]) -> PromptResponse:
-        await self._arequire_v12(payload)
-        try:
-            return await self.client.acomplete(payload)
-        except InvalidRequestError as exc:
-            if not await self._afalls_back(payload, exc):
-                raise
-            reply = await self.client.acomplete(_without_messages(payload))
-            self._send_messages = False
-            return reply
+        return await self._conversations.acomplete(payload)
 
     def _events(self, payload: dict[str, Any]) -> Iterator[StreamEvent]:
-        self._require_v12(payload)
-        events = self.client.stream(payload)
-        try:
-            first = next(events)
-        except InvalidRequestError as exc:
-            if not self._falls_back(payload, exc):
-                raise
-            events = self.client.stream(_without_messages(payload))
-            first = next(events)
-            self._send_messages = False
-        yield first
-        yield from events
+        return self._conversations.stream(payload)
 
-    async def _aevents(self, payload: dict[str, Any]) -> AsyncIterator[StreamEvent]:
-        await self._arequire_v12(payload)
-        events = self.client.astream(payload)
-        try:
-            first = await anext(events)
-        except InvalidRequestError as exc:
-            if not await self._afalls_back(payload, exc):
-                raise
-            events = self.client.astream(_without_messages(payload))
-            first = await anext(events)
-            self._send_messages = False
-        try:
-            yield first
-            async for event in events:
-                yield event
-        finally:
-            if isinstance(events, AsyncGenerator):  # close the response now, not when collected
-                await events.aclose()
+    def _aevents(self, payload: dict[str, Any]) -> AsyncIterator[StreamEvent]:
+        return self._conversations.astream(payload)
 
     # -- whole replies -------------------------------------------------------------------------
 
@@ -640,10 +545,6 @@ def _response_format(schema: dict[str, Any] | type, *, strict: bool | None) -> d
     return {"type": "json_schema", "json_schema": spec}
 
 
-def _asks_json(response_format: Any) -> bool:
-    return isinstance(response_format, dict) and response_format.get("type") not in (None, "text")
-
-
 def _read_tool_calls(reply: PromptResponse) -> tuple[list[ToolCall], list[InvalidToolCall]]:
     """A reply's tool calls; one whose arguments are not a JSON object is an invalid call
     (kept with the text the model wrote), not an error."""
@@ -666,31 +567,9 @@ def _tool_call_chunk(piece: StreamToolCall) -> ChatGenerationChunk:
     return ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[chunk]))
 
 
-def _understands_messages(health: httpx.Response) -> bool:
-    """Whether a ``/health`` answer says protocol 1.1 or later."""
-    version = _protocol_version(health)
-    return version is not None and version >= (1, 1)
-
-
-def _protocol_version(health: httpx.Response) -> tuple[int, int] | None:
-    """The protocol a ``/health`` answer says (``1.0`` without one); None unless it is a 200."""
-    if health.status_code != 200:
-        return None
-    try:
-        version = health.json().get("protocol", "1")
-        major, minor, *_ = (int(part) for part in f"{version}.0".split("."))
-    except (ValueError, AttributeError, TypeError):
-        return (1, 0)
-    return major, minor
-
-
 def _reasoning_chunk(text: str) -> ChatGenerationChunk:
     message = AIMessageChunk(content="", additional_kwargs={REASONING_KEY: text})
     return ChatGenerationChunk(message=message)
-
-
-def _without_messages(payload: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in payload.items() if key != "messages"}
 
 
 def _usage_metadata(usage: Usage | None) -> UsageMetadata | None:
