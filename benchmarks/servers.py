@@ -71,7 +71,7 @@ def tls_app() -> Any:
 def serve_stack(port: int, loop: str) -> None:
     """``promptwire serve``'s server (dummy backend) with the event loop chosen here."""
     from promptwire.cli import build_app
-    from promptwire.server.runner import ConnectionLimits, _server, server_config
+    from promptwire.server._runner import ConnectionLimits, _server, server_config
     from promptwire.settings import PromptwireSettings
 
     app = build_app("modal_dummy", api_key=None, settings=PromptwireSettings())

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from langchain_core.load import dumpd, dumps
 from promptwire import AuthenticationError, ChatPromptwire, PromptwireLLM
 from promptwire.errors import EndpointError
-from promptwire.server import guard as server_guard
+from promptwire.server import _guard as server_guard
 from promptwire.settings import PromptwireSettings
 from promptwire_modal_dummy.engine import DummyEngine
 from promptwire_modal_dummy.settings import DummySettings

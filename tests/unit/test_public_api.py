@@ -18,17 +18,23 @@ PUBLIC_MODULES = [
     "promptwire.backends",
     "promptwire.chat",
     "promptwire.chat_template",
+    "promptwire.client",
+    "promptwire.coldstart",
     "promptwire.compat",
+    "promptwire.deploy",
     "promptwire.engine",
     "promptwire.errors",
     "promptwire.hookspecs",
     "promptwire.llm",
+    "promptwire.modal_image",
     "promptwire.openai_protocol",
     "promptwire.plugins",
     "promptwire.protocol",
     "promptwire.server",
     "promptwire.settings",
+    "promptwire.sse",
     "promptwire.stops",
+    "promptwire.telemetry",
     "promptwire.testing",
     "promptwire.wire",
 ]
@@ -102,6 +108,19 @@ def test_public_module_pins_its_names(module_name: str) -> None:
         assert hasattr(module, name), f"{module_name}.__all__ names missing {name}"
     unlisted = _defined_here(module) - set(exported)
     assert not unlisted, f"{module_name} defines public names not in __all__: {sorted(unlisted)}"
+
+
+def test_every_module_is_public_and_pinned_or_underscored() -> None:
+    """A new module is either part of the surface (listed above) or private by its name."""
+    import pkgutil
+
+    found = {
+        info.name
+        for info in pkgutil.walk_packages(promptwire.__path__, "promptwire.")
+        if not any(part.startswith("_") for part in info.name.split("."))
+    }
+    entry_points = {"promptwire.cli", "promptwire.hookspecs"}
+    assert found - entry_points <= set(PUBLIC_MODULES), sorted(found - set(PUBLIC_MODULES))
 
 
 def test_version_without_metadata_is_unknown_not_an_error() -> None:

@@ -56,11 +56,11 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from promptwire import protocol
 from promptwire._client.negotiation import ConversationNegotiator
+from promptwire._endpoint_model import PROVIDER, EndpointModel
+from promptwire._stop_guard import StopGuard
 from promptwire.chat_template import render_plain
 from promptwire.client import StreamEvent
-from promptwire.endpoint_model import PROVIDER, EndpointModel
 from promptwire.protocol import PromptResponse, StreamDone, StreamToolCall, Usage
-from promptwire.stop_guard import StopGuard
 from promptwire.wire import ReasoningDelta, Reply
 
 #: Where a reasoning model's reasoning goes in a message: LangChain's convention (DeepSeek,

@@ -71,7 +71,7 @@ def build_app(
     """The protocol app serving ``backend_name``'s engine (for ``serve`` and ``demo``)."""
     from promptwire.plugins import get_backend
     from promptwire.server import create_app
-    from promptwire.server.observability import Observability
+    from promptwire.server._observability import Observability
 
     backend = get_backend(backend_name).backend
     if backend.create_engine is None:
@@ -120,7 +120,7 @@ def serve(
     Slow or absent clients are bounded (PROMPTWIRE_HEADER_TIMEOUT, _BODY_TIMEOUT,
     _KEEP_ALIVE_TIMEOUT, _SEND_TIMEOUT, _MAX_CONNECTIONS, _SHUTDOWN_GRACE); on a loopback
     address only loopback host names are answered."""
-    from promptwire.logs import set_level
+    from promptwire._logs import set_level
     from promptwire.server import ConnectionLimits, loopback_host_names, run_server
 
     set_level(log_level)  # the request log and promptwire's other lines follow --log-level
@@ -233,7 +233,7 @@ def status(
 ) -> None:
     """Summarize what an endpoint is doing, from its /health and /metrics: model, version,
     requests in flight, cache use, tokens per second, cold start. Exit status 1 unless healthy."""
-    from promptwire.status import read_status
+    from promptwire._status import read_status
 
     settings = PromptwireSettings()
     token = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
@@ -288,7 +288,7 @@ def demo(
     """Run LangChain's Modal guide end to end: a local server, its template, its question."""
     from langchain_core.prompts import PromptTemplate
 
-    from promptwire.logs import set_level
+    from promptwire._logs import set_level
     from promptwire.server import BackgroundServer
 
     set_level("warning")  # the demo's output is the chain's, not the request log

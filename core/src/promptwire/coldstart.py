@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from promptwire.logs import ensure_output
+from promptwire._logs import ensure_output
 
 logger = logging.getLogger("promptwire.coldstart")
 
@@ -133,3 +133,18 @@ def reset() -> None:
     """Forget every phase (tests)."""
     with _lock:
         _phases.clear()
+
+
+__all__ = [
+    "PROCESS_START",
+    "TASK_ID_VARIABLE",
+    "Phase",
+    "log_ready",
+    "phase",
+    "phases",
+    "process_age",
+    "record",
+    "record_process_start",
+    "reset",
+    "summary",
+]

@@ -172,3 +172,17 @@ def deploy_backend(
     return Deployment(
         backend=name, app_name=str(app.name), url=url, dashboard_url=result.app_page_url
     )
+
+
+__all__ = [
+    "MODAL_SETUP_HINT",
+    "DeployError",
+    "Deployment",
+    "ModalNotAuthenticated",
+    "deploy_backend",
+    "endpoint_url",
+    "load_modal_app",
+    "modal_errors",
+    "progress_on_stderr",
+    "warm_containers",
+]

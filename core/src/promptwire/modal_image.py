@@ -45,3 +45,6 @@ def promptwire_image(
             raise ConfigurationError(f"the image's requirements file is missing: {requirements}")
         image = image.uv_pip_install(*packages, requirements=[str(requirements)])
     return image.add_local_python_source("promptwire", *local_packages)
+
+
+__all__ = ["PYTHON_VERSION", "SERVER_REQUIREMENTS", "promptwire_image"]

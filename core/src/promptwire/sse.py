@@ -83,3 +83,6 @@ class SSEDecoder:
         if not data:
             return None  # the format dispatches nothing for an event without data
         return Event(event=event, data="\n".join(data))
+
+
+__all__ = ["Event", "EventTooLarge", "SSEDecoder"]

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from promptwire.server.request_context import RequestRecord
+    from promptwire.server._request_context import RequestRecord
 
 INSTALL_HINT = "OpenTelemetry is not installed: pip install 'promptwire[opentelemetry]'"
 
@@ -73,3 +73,6 @@ def span_annotator() -> Callable[[RequestRecord], None]:
         span.set_attributes(attributes)
 
     return annotate
+
+
+__all__ = ["INSTALL_HINT", "instrument_httpx", "instrument_server", "span_annotator"]

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import httpx
 from pydantic import SecretStr
 
+from promptwire._client.reply_body import ACCEPT_ENCODING
 from promptwire.errors import ConfigurationError
-from promptwire.reply_body import ACCEPT_ENCODING
 from promptwire.wire import PROMPT_PROTOCOL, WireFormat
 
 #: The default bound on a reply's decoded size (a whole reply, or one event of a stream).

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from promptwire._client.reply_body import ReplyTooLarge, UnsupportedEncoding
 from promptwire.errors import (
     EndpointConnectError,
     EndpointError,
@@ -23,7 +24,6 @@ from promptwire.errors import (
     ProtocolError,
     ReplyTooLargeError,
 )
-from promptwire.reply_body import ReplyTooLarge, UnsupportedEncoding
 from promptwire.sse import EventTooLarge
 
 SNIPPET_CHARS = 200

@@ -25,6 +25,7 @@ from promptwire._client.config import ClientConfig, parse_endpoint_url
 from promptwire._client.errors import Redactor, Translate, Turn
 from promptwire._client.pools import ClientOptions
 from promptwire._client.redirects import RedirectGuard
+from promptwire._client.reply_body import BodyDecoder
 from promptwire._client.retry import RetryPolicy, parse_retry_after
 from promptwire.errors import (
     EndpointError,
@@ -35,7 +36,6 @@ from promptwire.errors import (
     status_error_class,
 )
 from promptwire.protocol import PromptResponse, StreamDelta, StreamDone, StreamToolCall
-from promptwire.reply_body import BodyDecoder
 from promptwire.sse import Event, SSEDecoder
 from promptwire.wire import MalformedReply, RemoteStreamError, StreamEvent, parse_json
 

@@ -3,15 +3,15 @@
 Importing this package needs the ``server`` extra (FastAPI, uvicorn, sse-starlette).
 """
 
-from promptwire.server.app import create_app
-from promptwire.server.observability import Observability
-from promptwire.server.runner import (
+from promptwire.server._app import create_app
+from promptwire.server._observability import Observability
+from promptwire.server._runner import (
     BackgroundServer,
     ConnectionLimits,
     loopback_host_names,
     run_server,
 )
-from promptwire.server.shutdown import GracefulShutdown, graceful_shutdown
+from promptwire.server._shutdown import GracefulShutdown, graceful_shutdown
 
 __all__ = [
     "BackgroundServer",

@@ -23,7 +23,7 @@ Every check talks HTTP to ``endpoint_url``, so the same class runs against a dep
 (a Modal URL, with ``api_key`` overridden if it has a token).
 """
 
-from promptwire.testing.conformance import (
+from promptwire.testing._conformance import (
     EndpointConformanceTests,
     StreamResult,
     assert_protocol_error,

@@ -14,8 +14,8 @@ from typing import Any
 from promptwire.protocol import (
     ErrorType,
 )
-from promptwire.server.errors import RequestError
-from promptwire.server.slots import RETRY_AFTER_SECONDS
+from promptwire.server._errors import RequestError
+from promptwire.server._slots import RETRY_AFTER_SECONDS
 from promptwire.settings import DEFAULT_SHUTDOWN_GRACE
 
 # sse-starlette ends a stream by itself this long after the app's own grace period, and uvicorn

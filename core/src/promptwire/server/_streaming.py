@@ -39,11 +39,11 @@ from promptwire.protocol import (
     StreamDone,
     StreamToolCall,
 )
-from promptwire.server.errors import error_event
-from promptwire.server.request_body import (
+from promptwire.server._errors import error_event
+from promptwire.server._request_body import (
     unless_gone,
 )
-from promptwire.server.shutdown import (
+from promptwire.server._shutdown import (
     SHUTDOWN_MARGIN,
     GracefulShutdown,
 )

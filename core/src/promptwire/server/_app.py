@@ -11,7 +11,7 @@ Everything here is app-level, so it holds wherever the app runs (``promptwire se
 request bodies have a deadline, a stream whose client reads nothing is ended, a client that leaves
 before the first token frees its slot at once, and on shutdown streams get the same grace period
 as whole replies. What belongs to connections (header deadline, connection cap, keep-alive) is in
-``promptwire.server.runner``.
+``promptwire.server._runner``.
 """
 
 from __future__ import annotations
@@ -48,21 +48,21 @@ from promptwire.protocol import (
     PromptRequest,
     PromptResponse,
 )
-from promptwire.server.errors import STATUS_ERROR_TYPES, RequestError, error_response
-from promptwire.server.guard import HEALTH_PATH, BearerAuth, RequestGuard
-from promptwire.server.observability import Observability, observe
-from promptwire.server.request_body import (
+from promptwire.server._errors import STATUS_ERROR_TYPES, RequestError, error_response
+from promptwire.server._guard import HEALTH_PATH, BearerAuth, RequestGuard
+from promptwire.server._observability import Observability, observe
+from promptwire.server._request_body import (
     ClientGone,
     parse_request,
     read_body,
     request_body_schema,
     require_json,
 )
-from promptwire.server.shutdown import (
+from promptwire.server._shutdown import (
     GracefulShutdown,
 )
-from promptwire.server.slots import RETRY_AFTER_SECONDS, RequestSlots
-from promptwire.server.streaming import prepare, stream_reply, whole_reply
+from promptwire.server._slots import RETRY_AFTER_SECONDS, RequestSlots
+from promptwire.server._streaming import prepare, stream_reply, whole_reply
 from promptwire.settings import DEFAULT_BODY_TIMEOUT, DEFAULT_SEND_TIMEOUT, DEFAULT_SHUTDOWN_GRACE
 
 
@@ -93,7 +93,7 @@ def create_app(
     seconds running requests get once the server stopping them calls ``begin`` on
     ``graceful_shutdown(app)``. ``allowed_hosts``: the only ``Host`` names answered (for a
     server bound to loopback); None answers any. ``observability``: metrics, the request log and
-    traces (``promptwire.server.observability``); None: the defaults.
+    traces (``promptwire.server._observability``); None: the defaults.
     """
 
     shutdown = GracefulShutdown(shutdown_grace)
@@ -221,7 +221,7 @@ def create_app(
                 release()
 
     # Imported here: the OpenAI routes are built from this module's parts.
-    from promptwire.server.openai_routes import add_openai_routes
+    from promptwire.server._openai_routes import add_openai_routes
 
     add_openai_routes(
         app,

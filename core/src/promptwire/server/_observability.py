@@ -17,13 +17,13 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.responses import Response
 
+from promptwire._logs import ensure_output
 from promptwire.engine import Engine
-from promptwire.logs import ensure_output
-from promptwire.server.metrics import METRICS_PATH, ServerMetrics
-from promptwire.server.observe import RequestObserver, RouteNames
-from promptwire.server.observed_engine import ObservedEngine
-from promptwire.server.request_context import RequestRecord
-from promptwire.server.request_log import LogFormat, RequestLog
+from promptwire.server._metrics import METRICS_PATH, ServerMetrics
+from promptwire.server._observe import RequestObserver, RouteNames
+from promptwire.server._observed_engine import ObservedEngine
+from promptwire.server._request_context import RequestRecord
+from promptwire.server._request_log import LogFormat, RequestLog
 from promptwire.settings import PromptwireSettings
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from promptwire.protocol import (
     ErrorDetail,
     ErrorType,
 )
-from promptwire.server.errors import error_response
+from promptwire.server._errors import error_response
 
 logger = logging.getLogger(__name__)
 

@@ -56,12 +56,18 @@ from promptwire.protocol import (
     PromptRequest,
     Usage,
 )
-from promptwire.server.errors import STATUS_ERROR_TYPES
-from promptwire.server.request_body import DECODER, ClientGone, read_body, require_json, unless_gone
-from promptwire.server.request_context import note_error
-from promptwire.server.shutdown import GracefulShutdown
-from promptwire.server.slots import RETRY_AFTER_SECONDS, RequestSlots
-from promptwire.server.streaming import Job, StreamForm, prepare, stream_reply
+from promptwire.server._errors import STATUS_ERROR_TYPES
+from promptwire.server._request_body import (
+    DECODER,
+    ClientGone,
+    read_body,
+    require_json,
+    unless_gone,
+)
+from promptwire.server._request_context import note_error
+from promptwire.server._shutdown import GracefulShutdown
+from promptwire.server._slots import RETRY_AFTER_SECONDS, RequestSlots
+from promptwire.server._streaming import Job, StreamForm, prepare, stream_reply
 
 PREFIX = "/v1"
 #: The id ``/v1/models`` lists for an engine that does not name its model.

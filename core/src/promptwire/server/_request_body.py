@@ -20,8 +20,8 @@ from starlette.requests import ClientDisconnect
 from promptwire.protocol import (
     PromptRequest,
 )
-from promptwire.server.errors import RequestError
-from promptwire.server.shutdown import (
+from promptwire.server._errors import RequestError
+from promptwire.server._shutdown import (
     GracefulShutdown,
     shutting_down,
 )
