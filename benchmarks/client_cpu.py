@@ -46,7 +46,7 @@ def promptwire_client(url: str, prompt: str, calls: int) -> None:
     """promptwire's HTTP layer alone (``EndpointClient.complete``), without LangChain."""
     from promptwire.client import ClientConfig, EndpointClient
 
-    client = EndpointClient(ClientConfig(url=url))
+    client = EndpointClient(ClientConfig(endpoint_url=url))
     client.complete({"prompt": prompt})
     started = time.process_time()
     for _ in range(calls):

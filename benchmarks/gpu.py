@@ -532,7 +532,7 @@ def measure_http(
     url = f"http://127.0.0.1:{port}/"
     with server_process(command, url + "health", env, timeout=LOAD_TIMEOUT):
         loop = asyncio.new_event_loop()
-        client = EndpointClient(ClientConfig(url=url, timeout=RUN_TIMEOUT, max_retries=0))
+        client = EndpointClient(ClientConfig(endpoint_url=url, timeout=RUN_TIMEOUT, max_retries=0))
         try:
             _repeat(
                 reps,

@@ -336,11 +336,11 @@ async def _sample_rss(served: ServedProcess, samples: list[int], stop: asyncio.E
 def _client(served: ServedProcess, config: LoadConfig, connections: int) -> EndpointClient:
     return EndpointClient(
         ClientConfig(
-            url=served.url,
+            endpoint_url=served.url,
             api_key=SecretStr(TOKEN),
             timeout=config.timeout,
             max_retries=0,  # a retry would hide a failure
-            max_connections=connections,
+            max_concurrency=connections,
         )
     )
 

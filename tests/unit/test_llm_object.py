@@ -11,7 +11,8 @@ from langchain_core.load import dumpd, dumps, loads
 from promptwire import ChatPromptwire, ConfigurationError, Modal, PromptwireLLM
 from promptwire._endpoint_model import FROM_SETTINGS
 from promptwire.client import ClientConfig, EndpointClient
-from pydantic import SecretStr, ValidationError
+from promptwire.settings import ConnectionSettings, PromptwireSettings
+from pydantic import BaseModel, SecretStr, ValidationError
 
 SECRET = "sk-do-not-leak-7f3a"
 
@@ -82,7 +83,7 @@ def test_a_malformed_endpoint_url_is_refused_when_the_model_is_made(url: str) ->
         with pytest.raises(ConfigurationError, match="endpoint URL"):
             model(endpoint_url=url)
     with pytest.raises(ConfigurationError, match="endpoint URL"):
-        EndpointClient(ClientConfig(url=url))
+        EndpointClient(ClientConfig(endpoint_url=url))
 
 
 @pytest.mark.parametrize(
@@ -219,3 +220,40 @@ def test_the_llm_reports_tracing_params_as_the_chat_model_does() -> None:
     chat = ChatPromptwire(endpoint_url="http://x/", model="llama", temperature=0.3)
     assert chat._get_ls_params()["ls_model_name"] == "llama"
     assert chat._get_ls_params()["ls_model_type"] == "chat"
+
+
+@pytest.mark.parametrize("cls", [PromptwireLLM, ChatPromptwire, PromptwireSettings, ClientConfig])
+def test_connection_fields_are_declared_once(cls: type[BaseModel]) -> None:
+    """Each has ConnectionSettings' fields, with its types, checks and defaults (inherited)."""
+    for name, field in ConnectionSettings.model_fields.items():
+        assert repr(cls.model_fields[name]) == repr(field), (cls, name)
+
+
+def test_every_connection_field_reaches_the_client_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    given = {
+        "endpoint_url": "http://env-host:1234/",
+        "timeout": "7.5",
+        "connect_timeout": "3",
+        "max_retries": "5",
+        "retry_unsafe": "true",
+        "max_concurrency": "300",
+        "max_reply_bytes": "4096",
+        "api_key": "tok",
+        "modal_key": "mk",
+        "modal_secret": "ms",
+    }
+    assert set(given) == set(ConnectionSettings.model_fields)
+    for name, value in given.items():
+        monkeypatch.setenv(f"PROMPTWIRE_{name.upper()}", value)
+    config = PromptwireLLM(max_retries=1).client.config
+    shown = config.model_dump(include=set(given))
+    for name in ("api_key", "modal_key", "modal_secret"):
+        shown[name] = shown[name].get_secret_value()
+    expected = ConnectionSettings.model_validate(given).model_dump()
+    for name in ("api_key", "modal_key", "modal_secret"):
+        expected[name] = expected[name].get_secret_value()
+    assert shown == {**expected, "max_retries": 1}  # an argument beats the environment
+    assert config.max_connections == 300
+    assert config.request_headers()["Modal-Key"] == "mk"

@@ -1,12 +1,14 @@
 """What ``PromptwireLLM`` and ``ChatPromptwire`` share: the endpoint, how to reach it, and the
 generation parameters sent to it.
 
-``EndpointModel`` holds the connection fields, fills those not given from ``PromptwireSettings``
-(arguments beat ``PROMPTWIRE_*`` variables and ``.env``, which beat defaults; both are checked by
-the same types), applies the backend's client adapter and owns one pooled ``EndpointClient`` per
-object. Its generation fields have the protocol's own types, so a value the server would refuse
-is refused when the model is made. ``run_concurrently``
-and ``arun_concurrently`` run a batch with at most ``max_concurrency`` requests in flight.
+``EndpointModel`` has the connection fields of ``promptwire.settings.ClientSettings`` (declared
+there once, for the environment, these models and the HTTP client alike) and fills those not given
+from ``PromptwireSettings``: arguments beat ``PROMPTWIRE_*`` variables and ``.env``, which beat
+defaults. It applies the backend's client adapter and owns one pooled ``EndpointClient`` per
+object, made on first use: fields changed after that first call do not reach it. Its generation
+fields have the protocol's own types, so a value the server would refuse is refused when the model
+is made. ``run_concurrently`` and ``arun_concurrently`` run a batch with at most
+``max_concurrency`` requests in flight.
 """
 
 from __future__ import annotations
@@ -19,14 +21,7 @@ from typing import Any, Literal, Self, TypeVar
 
 import httpx
 from langchain_core.language_models import LangSmithParams
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    SecretStr,
-    model_validator,
-)
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 from promptwire.backends import ClientAdapter
 from promptwire.client import (
@@ -35,29 +30,14 @@ from promptwire.client import (
     check_header_secret,
     parse_endpoint_url,
 )
-from promptwire.errors import ConfigurationError
 from promptwire.protocol import MaxTokens, Seed, StopSequences, Temperature, TopK, TopP
-from promptwire.settings import Concurrency, PromptwireSettings, ReplyBytes, Retries, Seconds
+from promptwire.settings import ClientSettings, ConnectionSettings, PromptwireSettings
 from promptwire.wire import PROMPT_PROTOCOL, WireFormat
 
 PROVIDER = "promptwire"
-MODAL_KEY_HEADER = "Modal-Key"
-MODAL_SECRET_HEADER = "Modal-Secret"  # noqa: S105 (a header name)
 
-# Fields taken from PromptwireSettings when not given explicitly.
-FROM_SETTINGS = (
-    "endpoint_url",
-    "backend",
-    "api_key",
-    "modal_key",
-    "modal_secret",
-    "timeout",
-    "connect_timeout",
-    "max_retries",
-    "retry_unsafe",
-    "max_concurrency",
-    "max_reply_bytes",
-)
+#: The fields a model takes from ``PromptwireSettings`` when not given as arguments.
+FROM_SETTINGS = tuple(ClientSettings.model_fields)
 
 SECRET_FIELDS = ("api_key", "modal_key", "modal_secret")
 
@@ -71,33 +51,13 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class EndpointModel(BaseModel):
+class EndpointModel(ClientSettings):
     """The endpoint fields of a promptwire LangChain model, and its pooled client."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    endpoint_url: str | None = None
-    """The endpoint's URL (``PROMPTWIRE_ENDPOINT_URL``)."""
-    backend: str | None = None
-    """Backend name (``PROMPTWIRE_BACKEND``); its plugin may add parameters and headers."""
-    api_key: SecretStr | None = None
-    """Bearer token (``PROMPTWIRE_API_KEY``)."""
-    modal_key: SecretStr | None = None
-    """Modal proxy-auth key, sent as ``Modal-Key`` (``PROMPTWIRE_MODAL_KEY``)."""
-    modal_secret: SecretStr | None = None
-    """Modal proxy-auth secret, sent as ``Modal-Secret`` (``PROMPTWIRE_MODAL_SECRET``)."""
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Parameters sent with every request (any key; the fields below take precedence)."""
-    timeout: Seconds | None = None
-    """Seconds for a whole reply, or between two pieces of a stream."""
-    connect_timeout: Seconds | None = None
-    max_retries: Retries | None = None
-    retry_unsafe: bool | None = None
-    """Also retry failures after which the server may have run the request."""
-    max_concurrency: Concurrency | None = None
-    """Requests of one batch in flight at once."""
-    max_reply_bytes: ReplyBytes | None = None
-    """The most bytes of a whole reply, or of one event of a stream, once decoded."""
 
     # Generation parameters sent with every request (a call's keyword arguments beat them).
     max_tokens: MaxTokens | None = None
@@ -125,13 +85,11 @@ class EndpointModel(BaseModel):
 
     @model_validator(mode="after")
     def _fill_from_settings(self) -> Self:
-        missing = [name for name in FROM_SETTINGS if getattr(self, name) is None]
-        if missing:
+        if missing := [name for name in FROM_SETTINGS if name not in self.model_fields_set]:
             settings = PromptwireSettings()
             for name in missing:
                 object.__setattr__(self, name, getattr(settings, name))
-        if self.endpoint_url is not None:
-            parse_endpoint_url(self.endpoint_url)  # a typo fails here, not at the first call
+        parse_endpoint_url(self.endpoint_url)  # a typo fails here, not at the first call
         for name in SECRET_FIELDS:  # a stray newline fails here, not in a header, quoted
             secret: SecretStr | None = getattr(self, name)
             if secret is not None:
@@ -172,28 +130,12 @@ class EndpointModel(BaseModel):
         return self._client
 
     def _make_client(self) -> EndpointClient:
-        secret_headers = {}
-        if self.modal_key is not None:
-            secret_headers[MODAL_KEY_HEADER] = self.modal_key
-        if self.modal_secret is not None:
-            secret_headers[MODAL_SECRET_HEADER] = self.modal_secret
-        assert self.endpoint_url is not None
+        connection = {name: getattr(self, name) for name in ConnectionSettings.model_fields}
+        config = ClientConfig(
+            **connection, headers=self._adapter.headers(self._backend_settings), wire=self._wire
+        )
         return EndpointClient(
-            ClientConfig(
-                url=self.endpoint_url,
-                api_key=self.api_key,
-                secret_headers=secret_headers,
-                headers=self._adapter.headers(self._backend_settings),
-                timeout=_given(self.timeout),
-                connect_timeout=_given(self.connect_timeout),
-                max_retries=_given(self.max_retries),
-                retry_unsafe=_given(self.retry_unsafe),
-                max_connections=max(100, _given(self.max_concurrency)),
-                max_reply_bytes=_given(self.max_reply_bytes),
-                wire=self._wire,
-            ),
-            http_client=self.http_client,
-            http_async_client=self.http_async_client,
+            config, http_client=self.http_client, http_async_client=self.http_async_client
         )
 
     def _base_params(self) -> dict[str, Any]:
@@ -254,13 +196,6 @@ class EndpointModel(BaseModel):
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
-
-
-def _given(value: T | None) -> T:
-    """A field that ``_fill_from_settings`` filled (only a later assignment of None undoes it)."""
-    if value is None:
-        raise ConfigurationError("a connection setting was set to None after the model was made")
-    return value
 
 
 def run_concurrently(call: Callable[[T], R], items: Sequence[T], limit: int) -> list[R]:

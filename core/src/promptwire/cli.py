@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from promptwire.errors import PromptwireError
-from promptwire.settings import DEFAULT_SERVE_BACKEND, PromptwireSettings
+from promptwire.settings import DEFAULT_SERVE_BACKEND, ConnectionSettings, PromptwireSettings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -45,6 +45,8 @@ def err() -> Console:
 
 
 # The LangChain Modal guide's chain, reproduced by ``promptwire demo``.
+DEFAULT_TIMEOUT: float = ConnectionSettings.model_fields["timeout"].default
+
 DEMO_TEMPLATE = """Question: {question}
 
 Answer: Let's think step by step."""
@@ -100,14 +102,14 @@ def build_app(
 def serve(
     backend: Annotated[
         str | None,
-        typer.Option(help="Backend to serve [default: PROMPTWIRE_BACKEND or modal_dummy]"),
+        typer.Option(help="Backend to serve \\[default: PROMPTWIRE_BACKEND or modal_dummy]"),
     ] = None,
-    host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1]")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [default: 8000]")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind \\[default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port \\[default: 8000]")] = None,
     api_key: Annotated[
         str | None,
         typer.Option(
-            help="Require this bearer token [default: PROMPTWIRE_API_KEY]", show_default=False
+            help="Require this bearer token \\[default: PROMPTWIRE_API_KEY]", show_default=False
         ),
     ] = None,
     model_dir: Annotated[
@@ -178,21 +180,26 @@ def _llm(
 def invoke(
     prompt: Annotated[str, typer.Argument(help="The prompt to send")],
     url: Annotated[
-        str | None, typer.Option(help="Endpoint URL [default: PROMPTWIRE_ENDPOINT_URL]")
+        str | None, typer.Option(help="Endpoint URL \\[default: PROMPTWIRE_ENDPOINT_URL]")
     ] = None,
     backend: Annotated[
-        str | None, typer.Option(help="Backend [default: PROMPTWIRE_BACKEND]")
+        str | None, typer.Option(help="Backend \\[default: PROMPTWIRE_BACKEND]")
     ] = None,
     api_key: Annotated[
         str | None,
-        typer.Option(help="Bearer token [default: PROMPTWIRE_API_KEY]", show_default=False),
+        typer.Option(help="Bearer token \\[default: PROMPTWIRE_API_KEY]", show_default=False),
     ] = None,
     stream: Annotated[
         bool, typer.Option("--stream", help="Print the reply as it is generated")
     ] = False,
     max_tokens: Annotated[int | None, typer.Option(help="Most tokens to generate")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Seconds to wait [default: 600]")] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            help=f"Seconds to wait \\[default: PROMPTWIRE_TIMEOUT, else {DEFAULT_TIMEOUT:g}]"
+        ),
+    ] = None,
     raw: Annotated[
         bool,
         typer.Option(
@@ -223,11 +230,13 @@ def invoke(
 def status(
     url: Annotated[
         str | None,
-        typer.Argument(help="Endpoint URL [default: PROMPTWIRE_ENDPOINT_URL]", show_default=False),
+        typer.Argument(
+            help="Endpoint URL \\[default: PROMPTWIRE_ENDPOINT_URL]", show_default=False
+        ),
     ] = None,
     api_key: Annotated[
         str | None,
-        typer.Option(help="Bearer token [default: PROMPTWIRE_API_KEY]", show_default=False),
+        typer.Option(help="Bearer token \\[default: PROMPTWIRE_API_KEY]", show_default=False),
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each answer")] = 10.0,
 ) -> None:
@@ -314,14 +323,14 @@ def demo(
 def deploy(
     backend: Annotated[str, typer.Argument(help="Backend whose Modal app to deploy")],
     environment: Annotated[
-        str | None, typer.Option(help="Modal environment [default: your Modal profile's]")
+        str | None, typer.Option(help="Modal environment \\[default: your Modal profile's]")
     ] = None,
     warm: Annotated[
         int | None,
         typer.Option(
             min=0,
             help="Containers Modal keeps running and ready (billed, no cold start) "
-            "[default: the backend's MIN_CONTAINERS setting]",
+            "\\[default: the backend's MIN_CONTAINERS setting]",
             show_default=False,
         ),
     ] = None,

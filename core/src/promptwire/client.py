@@ -32,17 +32,13 @@ from typing import Any
 import httpx
 
 from promptwire._client.aio import AsyncEndpointClient
-from promptwire._client.config import (
-    MAX_REPLY_BYTES,
-    ClientConfig,
-    check_header_secret,
-    parse_endpoint_url,
-)
+from promptwire._client.config import ClientConfig, check_header_secret, parse_endpoint_url
 from promptwire._client.errors import StaleConnectionError
 from promptwire._client.exchange import REQUEST_ID_HEADER, Exchange
 from promptwire._client.retry import MAX_RETRY_AFTER
 from promptwire._client.sync import SyncEndpointClient
 from promptwire.protocol import PromptResponse
+from promptwire.settings import MAX_REPLY_BYTES
 from promptwire.wire import StreamEvent, parse_json
 
 
@@ -65,7 +61,7 @@ class EndpointClient:
         self.aio = AsyncEndpointClient(exchange, http_async_client)
 
     def __repr__(self) -> str:
-        return f"EndpointClient(url={self.config.url!r})"
+        return f"EndpointClient(url={self.config.endpoint_url!r})"
 
     def complete(self, payload: Mapping[str, Any]) -> PromptResponse:
         return self.sync.complete(payload)

@@ -10,7 +10,7 @@ import json
 from collections.abc import Collection
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from promptwire.protocol import MAX_BODY_BYTES
@@ -18,6 +18,8 @@ from promptwire.protocol import MAX_BODY_BYTES
 ENV_PREFIX = "PROMPTWIRE_"
 DEFAULT_ENDPOINT_URL = "http://127.0.0.1:8000/"
 DEFAULT_SERVE_BACKEND = "modal_dummy"
+#: The default bound on a reply's decoded size (a whole reply, or one event of a stream).
+MAX_REPLY_BYTES = 32 << 20
 #: How ``None`` is written in the environment, for settings classes that read it back
 #: (``env_parse_none_str=NONE_VALUE``).
 NONE_VALUE = "null"
@@ -39,37 +41,55 @@ DEFAULT_MAX_CONNECTIONS = 512
 DEFAULT_SHUTDOWN_GRACE = 5.0
 
 
-class PromptwireSettings(BaseSettings):
-    """Everything the client, the server and the CLI read from the environment."""
+class ConnectionSettings(BaseModel):
+    """How a client reaches an endpoint: declared here once, read from the environment by
+    ``PromptwireSettings``, taken as arguments by ``PromptwireLLM`` and ``ChatPromptwire``, and
+    handed whole to the HTTP client (``promptwire.client.ClientConfig``)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
-    )
-
-    backend: str | None = Field(
-        default=None, description="Backend name; picks the client adapter and the served engine."
-    )
     endpoint_url: str = Field(default=DEFAULT_ENDPOINT_URL, description="The prompt endpoint.")
     api_key: SecretStr | None = Field(default=None, description="Bearer token (client and server).")
-    modal_key: SecretStr | None = Field(default=None, description="Modal proxy-auth key.")
-    modal_secret: SecretStr | None = Field(default=None, description="Modal proxy-auth secret.")
-
+    modal_key: SecretStr | None = Field(
+        default=None, description="Modal proxy-auth key, sent as ``Modal-Key``."
+    )
+    modal_secret: SecretStr | None = Field(
+        default=None, description="Modal proxy-auth secret, sent as ``Modal-Secret``."
+    )
     timeout: Seconds = Field(
         default=600.0,
         description="Seconds for a whole reply, or between two pieces of a stream. Generous "
         "because a Modal cold start can take minutes.",
     )
-    connect_timeout: Seconds = 10.0
-    max_retries: Retries = 2
+    connect_timeout: Seconds = Field(default=10.0, description="Seconds to open a connection.")
+    max_retries: Retries = Field(
+        default=2, description="Retries of a request the server cannot have run."
+    )
     retry_unsafe: bool = Field(
         default=False,
         description="Also retry failures after which the server may have run the request "
         "(502, 504, read timeouts, dropped connections).",
     )
-    max_concurrency: Concurrency = Field(default=16, description="Prompts of a batch in flight.")
+    max_concurrency: Concurrency = Field(
+        default=16, description="Requests of one batch in flight at once."
+    )
     max_reply_bytes: ReplyBytes = Field(
-        default=32 << 20,
-        description="Client: the most bytes of a whole reply, or of one event of a stream.",
+        default=MAX_REPLY_BYTES,
+        description="The most bytes of a whole reply, or of one event of a stream, once decoded.",
+    )
+
+
+class ClientSettings(ConnectionSettings):
+    """What a LangChain model reads from the environment: the connection and the backend."""
+
+    backend: str | None = Field(
+        default=None, description="Backend name; picks the client adapter and the served engine."
+    )
+
+
+class PromptwireSettings(BaseSettings, ClientSettings):
+    """Everything the client, the server and the CLI read from the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
 
     host: str = "127.0.0.1"
@@ -212,8 +232,11 @@ __all__ = [
     "DEFAULT_SHUTDOWN_GRACE",
     "ENV_PREFIX",
     "MAX_BODY_BYTES",
+    "MAX_REPLY_BYTES",
     "NONE_VALUE",
     "OBSERVABILITY_FIELDS",
+    "ClientSettings",
+    "ConnectionSettings",
     "PromptwireSettings",
     "backend_settings_config",
     "observability_environment",

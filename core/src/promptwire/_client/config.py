@@ -4,40 +4,50 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import httpx
-from pydantic import SecretStr
+from pydantic import ConfigDict, Field
 
 from promptwire._client.reply_body import ACCEPT_ENCODING
 from promptwire.errors import ConfigurationError
+from promptwire.settings import ConnectionSettings
 from promptwire.wire import PROMPT_PROTOCOL, WireFormat
 
-#: The default bound on a reply's decoded size (a whole reply, or one event of a stream).
-MAX_REPLY_BYTES = 32 << 20
 USER_AGENT = "promptwire"
+MODAL_KEY_HEADER = "Modal-Key"
+MODAL_SECRET_HEADER = "Modal-Secret"  # noqa: S105 (a header name)
+#: The least connections a client pools, whatever ``max_concurrency`` says: a model's batches
+#: are bounded by it, but several batches (or chains) can share one model at once.
+MIN_CONNECTIONS = 100
 
 
-@dataclass(frozen=True)
-class ClientConfig:
-    url: str
-    api_key: SecretStr | None = None
-    secret_headers: Mapping[str, SecretStr] = field(default_factory=dict)
-    """Headers whose values are secrets (Modal proxy auth); never shown in reprs or errors."""
-    headers: Mapping[str, str] = field(default_factory=dict)
-    timeout: float = 600.0
-    connect_timeout: float = 10.0
-    max_retries: int = 2
-    retry_unsafe: bool = False
-    max_connections: int = 100
-    max_reply_bytes: int = MAX_REPLY_BYTES
-    """The most bytes of a whole reply, or of one event of a stream, once decoded."""
+class ClientConfig(ConnectionSettings):
+    """The connection settings (``promptwire.settings.ConnectionSettings``, declared there once)
+    plus what the backend adds: its headers and its wire format."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    headers: Mapping[str, str] = Field(default_factory=dict)
+    """The backend's headers, sent with every request under promptwire's own."""
     wire: WireFormat = PROMPT_PROTOCOL
     """What requests and replies look like (the prompt protocol unless a backend says)."""
 
+    @property
+    def max_connections(self) -> int:
+        return max(MIN_CONNECTIONS, self.max_concurrency)
+
+    def secret_headers(self) -> dict[str, str]:
+        """The Modal proxy-auth headers that are set: secrets, never shown in reprs or errors."""
+        named = ((MODAL_KEY_HEADER, self.modal_key), (MODAL_SECRET_HEADER, self.modal_secret))
+        return {header: value.get_secret_value() for header, value in named if value is not None}
+
     def secrets(self) -> list[str]:
         """The secret values, checked for use in a header (every request carries them)."""
-        given = [("api_key", self.api_key), *self.secret_headers.items()]
+        given = [
+            ("api_key", self.api_key),
+            ("modal_key", self.modal_key),
+            ("modal_secret", self.modal_secret),
+        ]
         for name, secret in given:
             if secret is not None:
                 check_header_secret(name, secret.get_secret_value())
@@ -50,15 +60,15 @@ class ClientConfig:
             "Accept": "application/json",
             "Accept-Encoding": ACCEPT_ENCODING,
             **self.headers,
+            **self.secret_headers(),
         }
-        headers.update({k: v.get_secret_value() for k, v in self.secret_headers.items()})
         if self.api_key is not None:
             headers["Authorization"] = f"Bearer {self.api_key.get_secret_value()}"
         return headers
 
     def credential_headers(self) -> list[str]:
         """The headers that carry credentials: never sent to another origin."""
-        return ["Authorization", *self.secret_headers]
+        return ["Authorization", MODAL_KEY_HEADER, MODAL_SECRET_HEADER]
 
     def httpx_timeout(self) -> httpx.Timeout:
         return httpx.Timeout(self.timeout, connect=self.connect_timeout)

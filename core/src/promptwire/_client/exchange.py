@@ -48,9 +48,9 @@ class Exchange:
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
         self.wire = config.wire
-        self.url = parse_endpoint_url(config.url)  # parsed once, not on every request
+        self.url = parse_endpoint_url(config.endpoint_url)  # parsed once, not on every request
         self.redact = Redactor(config.secrets())
-        self.guard = RedirectGuard(self.url, config.credential_headers(), config.url)
+        self.guard = RedirectGuard(self.url, config.credential_headers(), config.endpoint_url)
         self.retry = RetryPolicy(config.max_retries, config.retry_unsafe, config.max_connections)
         self.health_url = self.url.copy_with(path=self.url.path.rstrip("/") + "/health")
         self.client_options = ClientOptions(config)
@@ -71,7 +71,7 @@ class Exchange:
 
     def translating(self, turn: Turn | None = None) -> Translate:
         """A context in which transport failures become promptwire's errors."""
-        return Translate(self.config.url, self.redact, turn)
+        return Translate(self.config.endpoint_url, self.redact, turn)
 
 
 class Deadline:
@@ -147,7 +147,7 @@ class Call:
         return request
 
     def deadline(self) -> Deadline:
-        return Deadline(self._exchange.config.timeout, self._exchange.config.url)
+        return Deadline(self._exchange.config.timeout, self._exchange.config.endpoint_url)
 
     def wait_after(self, exc: EndpointError) -> float | None:
         """Seconds before the next attempt after ``exc``, or None: raise it."""
@@ -164,7 +164,7 @@ class Call:
             raise
 
     def too_many_redirects(self) -> ProtocolError:
-        return ProtocolError("too many redirects", url=self._exchange.config.url)
+        return ProtocolError("too many redirects", url=self._exchange.config.endpoint_url)
 
     # -- replies -------------------------------------------------------------------------------
 
@@ -183,12 +183,14 @@ class Call:
         except ValueError:
             raise ProtocolError(
                 f"the reply is not JSON: {exchange.redact.snippet(body)!r}",
-                url=exchange.config.url,
+                url=exchange.config.endpoint_url,
             ) from None
         try:
             return exchange.wire.reply(data)
         except MalformedReply as exc:
-            raise ProtocolError(exchange.redact(str(exc)), url=exchange.config.url) from None
+            raise ProtocolError(
+                exchange.redact(str(exc)), url=exchange.config.endpoint_url
+            ) from None
 
     def status_error(self, response: httpx.Response, body: bytes) -> HTTPStatusError:
         """The error a non-2xx answer stands for, with the error body's type and message."""
@@ -206,7 +208,7 @@ class Call:
             message = f"redirect not followed ({response.headers.get('location', 'no location')})"
         return status_error_class(status)(
             message,
-            url=self._exchange.config.url,
+            url=self._exchange.config.endpoint_url,
             status_code=status,
             error_type=error_type,
             retry_after=parse_retry_after(response.headers.get("retry-after")),
@@ -251,7 +253,7 @@ class StreamDecoder:
             return
         raise ProtocolError(
             f"the stream ended before its {self._reader.end_event}",
-            url=self._exchange.config.url,
+            url=self._exchange.config.endpoint_url,
         )
 
     def _read(self, sse: Event) -> Sequence[StreamEvent]:
@@ -261,12 +263,12 @@ class StreamDecoder:
         except MalformedReply as exc:
             raise ProtocolError(
                 f"{exchange.redact(str(exc))}: {exchange.redact.snippet(sse.data.encode())!r}",
-                url=exchange.config.url,
+                url=exchange.config.endpoint_url,
             ) from None
         except RemoteStreamError as exc:
             raise StreamError(
                 exchange.redact(exc.message),
-                url=exchange.config.url,
+                url=exchange.config.endpoint_url,
                 error_type=exchange.redact(exc.error_type),
             ) from None
 

@@ -59,7 +59,7 @@ class ConversationNegotiator:
         raise UnsupportedFeatureError(
             "tool calling and structured output need a server that speaks protocol 1.2 or later "
             f"({said}); an older one would ignore them and answer free text",
-            url=self.client.config.url,
+            url=self.client.config.endpoint_url,
         )
 
     # -- v1.1 ------------------------------------------------------------------------------------

@@ -47,13 +47,13 @@ def run_download(
 def download(
     repo: Annotated[
         str | None,
-        typer.Option(help="Hugging Face repo id [default: PROMPTWIRE_MODAL_EXLLAMA__HF_REPO]"),
+        typer.Option(help="Hugging Face repo id \\[default: PROMPTWIRE_MODAL_EXLLAMA__HF_REPO]"),
     ] = None,
     revision: Annotated[
         str | None,
         typer.Option(
             help="Branch, tag or commit (EXL2: one branch per bpw) "
-            "[default: PROMPTWIRE_MODAL_EXLLAMA__HF_REVISION]"
+            "\\[default: PROMPTWIRE_MODAL_EXLLAMA__HF_REVISION]"
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Download again even if present")] = False,
@@ -61,7 +61,7 @@ def download(
         str | None,
         typer.Option(
             help="Modal environment, as for `promptwire deploy` (each has its own Volumes) "
-            "[default: your Modal profile's]"
+            "\\[default: your Modal profile's]"
         ),
     ] = None,
 ) -> None:
