@@ -286,6 +286,35 @@ def promptwire_serve(
         yield DummyServer(url, port, process)
 
 
+def run_loadgen(
+    port: int,
+    duration: float,
+    body: str,
+    *,
+    path: str = "/",
+    connections: int = 16,
+    warmup: float = 0.5,
+) -> dict[str, float]:
+    """One run of ``benchmarks.loadgen`` in its own process (the measuring process stays idle);
+    its JSON result, or an error if any request was answered with one."""
+    command = [PYTHON, "-m", "benchmarks.loadgen", "--port", str(port)]
+    command += ["--connections", str(connections), "--duration", str(duration)]
+    command += ["--warmup", str(warmup), "--path", path, "--body", body]
+    completed = subprocess.run(
+        command,
+        capture_output=True,
+        check=True,
+        text=True,
+        timeout=duration + warmup + 60,
+        cwd=ROOT,
+        env=clean_env(),
+    )
+    result: dict[str, float] = json.loads(completed.stdout.strip().splitlines()[-1])
+    if result["errors"]:
+        raise RuntimeError(f"{path}: {result['errors']} requests answered with errors")
+    return result
+
+
 def words(count: int, seed: int = 0) -> str:
     """A prompt of ``count`` distinct words."""
     return " ".join(f"word{seed}-{i}" for i in range(count))

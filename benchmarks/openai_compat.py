@@ -14,22 +14,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
 
 from benchmarks.common import (
-    PYTHON,
-    ROOT,
     BenchResult,
     Measurement,
     Ratio,
-    clean_env,
     finish,
     parse_args,
     promptwire_serve,
     ratios,
+    run_loadgen,
     words,
 )
 
@@ -55,33 +52,7 @@ BATCH_DELAY = 0.1
 
 
 def load(port: int, path: str, body: dict[str, Any], duration: float) -> dict[str, float]:
-    completed = subprocess.run(
-        [
-            PYTHON,
-            "-m",
-            "benchmarks.loadgen",
-            "--port",
-            str(port),
-            "--connections",
-            str(CONNECTIONS),
-            "--duration",
-            str(duration),
-            "--path",
-            path,
-            "--body",
-            json.dumps(body),
-        ],
-        capture_output=True,
-        check=True,
-        text=True,
-        timeout=duration + 60,
-        cwd=ROOT,
-        env=clean_env(),
-    )
-    result: dict[str, float] = json.loads(completed.stdout.strip().splitlines()[-1])
-    if result["errors"]:
-        raise RuntimeError(f"{path}: {result['errors']} requests answered with errors")
-    return result
+    return run_loadgen(port, duration, json.dumps(body), path=path, connections=CONNECTIONS)
 
 
 def server_side(quick: bool) -> dict[str, dict[str, list[float]]]:

@@ -15,22 +15,20 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from contextlib import ExitStack
 
 from benchmarks.common import (
     PYTHON,
-    ROOT,
     BenchResult,
     Measurement,
     Ratio,
-    clean_env,
     finish,
     free_port,
     parse_args,
     promptwire_serve,
     ratios,
+    run_loadgen,
     server_process,
 )
 
@@ -52,32 +50,7 @@ def load(port: int, duration: float, pid: int | None = None) -> dict[str, float]
     """One run (no warm-up inside it: every request counts, so the server's CPU time over the
     run divides by them all); with ``pid``, also the server's CPU microseconds per request."""
     cpu_before = cpu_seconds(pid) if pid is not None else 0.0
-    completed = subprocess.run(
-        [
-            PYTHON,
-            "-m",
-            "benchmarks.loadgen",
-            "--port",
-            str(port),
-            "--connections",
-            str(CONNECTIONS),
-            "--duration",
-            str(duration),
-            "--warmup",
-            "0",
-            "--body",
-            BODY,
-        ],
-        capture_output=True,
-        check=True,
-        text=True,
-        timeout=duration + 60,
-        cwd=ROOT,
-        env=clean_env(),
-    )
-    result: dict[str, float] = json.loads(completed.stdout.strip().splitlines()[-1])
-    if result["errors"]:
-        raise RuntimeError(f"the server answered {result['errors']} requests with errors")
+    result = run_loadgen(port, duration, BODY, connections=CONNECTIONS, warmup=0)
     if pid is not None:
         result["cpu_us"] = (cpu_seconds(pid) - cpu_before) / result["requests"] * 1e6
     return result
