@@ -259,9 +259,10 @@ def promptwire_serve(
     first_token_delay: float = 0.0,
     tokens_per_second: float | None = None,
     settings: Mapping[str, str] | None = None,
+    cli: str = PROMPTWIRE_CLI,
 ) -> Iterator[DummyServer]:
     """``promptwire serve --backend modal_dummy`` (the real CLI) in its own process; ``settings``:
-    more ``PROMPTWIRE_*`` variables for it."""
+    more ``PROMPTWIRE_*`` variables for it; ``cli``: another installation's ``promptwire``."""
     port = free_port()
     env = {
         "PROMPTWIRE_MODAL_DUMMY__ECHO": "true" if echo else "false",
@@ -272,7 +273,7 @@ def promptwire_serve(
     if tokens_per_second is not None:
         env["PROMPTWIRE_MODAL_DUMMY__TOKENS_PER_SECOND"] = str(tokens_per_second)
     command = [
-        PROMPTWIRE_CLI,
+        cli,
         "serve",
         "--backend",
         "modal_dummy",
