@@ -127,15 +127,12 @@ class Turn:
         self.answered = False
         self.extensions: dict[str, Any] = {"trace": self._trace}
 
-    def _see(self, event: str) -> None:
+    def _trace(self, event: str, info: Mapping[str, Any]) -> None:
         self.traced = True
         if event == "connection.connect_tcp.started":
             self.opened = True
         elif event.endswith("receive_response_headers.complete"):
             self.answered = True
-
-    def _trace(self, event: str, info: Mapping[str, Any]) -> None:
-        self._see(event)
 
     @property
     def stale(self) -> bool:
@@ -153,7 +150,7 @@ class AsyncTurn(Turn):
         self.extensions = {"trace": self._atrace}
 
     async def _atrace(self, event: str, info: Mapping[str, Any]) -> None:
-        self._see(event)
+        self._trace(event, info)
 
 
 class Translate:

@@ -126,10 +126,21 @@ class Call:
         self, client: httpx.Client | httpx.AsyncClient, turn: Turn, options: Mapping[str, Any]
     ) -> httpx.Request:
         """The next attempt's request; ``options`` are ``given_client_options`` for a user's
-        client, empty for promptwire's own (they carry them)."""
-        request = client.build_request(
-            self._method, self._url, json=self._body, extensions=turn.extensions, **options
-        )
+        client (httpx merges in what that client adds), empty for promptwire's own, whose
+        headers are all a request needs: merging its URL, headers, query and cookies anew for
+        every request would only copy them (``send`` adds its timeout)."""
+        if options:
+            request = client.build_request(
+                self._method, self._url, json=self._body, extensions=turn.extensions, **options
+            )
+        else:
+            request = httpx.Request(
+                self._method,
+                self._url,
+                json=self._body,
+                headers=client.headers,
+                extensions=turn.extensions,
+            )
         return self.checked(request, options)
 
     def checked(self, request: httpx.Request, options: Mapping[str, Any]) -> httpx.Request:
