@@ -1,0 +1,1 @@
+"""promptwire backend ``llamacpp``: any GGUF model served by llama.cpp."""
