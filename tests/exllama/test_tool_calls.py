@@ -1,5 +1,5 @@
 """Reading tool calls out of a model's text, per family, and holding back streamed text that may
-begin one (``promptwire_modal_exllama.tool_calls``; pure Python)."""
+begin one (``promptwire.tool_calls``; pure Python)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import jsonschema_rs
 import pytest
 from promptwire.protocol import PromptRequest, ToolSpec
-from promptwire_modal_exllama.tool_calls import (
+from promptwire.tool_calls import (
     HERMES,
     LLAMA3,
     MISTRAL,

@@ -6,17 +6,19 @@ from the prompt's last letter, so every reply here is known exactly).
 The models are configured as a user would: ``PROMPTWIRE_BACKEND=openai``, the server's base URL,
 its API key and the model name in the environment, nothing passed in code.
 
-The server runs from its own environment, ``.venv-llama`` (``.ci/install-llama-cpp-server``;
-``PROMPTWIRE_LLAMA_CPP_PYTHON`` names another Python that has it). Without it every test here
-skips with the reason. Marked ``llamacpp``: ``uv run pytest -m llamacpp`` runs this tier alone.
+The server runs from the workspace's environment, where ``uv sync --all-packages`` installs
+llama-cpp-python with the llamacpp backend (the same build of llama.cpp). Without it every test
+here skips with the reason. Marked ``llamacpp``: ``uv run pytest -m llamacpp`` runs this tier alone.
 llama-cpp-python's server has no reasoning models' ``reasoning_content``; that path is tested
 against scripted servers in tests/openai/test_openai_backend.py.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,9 +34,7 @@ from promptwire.errors import AuthenticationError, InvalidRequestError
 from tests.support.cli_server import free_port
 from tests.support.network import LOOPBACK_ONLY
 
-ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-PYTHON_VARIABLE = "PROMPTWIRE_LLAMA_CPP_PYTHON"
 MODEL = "tiny-llama"
 API_KEY = "llama-cpp-key-5e1d"
 CONTEXT = 512
@@ -42,13 +42,9 @@ START_TIMEOUT = 120.0
 
 
 def _tier_python() -> str | None:
-    python = os.environ.get(PYTHON_VARIABLE) or str(ROOT / ".venv-llama" / "bin" / "python")
-    if not Path(python).exists():
-        return None
-    found = subprocess.run(
-        [python, "-c", "import llama_cpp.server, gguf"], capture_output=True, check=False
-    )
-    return python if found.returncode == 0 else None
+    """This interpreter, when it can run llama-cpp-python's server and write the model."""
+    needed = ("llama_cpp", "starlette_context", "gguf")
+    return sys.executable if all(importlib.util.find_spec(n) for n in needed) else None
 
 
 PYTHON = _tier_python()
@@ -58,7 +54,7 @@ pytestmark = [
     pytest.mark.llamacpp,
     pytest.mark.skipif(
         PYTHON is None,
-        reason="the llama.cpp server tier is not installed (run .ci/install-llama-cpp-server)",
+        reason="llama-cpp-python is not installed (uv sync --all-packages compiles it)",
     ),
 ]
 

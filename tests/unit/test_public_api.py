@@ -24,6 +24,7 @@ PUBLIC_MODULES = [
     "promptwire.deploy",
     "promptwire.engine",
     "promptwire.errors",
+    "promptwire.hf_chat_template",
     "promptwire.hookspecs",
     "promptwire.llm",
     "promptwire.modal_image",
@@ -35,6 +36,7 @@ PUBLIC_MODULES = [
     "promptwire.sse",
     "promptwire.stops",
     "promptwire.telemetry",
+    "promptwire.tool_calls",
     "promptwire.testing",
     "promptwire.wire",
 ]

@@ -2,8 +2,33 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from promptwire import Backend, Engine, hookimpl
 from promptwire.backends import RegisterBackend
 
+from promptwire_llamacpp.settings import BACKEND_NAME
 
-def register_backends_placeholder(register: RegisterBackend) -> None:  # replaced below
-    pass
+if TYPE_CHECKING:
+    from promptwire_llamacpp.settings import LlamaCppSettings
+
+
+def _create_engine(settings: LlamaCppSettings) -> Engine[Any]:
+    from promptwire_llamacpp.engine import LlamaCppEngine
+
+    return LlamaCppEngine(settings)
+
+
+@hookimpl
+def register_backends(register: RegisterBackend) -> None:
+    from promptwire_llamacpp.settings import LlamaCppSettings
+
+    register(
+        Backend(
+            name=BACKEND_NAME,
+            description="Any GGUF model with llama.cpp, on CPU or GPU, continuously batched.",
+            settings_class=LlamaCppSettings,
+            create_engine=_create_engine,
+            modal_app="promptwire_llamacpp.modal_app",
+        )
+    )

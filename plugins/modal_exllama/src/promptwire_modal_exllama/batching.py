@@ -44,16 +44,16 @@ from promptwire.protocol import (
     ToolSpec,
     Usage,
 )
-
-from promptwire_modal_exllama.chat_template import ChatTemplate, load_chat_template
-from promptwire_modal_exllama.params import SamplingParams, fit_to_context, sampling_params
-from promptwire_modal_exllama.settings import ExllamaSettings
-from promptwire_modal_exllama.tool_calls import (
+from promptwire.tool_calls import (
     ToolCallSplitter,
     ToolFormat,
     detect_tool_format,
     forced_tools,
 )
+
+from promptwire_modal_exllama.chat_template import ChatTemplate, load_chat_template
+from promptwire_modal_exllama.params import SamplingParams, fit_to_context, sampling_params
+from promptwire_modal_exllama.settings import ExllamaSettings
 
 logger = logging.getLogger(__name__)
 

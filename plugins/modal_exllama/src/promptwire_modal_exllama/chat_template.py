@@ -3,12 +3,9 @@
 A Hugging Face model directory ships its template as Jinja, in ``chat_template.jinja`` (newer
 repositories; it wins, as in ``transformers``) or under ``chat_template`` in
 ``tokenizer_config.json`` — a string, or a list of ``{"name", "template"}`` of which ``"default"``
-is used. It is rendered the way ``transformers``' ``apply_chat_template`` does: a sandboxed,
-immutable Jinja environment with ``trim_blocks`` and ``lstrip_blocks``, the ``raise_exception``
-and ``strftime_now`` globals, a ``tojson`` that does not escape HTML, the ``loopcontrols``
-extension and a ``{% generation %}`` block that only renders its body; the context holds
-``messages``, ``add_generation_prompt=True`` and the tokenizer's special tokens (``bos_token``,
-``eos_token``, ... written as strings or as ``{"content": ...}`` objects).
+is used. It is rendered by ``promptwire.hf_chat_template`` as ``transformers``'
+``apply_chat_template`` does, with the tokenizer's special tokens (``bos_token``, ``eos_token``,
+... written as strings or as ``{"content": ...}`` objects).
 
 BOS: a template usually writes ``{{ bos_token }}`` itself, and ExLlamaV2's tokenizer would add
 another one in front when asked to (``add_bos``), or even where the model has none to speak of
@@ -26,171 +23,23 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import jinja2
-import jinja2.ext
-from jinja2 import nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-from promptwire.engine import EngineError, RequestRejected
-from promptwire.protocol import ChatMessage, ToolSpec
+from promptwire.hf_chat_template import (
+    SPECIAL_TOKEN_KEYS,
+    ChatTemplate,
+    ChatTemplateError,
+    token_text,
+)
 
 logger = logging.getLogger(__name__)
 
 TEMPLATE_FILE = "chat_template.jinja"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 DEFAULT_TEMPLATE_NAME = "default"
-#: The special tokens of ``tokenizer_config.json`` a template may use, as ``transformers`` passes.
-SPECIAL_TOKEN_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token")
 
-
-class ChatTemplateError(EngineError):
-    """The model directory's chat template cannot be read or compiled (a broken model)."""
-
-
-class _GenerationBlock(jinja2.ext.Extension):
-    """``{% generation %}...{% endgeneration %}`` marks assistant text for training masks in
-    ``transformers``; for inference it renders its body unchanged."""
-
-    tags = {"generation"}
-
-    def parse(self, parser: Any) -> nodes.Node:
-        lineno = next(parser.stream).lineno
-        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-        call = self.call_method("_render_body")
-        return nodes.CallBlock(call, [], [], body).set_lineno(lineno)
-
-    def _render_body(self, caller: Callable[[], str]) -> str:
-        return caller()
-
-
-def _raise_exception(message: str) -> None:
-    raise jinja2.exceptions.TemplateError(message)
-
-
-def _strftime_now(format: str) -> str:
-    return datetime.now().strftime(format)
-
-
-def _tojson(
-    value: Any,
-    ensure_ascii: bool = False,
-    indent: int | None = None,
-    separators: tuple[str, str] | None = None,
-    sort_keys: bool = False,
-) -> str:
-    return json.dumps(
-        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
-    )
-
-
-def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
-        trim_blocks=True,
-        lstrip_blocks=True,
-        extensions=[_GenerationBlock, jinja2.ext.loopcontrols],
-    )
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = _strftime_now
-    return env
-
-
-def _token_text(value: Any) -> str | None:
-    """A special token as ``tokenizer_config.json`` writes it: a string or ``{"content": ...}``."""
-    if isinstance(value, dict):
-        value = value.get("content")
-    return value if isinstance(value, str) else None
-
-
-@dataclass(frozen=True)
-class ChatTemplate:
-    """A compiled chat template and the special tokens it is rendered with."""
-
-    source: str
-    """Where it came from, for logs: ``chat_template.jinja`` or ``tokenizer_config.json``."""
-    template: jinja2.Template = field(repr=False)
-    special_tokens: dict[str, str] = field(default_factory=dict)
-    text: str = field(default="", repr=False)
-    """The template's Jinja source (which tool-call format the model writes is read from it)."""
-
-    @property
-    def bos_token(self) -> str | None:
-        return self.special_tokens.get("bos_token")
-
-    @classmethod
-    def from_string(
-        cls, text: str, *, source: str = "string", special_tokens: dict[str, str] | None = None
-    ) -> ChatTemplate:
-        try:
-            template = _environment().from_string(text)
-        except jinja2.TemplateError as exc:
-            raise ChatTemplateError(
-                f"the chat template in {source} is not valid Jinja: {exc}"
-            ) from exc
-        return cls(source, template, dict(special_tokens or {}), text)
-
-    def render(
-        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] | None = None
-    ) -> str:
-        """The prompt for ``messages`` (and the ``tools`` offered, v1.2), ending with the
-        assistant's turn opened.
-
-        Tool calls and results are given to the template as ``transformers`` gives them: an
-        assistant message's ``tool_calls`` with their arguments as an object, a tool message
-        with its ``tool_call_id``; ``tools`` in OpenAI's shape. A template that refuses the
-        conversation (``raise_exception``, say "roles must alternate") or fails on it is a
-        ``RequestRejected`` (422) carrying its message.
-        """
-        conversation = [_message(m) for m in messages]
-        extra: dict[str, Any] = {}
-        if tools:
-            extra["tools"] = [tool.model_dump(exclude_none=True) for tool in tools]
-        try:
-            return self.template.render(
-                messages=conversation, add_generation_prompt=True, **self.special_tokens, **extra
-            )
-        except jinja2.TemplateError as exc:
-            raise RequestRejected(
-                f"the model's chat template refused the conversation: {exc}"
-            ) from None
-        except Exception as exc:  # the template's own code failed on this conversation
-            logger.warning("the chat template failed: %s: %s", type(exc).__name__, exc)
-            raise RequestRejected(
-                f"the model's chat template cannot render this conversation "
-                f"({type(exc).__name__}: {exc})"
-            ) from None
-
-
-def _message(message: ChatMessage) -> dict[str, Any]:
-    turn: dict[str, Any] = {"role": message.role, "content": message.content}
-    if message.tool_calls:
-        turn["tool_calls"] = [
-            {
-                "id": call.id,
-                "type": "function",
-                "function": {
-                    "name": call.function.name,
-                    "arguments": _arguments(call.function.arguments),
-                },
-            }
-            for call in message.tool_calls
-        ]
-    if message.tool_call_id is not None:
-        turn["tool_call_id"] = message.tool_call_id
-    return turn
-
-
-def _arguments(text: str) -> Any:
-    """A call's arguments as an object, as templates expect (the text if it is not JSON)."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+__all__ = ["ChatTemplate", "ChatTemplateError", "load_chat_template"]
 
 
 def _read_tokenizer_config(model_dir: Path) -> dict[str, Any]:
@@ -247,7 +96,7 @@ def load_chat_template(model_dir: Path | None) -> ChatTemplate | None:
         return None
     config = _read_tokenizer_config(model_dir)
     special_tokens = {
-        key: text for key in SPECIAL_TOKEN_KEYS if (text := _token_text(config.get(key)))
+        key: text for key in SPECIAL_TOKEN_KEYS if (text := token_text(config.get(key)))
     }
     text, source = _read_template_file(model_dir / TEMPLATE_FILE), TEMPLATE_FILE
     if not text:

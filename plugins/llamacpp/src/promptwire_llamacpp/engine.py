@@ -1,0 +1,308 @@
+"""The llama.cpp engine: any GGUF model behind the protocol, continuously batched.
+
+``start`` loads the model in a worker thread and starts the scheduler thread; ``prepare``
+tokenizes the prompt, checks it against the context, and turns a JSON response format or a
+forced tool call into a grammar; ``stream`` hands the job to the scheduler and passes its pieces
+on. Conversations are rendered by the chat template in the GGUF file (promptwire's plain
+template when it has none). Tool calls are read in the model family's own format where the
+template renders tools, and as bare JSON described in the system message otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass
+
+from promptwire.chat_template import render_plain
+from promptwire.engine import (
+    Engine,
+    EngineError,
+    EngineEvent,
+    EngineMetric,
+    EngineNotReady,
+    Finish,
+    RequestRejected,
+    RequestUnsupported,
+    TextChunk,
+)
+from promptwire.hf_chat_template import ChatTemplate, ChatTemplateError
+from promptwire.protocol import (
+    Capabilities,
+    ChatMessage,
+    FinishReason,
+    JsonSchemaFormat,
+    PromptRequest,
+    ToolSpec,
+)
+from promptwire.tool_calls import (
+    JSON_TOOLS,
+    ToolCallSplitter,
+    ToolFormat,
+    describe_tools,
+    detect_tool_format,
+    forced_tools,
+)
+
+from promptwire_llamacpp.grammar import JSON_OBJECT_SCHEMA, schema_grammar
+from promptwire_llamacpp.runtime import LlamaRuntime, SamplerConfig
+from promptwire_llamacpp.scheduler import Job, Scheduler
+from promptwire_llamacpp.settings import LlamaCppSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """A request tokenized, fitted to the context and given its sampler: what ``stream``
+    generates from, computed once before the server answers."""
+
+    request: PromptRequest
+    tokens: list[int]
+    sampler: SamplerConfig
+    max_new_tokens: int
+    special: bool
+
+
+class LlamaCppEngine(Engine[PreparedRequest]):
+    def __init__(
+        self,
+        settings: LlamaCppSettings,
+        load_runtime: Callable[[LlamaCppSettings], LlamaRuntime] = LlamaRuntime,
+    ) -> None:
+        self.settings = settings
+        self.model_name = settings.model_name
+        self._load_runtime = load_runtime
+        self._lock = threading.Lock()
+        self._runtime: LlamaRuntime | None = None
+        self._scheduler: Scheduler | None = None
+        self._template: ChatTemplate | None = None
+        self._tool_format: ToolFormat = JSON_TOOLS
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.load)
+
+    def load(self) -> None:
+        """Load the model and start the scheduler; a no-op once running."""
+        with self._lock:
+            if self._scheduler is not None:
+                return
+            runtime = self._load_runtime(self.settings)
+            try:
+                self._template = _chat_template(runtime)
+                found = detect_tool_format(self._template.text) if self._template else None
+                self._tool_format = found or JSON_TOOLS
+                scheduler = Scheduler(runtime, max_waiting=self.settings.max_waiting)
+                scheduler.start()
+            except BaseException:
+                runtime.close()
+                raise
+            self._runtime, self._scheduler = runtime, scheduler
+            self.model_name = runtime.model_name
+        logger.info(
+            "llama.cpp: %s loaded (%d MB), %d sequences of %d tokens, %d threads; chat "
+            "template: %s; tool calls: the %s format",
+            runtime.path.name,
+            runtime.weights_bytes // 1_000_000,
+            runtime.parallel,
+            runtime.context_size,
+            runtime.threads,
+            "the model's" if self._template else "promptwire's plain one",
+            self._tool_format.name,
+        )
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.unload)
+
+    def unload(self) -> None:
+        with self._lock:
+            scheduler, runtime = self._scheduler, self._runtime
+            self._scheduler = self._runtime = None
+        if scheduler is not None:
+            scheduler.stop()
+        if runtime is not None:
+            runtime.close()
+
+    @property
+    def ready(self) -> bool:
+        scheduler = self._scheduler
+        return scheduler is not None and scheduler.healthy
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Tools and structured output, by grammars, once the model is loaded."""
+        if self._runtime is None:
+            return Capabilities()
+        return Capabilities(tools=True, structured_output=True)
+
+    @property
+    def tool_format(self) -> ToolFormat:
+        return self._tool_format
+
+    def metrics(self) -> Sequence[EngineMetric]:
+        scheduler, runtime = self._scheduler, self._runtime
+        if scheduler is None or runtime is None:
+            return ()
+        stats = scheduler.stats
+        return [
+            EngineMetric("sequences_active", stats.active, "Requests decoding in the batch."),
+            EngineMetric("sequences_waiting", stats.waiting, "Requests waiting for a sequence."),
+            EngineMetric(
+                "decode_failures",
+                scheduler.failures,
+                "Forward passes that failed (their requests got a 5xx).",
+                kind="counter",
+            ),
+            EngineMetric("model_weights_bytes", runtime.weights_bytes, "Bytes of the weights."),
+        ]
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        """``messages`` by the GGUF's chat template (promptwire's plain one if it has none)."""
+        self._require_runtime()
+        template = self._template
+        return render_plain(messages) if template is None else template.render(messages)
+
+    def render_chat_with_tools(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]
+    ) -> str:
+        """The template renders the tools where it can; otherwise they are described in the
+        system message and a call is a bare JSON object."""
+        self._require_runtime()
+        template = self._template
+        if self._tool_format is not JSON_TOOLS and template is not None:
+            return template.render(messages, tools)
+        described = describe_tools(messages, tools)
+        return render_plain(described) if template is None else template.render(described)
+
+    def count_prompt_tokens(self, request: PromptRequest) -> int:
+        return len(self._tokenize(request))
+
+    def prepare(self, request: PromptRequest) -> PreparedRequest:
+        """Tokenize, fit to the context and build the grammar now, so that a prompt too long
+        or a schema that cannot be constrained gets its 422 before anything is generated."""
+        if request.wants_tools() and request.wants_json():
+            raise RequestUnsupported(
+                "this engine answers either tool calls or a JSON response_format, not both in "
+                "one request: send tool_choice 'none' with the response_format, or no "
+                "response_format with the tools"
+            )
+        runtime = self._require_runtime()
+        tokens = self._tokenize(request)
+        if not tokens:
+            raise RequestRejected("the prompt is empty after tokenization")
+        room = runtime.context_size - len(tokens)
+        if room < 1:
+            raise RequestRejected(
+                f"the prompt is {len(tokens)} tokens long; this server's context holds "
+                f"{runtime.context_size} tokens per request, prompt and completion together"
+            )
+        if request.max_tokens is not None and request.max_tokens > room:
+            raise RequestRejected(
+                f"the prompt ({len(tokens)} tokens) plus max_tokens ({request.max_tokens}) is "
+                f"more than this server's context of {runtime.context_size} tokens; ask for at "
+                f"most {room} tokens or shorten the prompt"
+            )
+        settings = self.settings
+        grammar = self._grammar(request)
+        if grammar is not None and (error := runtime.grammar_error(grammar)):
+            raise RequestRejected(f"this server cannot constrain a reply to the schema: {error}")
+        sampler = SamplerConfig(
+            temperature=settings.temperature
+            if request.temperature is None
+            else request.temperature,
+            top_p=settings.top_p if request.top_p is None else request.top_p,
+            top_k=settings.top_k if request.top_k is None else request.top_k,
+            seed=request.seed,
+            grammar=grammar,
+        )
+        wanted = settings.max_tokens if request.max_tokens is None else request.max_tokens
+        special = request.wants_tools() and self._tool_format.decode_special_tokens
+        return PreparedRequest(request, tokens, sampler, min(wanted, room), special)
+
+    def _tokenize(self, request: PromptRequest) -> list[int]:
+        # The server put render_chat's result in ``prompt`` for a request with ``messages``:
+        # the template wrote every BOS the model wants, so none is added.
+        from_template = request.messages is not None and self._template is not None
+        return self._require_runtime().tokenize(request.prompt, add_special=not from_template)
+
+    def _grammar(self, request: PromptRequest) -> str | None:
+        """A JSON response format, or a required tool call, as a grammar."""
+        if request.wants_tools():
+            forced = forced_tools(request)
+            return schema_grammar(self._tool_format.call_schema(forced)) if forced else None
+        if isinstance(request.response_format, JsonSchemaFormat):
+            return schema_grammar(request.response_format.json_schema.json_schema)
+        if request.wants_json():  # json_object: any JSON object (not any JSON value)
+            return schema_grammar(JSON_OBJECT_SCHEMA)
+        return None
+
+    def _require_runtime(self) -> LlamaRuntime:
+        if self._runtime is None or not self.ready:
+            raise EngineNotReady("the model is not loaded", retry_after=1)
+        return self._runtime
+
+    async def stream(self, prepared: PreparedRequest) -> AsyncGenerator[EngineEvent, None]:
+        request, fmt = prepared.request, self._tool_format
+        if not (request.wants_tools() and request.tools):
+            async for event in self._generate(prepared):
+                yield event
+            return
+        # The model may call tools: text that could begin a call is held back, and the calls
+        # are read from it at the end (a required call: the whole reply is one).
+        tools = request.tools
+        splitter = ToolCallSplitter(fmt, hold_all=forced_tools(request) is not None)
+        async for event in self._generate(prepared):
+            if isinstance(event, TextChunk):
+                if text := splitter.feed(event.text):
+                    yield TextChunk(text, tokens=event.tokens)
+                continue
+            assert isinstance(event, Finish)
+            text, calls = splitter.finish(tools)
+            if text:
+                yield TextChunk(text, tokens=0)
+            for call in calls:
+                yield call
+            reason = FinishReason.TOOL_CALLS if calls else event.finish_reason
+            yield Finish(reason, event.usage)
+
+    async def _generate(self, prepared: PreparedRequest) -> AsyncGenerator[EngineEvent, None]:
+        scheduler = self._scheduler
+        if scheduler is None:
+            raise EngineNotReady("the model is not loaded", retry_after=1)
+        job = Job(prepared.tokens, prepared.sampler, prepared.max_new_tokens, prepared.special)
+        scheduler.submit(job)
+        finished = False
+        try:
+            while True:
+                item = await job.queue.get()
+                if isinstance(item, EngineError):
+                    finished = True
+                    raise item
+                finished = isinstance(item, Finish)
+                yield item
+                if finished:
+                    return
+        finally:
+            if not finished:  # closed early: the client left, a stop string, max_tokens
+                scheduler.cancel(job)
+
+
+def _chat_template(runtime: LlamaRuntime) -> ChatTemplate | None:
+    """The GGUF's chat template, or None (promptwire's plain one) when it has none or it does
+    not compile as Jinja."""
+    text = runtime.chat_template()
+    if not text:
+        return None
+    try:
+        return ChatTemplate.from_string(
+            text, source="tokenizer.chat_template", special_tokens=runtime.special_tokens()
+        )
+    except ChatTemplateError as exc:
+        logger.warning("the model's chat template does not compile; using the plain one: %s", exc)
+        return None

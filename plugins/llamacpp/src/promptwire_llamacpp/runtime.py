@@ -1,0 +1,250 @@
+"""A loaded GGUF model and its llama.cpp context, through llama-cpp-python's C bindings.
+
+The high-level ``llama_cpp.Llama`` runs one sequence at a time; continuous batching needs the
+C API itself: one context whose KV cache holds ``parallel`` sequences (``n_seq_max``, a unified
+cache of ``context_size`` tokens each), batches that mix sequences, and a sampler chain (with a
+grammar when the reply is constrained) per sequence. Only the scheduler thread calls ``decode``
+and the samplers; tokenizing and grammar checks are read-only and safe from other threads.
+
+ctypes releases the GIL around every C call, so a forward pass never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from promptwire_llamacpp.settings import LlamaCppSettings
+
+logger = logging.getLogger(__name__)
+
+_backend_lock = threading.Lock()
+_backend_ready = False
+_log_callback: Any = None  # kept alive: llama.cpp calls it for the life of the process
+_LOG_LEVELS = {2: logging.WARNING, 4: logging.ERROR}  # GGML_LOG_LEVEL_WARN, _ERROR
+
+
+def _llama() -> Any:
+    """llama_cpp's C bindings, imported on first use (they load the shared libraries).
+
+    llama.cpp's OpenMP threads spin between operations by default; on a machine whose cores
+    are shared (the server's own threads, other processes) a spinning thread stalls the others:
+    measured here with SmolLM2 on 2 busy cores, 1.5 tokens/s spinning against 46 waiting
+    passively. So they wait passively unless ``OMP_WAIT_POLICY`` says otherwise; it must be
+    set before the OpenMP runtime loads with llama.cpp.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import llama_cpp
+
+    return llama_cpp
+
+
+def _init_backend() -> None:
+    """Once per process: route llama.cpp's log to ``logging`` (warnings and errors only; its
+    info lines would flood stderr) and initialise its backends."""
+    global _backend_ready, _log_callback
+    with _backend_lock:
+        if _backend_ready:
+            return
+        llama = _llama()
+
+        def log(level: int, text: bytes, _data: Any) -> None:
+            if level in _LOG_LEVELS and text:
+                logger.log(_LOG_LEVELS[level], "llama.cpp: %s", text.decode("utf-8", "replace"))
+
+        _log_callback = llama.llama_log_callback(log)
+        llama.llama_log_set(_log_callback, ctypes.c_void_p(0))
+        llama.llama_backend_init()
+        _backend_ready = True
+
+
+class ModelLoadError(RuntimeError):
+    """The GGUF file cannot be loaded (missing, not GGUF, or an architecture llama.cpp lacks)."""
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How one sequence picks its tokens."""
+
+    temperature: float
+    top_p: float
+    top_k: int
+    seed: int | None
+    grammar: str | None = None
+    """GBNF the reply must match (``root`` rule), or None."""
+
+
+class LlamaRuntime:
+    """One GGUF model, one multi-sequence context, and the helpers around them."""
+
+    def __init__(self, settings: LlamaCppSettings) -> None:
+        _init_backend()
+        llama = _llama()
+        self.path = settings.model_path()
+        if not self.path.is_file():
+            raise ModelLoadError(f"no GGUF model file at {self.path}")
+        model_params = llama.llama_model_default_params()
+        model_params.n_gpu_layers = settings.gpu_layers if settings.gpu_layers >= 0 else 1 << 30
+        self._model = llama.llama_model_load_from_file(str(self.path).encode(), model_params)
+        if not self._model:
+            raise ModelLoadError(
+                f"llama.cpp could not load {self.path} (see its log above): not a GGUF file, "
+                "or a model architecture this build of llama.cpp does not know"
+            )
+        self._vocab = llama.llama_model_get_vocab(self._model)
+        self.context_size = settings.context_size
+        self.parallel = settings.parallel
+        self.batch_size = settings.batch_size
+        threads = settings.thread_count()
+        context_params = llama.llama_context_default_params()
+        context_params.n_ctx = settings.context_size * settings.parallel
+        context_params.n_batch = settings.batch_size
+        context_params.n_ubatch = settings.batch_size
+        context_params.n_seq_max = settings.parallel
+        context_params.kv_unified = True  # one cache; each sequence may use context_size of it
+        context_params.n_threads = threads
+        context_params.n_threads_batch = threads
+        context_params.no_perf = True
+        self._context = llama.llama_init_from_model(self._model, context_params)
+        if not self._context:
+            llama.llama_model_free(self._model)
+            raise ModelLoadError(
+                f"llama.cpp could not make a context of {context_params.n_ctx} tokens for "
+                f"{self.path}: lower context_size or parallel"
+            )
+        self._memory = llama.llama_get_memory(self._context)
+        self.n_vocab = llama.llama_vocab_n_tokens(self._vocab)
+        self.weights_bytes = int(llama.llama_model_size(self._model))
+        self.model_name = settings.model_name or self.path.stem
+        self.threads = threads
+
+    # -- the model's facts ---------------------------------------------------------------------
+
+    def metadata(self, key: str) -> str | None:
+        """A GGUF metadata value as text (``general.name``, ``tokenizer.chat_template``, ...)."""
+        llama = _llama()
+        size = llama.llama_model_meta_val_str(self._model, key.encode(), None, 0)
+        if size < 0:
+            return None
+        buffer = ctypes.create_string_buffer(size + 1)
+        llama.llama_model_meta_val_str(self._model, key.encode(), buffer, size + 1)
+        return buffer.value.decode("utf-8", "replace")
+
+    def chat_template(self) -> str | None:
+        """The model's own chat template (``tokenizer.chat_template``), if it ships one."""
+        template = _llama().llama_model_chat_template(self._model, None)
+        return template.decode("utf-8", "replace") if template else None
+
+    def special_tokens(self) -> dict[str, str]:
+        """``bos_token`` and ``eos_token`` as text, for the chat template."""
+        llama = _llama()
+        found = {}
+        for key, token in (
+            ("bos_token", llama.llama_vocab_bos(self._vocab)),
+            ("eos_token", llama.llama_vocab_eos(self._vocab)),
+        ):
+            if token >= 0:
+                found[key] = self.piece(token, special=True).decode("utf-8", "replace")
+        return found
+
+    # -- text and tokens (any thread) ----------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_special: bool) -> list[int]:
+        """``text``'s tokens, special tokens written in it read as such (as llama-server does);
+        ``add_special``: with the BOS the model wants in front."""
+        llama = _llama()
+        data = text.encode("utf-8", "surrogatepass")
+        room = len(data) + 8
+        tokens = (llama.llama_token * room)()
+        count = llama.llama_tokenize(self._vocab, data, len(data), tokens, room, add_special, True)
+        if count < 0:  # more tokens than bytes (cannot happen with BPE, but llama.cpp says so)
+            room = -count
+            tokens = (llama.llama_token * room)()
+            count = llama.llama_tokenize(
+                self._vocab, data, len(data), tokens, room, add_special, True
+            )
+        return list(tokens[:count])
+
+    def piece(self, token: int, *, special: bool = False) -> bytes:
+        """The bytes a token stands for (a piece of a UTF-8 character, for some)."""
+        llama = _llama()
+        buffer = ctypes.create_string_buffer(64)
+        size = llama.llama_token_to_piece(self._vocab, token, buffer, 64, 0, special)
+        if size < 0:
+            buffer = ctypes.create_string_buffer(-size)
+            size = llama.llama_token_to_piece(self._vocab, token, buffer, -size, 0, special)
+        return buffer.raw[:size]
+
+    def is_end(self, token: int) -> bool:
+        """End of generation (EOS, EOT and the model's other end tokens)."""
+        return bool(_llama().llama_vocab_is_eog(self._vocab, token))
+
+    def grammar_error(self, grammar: str) -> str | None:
+        """Why llama.cpp refuses ``grammar`` (its parser logs the details), None if it parses."""
+        llama = _llama()
+        sampler = llama.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
+        if not sampler:
+            return "llama.cpp could not parse the grammar made from it"
+        llama.llama_sampler_free(sampler)
+        return None
+
+    # -- generation (the scheduler thread only) ------------------------------------------------
+
+    def new_sampler(self, config: SamplerConfig) -> Any:
+        """A sampler chain for one sequence; free it with ``free_sampler``."""
+        llama = _llama()
+        chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
+        if config.grammar is not None:
+            grammar = llama.llama_sampler_init_grammar(
+                self._vocab, config.grammar.encode(), b"root"
+            )
+            if not grammar:
+                llama.llama_sampler_free(chain)
+                raise ValueError("the grammar does not parse")
+            llama.llama_sampler_chain_add(chain, grammar)
+        if config.temperature < 0.01:
+            llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_greedy())
+            return chain
+        if config.top_k > 0:
+            llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_top_k(config.top_k))
+        if config.top_p < 1.0:
+            llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_top_p(config.top_p, 1))
+        llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_temp(config.temperature))
+        seed = llama.LLAMA_DEFAULT_SEED if config.seed is None else config.seed & 0xFFFFFFFF
+        llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_dist(seed))
+        return chain
+
+    def sample(self, sampler: Any, index: int) -> int:
+        """The next token from the logits at ``index`` of the last batch (accepted by the
+        chain, so a grammar moves on)."""
+        return int(_llama().llama_sampler_sample(sampler, self._context, index))
+
+    def free_sampler(self, sampler: Any) -> None:
+        _llama().llama_sampler_free(sampler)
+
+    def new_batch(self) -> Any:
+        return _llama().llama_batch_init(self.batch_size, 0, 1)
+
+    def free_batch(self, batch: Any) -> None:
+        _llama().llama_batch_free(batch)
+
+    def decode(self, batch: Any) -> int:
+        """One forward pass over ``batch``; llama.cpp's status (0: done)."""
+        return int(_llama().llama_decode(self._context, batch))
+
+    def forget(self, sequence: int) -> None:
+        """Free a sequence's cells of the KV cache."""
+        _llama().llama_memory_seq_rm(self._memory, sequence, -1, -1)
+
+    def close(self) -> None:
+        llama = _llama()
+        if self._context:
+            llama.llama_free(self._context)
+            self._context = None
+        if self._model:
+            llama.llama_model_free(self._model)
+            self._model = None

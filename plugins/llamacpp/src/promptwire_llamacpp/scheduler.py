@@ -1,0 +1,294 @@
+"""Continuous batching over llama.cpp's multi-sequence batches, as llama-server's slots do.
+
+One thread owns the context. Each request in flight is a sequence of the KV cache (at most
+``parallel`` of them; more wait in line); every step samples the next token of each generating
+sequence, then runs one forward pass over a batch holding those tokens and as much of the newly
+admitted prompts as ``batch_size`` allows (long prompts go in over several steps, so they never
+stall the replies being generated). A request joins at the next step and leaves at its end of
+sequence, its limit, or its cancellation, which frees its cache cells at once.
+
+Pieces go back to each request's event loop through ``call_soon_threadsafe``; token bytes are
+decoded with an incremental UTF-8 decoder, so a character split across tokens is never split
+across pieces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from promptwire.engine import (
+    EngineError,
+    EngineEvent,
+    EngineNotReady,
+    EngineOverloaded,
+    Finish,
+    TextChunk,
+)
+from promptwire.protocol import FinishReason, Usage
+
+from promptwire_llamacpp.runtime import LlamaRuntime, SamplerConfig
+
+logger = logging.getLogger(__name__)
+
+STOP_JOIN_TIMEOUT = 30.0
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's generation, and its way back to the request's event loop."""
+
+    tokens: list[int]
+    sampler: SamplerConfig
+    max_new_tokens: int
+    special: bool = False
+    """Special tokens generated go into the text (a tool-call format whose markers are ones)."""
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
+    queue: asyncio.Queue[EngineEvent | EngineError] = field(default_factory=asyncio.Queue)
+
+    def put(self, item: EngineEvent | EngineError) -> None:
+        """From the scheduler thread; nobody listens any more once the loop has closed."""
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+
+
+@dataclass(eq=False)
+class _Sequence:
+    """A job holding a sequence of the KV cache (the scheduler thread's own state)."""
+
+    job: Job
+    seq_id: int
+    sampler: Any
+    fed: int = 0
+    """Prompt tokens already in the cache."""
+    next_token: int | None = None
+    """Sampled, not yet in the cache."""
+    logits_at: int | None = None
+    """Where this sequence's logits are in the last batch, when it has some to sample from."""
+    generated: int = 0
+    decoder: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace")
+    )
+
+    @property
+    def position(self) -> int:
+        return self.fed + self.generated
+
+
+@dataclass(frozen=True)
+class SchedulerStats:
+    """What the scheduler holds, as its thread last counted (read by ``/metrics``)."""
+
+    active: int = 0
+    waiting: int = 0
+
+
+class Scheduler:
+    """The thread that owns the llama.cpp context and runs every request in one batch."""
+
+    def __init__(self, runtime: LlamaRuntime, *, max_waiting: int) -> None:
+        self._runtime = runtime
+        self._max_waiting = max_waiting
+        self._cond = threading.Condition()
+        self._inbox: deque[tuple[str, Job]] = deque()
+        self._waiting: deque[Job] = deque()  # the thread's own, like everything below
+        self._free = list(range(runtime.parallel - 1, -1, -1))
+        self._active: dict[Job, _Sequence] = {}
+        self._stopping = False
+        self._broken: str | None = None
+        self._queued = 0  # submitted, not yet holding a sequence (under _cond)
+        self._thread = threading.Thread(target=self._run, name="promptwire-llamacpp", daemon=True)
+        self.stats = SchedulerStats()
+        self.failures = 0
+        """Forward passes that failed, failing the requests in them."""
+        self.steps = 0
+
+    # -- any thread ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Fail what is in flight (503) and end the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=STOP_JOIN_TIMEOUT)
+
+    @property
+    def healthy(self) -> bool:
+        return self._thread.is_alive() and not self._stopping and self._broken is None
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job``; its events arrive on ``job.queue``. A full queue is a 503."""
+        with self._cond:
+            if self._broken is not None:
+                raise EngineError(f"the engine is out of order ({self._broken}); restart it")
+            if self._stopping or not self._thread.is_alive():
+                raise EngineNotReady("the engine is not running", retry_after=1)
+            # Free sequences take queued jobs at the next step (a length read from any thread).
+            if self._queued - len(self._free) >= self._max_waiting:
+                raise EngineOverloaded(
+                    "every sequence is busy and the queue is full", retry_after=1
+                )
+            self._queued += 1
+            self._inbox.append(("submit", job))
+            self._cond.notify()
+
+    def cancel(self, job: Job) -> None:
+        """Stop ``job`` (no-op once it has finished); frees its cache cells."""
+        with self._cond:
+            self._inbox.append(("cancel", job))
+            self._cond.notify()
+
+    # -- the scheduler thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        batch = self._runtime.new_batch()
+        try:
+            while True:
+                with self._cond:
+                    while not self._inbox and not self._stopping and not self._busy():
+                        self._cond.wait()
+                    commands = list(self._inbox)
+                    self._inbox.clear()
+                    stopping = self._stopping
+                if stopping:
+                    self._shut_down(commands)
+                    return
+                for command, job in commands:
+                    if command == "submit":
+                        self._waiting.append(job)
+                    else:
+                        self._cancel(job)
+                self._admit()
+                self._step(batch)
+                self.stats = SchedulerStats(len(self._active), len(self._waiting))
+        except BaseException as exc:  # never die silently: fail everyone, refuse new work
+            logger.exception("the llama.cpp scheduler stopped")
+            self.failures += 1
+            with self._cond:
+                self._broken = type(exc).__name__
+                leftover = [job for command, job in self._inbox if command == "submit"]
+                self._inbox.clear()
+            for job in [*leftover, *self._waiting, *self._active]:
+                job.put(EngineError("the engine stopped unexpectedly"))
+        finally:
+            self._runtime.free_batch(batch)
+
+    def _busy(self) -> bool:
+        return bool(self._active) or (bool(self._waiting) and bool(self._free))
+
+    def _admit(self) -> None:
+        while self._waiting and self._free:
+            job = self._waiting.popleft()
+            try:
+                sampler = self._runtime.new_sampler(job.sampler)
+            except ValueError as exc:
+                self._release_queue_place()
+                job.put(EngineError(f"cannot start the generation: {exc}"))
+                continue
+            self._active[job] = _Sequence(job, self._free.pop(), sampler)
+            self._release_queue_place()
+
+    def _release_queue_place(self) -> None:
+        with self._cond:
+            self._queued -= 1
+
+    def _cancel(self, job: Job) -> None:
+        if job in self._active:
+            self._free_sequence(self._active.pop(job))
+        elif job in self._waiting:
+            self._waiting.remove(job)
+            self._release_queue_place()
+
+    def _step(self, batch: Any) -> None:
+        runtime = self._runtime
+        for sequence in list(self._active.values()):
+            if sequence.logits_at is not None:
+                self._next_token(sequence)
+        count = 0
+        for sequence in self._active.values():
+            if sequence.next_token is not None:
+                _put(batch, count, sequence.next_token, sequence.position, sequence.seq_id, True)
+                sequence.logits_at, sequence.next_token = count, None
+                sequence.generated += 1  # in the cache from this pass on
+                count += 1
+        for sequence in self._active.values():
+            prompt = sequence.job.tokens
+            while sequence.fed < len(prompt) and count < runtime.batch_size:
+                last = sequence.fed == len(prompt) - 1
+                _put(batch, count, prompt[sequence.fed], sequence.fed, sequence.seq_id, last)
+                if last:
+                    sequence.logits_at = count
+                sequence.fed += 1
+                count += 1
+        if count == 0:
+            return
+        batch.n_tokens = count
+        status = runtime.decode(batch)
+        self.steps += 1
+        if status != 0:
+            self.failures += 1
+            logger.error("llama_decode returned %d; failing the requests in the batch", status)
+            for sequence in list(self._active.values()):
+                del self._active[sequence.job]
+                self._free_sequence(sequence)
+                sequence.job.put(EngineError(f"generation failed on the server (decode {status})"))
+
+    def _next_token(self, sequence: _Sequence) -> None:
+        """Sample from the sequence's logits; emit the text, or finish it."""
+        runtime, job = self._runtime, sequence.job
+        assert sequence.logits_at is not None
+        token = runtime.sample(sequence.sampler, sequence.logits_at)
+        sequence.logits_at = None
+        if runtime.is_end(token):
+            self._finish(sequence, FinishReason.STOP, sequence.generated)
+            return
+        completion = sequence.generated + 1
+        text = sequence.decoder.decode(runtime.piece(token, special=job.special))
+        job.put(TextChunk(text, tokens=1))
+        if completion >= job.max_new_tokens or sequence.position + 1 >= runtime.context_size:
+            self._finish(sequence, FinishReason.LENGTH, completion)
+            return
+        sequence.next_token = token
+
+    def _finish(self, sequence: _Sequence, reason: FinishReason, completion: int) -> None:
+        job = sequence.job
+        if tail := sequence.decoder.decode(b"", final=True):
+            job.put(TextChunk(tail, tokens=0))
+        del self._active[job]
+        self._free_sequence(sequence)
+        job.put(Finish(reason, Usage(prompt_tokens=len(job.tokens), completion_tokens=completion)))
+
+    def _free_sequence(self, sequence: _Sequence) -> None:
+        self._runtime.forget(sequence.seq_id)
+        self._runtime.free_sampler(sequence.sampler)
+        self._free.append(sequence.seq_id)
+
+    def _shut_down(self, commands: list[tuple[str, Job]]) -> None:
+        def closing() -> EngineError:
+            return EngineNotReady("the server is shutting down", retry_after=1)
+
+        submitted = [job for command, job in commands if command == "submit"]
+        for job in [*submitted, *self._waiting]:
+            job.put(closing())
+        for sequence in list(self._active.values()):
+            del self._active[sequence.job]
+            self._free_sequence(sequence)
+            sequence.job.put(closing())
+
+
+def _put(batch: Any, index: int, token: int, position: int, seq_id: int, logits: bool) -> None:
+    batch.token[index] = token
+    batch.pos[index] = position
+    batch.n_seq_id[index] = 1
+    batch.seq_id[index][0] = seq_id
+    batch.logits[index] = logits

