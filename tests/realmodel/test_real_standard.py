@@ -23,7 +23,10 @@ pytestmark = [*LOOPBACK_ONLY, *REAL_MODEL]
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
-    with serve_smollm2(env={"PROMPTWIRE_LLAMACPP__TEMPERATURE": "0"}) as served:
+    # Greedy, so a run is reproducible; a repetition penalty, so that the suite's long JSON
+    # replies end instead of looping on one word until max_tokens (a 135M model's habit).
+    settings = {"PROMPTWIRE_LLAMACPP__TEMPERATURE": "0", "PROMPTWIRE_LLAMACPP__REPEAT_PENALTY": "1.2"}
+    with serve_smollm2(env={**settings, "PROMPTWIRE_LLAMACPP__MAX_TOKENS": "128"}) as served:
         yield served
 
 

@@ -219,6 +219,8 @@ class LlamaCppEngine(Engine[PreparedRequest]):
             top_p=settings.top_p if request.top_p is None else request.top_p,
             top_k=settings.top_k if request.top_k is None else request.top_k,
             seed=request.seed,
+            repeat_penalty=settings.repeat_penalty,
+            repeat_last_n=settings.repeat_last_n,
             grammar=grammar,
         )
         wanted = settings.max_tokens if request.max_tokens is None else request.max_tokens

@@ -74,6 +74,9 @@ class SamplerConfig:
     top_p: float
     top_k: int
     seed: int | None
+    repeat_penalty: float = 1.0
+    """Above 1, tokens of the last ``repeat_last_n`` are made less likely (1: off)."""
+    repeat_last_n: int = 64
     grammar: str | None = None
     """GBNF the reply must match (``root`` rule), or None."""
 
@@ -198,6 +201,14 @@ class LlamaRuntime:
         """A sampler chain for one sequence; free it with ``free_sampler``."""
         llama = _llama()
         chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
+        if config.repeat_penalty != 1.0:
+            # Older bindings declare a leading n_vocab that llama.cpp no longer takes; passing
+            # the window twice gives llama.cpp the right first integer either way.
+            last_n = config.repeat_last_n
+            penalties = llama.llama_sampler_init_penalties(
+                last_n, last_n, config.repeat_penalty, 0.0, 0.0
+            )
+            llama.llama_sampler_chain_add(chain, penalties)
         if config.grammar is not None:
             grammar = llama.llama_sampler_init_grammar(
                 self._vocab, config.grammar.encode(), b"root"

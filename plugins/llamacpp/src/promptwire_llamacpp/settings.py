@@ -82,6 +82,15 @@ class LlamaCppSettings(BaseSettings):
     temperature: float = Field(default=0.8, ge=0, le=100, allow_inf_nan=False)
     top_p: float = Field(default=0.95, gt=0, le=1)
     top_k: int = Field(default=40, ge=0, le=1_000_000, description="0: no top-k filter.")
+    repeat_penalty: float = Field(
+        default=1.0,
+        gt=0,
+        le=10,
+        allow_inf_nan=False,
+        description="Above 1, recent tokens are made less likely (small models loop less); "
+        "1: off, as in llama.cpp.",
+    )
+    repeat_last_n: int = Field(default=64, ge=0, le=65536, description="Tokens the penalty sees.")
     max_waiting: int = Field(
         default=256,
         ge=0,
