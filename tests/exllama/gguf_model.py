@@ -139,6 +139,12 @@ def _write_weights(reader: Any, config: dict[str, Any], model_dir: Path) -> None
     save_file(tensors, str(model_dir / "model.safetensors"), metadata={"format": "pt"})
 
 
+def _merge(merge: str) -> tuple[str, str]:
+    """A GGUF merge, "left right" (byte-level pieces hold no space: it is written "Ġ")."""
+    left, right = merge.split(" ")
+    return left, right
+
+
 def _write_tokenizer(reader: Any, config: dict[str, Any], model_dir: Path) -> None:
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
@@ -148,7 +154,7 @@ def _write_tokenizer(reader: Any, config: dict[str, Any], model_dir: Path) -> No
         raise ValueError(f"a {model}/{pre} tokenizer; this builder writes SmolLM's gpt2/smollm")
     tokens = [str(t) for t in _field(reader, "tokenizer.ggml.tokens")]
     types = [int(t) for t in _field(reader, "tokenizer.ggml.token_type")]
-    merges = [tuple(str(m).split(" ")) for m in _field(reader, "tokenizer.ggml.merges")]
+    merges = [_merge(str(m)) for m in _field(reader, "tokenizer.ggml.merges")]
     vocab = {token: i for i, token in enumerate(tokens)}
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
