@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.exllama.cpu_standin import KernelLimitError, StandIn
+from tests.exllama.cpu_standin import StandIn
 
 #: Writes a row's new keys and values for one layer and returns all its keys and values from
 #: position 0: ``(layer, row, keys, values) -> (keys, values)``, each (positions, kv heads, dim).
@@ -158,10 +158,12 @@ class RealLlama(StandIn):
         last_id_only: bool,
     ) -> dict[str, Any]:
         import torch
+        from exllamav2 import ExLlamaV2Cache
 
-        if type(cache).__name__ != "ExLlamaV2Cache":
-            raise KernelLimitError(
-                f"the real-weights tier reads and writes FP16 caches only, not {type(cache)}"
+        if type(cache) is not ExLlamaV2Cache:
+            raise NotImplementedError(
+                f"the real forward pass keeps its keys and values in FP16 caches only, not in "
+                f"{type(cache).__name__} (its quantization runs in CUDA kernels)"
             )
         q_len = int(input_ids.shape[1])
 

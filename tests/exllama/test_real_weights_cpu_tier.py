@@ -10,8 +10,8 @@ a real question with real text, as on a GPU; only exllamav2's CUDA kernels (and 
 weight formats) are not what computes it.
 
 Skipped, with the reason, where the CPU tier cannot run (torch, exllamav2 0.3.2, a C++ compiler)
-or the wheel is not installed. Greedy decoding only, a few tokens per request: about ten tokens a
-second per request on a loaded 2-core machine.
+or the wheel is not installed. Greedy decoding only, a few tokens per request: the module takes
+under a minute on a loaded 2-core machine, most of it the model directory's build and load.
 """
 
 from __future__ import annotations
@@ -46,6 +46,10 @@ GERMANY = ("Which city is the capital of Germany?", "Berlin")
 MAX_TOKENS = 24
 MODEL_NAME = "SmolLM2-135M-Instruct"
 ROOT = Path(__file__).resolve().parents[2]
+
+#: The first test also pays for the model directory's build and load (pytest-timeout counts
+#: fixtures): about 20 s alone on 2 cores, several times that beside a whole test run.
+pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
