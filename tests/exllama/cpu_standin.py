@@ -23,7 +23,8 @@ the cache's own tensors:
   the cache, no page written by two sequences of one pass, one sequence at a time unpaged.
 
 Only the numerics of attention, matmuls, norms, RoPE and cache quantization are not run here: the
-GPU tests cover them.
+GPU tests cover them. ``real_llama.RealLlama`` keeps every check and replaces the deterministic
+model (``StandIn.run_model``) with a real Llama over a real model's weights, in torch.
 """
 
 from __future__ import annotations
@@ -360,7 +361,8 @@ def cpu_tier(
     from promptwire_modal_exllama import engine
 
     platform = platform or Platform()
-    stand_in = stand_in or StandIn()
+    if stand_in is None:
+        stand_in = StandIn()
 
     def load_autosplit(model: Any, cache: Any, *args: Any, **kwargs: Any) -> None:
         stand_in.load_autosplit(model, cache, *args, **kwargs)
