@@ -16,6 +16,7 @@ under a minute on a loaded 2-core machine, most of it the model directory's buil
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -31,10 +32,13 @@ import pytest
 from httpx_sse import connect_sse
 from langchain_core.messages import BaseMessage, HumanMessage
 from promptwire import ChatPromptwire
+from promptwire.engine import Completion
+from promptwire.protocol import PromptRequest
+from promptwire_modal_exllama.engine import create_engine
 from promptwire_modal_exllama.settings import ExllamaSettings
 
 from tests.exllama import gguf_model
-from tests.exllama.cpu_standin import cpu_tier
+from tests.exllama.cpu_standin import Platform, cpu_tier
 from tests.exllama.fakes import wait_until
 from tests.exllama.real_llama import RealLlama
 from tests.exllama.scenarios import Served, serve_tiny_model
@@ -46,6 +50,8 @@ GERMANY = ("Which city is the capital of Germany?", "Berlin")
 MAX_TOKENS = 24
 MODEL_NAME = "SmolLM2-135M-Instruct"
 ROOT = Path(__file__).resolve().parents[2]
+#: A Turing GPU (Modal's T4): no flash-attn kernels, so exllamav2 runs unpaged.
+T4 = Platform(capabilities=((7, 5),), flash_attn="2.8.3")
 
 #: The first test also pays for the model directory's build and load (pytest-timeout counts
 #: fixtures): about 20 s alone on 2 cores, several times that beside a whole test run.
@@ -247,6 +253,35 @@ def test_the_openai_chat_route_gives_the_same_answer(served: Served, tier: RealL
     assert completion.choices[0].finish_reason == "stop"
     assert completion.usage is not None
     assert completion.usage.prompt_tokens == len(expected.prompt_ids)
+
+
+def test_unpaged_attention_gives_the_same_answer(
+    tier: RealLlama, smollm2: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without usable flash-attn (a T4) the engine runs exllamav2's unpaged mode, one sequence
+    in a cache of its own: the same model, the same greedy answer."""
+    expected = _expected(tier, smollm2, FRANCE[0])
+    with cpu_tier(monkeypatch, T4, stand_in=tier):
+        engine = create_engine(
+            ExllamaSettings(model_dir=smollm2, max_seq_len=2048, model_name=MODEL_NAME)
+        )
+
+        async def run() -> Completion:
+            await engine.start()
+            try:
+                request = PromptRequest(
+                    prompt=expected.rendered, max_tokens=MAX_TOKENS, temperature=0
+                )
+                return await engine.complete(request)
+            finally:
+                await engine.stop()
+
+        tier.calls.clear()
+        completion = asyncio.run(run())
+    assert completion.text == expected.text
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens == len(expected.prompt_ids)
+    assert tier.calls and all(not call.paged and call.batch == 1 for call in tier.calls)
 
 
 # -- against llama.cpp, where it is installed ----------------------------------------------------
