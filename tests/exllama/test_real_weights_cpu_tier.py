@@ -286,19 +286,27 @@ def test_unpaged_attention_gives_the_same_answer(
 
 # -- against llama.cpp, where it is installed ----------------------------------------------------
 
+#: Text whose tokens depend on the pre-tokenizer: digits (split one by one), contractions,
+#: accents and an emoji (multi-byte), runs of spaces, tabs and newlines.
+TRICKY_TEXT = (
+    "Paris, 1789\u20132024: caf\u00e9 na\u00efve \U0001f600 don't DON'T\n\n  x\t3.14159   end"
+)
+
 LLAMA_CPP_SCRIPT = """
 import json, sys
 from llama_cpp import Llama
 
-gguf, prompt, max_tokens = sys.argv[1], sys.stdin.read(), int(sys.argv[2])
+gguf, max_tokens = sys.argv[1], int(sys.argv[2])
+asked = json.loads(sys.stdin.read())
 llm = Llama(model_path=gguf, n_ctx=512, n_threads=2, verbose=False)
-ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+ids = llm.tokenize(asked["prompt"].encode(), add_bos=False, special=True)
 reply = []
 for token in llm.generate(ids, temp=0.0, top_k=1):
     reply.append(token)
     if token == llm.token_eos() or len(reply) == max_tokens:
         break
-print(json.dumps({"prompt_ids": ids, "reply_ids": reply}))
+text_ids = llm.tokenize(asked["text"].encode(), add_bos=False, special=False)
+print(json.dumps({"prompt_ids": ids, "reply_ids": reply, "text_ids": text_ids}))
 """
 
 
@@ -329,10 +337,11 @@ def test_llama_cpp_reads_the_same_tokens_and_answers_the_same(
             "llama-cpp-python is not installed (`uv sync --all-packages`, or "
             "`.ci/install-llama-cpp-server` for .venv-llama)"
         )
-    expected = _expected(tier, served.runtimes[-1].model_dir, FRANCE[0])
+    runtime = served.runtimes[-1]
+    expected = _expected(tier, runtime.model_dir, FRANCE[0])
     result = subprocess.run(
         [python, "-c", LLAMA_CPP_SCRIPT, str(gguf), str(MAX_TOKENS)],
-        input=expected.rendered,
+        input=json.dumps({"prompt": expected.rendered, "text": TRICKY_TEXT}),
         capture_output=True,
         text=True,
         timeout=300,
@@ -341,3 +350,5 @@ def test_llama_cpp_reads_the_same_tokens_and_answers_the_same(
     llama_cpp = json.loads(result.stdout)
     assert llama_cpp["prompt_ids"] == expected.prompt_ids
     assert llama_cpp["reply_ids"] == expected.reply_ids
+    exllama_ids = runtime.tokenizer.encode(TRICKY_TEXT, add_bos=False, encode_special_tokens=False)
+    assert llama_cpp["text_ids"] == exllama_ids[0].tolist()
