@@ -201,6 +201,25 @@ def test_the_streamed_reply_is_the_whole_reply(served: Served, tier: RealLlama) 
     }
 
 
+def test_a_stop_string_and_max_tokens_cut_the_real_reply(served: Served, tier: RealLlama) -> None:
+    """A stop string inside the model's answer ends it just before; a small max_tokens ends it
+    after that many of the model's tokens."""
+    from tokenizers import Tokenizer
+
+    model_dir = served.runtimes[-1].model_dir
+    expected = _expected(tier, model_dir, FRANCE[0])
+    request = {"prompt": expected.rendered, "max_tokens": MAX_TOKENS, "temperature": 0}
+    stopped = httpx.post(served.url, json={**request, "stop": [FRANCE[1]]}, timeout=300).json()
+    assert stopped["prompt"] == expected.text[: expected.text.index(FRANCE[1])]
+    assert stopped["finish_reason"] == "stop"
+
+    cut = httpx.post(served.url, json={**request, "max_tokens": 3}, timeout=300).json()
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    assert cut["prompt"] == tokenizer.decode(expected.reply_ids[:3])
+    assert cut["finish_reason"] == "length"
+    assert cut["usage"]["completion_tokens"] == 3
+
+
 def test_two_questions_at_once_are_batched_and_both_answered(
     served: Served, tier: RealLlama
 ) -> None:
