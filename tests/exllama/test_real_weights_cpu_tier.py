@@ -311,13 +311,16 @@ TRICKY_TEXT = (
     "Paris, 1789\u20132024: caf\u00e9 na\u00efve \U0001f600 don't DON'T\n\n  x\t3.14159   end"
 )
 
+#: Greedy decoding with llama-cpp-python, in a child process (it may live in another
+#: environment). One thread: llama.cpp's threads spin at each barrier, which costs tenfold on a
+#: loaded 2-core machine.
 LLAMA_CPP_SCRIPT = """
 import json, sys
 from llama_cpp import Llama
 
 gguf, max_tokens = sys.argv[1], int(sys.argv[2])
 asked = json.loads(sys.stdin.read())
-llm = Llama(model_path=gguf, n_ctx=512, n_threads=2, verbose=False)
+llm = Llama(model_path=gguf, n_ctx=512, n_threads=1, verbose=False)
 ids = llm.tokenize(asked["prompt"].encode(), add_bos=False, special=True)
 reply = []
 for token in llm.generate(ids, temp=0.0, top_k=1):
