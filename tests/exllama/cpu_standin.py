@@ -23,7 +23,8 @@ the cache's own tensors:
   the cache, no page written by two sequences of one pass, one sequence at a time unpaged.
 
 Only the numerics of attention, matmuls, norms, RoPE and cache quantization are not run here: the
-GPU tests cover them.
+GPU tests cover them. ``real_llama.RealLlama`` keeps every check and replaces the deterministic
+model (``StandIn.run_model``) with a real Llama over a real model's weights, in torch.
 """
 
 from __future__ import annotations
@@ -224,14 +225,35 @@ class StandIn:
             )
         if self.delay:
             time.sleep(self.delay)
+        cache.current_seq_len += q_len  # as forward_chunk does
+        return self.run_model(
+            model, cache, input_ids, starts, slots_of, preprocess_only, last_id_only
+        )
 
+    def run_model(
+        self,
+        model: Any,
+        cache: Any,
+        input_ids: Any,
+        starts: list[int],
+        slots_of: Callable[[int, Any], Any],
+        preprocess_only: bool,
+        last_id_only: bool,
+    ) -> dict[str, Any]:
+        """The model itself, once the pass is checked: write each position's state into the
+        cache at ``slots_of(row, positions)``, then the logits (none when ``preprocess_only``).
+        ``starts`` holds each row's first position."""
+        import torch
+
+        cfg = model.config
+        storage = _storage(cache)
+        batch, q_len = (int(x) for x in input_ids.shape)
         # Write this pass's "keys": the token and its position.
         for row, start in enumerate(starts):
             positions = torch.arange(start, start + q_len)
             slots = slots_of(row, positions)
             storage[slots, 0] = input_ids[row].to(torch.int32)
             storage[slots, 1] = positions.to(torch.int32)
-        cache.current_seq_len += q_len  # as forward_chunk does
         if preprocess_only:
             return {}
 
@@ -319,11 +341,14 @@ class Platform:
 
 @contextlib.contextmanager
 def cpu_tier(
-    monkeypatch: pytest.MonkeyPatch, platform: Platform | None = None
+    monkeypatch: pytest.MonkeyPatch,
+    platform: Platform | None = None,
+    stand_in: StandIn | None = None,
 ) -> Iterator[StandIn]:
     """exllamav2 on the CPU with the stand-ins installed, simulating ``platform`` (default: an
-    Ampere-or-newer GPU with flash-attn, so the generator runs paged). Skips the test when the
-    tier cannot run here."""
+    Ampere-or-newer GPU with flash-attn, so the generator runs paged). ``stand_in`` replaces the
+    deterministic model (``real_llama`` computes a real one). Skips the test when the tier
+    cannot run here."""
     reason = cpu_ext.unavailable_reason()
     if reason is not None:
         pytest.skip(f"exllamav2 CPU tier: {reason}")
@@ -336,7 +361,8 @@ def cpu_tier(
     from promptwire_modal_exllama import engine
 
     platform = platform or Platform()
-    stand_in = StandIn()
+    if stand_in is None:
+        stand_in = StandIn()
 
     def load_autosplit(model: Any, cache: Any, *args: Any, **kwargs: Any) -> None:
         stand_in.load_autosplit(model, cache, *args, **kwargs)
