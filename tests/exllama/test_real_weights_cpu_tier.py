@@ -17,6 +17,7 @@ under a minute on a loaded 2-core machine, most of it the model directory's buil
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import subprocess
 import sys
@@ -333,17 +334,8 @@ print(json.dumps({"prompt_ids": ids, "reply_ids": reply, "text_ids": text_ids}))
 
 
 def _python_with_llama_cpp() -> str | None:
-    """This interpreter when llama-cpp-python is installed here (``uv sync --all-packages``),
-    else the llama.cpp server tier's ``.venv-llama`` (``.ci/install-llama-cpp-server``)."""
-    candidates = [sys.executable, str(ROOT / ".venv-llama" / "bin" / "python")]
-    for python in candidates:
-        if Path(python).is_file():
-            probe = subprocess.run(
-                [python, "-c", "import llama_cpp"], capture_output=True, check=False
-            )
-            if probe.returncode == 0:
-                return python
-    return None
+    """This interpreter when llama-cpp-python is installed here (``uv sync --all-packages``)."""
+    return sys.executable if importlib.util.find_spec("llama_cpp") is not None else None
 
 
 def test_llama_cpp_reads_the_same_tokens_and_answers_the_same(
@@ -355,10 +347,7 @@ def test_llama_cpp_reads_the_same_tokens_and_answers_the_same(
     with its activations quantized, so only a short, confident reply is compared."""
     python = _python_with_llama_cpp()
     if python is None:
-        pytest.skip(
-            "llama-cpp-python is not installed (`uv sync --all-packages`, or "
-            "`.ci/install-llama-cpp-server` for .venv-llama)"
-        )
+        pytest.skip("llama-cpp-python is not installed (`uv sync --all-packages`)")
     runtime = served.runtimes[-1]
     expected = _expected(tier, runtime.model_dir, FRANCE[0])
     result = subprocess.run(
