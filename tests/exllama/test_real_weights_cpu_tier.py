@@ -50,7 +50,6 @@ FRANCE = ("Which city is the capital of France?", "Paris")
 GERMANY = ("Which city is the capital of Germany?", "Berlin")
 MAX_TOKENS = 24
 MODEL_NAME = "SmolLM2-135M-Instruct"
-ROOT = Path(__file__).resolve().parents[2]
 #: A Turing GPU (Modal's T4): no flash-attn kernels, so exllamav2 runs unpaged.
 T4 = Platform(capabilities=((7, 5),), flash_attn="2.8.3")
 
