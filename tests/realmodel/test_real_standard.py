@@ -2,7 +2,16 @@
 model: SmolLM2-135M-Instruct on the llamacpp backend, with tool calling, tool choice, structured
 output and JSON mode declared. A 135M model does not understand the suite's prompts well, but a
 forced tool call and a structured output are valid by construction (llama.cpp grammars), which is
-what these tests check. Multimodal input stays off (the suite skips it)."""
+what these tests check. Multimodal input stays off (the suite skips it).
+
+Three tests ask for judgement no grammar can give, and fail, strictly, on this model (greedy
+decoding makes their outcome fixed): ``test_json_mode`` (JSON mode guarantees a JSON object, which
+SmolLM2 writes, but the suite then wants the keys it named in prose), ``test_agent_loop`` (with
+``tool_choice`` left to the model, SmolLM2 answers in text instead of calling the tool) and
+``test_unicode_tool_call_integration`` (the forced call is valid, but SmolLM2, an English model,
+leaves the Chinese company name out of it).
+A model that follows instructions passes them; should SmolLM2 ever pass, the strict xfails fail
+and this note goes."""
 
 from __future__ import annotations
 
@@ -25,7 +34,10 @@ pytestmark = [*LOOPBACK_ONLY, *REAL_MODEL]
 def url() -> Iterator[str]:
     # Greedy, so a run is reproducible; a repetition penalty, so that the suite's long JSON
     # replies end instead of looping on one word until max_tokens (a 135M model's habit).
-    settings = {"PROMPTWIRE_LLAMACPP__TEMPERATURE": "0", "PROMPTWIRE_LLAMACPP__REPEAT_PENALTY": "1.2"}
+    settings = {
+        "PROMPTWIRE_LLAMACPP__TEMPERATURE": "0",
+        "PROMPTWIRE_LLAMACPP__REPEAT_PENALTY": "1.2",
+    }
     with serve_smollm2(env={**settings, "PROMPTWIRE_LLAMACPP__MAX_TOKENS": "128"}) as served:
         yield served
 
@@ -60,3 +72,20 @@ class TestChatPromptwireOnSmolLM2(TextEndpointFlags, ChatModelIntegrationTests):
     @property
     def supports_json_mode(self) -> bool:
         return True
+
+    @pytest.mark.xfail(strict=True, reason="SmolLM2-135M writes JSON, not the keys asked in prose")
+    def test_json_mode(self, model: BaseChatModel) -> None:
+        super().test_json_mode(model)
+
+    @pytest.mark.xfail(strict=True, reason="SmolLM2-135M leaves the Chinese name out")
+    def test_unicode_tool_call_integration(
+        self, model: BaseChatModel, *, tool_choice: str | None = None, force_tool_call: bool = True
+    ) -> None:
+        super().test_unicode_tool_call_integration(
+            model, tool_choice=tool_choice, force_tool_call=force_tool_call
+        )
+
+    @pytest.mark.parametrize("model", [{}, {"output_version": "v1"}], indirect=True)
+    @pytest.mark.xfail(strict=True, reason="SmolLM2-135M does not choose to call a tool itself")
+    def test_agent_loop(self, model: BaseChatModel) -> None:
+        super().test_agent_loop(model)
