@@ -61,9 +61,10 @@ class ClientAdapter(Generic[SettingsT_contra]):
 class Backend(Generic[SettingsT]):
     """A backend: its name, its settings, and what reaches or serves its model.
 
-    Typed by its settings class, so mypy checks that ``create_engine`` takes what
+    Typed by its settings class, so mypy checks that ``create_engine`` and ``client`` take what
     ``settings_class`` makes: ``Backend(name="mine", settings_class=MySettings,
-    create_engine=make_engine)`` with ``def make_engine(settings: MySettings) -> Engine``.
+    create_engine=make_engine, client=MyAdapter())`` with ``def make_engine(settings:
+    MySettings) -> Engine`` and ``class MyAdapter(ClientAdapter[MySettings])``.
     """
 
     name: str
@@ -123,7 +124,8 @@ def _adapter_settings(adapter: ClientAdapter[Any]) -> type[BaseSettings]:
 
 class RegisterBackend(Protocol):
     """The ``register`` callback of the ``register_backends`` hook; annotate it with this, and
-    mypy checks every ``Backend`` passed to it against its settings class."""
+    mypy checks every ``Backend`` passed to it against its settings class (``create_engine``;
+    a client adapter typed by other settings is refused when the plugin loads)."""
 
     def __call__(self, backend: Backend[SettingsT], /) -> None: ...
 
