@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from promptwire_modal_dummy.engine import DummyEngine
@@ -11,6 +12,17 @@ from promptwire_modal_dummy.settings import DummySettings
 
 from tests.support.engines import ObservedEngine
 from tests.support.servers import serve_engine
+
+UNIT = Path(__file__).parent / "unit"
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """Workers for ``-n auto`` (pyproject's addopts): four for the suite, whose tests mostly wait
+    on sockets and child processes, so four fit two cores; none when only unit tests run, since
+    starting workers (each importing LangChain) takes longer than those tests."""
+    paths = [config.invocation_params.dir / arg.split("::")[0] for arg in config.args]
+    only_unit = bool(paths) and all(path.resolve().is_relative_to(UNIT) for path in paths)
+    return 0 if only_unit else 4
 
 
 @pytest.fixture(autouse=True)

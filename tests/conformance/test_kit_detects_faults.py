@@ -57,6 +57,13 @@ async def faulty(request: Request) -> Response:
         return _sse(("delta", {"text": "a"}), ("done", {}), ("delta", {"text": "b"}))
     if fault == "bad-delta":
         return _sse(("delta", {"content": "hello"}), ("done", {}))
+    if fault == "ignores-stop":  # the same text whatever the stop sequences
+        return JSONResponse({"prompt": "hello world", "finish_reason": "stop"})
+    if fault == "drops-stop":  # leaves the stop sequences out instead of ending there
+        text = "hello world"
+        for stop in (body or {}).get("stop") or ():
+            text = text.replace(stop, "")
+        return JSONResponse({"prompt": text})
     if fault == "plain-401":
         return PlainTextResponse("go away", status_code=401)
     raise AssertionError(fault)
@@ -139,3 +146,21 @@ def test_a_non_json_401_fails(
 ) -> None:
     with pytest.raises(AssertionError, match="an error must be JSON"):
         kit.test_wrong_token_is_401_and_not_echoed(http, base_url + "plain-401/", "token")
+
+
+def test_an_endpoint_that_ignores_stop_sequences_fails(
+    kit: EndpointConformanceTests, http: httpx.Client, base_url: str
+) -> None:
+    with pytest.raises(AssertionError, match=r"stop=\[' '\], yet the whole reply contains it"):
+        kit.test_stop_sequences_are_honoured(http, base_url + "ignores-stop/")
+
+
+def test_a_deterministic_endpoint_must_end_right_before_the_stop_sequence(
+    http: httpx.Client, base_url: str
+) -> None:
+    """ "hello world" stopped at " " is "hello": "helloworld" lacks the stop but is no cut."""
+    url = base_url + "drops-stop/"
+    EndpointConformanceTests().test_stop_sequences_are_honoured(http, url)  # not deterministic
+    deterministic = type("Kit", (EndpointConformanceTests,), {"deterministic": True})()
+    with pytest.raises(AssertionError, match="the whole reply is 'helloworld', not 'hello'"):
+        deterministic.test_stop_sequences_are_honoured(http, url)

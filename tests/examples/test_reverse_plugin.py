@@ -105,3 +105,32 @@ def test_served_by_the_cli_with_its_settings_from_the_environment() -> None:
         reply = httpx.post(url, json={"prompt": "quiet little words"}, timeout=30).json()
     assert reply["prompt"] == "WORDS LITTLE QUIET"
     assert reply["model"] == "rev-env"
+
+
+# The tutorial's engine tests without HTTP, as it writes them.
+
+
+def test_words_are_reversed_and_cut_at_max_tokens() -> None:
+    from promptwire import FinishReason
+    from promptwire.testing import run_engine
+    from promptwire_reverse.engine import ReverseEngine
+
+    run = run_engine(ReverseEngine(), {"prompt": "one two three", "max_tokens": 2})
+    assert run.pieces == ["three", " two"]
+    assert run.finish.finish_reason is FinishReason.LENGTH
+
+
+def test_settings_reach_the_engine() -> None:
+    from promptwire.testing import run_engine
+    from promptwire_reverse.engine import ReverseEngine
+    from promptwire_reverse.settings import ReverseSettings
+
+    assert run_engine(ReverseEngine(ReverseSettings(uppercase=True)), "a b").text == "B A"
+
+
+def test_settings_reach_the_kits_app_as_overrides() -> None:
+    app = build_app(
+        "reverse", api_key=None, settings=PromptwireSettings(), overrides={"uppercase": True}
+    )
+    with BackgroundServer(app) as server:
+        assert httpx.post(server.url, json={"prompt": "a b"}).json()["prompt"] == "B A"

@@ -1,59 +1,27 @@
-"""The backend contract is typed by its settings class: mypy --strict tells a plugin author when
-``create_engine`` does not take what ``settings_class`` makes, including inside the hook's
-``register(...)`` call, and a backend without settings needs no annotation."""
+"""The backend contract at run time: a backend without settings gets empty ones, and a client
+adapter typed by other settings than the backend's is refused when the plugin loads (mypy's
+half of the contract: tests/typing/test_backend_contract_types.py)."""
 
 from __future__ import annotations
 
-import textwrap
-from pathlib import Path
+from typing import Any
 
 import pytest
-from mypy import api as mypy_api
-from promptwire import Backend, ConfigurationError
+from promptwire import Backend, ClientAdapter, ConfigurationError, PluginError
 from pydantic_settings import BaseSettings
 
-PLUGIN = textwrap.dedent(
-    """
-    from pydantic_settings import BaseSettings
 
-    from promptwire import Backend, Engine, RegisterBackend, hookimpl
+class MySettings(BaseSettings):
+    size: int = 1
 
 
-    class MySettings(BaseSettings):
-        size: int = 1
+class OtherSettings(BaseSettings):
+    colour: str = "red"
 
 
-    class OtherSettings(BaseSettings):
-        colour: str = "red"
-
-
-    def make(settings: MySettings) -> Engine:
-        raise NotImplementedError
-
-
-    def make_other(settings: OtherSettings) -> Engine:
-        raise NotImplementedError
-
-
-    @hookimpl
-    def register_backends(register: RegisterBackend) -> None:
-        register(Backend(name="good", settings_class=MySettings, create_engine=make))
-        register(Backend(name="bare", create_engine=lambda settings: make(MySettings())))
-        register(Backend(name="bad", settings_class=MySettings, create_engine=make_other))  # l. 27
-    """
-)
-
-
-def test_mypy_flags_only_the_mismatched_factory(tmp_path: Path) -> None:
-    module = tmp_path / "my_plugin.py"
-    module.write_text(PLUGIN)
-    out, err, status = mypy_api.run(
-        ["--strict", "--no-incremental", "--config-file", "/dev/null", str(module)]
-    )
-    errors = [line for line in out.splitlines() if ": error:" in line]
-    assert status == 1, out + err
-    assert len(errors) == 1, out
-    assert "my_plugin.py:27:" in errors[0] and "create_engine" in errors[0]
+class MyAdapter(ClientAdapter[MySettings]):
+    def default_params(self, settings: MySettings) -> dict[str, Any]:
+        return {"max_tokens": settings.size}
 
 
 def test_a_backend_without_settings_gets_empty_settings() -> None:
@@ -61,3 +29,22 @@ def test_a_backend_without_settings_gets_empty_settings() -> None:
     assert type(backend.load_settings()) is BaseSettings
     with pytest.raises(ConfigurationError, match="has no settings; cannot set size"):
         backend.load_settings(size=2)
+
+
+def test_an_adapter_gets_its_backends_settings_typed() -> None:
+    backend = Backend(name="typed", settings_class=MySettings, client=MyAdapter())
+    assert backend.client.default_params(backend.load_settings(size=3)) == {"max_tokens": 3}
+
+
+@pytest.mark.parametrize("settings_class", [OtherSettings, None])
+def test_an_adapter_typed_by_other_settings_is_refused(
+    settings_class: type[BaseSettings] | None,
+) -> None:
+    given = (settings_class or BaseSettings).__name__
+    with pytest.raises(PluginError, match=f"MyAdapter reads MySettings, .* is {given}$"):
+        Backend(name="worse", settings_class=settings_class, client=MyAdapter())
+
+
+def test_a_plain_adapter_serves_any_settings() -> None:
+    assert Backend(name="plain", settings_class=MySettings, client=ClientAdapter()).client
+    assert Backend(name="sub", settings_class=MySettings, client=ClientAdapter[BaseSettings]())

@@ -96,3 +96,35 @@ def test_the_check_sees_a_one_word_difference() -> None:
 def dump(source: str) -> str:
     [node] = ast.parse(source).body
     return ast.dump(node, annotate_fields=False, include_attributes=False)
+
+
+#: The chat model's async names and their sync twins.
+CHAT_RENAMED = {
+    "_astream": "_stream",
+    "_aevents": "_events",
+    "AsyncCallbackManagerForLLMRun": "CallbackManagerForLLMRun",
+}
+
+
+class UnasyncChat(Unasync):
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
+        node.name = CHAT_RENAMED.get(node.name, node.name)
+        return self.generic_visit(node)
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        return super().visit_Name(ast.Name(id=CHAT_RENAMED.get(node.id, node.id), ctx=node.ctx))
+
+    def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
+        node.attr = CHAT_RENAMED.get(node.attr, node.attr)
+        return super().visit_Attribute(node)
+
+
+def test_the_chat_models_async_stream_is_its_sync_stream_with_await() -> None:
+    """Both read events through one ``_ChunkReader``: the shells differ by ``async`` alone."""
+    from promptwire.chat import ChatPromptwire
+
+    [node] = ast.parse(textwrap.dedent(inspect.getsource(ChatPromptwire._astream))).body
+    unasynced = ast.dump(UnasyncChat().visit(node), annotate_fields=False)
+    sync_stream = textwrap.dedent(inspect.getsource(ChatPromptwire._stream))
+    assert dump(sync_stream) == unasynced
+    assert dump(sync_stream.replace("reader.done", "True")) != unasynced

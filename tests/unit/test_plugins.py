@@ -1,6 +1,7 @@
 """The plugin registry: entry points of really installed distributions (a dist-info written to a
 directory put on ``sys.path``), read in this process by a fresh ``PluginRegistry``; and plugins
-registered in-process. One test runs the CLI in a fresh interpreter, end to end."""
+registered in-process. The CLI serving one in a fresh interpreter:
+tests/integration/test_plugin_served.py."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from promptwire import plugins as plugins_module
 from promptwire.plugins import PluginRegistry, canonical_name
 from typer.testing import CliRunner
 
-from tests.support.installed_plugin import SHOUT_PLUGIN, install_plugin, run_cli
+from tests.support.installed_plugin import SHOUT_PLUGIN, install_plugin
 
 
 @pytest.fixture
@@ -193,13 +194,3 @@ def test_canonical_names() -> None:
         == canonical_name("promptwire.reverse")
         == ("promptwire-reverse")
     )
-
-
-def test_a_backend_selected_by_environment_is_served_end_to_end(tmp_path: Path) -> None:
-    """The whole path in a fresh interpreter: discovery, ``--backend``, serving, the client."""
-    install_plugin(
-        tmp_path, distribution="promptwire-shout", module="promptwire_shout", source=SHOUT_PLUGIN
-    )
-    result = run_cli("demo", "--backend", "shout", site_dir=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "QUESTION: WHAT NFL TEAM" in result.stdout

@@ -1,10 +1,9 @@
-"""Stop sequences on whole text and across streamed pieces."""
+"""Stop sequences on whole text and across streamed pieces (the automaton against the quadratic
+scan on thousands of generated inputs: tests/properties/test_stop_automaton.py)."""
 
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from promptwire.stops import StopScanner, truncate_at_stop
 
 
@@ -42,58 +41,3 @@ def test_any_split_gives_the_same_text_as_whole(cut: int) -> None:
 
 def test_without_stops_everything_passes_through() -> None:
     assert _scan(["a", "b"], []) == (["a", "b"], False)
-
-
-# -- the same answers as the obvious quadratic scan, on every input -----------------------------
-
-
-def _reference_truncate(text: str, stops: list[str]) -> tuple[str, bool]:
-    cut = min((i for s in stops if s and (i := text.find(s)) >= 0), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)
-
-
-def _reference_scan(pieces: list[str], stops: list[str]) -> tuple[list[str], bool]:
-    """Each piece: cut at the earliest stop in held text + piece, else hold back the longest
-    tail that begins a stop."""
-    held, out, stops = "", [], [s for s in stops if s]
-    for piece in pieces:
-        buffer = held + piece
-        before, found = _reference_truncate(buffer, stops)
-        if found:
-            return [*out, before], True
-        keep = max(
-            (
-                n
-                for s in stops
-                for n in range(1, min(len(s), len(buffer) + 1))
-                if buffer.endswith(s[:n])
-            ),
-            default=0,
-        )
-        held = buffer[len(buffer) - keep :]
-        out.append(buffer[: len(buffer) - keep])
-    return [*out, held], False
-
-
-_small = st.text("ab\n-]^\\", max_size=6)
-
-
-@settings(max_examples=2000, deadline=None)
-@given(
-    stops=st.lists(_small, max_size=5),
-    pieces=st.lists(st.text("ab\n-]^\\", max_size=12), max_size=8),
-)
-def test_the_automaton_answers_as_the_quadratic_scan_did(
-    stops: list[str], pieces: list[str]
-) -> None:
-    assert truncate_at_stop("".join(pieces), stops) == _reference_truncate("".join(pieces), stops)
-    scanner = StopScanner(stops)
-    emitted = []
-    for piece in pieces:
-        emitted.append(scanner.feed(piece))
-        if scanner.stopped:
-            break
-    emitted.append(scanner.flush())
-    expected, stopped = _reference_scan(pieces, stops)
-    assert "".join(emitted) == "".join(expected)
-    assert scanner.stopped == stopped

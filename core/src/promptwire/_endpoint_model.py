@@ -22,6 +22,7 @@ from typing import Any, Literal, Self, TypeVar
 import httpx
 from langchain_core.language_models import LangSmithParams
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+from pydantic_settings import BaseSettings
 
 from promptwire.backends import ClientAdapter
 from promptwire.client import (
@@ -46,6 +47,10 @@ GENERATION_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "seed")
 
 # The client is made on first use, which can come from a batch's threads at once.
 _MAKING_CLIENT = threading.Lock()
+
+# What the default adapter is given when no backend is set: empty settings, as a backend without a
+# settings class gets (``Backend.load_settings``).
+_NO_SETTINGS = BaseSettings()
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -79,8 +84,10 @@ class EndpointModel(ClientSettings):
     belong to one event loop, so use it from one loop."""
 
     _client: EndpointClient | None = PrivateAttr(default=None)
-    _adapter: ClientAdapter = PrivateAttr(default_factory=ClientAdapter)
-    _backend_settings: Any = PrivateAttr(default=None)
+    # The backend's adapter and the settings it is typed by, paired at run time: a model object
+    # may use any backend, so its settings class is only known as ``Any`` here.
+    _adapter: ClientAdapter[Any] = PrivateAttr(default_factory=ClientAdapter)
+    _backend_settings: BaseSettings = PrivateAttr(default=_NO_SETTINGS)
     _wire: WireFormat = PrivateAttr(default=PROMPT_PROTOCOL)
 
     @model_validator(mode="after")

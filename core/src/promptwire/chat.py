@@ -18,7 +18,6 @@ directly: the OpenAI API has these fields.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, Literal
@@ -27,26 +26,9 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackMana
 from langchain_core.language_models import LangSmithParams
 from langchain_core.language_models.base import LanguageModelInput
 from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    BaseMessage,
-    ChatMessage,
-    HumanMessage,
-    InvalidToolCall,
-    SystemMessage,
-    ToolCall,
-    ToolMessage,
-)
-from langchain_core.messages.ai import UsageMetadata
-from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
-from langchain_core.output_parsers.openai_tools import (
-    JsonOutputKeyToolsParser,
-    PydanticToolsParser,
-    make_invalid_tool_call,
-    parse_tool_call,
-)
+from langchain_core.output_parsers.openai_tools import JsonOutputKeyToolsParser, PydanticToolsParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
@@ -54,7 +36,17 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from promptwire import protocol
+from promptwire._chat_messages import (
+    REASONING_KEY,
+    protocol_tool_choice,
+    read_tool_calls,
+    reasoning_chunk,
+    response_format_of,
+    to_protocol_messages,
+    token_usage,
+    tool_call_piece_chunk,
+    usage_metadata_of,
+)
 from promptwire._client.negotiation import ConversationNegotiator
 from promptwire._endpoint_model import PROVIDER, EndpointModel
 from promptwire._stop_guard import StopGuard
@@ -62,19 +54,6 @@ from promptwire.chat_template import render_plain
 from promptwire.client import StreamEvent
 from promptwire.protocol import PromptResponse, StreamDone, StreamToolCall, Usage
 from promptwire.wire import ReasoningDelta, Reply
-
-#: Where a reasoning model's reasoning goes in a message: LangChain's convention (DeepSeek,
-#: Ollama, xAI), which ``content_blocks`` shows as a ``reasoning`` block.
-REASONING_KEY = "reasoning_content"
-
-_ROLES: dict[str, protocol.ChatRole] = {
-    "system": "system",
-    "developer": "system",
-    "user": "user",
-    "human": "user",
-    "assistant": "assistant",
-    "ai": "assistant",
-}
 
 
 class ChatPromptwire(EndpointModel, BaseChatModel):
@@ -87,9 +66,7 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    # The endpoint fields (endpoint_url, backend, api_key, modal_key, modal_secret, model_kwargs,
-    # timeout, connect_timeout, max_retries, retry_unsafe, max_concurrency) and the generation
-    # fields (max_tokens, temperature, top_p, top_k, seed, stop) come from EndpointModel.
+    # The endpoint and generation fields come from EndpointModel.
     model_name: str | None = Field(default=None, alias="model")
     """The served model's name, for tracing; replies that name their model take precedence."""
     streaming: bool = False
@@ -203,18 +180,18 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
         text, finish = StopGuard(stops).whole(reply.prompt, reply.finish_reason)
         metadata = self._response_metadata(finish, reply.model)
         reasoning = reply.reasoning if isinstance(reply, Reply) else None
-        tool_calls, invalid_tool_calls = _read_tool_calls(reply)
+        tool_calls, invalid_tool_calls = read_tool_calls(reply)
         message = AIMessage(
             content=text,
             additional_kwargs={REASONING_KEY: reasoning} if reasoning else {},
             tool_calls=tool_calls,
             invalid_tool_calls=invalid_tool_calls,
-            usage_metadata=_usage_metadata(reply.usage),
+            usage_metadata=usage_metadata_of(reply.usage),
             response_metadata=metadata,
         )
         llm_output: dict[str, Any] = {"model_name": metadata.get("model_name")}
         if reply.usage is not None:
-            llm_output["token_usage"] = _token_usage(reply.usage)
+            llm_output["token_usage"] = token_usage(reply.usage)
         return ChatResult(generations=[ChatGeneration(message=message)], llm_output=llm_output)
 
     def _response_metadata(self, finish_reason: Any, model: str | None) -> dict[str, Any]:
@@ -235,7 +212,7 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
                 usage.prompt_tokens += counted["prompt_tokens"]
                 usage.completion_tokens += counted["completion_tokens"]
             model = model or output.get("model_name")
-        return {"token_usage": _token_usage(usage), "model_name": model}
+        return {"token_usage": token_usage(usage), "model_name": model}
 
     # -- streams -------------------------------------------------------------------------------
 
@@ -248,19 +225,12 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         # LangChain itself reports each chunk to the run manager's callbacks.
         stops = self._stops(stop)
-        guard = StopGuard(stops)
+        reader = _ChunkReader(stops, self._response_metadata)
         for event in self._events(self._payload(messages, stops, kwargs)):
-            if isinstance(event, ReasoningDelta):
-                yield _reasoning_chunk(event.text)
-                continue
-            if isinstance(event, StreamToolCall):
-                yield _tool_call_chunk(event)
-                continue
-            if isinstance(event, StreamDone):
-                yield self._last_chunk(guard, event)
+            if chunk := reader.read(event):
+                yield chunk
+            if reader.done:
                 return
-            if text := guard.feed(event.text):
-                yield ChatGenerationChunk(message=AIMessageChunk(content=text))
 
     async def _astream(
         self,
@@ -270,31 +240,12 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         stops = self._stops(stop)
-        guard = StopGuard(stops)
+        reader = _ChunkReader(stops, self._response_metadata)
         async for event in self._aevents(self._payload(messages, stops, kwargs)):
-            if isinstance(event, ReasoningDelta):
-                yield _reasoning_chunk(event.text)
-                continue
-            if isinstance(event, StreamToolCall):
-                yield _tool_call_chunk(event)
-                continue
-            if isinstance(event, StreamDone):
-                yield self._last_chunk(guard, event)
+            if chunk := reader.read(event):
+                yield chunk
+            if reader.done:
                 return
-            if text := guard.feed(event.text):
-                yield ChatGenerationChunk(message=AIMessageChunk(content=text))
-
-    def _last_chunk(self, guard: StopGuard, done: StreamDone) -> ChatGenerationChunk:
-        """Held-back text, if any, with the usage and metadata of the whole reply."""
-        tail, finish = guard.finish(done.finish_reason)
-        return ChatGenerationChunk(
-            message=AIMessageChunk(
-                content=tail,
-                usage_metadata=_usage_metadata(done.usage),
-                response_metadata=self._response_metadata(finish, done.model),
-                chunk_position="last",
-            )
-        )
 
     # -- tools and structured output (protocol v1.2) -------------------------------------------
 
@@ -319,11 +270,11 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
         formatted = [convert_to_openai_tool(tool, strict=strict) for tool in tools]
         names = [tool["function"]["name"] for tool in formatted]
         if tool_choice is not None and tool_choice is not False:
-            kwargs["tool_choice"] = _tool_choice(tool_choice, names)
+            kwargs["tool_choice"] = protocol_tool_choice(tool_choice, names)
         if parallel_tool_calls is not None:
             kwargs["parallel_tool_calls"] = parallel_tool_calls
         if response_format is not None:
-            kwargs["response_format"] = _response_format(response_format, strict=strict)
+            kwargs["response_format"] = response_format_of(response_format, strict=strict)
         return super().bind(tools=formatted, **kwargs)
 
     def with_structured_output(
@@ -370,7 +321,7 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
         elif method == "json_schema":
             assert schema is not None
             llm = self.bind(
-                response_format=_response_format(schema, strict=strict),
+                response_format=response_format_of(schema, strict=strict),
                 ls_structured_output_format=traced,
                 **kwargs,
             )
@@ -446,144 +397,43 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
         return bound(config)
 
 
-def to_protocol_messages(messages: Sequence[BaseMessage]) -> list[protocol.ChatMessage]:
-    """LangChain messages as the protocol's ``messages`` (text; v1.2: tool calls of assistant
-    messages, and ``ToolMessage``s as tool results)."""
-    if not messages:
-        raise ValueError("ChatPromptwire needs at least one message")
-    return [_protocol_message(message) for message in messages]
+class _ChunkReader:
+    """One stream's events as chat chunks, with no I/O: ``_stream`` and ``_astream`` only move
+    the events (as ``promptwire._client`` shares its exchange between its sync and async shells).
+    """
 
+    def __init__(
+        self, stops: list[str] | None, metadata: Callable[[Any, str | None], dict[str, Any]]
+    ) -> None:
+        self._metadata = metadata
+        self._guard = StopGuard(stops)
+        self.done = False
+        """The last chunk was read: the stream has nothing more to say."""
 
-def _protocol_message(message: BaseMessage) -> protocol.ChatMessage:
-    fields: dict[str, Any] = {"role": _role(message), "content": _text(message)}
-    if isinstance(message, AIMessage) and (calls := _sent_tool_calls(message)):
-        fields["tool_calls"] = calls
-    if isinstance(message, ToolMessage):
-        fields["tool_call_id"] = message.tool_call_id
-    return protocol.ChatMessage.model_validate(fields)
-
-
-def _sent_tool_calls(message: AIMessage) -> list[dict[str, Any]]:
-    """An assistant turn's tool calls as the protocol writes them (arguments as JSON text);
-    invalid ones go back as the model wrote them, so the conversation stays what it was."""
-    calls: list[dict[str, Any]] = [
-        {
-            "id": call.get("id") or f"call_{index}",
-            "type": "function",
-            "function": {"name": call["name"], "arguments": json.dumps(call["args"])},
-        }
-        for index, call in enumerate(message.tool_calls)
-    ]
-    for call in message.invalid_tool_calls:
-        if call.get("name"):
-            calls.append(
-                {
-                    "id": call.get("id") or f"call_{len(calls)}",
-                    "type": "function",
-                    "function": {"name": call["name"], "arguments": call.get("args") or ""},
-                }
-            )
-    return calls
-
-
-def _role(message: BaseMessage) -> protocol.ChatRole:
-    if isinstance(message, HumanMessage):
-        return "user"
-    if isinstance(message, AIMessage):
-        return "assistant"
-    if isinstance(message, SystemMessage):
-        return "system"
-    if isinstance(message, ToolMessage):
-        return "tool"
-    if isinstance(message, ChatMessage) and message.role.lower() in _ROLES:
-        return _ROLES[message.role.lower()]
-    raise ValueError(
-        f"ChatPromptwire sends system, user, assistant and tool messages only, not {message.type!r}"
-    )
-
-
-def _text(message: BaseMessage) -> str:
-    if isinstance(message.content, str):
-        return message.content
-    for block in message.content:
-        kind = "text" if isinstance(block, str) else block.get("type")
-        if kind != "text" and not isinstance(message, AIMessage):
-            raise ValueError(f"ChatPromptwire sends text only, not {kind!r} content blocks")
-    return str(message.text)
-
-
-def _tool_choice(choice: dict[str, Any] | str | bool, names: list[str]) -> Any:
-    """LangChain's spellings of ``tool_choice`` as the protocol's."""
-    if choice is True or choice in ("any", "required"):
-        return "required"
-    if choice in ("auto", "none"):
-        return choice
-    if isinstance(choice, str):
-        if choice not in names:
-            raise ValueError(f"tool_choice {choice!r} is not one of the bound tools {names}")
-        return {"type": "function", "function": {"name": choice}}
-    if isinstance(choice, dict):
-        return choice
-    raise ValueError(
-        f"tool_choice must be a tool's name, 'auto', 'none', 'required' or a dict, not {choice!r}"
-    )
-
-
-def _response_format(schema: dict[str, Any] | type, *, strict: bool | None) -> dict[str, Any]:
-    """A schema (pydantic, TypedDict, JSON Schema, or an OpenAI response format already) as
-    a ``json_schema`` response format."""
-    if isinstance(schema, dict) and schema.get("type") in ("json_schema", "json_object", "text"):
-        return schema
-    if isinstance(schema, dict) and "name" in schema and "schema" in schema:
-        return {"type": "json_schema", "json_schema": schema}
-    function = convert_to_openai_tool(schema, strict=strict)["function"]
-    spec: dict[str, Any] = {"name": function["name"], "schema": function.get("parameters", {})}
-    if function.get("description"):
-        spec["description"] = function["description"]
-    if strict is not None:
-        spec["strict"] = strict
-    return {"type": "json_schema", "json_schema": spec}
-
-
-def _read_tool_calls(reply: PromptResponse) -> tuple[list[ToolCall], list[InvalidToolCall]]:
-    """A reply's tool calls; one whose arguments are not a JSON object is an invalid call
-    (kept with the text the model wrote), not an error."""
-    valid: list[ToolCall] = []
-    invalid: list[InvalidToolCall] = []
-    for call in reply.tool_calls or ():
-        raw = {"id": call.id, "function": call.function.model_dump()}
-        try:
-            parsed = parse_tool_call(raw, return_id=True)
-        except Exception as exc:  # OutputParserException, with the reason
-            invalid.append(make_invalid_tool_call(raw, str(exc)))
-            continue
-        if parsed is not None:
-            valid.append(parsed)  # type: ignore[arg-type]
-    return valid, invalid
-
-
-def _tool_call_chunk(piece: StreamToolCall) -> ChatGenerationChunk:
-    chunk = tool_call_chunk(name=piece.name, args=piece.arguments, id=piece.id, index=piece.index)
-    return ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[chunk]))
-
-
-def _reasoning_chunk(text: str) -> ChatGenerationChunk:
-    message = AIMessageChunk(content="", additional_kwargs={REASONING_KEY: text})
-    return ChatGenerationChunk(message=message)
-
-
-def _usage_metadata(usage: Usage | None) -> UsageMetadata | None:
-    if usage is None:
+    def read(self, event: StreamEvent) -> ChatGenerationChunk | None:
+        """The chunk an event makes, if any (text that could begin a stop sequence is held)."""
+        if isinstance(event, ReasoningDelta):
+            return reasoning_chunk(event.text)
+        if isinstance(event, StreamToolCall):
+            return tool_call_piece_chunk(event)
+        if isinstance(event, StreamDone):
+            self.done = True
+            return self._last_chunk(event)
+        if text := self._guard.feed(event.text):
+            return ChatGenerationChunk(message=AIMessageChunk(content=text))
         return None
-    return UsageMetadata(
-        input_tokens=usage.prompt_tokens,
-        output_tokens=usage.completion_tokens,
-        total_tokens=usage.total_tokens,
-    )
 
-
-def _token_usage(usage: Usage) -> dict[str, int]:
-    return {**usage.model_dump(), "total_tokens": usage.total_tokens}
+    def _last_chunk(self, done: StreamDone) -> ChatGenerationChunk:
+        """Held-back text, if any, with the usage and metadata of the whole reply."""
+        tail, finish = self._guard.finish(done.finish_reason)
+        return ChatGenerationChunk(
+            message=AIMessageChunk(
+                content=tail,
+                usage_metadata=usage_metadata_of(done.usage),
+                response_metadata=self._metadata(finish, done.model),
+                chunk_position="last",
+            )
+        )
 
 
 __all__ = [

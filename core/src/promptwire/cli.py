@@ -1,4 +1,5 @@
-"""The ``promptwire`` command: serve a backend, call an endpoint, list backends, run the demo.
+"""The ``promptwire`` command: serve a backend, call an endpoint, list backends, run the demo,
+start a new backend.
 
 Plugins add commands through the ``register_commands`` hook. Errors are printed as one clear line
 (never a traceback, never a secret) and exit with status 1.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import sys
 from collections.abc import Collection
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -353,6 +355,25 @@ def deploy(
         highlight=False,
     )
     sys.stdout.write(deployment.url + "\n")
+
+
+@app.command("new-backend")
+def new_backend(
+    name: Annotated[
+        str, typer.Argument(help="The backend's name: lowercase letters, digits and '_'")
+    ],
+    directory: Annotated[
+        Path, typer.Option(help="Where to create the project's folder \\[default: here]")
+    ] = Path(),
+) -> None:
+    """Write a backend plugin project to start from: pyproject with its entry point, settings,
+    an engine, the plugin module and a conformance-kit test that passes as written."""
+    from promptwire._new_backend import write_project
+
+    project = write_project(name, directory)
+    out().print(
+        escape(f"wrote {project}: next, cd there, pip install -e '.[test]', pytest"), soft_wrap=True
+    )
 
 
 def _add_plugin_commands() -> None:

@@ -40,9 +40,7 @@ class PromptwireLLM(EndpointModel, LLM):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
 
-    # The endpoint fields (endpoint_url, backend, api_key, modal_key, modal_secret, model_kwargs,
-    # timeout, connect_timeout, max_retries, retry_unsafe, max_concurrency) and the generation
-    # fields (max_tokens, temperature, top_p, top_k, seed, stop) come from EndpointModel.
+    # The endpoint and generation fields come from EndpointModel.
     streaming: bool = False
     """Stream every call (callbacks see each token, even through ``invoke``)."""
 

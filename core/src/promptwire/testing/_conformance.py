@@ -11,6 +11,7 @@ The checks, by group:
   stream;
 - streaming: ``"stream": true`` gives ``delta`` events then exactly one ``done`` (or one whole
   JSON reply, from a server that does not stream);
+- stops: a stop sequence never shows in a reply, whole or streamed;
 - auth (when ``api_key`` is given): no token or a wrong one gets a JSON 401, ``/health`` stays
   open;
 - protocol v1.1 (when ``/health`` says 1.1 or later): ``messages`` are accepted and checked
@@ -162,29 +163,35 @@ class EndpointConformanceTests:
     """Subclass it and override the ``endpoint_url`` fixture (and ``api_key`` if the endpoint
     has a bearer token). Tune the checks with the class attributes below."""
 
-    #: Replies contain the prompt (an echo engine). Enables the check against
-    #: ``langchain_community.llms.Modal``, which raises on replies that do not, and the checks
-    #: that a v1.1 server answers its rendered ``messages``, not ``prompt``.
     echoes_prompt: ClassVar[bool] = False
-    #: The same request always gets the same text (streamed or whole).
+    """Replies contain the prompt (an echo engine). Turns on the check against
+    ``langchain_community.llms.Modal``, which raises on replies that do not, and the checks that
+    a v1.1 server answers its rendered ``messages``, not ``prompt``."""
     deterministic: ClassVar[bool] = False
-    #: The endpoint honours ``max_tokens`` exactly, with words as tokens.
+    """The same request always gets the same text (streamed or whole): the checks then compare
+    texts exactly (a stream with its whole reply, a stopped reply with the text before its stop
+    sequence)."""
     counts_words: ClassVar[bool] = False
-    #: The prompt every check sends, and the most tokens it asks for (keeps real models quick).
+    """The endpoint honours ``max_tokens`` exactly, with whitespace-separated words as tokens."""
     prompt: ClassVar[str] = "Say hello to the conformance kit."
+    """The prompt every check sends."""
     max_tokens: ClassVar[int] = 16
-    #: Seconds to wait for any one reply (a cold start on Modal can be slow).
+    """The most tokens every check asks for (keeps a real model quick)."""
     timeout: ClassVar[float] = 120.0
+    """Seconds to wait for any one reply (a cold start on Modal can be slow)."""
 
     # -- where the endpoint is -----------------------------------------------------------------
 
     @pytest.fixture
     def endpoint_url(self) -> str:
+        """The endpoint's URL: override it (required), e.g. as a class-scoped fixture that serves
+        your app with ``BackgroundServer`` and yields ``server.url``, or returns a deployed URL."""
         raise NotImplementedError("override the endpoint_url fixture with your endpoint's URL")
 
     @pytest.fixture
     def api_key(self) -> str | None:
-        """The endpoint's bearer token, or None when it has none."""
+        """The endpoint's bearer token, or None when it has none (override it for an endpoint
+        with a token: the auth checks then run)."""
         return None
 
     @pytest.fixture
@@ -319,6 +326,28 @@ class EndpointConformanceTests:
         if self.deterministic:
             whole = assert_whole_reply(http.post(endpoint_url, json=self.request()))
             assert result.text == whole["prompt"]
+
+    def test_stop_sequences_are_honoured(self, http: httpx.Client, endpoint_url: str) -> None:
+        """A stop sequence taken from the endpoint's own reply never shows in a reply, whole or
+        streamed; a ``deterministic`` endpoint answers exactly the text before it."""
+        free = assert_whole_reply(http.post(endpoint_url, json=self.request()))["prompt"]
+        if len(free) < 2:
+            pytest.skip(f"the reply {free!r} is too short to be cut by a stop sequence")
+        stop = free[len(free) // 2]
+        stopped = self.request(stop=[stop])
+        whole = assert_whole_reply(http.post(endpoint_url, json=stopped))
+        with http.stream("POST", endpoint_url, json={**stopped, "stream": True}) as response:
+            streamed = read_stream(response)
+        for text, how in ((whole["prompt"], "whole reply"), (streamed.text, "stream")):
+            assert stop not in text, f"stop={[stop]!r}, yet the {how} contains it: {text!r}"
+        if self.deterministic:
+            before = free[: free.index(stop)]
+            for text, how in ((whole["prompt"], "whole reply"), (streamed.text, "stream")):
+                assert text == before, f"stop={[stop]!r}: the {how} is {text!r}, not {before!r}"
+            for done in (whole, streamed.done):
+                assert done.get("finish_reason") in (None, "stop"), (
+                    f"stopped by {stop!r}: finish_reason must be 'stop', got {done!r}"
+                )
 
     def test_stream_false_gives_a_whole_reply(self, http: httpx.Client, endpoint_url: str) -> None:
         assert_whole_reply(http.post(endpoint_url, json=self.request(stream=False)))

@@ -14,7 +14,6 @@ from promptwire.backends import ClientAdapter
 from promptwire.errors import ConfigurationError
 from promptwire.protocol import PromptRequest
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings
 
 from promptwire_modal_exllama.settings import ExllamaSettings
 
@@ -22,11 +21,11 @@ from promptwire_modal_exllama.settings import ExllamaSettings
 _PER_CALL_KEYS = frozenset({"prompt", "stream"})
 
 
-class ExllamaClient(ClientAdapter):
-    def default_params(self, settings: BaseSettings | None) -> dict[str, Any]:
+class ExllamaClient(ClientAdapter[ExllamaSettings]):
+    def default_params(self, settings: ExllamaSettings) -> dict[str, Any]:
         """``request_params`` from the settings (``PROMPTWIRE_MODAL_EXLLAMA__REQUEST_PARAMS``),
         validated like a request so a typo fails here rather than as a 422 later."""
-        if not isinstance(settings, ExllamaSettings) or not settings.request_params:
+        if not settings.request_params:
             return {}
         params = {k: v for k, v in settings.request_params.items() if k not in _PER_CALL_KEYS}
         try:

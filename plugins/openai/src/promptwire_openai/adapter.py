@@ -12,19 +12,15 @@ from typing import Any
 
 from promptwire.backends import ClientAdapter
 from promptwire.wire import WireFormat
-from pydantic_settings import BaseSettings
 
 from promptwire_openai.settings import OpenAISettings
 from promptwire_openai.wire import OpenAIWire
 
 
-class OpenAIAdapter(ClientAdapter):
-    def default_params(self, settings: BaseSettings | None) -> dict[str, Any]:
+class OpenAIAdapter(ClientAdapter[OpenAISettings]):
+    def default_params(self, settings: OpenAISettings) -> dict[str, Any]:
         """The model from the settings, unless a call or ``model_kwargs`` names another."""
-        if isinstance(settings, OpenAISettings) and settings.model:
-            return {"model": settings.model}
-        return {}
+        return {"model": settings.model} if settings.model else {}
 
-    def wire_format(self, settings: BaseSettings | None) -> WireFormat:
-        stream_usage = settings.stream_usage if isinstance(settings, OpenAISettings) else True
-        return OpenAIWire(stream_usage=stream_usage)
+    def wire_format(self, settings: OpenAISettings) -> WireFormat:
+        return OpenAIWire(stream_usage=settings.stream_usage)

@@ -1,0 +1,82 @@
+"""``promptwire new-backend NAME``: a backend plugin project to start from, written from the
+templates shipped in ``promptwire/_templates/new_backend`` (a ``__package__`` or ``__name__``
+in a path is the package's or the backend's name; ``$name`` and the like in a file are filled in
+by ``string.Template``).
+
+The project is the tutorial's in small: pyproject with the entry point, settings, an engine, the
+plugin module, and a test of the engine in-process and of its endpoint with the conformance kit,
+which passes as written once the project is installed.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from string import Template
+
+from promptwire import __version__
+from promptwire.backends import BACKEND_NAME
+from promptwire.errors import ConfigurationError
+
+TEMPLATES = files("promptwire") / "_templates" / "new_backend"
+SUFFIX = ".tmpl"
+
+
+def project_names(name: str) -> dict[str, str]:
+    """What the templates fill in, for the backend ``name``."""
+    if not BACKEND_NAME.match(name):
+        raise ConfigurationError(
+            f"invalid backend name {name!r}: use lowercase letters, digits and '_', "
+            "starting with a letter"
+        )
+    return {
+        "name": name,
+        "upper": name.upper(),
+        "package": f"promptwire_{name}",
+        "distribution": f"promptwire-{name.replace('_', '-')}",
+        "prefix": "".join(part.capitalize() for part in name.split("_")),
+        "promptwire_requirement": _requirement(),
+    }
+
+
+def _requirement() -> str:
+    """``promptwire[server]`` at this minor version (0.x minor versions may break plugins)."""
+    try:
+        major, minor = (int(part) for part in __version__.split(".")[:2])
+    except ValueError:  # sources without metadata: "unknown"
+        return "promptwire[server]"
+    return f"promptwire[server]>={major}.{minor},<{major}.{minor + 1}"
+
+
+def write_project(name: str, parent: Path) -> Path:
+    """Write the project for backend ``name`` into a new directory under ``parent``; returns it.
+
+    Refuses (``ConfigurationError``) a bad name or a directory that exists already: nothing of
+    the author's is ever overwritten.
+    """
+    names = project_names(name)
+    project = parent / names["distribution"]
+    if project.exists():
+        raise ConfigurationError(f"{project} exists already: choose another name or directory")
+    for template, relative in _templates(TEMPLATES, Path()):
+        target = project / Path(
+            *(
+                part.replace("__package__", names["package"]).replace("__name__", name)
+                for part in relative.parts
+            )
+        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(Template(template.read_text()).substitute(names))
+    return project
+
+
+def _templates(folder: Traversable, relative: Path) -> list[tuple[Traversable, Path]]:
+    """Every template under ``folder``, with its path in the project (``.tmpl`` dropped)."""
+    found: list[tuple[Traversable, Path]] = []
+    for entry in sorted(folder.iterdir(), key=lambda entry: entry.name):
+        if entry.is_dir():
+            found += _templates(entry, relative / entry.name)
+        elif entry.name.endswith(SUFFIX):
+            found.append((entry, relative / entry.name.removesuffix(SUFFIX)))
+    return found
