@@ -17,6 +17,7 @@ from tests.support.modal_container import DeploySide, Target, deploy_side, run_c
 
 DUMMY = "PROMPTWIRE_MODAL_DUMMY__"
 EXLLAMA = "PROMPTWIRE_MODAL_EXLLAMA__"
+LLAMACPP = "PROMPTWIRE_LLAMACPP__"
 
 #: Stand-in contents of the Modal Secrets the settings below name.
 NAMED_SECRETS = {
@@ -27,6 +28,7 @@ NAMED_SECRETS = {
 
 SERVER_REQUIREMENTS = ROOT / "core/src/promptwire/modal-requirements.txt"
 EXLLAMA_DIR = ROOT / "plugins/modal_exllama/src/promptwire_modal_exllama"
+LLAMACPP_DIR = ROOT / "plugins/llamacpp/src/promptwire_llamacpp"
 
 TARGETS = {
     "dummy web": Target(
@@ -53,11 +55,24 @@ TARGETS = {
             "promptwire_modal_exllama.chat_template",
         ),
     ),
+    "llamacpp Server": Target(
+        module="promptwire_llamacpp.modal_app",
+        attribute="Server",
+        requirements=LLAMACPP_DIR / "modal-requirements.txt",
+        runtime_imports=(
+            "promptwire.server",
+            "promptwire_llamacpp.engine",
+            "promptwire_llamacpp.runtime",
+            "llama_cpp",
+            "jinja2",
+        ),
+    ),
 }
 
 #: Settings only the deploying machine uses (the container never sees them).
 DEPLOY_ONLY = {"dummy web": set(), "exllama download_model": {"model_dir", "request_params"}}
 DEPLOY_ONLY["exllama Server"] = DEPLOY_ONLY["exllama download_model"]
+DEPLOY_ONLY["llamacpp Server"] = set()
 
 
 #: The deploying machine's metrics and request log settings, which its containers must serve by;
@@ -147,10 +162,49 @@ def _exllama_cases() -> dict[str, dict[str, str]]:
     return cases
 
 
+def _llamacpp_cases() -> dict[str, dict[str, str]]:
+    """The defaults (a CPU container, the bundled model), a GPU with a model in the Volume, no
+    auth and no snapshot, and every other deploy setting changed."""
+    return {
+        "defaults": {},
+        "gpu, model in the volume": {
+            f"{LLAMACPP}GPU": "L4",
+            f"{LLAMACPP}GPU_LAYERS": "-1",
+            f"{LLAMACPP}VOLUME_MODEL": "qwen2.5-7b-instruct-q4_k_m.gguf",
+        },
+        "open endpoint, memory snapshot off": {
+            f"{LLAMACPP}API_KEY_SECRET": "",
+            f"{LLAMACPP}MEMORY_SNAPSHOT": "false",
+        },
+        "observability set": OBSERVABILITY,
+        "everything set": {
+            f"{LLAMACPP}API_KEY_SECRET": "my-api-key",
+            f"{LLAMACPP}MODEL_NAME": "smol",
+            f"{LLAMACPP}CONTEXT_SIZE": "4096",
+            f"{LLAMACPP}PARALLEL": "4",
+            f"{LLAMACPP}THREADS": "3",
+            f"{LLAMACPP}BATCH_SIZE": "256",
+            f"{LLAMACPP}MAX_TOKENS": "100",
+            f"{LLAMACPP}TEMPERATURE": "0.2",
+            f"{LLAMACPP}REPEAT_PENALTY": "1.1",
+            f"{LLAMACPP}APP_NAME": "my-llamacpp",
+            f"{LLAMACPP}CPU": "8",
+            f"{LLAMACPP}MEMORY": "8192",
+            f"{LLAMACPP}VOLUME": "my-ggufs",
+            f"{LLAMACPP}MAX_INPUTS": "16",
+            f"{LLAMACPP}MIN_CONTAINERS": "1",
+            f"{LLAMACPP}MAX_CONTAINERS": "null",
+            f"{LLAMACPP}SCALEDOWN_WINDOW": "60",
+            f"{LLAMACPP}TIMEOUT": "900",
+        },
+    }
+
+
 CASES = {
     "dummy web": _dummy_cases(),
     "exllama download_model": _exllama_cases(),
     "exllama Server": _exllama_cases(),
+    "llamacpp Server": _llamacpp_cases(),
 }
 
 

@@ -75,7 +75,7 @@ def test_the_exllama_images_install_the_locked_requirements_with_the_gpu_wheels(
         sys.modules.pop(module_name, None)
     gpu_file = module.GPU_REQUIREMENTS
     download_file = module.DOWNLOAD_REQUIREMENTS
-    assert {gpu_file, download_file} == {ROOT / export.path for export in EXPORTS[1:]}
+    assert {gpu_file, download_file} == {ROOT / export.path for export in EXPORTS[1:3]}
     torch, gpu, gpu_source, download, download_source = installs
     assert torch == {"packages": ("torch==2.7.0",), "index_url": module.TORCH_INDEX_URL}
     assert gpu == {
@@ -88,3 +88,32 @@ def test_the_exllama_images_install_the_locked_requirements_with_the_gpu_wheels(
     assert download == {"packages": (), "requirements": [str(download_file)]}
     for source in (gpu_source, download_source):
         assert source == {"sources": ("promptwire", "promptwire_modal_exllama")}
+
+
+@pytest.mark.parametrize(
+    ("gpu", "cmake_flag"), [(None, "-DGGML_AVX2=ON"), ("L4", "-DGGML_CUDA=ON")]
+)
+def test_the_llamacpp_image_compiles_llama_cpp_for_its_machine(
+    installs: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    gpu: str | None,
+    cmake_flag: str,
+) -> None:
+    """The locked requirements (llama-cpp-python among them, compiled as the image is built)
+    over a base that has a compiler and says how to build llama.cpp: portable CPU code, or
+    CUDA on NVIDIA's development image for a GPU."""
+    if gpu is not None:
+        monkeypatch.setenv("PROMPTWIRE_LLAMACPP__GPU", gpu)
+    module_name = "promptwire_llamacpp.modal_app"
+    sys.modules.pop(module_name, None)
+    try:
+        module = importlib.import_module(module_name)
+    finally:
+        sys.modules.pop(module_name, None)
+    assert module.REQUIREMENTS == ROOT / EXPORTS[3].path
+    assert "llama-cpp-python==" in module.REQUIREMENTS.read_text()
+    assert installs == [
+        {"packages": (), "requirements": [str(module.REQUIREMENTS)]},
+        {"sources": ("promptwire", "promptwire_llamacpp")},
+    ]
+    assert cmake_flag in module.cmake_args

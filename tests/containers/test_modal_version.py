@@ -18,7 +18,7 @@ INTRODUCED_IN = {
 }
 
 
-@pytest.mark.parametrize("plugin", ["modal_dummy", "modal_exllama"])
+@pytest.mark.parametrize("plugin", ["modal_dummy", "modal_exllama", "llamacpp"])
 def test_the_declared_modal_has_every_api_used(plugin: str) -> None:
     project = tomllib.loads((ROOT / "plugins" / plugin / "pyproject.toml").read_text())
     (modal,) = [

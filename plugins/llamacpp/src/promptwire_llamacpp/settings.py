@@ -122,6 +122,10 @@ class LlamaCppSettings(BaseSettings):
     max_inputs: int = Field(default=32, ge=1, description="Requests one container serves at once.")
     min_containers: int = Field(default=0, ge=0, description="Containers kept warm (billed).")
     max_containers: int | None = Field(default=1, ge=1)
+    memory_snapshot: bool = Field(
+        default=True,
+        description="Start containers from a Modal memory snapshot taken after the imports.",
+    )
     scaledown_window: int = Field(default=300, ge=2, le=3600)
     timeout: int = Field(default=600, ge=10, le=86400)
 
