@@ -110,7 +110,7 @@ def test_the_llamacpp_image_compiles_llama_cpp_for_its_machine(
         module = importlib.import_module(module_name)
     finally:
         sys.modules.pop(module_name, None)
-    assert module.REQUIREMENTS == ROOT / EXPORTS[3].path
+    assert ROOT / EXPORTS[3].path == module.REQUIREMENTS
     assert "llama-cpp-python==" in module.REQUIREMENTS.read_text()
     assert installs == [
         {"packages": (), "requirements": [str(module.REQUIREMENTS)]},
