@@ -1,0 +1,168 @@
+"""The llama.cpp engine in-process, on SmolLM2: what its scheduler promises beyond the HTTP
+layer (sequences decoded together, freed at once when a caller leaves, a full queue refused) and
+the 422s that come before any token."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from promptwire.engine import EngineOverloaded, RequestRejected, TextChunk
+from promptwire.protocol import ChatMessage, PromptRequest
+from promptwire.testing import arun_engine, run_engine
+from promptwire_llamacpp.engine import LlamaCppEngine
+from promptwire_llamacpp.runtime import ModelLoadError
+from promptwire_llamacpp.settings import LlamaCppSettings
+
+from tests.support.real_model import ANSWER, COMPLETION_PROMPT, QUESTION, REAL_MODEL
+
+pytestmark = REAL_MODEL
+
+PARALLEL = 4
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[LlamaCppEngine]:
+    settings = LlamaCppSettings(parallel=PARALLEL, context_size=512, threads=1, temperature=0.0)
+    engine = LlamaCppEngine(settings)
+    engine.load()
+    yield engine
+    engine.unload()
+
+
+def _scheduler_idle(engine: LlamaCppEngine, timeout: float = 30.0) -> bool:
+    scheduler = engine._scheduler
+    assert scheduler is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if scheduler.stats.active == 0 and scheduler.stats.waiting == 0:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_the_chat_template_comes_from_the_gguf(engine: LlamaCppEngine) -> None:
+    prompt = engine.render_chat([ChatMessage(role="user", content=QUESTION)])
+    assert prompt.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+    assert prompt.endswith(f"<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n")
+    run = run_engine(engine, {"prompt": "", "messages": [{"role": "user", "content": QUESTION}]})
+    assert ANSWER in run.text
+    assert run.finish.usage.prompt_tokens == engine.count_prompt_tokens(
+        PromptRequest(prompt=prompt, messages=[ChatMessage(role="user", content=QUESTION)])
+    )
+
+
+def test_concurrent_requests_decode_in_the_same_forward_passes(engine: LlamaCppEngine) -> None:
+    """Four 12-token replies at once take about 12 forward passes, not 48."""
+    scheduler = engine._scheduler
+    assert scheduler is not None
+    request = {"prompt": COMPLETION_PROMPT, "max_tokens": 12, "temperature": 0.7, "seed": 1}
+
+    async def together() -> list[int]:
+        runs = await asyncio.gather(
+            *(arun_engine(engine, {**request, "seed": seed}) for seed in range(PARALLEL))
+        )
+        return [run.finish.usage.completion_tokens for run in runs]
+
+    before = scheduler.steps
+    tokens = asyncio.run(together())
+    steps = scheduler.steps - before
+    assert sum(tokens) >= 2 * PARALLEL
+    assert steps < sum(tokens), (steps, tokens)
+    assert steps <= max(tokens) + PARALLEL  # joined at most a few steps apart
+
+
+def test_a_caller_that_leaves_frees_its_sequence_at_once(engine: LlamaCppEngine) -> None:
+    async def leave_early() -> str:
+        request = PromptRequest(prompt=COMPLETION_PROMPT, max_tokens=400, temperature=0.0)
+        text = ""
+        events = engine.generate(request)
+        async for event in events:
+            if isinstance(event, TextChunk):
+                text += event.text
+            if len(text) > 10:
+                break
+        await events.aclose()
+        return text
+
+    assert asyncio.run(leave_early())
+    assert _scheduler_idle(engine), "the abandoned request kept its sequence"
+    # Every sequence is free again: as many requests as sequences all run at once.
+    results = asyncio.run(_many(engine, PARALLEL))
+    assert all(run.text for run in results)
+
+
+async def _many(engine: LlamaCppEngine, count: int) -> list[object]:
+    return list(
+        await asyncio.gather(
+            *(
+                arun_engine(engine, {"prompt": COMPLETION_PROMPT, "max_tokens": 4})
+                for _ in range(count)
+            )
+        )
+    )
+
+
+def test_a_prompt_longer_than_the_context_is_refused_before_generating(
+    engine: LlamaCppEngine,
+) -> None:
+    long = "word " * 600
+    with pytest.raises(RequestRejected, match="context holds 512 tokens"):
+        engine.prepare(PromptRequest(prompt=long))
+    with pytest.raises(RequestRejected, match="ask for at most"):
+        engine.prepare(PromptRequest(prompt=COMPLETION_PROMPT, max_tokens=600))
+
+
+def test_a_schema_the_grammar_cannot_hold_is_a_422(engine: LlamaCppEngine) -> None:
+    body = {
+        "prompt": "Answer in JSON.",
+        "messages": [{"role": "user", "content": "Answer in JSON."}],
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {
+                "name": "broken",
+                "schema": {"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}},
+            },
+        },
+    }
+    with pytest.raises(RequestRejected, match="cannot constrain"):
+        engine.prepare(PromptRequest.model_validate(body))
+
+
+def test_a_full_queue_is_a_503_with_retry_after(tmp_path: Path) -> None:
+    settings = LlamaCppSettings(parallel=1, max_waiting=0, context_size=256, threads=1)
+    engine = LlamaCppEngine(settings)
+    engine.load()
+    try:
+
+        async def two_at_once() -> BaseException | None:
+            slow = asyncio.create_task(
+                arun_engine(engine, {"prompt": COMPLETION_PROMPT, "max_tokens": 64})
+            )
+            await asyncio.sleep(0.3)  # the first holds the only sequence
+            try:
+                await arun_engine(engine, {"prompt": COMPLETION_PROMPT, "max_tokens": 4})
+            except EngineOverloaded as exc:
+                await slow
+                return exc
+            await slow
+            return None
+
+        refused = asyncio.run(two_at_once())
+        assert isinstance(refused, EngineOverloaded)
+        assert refused.retry_after == 1
+    finally:
+        engine.unload()
+
+
+def test_a_missing_model_file_is_a_clear_error(tmp_path: Path) -> None:
+    settings = LlamaCppSettings(model=tmp_path / "absent.gguf")
+    with pytest.raises(ModelLoadError, match="no GGUF model file at"):
+        LlamaCppEngine(settings).load()
+    not_gguf = tmp_path / "model.gguf"
+    not_gguf.write_bytes(b"not a model")
+    with pytest.raises(ModelLoadError, match="could not load"):
+        LlamaCppEngine(LlamaCppSettings(model=not_gguf)).load()
