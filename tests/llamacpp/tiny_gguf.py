@@ -1,6 +1,6 @@
 """Write a tiny random-weight Llama model as a GGUF file, for llama.cpp's server in the tests.
 
-Run by the llama.cpp tier's own Python (``.venv-llama``, which has the ``gguf`` package):
+Run by the workspace's Python (the ``gguf`` package is a dev dependency):
 ``python tiny_gguf.py OUT.gguf``. Nothing is downloaded: the vocabulary is the 256 byte tokens
 and the SentencePiece space marker, the weights are drawn from a fixed seed.
 
