@@ -14,8 +14,8 @@ the one before (pings, comments and events of other types do not hold a stalled 
 from __future__ import annotations
 
 import contextlib
-import os
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -150,7 +150,8 @@ class Call:
         client adds from its jar is dropped."""
         request_id = request.headers.get(REQUEST_ID_HEADER)
         if request_id is None:
-            request_id = request.headers[REQUEST_ID_HEADER] = os.urandom(12).hex()
+            # A UUID4: some servers refuse any other form (llama-cpp-python's answers 400).
+            request_id = request.headers[REQUEST_ID_HEADER] = str(uuid.uuid4())
         self.request_id = request_id
         if options:  # a user's client
             request.headers.pop("Cookie", None)
