@@ -27,6 +27,8 @@ TOKEN = "log-token-c0ffee"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PROMPT = "my private prompt text"
 GENERATED_ID = re.compile(r"[0-9a-f]{24}")
+#: What promptwire's client sends: a UUID4, the form every server accepts.
+CLIENT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
 def lines(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) -> list[str]:
@@ -195,11 +197,11 @@ def test_the_client_names_each_request_and_its_errors_name_it(
             wrong.invoke("a b")
         logged = _logged_ids(caplog, 2)
     request_id = refused.value.request_id
-    assert request_id is not None and GENERATED_ID.fullmatch(request_id)
+    assert request_id is not None and CLIENT_ID.fullmatch(request_id)
     assert f"[request {request_id}]" in str(refused.value)
     assert logged[request_id]["status"] == "401"
     (ok,) = [line for rid, line in logged.items() if rid != request_id]
-    assert GENERATED_ID.fullmatch(ok["request_id"]) and ok["status"] == "200"
+    assert CLIENT_ID.fullmatch(ok["request_id"]) and ok["status"] == "200"
 
 
 def test_a_stream_error_names_the_stream(caplog: pytest.LogCaptureFixture) -> None:
