@@ -66,10 +66,13 @@ class LlamaCppSettings(BaseSettings):
         default=None, ge=1, le=1024, description="CPU threads for decoding; unset: every core."
     )
     batch_size: int = Field(
-        default=512,
+        default=128,
         ge=16,
         le=65536,
-        description="Most tokens one forward pass takes (prompts are fed in pieces of it).",
+        description="Most tokens one forward pass takes. Prompts go in pieces of what the "
+        "replies in flight leave of it, so a smaller batch starts requests that arrive "
+        "together one after another (earlier first tokens on a CPU); a larger one suits long "
+        "prompts on a GPU.",
     )
     gpu_layers: int = Field(
         default=0,
