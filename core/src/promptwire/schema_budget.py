@@ -36,7 +36,7 @@ MAX_SCHEMA_DEPTH = 64
 MAX_SCHEMA_COUNT = 10_000
 
 #: Lengths and counts: each is the number of repetitions an engine must honour.
-COUNT_KEYWORDS = frozenset(
+_COUNT_KEYWORDS = frozenset(
     {
         "minLength",
         "maxLength",
@@ -48,14 +48,14 @@ COUNT_KEYWORDS = frozenset(
         "maxContains",
     }
 )
-NUMBER_KEYWORDS = frozenset(
+_NUMBER_KEYWORDS = frozenset(
     {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"}
 )
-SCHEMA_MAPS = frozenset(
+_SCHEMA_MAPS = frozenset(
     {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
 )
-SCHEMA_LISTS = frozenset({"anyOf", "oneOf", "allOf", "prefixItems"})
-SCHEMA_VALUES = frozenset(
+_SCHEMA_LISTS = frozenset({"anyOf", "oneOf", "allOf", "prefixItems"})
+_SCHEMA_VALUES = frozenset(
     {
         "not",
         "additionalProperties",
@@ -129,21 +129,21 @@ class _Walk:
         for keyword, value in schema.items():
             if keyword == "$ref":
                 self._ref(value, depth, expanding)
-            elif keyword in COUNT_KEYWORDS:
+            elif keyword in _COUNT_KEYWORDS:
                 self.budget.spend(_count(keyword, value))
-            elif keyword in NUMBER_KEYWORDS:
+            elif keyword in _NUMBER_KEYWORDS:
                 _number(keyword, value)
-            elif keyword in SCHEMA_MAPS:
+            elif keyword in _SCHEMA_MAPS:
                 if not isinstance(value, dict):
                     raise SchemaError(f"{keyword} must be an object, not {_kind(value)}")
                 self._schemas(value.values(), depth, expanding)
-            elif keyword in SCHEMA_LISTS:
+            elif keyword in _SCHEMA_LISTS:
                 if not isinstance(value, list):
                     raise SchemaError(f"{keyword} must be a list of schemas, not {_kind(value)}")
                 self._schemas(value, depth, expanding)
             elif keyword == "items" and isinstance(value, list):  # draft 4's tuples
                 self._schemas(value, depth, expanding)
-            elif keyword == "items" or keyword in SCHEMA_VALUES:
+            elif keyword == "items" or keyword in _SCHEMA_VALUES:
                 self.schema(value, depth + 1, expanding)
             elif keyword == "required":
                 if not (isinstance(value, list) and all(isinstance(n, str) for n in value)):
