@@ -421,6 +421,94 @@ async def _odd_json(r: Request) -> None:
     await r.reply(200, b'{"prompt": "ok", "extra": ' + extra + b"}")
 
 
+@behaviour("surrogate")
+async def _surrogate(r: Request) -> None:
+    """A reply holding a lone surrogate, valid JSON (``"\\ud800"``) that no encoding can
+    print; ``?as=event`` as a stream's delta."""
+    text = "before \ud800 after"
+    if r.query.get("as") == "event":
+        await r.send(head(200, SSE_HEADERS))
+        await r.send(chunk(sse("delta", {"text": text})))
+        await r.send(chunk(sse("done", {"finish_reason": "stop"})) + b"0\r\n\r\n")
+        return
+    await r.reply_json(200, {"prompt": text, "finish_reason": "stop"})
+
+
+@behaviour("openai-finish")
+async def _openai_finish(r: Request) -> None:
+    """An OpenAI-compatible server whose ``finish_reason`` is ``?kind=list`` or ``object``
+    (unhashable), whole or streamed as the request asks."""
+    reason: Any = ["stop"] if r.query["kind"] == "list" else {"why": "stop"}
+    streamed = json.loads(r.body or b"{}").get("stream") is True
+    if not streamed:
+        choice = {"index": 0, "text": "ok", "message": {"role": "assistant", "content": "ok"}}
+        await r.reply_json(200, {"choices": [{**choice, "finish_reason": reason}]})
+        return
+    await r.send(head(200, SSE_HEADERS))
+    for reason_now, text in ((None, "ok"), (reason, "")):
+        choice = {"index": 0, "text": text, "delta": {"content": text}}
+        data = json.dumps({"choices": [{**choice, "finish_reason": reason_now}]})
+        await r.send(chunk(f"data: {data}\r\n\r\n".encode()))
+    await r.send(chunk(b"data: [DONE]\r\n\r\n") + b"0\r\n\r\n")
+
+
+HUGE_MESSAGE_MIB = 20
+
+
+@behaviour("huge-error")
+async def _huge_error(r: Request) -> None:
+    """A 400 whose JSON error message is 20 MiB (both wires read this shape)."""
+    message = "m" * (HUGE_MESSAGE_MIB << 20)
+    await r.reply_json(400, {"error": {"type": "invalid_request", "message": message}})
+
+
+METRICS_OK = "# TYPE promptwire_requests_total counter\npromptwire_requests_total 3\n"
+
+
+@behaviour("status-odd")
+async def _status_odd(r: Request) -> None:
+    """What ``promptwire status`` reads, gone wrong, at ``/status-odd/<id>/<kind>/``
+    (``status`` adds ``health`` and ``metrics``): ``nested`` /health, ``not-prometheus``,
+    ``nan`` or ``inf`` values, a ``huge`` (200 MB) or ``dripped`` /metrics, a
+    ``dripped-health``."""
+    kind = r.path.strip("/").split("/")[2]
+    health = b'{"status": "ok", "model": "m", "protocol": "1.2"}'
+    if r.path.endswith("/health"):
+        if kind == "nested":
+            health = b'{"status": "ok", "model": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        if kind == "dripped-health":  # 30 s of drip at the least
+            health = health[:-1] + b" " * 600 + b"}"
+            await _drip_bytes(r, head(200, {"Content-Length": str(len(health))}) + health)
+            return
+        await r.reply(200, health)
+        return
+    if kind == "huge":
+        size = 200 << 20
+        await r.send(head(200, {"Content-Type": "text/plain", "Content-Length": str(size)}))
+        line = b"# padding of a very long exposition\n"
+        block = line * ((1 << 20) // len(line))
+        sent = 0
+        while sent < size:
+            piece = block[: size - sent]
+            await r.send(piece)
+            sent += len(piece)
+        return
+    text = {
+        "nested": METRICS_OK,
+        "not-prometheus": "<html><body>this { is not prometheus</body></html>\n",
+        "nan": "# TYPE promptwire_requests_in_flight gauge\npromptwire_requests_in_flight NaN\n"
+        + "# TYPE promptwire_requests_total counter\npromptwire_requests_total NaN\n",
+        "inf": "# TYPE promptwire_requests_in_flight gauge\npromptwire_requests_in_flight +Inf\n"
+        + "# TYPE promptwire_requests_total counter\npromptwire_requests_total +Inf\n",
+        "dripped": METRICS_OK + "# padding\n" * 60,  # 30 s of drip
+    }[kind].encode()
+    if kind == "dripped":
+        await r.send(head(200, {"Content-Type": "text/plain", "Content-Length": str(len(text))}))
+        await _drip_bytes(r, text)
+        return
+    await r.reply(200, text, content_type="text/plain")
+
+
 class FaultServer:
     """The server, run by its own event loop in a daemon thread."""
 

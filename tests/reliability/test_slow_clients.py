@@ -148,9 +148,9 @@ def test_idle_half_sent_and_dripping_connections_are_closed_after_the_header_tim
 
 
 def test_a_process_short_of_descriptors_caps_its_connections_and_keeps_answering() -> None:
-    """256 open files allowed, 300 half-sent request lines: the cap (what fits) refuses the rest
-    with a JSON 503, nothing fails for want of a descriptor, and once the header timeout has
-    closed the half-sent ones ``/health`` answers."""
+    """256 open files allowed, 300 half-sent request lines: the cap (what fits) holds, the
+    oldest are shed for the newest, nothing fails for want of a descriptor, and ``/health``
+    answers."""
     env = {"PROMPTWIRE_HEADER_TIMEOUT": str(HEADER_TIMEOUT)}
     with promptwire_serve("--log-level", "warning", env=env, open_files=256) as served:
         host, port = _host_port(served.url)
@@ -166,7 +166,9 @@ def test_a_process_short_of_descriptors_caps_its_connections_and_keeps_answering
         statuses = [_status_and_json(o.answer)[0] for o in outcomes if o.answer]
         assert all(o.closed for o in outcomes)
         assert set(statuses) <= {408, 503}, statuses
-        assert 503 in statuses  # more than fit were refused, not left hanging
+        # More than fit were shed (the oldest half-sent heads, for newer ones), not left
+        # hanging: at most the 128 that fit waited for the header timeout.
+        assert statuses.count(408) <= 128, statuses
         deadline = time.monotonic() + MARGIN
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.TransportError):
@@ -180,12 +182,125 @@ def test_a_process_short_of_descriptors_caps_its_connections_and_keeps_answering
     assert "at most 128 at once" in output  # the cap was lowered to fit, and said so
 
 
-def test_one_connection_past_the_cap_gets_a_json_503() -> None:
+def _busy(host: str, port: int) -> socket.socket:
+    """A connection in a request: its whole request sent, its answer not yet come."""
+    sock = socket.create_connection((host, port))
+    body = b'{"prompt": "hi"}'
+    sock.sendall(
+        b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    return sock
+
+
+def _kept_alive(host: str, port: int) -> socket.socket:
+    """A connection that made one request, read its answer and stays open, idle."""
+    sock = socket.create_connection((host, port), timeout=MARGIN)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+        chunk = sock.recv(65536)
+        assert chunk, answer
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    return sock
+
+
+def _half_sent(host: str, port: int) -> socket.socket:
+    sock = socket.create_connection((host, port))
+    sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Ty")
+    return sock
+
+
+def _closed_by_server(sock: socket.socket, seconds: float = 0.5) -> tuple[bool, bytes]:
+    """Whether the server closed ``sock`` (within ``seconds``), and what it said first."""
+    sock.settimeout(seconds)
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except TimeoutError:
+        return False, answer
+    except ConnectionError:
+        return True, answer
+    return True, answer
+
+
+def _health_now(url: str) -> int:
+    return httpx.get(url + "health", timeout=MARGIN).status_code
+
+
+def test_idle_kept_alive_connections_make_room_for_a_new_client() -> None:
+    """Eight idle kept-alive connections fill the cap: a new client is served at once, and
+    only the longest idle connection is closed to make room (it was 503 before)."""
+    limits = ConnectionLimits(max_connections=8, header_timeout=30, keep_alive_timeout=60)
+    with BackgroundServer(create_app(DummyEngine()), limits=limits) as server:
+        idle = []
+        for _ in range(8):
+            idle.append(_kept_alive(server.host, server.port))
+            time.sleep(0.02)  # an order to shed them in
+        try:
+            assert _health_now(server.url) == 200
+            closed = [_closed_by_server(sock)[0] for sock in idle]
+            assert closed[0], "the longest idle connection was not the one closed"
+            assert not any(closed[2:]), closed  # one per new connection, two at most
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+def test_half_sent_heads_make_room_oldest_first() -> None:
+    """Eight half-sent request heads fill the cap: a new client is served at once; the oldest
+    half-sent one is answered with the JSON 503 and closed, the newest stay."""
     limits = ConnectionLimits(max_connections=8, header_timeout=30)
     with BackgroundServer(create_app(DummyEngine()), limits=limits) as server:
-        held = [socket.create_connection((server.host, server.port)) for _ in range(8)]
+        half = []
+        for _ in range(8):
+            half.append(_half_sent(server.host, server.port))
+            time.sleep(0.02)
         try:
-            time.sleep(0.5)  # all eight accepted
+            time.sleep(0.3)  # all eight accepted, their bytes read
+            assert _health_now(server.url) == 200
+            closed, answer = _closed_by_server(half[0], MARGIN)
+            assert closed
+            status, body = _status_and_json(answer)
+            assert status == 503 and body["error"]["type"] == "overloaded"
+            assert not any(_closed_by_server(sock)[0] for sock in half[2:])
+        finally:
+            for sock in half:
+                sock.close()
+
+
+def test_idle_kept_alive_connections_go_before_half_sent_heads() -> None:
+    limits = ConnectionLimits(max_connections=8, header_timeout=30, keep_alive_timeout=60)
+    with BackgroundServer(create_app(DummyEngine()), limits=limits) as server:
+        half = [_half_sent(server.host, server.port) for _ in range(4)]  # the oldest
+        time.sleep(0.3)
+        idle = []
+        for _ in range(4):
+            idle.append(_kept_alive(server.host, server.port))
+            time.sleep(0.02)
+        # Three new clients that stay (kept alive): each sheds the longest idle connection.
+        new = [_kept_alive(server.host, server.port) for _ in range(3)]
+        try:
+            closed = [_closed_by_server(sock)[0] for sock in idle]
+            assert closed == [True, True, True, False], closed
+            assert not any(_closed_by_server(sock)[0] for sock in half)
+        finally:
+            for sock in half + idle + new:
+                sock.close()
+
+
+def test_one_connection_past_the_cap_gets_a_json_503() -> None:
+    """When every connection is in a request, there is nothing to shed: the new one is
+    refused."""
+    limits = ConnectionLimits(max_connections=8, header_timeout=30)
+    engine = DummyEngine(DummySettings(first_token_delay=MARGIN))
+    with BackgroundServer(create_app(engine), limits=limits) as server:
+        held = [_busy(server.host, server.port) for _ in range(8)]
+        try:
+            time.sleep(0.5)  # all eight accepted, their requests read
             with socket.create_connection((server.host, server.port), timeout=10) as extra:
                 answer = b""
                 while chunk := extra.recv(65536):

@@ -8,6 +8,8 @@ extra), imported only here.
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,10 +21,16 @@ from promptwire.errors import (
     EndpointConnectError,
     EndpointError,
     EndpointTimeoutError,
+    ProtocolError,
 )
+from promptwire.wire import parse_json
 
 #: Routes that are the server's own plumbing, left out of the request counts.
 PLUMBING_ROUTES = frozenset({"/health", "/metrics"})
+MIB = 1 << 20
+#: The most of each answer read: far more than a real one, far less than memory.
+MAX_HEALTH_BYTES = MIB
+MAX_METRICS_BYTES = 16 * MIB
 
 
 @dataclass
@@ -114,14 +122,33 @@ class EndpointStatus:
 def read_status(
     url: str, *, headers: Mapping[str, str] | None = None, timeout: float = 10.0
 ) -> EndpointStatus:
-    """Read ``url``'s health and metrics (``headers``: its credentials)."""
+    """Read ``url``'s health and metrics (``headers``: its credentials) within ``timeout``
+    seconds in all, however slowly the endpoint answers."""
     if not url.startswith(("http://", "https://")):
         raise ConfigurationError(f"not an endpoint URL: {url!r} (http://… or https://…)")
+    return asyncio.run(_read_status(url, dict(headers or {}), seconds=timeout))
+
+
+async def _read_status(url: str, headers: dict[str, str], *, seconds: float) -> EndpointStatus:
     base = url.rstrip("/")
-    with httpx.Client(timeout=timeout, headers=dict(headers or {})) as client:
-        health = _get(client, base + "/health")
-        status = _health(url, health)
-        metrics = _get(client, base + "/metrics")
+    where = base + "/health"
+    try:
+        # One deadline for everything: httpx's own timeouts restart with every byte, so an
+        # endpoint dripping its answer would hold the command for as long as it liked.
+        async with (
+            asyncio.timeout(seconds),
+            httpx.AsyncClient(headers=headers, timeout=seconds) as client,
+        ):
+            health = await _get(client, where, MAX_HEALTH_BYTES)
+            status = _health(url, health)
+            where = base + "/metrics"
+            metrics = await _get(client, where, MAX_METRICS_BYTES)
+    except TimeoutError:
+        raise EndpointTimeoutError(
+            f"no answer within {seconds:g} s (an endpoint scaled to zero starts a container "
+            "for this request, which can take minutes: try a longer --timeout)",
+            url=where,
+        ) from None
     if metrics.status_code == 404:
         status.metrics = "off on this server (GET /metrics answered 404)"
     elif metrics.status_code in (401, 403):
@@ -132,44 +159,62 @@ def read_status(
     elif metrics.status_code != 200:
         status.metrics = f"GET /metrics answered {metrics.status_code}"
     else:
-        _summarize(status, parse_metrics(metrics.text))
+        try:
+            samples = parse_metrics(metrics.body.decode("utf-8", errors="replace"))
+        except (ValueError, TypeError, IndexError, OverflowError):
+            status.metrics = "unreadable (GET /metrics answered something not Prometheus text)"
+        else:
+            _summarize(status, samples)
     return status
 
 
-def _get(client: httpx.Client, url: str) -> httpx.Response:
+@dataclass
+class _Answer:
+    status_code: int
+    body: bytes
+
+
+async def _get(client: httpx.AsyncClient, url: str, limit: int) -> _Answer:
+    """The answer to ``GET url``, its body read to at most ``limit`` bytes (decoded)."""
     try:
-        return client.get(url)
+        async with client.stream("GET", url) as response:
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > limit:
+                    raise ProtocolError(
+                        f"the answer is larger than {limit // MIB} MiB: not a prompt endpoint's",
+                        url=url,
+                    )
+            return _Answer(response.status_code, bytes(body))
     except httpx.TimeoutException:
-        timeout = client.timeout.read
-        raise EndpointTimeoutError(
-            f"no answer within {timeout:g} s (an endpoint scaled to zero starts a container "
-            "for this request, which can take minutes: try a longer --timeout)",
-            url=url,
-        ) from None
+        raise TimeoutError from None  # the deadline's own error, said once above
     except httpx.TransportError as exc:
         raise EndpointConnectError(
             f"could not reach the endpoint ({type(exc).__name__})", url=url
         ) from None
 
 
-def _health(url: str, response: httpx.Response) -> EndpointStatus:
+def _health(url: str, response: _Answer) -> EndpointStatus:
     try:
-        body = response.json()
+        body = parse_json(response.body)
     except ValueError:
         body = None
     if response.status_code == 200 and isinstance(body, dict):
-        model = body.get("model")
+        model, protocol = body.get("model"), body.get("protocol", "1")
         return EndpointStatus(
             url,
             "ok",
             ready=True,
             model=model if isinstance(model, str) else None,
-            protocol=str(body.get("protocol", "1")),
+            protocol=protocol if isinstance(protocol, str) else None,
         )
     if response.status_code == 503:
         return EndpointStatus(url, "not ready (the model is loading)", ready=False)
     if response.status_code == 404:
         raise EndpointError("no /health here: is it a prompt endpoint?", url=url)
+    if response.status_code == 200:
+        return EndpointStatus(url, "GET /health answered 200 without a JSON object", ready=False)
     return EndpointStatus(url, f"GET /health answered {response.status_code}", ready=False)
 
 
@@ -192,7 +237,9 @@ def _total(samples: Iterable[Sample], name: str, **match: Any) -> float | None:
     found = [
         s.value
         for s in samples
-        if s.name == name and all(check(s.labels) for check in match.values())
+        if s.name == name
+        and math.isfinite(s.value)  # NaN and infinities say nothing a summary can show
+        and all(check(s.labels) for check in match.values())
     ]
     return sum(found) if found else None
 
@@ -206,7 +253,7 @@ def _summarize(status: EndpointStatus, samples: list[Sample]) -> None:
             status.version = sample.labels.get("version")
             status.model = status.model or sample.labels.get("model") or None
             status.protocol = status.protocol or sample.labels.get("protocol")
-        elif sample.name == "promptwire_cold_start_seconds":
+        elif sample.name == "promptwire_cold_start_seconds" and math.isfinite(sample.value):
             status.cold_start[sample.labels.get("phase", "?")] = sample.value
     in_flight = _total(samples, "promptwire_requests_in_flight", route=not_plumbing)
     status.in_flight = None if in_flight is None else int(in_flight)

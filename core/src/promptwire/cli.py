@@ -7,7 +7,9 @@ Plugins add commands through the ``register_commands`` hook. Errors are printed 
 
 from __future__ import annotations
 
+import io
 import ipaddress
+import re
 import sys
 from collections.abc import Collection
 from pathlib import Path
@@ -218,7 +220,8 @@ def invoke(
         k: v for k, v in (("max_tokens", max_tokens), ("temperature", temperature)) if v is not None
     }
     llm = _llm(url, backend, api_key, timeout, params)
-    shown = (lambda text: text) if raw else visible
+    shown = writable if raw else visible
+    _replace_unencodable(sys.stdout)
     if stream:
         for piece in llm.stream(prompt):
             sys.stdout.write(shown(piece))
@@ -240,7 +243,9 @@ def status(
         str | None,
         typer.Option(help="Bearer token \\[default: PROMPTWIRE_API_KEY]", show_default=False),
     ] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for each answer")] = 10.0,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds the whole status may take, however slow the answers")
+    ] = 10.0,
 ) -> None:
     """Summarize what an endpoint is doing, from its /health and /metrics: model, version,
     requests in flight, cache use, tokens per second, cold start. Exit status 1 unless healthy."""
@@ -376,6 +381,13 @@ def new_backend(
     )
 
 
+def _replace_unencodable(stream: Any) -> None:
+    """A terminal whose encoding lacks a character of the reply (``LANG=C`` with an older
+    Python, a Windows code page) shows ``?`` for it instead of ending in a traceback."""
+    if isinstance(stream, io.TextIOWrapper):
+        stream.reconfigure(errors="replace")
+
+
 def _add_plugin_commands() -> None:
     from promptwire.plugins import default_registry
 
@@ -405,8 +417,17 @@ _CONTROLS = {
 
 def visible(text: str) -> str:
     """``text`` with terminal control characters escaped, so a model's (or a server's) output
-    cannot drive the terminal that shows it."""
-    return text.translate(_CONTROLS)
+    cannot drive the terminal that shows it; and lone surrogates replaced (see ``writable``)."""
+    return writable(text.translate(_CONTROLS))
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def writable(text: str) -> str:
+    """``text`` with each lone surrogate (valid in JSON as ``"\\ud800"``, in no encoding)
+    replaced by U+FFFD, so that printing it cannot fail."""
+    return _SURROGATES.sub("\ufffd", text)
 
 
 def _one_line(exc: Exception) -> str:

@@ -216,7 +216,11 @@ class Engine(ABC, Generic[PreparedT]):
         """Check ``request`` and do the work that must come before generating it.
 
         The server calls it before answering, so what it raises (``RequestRejected``: a 422;
-        ``EngineOverloaded``: a 503) is the reply, and nothing has been generated. What it
+        ``EngineOverloaded``: a 503) is the reply, and nothing has been generated. It calls it
+        (and ``render_chat``) in a worker thread, a few requests at once, so the event loop
+        keeps answering while it tokenizes or builds a grammar: it must be thread-safe. The
+        request's JSON Schemas are already within ``promptwire.schema_budget``'s bounds; a
+        schema the engine derives from them can be checked with ``check_schema``. What it
         returns is what ``stream`` generates from: an engine that tokenizes, builds sampler
         settings or checks the context length here returns them (``Engine[MyPrepared]``) and
         gets them back in ``stream``, with nothing to recompute or look up. The default returns

@@ -103,6 +103,9 @@ class HTTPStatusError(EndpointError):
         self.status_code = status_code
         self.error_type = error_type
         self.retry_after = retry_after
+        #: The whole body of the answer, decoded, the client's secrets replaced: the message
+        #: holds at most its first thousand characters.
+        self.body: str | None = None
 
 
 class InvalidRequestError(HTTPStatusError):

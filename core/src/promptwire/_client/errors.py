@@ -27,6 +27,9 @@ from promptwire.errors import (
 from promptwire.sse import EventTooLarge
 
 SNIPPET_CHARS = 200
+#: The most of a server's own error message (or type) an error repeats; the rest is cut.
+MESSAGE_CHARS = 1000
+TYPE_CHARS = 100
 REDACTED = "**********"
 
 
@@ -103,6 +106,14 @@ class Redactor:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
         return text
+
+    def message(self, text: str, limit: int = MESSAGE_CHARS) -> str:
+        """A server's error message, redacted before it is cut to ``limit`` characters: a
+        hostile server's 20 MiB message is not an error's message."""
+        text = self(text)
+        if len(text) <= limit:
+            return text
+        return f"{text[:limit]}... (cut: {len(text):,} characters in all)"
 
     def snippet(self, body: bytes) -> str:
         """The start of a body, one line, redacted before it is cut: a secret across the cut

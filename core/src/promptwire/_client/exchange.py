@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from promptwire._client.config import ClientConfig, parse_endpoint_url
-from promptwire._client.errors import Redactor, Translate, Turn
+from promptwire._client.errors import TYPE_CHARS, Redactor, Translate, Turn
 from promptwire._client.pools import ClientOptions
 from promptwire._client.redirects import RedirectGuard
 from promptwire._client.reply_body import BodyDecoder
@@ -213,18 +213,21 @@ class Call:
         except ValueError:
             found = None
         if found is not None:
-            error_type = None if found[0] is None else redact(found[0])
-            message = redact(found[1])
+            error_type = None if found[0] is None else redact.message(found[0], TYPE_CHARS)
+            message = redact.message(found[1])
         status = response.status_code
         if 300 <= status < 400:
-            message = f"redirect not followed ({response.headers.get('location', 'no location')})"
-        return status_error_class(status)(
+            location = redact.message(response.headers.get("location", "no location"))
+            message = f"redirect not followed ({location})"
+        error = status_error_class(status)(
             message,
             url=self._exchange.config.endpoint_url,
             status_code=status,
             error_type=error_type,
             retry_after=parse_retry_after(response.headers.get("retry-after")),
         )
+        error.body = redact(body.decode("utf-8", errors="replace"))
+        return error
 
     def events(self, response: httpx.Response) -> StreamDecoder:
         return StreamDecoder(self._exchange, response)
@@ -279,9 +282,9 @@ class StreamDecoder:
             ) from None
         except RemoteStreamError as exc:
             raise StreamError(
-                exchange.redact(exc.message),
+                exchange.redact.message(exc.message),
                 url=exchange.config.endpoint_url,
-                error_type=exchange.redact(exc.error_type),
+                error_type=exchange.redact.message(exc.error_type, TYPE_CHARS),
             ) from None
 
 

@@ -62,7 +62,7 @@ from promptwire.server._shutdown import (
     GracefulShutdown,
 )
 from promptwire.server._slots import RETRY_AFTER_SECONDS, RequestSlots
-from promptwire.server._streaming import prepare, stream_reply, whole_reply
+from promptwire.server._streaming import Preparer, prepare, stream_reply, whole_reply
 from promptwire.settings import DEFAULT_BODY_TIMEOUT, DEFAULT_SEND_TIMEOUT, DEFAULT_SHUTDOWN_GRACE
 
 
@@ -97,6 +97,7 @@ def create_app(
     """
 
     shutdown = GracefulShutdown(shutdown_grace)
+    preparer = Preparer()  # shared with the OpenAI routes
     started = False  # the engine is served only between its start() and its stop()
 
     @asynccontextmanager
@@ -204,7 +205,9 @@ def create_app(
         streaming = False
         try:
             check_capabilities(engine, prompt_request)
-            job = prepare(engine, _render_messages(engine, prompt_request))
+            job = await preparer.run(
+                lambda: prepare(engine, _render_messages(engine, prompt_request))
+            )
             if prompt_request.stream:
                 response = await stream_reply(
                     engine, job, request.receive, release, shutdown, send_timeout
@@ -232,6 +235,7 @@ def create_app(
         body_timeout=body_timeout,
         send_timeout=send_timeout,
         shutdown=shutdown,
+        preparer=preparer,
     )
     return app
 

@@ -67,7 +67,7 @@ from promptwire.server._request_body import (
 from promptwire.server._request_context import note_error
 from promptwire.server._shutdown import GracefulShutdown
 from promptwire.server._slots import RETRY_AFTER_SECONDS, RequestSlots
-from promptwire.server._streaming import Job, StreamForm, prepare, stream_reply
+from promptwire.server._streaming import Job, Preparer, StreamForm, prepare, stream_reply
 
 PREFIX = "/v1"
 #: The id ``/v1/models`` lists for an engine that does not name its model.
@@ -221,6 +221,7 @@ def add_openai_routes(
     body_timeout: float | None,
     send_timeout: float | None,
     shutdown: GracefulShutdown,
+    preparer: Preparer,
 ) -> None:
     """Serve the OpenAI API on ``app`` with ``engine`` (while ``serving()``), sharing ``slots``,
     the limits and the ``shutdown`` with its other routes (``create_app`` calls this)."""
@@ -291,7 +292,9 @@ def add_openai_routes(
         model, release = admit(body.model, len(prompts))
         streaming = False
         try:
-            jobs = [_prompt_job(engine, prompt, params) for prompt in prompts]
+            jobs = await preparer.run(
+                lambda: [_prompt_job(engine, prompt, params) for prompt in prompts]
+            )
             writer = _Writer("cmpl", "text_completion", model)
             echo = prompts if body.echo else None
             if body.stream:
@@ -325,9 +328,13 @@ def add_openai_routes(
             _check_capabilities(engine, conversation)
             # As on the prompt route: the rendering in ``prompt``, the conversation kept in
             # ``messages`` (an engine may tokenize a template's rendering differently).
-            job = prepare(
-                engine,
-                conversation.model_copy(update={"prompt": render_request(engine, conversation)}),
+            job = await preparer.run(
+                lambda: prepare(
+                    engine,
+                    conversation.model_copy(
+                        update={"prompt": render_request(engine, conversation)}
+                    ),
+                )
             )
             writer = _Writer("chatcmpl", "chat.completion", model)
             if body.stream:
@@ -395,12 +402,13 @@ def _chat_messages(messages: Sequence[dict[str, Any]]) -> list[ChatMessage]:
     converted = []
     for index, message in enumerate(messages):
         param = f"messages.{index}"
-        role = _ROLES.get(message.get("role"))  # type: ignore[arg-type]
+        said = message.get("role")
+        role = _ROLES.get(said) if isinstance(said, str) else None
         if role is None:
             raise OpenAIError(
                 400,
                 f"{param}.role must be system, developer, user, assistant or tool, "
-                f"not {message.get('role')!r}",
+                f"not {_shown(said)}",
                 param=f"{param}.role",
                 code="invalid_request",
             )
@@ -430,6 +438,14 @@ def _chat_messages(messages: Sequence[dict[str, Any]]) -> list[ChatMessage]:
                 code="invalid_request",
             ) from None
     return converted
+
+
+def _shown(value: Any) -> str:
+    """A value a client sent, quoted in an error: a string cut short, else only its type."""
+    if isinstance(value, str):
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return "null" if value is None else f"a {type(value).__name__}"
 
 
 def _check_capabilities(engine: Engine[Any], request: PromptRequest) -> None:

@@ -10,9 +10,13 @@ could hold every file descriptor the process may open. With it:
   send a complete request head (request line and headers); a slow drip does not reset the clock.
   Then it is closed, with a JSON 408 if it had begun a request. Leftover body after an answer is
   bounded the same way; the app bounds a body it reads (``create_app(body_timeout=)``);
-- at most ``max_connections`` connections are open; one more is answered with the protocol's
-  JSON 503 (``Retry-After: 1``) and closed at once. The limit on open files is raised to fit,
-  where the hard limit allows; otherwise the cap is lowered to what fits, with a warning;
+- at most ``max_connections`` connections are open. When one more comes, a connection that
+  does no work makes room for it, as nginx drains its idle keep-alive connections when it runs
+  out: an idle kept-alive connection first (closed as its keep-alive timeout would), else the
+  one that has waited longest for its request head (a JSON 503, ``Retry-After: 1``, if it had
+  begun one). Only when every connection is in a request is the new one answered with that 503
+  and closed at once. The limit on open files is raised to fit, where the hard limit allows;
+  otherwise the cap is lowered to what fits, with a warning;
 - a connection whose answer has not moved for ``send_timeout`` seconds (its client reads
   nothing) is dropped, which ends its request or stream and cancels the generation;
 - uvicorn's plain-text 400 for malformed HTTP is the protocol's JSON error, and a websocket
@@ -116,7 +120,7 @@ class GuardedH11Protocol(H11Protocol):
         # No isinstance check: uvloop's transports implement asyncio.Transport's methods without
         # subclassing it (an assertion here refused every connection once uvloop was installed).
         transport = cast(asyncio.Transport, transport)
-        if len(self.connections) >= self.limits.max_connections:
+        if len(self.connections) >= self.limits.max_connections and not self._shed_one():
             self._refused = True
             self.transport = transport
             transport.write(_OVER_CAPACITY)
@@ -125,6 +129,43 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_made(transport)
         self._waiting_since = self.loop.time()
         self._arm_head_deadline()  # a connection that sends nothing never calls us again
+
+    def _shed_one(self) -> bool:
+        """Close the connection that costs least to lose, to make room for a new one: an idle
+        kept-alive connection, else the one that has waited longest for its request head. False
+        when every connection is in a request (none is closed)."""
+        victim: GuardedH11Protocol | None = None
+        best: tuple[int, float] | None = None
+        for connection in self.connections:
+            if not isinstance(connection, GuardedH11Protocol):
+                continue
+            rank = connection._shedding_rank()
+            if rank is not None and (best is None or rank < best):
+                victim, best = connection, rank
+        if victim is None:
+            return False
+        victim._shed()
+        return True
+
+    def _shedding_rank(self) -> tuple[int, float] | None:
+        """(0, since) for an idle kept-alive connection, (1, since) for one still sending its
+        request head (or a body left over after its answer), None for one in a request."""
+        if not self._waiting_for_client():
+            return None
+        idle = (
+            self.cycle is not None
+            and self.conn.their_state is h11.IDLE
+            and not self.conn.trailing_data[0]
+        )
+        return (0 if idle else 1), self._waiting_since
+
+    def _shed(self) -> None:
+        # Out of the count now: its connection_lost comes on a later turn of the loop.
+        self.connections.discard(self)
+        self._cancel_head_deadline()
+        if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
+            self.transport.write(_OVER_CAPACITY)  # half a request: say why it ends
+        self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:

@@ -5,6 +5,7 @@ first event awaited before answering, send timeouts and the shutdown grace perio
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import (
     AsyncIterator,
@@ -12,8 +13,9 @@ from collections.abc import (
     Callable,
     Sequence,
 )
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from sse_starlette.sse import SendTimeoutError
@@ -39,6 +41,7 @@ from promptwire.protocol import (
     StreamDone,
     StreamToolCall,
 )
+from promptwire.schema_budget import check_request_schemas
 from promptwire.server._errors import error_event
 from promptwire.server._request_body import (
     unless_gone,
@@ -60,8 +63,31 @@ class Job:
 
 
 def prepare(engine: Engine[Any], request: PromptRequest) -> Job:
-    """``request`` prepared by ``engine``; what the engine raises (a 422, a 503) is the reply."""
+    """``request`` prepared by ``engine``, once its schemas are within their budget; what the
+    check or the engine raises (a 422, a 503) is the reply."""
+    check_request_schemas(request)
     return Job(request, engine.prepare(request))
+
+
+T = TypeVar("T")
+
+#: Worker threads per app for the work done before generating (see ``Preparer``).
+PREPARE_THREADS = 4
+
+
+class Preparer:
+    """Runs what must happen before generating (the schema budget's check, the chat template,
+    the engine's ``prepare``: tokenizing, building a grammar) in a few worker threads, so the
+    event loop keeps answering ``/health`` and other requests whatever one request asks. At
+    most ``PREPARE_THREADS`` run at once; more wait their turn, off the loop."""
+
+    def __init__(self, threads: int = PREPARE_THREADS) -> None:
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="promptwire-prepare")
+
+    async def run(self, work: Callable[[], T]) -> T:
+        # In the request's context (its request id, for the engine's log lines).
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self._pool, context.run, work)
 
 
 async def whole_reply(

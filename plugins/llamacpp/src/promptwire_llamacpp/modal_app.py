@@ -80,6 +80,7 @@ secrets = [modal.Secret.from_name(settings.api_key_secret)] if settings.api_key_
 
 app = modal.App(settings.app_name)
 
+
 def container_settings() -> LlamaCppSettings:
     """The settings the container serves with: the model in the Volume when one is named."""
     if settings.volume_model is None:

@@ -67,7 +67,7 @@ class DummyEngine(Engine):
                 instance(tool.function.parameters)
             if isinstance(request.response_format, JsonSchemaFormat):
                 instance(request.response_format.json_schema.json_schema)
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError) as exc:
             raise RequestRejected(f"the dummy engine cannot answer this schema: {exc}") from None
         return request
 

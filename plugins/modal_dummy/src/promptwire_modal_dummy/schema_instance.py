@@ -10,7 +10,10 @@ a value is valid for the schemas tools and pydantic models produce: ``type``, ``
 ``allOf``, local ``$ref``s (``#/$defs/...``, ``#/definitions/...``), string ``minLength``/
 ``maxLength``/``format`` and numeric bounds. (Libraries that generate instances, such as
 hypothesis-jsonschema and jsf, are random by design and would put hypothesis or faker into every
-dummy server, Modal's included.) A schema it cannot satisfy raises ``ValueError``.
+dummy server, Modal's included.) A schema it cannot satisfy raises ``ValueError``, and so does
+one whose value would be larger than ``MAX_VALUES`` values or ``MAX_CHARS`` characters of text
+(a recursive schema filled to its depth, a ``minItems`` of items with ``minItems`` of their own):
+the server's schema budget (``promptwire.schema_budget``) bounds the schema, this the value.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ FORMAT_EXAMPLES = {
     "hostname": "example.com",
 }
 MAX_DEPTH = 32
+MAX_VALUES = 100_000
+MAX_CHARS = 1 << 20
 
 
 def instance(schema: Any, *, text: str = "hello world") -> Any:
@@ -43,10 +48,15 @@ class _Generator:
     def __init__(self, root: Any, text: str) -> None:
         self.root = root
         self.text = text
+        self.values_left = MAX_VALUES
+        self.chars_left = MAX_CHARS
 
     def value(self, schema: Any, depth: int) -> Any:
         if depth > MAX_DEPTH:
             raise ValueError("the schema nests too deeply (or refers to itself without an end)")
+        self.values_left -= 1
+        if self.values_left < 0:
+            raise ValueError(f"a value for this schema would hold more than {MAX_VALUES} values")
         if schema is True or schema is None or schema == {}:
             return self.text
         if not isinstance(schema, dict):
@@ -107,10 +117,15 @@ class _Generator:
     def _string(self, schema: dict[str, Any]) -> str:
         text = FORMAT_EXAMPLES.get(schema.get("format", ""), self.text)
         low, high = int(schema.get("minLength", 0)), schema.get("maxLength")
+        if low > MAX_CHARS:
+            raise ValueError(f"minLength {low} is more than {MAX_CHARS} characters")
         if len(text) < low:
             text = (text * (low // max(1, len(text)) + 1))[: max(low, 1)]
         if high is not None:
             text = text[: int(high)]
+        self.chars_left -= len(text)
+        if self.chars_left < 0:
+            raise ValueError(f"a value for this schema would hold more than {MAX_CHARS} characters")
         return text
 
     def _resolve(self, ref: Any) -> Any:

@@ -97,7 +97,7 @@ class OpenAIWire(WireFormat):
         return Reply.model_construct(
             prompt=text,
             usage=_usage(data.get("usage")),
-            finish_reason=_FINISH_REASONS.get(choice.get("finish_reason")),  # type: ignore[arg-type]
+            finish_reason=_finish_reason(choice.get("finish_reason")),
             model=_text(data.get("model")),
             reasoning=reasoning,
             tool_calls=tool_calls,
@@ -144,7 +144,7 @@ class _Chunks(EventReader):
         choice = choices[0]
         if choice.get("finish_reason") is not None:
             self.finished = True
-            self.finish_reason = _FINISH_REASONS.get(choice["finish_reason"])
+            self.finish_reason = _finish_reason(choice["finish_reason"])
         events: list[StreamEvent] = []
         delta = choice.get("delta")
         if isinstance(delta, dict):
@@ -266,6 +266,16 @@ def _usage(value: Any) -> Usage | None:
 
 def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _finish_reason(value: Any) -> FinishReason | None:
+    """A reason this client knows; None for another (``content_filter``, a server's own). A
+    value that is not a string at all makes the reply malformed."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise MalformedReply("the reply's finish_reason is not a string")
+    return _FINISH_REASONS.get(value)
 
 
 def _text(value: Any) -> str | None:
