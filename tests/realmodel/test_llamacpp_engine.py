@@ -106,6 +106,23 @@ async def _many(engine: LlamaCppEngine, count: int) -> list[object]:
     )
 
 
+def test_a_prompt_seen_before_is_not_computed_again(engine: LlamaCppEngine) -> None:
+    """The second of two requests with the same beginning finds it in the cache (all but the
+    last token, whose logits start the reply), and the reply is the same as computed afresh."""
+    scheduler = engine._scheduler
+    assert scheduler is not None
+    assert _scheduler_idle(engine)
+    first = run_engine(engine, {"prompt": COMPLETION_PROMPT, "max_tokens": 8, "temperature": 0})
+    before = scheduler.reused_tokens
+    again = run_engine(engine, {"prompt": COMPLETION_PROMPT, "max_tokens": 8, "temperature": 0})
+    assert scheduler.reused_tokens - before == first.finish.usage.prompt_tokens - 1
+    assert again.text == first.text
+    longer = COMPLETION_PROMPT + " The capital"
+    before = scheduler.reused_tokens
+    run_engine(engine, {"prompt": longer, "max_tokens": 4, "temperature": 0})
+    assert scheduler.reused_tokens - before >= first.finish.usage.prompt_tokens - 2
+
+
 def test_a_prompt_longer_than_the_context_is_refused_before_generating(
     engine: LlamaCppEngine,
 ) -> None:

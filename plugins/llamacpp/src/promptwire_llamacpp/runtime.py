@@ -247,9 +247,9 @@ class LlamaRuntime:
         """One forward pass over ``batch``; llama.cpp's status (0: done)."""
         return int(_llama().llama_decode(self._context, batch))
 
-    def forget(self, sequence: int) -> None:
-        """Free a sequence's cells of the KV cache."""
-        _llama().llama_memory_seq_rm(self._memory, sequence, -1, -1)
+    def forget(self, sequence: int, *, start: int = 0) -> None:
+        """Free a sequence's cells of the KV cache from position ``start`` on."""
+        _llama().llama_memory_seq_rm(self._memory, sequence, start if start > 0 else -1, -1)
 
     def close(self) -> None:
         llama = _llama()

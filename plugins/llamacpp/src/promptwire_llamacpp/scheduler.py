@@ -7,6 +7,10 @@ admitted prompts as ``batch_size`` allows (long prompts go in over several steps
 stall the replies being generated). A request joins at the next step and leaves at its end of
 sequence, its limit, or its cancellation, which frees its cache cells at once.
 
+A sequence that ends keeps its prompt in the cache, and a new request takes the free sequence
+whose cached prompt shares the longest beginning with its own (as llama-server's slots do): a
+conversation's next turn, or the same system prompt again, is not computed twice.
+
 Pieces go back to each request's event loop through ``call_soon_threadsafe``; token bytes are
 decoded with an incremental UTF-8 decoder, so a character split across tokens is never split
 across pieces.
@@ -98,7 +102,8 @@ class Scheduler:
         self._cond = threading.Condition()
         self._inbox: deque[tuple[str, Job]] = deque()
         self._waiting: deque[Job] = deque()  # the thread's own, like everything below
-        self._free = list(range(runtime.parallel - 1, -1, -1))
+        # Free sequences, and the prompt each still holds in the cache (the thread's own).
+        self._free: dict[int, list[int]] = {seq_id: [] for seq_id in range(runtime.parallel)}
         self._active: dict[Job, _Sequence] = {}
         self._stopping = False
         self._broken: str | None = None
@@ -108,6 +113,8 @@ class Scheduler:
         self.failures = 0
         """Forward passes that failed, failing the requests in them."""
         self.steps = 0
+        self.reused_tokens = 0
+        """Prompt tokens found in the cache instead of computed."""
 
     # -- any thread ----------------------------------------------------------------------------
 
@@ -195,8 +202,26 @@ class Scheduler:
                 self._release_queue_place()
                 job.put(EngineError(f"cannot start the generation: {exc}"))
                 continue
-            self._active[job] = _Sequence(job, self._free.pop(), sampler)
+            seq_id, reused = self._take_sequence(job.tokens)
+            self._active[job] = _Sequence(job, seq_id, sampler, fed=reused)
+            self.reused_tokens += reused
             self._release_queue_place()
+
+    def _take_sequence(self, tokens: list[int]) -> tuple[int, int]:
+        """The free sequence whose cached prompt begins like ``tokens`` for longest, and how
+        many tokens of it stay; the rest of its cells are dropped. At least one token is always
+        fed again, for the logits of the first reply token."""
+        # With no prompt in common, an empty sequence first: cached prompts stay for later.
+        best = min(self._free, key=lambda seq_id: len(self._free[seq_id]))
+        shared = 0
+        for seq_id, cached in self._free.items():
+            common = _common_prefix(cached, tokens)
+            if common > shared:
+                best, shared = seq_id, common
+        del self._free[best]
+        shared = min(shared, len(tokens) - 1)
+        self._runtime.forget(best, start=shared)
+        return best, shared
 
     def _release_queue_place(self) -> None:
         with self._cond:
@@ -240,7 +265,7 @@ class Scheduler:
             logger.error("llama_decode returned %d; failing the requests in the batch", status)
             for sequence in list(self._active.values()):
                 del self._active[sequence.job]
-                self._free_sequence(sequence)
+                self._free_sequence(sequence, keep_prompt=False)
                 sequence.job.put(EngineError(f"generation failed on the server (decode {status})"))
 
     def _next_token(self, sequence: _Sequence) -> None:
@@ -268,10 +293,13 @@ class Scheduler:
         self._free_sequence(sequence)
         job.put(Finish(reason, Usage(prompt_tokens=len(job.tokens), completion_tokens=completion)))
 
-    def _free_sequence(self, sequence: _Sequence) -> None:
-        self._runtime.forget(sequence.seq_id)
+    def _free_sequence(self, sequence: _Sequence, *, keep_prompt: bool = True) -> None:
+        """Give the sequence back, its prompt kept in the cache for a later request (the reply
+        dropped: a reply is rarely the next prompt's prefix, and it keeps the cache small)."""
+        kept = sequence.job.tokens[: sequence.fed] if keep_prompt else []
+        self._runtime.forget(sequence.seq_id, start=len(kept))
         self._runtime.free_sampler(sequence.sampler)
-        self._free.append(sequence.seq_id)
+        self._free[sequence.seq_id] = kept
 
     def _shut_down(self, commands: list[tuple[str, Job]]) -> None:
         def closing() -> EngineError:
@@ -284,6 +312,15 @@ class Scheduler:
             del self._active[sequence.job]
             self._free_sequence(sequence)
             sequence.job.put(closing())
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    count = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        count += 1
+    return count
 
 
 def _put(batch: Any, index: int, token: int, position: int, seq_id: int, logits: bool) -> None:
