@@ -57,7 +57,7 @@ _EXPORTS = {
     "ChatMessage": "promptwire.protocol",
     "FinishReason": "promptwire.protocol",
     "Usage": "promptwire.protocol",
-    "StopScanner": "promptwire.stops",
+    "StopScanner": "promptwire.protocol.stops",
     "UnsupportedFeatureError": "promptwire.errors",
 }
 
@@ -156,8 +156,8 @@ if TYPE_CHECKING:
         ToolSpec,
         Usage,
     )
+    from promptwire.protocol.stops import StopScanner
     from promptwire.settings import PromptwireSettings
-    from promptwire.stops import StopScanner
 
     __version__: str
 

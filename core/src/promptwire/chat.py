@@ -50,9 +50,9 @@ from promptwire._chat_messages import (
 from promptwire._client.negotiation import ConversationNegotiator
 from promptwire._endpoint_model import PROVIDER, EndpointModel
 from promptwire._stop_guard import StopGuard
-from promptwire.chat_template import render_plain
 from promptwire.client import StreamEvent
 from promptwire.protocol import PromptResponse, StreamDone, StreamToolCall, Usage
+from promptwire.protocol.chat_template import render_plain
 from promptwire.wire import ReasoningDelta, Reply
 
 

@@ -16,7 +16,6 @@ import threading
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 
-from promptwire.chat_template import render_plain
 from promptwire.engine import (
     Engine,
     EngineError,
@@ -37,6 +36,7 @@ from promptwire.protocol import (
     PromptRequest,
     ToolSpec,
 )
+from promptwire.protocol.chat_template import render_plain
 from promptwire.tool_calls import (
     JSON_TOOLS,
     ToolCallSplitter,

@@ -24,7 +24,6 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from promptwire import coldstart
-from promptwire.chat_template import render_plain
 from promptwire.engine import (
     Engine,
     EngineError,
@@ -44,6 +43,7 @@ from promptwire.protocol import (
     ToolSpec,
     Usage,
 )
+from promptwire.protocol.chat_template import render_plain
 from promptwire.tool_calls import (
     ToolCallSplitter,
     ToolFormat,
