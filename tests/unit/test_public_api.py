@@ -18,6 +18,8 @@ PUBLIC_MODULES = [
     "promptwire.backends",
     "promptwire.chat",
     "promptwire.client",
+    "promptwire.client.sse",
+    "promptwire.client.wire",
     "promptwire.coldstart",
     "promptwire.compat",
     "promptwire.deploy",
@@ -34,17 +36,17 @@ PUBLIC_MODULES = [
     "promptwire.protocol.stops",
     "promptwire.server",
     "promptwire.settings",
-    "promptwire.sse",
     "promptwire.telemetry",
     "promptwire.testing",
     "promptwire.tool_calls",
-    "promptwire.wire",
 ]
 
 # Paths that moved into a package and keep working, each the same names as its new home.
 COMPAT_MODULES = {
     "promptwire.chat_template": "promptwire.protocol.chat_template",
+    "promptwire.sse": "promptwire.client.sse",
     "promptwire.stops": "promptwire.protocol.stops",
+    "promptwire.wire": "promptwire.client.wire",
 }
 
 # What a backend author needs, importable from the package itself (the tutorial's imports).

@@ -18,8 +18,8 @@ from typing_extensions import TypeVar
 from promptwire.errors import ConfigurationError, PluginError
 
 if TYPE_CHECKING:  # the client path never needs the server side
+    from promptwire.client.wire import WireFormat
     from promptwire.engine import Engine
-    from promptwire.wire import WireFormat
 
 BACKEND_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
@@ -52,7 +52,7 @@ class ClientAdapter(Generic[SettingsT_contra]):
         """What requests and replies look like; called once per model object. The client's
         transport (timeouts, retries, redirects, auth, bounded reading, typed errors) is the
         same whatever this returns."""
-        from promptwire.wire import PROMPT_PROTOCOL
+        from promptwire.client.wire import PROMPT_PROTOCOL
 
         return PROMPT_PROTOCOL
 

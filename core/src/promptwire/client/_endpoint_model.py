@@ -31,9 +31,9 @@ from promptwire.client import (
     check_header_secret,
     parse_endpoint_url,
 )
+from promptwire.client.wire import PROMPT_PROTOCOL, WireFormat
 from promptwire.protocol import MaxTokens, Seed, StopSequences, Temperature, TopK, TopP
 from promptwire.settings import ClientSettings, ConnectionSettings, PromptwireSettings
-from promptwire.wire import PROMPT_PROTOCOL, WireFormat
 
 PROVIDER = "promptwire"
 
