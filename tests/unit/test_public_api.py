@@ -15,7 +15,6 @@ import promptwire
 import pytest
 
 PUBLIC_MODULES = [
-    "promptwire.backends",
     "promptwire.chat",
     "promptwire.client",
     "promptwire.client.sse",
@@ -26,11 +25,12 @@ PUBLIC_MODULES = [
     "promptwire.engine",
     "promptwire.errors",
     "promptwire.hf_chat_template",
-    "promptwire.hookspecs",
     "promptwire.llm",
     "promptwire.modal_image",
     "promptwire.openai_protocol",
     "promptwire.plugins",
+    "promptwire.plugins.backends",
+    "promptwire.plugins.hookspecs",
     "promptwire.protocol",
     "promptwire.protocol.chat_template",
     "promptwire.protocol.stops",
@@ -43,7 +43,9 @@ PUBLIC_MODULES = [
 
 # Paths that moved into a package and keep working, each the same names as its new home.
 COMPAT_MODULES = {
+    "promptwire.backends": "promptwire.plugins.backends",
     "promptwire.chat_template": "promptwire.protocol.chat_template",
+    "promptwire.hookspecs": "promptwire.plugins.hookspecs",
     "promptwire.sse": "promptwire.client.sse",
     "promptwire.stops": "promptwire.protocol.stops",
     "promptwire.wire": "promptwire.client.wire",
@@ -129,7 +131,7 @@ def test_every_module_is_public_and_pinned_or_underscored() -> None:
         for info in pkgutil.walk_packages(promptwire.__path__, "promptwire.")
         if not any(part.startswith("_") for part in info.name.split("."))
     }
-    entry_points = {"promptwire.cli", "promptwire.hookspecs"}
+    entry_points = {"promptwire.cli", "promptwire.plugins.hookspecs"}
     known = set(PUBLIC_MODULES) | set(COMPAT_MODULES)
     assert found - entry_points <= known, sorted(found - known)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from promptwire import Backend, Engine, hookimpl
-from promptwire.backends import RegisterBackend
+from promptwire.plugins.backends import RegisterBackend
 
 from promptwire_modal_exllama.settings import BACKEND_NAME
 
