@@ -23,8 +23,9 @@ PUBLIC_MODULES = [
     "promptwire.compat",
     "promptwire.deploy",
     "promptwire.engine",
+    "promptwire.engine.hf_chat_template",
+    "promptwire.engine.tool_calls",
     "promptwire.errors",
-    "promptwire.hf_chat_template",
     "promptwire.llm",
     "promptwire.modal_image",
     "promptwire.openai_protocol",
@@ -38,16 +39,17 @@ PUBLIC_MODULES = [
     "promptwire.settings",
     "promptwire.telemetry",
     "promptwire.testing",
-    "promptwire.tool_calls",
 ]
 
 # Paths that moved into a package and keep working, each the same names as its new home.
 COMPAT_MODULES = {
     "promptwire.backends": "promptwire.plugins.backends",
     "promptwire.chat_template": "promptwire.protocol.chat_template",
+    "promptwire.hf_chat_template": "promptwire.engine.hf_chat_template",
     "promptwire.hookspecs": "promptwire.plugins.hookspecs",
     "promptwire.sse": "promptwire.client.sse",
     "promptwire.stops": "promptwire.protocol.stops",
+    "promptwire.tool_calls": "promptwire.engine.tool_calls",
     "promptwire.wire": "promptwire.client.wire",
 }
 

@@ -27,7 +27,15 @@ from promptwire.engine import (
     RequestUnsupported,
     TextChunk,
 )
-from promptwire.hf_chat_template import ChatTemplate, ChatTemplateError
+from promptwire.engine.hf_chat_template import ChatTemplate, ChatTemplateError
+from promptwire.engine.tool_calls import (
+    JSON_TOOLS,
+    ToolCallSplitter,
+    ToolFormat,
+    describe_tools,
+    detect_tool_format,
+    forced_tools,
+)
 from promptwire.protocol import (
     Capabilities,
     ChatMessage,
@@ -37,14 +45,6 @@ from promptwire.protocol import (
     ToolSpec,
 )
 from promptwire.protocol.chat_template import render_plain
-from promptwire.tool_calls import (
-    JSON_TOOLS,
-    ToolCallSplitter,
-    ToolFormat,
-    describe_tools,
-    detect_tool_format,
-    forced_tools,
-)
 
 from promptwire_llamacpp.grammar import JSON_OBJECT_SCHEMA, schema_grammar
 from promptwire_llamacpp.runtime import LlamaRuntime, SamplerConfig

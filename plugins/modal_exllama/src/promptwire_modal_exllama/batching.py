@@ -34,6 +34,12 @@ from promptwire.engine import (
     RequestUnsupported,
     TextChunk,
 )
+from promptwire.engine.tool_calls import (
+    ToolCallSplitter,
+    ToolFormat,
+    detect_tool_format,
+    forced_tools,
+)
 from promptwire.protocol import (
     Capabilities,
     ChatMessage,
@@ -44,12 +50,6 @@ from promptwire.protocol import (
     Usage,
 )
 from promptwire.protocol.chat_template import render_plain
-from promptwire.tool_calls import (
-    ToolCallSplitter,
-    ToolFormat,
-    detect_tool_format,
-    forced_tools,
-)
 
 from promptwire_modal_exllama.chat_template import ChatTemplate, load_chat_template
 from promptwire_modal_exllama.params import SamplingParams, fit_to_context, sampling_params
