@@ -221,7 +221,7 @@ def create_app(
                 release()
 
     # Imported here: the OpenAI routes are built from this module's parts.
-    from promptwire.server._openai_routes import add_openai_routes
+    from promptwire.server.openai._routes import add_openai_routes
 
     add_openai_routes(
         app,

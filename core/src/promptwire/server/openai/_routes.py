@@ -40,14 +40,6 @@ from promptwire.engine import (
     check_capabilities,
     render_request,
 )
-from promptwire.openai_protocol import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    GenerationRequest,
-    OpenAIErrorBody,
-    OpenAIErrorDetail,
-    error_type_for,
-)
 from promptwire.protocol import (
     MAX_MESSAGE_CHARS,
     ChatMessage,
@@ -68,6 +60,14 @@ from promptwire.server._request_context import note_error
 from promptwire.server._shutdown import GracefulShutdown
 from promptwire.server._slots import RETRY_AFTER_SECONDS, RequestSlots
 from promptwire.server._streaming import Job, StreamForm, prepare, stream_reply
+from promptwire.server.openai.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    GenerationRequest,
+    OpenAIErrorBody,
+    OpenAIErrorDetail,
+    error_type_for,
+)
 
 PREFIX = "/v1"
 #: The id ``/v1/models`` lists for an engine that does not name its model.

@@ -1,0 +1,8 @@
+"""The OpenAI API on every promptwire app, served by the same engine as the prompt route.
+
+``protocol``  the requests and error body of ``/v1/completions`` and ``/v1/chat/completions``
+``_routes``   the routes: ``GET /v1/models``, ``POST /v1/completions``,
+              ``POST /v1/chat/completions``
+"""
+
+__all__: list[str] = []
