@@ -35,10 +35,11 @@ PUBLIC_MODULES = [
     "promptwire.protocol.chat_template",
     "promptwire.protocol.stops",
     "promptwire.server",
+    "promptwire.server.observability",
+    "promptwire.server.observability.telemetry",
     "promptwire.server.openai",
     "promptwire.server.openai.protocol",
     "promptwire.settings",
-    "promptwire.telemetry",
     "promptwire.testing",
 ]
 
@@ -51,6 +52,7 @@ COMPAT_MODULES = {
     "promptwire.openai_protocol": "promptwire.server.openai.protocol",
     "promptwire.sse": "promptwire.client.sse",
     "promptwire.stops": "promptwire.protocol.stops",
+    "promptwire.telemetry": "promptwire.server.observability.telemetry",
     "promptwire.tool_calls": "promptwire.engine.tool_calls",
     "promptwire.wire": "promptwire.client.wire",
 }

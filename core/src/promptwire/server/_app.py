@@ -50,7 +50,6 @@ from promptwire.protocol import (
 )
 from promptwire.server._errors import STATUS_ERROR_TYPES, RequestError, error_response
 from promptwire.server._guard import HEALTH_PATH, BearerAuth, RequestGuard
-from promptwire.server._observability import Observability, observe
 from promptwire.server._request_body import (
     ClientGone,
     parse_request,
@@ -63,6 +62,7 @@ from promptwire.server._shutdown import (
 )
 from promptwire.server._slots import RETRY_AFTER_SECONDS, RequestSlots
 from promptwire.server._streaming import prepare, stream_reply, whole_reply
+from promptwire.server.observability._hookup import Observability, observe
 from promptwire.settings import DEFAULT_BODY_TIMEOUT, DEFAULT_SEND_TIMEOUT, DEFAULT_SHUTDOWN_GRACE
 
 
@@ -93,7 +93,7 @@ def create_app(
     seconds running requests get once the server stopping them calls ``begin`` on
     ``graceful_shutdown(app)``. ``allowed_hosts``: the only ``Host`` names answered (for a
     server bound to loopback); None answers any. ``observability``: metrics, the request log and
-    traces (``promptwire.server._observability``); None: the defaults.
+    traces (``promptwire.server.observability``); None: the defaults.
     """
 
     shutdown = GracefulShutdown(shutdown_grace)

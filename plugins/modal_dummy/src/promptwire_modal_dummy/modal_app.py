@@ -60,7 +60,7 @@ app = modal.App(settings.app_name, image=image)
 def web() -> FastAPI:
     """The protocol app around the dummy engine; ``PROMPTWIRE_API_KEY`` comes from the Secret."""
     from promptwire.server import create_app
-    from promptwire.server._observability import Observability
+    from promptwire.server.observability import Observability
 
     from promptwire_modal_dummy.engine import DummyEngine
 

@@ -206,7 +206,7 @@ class Server:
         """The protocol app around the loaded engine; ``PROMPTWIRE_API_KEY`` comes from the
         Secret, the metrics and request log settings from the deploying machine."""
         from promptwire.server import create_app
-        from promptwire.server._observability import Observability
+        from promptwire.server.observability import Observability
 
         assert self.engine is not None, "the enter hooks load the engine"
         return create_app(

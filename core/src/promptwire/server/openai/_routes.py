@@ -56,10 +56,10 @@ from promptwire.server._request_body import (
     require_json,
     unless_gone,
 )
-from promptwire.server._request_context import note_error
 from promptwire.server._shutdown import GracefulShutdown
 from promptwire.server._slots import RETRY_AFTER_SECONDS, RequestSlots
 from promptwire.server._streaming import Job, StreamForm, prepare, stream_reply
+from promptwire.server.observability._request_context import note_error
 from promptwire.server.openai.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
