@@ -205,8 +205,7 @@ class Server:
     def web(self) -> FastAPI:
         """The protocol app around the loaded engine; ``PROMPTWIRE_API_KEY`` comes from the
         Secret, the metrics and request log settings from the deploying machine."""
-        from promptwire.server import create_app
-        from promptwire.server.observability import Observability
+        from promptwire.server import Observability, create_app
 
         assert self.engine is not None, "the enter hooks load the engine"
         return create_app(
