@@ -37,7 +37,7 @@ if not modal.is_local():
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from promptwire_modal_exllama.batching import BatchingEngine
+    from promptwire_modal_exllama.engine import BatchingEngine
 
 settings = ExllamaSettings()
 
@@ -90,7 +90,7 @@ app = modal.App(settings.app_name)
 SNAPSHOT_IMPORTS = (
     "torch",
     "promptwire.server",
-    "promptwire_modal_exllama.engine",
+    "promptwire_modal_exllama.runtime",
     "promptwire_modal_exllama.weights",
     "promptwire_modal_exllama.chat_template",
 )
@@ -131,7 +131,7 @@ def download_model(
 
 def load_model() -> BatchingEngine:
     """Find (or fetch) the model in the Volume and load it onto the GPU, starting nothing."""
-    from promptwire_modal_exllama.engine import create_engine
+    from promptwire_modal_exllama.runtime import create_engine
     from promptwire_modal_exllama.weights import is_complete, model_path
 
     path = model_path(Path(MODELS_MOUNT), settings.hf_repo, settings.hf_revision)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def _create_engine(settings: ExllamaSettings) -> Engine[Any]:
-    from promptwire_modal_exllama.engine import create_engine
+    from promptwire_modal_exllama.runtime import create_engine
 
     return create_engine(settings)
 
