@@ -7,7 +7,7 @@ know and ignore them; so does this one. A key OpenAI defines that the engines ca
 for log-probabilities must not get a reply silently without them. ``tools``, ``tool_choice`` and
 ``response_format`` are served where the engine declares them (its ``capabilities``) and refused
 the same way where it does not.
-The replies are built in ``promptwire.server.openai._routes``; docs/PROTOCOL.md lists the fields.
+The replies are built in ``promptwire.server.openai._reply``; docs/PROTOCOL.md lists the fields.
 """
 
 from __future__ import annotations
@@ -135,11 +135,11 @@ class ChatCompletionRequest(GenerationRequest):
     """``POST /v1/chat/completions``: a conversation to answer."""
 
     messages: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_MESSAGES)]
-    """Checked one by one by ``promptwire.server.openai._routes``: text content only."""
+    """Checked one by one by ``promptwire.server.openai._translate``: text content only."""
     max_completion_tokens: MaxTokens | None = None
     """OpenAI's newer name for ``max_tokens``; it wins when both are given."""
     tools: list[Any] | None = None
-    """Checked as the prompt protocol's (v1.2) by ``promptwire.server.openai._routes``."""
+    """Checked as the prompt protocol's (v1.2) by ``promptwire.server.openai._translate``."""
     tool_choice: Any = None
     parallel_tool_calls: bool | None = None
     """Accepted and ignored (the engines make the calls their model writes)."""
