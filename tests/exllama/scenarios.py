@@ -26,7 +26,8 @@ from langchain_openai import ChatOpenAI
 from promptwire import ChatPromptwire, PromptwireLLM
 from promptwire.protocol import ChatMessage, PromptRequest
 from promptwire.testing import EndpointConformanceTests
-from promptwire_modal_exllama.engine import BatchingEngine, DynamicGenerator, EncodedPrompt
+from promptwire_modal_exllama.engine import BatchingEngine
+from promptwire_modal_exllama.generation import DynamicGenerator, EncodedPrompt
 from promptwire_modal_exllama.runtime import ExllamaRuntime, create_engine
 from promptwire_modal_exllama.settings import ExllamaSettings
 

@@ -275,7 +275,7 @@ class ScriptedGenerator:
 
 
 async def test_text_held_for_a_possible_stop_string_is_kept_at_the_eos_token() -> None:
-    from promptwire_modal_exllama.engine import GenerationLoop, RequestStream
+    from promptwire_modal_exllama.generation import GenerationLoop, RequestStream
 
     script: list[dict[str, object]] = [
         {"stage": "started", "eos": False},

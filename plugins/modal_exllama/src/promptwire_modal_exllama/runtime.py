@@ -35,11 +35,8 @@ from promptwire import coldstart
 from promptwire.engine import EngineError
 from promptwire.errors import ConfigurationError
 
-from promptwire_modal_exllama.engine import (
-    BatchingEngine,
-    DynamicGenerator,
-    EncodedPrompt,
-)
+from promptwire_modal_exllama.engine import BatchingEngine
+from promptwire_modal_exllama.generation import DynamicGenerator, EncodedPrompt
 from promptwire_modal_exllama.params import SamplingParams
 from promptwire_modal_exllama.settings import (
     MAX_INPUT_LEN,
