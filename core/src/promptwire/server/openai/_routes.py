@@ -27,8 +27,8 @@ from promptwire.engine import (
     EngineError,
     render_request,
 )
+from promptwire.server._answer import Answer, answer_in_slots, read_or_gone
 from promptwire.server._request_body import (
-    ClientGone,
     read_body,
     require_json,
 )
@@ -126,47 +126,41 @@ def add_openai_routes(
 
     @app.post(PREFIX + "/completions", include_in_schema=False)
     async def completions(request: Request) -> Response:
-        try:
-            raw = await read(request)
-        except ClientGone:
-            return Response(status_code=499)
+        raw = await read_or_gone(read(request))
+        if isinstance(raw, Response):
+            return raw
         body = parse_request(CompletionRequest, raw)
         params = body.generation_params()
         prompts = body.prompts()
         model, release = admit(body.model, len(prompts))
-        streaming = False
-        try:
+
+        async def answer() -> Answer:
             jobs = [prompt_job(engine, prompt, params) for prompt in prompts]
             writer = Writer("cmpl", "text_completion", model)
             echo = prompts if body.echo else None
             if body.stream:
                 form = Chunks(writer, body.include_usage(), echo)
-                response = await stream_reply(
-                    engine, jobs[0], request.receive, release, shutdown, send_timeout, form
+                return Answer(
+                    await stream_reply(
+                        engine, jobs[0], request.receive, release, shutdown, send_timeout, form
+                    ),
+                    keeps_slots=True,
                 )
-                streaming = True  # the stream releases its slots when it ends
-                return response
             done = await complete_jobs(engine, jobs, request.receive, shutdown)
-            return reply_json(writer.completion(done, echo))
-        except ClientGone:
-            return Response(status_code=499)  # nobody reads it; the access log shows it
-        except EngineError as exc:
-            raise OpenAIError.from_engine(exc) from None
-        finally:
-            if not streaming:
-                release()
+            return Answer(reply_json(writer.completion(done, echo)))
+
+        return await answer_in_slots(release, answer, OpenAIError.from_engine)
 
     @app.post(PREFIX + "/chat/completions", include_in_schema=False)
     async def chat_completions(request: Request) -> Response:
-        try:
-            raw = await read(request)
-        except ClientGone:
-            return Response(status_code=499)
+        raw = await read_or_gone(read(request))
+        if isinstance(raw, Response):
+            return raw
         body = parse_request(ChatCompletionRequest, raw)
         conversation = chat_request(body, chat_messages(body.messages))
         model, release = admit(body.model, 1)
-        streaming = False
-        try:
+
+        async def answer() -> Answer:
             check_request(engine, conversation)
             # As on the prompt route: the rendering in ``prompt``, the conversation kept in
             # ``messages`` (an engine may tokenize a template's rendering differently).
@@ -177,20 +171,16 @@ def add_openai_routes(
             writer = Writer("chatcmpl", "chat.completion", model)
             if body.stream:
                 form = Chunks(writer, body.include_usage(), None)
-                response = await stream_reply(
-                    engine, job, request.receive, release, shutdown, send_timeout, form
+                return Answer(
+                    await stream_reply(
+                        engine, job, request.receive, release, shutdown, send_timeout, form
+                    ),
+                    keeps_slots=True,
                 )
-                streaming = True
-                return response
             done = await complete_jobs(engine, [job], request.receive, shutdown)
-            return reply_json(writer.chat_completion(done[0]))
-        except ClientGone:
-            return Response(status_code=499)
-        except EngineError as exc:
-            raise OpenAIError.from_engine(exc) from None
-        finally:
-            if not streaming:
-                release()
+            return Answer(reply_json(writer.chat_completion(done[0])))
+
+        return await answer_in_slots(release, answer, OpenAIError.from_engine)
 
     async def on_openai_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, OpenAIError)
