@@ -454,7 +454,7 @@ def measure(model_dir: Path, reps: int, new_tokens: int, series: Series) -> str:
     """Every contender in turn, the model loaded by one at a time; returns the engine's
     attention mode (paged with flash-attn, or unpaged without it)."""
     import torch
-    from promptwire_modal_exllama.engine import create_engine
+    from promptwire_modal_exllama.runtime import create_engine
 
     streams_max = max(CONCURRENCY)
     prompts = make_prompts(streams_max)
@@ -487,7 +487,7 @@ def measure_generator(
 ) -> tuple[list[Any], str]:
     """The dynamic generator over the plugin's loaded runtime; returns the prompts' token ids
     and the runtime's attention mode."""
-    from promptwire_modal_exllama.engine import ExllamaRuntime
+    from promptwire_modal_exllama.runtime import ExllamaRuntime
 
     runtime = ExllamaRuntime(settings)
     mode = str(runtime.mode)

@@ -197,7 +197,7 @@ def test_the_in_process_contenders_run_through_exllamav2(
     from tests.exllama.cpu_standin import cpu_tier
 
     with cpu_tier(monkeypatch):
-        from promptwire_modal_exllama.engine import ExllamaRuntime, create_engine
+        from promptwire_modal_exllama.runtime import ExllamaRuntime, create_engine
 
         shape = gpu.Shape(layers=2, hidden=256, intermediate=688, heads=4, kv_heads=2, vocab=4000)
         gpu.write_tokenizer(tmp_path, shape.vocab)

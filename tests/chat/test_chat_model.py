@@ -21,10 +21,10 @@ from langchain_core.messages import (
     SystemMessage,
 )
 from promptwire import AuthenticationError, ChatPromptwire, InvalidRequestError
-from promptwire.chat_template import render_plain
 from promptwire.engine import RequestRejected
 from promptwire.protocol import ChatMessage as WireMessage
 from promptwire.protocol import PromptRequest
+from promptwire.protocol.chat_template import render_plain
 from promptwire_modal_dummy.engine import DummyEngine
 from promptwire_modal_dummy.settings import DummySettings
 from starlette.applications import Starlette

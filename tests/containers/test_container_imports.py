@@ -50,7 +50,7 @@ TARGETS = {
         requirements=EXLLAMA_DIR / "modal-requirements-gpu.txt",
         runtime_imports=(
             "promptwire.server",
-            "promptwire_modal_exllama.engine",
+            "promptwire_modal_exllama.runtime",
             "promptwire_modal_exllama.weights",
             "promptwire_modal_exllama.chat_template",
         ),

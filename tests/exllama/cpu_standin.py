@@ -358,7 +358,7 @@ def cpu_tier(
         pytest.skip(f"exllamav2 CPU tier: {exc}")
     import exllamav2.attn
     from exllamav2 import ExLlamaV2
-    from promptwire_modal_exllama import engine
+    from promptwire_modal_exllama import runtime
 
     platform = platform or Platform()
     if stand_in is None:
@@ -378,8 +378,8 @@ def cpu_tier(
     monkeypatch.setattr(exllamav2.attn, "has_flash_attn", has_flash_attn)
     monkeypatch.setattr(exllamav2.attn, "has_flash_attn_with_paged", has_flash_attn)
     monkeypatch.setattr(
-        engine,
+        runtime,
         "_gpu_platform",
-        lambda torch: engine.GpuPlatform(platform.capabilities, platform.flash_attn, None),
+        lambda torch: runtime.GpuPlatform(platform.capabilities, platform.flash_attn, None),
     )
     yield stand_in

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from promptwire_modal_exllama.batching import BatchingEngine, EncodedPrompt
+from promptwire_modal_exllama.engine import BatchingEngine
+from promptwire_modal_exllama.generation import EncodedPrompt
 from promptwire_modal_exllama.params import SamplingParams
 from promptwire_modal_exllama.settings import ExllamaSettings
 

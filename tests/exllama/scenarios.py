@@ -26,8 +26,9 @@ from langchain_openai import ChatOpenAI
 from promptwire import ChatPromptwire, PromptwireLLM
 from promptwire.protocol import ChatMessage, PromptRequest
 from promptwire.testing import EndpointConformanceTests
-from promptwire_modal_exllama.batching import BatchingEngine, DynamicGenerator, EncodedPrompt
-from promptwire_modal_exllama.engine import ExllamaRuntime, create_engine
+from promptwire_modal_exllama.engine import BatchingEngine
+from promptwire_modal_exllama.generation import DynamicGenerator, EncodedPrompt
+from promptwire_modal_exllama.runtime import ExllamaRuntime, create_engine
 from promptwire_modal_exllama.settings import ExllamaSettings
 
 from tests.exllama.fakes import wait_until

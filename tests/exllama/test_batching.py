@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from promptwire.engine import EngineError, EngineNotReady, Finish, RequestRejected, TextChunk
 from promptwire.protocol import FinishReason, PromptRequest
-from promptwire_modal_exllama.batching import BatchingEngine
+from promptwire_modal_exllama.engine import BatchingEngine
 
 from tests.exllama.fakes import DEFAULT_REPLY, FakeRuntime, fake_engine, wait_until
 
@@ -275,7 +275,7 @@ class ScriptedGenerator:
 
 
 async def test_text_held_for_a_possible_stop_string_is_kept_at_the_eos_token() -> None:
-    from promptwire_modal_exllama.batching import GenerationLoop, RequestStream
+    from promptwire_modal_exllama.generation import GenerationLoop, RequestStream
 
     script: list[dict[str, object]] = [
         {"stage": "started", "eos": False},

@@ -17,17 +17,17 @@ import pytest
 from httpx_sse import connect_sse
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from promptwire import ChatPromptwire
-from promptwire.chat_template import render_plain
 from promptwire.engine import EngineNotReady, RequestRejected
 from promptwire.errors import InvalidRequestError
 from promptwire.protocol import ChatMessage, PromptRequest
+from promptwire.protocol.chat_template import render_plain
 from promptwire.testing import EndpointConformanceTests
-from promptwire_modal_exllama.batching import BatchingEngine
 from promptwire_modal_exllama.chat_template import (
     ChatTemplate,
     ChatTemplateError,
     load_chat_template,
 )
+from promptwire_modal_exllama.engine import BatchingEngine
 
 from tests.exllama.fakes import DEFAULT_REPLY, FakeRuntime, fake_engine
 from tests.support.network import LOOPBACK_ONLY

@@ -51,8 +51,8 @@ def test_deploying_an_unknown_backend_names_the_installed_ones() -> None:
 
 def test_a_backend_without_a_modal_app_cannot_be_deployed(monkeypatch: pytest.MonkeyPatch) -> None:
     from promptwire import deploy
-    from promptwire.backends import Backend
     from promptwire.plugins import RegisteredBackend
+    from promptwire.plugins.backends import Backend
 
     local_only = RegisteredBackend(Backend(name="local_only"), plugin=None)  # type: ignore[arg-type]
     monkeypatch.setattr("promptwire.plugins.get_backend", lambda name: local_only)
@@ -219,8 +219,8 @@ def test_deploy_warm_keeps_containers_running(
 
 def test_warm_needs_a_backend_with_min_containers(monkeypatch: pytest.MonkeyPatch) -> None:
     from promptwire import deploy
-    from promptwire.backends import Backend
     from promptwire.plugins import RegisteredBackend
+    from promptwire.plugins.backends import Backend
     from pydantic_settings import BaseSettings
 
     class NoScaling(BaseSettings):

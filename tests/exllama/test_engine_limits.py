@@ -7,7 +7,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from promptwire_modal_exllama.engine import GpuPlatform, paged_attention_problem, raise_batch_rows
+from promptwire_modal_exllama.runtime import GpuPlatform, paged_attention_problem, raise_batch_rows
 
 L40S, H100, T4 = (8, 9), (9, 0), (7, 5)
 

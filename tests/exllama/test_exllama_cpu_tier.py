@@ -26,8 +26,8 @@ import httpx
 import pytest
 from promptwire.engine import Finish, TextChunk
 from promptwire.protocol import FinishReason, PromptRequest
-from promptwire_modal_exllama.batching import BatchingEngine
-from promptwire_modal_exllama.engine import ExllamaRuntime, create_engine
+from promptwire_modal_exllama.engine import BatchingEngine
+from promptwire_modal_exllama.runtime import ExllamaRuntime, create_engine
 from promptwire_modal_exllama.settings import ExllamaSettings
 
 from tests.exllama.cpu_standin import KernelLimitError, Platform, StandIn, cpu_tier
@@ -336,7 +336,7 @@ def test_without_usable_flash_attn_the_engine_serves_unpaged(
         runtimes: list[ExllamaRuntime] = []
         engine = _load(tiny_settings(tiny_model, max_batch_size=16), runtimes)
         prompts = [f"How vexingly {i}" for i in range(4)]
-        with caplog.at_level("INFO", logger="promptwire_modal_exllama.engine"):
+        with caplog.at_level("INFO", logger="promptwire_modal_exllama.runtime"):
 
             async def run() -> list[str]:
                 await engine.start()

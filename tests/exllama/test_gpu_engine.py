@@ -23,8 +23,8 @@ if not torch.cuda.is_available():  # pragma: no cover - depends on the machine
 pytest.importorskip("exllamav2")
 
 from promptwire.protocol import PromptRequest  # noqa: E402
-from promptwire_modal_exllama.batching import BatchingEngine  # noqa: E402
-from promptwire_modal_exllama.engine import ExllamaRuntime  # noqa: E402
+from promptwire_modal_exllama.engine import BatchingEngine  # noqa: E402
+from promptwire_modal_exllama.runtime import ExllamaRuntime  # noqa: E402
 from promptwire_modal_exllama.settings import ExllamaSettings  # noqa: E402
 
 from tests.exllama.scenarios import (  # noqa: E402

@@ -15,7 +15,7 @@ import pytest
 from httpx_sse import connect_sse
 from promptwire import PromptwireLLM
 from promptwire.errors import ServerError, StreamError
-from promptwire_modal_exllama.batching import BatchingEngine
+from promptwire_modal_exllama.engine import BatchingEngine
 
 from tests.exllama.fakes import DEFAULT_REPLY, FakeRuntime, fake_engine, wait_until
 from tests.support.servers import serve_engine

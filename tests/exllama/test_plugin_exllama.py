@@ -10,7 +10,7 @@ import pytest
 from promptwire.errors import ConfigurationError
 from promptwire.plugins import get_backend
 from promptwire_modal_exllama.client import ExllamaClient
-from promptwire_modal_exllama.engine import check_serveable
+from promptwire_modal_exllama.runtime import check_serveable
 from promptwire_modal_exllama.settings import ExllamaSettings
 
 from tests.support.installed_plugin import run_cli

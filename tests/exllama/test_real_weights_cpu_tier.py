@@ -35,7 +35,7 @@ from langchain_core.messages import BaseMessage, HumanMessage
 from promptwire import ChatPromptwire
 from promptwire.engine import Completion
 from promptwire.protocol import PromptRequest
-from promptwire_modal_exllama.engine import create_engine
+from promptwire_modal_exllama.runtime import create_engine
 from promptwire_modal_exllama.settings import ExllamaSettings
 
 from tests.exllama import gguf_model

@@ -1,5 +1,5 @@
 """Reading tool calls out of a model's text, per family, and holding back streamed text that may
-begin one (``promptwire.tool_calls``; pure Python)."""
+begin one (``promptwire.engine.tool_calls``; pure Python)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import json
 
 import jsonschema_rs
 import pytest
-from promptwire.protocol import PromptRequest, ToolSpec
-from promptwire.tool_calls import (
+from promptwire.engine.tool_calls import (
     HERMES,
     LLAMA3,
     MISTRAL,
@@ -16,6 +15,7 @@ from promptwire.tool_calls import (
     detect_tool_format,
     forced_tools,
 )
+from promptwire.protocol import PromptRequest, ToolSpec
 
 TOOLS = [
     ToolSpec.model_validate(

@@ -17,7 +17,7 @@ from promptwire.engine import EngineEvent, EngineMetric
 from promptwire.protocol import PROTOCOL_VERSION, PromptRequest
 from promptwire.server import create_app
 from promptwire.server._errors import RequestError
-from promptwire.server._observability import Observability
+from promptwire.server.observability import Observability
 from promptwire_modal_dummy.settings import DummySettings
 
 from tests.support.engines import ObservedEngine
@@ -231,7 +231,7 @@ def test_an_engines_faulty_metrics_cost_only_those_figures(
     else:
         assert "promptwire_engine_fine" in names and "promptwire_engine_Bad-Name" not in names
         assert found.labels("promptwire_engine_mixed") == [{"a": "1"}]
-    warnings = [r for r in caplog.records if r.name == "promptwire.server._metrics"]
+    warnings = [r for r in caplog.records if r.name == "promptwire.server.observability._metrics"]
     assert len(warnings) == (1 if fail else 2)  # once each, not at every scrape
 
 

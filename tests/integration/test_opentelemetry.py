@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from promptwire.server import create_app
-from promptwire.server._observability import Observability
+from promptwire.server.observability import Observability
 from promptwire_modal_dummy.engine import DummyEngine
 from promptwire_modal_dummy.settings import DummySettings
 

@@ -16,7 +16,7 @@ from promptwire import PromptwireLLM
 from promptwire.engine import EngineError, EngineEvent, TextChunk
 from promptwire.errors import AuthenticationError, EndpointTimeoutError, StreamError
 from promptwire.protocol import PromptRequest
-from promptwire.server._observability import Observability
+from promptwire.server.observability import Observability
 from promptwire_modal_dummy.engine import DummyEngine
 from promptwire_modal_dummy.settings import DummySettings
 

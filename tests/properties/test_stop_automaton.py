@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from promptwire.stops import StopScanner, truncate_at_stop
+from promptwire.protocol.stops import StopScanner, truncate_at_stop
 
 
 def _reference_truncate(text: str, stops: list[str]) -> tuple[str, bool]:

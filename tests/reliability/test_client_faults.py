@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 from promptwire import PromptwireLLM
-from promptwire._client.retry import MAX_RETRY_AFTER, RetryPolicy, parse_retry_after
 from promptwire.client import StaleConnectionError
+from promptwire.client._transport.retry import MAX_RETRY_AFTER, RetryPolicy, parse_retry_after
 from promptwire.errors import (
     EndpointConnectError,
     EndpointError,

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from promptwire import ChatPromptwire, PromptwireLLM
-from promptwire._client.errors import Redactor, Translate
+from promptwire.client._transport.errors import Redactor, Translate
 from promptwire.errors import (
     ConfigurationError,
     EndpointError,

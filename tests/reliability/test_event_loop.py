@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from promptwire.protocol import MAX_STOP_LENGTH, MAX_STOP_SEQUENCES
-from promptwire.stops import StopScanner, truncate_at_stop
+from promptwire.protocol.stops import StopScanner, truncate_at_stop
 from promptwire_modal_dummy.engine import DummyEngine
 from promptwire_modal_dummy.settings import DummySettings
 

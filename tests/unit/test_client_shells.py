@@ -1,6 +1,6 @@
 """The sync and async clients are one piece of code, the second with ``await``.
 
-Everything about a call that does no I/O lives in ``promptwire._client.exchange`` and its
+Everything about a call that does no I/O lives in ``promptwire.client._transport.exchange`` and its
 neighbours; the shells only move bytes. This checks that each method of the async shell, with
 its awaits and async names taken out (as httpcore's unasync script does), is the sync shell's
 method of the same name, so a fix made to one and not the other fails here. The few methods that
@@ -13,7 +13,7 @@ import ast
 import inspect
 import textwrap
 
-from promptwire._client import aio, sync
+from promptwire.client._transport import aio, sync
 
 #: Async names and their sync twins.
 RENAMED = {

@@ -8,8 +8,8 @@ import random
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from promptwire.server._metrics import LATENCY_BUCKETS, ServerMetrics
-from promptwire.server._request_context import RequestRecord
+from promptwire.server.observability._metrics import LATENCY_BUCKETS, ServerMetrics
+from promptwire.server.observability._request_context import RequestRecord
 from promptwire_modal_dummy.engine import DummyEngine
 
 from tests.support.metrics import parse
@@ -99,7 +99,7 @@ def test_the_observed_engine_forwards_every_part_of_the_engine_contract() -> Non
     """The server's proxy must pass on whatever the contract grows (capabilities, tools...):
     a method it inherits instead runs the base class's default, not the engine's."""
     from promptwire.engine import Engine
-    from promptwire.server._observed_engine import ObservedEngine
+    from promptwire.server.observability._observed_engine import ObservedEngine
 
     contract = {
         name

@@ -4,7 +4,7 @@ scan on thousands of generated inputs: tests/properties/test_stop_automaton.py).
 from __future__ import annotations
 
 import pytest
-from promptwire.stops import StopScanner, truncate_at_stop
+from promptwire.protocol.stops import StopScanner, truncate_at_stop
 
 
 def test_truncate_cuts_at_the_earliest_stop() -> None:

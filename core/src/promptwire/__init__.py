@@ -35,10 +35,10 @@ _EXPORTS = {
     "OverloadedError": "promptwire.errors",
     "ServerError": "promptwire.errors",
     # The plugin-author API
-    "hookimpl": "promptwire.hookspecs",
-    "Backend": "promptwire.backends",
-    "ClientAdapter": "promptwire.backends",
-    "RegisterBackend": "promptwire.backends",
+    "hookimpl": "promptwire.plugins.hookspecs",
+    "Backend": "promptwire.plugins.backends",
+    "ClientAdapter": "promptwire.plugins.backends",
+    "RegisterBackend": "promptwire.plugins.backends",
     "Engine": "promptwire.engine",
     "EngineEvent": "promptwire.engine",
     "TextChunk": "promptwire.engine",
@@ -57,7 +57,7 @@ _EXPORTS = {
     "ChatMessage": "promptwire.protocol",
     "FinishReason": "promptwire.protocol",
     "Usage": "promptwire.protocol",
-    "StopScanner": "promptwire.stops",
+    "StopScanner": "promptwire.protocol.stops",
     "UnsupportedFeatureError": "promptwire.errors",
 }
 
@@ -110,7 +110,6 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from promptwire.backends import Backend, ClientAdapter, RegisterBackend
     from promptwire.chat import ChatPromptwire
     from promptwire.compat import Modal
     from promptwire.engine import (
@@ -146,8 +145,9 @@ if TYPE_CHECKING:
         StreamError,
         UnsupportedFeatureError,
     )
-    from promptwire.hookspecs import hookimpl
     from promptwire.llm import PromptwireLLM
+    from promptwire.plugins.backends import Backend, ClientAdapter, RegisterBackend
+    from promptwire.plugins.hookspecs import hookimpl
     from promptwire.protocol import (
         Capabilities,
         ChatMessage,
@@ -156,8 +156,8 @@ if TYPE_CHECKING:
         ToolSpec,
         Usage,
     )
+    from promptwire.protocol.stops import StopScanner
     from promptwire.settings import PromptwireSettings
-    from promptwire.stops import StopScanner
 
     __version__: str
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from string import Template
 
 from promptwire import __version__
-from promptwire.backends import BACKEND_NAME
 from promptwire.errors import ConfigurationError
+from promptwire.plugins.backends import BACKEND_NAME
 
 TEMPLATES = files("promptwire") / "_templates" / "new_backend"
 SUFFIX = ".tmpl"

@@ -36,7 +36,8 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from promptwire._chat_messages import (
+from promptwire.client import StreamEvent
+from promptwire.client._chat_messages import (
     REASONING_KEY,
     protocol_tool_choice,
     read_tool_calls,
@@ -47,13 +48,12 @@ from promptwire._chat_messages import (
     tool_call_piece_chunk,
     usage_metadata_of,
 )
-from promptwire._client.negotiation import ConversationNegotiator
-from promptwire._endpoint_model import PROVIDER, EndpointModel
-from promptwire._stop_guard import StopGuard
-from promptwire.chat_template import render_plain
-from promptwire.client import StreamEvent
+from promptwire.client._endpoint_model import PROVIDER, EndpointModel
+from promptwire.client._stop_guard import StopGuard
+from promptwire.client._transport.negotiation import ConversationNegotiator
+from promptwire.client.wire import ReasoningDelta, Reply
 from promptwire.protocol import PromptResponse, StreamDone, StreamToolCall, Usage
-from promptwire.wire import ReasoningDelta, Reply
+from promptwire.protocol.chat_template import render_plain
 
 
 class ChatPromptwire(EndpointModel, BaseChatModel):
@@ -129,7 +129,7 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
         return payload
 
     # Protocol negotiation (v1.1's fallback without messages, v1.2's check that the server
-    # speaks it) is the client layer's: promptwire._client.negotiation.
+    # speaks it) is the client layer's: promptwire.client._transport.negotiation.
 
     @property
     def _conversations(self) -> ConversationNegotiator:
@@ -399,7 +399,8 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
 
 class _ChunkReader:
     """One stream's events as chat chunks, with no I/O: ``_stream`` and ``_astream`` only move
-    the events (as ``promptwire._client`` shares its exchange between its sync and async shells).
+    the events (as ``promptwire.client._transport`` shares its exchange between its sync and async
+    shells).
     """
 
     def __init__(

@@ -76,8 +76,7 @@ def build_app(
 ) -> FastAPI:
     """The protocol app serving ``backend_name``'s engine (for ``serve`` and ``demo``)."""
     from promptwire.plugins import get_backend
-    from promptwire.server import create_app
-    from promptwire.server._observability import Observability
+    from promptwire.server import Observability, create_app
 
     backend = get_backend(backend_name).backend
     if backend.create_engine is None:

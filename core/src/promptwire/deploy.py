@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from promptwire.backends import Backend
 from promptwire.errors import ConfigurationError, PromptwireError
+from promptwire.plugins.backends import Backend
 
 MODAL_SETUP_HINT = (
     "run `modal setup` (or `modal token new`), or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET"

@@ -2,7 +2,7 @@
 
 Unlike LangChain's base ``LLM``, a batch really runs concurrently (bounded by ``max_concurrency``),
 and every call shares one pooled HTTP client per object. The endpoint fields, their resolution from
-settings and the client are shared with ``ChatPromptwire`` (``promptwire._endpoint_model``).
+settings and the client are shared with ``ChatPromptwire`` (``promptwire.client._endpoint_model``).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import get_config_list
 from pydantic import ConfigDict
 
-from promptwire._endpoint_model import EndpointModel, arun_concurrently, run_concurrently
-from promptwire._stop_guard import StopGuard
+from promptwire.client._endpoint_model import EndpointModel, arun_concurrently, run_concurrently
+from promptwire.client._stop_guard import StopGuard
+from promptwire.client.wire import ReasoningDelta
 from promptwire.protocol import PromptResponse, StreamDone, StreamToolCall, Usage
-from promptwire.wire import ReasoningDelta
 
 # A batch's ``max_concurrency`` from its RunnableConfig, for ``_generate``/``_agenerate``.
 _batch_concurrency: ContextVar[int | None] = ContextVar(

@@ -133,7 +133,7 @@ class PromptwireSettings(BaseSettings, ClientSettings):
         "then a stream ends with an error event and a whole reply is answered 503.",
     )
 
-    # What a server shows its operator (``promptwire.server._observability``).
+    # What a server shows its operator (``promptwire.server.observability``).
     metrics: bool = Field(default=True, description="Server: serve GET /metrics (Prometheus).")
     metrics_public: bool = Field(
         default=False,

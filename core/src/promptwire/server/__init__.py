@@ -4,7 +4,6 @@ Importing this package needs the ``server`` extra (FastAPI, uvicorn, sse-starlet
 """
 
 from promptwire.server._app import create_app
-from promptwire.server._observability import Observability
 from promptwire.server._runner import (
     BackgroundServer,
     ConnectionLimits,
@@ -12,6 +11,7 @@ from promptwire.server._runner import (
     run_server,
 )
 from promptwire.server._shutdown import GracefulShutdown, graceful_shutdown
+from promptwire.server.observability import Observability
 
 __all__ = [
     "BackgroundServer",

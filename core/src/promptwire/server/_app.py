@@ -33,7 +33,6 @@ from starlette.responses import Response
 from promptwire import coldstart
 from promptwire.engine import (
     Engine,
-    EngineError,
     EngineNotReady,
     EngineOverloaded,
     check_capabilities,
@@ -48,11 +47,10 @@ from promptwire.protocol import (
     PromptRequest,
     PromptResponse,
 )
+from promptwire.server._answer import Answer, answer_in_slots, read_or_gone
 from promptwire.server._errors import STATUS_ERROR_TYPES, RequestError, error_response
 from promptwire.server._guard import HEALTH_PATH, BearerAuth, RequestGuard
-from promptwire.server._observability import Observability, observe
 from promptwire.server._request_body import (
-    ClientGone,
     parse_request,
     read_body,
     request_body_schema,
@@ -63,6 +61,7 @@ from promptwire.server._shutdown import (
 )
 from promptwire.server._slots import RETRY_AFTER_SECONDS, RequestSlots
 from promptwire.server._streaming import Preparer, prepare, stream_reply, whole_reply
+from promptwire.server.observability._hookup import Observability, observe
 from promptwire.settings import DEFAULT_BODY_TIMEOUT, DEFAULT_SEND_TIMEOUT, DEFAULT_SHUTDOWN_GRACE
 
 
@@ -93,7 +92,7 @@ def create_app(
     seconds running requests get once the server stopping them calls ``begin`` on
     ``graceful_shutdown(app)``. ``allowed_hosts``: the only ``Host`` names answered (for a
     server bound to loopback); None answers any. ``observability``: metrics, the request log and
-    traces (``promptwire.server._observability``); None: the defaults.
+    traces (``promptwire.server.observability``); None: the defaults.
     """
 
     shutdown = GracefulShutdown(shutdown_grace)
@@ -189,10 +188,9 @@ def create_app(
     )
     async def generate(request: Request) -> Response:
         require_json(request)
-        try:
-            body = await read_body(request, max_body_bytes, body_timeout)
-        except ClientGone:
-            return Response(status_code=499)
+        body = await read_or_gone(read_body(request, max_body_bytes, body_timeout))
+        if isinstance(body, Response):
+            return body
         prompt_request = parse_request(body)
         if not serving():
             raise RequestError.from_engine(
@@ -202,29 +200,25 @@ def create_app(
             release = slots.take()
         except EngineOverloaded as exc:
             raise RequestError.from_engine(exc) from None
-        streaming = False
-        try:
+
+        async def answer() -> Answer:
             check_capabilities(engine, prompt_request)
             job = await preparer.run(
                 lambda: prepare(engine, _render_messages(engine, prompt_request))
             )
             if prompt_request.stream:
-                response = await stream_reply(
-                    engine, job, request.receive, release, shutdown, send_timeout
+                return Answer(
+                    await stream_reply(
+                        engine, job, request.receive, release, shutdown, send_timeout
+                    ),
+                    keeps_slots=True,
                 )
-                streaming = True  # the stream releases its slot when it ends
-                return response
-            return await whole_reply(engine, job, request.receive, shutdown)
-        except ClientGone:
-            return Response(status_code=499)  # nobody reads it; the access log shows it
-        except EngineError as exc:
-            raise RequestError.from_engine(exc) from None
-        finally:
-            if not streaming:
-                release()
+            return Answer(await whole_reply(engine, job, request.receive, shutdown))
+
+        return await answer_in_slots(release, answer, RequestError.from_engine)
 
     # Imported here: the OpenAI routes are built from this module's parts.
-    from promptwire.server._openai_routes import add_openai_routes
+    from promptwire.server.openai._routes import add_openai_routes
 
     add_openai_routes(
         app,

@@ -18,7 +18,7 @@ from promptwire.protocol import (
     ErrorBody,
     ErrorType,
 )
-from promptwire.server._request_context import error_detail
+from promptwire.server.observability._request_context import error_detail
 
 STATUS_ERROR_TYPES = {
     400: ErrorType.BAD_REQUEST,

@@ -45,8 +45,8 @@ from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from promptwire.protocol import ErrorBody, ErrorDetail, ErrorType
-from promptwire.server._observability import logs_requests
 from promptwire.server._shutdown import SHUTDOWN_MARGIN, graceful_shutdown
+from promptwire.server.observability._hookup import logs_requests
 from promptwire.settings import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_KEEP_ALIVE_TIMEOUT,

@@ -16,7 +16,6 @@ import threading
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 
-from promptwire.chat_template import render_plain
 from promptwire.engine import (
     Engine,
     EngineError,
@@ -28,7 +27,15 @@ from promptwire.engine import (
     RequestUnsupported,
     TextChunk,
 )
-from promptwire.hf_chat_template import ChatTemplate, ChatTemplateError
+from promptwire.engine.hf_chat_template import ChatTemplate, ChatTemplateError
+from promptwire.engine.tool_calls import (
+    JSON_TOOLS,
+    ToolCallSplitter,
+    ToolFormat,
+    describe_tools,
+    detect_tool_format,
+    forced_tools,
+)
 from promptwire.protocol import (
     Capabilities,
     ChatMessage,
@@ -37,14 +44,7 @@ from promptwire.protocol import (
     PromptRequest,
     ToolSpec,
 )
-from promptwire.tool_calls import (
-    JSON_TOOLS,
-    ToolCallSplitter,
-    ToolFormat,
-    describe_tools,
-    detect_tool_format,
-    forced_tools,
-)
+from promptwire.protocol.chat_template import render_plain
 
 from promptwire_llamacpp.grammar import JSON_OBJECT_SCHEMA, schema_grammar
 from promptwire_llamacpp.runtime import LlamaRuntime, SamplerConfig

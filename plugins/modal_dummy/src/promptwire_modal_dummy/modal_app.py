@@ -59,8 +59,7 @@ app = modal.App(settings.app_name, image=image)
 @modal.asgi_app()
 def web() -> FastAPI:
     """The protocol app around the dummy engine; ``PROMPTWIRE_API_KEY`` comes from the Secret."""
-    from promptwire.server import create_app
-    from promptwire.server._observability import Observability
+    from promptwire.server import Observability, create_app
 
     from promptwire_modal_dummy.engine import DummyEngine
 

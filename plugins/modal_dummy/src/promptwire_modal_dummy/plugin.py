@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from promptwire import Backend, Engine, hookimpl
-from promptwire.backends import RegisterBackend
+from promptwire.plugins.backends import RegisterBackend
 
 from promptwire_modal_dummy.settings import BACKEND_NAME
 

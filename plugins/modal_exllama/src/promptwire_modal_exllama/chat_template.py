@@ -3,7 +3,7 @@
 A Hugging Face model directory ships its template as Jinja, in ``chat_template.jinja`` (newer
 repositories; it wins, as in ``transformers``) or under ``chat_template`` in
 ``tokenizer_config.json`` — a string, or a list of ``{"name", "template"}`` of which ``"default"``
-is used. It is rendered by ``promptwire.hf_chat_template`` as ``transformers``'
+is used. It is rendered by ``promptwire.engine.hf_chat_template`` as ``transformers``'
 ``apply_chat_template`` does, with the tokenizer's special tokens (``bos_token``, ``eos_token``,
 ... written as strings or as ``{"content": ...}`` objects).
 
@@ -26,7 +26,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from promptwire.hf_chat_template import (
+from promptwire.engine.hf_chat_template import (
     SPECIAL_TOKEN_KEYS,
     ChatTemplate,
     ChatTemplateError,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from promptwire.backends import ClientAdapter
 from promptwire.errors import ConfigurationError
+from promptwire.plugins.backends import ClientAdapter
 from promptwire.protocol import PromptRequest
 from pydantic import ValidationError
 

@@ -37,7 +37,7 @@ if not modal.is_local():
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from promptwire_modal_exllama.batching import BatchingEngine
+    from promptwire_modal_exllama.engine import BatchingEngine
 
 settings = ExllamaSettings()
 
@@ -90,7 +90,7 @@ app = modal.App(settings.app_name)
 SNAPSHOT_IMPORTS = (
     "torch",
     "promptwire.server",
-    "promptwire_modal_exllama.engine",
+    "promptwire_modal_exllama.runtime",
     "promptwire_modal_exllama.weights",
     "promptwire_modal_exllama.chat_template",
 )
@@ -131,7 +131,7 @@ def download_model(
 
 def load_model() -> BatchingEngine:
     """Find (or fetch) the model in the Volume and load it onto the GPU, starting nothing."""
-    from promptwire_modal_exllama.engine import create_engine
+    from promptwire_modal_exllama.runtime import create_engine
     from promptwire_modal_exllama.weights import is_complete, model_path
 
     path = model_path(Path(MODELS_MOUNT), settings.hf_repo, settings.hf_revision)
@@ -205,8 +205,7 @@ class Server:
     def web(self) -> FastAPI:
         """The protocol app around the loaded engine; ``PROMPTWIRE_API_KEY`` comes from the
         Secret, the metrics and request log settings from the deploying machine."""
-        from promptwire.server import create_app
-        from promptwire.server._observability import Observability
+        from promptwire.server import Observability, create_app
 
         assert self.engine is not None, "the enter hooks load the engine"
         return create_app(

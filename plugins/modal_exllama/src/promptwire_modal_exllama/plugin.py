@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from promptwire import Backend, Engine, hookimpl
-from promptwire.backends import RegisterBackend
+from promptwire.plugins.backends import RegisterBackend
 
 from promptwire_modal_exllama.settings import BACKEND_NAME
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def _create_engine(settings: ExllamaSettings) -> Engine[Any]:
-    from promptwire_modal_exllama.engine import create_engine
+    from promptwire_modal_exllama.runtime import create_engine
 
     return create_engine(settings)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from promptwire.backends import ClientAdapter
-from promptwire.wire import WireFormat
+from promptwire.client.wire import WireFormat
+from promptwire.plugins.backends import ClientAdapter
 
 from promptwire_openai.settings import OpenAISettings
 from promptwire_openai.wire import OpenAIWire

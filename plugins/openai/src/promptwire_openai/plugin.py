@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from promptwire import Backend, hookimpl
-from promptwire.backends import RegisterBackend
+from promptwire.plugins.backends import RegisterBackend
 
 from promptwire_openai.settings import BACKEND_NAME
 

@@ -19,16 +19,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
-from promptwire.protocol import (
-    FinishReason,
-    StreamDelta,
-    StreamDone,
-    StreamToolCall,
-    ToolCall,
-    Usage,
-)
-from promptwire.sse import Event
-from promptwire.wire import (
+from promptwire.client.sse import Event
+from promptwire.client.wire import (
     NO_EVENTS,
     EventReader,
     MalformedReply,
@@ -38,6 +30,14 @@ from promptwire.wire import (
     StreamEvent,
     WireFormat,
     parse_json,
+)
+from promptwire.protocol import (
+    FinishReason,
+    StreamDelta,
+    StreamDone,
+    StreamToolCall,
+    ToolCall,
+    Usage,
 )
 from pydantic import ValidationError
 

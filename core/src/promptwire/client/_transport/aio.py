@@ -1,4 +1,4 @@
-"""The async I/O shell: ``promptwire._client.sync`` with ``await``.
+"""The async I/O shell: ``promptwire.client._transport.sync`` with ``await``.
 
 Below ``aclose`` the two modules say the same, method for method, once ``await`` and the async
 names are taken out (tests/unit/test_client_shells.py checks). What they do not share is how they
@@ -18,18 +18,18 @@ from typing import Any, TypeVar
 
 import httpx
 
-from promptwire._client.errors import AsyncTurn
-from promptwire._client.exchange import (
+from promptwire.client._transport.errors import AsyncTurn
+from promptwire.client._transport.exchange import (
     Call,
     Deadline,
     Exchange,
     is_event_stream,
     whole_reply_as_stream,
 )
-from promptwire._client.pools import AsyncPools, PoolsPerLoop
+from promptwire.client._transport.pools import AsyncPools, PoolsPerLoop
+from promptwire.client.wire import StreamEvent
 from promptwire.errors import EndpointError
 from promptwire.protocol import PromptResponse, StreamDone
-from promptwire.wire import StreamEvent
 
 T = TypeVar("T")
 

@@ -1,10 +1,10 @@
 """The HTTP client of the prompt endpoint protocol: pooled, timed, retried where safe, typed errors.
 
 ``EndpointClient`` puts together a sync and an async client for one endpoint (the I/O shells in
-``promptwire._client``, which share everything but the awaits). It follows Modal's 303 redirect
-for long requests, honours ``Retry-After``, and only repeats a request when the server cannot
-have run it (connection never made, 429, 503) unless ``retry_unsafe`` is set. The protocol is
-stateless, so no cookie is kept or sent.
+``promptwire.client._transport``, which share everything but the awaits). It follows Modal's 303
+redirect for long requests, honours ``Retry-After``, and only repeats a request when the server
+cannot have run it (connection never made, 429, 503) unless ``retry_unsafe`` is set. The protocol
+is stateless, so no cookie is kept or sent.
 
 **Bringing your own httpx client.** ``http_client`` (an ``httpx.Client``) and
 ``http_async_client`` (an ``httpx.AsyncClient``, such as ``httpx_aiohttp.HttpxAiohttpClient``)
@@ -31,15 +31,19 @@ from typing import Any
 
 import httpx
 
-from promptwire._client.aio import AsyncEndpointClient
-from promptwire._client.config import ClientConfig, check_header_secret, parse_endpoint_url
-from promptwire._client.errors import StaleConnectionError
-from promptwire._client.exchange import REQUEST_ID_HEADER, Exchange
-from promptwire._client.retry import MAX_RETRY_AFTER
-from promptwire._client.sync import SyncEndpointClient
+from promptwire.client._transport.aio import AsyncEndpointClient
+from promptwire.client._transport.config import (
+    ClientConfig,
+    check_header_secret,
+    parse_endpoint_url,
+)
+from promptwire.client._transport.errors import StaleConnectionError
+from promptwire.client._transport.exchange import REQUEST_ID_HEADER, Exchange
+from promptwire.client._transport.retry import MAX_RETRY_AFTER
+from promptwire.client._transport.sync import SyncEndpointClient
+from promptwire.client.wire import StreamEvent, parse_json
 from promptwire.protocol import PromptResponse
 from promptwire.settings import MAX_REPLY_BYTES
-from promptwire.wire import StreamEvent, parse_json
 
 
 class EndpointClient:

@@ -1,4 +1,4 @@
-"""The sync I/O shell: ``promptwire._client.aio`` without ``await``.
+"""The sync I/O shell: ``promptwire.client._transport.aio`` without ``await``.
 
 Below ``close`` the two modules say the same, method for method, once ``await`` and the async
 names are taken out (tests/unit/test_client_shells.py checks). What they do not share is how they
@@ -23,18 +23,18 @@ from typing import Any, TypeVar
 
 import httpx
 
-from promptwire._client.errors import Turn
-from promptwire._client.exchange import (
+from promptwire.client._transport.errors import Turn
+from promptwire.client._transport.exchange import (
     Call,
     Deadline,
     Exchange,
     is_event_stream,
     whole_reply_as_stream,
 )
-from promptwire._client.pools import make_client
+from promptwire.client._transport.pools import make_client
+from promptwire.client.wire import StreamEvent
 from promptwire.errors import EndpointError
 from promptwire.protocol import PromptResponse, StreamDone
-from promptwire.wire import StreamEvent
 
 T = TypeVar("T")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from promptwire.stops import StopScanner, truncate_at_stop
+from promptwire.protocol.stops import StopScanner, truncate_at_stop
 
 STOP = "stop"
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from promptwire.engine import Engine, EngineEvent, EngineMetric, Finish, TextChunk, ToolCall
 from promptwire.protocol import Capabilities, ChatMessage, PromptRequest, ToolSpec
-from promptwire.server._metrics import ServerMetrics
-from promptwire.server._request_context import current_request
+from promptwire.server.observability._metrics import ServerMetrics
+from promptwire.server.observability._request_context import current_request
 
 
 class ObservedEngine(Engine[Any]):

@@ -18,15 +18,15 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from promptwire.server._metrics import ServerMetrics
-from promptwire.server._request_context import (
+from promptwire.server.observability._metrics import ServerMetrics
+from promptwire.server.observability._request_context import (
     REQUEST_ID_HEADER,
     REQUEST_ID_PATTERN,
     RequestRecord,
     reset_current,
     set_current,
 )
-from promptwire.server._request_log import RequestLog
+from promptwire.server.observability._request_log import RequestLog
 
 OTHER_ROUTE = "other"
 #: Paths remembered with their route; beyond this many, routes with parameters are matched again.

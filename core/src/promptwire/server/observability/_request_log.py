@@ -14,7 +14,7 @@ import json
 import logging
 from typing import Any, Literal
 
-from promptwire.server._request_context import RequestRecord
+from promptwire.server.observability._request_context import RequestRecord
 
 logger = logging.getLogger("promptwire.requests")
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from promptwire._client.config import ClientConfig
+from promptwire.client._transport.config import ClientConfig
 
 CONNECTIONS_PER_POOL = 8
 

@@ -21,12 +21,14 @@ from typing import Any
 
 import httpx
 
-from promptwire._client.config import ClientConfig, parse_endpoint_url
-from promptwire._client.errors import TYPE_CHARS, Redactor, Translate, Turn
-from promptwire._client.pools import ClientOptions
-from promptwire._client.redirects import RedirectGuard
-from promptwire._client.reply_body import BodyDecoder
-from promptwire._client.retry import RetryPolicy, parse_retry_after
+from promptwire.client._transport.config import ClientConfig, parse_endpoint_url
+from promptwire.client._transport.errors import TYPE_CHARS, Redactor, Translate, Turn
+from promptwire.client._transport.pools import ClientOptions
+from promptwire.client._transport.redirects import RedirectGuard
+from promptwire.client._transport.reply_body import BodyDecoder
+from promptwire.client._transport.retry import RetryPolicy, parse_retry_after
+from promptwire.client.sse import Event, SSEDecoder
+from promptwire.client.wire import MalformedReply, RemoteStreamError, StreamEvent, parse_json
 from promptwire.errors import (
     EndpointError,
     EndpointTimeoutError,
@@ -36,8 +38,6 @@ from promptwire.errors import (
     status_error_class,
 )
 from promptwire.protocol import PromptResponse, StreamDelta, StreamDone, StreamToolCall
-from promptwire.sse import Event, SSEDecoder
-from promptwire.wire import MalformedReply, RemoteStreamError, StreamEvent, parse_json
 
 REQUEST_ID_HEADER = "X-Request-ID"
 

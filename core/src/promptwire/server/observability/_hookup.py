@@ -19,11 +19,11 @@ from starlette.responses import Response
 
 from promptwire._logs import ensure_output
 from promptwire.engine import Engine
-from promptwire.server._metrics import METRICS_PATH, ServerMetrics
-from promptwire.server._observe import RequestObserver, RouteNames
-from promptwire.server._observed_engine import ObservedEngine
-from promptwire.server._request_context import RequestRecord
-from promptwire.server._request_log import LogFormat, RequestLog
+from promptwire.server.observability._metrics import METRICS_PATH, ServerMetrics
+from promptwire.server.observability._observe import RequestObserver, RouteNames
+from promptwire.server.observability._observed_engine import ObservedEngine
+from promptwire.server.observability._request_context import RequestRecord
+from promptwire.server.observability._request_log import LogFormat, RequestLog
 from promptwire.settings import PromptwireSettings
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def observe(app: FastAPI, engine: Engine, options: Observability) -> Engine:
         ensure_output()
     on_finish: Callable[[RequestRecord], None] | None = None
     if options.opentelemetry:
-        from promptwire import telemetry
+        from promptwire.server.observability import telemetry
 
         on_finish = telemetry.span_annotator()
     app.add_middleware(

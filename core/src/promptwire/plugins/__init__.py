@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from promptwire import hookspecs
-from promptwire.backends import Backend
 from promptwire.errors import ConfigurationError, PluginError
+from promptwire.plugins import hookspecs
+from promptwire.plugins.backends import Backend
 
 if TYPE_CHECKING:
     import typer

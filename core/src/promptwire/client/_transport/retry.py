@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-from promptwire._client.errors import StaleConnectionError
+from promptwire.client._transport.errors import StaleConnectionError
 from promptwire.errors import EndpointError, HTTPStatusError
 
 MAX_RETRY_AFTER = 60.0

@@ -1,12 +1,11 @@
 """What the server learns about one request while serving it, for its metrics, log line and
 span: its id, route, status, error type, token counts, first token and finish reason.
 
-The observing middleware (``promptwire.server._observe``) makes a ``RequestRecord`` for every HTTP
-request and makes it current for everything that runs on the request's behalf (routes, exception
-handlers, the tasks that stream an answer). Any route, including ones added later, gets counted
-without change: errors built with ``error_detail`` carry the request id and set the error type,
-and the observed engine notes tokens and timing for whichever route calls it.
-"""
+The observing middleware (``promptwire.server.observability._observe``) makes a ``RequestRecord``
+for every HTTP request and makes it current for everything that runs on the request's behalf
+(routes, exception handlers, the tasks that stream an answer). Any route, including ones added
+later, gets counted without change: errors built with ``error_detail`` carry the request id and set
+the error type, and the observed engine notes tokens and timing for whichever route calls it."""
 
 from __future__ import annotations
 

@@ -24,16 +24,16 @@ from langchain_core.language_models import LangSmithParams
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings
 
-from promptwire.backends import ClientAdapter
 from promptwire.client import (
     ClientConfig,
     EndpointClient,
     check_header_secret,
     parse_endpoint_url,
 )
+from promptwire.client.wire import PROMPT_PROTOCOL, WireFormat
+from promptwire.plugins.backends import ClientAdapter
 from promptwire.protocol import MaxTokens, Seed, StopSequences, Temperature, TopK, TopP
 from promptwire.settings import ClientSettings, ConnectionSettings, PromptwireSettings
-from promptwire.wire import PROMPT_PROTOCOL, WireFormat
 
 PROVIDER = "promptwire"
 

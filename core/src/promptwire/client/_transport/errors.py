@@ -16,7 +16,8 @@ from typing import Any
 
 import httpx
 
-from promptwire._client.reply_body import ReplyTooLarge, UnsupportedEncoding
+from promptwire.client._transport.reply_body import ReplyTooLarge, UnsupportedEncoding
+from promptwire.client.sse import EventTooLarge
 from promptwire.errors import (
     EndpointConnectError,
     EndpointError,
@@ -24,7 +25,6 @@ from promptwire.errors import (
     ProtocolError,
     ReplyTooLargeError,
 )
-from promptwire.sse import EventTooLarge
 
 SNIPPET_CHARS = 200
 #: The most of a server's own error message (or type) an error repeats; the rest is cut.

@@ -38,7 +38,7 @@ import promptwire
 from promptwire import coldstart
 from promptwire.engine import Engine, EngineMetric
 from promptwire.protocol import PROTOCOL_VERSION
-from promptwire.server._request_context import RequestRecord
+from promptwire.server.observability._request_context import RequestRecord
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ from typing import Any, Generic, Literal, cast, final
 
 from typing_extensions import TypeVar
 
-from promptwire.chat_template import render_plain
 from promptwire.protocol import (
     Capabilities,
     ChatMessage,
@@ -33,7 +32,8 @@ from promptwire.protocol import (
     Usage,
 )
 from promptwire.protocol import ToolCall as ProtocolToolCall
-from promptwire.stops import StopScanner
+from promptwire.protocol.chat_template import render_plain
+from promptwire.protocol.stops import StopScanner
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,8 @@ class Engine(ABC, Generic[PreparedT]):
 
         The server calls it once the engine is ready and serves the request with this prompt in
         place of the request's own. The default is the plain template
-        (``promptwire.chat_template``); an engine whose model has a template overrides this.
+        (``promptwire.protocol.chat_template``); an engine whose model has a template overrides
+        this.
         Raise ``RequestRejected`` for a conversation the template cannot render.
         """
         return render_plain(messages)

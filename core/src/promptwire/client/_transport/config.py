@@ -8,10 +8,10 @@ from collections.abc import Mapping
 import httpx
 from pydantic import ConfigDict, Field
 
-from promptwire._client.reply_body import ACCEPT_ENCODING
+from promptwire.client._transport.reply_body import ACCEPT_ENCODING
+from promptwire.client.wire import PROMPT_PROTOCOL, WireFormat
 from promptwire.errors import ConfigurationError
 from promptwire.settings import ConnectionSettings
-from promptwire.wire import PROMPT_PROTOCOL, WireFormat
 
 USER_AGENT = "promptwire"
 MODAL_KEY_HEADER = "Modal-Key"

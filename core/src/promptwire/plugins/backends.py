@@ -1,0 +1,139 @@
+"""What a plugin registers: a backend, with both sides of reaching a model.
+
+Client side: a ``ClientAdapter`` (default parameters and headers, and the wire format: the prompt
+protocol unless the backend speaks another). Server side, optionally: an engine factory for
+``promptwire serve`` and the module of a Modal app for ``promptwire deploy``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, Protocol, cast, get_args, get_origin
+
+from pydantic_settings import BaseSettings
+from typing_extensions import TypeVar
+
+from promptwire.errors import ConfigurationError, PluginError
+
+if TYPE_CHECKING:  # the client path never needs the server side
+    from promptwire.client.wire import WireFormat
+    from promptwire.engine import Engine
+
+BACKEND_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings, default=BaseSettings)
+"""A backend's settings class; ``BaseSettings`` (empty) for a backend without one."""
+
+SettingsT_contra = TypeVar(
+    "SettingsT_contra", bound=BaseSettings, default=BaseSettings, contravariant=True
+)
+"""The settings a ``ClientAdapter`` reads (contravariant: it only takes them)."""
+
+
+class ClientAdapter(Generic[SettingsT_contra]):
+    """How the client talks to a backend's endpoint beyond the plain protocol.
+
+    Typed by the backend's settings class like ``Backend``: ``class MyAdapter(ClientAdapter[
+    MySettings])`` gets ``MySettings`` in every method, and mypy checks it is the class the
+    backend's ``settings_class`` makes. Each method is given ``Backend.load_settings()``'s result.
+    """
+
+    def default_params(self, settings: SettingsT_contra) -> dict[str, Any]:
+        """Generation parameters sent with every request unless the caller sets them."""
+        return {}
+
+    def headers(self, settings: SettingsT_contra) -> dict[str, str]:
+        """Extra HTTP headers sent with every request."""
+        return {}
+
+    def wire_format(self, settings: SettingsT_contra) -> WireFormat:
+        """What requests and replies look like; called once per model object. The client's
+        transport (timeouts, retries, redirects, auth, bounded reading, typed errors) is the
+        same whatever this returns."""
+        from promptwire.client.wire import PROMPT_PROTOCOL
+
+        return PROMPT_PROTOCOL
+
+
+@dataclass(frozen=True)
+class Backend(Generic[SettingsT]):
+    """A backend: its name, its settings, and what reaches or serves its model.
+
+    Typed by its settings class, so mypy checks that ``create_engine`` and ``client`` take what
+    ``settings_class`` makes: ``Backend(name="mine", settings_class=MySettings,
+    create_engine=make_engine, client=MyAdapter())`` with ``def make_engine(settings:
+    MySettings) -> Engine`` and ``class MyAdapter(ClientAdapter[MySettings])``.
+    """
+
+    name: str
+    description: str = ""
+    settings_class: type[SettingsT] | None = None
+    """Its settings (``backend_settings_config`` makes them ``PROMPTWIRE_<NAME>__*``)."""
+    client: ClientAdapter[SettingsT] = field(default_factory=ClientAdapter)
+    """How the client reaches the endpoint; the plain prompt protocol by default."""
+    create_engine: Callable[[SettingsT], Engine[Any]] | None = None
+    """Builds the engine for ``promptwire serve`` from ``load_settings()``'s result."""
+    modal_app: str | None = None
+    """Import path of the module that defines the backend's ``modal.App`` (for deploy)."""
+
+    def __post_init__(self) -> None:
+        if not BACKEND_NAME.match(self.name):
+            raise PluginError(
+                f"invalid backend name {self.name!r}: use lowercase letters, digits and '_'"
+            )
+        # mypy checks this too, but not inside ``register(Backend(...))``, where it cannot tell
+        # a conflict from a type it failed to infer: so a mismatch fails when the plugin loads.
+        reads, given = _adapter_settings(self.client), self.settings_class or BaseSettings
+        if not issubclass(given, reads):
+            raise PluginError(
+                f"backend {self.name!r}: its client adapter {type(self.client).__name__} reads "
+                f"{reads.__name__}, but its settings_class is {given.__name__}"
+            )
+
+    def load_settings(self, **overrides: Any) -> SettingsT:
+        """The backend's settings: ``overrides`` beat the environment, which beats defaults.
+
+        A backend without a settings class gets an empty ``BaseSettings`` and no overrides.
+        """
+        if self.settings_class is None:
+            if overrides:
+                raise ConfigurationError(
+                    f"backend {self.name!r} has no settings; cannot set {', '.join(overrides)}"
+                )
+            return cast(SettingsT, BaseSettings())
+        return self.settings_class(**overrides)
+
+
+def _adapter_settings(adapter: ClientAdapter[Any]) -> type[BaseSettings]:
+    """The settings class an adapter is typed by (``ClientAdapter[MySettings]``, in its class's
+    bases), or ``BaseSettings`` for one that reads any."""
+    generics = [getattr(adapter, "__orig_class__", None)]
+    generics += [
+        base for cls in type(adapter).__mro__ for base in getattr(cls, "__orig_bases__", ())
+    ]
+    for generic in generics:
+        if get_origin(generic) is ClientAdapter:
+            (argument,) = get_args(generic)
+            if isinstance(argument, type) and issubclass(argument, BaseSettings):
+                return argument
+            return BaseSettings
+    return BaseSettings
+
+
+class RegisterBackend(Protocol):
+    """The ``register`` callback of the ``register_backends`` hook; annotate it with this, and
+    mypy checks every ``Backend`` passed to it against its settings class (``create_engine``;
+    a client adapter typed by other settings is refused when the plugin loads)."""
+
+    def __call__(self, backend: Backend[SettingsT], /) -> None: ...
+
+
+__all__ = [
+    "BACKEND_NAME",
+    "Backend",
+    "ClientAdapter",
+    "RegisterBackend",
+    "SettingsT",
+]

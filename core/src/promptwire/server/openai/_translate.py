@@ -1,0 +1,216 @@
+"""OpenAI's requests as the engine's: strict parsing, chat messages, capabilities, and the jobs
+a ``/v1/completions`` request runs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from promptwire.engine import (
+    Completion,
+    Engine,
+    RequestUnsupported,
+    check_capabilities,
+)
+from promptwire.protocol import (
+    MAX_MESSAGE_CHARS,
+    ChatMessage,
+    ChatRole,
+    PromptRequest,
+)
+from promptwire.server._request_body import (
+    DECODER,
+    unless_gone,
+)
+from promptwire.server._shutdown import GracefulShutdown
+from promptwire.server._streaming import Job, prepare
+from promptwire.server.openai._errors import OpenAIError
+from promptwire.server.openai.protocol import (
+    ChatCompletionRequest,
+    GenerationRequest,
+)
+
+_ROLES: dict[str, ChatRole] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+}
+
+
+# -- requests ----------------------------------------------------------------------------------
+
+
+RequestT = TypeVar("RequestT", bound=GenerationRequest)
+
+
+def parse_request(model: type[RequestT], body: bytes) -> RequestT:
+    try:
+        # As on the prompt route: UTF-8 (a BOM ignored), NaN and Infinity are not JSON, an
+        # integer too long to convert is an infinity, which every field that takes one refuses.
+        data = DECODER.decode(body.decode("utf-8-sig"))
+    except (ValueError, RecursionError):
+        raise OpenAIError(400, "the body is not valid JSON", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise OpenAIError(400, "the body must be a JSON object", code="invalid_request")
+    try:
+        parsed = model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_input=False, include_url=False)
+        first = errors[0]["loc"] if errors else ()
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in errors[:10]
+        )
+        raise OpenAIError(
+            400,
+            f"invalid request: {problems}",
+            param=str(first[0]) if first else None,
+            code="invalid_request",
+        ) from None
+    if (found := parsed.unsupported()) is not None:
+        param, message = found
+        raise OpenAIError(400, message, param=param, code="unsupported_parameter")
+    return parsed
+
+
+def chat_messages(messages: Sequence[dict[str, Any]]) -> list[ChatMessage]:
+    """OpenAI's messages as the prompt protocol's: text content, tool calls, tool results."""
+    converted = []
+    for index, message in enumerate(messages):
+        param = f"messages.{index}"
+        said = message.get("role")
+        role = _ROLES.get(said) if isinstance(said, str) else None
+        if role is None:
+            raise OpenAIError(
+                400,
+                f"{param}.role must be system, developer, user, assistant or tool, "
+                f"not {_shown(said)}",
+                param=f"{param}.role",
+                code="invalid_request",
+            )
+        if message.get("function_call"):
+            raise OpenAIError(
+                400,
+                "function_call (legacy) is not supported: use tool_calls",
+                param=f"{param}.function_call",
+                code="unsupported_parameter",
+            )
+        text = _message_text(message.get("content"), role, f"{param}.content")
+        fields: dict[str, Any] = {"role": role, "content": text}
+        if role == "assistant" and message.get("tool_calls"):
+            fields["tool_calls"] = message["tool_calls"]
+        if role == "tool":
+            fields["tool_call_id"] = message.get("tool_call_id")
+        try:
+            converted.append(ChatMessage.model_validate(fields))
+        except ValidationError as exc:
+            error = exc.errors(include_input=False, include_url=False)[0]
+            where = ".".join(str(part) for part in error["loc"])
+            raise OpenAIError(
+                400,
+                f"{param}{'.' + where if where else ''}: {error['msg']} (content must be valid "
+                f"Unicode text of at most {MAX_MESSAGE_CHARS} characters)",
+                param=f"{param}.{where}" if where else param,
+                code="invalid_request",
+            ) from None
+    return converted
+
+
+def _shown(value: Any) -> str:
+    """A value a client sent, quoted in an error: a string cut short, else only its type."""
+    if isinstance(value, str):
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return "null" if value is None else f"a {type(value).__name__}"
+
+
+def check_request(engine: Engine[Any], request: PromptRequest) -> None:
+    """As on the prompt route, but answered as OpenAI answers a parameter it cannot honour."""
+    try:
+        check_capabilities(engine, request)
+    except RequestUnsupported as exc:
+        param = "tools" if request.wants_tools() and "tool" in exc.message else "response_format"
+        raise OpenAIError(400, exc.message, param=param, code="unsupported_parameter") from None
+
+
+def chat_request(body: ChatCompletionRequest, messages: list[ChatMessage]) -> PromptRequest:
+    """The prompt protocol's request for a chat completion, its prompt not yet rendered: the
+    conversation, the generation parameters, and the tools and response format (v1.2), checked
+    by the protocol's own rules (a named tool_choice must be among the tools, ...)."""
+    fields: dict[str, Any] = {**body.generation_params(), "prompt": "", "messages": messages}
+    for name in ("tools", "tool_choice", "response_format"):
+        if (value := getattr(body, name)) is not None:
+            fields[name] = value
+    try:
+        return PromptRequest.model_validate(fields)
+    except ValidationError as exc:
+        errors = exc.errors(include_input=False, include_url=False)
+        first = str(errors[0]["loc"][0]) if errors and errors[0]["loc"] else None
+        if first is None and errors:  # the rules between fields name the field they are about
+            said = errors[0]["msg"]
+            first = next(
+                (n for n in ("tool_choice", "tools", "response_format") if n in said), None
+            )
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in errors[:10]
+        )
+        raise OpenAIError(
+            400, f"invalid request: {problems}", param=first, code="invalid_request"
+        ) from None
+
+
+def _message_text(content: Any, role: str, param: str) -> str:
+    if isinstance(content, str):
+        return content
+    if content is None and role == "assistant":  # a turn that only called tools
+        return ""
+    if isinstance(content, list):
+        pieces = []
+        for part in content:
+            if not (isinstance(part, dict) and part.get("type") == "text"):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise OpenAIError(
+                    400,
+                    f"{param}: only text content parts are supported by this server, not {kind!r}",
+                    param=param,
+                    code="unsupported_content",
+                )
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise OpenAIError(400, f"{param}: a text part needs a 'text' string", param=param)
+            pieces.append(text)
+        return "".join(pieces)
+    raise OpenAIError(
+        400,
+        f"{param} must be a string or a list of text parts",
+        param=param,
+        code="invalid_request",
+    )
+
+
+def prompt_job(engine: Engine[Any], prompt: str, params: dict[str, Any]) -> Job:
+    """The prompt protocol's request for ``prompt``, prepared by the engine before generating.
+    (Its fields have the protocol's own types, already checked in the OpenAI request.)"""
+    return prepare(engine, PromptRequest(prompt=prompt, **params))
+
+
+# -- generation --------------------------------------------------------------------------------
+
+
+async def complete_jobs(
+    engine: Engine[Any],
+    jobs: Sequence[Job],
+    receive: Callable[[], Awaitable[Any]],
+    shutdown: GracefulShutdown,
+) -> list[Completion]:
+    """Each request's completion, run at once. If the client leaves first (``ClientGone``) or
+    the shutdown's grace period ends (503), they are all cancelled, freeing the engine."""
+    if len(jobs) == 1:
+        job = jobs[0]
+        return [await unless_gone(engine.complete(job.request, job.prepared), receive, shutdown)]
+    work = asyncio.gather(*(engine.complete(job.request, job.prepared) for job in jobs))
+    return await unless_gone(work, receive, shutdown)
