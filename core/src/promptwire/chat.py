@@ -53,6 +53,7 @@ from promptwire._stop_guard import StopGuard
 from promptwire.chat_template import render_plain
 from promptwire.client import StreamEvent
 from promptwire.protocol import PromptResponse, StreamDone, StreamToolCall, Usage
+from promptwire.router.served import served_by
 from promptwire.wire import ReasoningDelta, Reply
 
 
@@ -178,7 +179,7 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
 
     def _chat_result(self, reply: PromptResponse, stops: list[str] | None) -> ChatResult:
         text, finish = StopGuard(stops).whole(reply.prompt, reply.finish_reason)
-        metadata = self._response_metadata(finish, reply.model)
+        metadata = {**self._response_metadata(finish, reply.model), **served_by(reply)}
         reasoning = reply.reasoning if isinstance(reply, Reply) else None
         tool_calls, invalid_tool_calls = read_tool_calls(reply)
         message = AIMessage(
@@ -430,7 +431,7 @@ class _ChunkReader:
             message=AIMessageChunk(
                 content=tail,
                 usage_metadata=usage_metadata_of(done.usage),
-                response_metadata=self._metadata(finish, done.model),
+                response_metadata={**self._metadata(finish, done.model), **served_by(done)},
                 chunk_position="last",
             )
         )
