@@ -30,6 +30,7 @@ CPU_BENCHMARKS = [
     "openai_compat",
     "event_loop",
     "aiohttp_transport",
+    "router",
 ]
 TIME_LIMIT = 900  # seconds for one benchmark
 

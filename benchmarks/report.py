@@ -19,6 +19,7 @@ ORDER = [
     "openai_compat",
     "event_loop",
     "aiohttp_transport",
+    "router",
 ]
 GPU_COMMAND = "uv run python -m benchmarks.gpu"
 

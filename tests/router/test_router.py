@@ -13,6 +13,7 @@ import pytest
 from promptwire import (
     AllEndpointsFailedError,
     ChatPromptwire,
+    ConfigurationError,
     EndpointError,
     Modal,
     PromptwireLLM,
@@ -63,7 +64,7 @@ def test_configured_from_the_environment(
 
 def test_no_endpoints_is_refused_when_the_model_is_made(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROMPTWIRE_BACKEND", "router")
-    with pytest.raises(Exception, match="PROMPTWIRE_ROUTER__ENDPOINTS"):
+    with pytest.raises(ConfigurationError, match="PROMPTWIRE_ROUTER__ENDPOINTS"):
         PromptwireLLM()
 
 
