@@ -211,3 +211,15 @@ def test_no_failed_call_while_a_member_stops_mid_batch() -> None:
     rows = {row["endpoint"]: row["served"] for row in client.pool.counts()}
     assert rows[servers[1].url] < 2000 / 3 + 200  # it stopped taking calls mid-run
     assert sum(rows.values()) == 2000
+
+
+def test_one_router_serves_several_event_loops_and_threads(a_url: str, b_url: str) -> None:
+    llm = routed(PromptwireLLM, [a_url, b_url])
+    assert asyncio.run(llm.ainvoke("hi")) in ("from a", "from b")
+    assert asyncio.run(llm.ainvoke("hi")) in ("from a", "from b")  # a new loop: new pools
+    replies: list[str] = []
+    thread = threading.Thread(target=lambda: replies.append(asyncio.run(llm.ainvoke("hi"))))
+    thread.start()
+    thread.join(timeout=60)
+    assert replies and replies[0] in ("from a", "from b")
+    assert llm.batch(["x"] * 8) and sum(counts(llm).values()) == 11
