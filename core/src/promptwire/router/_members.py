@@ -52,6 +52,8 @@ class Member:
         self.defaults = dict(defaults)
         self.weight = weight
         self.in_flight = 0
+        self.turn = 0
+        """When least-busy last picked it (ties go to the member picked longest ago)."""
         self.served = 0
         self.failed = 0
         self.failures_in_row = 0
@@ -95,6 +97,7 @@ class Pool:
         self.max_retries = max_retries
         self.retry_unsafe = retry_unsafe
         self._lock = threading.Lock()
+        self._turn = 0
 
     def start(self) -> Attempts:
         return Attempts(self)
@@ -159,8 +162,10 @@ class Pool:
                 return random.choices(ready, weights=[m.weight for m in ready])[0]
             if self.strategy == "latency":
                 return _fastest(ready)
-            fewest = min(m.in_flight for m in ready)
-            return random.choice([m for m in ready if m.in_flight == fewest])
+            chosen = min(ready, key=_load)  # ties in turn: the one picked longest ago
+            self._turn += 1
+            chosen.turn = self._turn
+            return chosen
 
     def wait_for_one(self) -> float:
         """Seconds until the first cooling member comes back (or a short pause if none cools)."""
@@ -198,6 +203,10 @@ class Pool:
                 }
                 for m in self.members
             ]
+
+
+def _load(member: Member) -> tuple[int, int]:
+    return member.in_flight, member.turn
 
 
 def _fastest(ready: list[Member]) -> Member:
