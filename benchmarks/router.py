@@ -48,8 +48,9 @@ def _models(urls: Sequence[str], routed_model: bool) -> list[PromptwireLLM]:
 def sync_block(routed_model: bool) -> Block:
     def run(urls: Sequence[str], prompt: str, calls: int) -> float:
         llms = _models(urls, routed_model)
-        for llm in llms:
-            llm.invoke(prompt)
+        for _ in urls:  # each pool made (an httpx client costs milliseconds to make)
+            for llm in llms:
+                llm.invoke(prompt)
         started = time.process_time()
         for call in range(calls):
             llms[call % len(llms)].invoke(prompt)
@@ -66,8 +67,9 @@ def async_block(routed_model: bool) -> Block:
         llms = _models(urls, routed_model)
 
         async def calls_made() -> float:
-            for llm in llms:
-                await llm.ainvoke(prompt)
+            for _ in urls:
+                for llm in llms:
+                    await llm.ainvoke(prompt)
             started = time.process_time()
             for call in range(calls):
                 await llms[call % len(llms)].ainvoke(prompt)
