@@ -20,7 +20,7 @@ from promptwire import (
     ServerError,
 )
 from promptwire.router import routed
-from promptwire.router.client import RouterClient
+from promptwire.router._router_client import RouterClient
 from promptwire.server import BackgroundServer, create_app
 from promptwire_modal_dummy.engine import DummyEngine
 from promptwire_modal_dummy.settings import DummySettings

@@ -31,6 +31,7 @@ PUBLIC_MODULES = [
     "promptwire.openai_protocol",
     "promptwire.plugins",
     "promptwire.protocol",
+    "promptwire.router",
     "promptwire.server",
     "promptwire.settings",
     "promptwire.sse",

@@ -15,7 +15,7 @@ from promptwire.errors import (
 )
 from promptwire.router import RouterSettings
 from promptwire.router._members import Member, Pool
-from promptwire.router.settings import Strategy
+from promptwire.router._settings import Strategy
 
 
 def pool(strategy: Strategy = "least-busy", weights: tuple[float, ...] = (1, 1), **kw: int) -> Pool:

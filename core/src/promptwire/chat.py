@@ -53,7 +53,7 @@ from promptwire._stop_guard import StopGuard
 from promptwire.chat_template import render_plain
 from promptwire.client import StreamEvent
 from promptwire.protocol import PromptResponse, StreamDone, StreamToolCall, Usage
-from promptwire.router.served import served_by
+from promptwire.router._served import served_by
 from promptwire.wire import ReasoningDelta, Reply
 
 

@@ -23,7 +23,7 @@ from pydantic import ConfigDict
 from promptwire._endpoint_model import EndpointModel, arun_concurrently, run_concurrently
 from promptwire._stop_guard import StopGuard
 from promptwire.protocol import PromptResponse, StreamDone, StreamToolCall, Usage
-from promptwire.router.served import served_by
+from promptwire.router._served import served_by
 from promptwire.wire import ReasoningDelta
 
 # A batch's ``max_concurrency`` from its RunnableConfig, for ``_generate``/``_agenerate``.

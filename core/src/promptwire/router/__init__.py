@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from promptwire.router.settings import RouterEndpoint, RouterSettings, Strategy
+from promptwire.router._settings import RouterEndpoint, RouterSettings, Strategy
 
 M = TypeVar("M")
 
@@ -31,7 +31,7 @@ def routed(
     ``endpoints``; ``fields`` are the model's own (timeouts, credentials shared by members that
     give none, generation parameters). Nothing is read from ``PROMPTWIRE_ROUTER__*``."""
     from promptwire._endpoint_model import EndpointModel
-    from promptwire.router.adapter import RouterAdapter
+    from promptwire.router._adapter import RouterAdapter
 
     settings = RouterSettings(
         endpoints=[e.model_dump() if isinstance(e, RouterEndpoint) else e for e in endpoints],

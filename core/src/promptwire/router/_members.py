@@ -27,7 +27,7 @@ from promptwire.errors import (
     EndpointTimeoutError,
     HTTPStatusError,
 )
-from promptwire.router.settings import Strategy
+from promptwire.router._settings import Strategy
 
 logger = logging.getLogger("promptwire.router")
 

@@ -8,8 +8,8 @@ from promptwire.hookspecs import hookimpl
 
 @hookimpl
 def register_backends(register: RegisterBackend) -> None:
-    from promptwire.router.adapter import RouterAdapter
-    from promptwire.router.settings import BACKEND_NAME, RouterSettings
+    from promptwire.router._adapter import RouterAdapter
+    from promptwire.router._settings import BACKEND_NAME, RouterSettings
 
     register(
         Backend(

@@ -20,7 +20,7 @@ from promptwire.client import EndpointClient, StreamEvent
 from promptwire.errors import EndpointError
 from promptwire.protocol import PromptResponse, StreamDone
 from promptwire.router._members import Member, Pool
-from promptwire.router.served import routed_done, routed_reply
+from promptwire.router._served import routed_done, routed_reply
 
 
 class RouterClient(EndpointClient):

@@ -13,8 +13,8 @@ from promptwire.backends import ClientAdapter
 from promptwire.client import ClientConfig, EndpointClient, check_header_secret, parse_endpoint_url
 from promptwire.errors import ConfigurationError
 from promptwire.router._members import Member, Pool
-from promptwire.router.client import RouterClient
-from promptwire.router.settings import BACKEND_NAME, RouterEndpoint, RouterSettings
+from promptwire.router._router_client import RouterClient
+from promptwire.router._settings import BACKEND_NAME, RouterEndpoint, RouterSettings
 from promptwire.settings import ConnectionSettings
 from promptwire.wire import PROMPT_PROTOCOL, WireFormat
 
