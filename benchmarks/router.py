@@ -1,4 +1,4 @@
-"""(11) The router backend's own cost per call: client CPU through ``routed(...)`` against the
+"""(12) The router backend's own cost per call: client CPU through ``routed(...)`` against the
 same calls made directly to one endpoint.
 
 ``promptwire serve`` (dummy engine, zero delay) runs in its own processes; this process only runs
@@ -109,7 +109,7 @@ def run(quick: bool) -> BenchResult:
                 cpu[name].append(block(urls[:members], prompt, calls) / calls * 1e6)
     result = BenchResult(
         key="router",
-        title="11. The router's own cost per call",
+        title="12. The router's own cost per call",
         setup=(
             f"{calls} sequential calls per contender and repetition against `promptwire serve` "
             "(dummy engine in echo mode, zero delay; three of them, in other processes); CPU "
