@@ -172,7 +172,7 @@ async def test_least_busy_spreads_a_concurrent_batch() -> None:
 
 def test_latency_sends_most_calls_to_the_faster_member() -> None:
     fast = DummyEngine(DummySettings(reply="fast"))
-    slow = DummyEngine(DummySettings(reply="slow", first_token_delay=0.15))
+    slow = DummyEngine(DummySettings(reply="slow", first_token_delay=0.25))
     with serve_engine(fast) as f, serve_engine(slow) as s:
         llm = routed(PromptwireLLM, [s.url, f.url], strategy="latency")
         replies = [llm.invoke("hi") for _ in range(100)]

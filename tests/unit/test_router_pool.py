@@ -86,8 +86,10 @@ def test_weighted_follows_the_weights() -> None:
 def test_latency_prefers_the_faster_member() -> None:
     routes = pool("latency")
     slow, fast = routes.members
-    routes.succeeded(slow, 0.5)
-    routes.succeeded(fast, 0.05)
+    for seconds in (0.5, 0.5, 0.5):
+        routes.succeeded(slow, seconds)
+    for seconds in (0.9, 0.05, 0.05):  # one slow call (a new connection) is outvoted
+        routes.succeeded(fast, seconds)
     picks = Counter(routes.pick(set()) for _ in range(1000))
     assert picks[fast] > 900
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import random
+import statistics
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,8 +33,11 @@ from promptwire.router._settings import Strategy
 
 logger = logging.getLogger("promptwire.router")
 
-#: Weight of the newest sample in a member's latency (an exponential moving average).
-LATENCY_WEIGHT = 0.3
+#: A member's latency is the median of its last ``LATENCY_SAMPLES`` calls, so one slow call (a
+#: new connection, a busy moment) does not steer traffic away from it; the ``latency`` strategy
+#: measures each member ``MIN_SAMPLES`` times before it compares them.
+LATENCY_SAMPLES = 5
+MIN_SAMPLES = 3
 #: Share of calls the ``latency`` strategy sends to a member at random, so a member that was
 #: slow once is measured again.
 EXPLORE = 0.05
@@ -59,6 +64,7 @@ class Member:
         self.failures_in_row = 0
         self.cool_until = 0.0
         self.latency: float | None = None
+        self.samples: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self.last_error: str | None = None
 
     def __repr__(self) -> str:
@@ -117,8 +123,8 @@ class Pool:
         with self._lock:
             member.served += 1
             member.failures_in_row = 0
-            old = member.latency
-            member.latency = seconds if old is None else old + LATENCY_WEIGHT * (seconds - old)
+            member.samples.append(seconds)
+            member.latency = statistics.median(member.samples)
         logger.debug("call served by %s in %.3f s", member.label, seconds)
 
     def failed(self, member: Member, exc: EndpointError) -> None:
@@ -210,9 +216,9 @@ def _load(member: Member) -> tuple[int, int]:
 
 
 def _fastest(ready: list[Member]) -> Member:
-    """A member never measured first (the least busy of them), else now and then any member,
-    else the lowest recent latency."""
-    unmeasured = [m for m in ready if m.latency is None]
+    """A member not yet measured ``MIN_SAMPLES`` times first (the least busy of them), else now
+    and then any member, else the lowest recent latency."""
+    unmeasured = [m for m in ready if len(m.samples) < MIN_SAMPLES]
     if unmeasured:
         fewest = min(m.in_flight for m in unmeasured)
         return random.choice([m for m in unmeasured if m.in_flight == fewest])
