@@ -31,6 +31,7 @@ CPU_BENCHMARKS = [
     "event_loop",
     "aiohttp_transport",
     "real_model",
+    "router",
 ]
 TIME_LIMIT = 900  # seconds for one benchmark
 

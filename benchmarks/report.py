@@ -20,6 +20,7 @@ ORDER = [
     "event_loop",
     "aiohttp_transport",
     "real_model",
+    "router",
 ]
 GPU_COMMAND = "uv run python -m benchmarks.gpu"
 

@@ -35,6 +35,7 @@ PUBLIC_MODULES = [
     "promptwire.protocol.chat_template",
     "promptwire.protocol.stops",
     "promptwire.schema_budget",
+    "promptwire.router",
     "promptwire.server",
     "promptwire.server.observability",
     "promptwire.server.observability.telemetry",

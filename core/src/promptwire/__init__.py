@@ -27,6 +27,7 @@ _EXPORTS = {
     "ProtocolError": "promptwire.errors",
     "ReplyTooLargeError": "promptwire.errors",
     "StreamError": "promptwire.errors",
+    "AllEndpointsFailedError": "promptwire.errors",
     "HTTPStatusError": "promptwire.errors",
     "InvalidRequestError": "promptwire.errors",
     "AuthenticationError": "promptwire.errors",
@@ -62,6 +63,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "AllEndpointsFailedError",
     "AuthenticationError",
     "Backend",
     "Capabilities",
@@ -127,6 +129,7 @@ if TYPE_CHECKING:
         ToolCall,
     )
     from promptwire.errors import (
+        AllEndpointsFailedError,
         AuthenticationError,
         ConfigurationError,
         EndpointConnectError,

@@ -54,6 +54,7 @@ from promptwire.client._transport.negotiation import ConversationNegotiator
 from promptwire.client.wire import ReasoningDelta, Reply
 from promptwire.protocol import PromptResponse, StreamDone, StreamToolCall, Usage
 from promptwire.protocol.chat_template import render_plain
+from promptwire.router._served import served_by
 
 
 class ChatPromptwire(EndpointModel, BaseChatModel):
@@ -178,7 +179,7 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
 
     def _chat_result(self, reply: PromptResponse, stops: list[str] | None) -> ChatResult:
         text, finish = StopGuard(stops).whole(reply.prompt, reply.finish_reason)
-        metadata = self._response_metadata(finish, reply.model)
+        metadata = {**self._response_metadata(finish, reply.model), **served_by(reply)}
         reasoning = reply.reasoning if isinstance(reply, Reply) else None
         tool_calls, invalid_tool_calls = read_tool_calls(reply)
         message = AIMessage(
@@ -431,7 +432,7 @@ class _ChunkReader:
             message=AIMessageChunk(
                 content=tail,
                 usage_metadata=usage_metadata_of(done.usage),
-                response_metadata=self._metadata(finish, done.model),
+                response_metadata={**self._metadata(finish, done.model), **served_by(done)},
                 chunk_position="last",
             )
         )

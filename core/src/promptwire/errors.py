@@ -8,6 +8,7 @@ PromptwireError
     ├── EndpointTimeoutError    no complete reply within the configured timeout
     ├── ProtocolError           a reply that does not follow the protocol (non-JSON, no ``prompt``)
     ├── StreamError             the server reported an error in the middle of a stream
+    ├── AllEndpointsFailedError the ``router`` backend found no member able to take the call
     └── HTTPStatusError         a non-2xx answer (has ``status_code``, ``error_type``)
         ├── InvalidRequestError 400/404/405/422: the request itself is wrong
         ├── AuthenticationError 401/403
@@ -83,6 +84,21 @@ class StreamError(EndpointError):
         self.error_type = error_type
 
 
+class AllEndpointsFailedError(EndpointError):
+    """Every member of a ``router`` backend failed or is cooling down. ``failures`` maps each
+    member (its URL without query or credentials) to why it could not take the call."""
+
+    def __init__(self, failures: dict[str, str], *, may_have_run: bool) -> None:
+        reasons = "; ".join(f"{member}: {why}" for member, why in failures.items())
+        super().__init__(
+            f"no endpoint could take the call: {reasons}",
+            url=", ".join(failures),
+            transient=True,
+            may_have_run=may_have_run,
+        )
+        self.failures = dict(failures)
+
+
 class HTTPStatusError(EndpointError):
     def __init__(
         self,
@@ -150,6 +166,7 @@ def status_error_class(status_code: int) -> type[HTTPStatusError]:
 
 
 __all__ = [
+    "AllEndpointsFailedError",
     "AuthenticationError",
     "ConfigurationError",
     "EndpointConnectError",

@@ -24,6 +24,7 @@ from promptwire.client._endpoint_model import EndpointModel, arun_concurrently, 
 from promptwire.client._stop_guard import StopGuard
 from promptwire.client.wire import ReasoningDelta
 from promptwire.protocol import PromptResponse, StreamDone, StreamToolCall, Usage
+from promptwire.router._served import served_by
 
 # A batch's ``max_concurrency`` from its RunnableConfig, for ``_generate``/``_agenerate``.
 _batch_concurrency: ContextVar[int | None] = ContextVar(
@@ -117,7 +118,7 @@ class PromptwireLLM(EndpointModel, LLM):
                 tail, finish = guard.finish(event.finish_reason)
                 if tail:
                     yield self._chunk(tail, run_manager)
-                info = _generation_info(finish, event.usage, event.model)
+                info = _generation_info(finish, event.usage, event.model) | served_by(event)
                 yield GenerationChunk(text="", generation_info=info)
                 return
             if text := guard.feed(event.text):
@@ -141,7 +142,7 @@ class PromptwireLLM(EndpointModel, LLM):
                     tail, finish = guard.finish(event.finish_reason)
                     if tail:
                         yield await self._achunk(tail, run_manager)
-                    info = _generation_info(finish, event.usage, event.model)
+                    info = _generation_info(finish, event.usage, event.model) | served_by(event)
                     yield GenerationChunk(text="", generation_info=info)
                     return
                 if text := guard.feed(event.text):
@@ -306,7 +307,8 @@ def _generation_info(finish_reason: Any, usage: Usage | None, model: str | None)
 
 def _reply_generation(reply: PromptResponse, stop: list[str] | None) -> Generation:
     text, finish = StopGuard(stop).whole(reply.prompt, reply.finish_reason)
-    return Generation(text=text, generation_info=_generation_info(finish, reply.usage, reply.model))
+    info = _generation_info(finish, reply.usage, reply.model) | served_by(reply)
+    return Generation(text=text, generation_info=info)
 
 
 def _merge_chunks(chunks: Iterator[GenerationChunk]) -> Generation:

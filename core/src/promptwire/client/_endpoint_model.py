@@ -141,8 +141,11 @@ class EndpointModel(ClientSettings):
         config = ClientConfig(
             **connection, headers=self._adapter.headers(self._backend_settings), wire=self._wire
         )
-        return EndpointClient(
-            config, http_client=self.http_client, http_async_client=self.http_async_client
+        return self._adapter.endpoint_client(
+            self._backend_settings,
+            config,
+            http_client=self.http_client,
+            http_async_client=self.http_async_client,
         )
 
     def _base_params(self) -> dict[str, Any]:

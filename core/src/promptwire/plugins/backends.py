@@ -18,6 +18,9 @@ from typing_extensions import TypeVar
 from promptwire.errors import ConfigurationError, PluginError
 
 if TYPE_CHECKING:  # the client path never needs the server side
+    import httpx
+
+    from promptwire.client import ClientConfig, EndpointClient
     from promptwire.client.wire import WireFormat
     from promptwire.engine import Engine
 
@@ -55,6 +58,21 @@ class ClientAdapter(Generic[SettingsT_contra]):
         from promptwire.client.wire import PROMPT_PROTOCOL
 
         return PROMPT_PROTOCOL
+
+    def endpoint_client(
+        self,
+        settings: SettingsT_contra,
+        config: ClientConfig,
+        *,
+        http_client: httpx.Client | None = None,
+        http_async_client: httpx.AsyncClient | None = None,
+    ) -> EndpointClient:
+        """The client a model object sends through, made once on its first call: one
+        ``EndpointClient`` for ``config``'s endpoint. A backend that spreads calls over several
+        endpoints (``router``) returns its own, with the same methods."""
+        from promptwire.client import EndpointClient
+
+        return EndpointClient(config, http_client=http_client, http_async_client=http_async_client)
 
 
 @dataclass(frozen=True)

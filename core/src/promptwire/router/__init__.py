@@ -1,0 +1,54 @@
+"""The ``router`` backend: one model object, several endpoints.
+
+``PROMPTWIRE_BACKEND=router`` with ``PROMPTWIRE_ROUTER__ENDPOINTS`` (a JSON list of URLs or of
+``RouterEndpoint`` objects) and ``PROMPTWIRE_ROUTER__STRATEGY``; or, in code,
+``routed(PromptwireLLM, ["http://a/", "http://b/"], strategy="latency")``. Each call goes to one
+member; a member that is down is cooled down and the call moves on (``promptwire.router._members``
+has the rules). The member that served a call is in ``generation_info`` / ``response_metadata``
+under ``endpoint``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+from promptwire.router._settings import RouterEndpoint, RouterSettings, Strategy
+
+M = TypeVar("M")
+
+
+def routed(
+    model_class: type[M],
+    endpoints: Sequence[str | RouterEndpoint | Mapping[str, Any]],
+    *,
+    strategy: Strategy = "least-busy",
+    failures: int = 3,
+    cooldown: float = 5.0,
+    **fields: Any,
+) -> M:
+    """A ``PromptwireLLM``, ``ChatPromptwire`` or ``Modal`` (``model_class``) that routes over
+    ``endpoints``; ``fields`` are the model's own (timeouts, credentials shared by members that
+    give none, generation parameters). Nothing is read from ``PROMPTWIRE_ROUTER__*``."""
+    from promptwire.client._endpoint_model import EndpointModel
+    from promptwire.router._adapter import RouterAdapter
+
+    settings = RouterSettings(
+        endpoints=[e.model_dump() if isinstance(e, RouterEndpoint) else e for e in endpoints],
+        strategy=strategy,
+        failures=failures,
+        cooldown=cooldown,
+    )
+    adapter = RouterAdapter()
+    wire = adapter.wire_format(settings)  # checks the members now, not at the first call
+    model = model_class(**{**fields, "backend": None})
+    if not isinstance(model, EndpointModel):
+        raise TypeError(f"{model_class.__name__} is not a promptwire model")
+    object.__setattr__(model, "backend", "router")
+    model._adapter = adapter
+    model._backend_settings = settings
+    model._wire = wire
+    return model
+
+
+__all__ = ["RouterEndpoint", "RouterSettings", "Strategy", "routed"]

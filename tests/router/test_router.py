@@ -1,0 +1,225 @@
+"""The ``router`` backend against real uvicorn servers on 127.0.0.1: failover, cooldown,
+recovery, streams, the error when all are down, strategies, and what shows who served a call."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from promptwire import (
+    AllEndpointsFailedError,
+    ChatPromptwire,
+    ConfigurationError,
+    EndpointError,
+    Modal,
+    PromptwireLLM,
+    ServerError,
+)
+from promptwire.router import routed
+from promptwire.router._router_client import RouterClient
+from promptwire.server import BackgroundServer, create_app
+from promptwire_modal_dummy.engine import DummyEngine
+from promptwire_modal_dummy.settings import DummySettings
+
+from tests.router.fakes import FakeEndpoint
+from tests.support.engines import ObservedEngine
+from tests.support.servers import refused_url, serve_asgi, serve_engine
+
+
+@pytest.fixture(scope="module")
+def a_url() -> Iterator[str]:
+    with serve_engine(DummyEngine(DummySettings(reply="from a"))) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="module")
+def b_url() -> Iterator[str]:
+    with serve_engine(DummyEngine(DummySettings(reply="from b"))) as server:
+        yield server.url
+
+
+def counts(llm: PromptwireLLM | ChatPromptwire) -> dict[str, int]:
+    client = llm.client
+    assert isinstance(client, RouterClient)
+    return {row["endpoint"]: row["served"] for row in client.pool.counts()}
+
+
+def test_configured_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, a_url: str, b_url: str
+) -> None:
+    monkeypatch.setenv("PROMPTWIRE_BACKEND", "router")
+    monkeypatch.setenv("PROMPTWIRE_ROUTER__ENDPOINTS", json.dumps([a_url, {"url": b_url}]))
+    monkeypatch.setenv("PROMPTWIRE_ROUTER__STRATEGY", "ordered")
+    llm = PromptwireLLM()
+    result = llm.generate(["hi"])
+    generation = result.generations[0][0]
+    assert generation.text == "from a"
+    assert generation.generation_info is not None
+    assert generation.generation_info["endpoint"] == a_url
+
+
+def test_no_endpoints_is_refused_when_the_model_is_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMPTWIRE_BACKEND", "router")
+    with pytest.raises(ConfigurationError, match="PROMPTWIRE_ROUTER__ENDPOINTS"):
+        PromptwireLLM()
+
+
+def test_a_refused_member_is_passed_over_and_cooled_down(b_url: str) -> None:
+    down = refused_url()
+    llm = routed(PromptwireLLM, [down, b_url], strategy="ordered", failures=2, cooldown=60)
+    assert [llm.invoke("hi") for _ in range(5)] == ["from b"] * 5
+    client = llm.client
+    assert isinstance(client, RouterClient)
+    rows = {row["endpoint"]: row for row in client.pool.counts()}
+    assert rows[down]["failed"] == 2  # cooled down after two failures: not tried again
+    assert rows[down]["cooling_down_s"] > 50
+    assert rows[b_url]["served"] == 5
+
+
+async def test_async_calls_fail_over_too(b_url: str) -> None:
+    llm = routed(PromptwireLLM, [refused_url(), b_url], strategy="ordered")
+    assert await llm.ainvoke("hi") == "from b"
+    chunks = [chunk async for chunk in llm.astream("hi")]
+    assert "".join(chunks) == "from b"
+
+
+def test_retry_after_cools_a_member_for_that_long(b_url: str) -> None:
+    busy = FakeEndpoint(503, {"Retry-After": "30"})
+    with serve_asgi(busy) as server:
+        llm = routed(PromptwireLLM, [server.url, b_url], strategy="ordered", failures=100)
+        assert [llm.invoke("hi") for _ in range(4)] == ["from b"] * 4
+    assert busy.hits == 1
+
+
+def test_a_member_recovers_after_its_cooldown(a_url: str) -> None:
+    flaky = FakeEndpoint(429)
+    with serve_asgi(flaky) as server:
+        urls = [server.url, a_url]
+        llm = routed(PromptwireLLM, urls, strategy="ordered", failures=1, cooldown=0.3)
+        assert llm.invoke("hi") == "from a"
+        assert llm.invoke("hi") == "from a"
+        assert flaky.hits == 1  # cooling down
+        deadline = time.monotonic() + 10
+        while flaky.hits == 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            llm.invoke("hi")
+        assert flaky.hits == 2  # tried again by itself once its cooldown was over
+
+
+def test_a_failure_the_request_may_have_run_on_is_not_repeated_elsewhere(b_url: str) -> None:
+    gateway = FakeEndpoint(502)
+    with serve_asgi(gateway) as server:
+        llm = routed(PromptwireLLM, [server.url, b_url], strategy="ordered")
+        with pytest.raises(ServerError):
+            llm.invoke("hi")
+        unsafe = routed(PromptwireLLM, [server.url, b_url], strategy="ordered", retry_unsafe=True)
+        assert unsafe.invoke("hi") == "from b"
+    assert gateway.hits == 2
+
+
+def test_a_stream_falls_back_only_before_its_first_piece() -> None:
+    engine = ObservedEngine(DummySettings(reply="whole"))
+    cut = FakeEndpoint(200)
+    with serve_asgi(cut) as bad, serve_engine(engine) as good:
+        llm = routed(PromptwireLLM, [bad.url, good.url], strategy="ordered")
+        pieces: list[str] = []
+        with pytest.raises(EndpointError):
+            for piece in llm.stream("hi"):
+                pieces.append(piece)
+        assert pieces == ["cut "]  # what was shown stays shown, and nothing comes twice
+        assert engine.requests == []
+        before = routed(PromptwireLLM, [refused_url(), good.url], strategy="ordered")
+        assert "".join(before.stream("hi")) == "whole"
+
+
+def test_when_every_member_is_down_one_error_names_each() -> None:
+    first, second = refused_url(), refused_url() + "v1?key=hush"
+    llm = routed(PromptwireLLM, [first, second], max_retries=1, api_key="s3cret-token")
+    started = time.monotonic()
+    with pytest.raises(AllEndpointsFailedError) as caught:
+        llm.invoke("hi")
+    assert time.monotonic() - started < 10
+    shown = second.split("?")[0]
+    assert set(caught.value.failures) == {first, shown}
+    assert "refused" in str(caught.value).lower() or "connect" in str(caught.value).lower()
+    assert "hush" not in str(caught.value) and "s3cret" not in str(caught.value)
+    assert "hush" not in repr(llm.client)
+
+
+def test_chat_and_modal_route_and_show_the_member(a_url: str) -> None:
+    chat = routed(ChatPromptwire, [refused_url(), a_url], strategy="ordered")
+    message = chat.invoke("hi")
+    assert message.content == "from a"
+    assert message.response_metadata["endpoint"] == a_url
+    last = list(chat.stream("hi"))[-1]
+    assert last.response_metadata["endpoint"] == a_url
+    modal = routed(Modal, [a_url])
+    assert modal.invoke("hi") == "from a"
+
+
+async def test_least_busy_spreads_a_concurrent_batch() -> None:
+    engines = [ObservedEngine(DummySettings(first_token_delay=0.2)) for _ in range(2)]
+    with serve_engine(engines[0]) as one, serve_engine(engines[1]) as two:
+        llm = routed(PromptwireLLM, [one.url, two.url], max_concurrency=8)
+        replies = await llm.abatch(["hi"] * 16)
+    assert replies == ["hello world"] * 16
+    assert all(len(engine.requests) >= 4 for engine in engines), [len(e.requests) for e in engines]
+
+
+def test_latency_sends_most_calls_to_the_faster_member() -> None:
+    fast = DummyEngine(DummySettings(reply="fast"))
+    slow = DummyEngine(DummySettings(reply="slow", first_token_delay=0.25))
+    with serve_engine(fast) as f, serve_engine(slow) as s:
+        llm = routed(PromptwireLLM, [s.url, f.url], strategy="latency")
+        replies = [llm.invoke("hi") for _ in range(100)]
+    assert replies.count("fast") >= 80, replies.count("fast")
+
+
+def test_no_failed_call_while_a_member_stops_mid_batch() -> None:
+    servers = [
+        BackgroundServer(create_app(DummyEngine(DummySettings(reply=f"m{i}")))).start()
+        for i in range(3)
+    ]
+    try:
+        llm = routed(PromptwireLLM, [s.url for s in servers], max_concurrency=16)
+        client = llm.client
+        assert isinstance(client, RouterClient)
+        stopped = threading.Event()
+
+        def stop_one() -> None:
+            deadline = time.monotonic() + 120
+            while sum(r["served"] for r in client.pool.counts()) < 500:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.01)
+            servers[1].stop()
+            stopped.set()
+
+        stopper = threading.Thread(target=stop_one, daemon=True)
+        stopper.start()
+        replies = asyncio.run(llm.abatch([f"p{i}" for i in range(2000)]))
+        stopper.join(timeout=60)
+    finally:
+        for server in servers:
+            server.stop()
+    assert stopped.is_set()
+    assert len(replies) == 2000 and all(r in ("m0", "m1", "m2") for r in replies)
+    rows = {row["endpoint"]: row["served"] for row in client.pool.counts()}
+    assert rows[servers[1].url] < 2000 / 3 + 200  # it stopped taking calls mid-run
+    assert sum(rows.values()) == 2000
+
+
+def test_one_router_serves_several_event_loops_and_threads(a_url: str, b_url: str) -> None:
+    llm = routed(PromptwireLLM, [a_url, b_url])
+    assert asyncio.run(llm.ainvoke("hi")) in ("from a", "from b")
+    assert asyncio.run(llm.ainvoke("hi")) in ("from a", "from b")  # a new loop: new pools
+    replies: list[str] = []
+    thread = threading.Thread(target=lambda: replies.append(asyncio.run(llm.ainvoke("hi"))))
+    thread.start()
+    thread.join(timeout=60)
+    assert replies and replies[0] in ("from a", "from b")
+    assert llm.batch(["x"] * 8) and sum(counts(llm).values()) == 11
