@@ -24,15 +24,16 @@ Pure Python, shared by the engines that read calls out of text (ExLlamaV2, llama
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from promptwire.engine import ToolCall
-from promptwire.protocol import ChatMessage, NamedToolChoice, PromptRequest, ToolSpec
+from promptwire.engine import EngineEvent, Finish, TextChunk, ToolCall
+from promptwire.protocol import ChatMessage, FinishReason, NamedToolChoice, PromptRequest, ToolSpec
 
 HERMES_OPEN = "<tool_call>"
 HERMES_CLOSE = "</tool_call>"
@@ -204,6 +205,33 @@ class ToolCallSplitter:
         return (text if calls else self.held), calls
 
 
+async def calls_from_stream(
+    events: AsyncGenerator[EngineEvent, None], fmt: ToolFormat, request: PromptRequest
+) -> AsyncGenerator[EngineEvent, None]:
+    """An engine's generation for a request that offers tools, as its ``stream`` yields it:
+    text that could begin a call is held back, and the calls are read from it at the end (for a
+    required call, the whole reply is one); the finish reason is ``tool_calls`` when it called.
+    Closing this closes ``events``, so the engine cancels its generation at once."""
+    tools = request.tools or []
+    splitter = ToolCallSplitter(fmt, hold_all=forced_tools(request) is not None)
+    async with contextlib.aclosing(events):
+        async for event in events:
+            if isinstance(event, TextChunk):
+                if text := splitter.feed(event.text):
+                    yield TextChunk(text, tokens=event.tokens)
+                continue
+            if not isinstance(event, Finish):
+                yield event
+                continue
+            text, calls = splitter.finish(tools)
+            if text:
+                yield TextChunk(text, tokens=0)
+            for call in calls:
+                yield call
+            reason = FinishReason.TOOL_CALLS if calls else event.finish_reason
+            yield Finish(reason, event.usage)
+
+
 def _longest_marker_prefix(text: str, markers: Sequence[str]) -> int:
     longest = 0
     for marker in markers:
@@ -255,6 +283,7 @@ __all__ = [
     "MISTRAL",
     "ToolCallSplitter",
     "ToolFormat",
+    "calls_from_stream",
     "describe_tools",
     "detect_tool_format",
     "forced_tools",

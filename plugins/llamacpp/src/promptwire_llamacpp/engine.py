@@ -11,6 +11,7 @@ template renders tools, and as bare JSON described in the system message otherwi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import AsyncGenerator, Callable, Sequence
@@ -25,13 +26,12 @@ from promptwire.engine import (
     Finish,
     RequestRejected,
     RequestUnsupported,
-    TextChunk,
 )
 from promptwire.engine.hf_chat_template import ChatTemplate, ChatTemplateError
 from promptwire.engine.tool_calls import (
     JSON_TOOLS,
-    ToolCallSplitter,
     ToolFormat,
+    calls_from_stream,
     describe_tools,
     detect_tool_format,
     forced_tools,
@@ -39,7 +39,6 @@ from promptwire.engine.tool_calls import (
 from promptwire.protocol import (
     Capabilities,
     ChatMessage,
-    FinishReason,
     JsonSchemaFormat,
     PromptRequest,
     ToolSpec,
@@ -250,28 +249,13 @@ class LlamaCppEngine(Engine[PreparedRequest]):
         return self._runtime
 
     async def stream(self, prepared: PreparedRequest) -> AsyncGenerator[EngineEvent, None]:
-        request, fmt = prepared.request, self._tool_format
-        if not (request.wants_tools() and request.tools):
-            async for event in self._generate(prepared):
+        request = prepared.request
+        events = self._generate(prepared)
+        if request.wants_tools() and request.tools:
+            events = calls_from_stream(events, self._tool_format, request)  # it may call tools
+        async with contextlib.aclosing(events):
+            async for event in events:
                 yield event
-            return
-        # The model may call tools: text that could begin a call is held back, and the calls
-        # are read from it at the end (a required call: the whole reply is one).
-        tools = request.tools
-        splitter = ToolCallSplitter(fmt, hold_all=forced_tools(request) is not None)
-        async for event in self._generate(prepared):
-            if isinstance(event, TextChunk):
-                if text := splitter.feed(event.text):
-                    yield TextChunk(text, tokens=event.tokens)
-                continue
-            assert isinstance(event, Finish)
-            text, calls = splitter.finish(tools)
-            if text:
-                yield TextChunk(text, tokens=0)
-            for call in calls:
-                yield call
-            reason = FinishReason.TOOL_CALLS if calls else event.finish_reason
-            yield Finish(reason, event.usage)
 
     async def _generate(self, prepared: PreparedRequest) -> AsyncGenerator[EngineEvent, None]:
         scheduler = self._scheduler

@@ -6,6 +6,7 @@ and sampled as the model's settings say, then run as jobs of the continuous-batc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import AsyncGenerator, Callable, Sequence
@@ -20,18 +21,16 @@ from promptwire.engine import (
     EngineNotReady,
     Finish,
     RequestUnsupported,
-    TextChunk,
 )
 from promptwire.engine.tool_calls import (
-    ToolCallSplitter,
     ToolFormat,
+    calls_from_stream,
     detect_tool_format,
     forced_tools,
 )
 from promptwire.protocol import (
     Capabilities,
     ChatMessage,
-    FinishReason,
     JsonSchemaFormat,
     PromptRequest,
     ToolSpec,
@@ -275,27 +274,12 @@ class BatchingEngine(Engine[PreparedRequest]):
 
     async def stream(self, prepared: PreparedRequest) -> AsyncGenerator[EngineEvent, None]:
         request, fmt = prepared.request, self._tool_format
-        if not (request.wants_tools() and request.tools and fmt is not None):
-            async for event in self._generate(prepared):
+        events = self._generate(prepared)
+        if request.wants_tools() and request.tools and fmt is not None:
+            events = calls_from_stream(events, fmt, request)  # the model may call tools
+        async with contextlib.aclosing(events):
+            async for event in events:
                 yield event
-            return
-        # The model may call tools: text that could begin a call is held back, and the calls
-        # are read from it at the end (a required call: the whole reply is one).
-        tools = request.tools
-        splitter = ToolCallSplitter(fmt, hold_all=forced_tools(request) is not None)
-        async for event in self._generate(prepared):
-            if isinstance(event, TextChunk):
-                if text := splitter.feed(event.text):
-                    yield TextChunk(text)
-                continue
-            assert isinstance(event, Finish)
-            text, calls = splitter.finish(tools)
-            if text:
-                yield TextChunk(text)
-            for call in calls:
-                yield call
-            reason = FinishReason.TOOL_CALLS if calls else event.finish_reason
-            yield Finish(reason, event.usage)
 
     async def _generate(self, prepared: PreparedRequest) -> AsyncGenerator[EngineEvent, None]:
         runtime, loop = self._require_runtime(), self._loop
