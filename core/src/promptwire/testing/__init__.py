@@ -38,13 +38,13 @@ assert run.text == "three two" and run.finish.finish_reason == "length"
 ```
 """
 
-from promptwire.testing._conformance import (
-    EndpointConformanceTests,
+from promptwire.testing._assertions import (
     StreamResult,
     assert_protocol_error,
     assert_whole_reply,
     read_stream,
 )
+from promptwire.testing._conformance import EndpointConformanceTests
 from promptwire.testing._engine_run import EngineRun, arun_engine, run_engine
 
 __all__ = [
