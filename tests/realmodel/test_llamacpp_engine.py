@@ -156,17 +156,32 @@ def test_a_full_queue_is_a_503_with_retry_after(tmp_path: Path) -> None:
     try:
 
         async def two_at_once() -> BaseException | None:
-            slow = asyncio.create_task(
-                arun_engine(engine, {"prompt": COMPLETION_PROMPT, "max_tokens": 64})
+            # The first request holds the only sequence for a while whatever the model would
+            # say: its grammar wants a 200-character string before the reply may end.
+            schema = {
+                "type": "object",
+                "properties": {"a": {"type": "string", "minLength": 200}},
+                "required": ["a"],
+            }
+            first = PromptRequest(
+                prompt=COMPLETION_PROMPT,
+                messages=[ChatMessage(role="user", content=COMPLETION_PROMPT)],
+                max_tokens=200,
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {"name": "a", "schema": schema},
+                },
             )
-            await asyncio.sleep(0.3)  # the first holds the only sequence
+            events = engine.generate(first)
             try:
-                await arun_engine(engine, {"prompt": COMPLETION_PROMPT, "max_tokens": 4})
-            except EngineOverloaded as exc:
-                await slow
-                return exc
-            await slow
-            return None
+                await anext(events)  # admitted: it holds the sequence now
+                try:
+                    await arun_engine(engine, {"prompt": COMPLETION_PROMPT, "max_tokens": 4})
+                except EngineOverloaded as exc:
+                    return exc
+                return None
+            finally:
+                await events.aclose()
 
         refused = asyncio.run(two_at_once())
         assert isinstance(refused, EngineOverloaded)
