@@ -13,7 +13,7 @@ out=${1:-.whl}
 python_version=${PYTHON_VERSION:-3.12}
 
 # What the GPU run imports that such an image usually lacks (the engine and server path, the
-# GPU tests, the benchmark's HTTP contender): the closure of promptwire-modal-exllama's locked
+# GPU tests with their openai SDK and ChatOpenAI checks, the benchmark's HTTP contender): the closure of promptwire-modal-exllama's locked
 # dependencies without modal (imported only to deploy), less what the image holds. exllamav2 is a py3-none-any wheel; its CUDA
 # extension is compiled on the GPU machine at first import.
 CARRY=(
@@ -21,6 +21,7 @@ CARRY=(
     langchain-core langchain-protocol langsmith opentelemetry-api orjson pydantic pydantic-core
     pydantic-settings python-dotenv requests-toolbelt sniffio sse-starlette starlette tenacity
     truststore typing-inspection uuid-utils uvicorn zstandard pytest-asyncio
+    openai jiter langchain-openai
 )
 
 rm -rf "$out" && mkdir -p "$out"
