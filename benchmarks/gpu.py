@@ -28,6 +28,7 @@ import asyncio
 import importlib.util
 import json
 import random
+import signal
 import string
 import sys
 import tempfile
@@ -443,11 +444,24 @@ def _record(series: Series, contender: str, run: Run) -> None:
     metrics.setdefault(_streams(run.streams), []).append(run.tokens_per_second)
 
 
+def progress(message: str) -> None:
+    """One line on stderr per step, so a run stopped by its time limit still shows where its
+    time went (the GPU machine is lent for minutes)."""
+    print(f"benchmarks.gpu: {message}", file=sys.stderr, flush=True)
+
+
 def _repeat(reps: int, series: Series, contender: str, call: Callable[[int], Run]) -> None:
     for streams in CONCURRENCY:
+        started = time.perf_counter()
         call(streams)  # warm-up (CUDA graphs, kernels, allocator)
+        progress(f"{contender}, {streams} streams: warm-up {time.perf_counter() - started:.1f} s")
         for _ in range(reps):
-            _record(series, contender, call(streams))
+            run = call(streams)
+            _record(series, contender, run)
+            progress(
+                f"{contender}, {streams} streams: {run.seconds:.2f} s, "
+                f"{run.tokens_per_second:.0f} tokens/s"
+            )
 
 
 def measure(model_dir: Path, reps: int, new_tokens: int, series: Series) -> str:
@@ -638,6 +652,10 @@ def result_from(
     return result
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="one repetition, 32 new tokens")
@@ -662,11 +680,21 @@ def main() -> None:
     spec = next((bw for name, bw in SPEC_BANDWIDTH.items() if name in device), None)
     reps, new_tokens = (1, 32) if args.quick else (3, NEW_TOKENS)
     series: Series = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = args.model_dir or Path(tmp) / "random-llama-1.1b"
-        build_model(model_dir, shape)
-        copy = copy_bandwidth()
-        attention = measure(model_dir, reps, new_tokens, series)
+    partial = args.json.with_suffix(".partial.json")
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # `timeout` stops the run: keep its figures
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = args.model_dir or Path(tmp) / "random-llama-1.1b"
+            progress("building the model")
+            build_model(model_dir, shape)
+            copy = copy_bandwidth()
+            progress(f"model built, device copy {copy / 1e12:.2f} TB/s")
+            attention = measure(model_dir, reps, new_tokens, series)
+    except BaseException:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(series, indent=1) + "\n", encoding="utf-8")
+        progress(f"stopped before the end; what was measured is in {partial}")
+        raise
     result = result_from(series, shape, device, spec, copy, args.quick, attention)
     result.seconds = round(time.perf_counter() - started, 1)
     result.machine = machine_info() | {"gpu": device}

@@ -346,12 +346,20 @@ def _gpu_section(result: BenchResult | None, directory: Path) -> list[str]:
         return [
             "## 6. GPU: ExLlamaV2 served over HTTP",
             "",
-            "**Not run yet**: no GPU was lent to the sessions that made this report, so there "
-            "are no figures. The run is prepared as one command, `benchmarks/gpu_run.sh`, for a "
+            "**No figures yet.** One H200 was lent once (2026-12-04, 15 minutes of device "
+            "time; torch 2.11.0+cu130, no flash-attn, so the engine ran unpaged): exllamav2's "
+            "extension built in 163 s with 16 jobs, and the GPU tests passed (55 passed, 3 "
+            "skipped: the two API-key checks of a server without a key and the community "
+            "class's echo check, in 89 s). `benchmarks.gpu --quick` did not finish in what was "
+            "left (233 s, then 280 s on the same machine): it had built the model, measured "
+            "the generator and the engine in-process and started `promptwire serve`, and was "
+            "still in the HTTP phase when stopped; it printed nothing in between then, and now "
+            "prints a line per step and keeps what it measured in `gpu.partial.json` when "
+            "stopped. The run is prepared as one command, `benchmarks/gpu_run.sh`, for a "
             "CUDA machine without network access or flash-attn, such as the lent H200 (Python "
             "3.12 with a CUDA build of torch, transformers, pytest and nvcc): gather the wheels "
             "on a machine with PyPI with `benchmarks/gpu_wheels.sh .whl` (promptwire's packages, "
-            "exllamav2 0.3.2 and what such an image lacks, about 13 MB), then run "
+            "exllamav2 0.3.2 and what such an image lacks, about 16 MB), then run "
             "`benchmarks/gpu_run.sh --wheels .whl` on the GPU machine. It compiles exllamav2's "
             "CUDA extension for that GPU only (`TORCH_CUDA_ARCH_LIST` set to its compute "
             "capability, `MAX_JOBS` to its CPU count), runs the GPU tests (`pytest -m gpu "
