@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 
@@ -110,3 +111,46 @@ def test_status_of_an_endpoint_that_does_not_answer_says_so_in_time() -> None:
     assert result.returncode == 1 and result.stdout == ""
     (line,) = result.stderr.strip().splitlines()
     assert "no answer within 0.5 s" in line and "--timeout" in line
+
+
+def blocks(stdout: str) -> list[dict[str, str]]:
+    """``status`` of a router: its own row, then one block of rows per member."""
+    return [rows(block) for block in stdout.split("\n\n")]
+
+
+def test_status_of_a_router_shows_each_member_with_its_own_credentials() -> None:
+    """PROMPTWIRE_BACKEND=router and no URL: one block per member, each read with its own
+    token (else the command's), a member that is down shown as down, not as the command's
+    failure; exit 0 while one member is healthy, 1 when none is."""
+    with (
+        promptwire_serve("--api-key", TOKEN) as shared,
+        promptwire_serve("--api-key", "own-token-7") as own,
+    ):
+        assert (
+            httpx.post(
+                own, json={"prompt": "hi"}, headers={"Authorization": "Bearer own-token-7"}
+            ).status_code
+            == 200
+        )
+        gone = refused_url()
+        endpoints = [shared, {"url": own, "api_key": "own-token-7"}, gone]
+        env = {
+            "PROMPTWIRE_BACKEND": "router",
+            "PROMPTWIRE_ROUTER__ENDPOINTS": json.dumps(endpoints),
+            "PROMPTWIRE_API_KEY": TOKEN,
+        }
+        result = run_cli("status", env=env)
+        down = run_cli("status", env={**env, "PROMPTWIRE_ROUTER__ENDPOINTS": json.dumps([gone])})
+    assert result.returncode == 0, result.stderr
+    router, first, second, third = blocks(result.stdout)
+    assert router == {"router": "3 members (least-busy): 2 ready"}
+    assert (first["endpoint"], first["health"]) == (shared, "ok")
+    assert first["model"] == "dummy" and "requests" not in first  # none answered yet
+    assert (second["endpoint"], second["health"]) == (own, "ok")
+    assert second["requests"] == "1 answered (4xx: 0, 5xx: 0)"  # read with its own token
+    assert third["endpoint"] == gone
+    assert third["health"].startswith("could not reach the endpoint")
+    for secret in (TOKEN, "own-token-7"):
+        assert secret not in result.stdout + result.stderr
+    assert down.returncode == 1
+    assert blocks(down.stdout)[0] == {"router": "1 member (least-busy): 0 ready"}

@@ -19,7 +19,7 @@ from promptwire import (
     PromptwireLLM,
     ServerError,
 )
-from promptwire.router import routed
+from promptwire.router import member_counts, routed
 from promptwire.router._router_client import RouterClient
 from promptwire.server import BackgroundServer, create_app
 from promptwire_modal_dummy.engine import DummyEngine
@@ -43,9 +43,7 @@ def b_url() -> Iterator[str]:
 
 
 def counts(llm: PromptwireLLM | ChatPromptwire) -> dict[str, int]:
-    client = llm.client
-    assert isinstance(client, RouterClient)
-    return {row["endpoint"]: row["served"] for row in client.pool.counts()}
+    return {row["endpoint"]: row["served"] for row in member_counts(llm)}
 
 
 def test_configured_from_the_environment(
@@ -72,9 +70,7 @@ def test_a_refused_member_is_passed_over_and_cooled_down(b_url: str) -> None:
     down = refused_url()
     llm = routed(PromptwireLLM, [down, b_url], strategy="ordered", failures=2, cooldown=60)
     assert [llm.invoke("hi") for _ in range(5)] == ["from b"] * 5
-    client = llm.client
-    assert isinstance(client, RouterClient)
-    rows = {row["endpoint"]: row for row in client.pool.counts()}
+    rows = {row["endpoint"]: row for row in member_counts(llm)}
     assert rows[down]["failed"] == 2  # cooled down after two failures: not tried again
     assert rows[down]["cooling_down_s"] > 50
     assert rows[b_url]["served"] == 5
@@ -223,3 +219,13 @@ def test_one_router_serves_several_event_loops_and_threads(a_url: str, b_url: st
     thread.join(timeout=60)
     assert replies and replies[0] in ("from a", "from b")
     assert llm.batch(["x"] * 8) and sum(counts(llm).values()) == 11
+
+
+def test_member_counts_needs_a_routed_model(a_url: str) -> None:
+    with pytest.raises(TypeError, match="PromptwireLLM does not use the router backend"):
+        member_counts(PromptwireLLM(endpoint_url=a_url))
+    llm = routed(PromptwireLLM, [a_url])
+    llm.invoke("hi")
+    (row,) = member_counts(llm)
+    assert row["endpoint"] == a_url and row["served"] == 1 and row["in_flight"] == 0
+    assert row["latency_s"] is not None and row["latency_s"] > 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from promptwire.errors import (
     EndpointConnectError,
     EndpointError,
     EndpointTimeoutError,
+    PromptwireError,
     ProtocolError,
 )
 from promptwire.wire import parse_json
@@ -127,6 +128,28 @@ def read_status(
     if not url.startswith(("http://", "https://")):
         raise ConfigurationError(f"not an endpoint URL: {url!r} (http://… or https://…)")
     return asyncio.run(_read_status(url, dict(headers or {}), seconds=timeout))
+
+
+def read_statuses(
+    endpoints: Sequence[tuple[str, Mapping[str, str]]], *, timeout: float = 10.0
+) -> list[EndpointStatus]:
+    """Read several endpoints at once (a router's members: each URL with its credentials),
+    within ``timeout`` seconds in all. One that cannot be read is a status saying why, not an
+    error: the others are still worth showing."""
+    for url, _ in endpoints:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"not an endpoint URL: {url!r} (http://… or https://…)")
+
+    async def one(url: str, headers: Mapping[str, str]) -> EndpointStatus:
+        try:
+            return await _read_status(url, dict(headers), seconds=timeout)
+        except PromptwireError as exc:
+            return EndpointStatus(url, str(exc.args[0]) if exc.args else str(exc), ready=False)
+
+    async def every() -> list[EndpointStatus]:
+        return list(await asyncio.gather(*(one(url, headers) for url, headers in endpoints)))
+
+    return asyncio.run(every())
 
 
 async def _read_status(url: str, headers: dict[str, str], *, seconds: float) -> EndpointStatus:

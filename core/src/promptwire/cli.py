@@ -21,11 +21,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from promptwire.errors import PromptwireError
+from promptwire.errors import ConfigurationError, PromptwireError
 from promptwire.settings import DEFAULT_SERVE_BACKEND, ConnectionSettings, PromptwireSettings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from pydantic import SecretStr
 
     from promptwire.llm import PromptwireLLM
 
@@ -247,20 +248,76 @@ def status(
     ] = 10.0,
 ) -> None:
     """Summarize what an endpoint is doing, from its /health and /metrics: model, version,
-    requests in flight, cache use, tokens per second, cold start. Exit status 1 unless healthy."""
-    from promptwire._status import read_status
+    requests in flight, cache use, tokens per second, cold start. Exit status 1 unless healthy.
+    With PROMPTWIRE_BACKEND=router and no URL: each member of the router, and exit status 1
+    unless one of them is healthy."""
+    from promptwire._status import read_status, read_statuses
 
     settings = PromptwireSettings()
-    token = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    if settings.modal_key and settings.modal_secret:  # Modal's proxy auth
-        headers["Modal-Key"] = settings.modal_key.get_secret_value()
-        headers["Modal-Secret"] = settings.modal_secret.get_secret_value()
+    token = api_key or _secret(settings.api_key)
+    if url is None and settings.backend == "router":
+        from promptwire.router import RouterSettings
+
+        router = RouterSettings()
+        if not router.endpoints:
+            raise ConfigurationError(
+                "the router backend has no endpoints: set PROMPTWIRE_ROUTER__ENDPOINTS"
+            )
+        members = read_statuses(
+            [
+                (
+                    member.url,
+                    _auth_headers(
+                        _secret(member.api_key) or token,  # its own, else the command's
+                        _secret(member.modal_key) or _secret(settings.modal_key),
+                        _secret(member.modal_secret) or _secret(settings.modal_secret),
+                    ),
+                )
+                for member in router.endpoints
+            ],
+            timeout=timeout,
+        )
+        ready = sum(member.ready for member in members)
+        _print_rows(
+            [
+                (
+                    "router",
+                    f"{len(members)} member{'s' if len(members) > 1 else ''} ({router.strategy}): "
+                    f"{ready} ready",
+                )
+            ]
+        )
+        for member in members:
+            out().print()
+            _print_rows(member.lines())
+        if not ready:
+            raise typer.Exit(1)
+        return
+    headers = _auth_headers(token, _secret(settings.modal_key), _secret(settings.modal_secret))
     found = read_status(url or settings.endpoint_url, headers=headers, timeout=timeout)
-    for label, text in found.lines():  # one line each, however wide (a script may read them)
-        out().print(f"{label:<12} {visible(text)}", soft_wrap=True, highlight=False, markup=False)
+    _print_rows(found.lines())
     if not found.ready:
         raise typer.Exit(1)
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def _auth_headers(
+    token: str | None, modal_key: str | None, modal_secret: str | None
+) -> dict[str, str]:
+    """A bearer token and Modal's proxy auth (both key and secret), where given."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if modal_key and modal_secret:
+        headers["Modal-Key"] = modal_key
+        headers["Modal-Secret"] = modal_secret
+    return headers
+
+
+def _print_rows(rows: list[tuple[str, str]]) -> None:
+    for label, text in rows:  # one line each, however wide (a script may read them)
+        out().print(f"{label:<12} {visible(text)}", soft_wrap=True, highlight=False, markup=False)
 
 
 @app.command()

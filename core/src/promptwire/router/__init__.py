@@ -5,7 +5,7 @@
 ``routed(PromptwireLLM, ["http://a/", "http://b/"], strategy="latency")``. Each call goes to one
 member; a member that is down is cooled down and the call moves on (``promptwire.router._members``
 has the rules). The member that served a call is in ``generation_info`` / ``response_metadata``
-under ``endpoint``.
+under ``endpoint``; ``member_counts(model)`` gives each member's calls so far.
 """
 
 from __future__ import annotations
@@ -51,4 +51,18 @@ def routed(
     return model
 
 
-__all__ = ["RouterEndpoint", "RouterSettings", "Strategy", "routed"]
+def member_counts(model: object) -> list[dict[str, Any]]:
+    """What a routed model (``routed(...)`` or ``PROMPTWIRE_BACKEND=router``) has seen of each
+    member in this process: ``endpoint``, calls ``served`` and ``failed``, calls ``in_flight``,
+    ``latency_s`` (the median of its last calls, None before the first) and ``cooling_down_s``.
+    ``promptwire status`` shows what each member's own server counts."""
+    from promptwire.client._endpoint_model import EndpointModel
+    from promptwire.router._router_client import RouterClient
+
+    client = model.client if isinstance(model, EndpointModel) else None
+    if not isinstance(client, RouterClient):
+        raise TypeError(f"{type(model).__name__} does not use the router backend")
+    return client.pool.counts()
+
+
+__all__ = ["RouterEndpoint", "RouterSettings", "Strategy", "member_counts", "routed"]
