@@ -31,6 +31,17 @@ def test_a_backend_without_settings_gets_empty_settings() -> None:
         backend.load_settings(size=2)
 
 
+def test_a_setting_the_backend_lacks_is_refused_not_dropped() -> None:
+    """``promptwire serve --model-dir`` for a backend that loads a file (llamacpp's ``model``)
+    was silently ignored: backend settings ignore unknown keys from the environment."""
+    backend = Backend(name="sized", settings_class=MySettings)
+    with pytest.raises(
+        ConfigurationError, match=r"'sized' has no setting model_dir; its settings: size$"
+    ):
+        backend.load_settings(model_dir="/models/x")
+    assert backend.load_settings(size=4).size == 4
+
+
 def test_an_adapter_gets_its_backends_settings_typed() -> None:
     backend = Backend(name="typed", settings_class=MySettings, client=MyAdapter())
     assert backend.client.default_params(backend.load_settings(size=3)) == {"max_tokens": 3}

@@ -82,12 +82,6 @@ def build_app(
     backend = get_backend(backend_name).backend
     if backend.create_engine is None:
         raise PromptwireError(f"backend {backend_name!r} has no engine to serve locally")
-    if overrides and backend.settings_class is not None:  # (none at all: load_settings says)
-        unknown = set(overrides) - set(backend.settings_class.model_fields)
-        if unknown:
-            raise PromptwireError(
-                f"backend {backend_name!r} has no setting {', '.join(sorted(unknown))}"
-            )
     engine = backend.create_engine(backend.load_settings(**(overrides or {})))
     return create_app(
         engine,

@@ -121,6 +121,15 @@ class Backend(Generic[SettingsT]):
                     f"backend {self.name!r} has no settings; cannot set {', '.join(overrides)}"
                 )
             return cast(SettingsT, BaseSettings())
+        # Backend settings ignore unknown keys (a .env shared by several backends), so an
+        # override the class lacks (``serve --model-dir`` for a backend that loads a file)
+        # would vanish without a word.
+        unknown = [name for name in overrides if name not in self.settings_class.model_fields]
+        if unknown:
+            raise ConfigurationError(
+                f"backend {self.name!r} has no setting {', '.join(unknown)}; its settings: "
+                f"{', '.join(self.settings_class.model_fields)}"
+            )
         return self.settings_class(**overrides)
 
 
