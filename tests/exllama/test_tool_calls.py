@@ -4,6 +4,7 @@ begin one (``promptwire.engine.tool_calls``; pure Python)."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import jsonschema_rs
 import pytest
@@ -12,10 +13,12 @@ from promptwire.engine.tool_calls import (
     LLAMA3,
     MISTRAL,
     ToolCallSplitter,
+    ToolFormat,
     detect_tool_format,
     forced_tools,
 )
 from promptwire.protocol import PromptRequest, ToolSpec
+from pydantic import BaseModel
 
 TOOLS = [
     ToolSpec.model_validate(
@@ -152,3 +155,110 @@ def test_a_required_call_holds_everything() -> None:
         "",
         ["get_time"],
     )
+
+
+class Street(BaseModel):
+    name: str
+    number: int
+
+
+class HomeAddress(BaseModel):
+    street: Street
+    city: str
+
+
+class Person(BaseModel):
+    """Nested models: pydantic (and LangChain's bind_tools) write ``$defs`` and ``$ref``s."""
+
+    name: str
+    home: HomeAddress
+    friends: list[Person] = []
+
+
+class OfficeAddress(BaseModel):
+    floor: int
+
+
+class Company(BaseModel):
+    name: str
+    office: OfficeAddress
+
+
+def _tool(name: str, parameters: dict[str, Any]) -> ToolSpec:
+    return ToolSpec.model_validate(
+        {"type": "function", "function": {"name": name, "parameters": parameters}}
+    )
+
+
+def _nested_tools() -> list[ToolSpec]:
+    """Two tools that both name a definition ``Address``, differently, and a recursive one."""
+    person = Person.model_json_schema()
+    company = Company.model_json_schema()
+    company["$defs"]["HomeAddress"] = company["$defs"].pop("OfficeAddress")  # same name, other body
+    company["properties"]["office"] = {"$ref": "#/$defs/HomeAddress"}
+    return [_tool("add_person", person), _tool("add_company", company)]
+
+
+PERSON_CALL = {
+    "name": "Ada",
+    "home": {"street": {"name": "Main", "number": 1}, "city": "Oslo"},
+    "friends": [{"name": "Bob", "home": {"street": {"name": "Side", "number": 2}, "city": "Rome"}}],
+}
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return own + [r for key, value in node.items() if key != "$ref" for r in _refs(value)]
+    return [r for item in node for r in _refs(item)] if isinstance(node, list) else []
+
+
+@pytest.mark.parametrize("fmt", [HERMES, MISTRAL, LLAMA3], ids=lambda f: f.name)
+def test_call_schemas_keep_the_tools_refs_working(fmt: ToolFormat) -> None:
+    """A tool's ``#/$defs/...`` pointed at nothing once nested under ``arguments``: each
+    engine's constraint refused the schema (lm-format-enforcer: "No definitions found")."""
+    tools = _nested_tools()
+    schema = fmt.call_schema(tools)
+    arguments = fmt.arguments_key
+    person = {"name": "add_person", arguments: PERSON_CALL}
+    company = {"name": "add_company", arguments: {"name": "ECorp", "office": {"floor": 3}}}
+    wrap = (lambda call: [call]) if fmt.as_list else (lambda call: call)
+    for call in (person, company):
+        jsonschema_rs.validate(schema, wrap(call))
+    wrong_company = {"name": "add_company", arguments: {"name": "E", "office": {"city": "x"}}}
+    assert not jsonschema_rs.is_valid(schema, wrap(wrong_company))  # its own HomeAddress
+    deep_wrong = {**PERSON_CALL, "friends": [{"name": "B", "home": {"street": {}, "city": "R"}}]}
+    assert not jsonschema_rs.is_valid(schema, wrap({"name": "add_person", arguments: deep_wrong}))
+    for ref in _refs(schema):  # lm-format-enforcer looks up a ref's last part in the root's $defs
+        assert ref.startswith("#/$defs/") and ref.split("/")[-1] in schema["$defs"]
+
+
+def test_other_local_refs_point_where_the_parameters_now_are() -> None:
+    recursive = {
+        "type": "object",
+        "properties": {
+            "a": {"type": "integer"},
+            "b": {"$ref": "#/properties/a"},
+            "c": {"$ref": "#"},
+        },
+        "enum_like": {"enum": [{"$ref": "data, not a pointer"}]},
+    }
+    schema = HERMES.call_schema([_tool("f", recursive)])
+    arguments = schema["properties"]["arguments"]
+    assert arguments["properties"]["b"] == {"$ref": "#/properties/arguments/properties/a"}
+    assert arguments["properties"]["c"] == {"$ref": "#/properties/arguments"}
+    assert arguments["enum_like"] == recursive["enum_like"]
+    assert "$defs" not in schema
+    jsonschema_rs.validate(schema, {"name": "f", "arguments": {"a": 1, "b": 2, "c": {"a": 3}}})
+    assert not jsonschema_rs.is_valid(schema, {"name": "f", "arguments": {"b": "x"}})
+
+
+def test_lm_format_enforcer_follows_the_refs_of_a_nested_call() -> None:
+    """ExLlamaV2's constraint (lm-format-enforcer's own parser, character by character)."""
+    from lmformatenforcer import JsonSchemaParser
+
+    parser: Any = JsonSchemaParser(HERMES.call_schema(_nested_tools()))
+    for char in json.dumps({"name": "add_person", "arguments": PERSON_CALL}):
+        assert char in parser.get_allowed_characters(), char
+        parser = parser.add_character(char)
+    assert parser.can_end()

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage
@@ -203,6 +204,44 @@ def test_a_forced_tool_call_is_a_valid_call(url: str) -> None:
     assert set(call["args"]) == {"city", "unit"}
     assert all(isinstance(value, str) for value in call["args"].values())
     assert reply.response_metadata["finish_reason"] == "tool_calls"
+
+
+class Street(BaseModel):
+    name: str
+    number: int
+
+
+class Address(BaseModel):
+    street: Street
+    city: str
+
+
+class SaveAddress(BaseModel):
+    """Save someone's address."""
+
+    person: str
+    address: Address
+
+
+def test_a_forced_call_of_a_tool_with_nested_models_is_valid(url: str) -> None:
+    """The openai SDK's ``pydantic_function_tool`` keeps nested models in ``$defs`` with
+    ``$ref``s (LangChain's ``bind_tools`` inlines them), which the call's grammar must follow:
+    nested under ``arguments`` they pointed at nothing and the request was refused."""
+    client = openai.OpenAI(base_url=url + "v1", api_key="unused", max_retries=0)
+    tool = openai.pydantic_function_tool(SaveAddress)
+    assert "$defs" in json.dumps(tool)
+    reply = client.chat.completions.create(
+        model="SmolLM2-135M-Instruct.Q4_1",
+        messages=[{"role": "user", "content": "Ada lives at 1 Main Street, Oslo. Save it."}],
+        tools=[tool],
+        tool_choice={"type": "function", "function": {"name": "SaveAddress"}},
+        max_tokens=120,
+        temperature=0,
+    )
+    (call,) = reply.choices[0].message.tool_calls or []
+    assert call.type == "function" and call.function.name == "SaveAddress"
+    saved = SaveAddress.model_validate_json(call.function.arguments)  # the grammar made it valid
+    assert isinstance(saved.address.street.number, int)
 
 
 def test_the_wire_reply_of_a_tool_call_is_openai_shaped(url: str) -> None:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from promptwire.engine import EngineEvent, Finish, TextChunk, ToolCall
+from promptwire.engine.schema_refs import embed
 from promptwire.protocol import ChatMessage, FinishReason, NamedToolChoice, PromptRequest, ToolSpec
 
 HERMES_OPEN = "<tool_call>"
@@ -57,22 +58,32 @@ class ToolFormat:
     """Its markers are special tokens, so the generator must decode them into the text."""
 
     def call_schema(self, tools: Sequence[ToolSpec]) -> dict[str, Any]:
-        """The JSON Schema of a reply that calls one of ``tools`` (in this family's shape)."""
+        """The JSON Schema of a reply that calls one of ``tools`` (in this family's shape), the
+        tools' definitions at its root (``schema_refs``)."""
+        defs: dict[str, Any] = {}
+        base = "/items" if self.as_list else ""
         options = [
             {
                 "type": "object",
                 "properties": {
                     "name": {"type": "string", "enum": [tool.function.name]},
-                    self.arguments_key: tool.function.parameters or {"type": "object"},
+                    self.arguments_key: embed(
+                        tool.function.parameters or {"type": "object"},
+                        f"{base}{'' if len(tools) == 1 else f'/anyOf/{i}'}/properties/"
+                        + self.arguments_key,
+                        defs,
+                        tool.function.name,
+                    ),
                 },
                 "required": ["name", self.arguments_key],
             }
-            for tool in tools
+            for i, tool in enumerate(tools)
         ]
         one = options[0] if len(options) == 1 else {"anyOf": options}
-        if self.as_list:
-            return {"type": "array", "items": one, "minItems": 1, "maxItems": 1}
-        return one
+        schema = (
+            {"type": "array", "items": one, "minItems": 1, "maxItems": 1} if self.as_list else one
+        )
+        return {**schema, "$defs": defs} if defs else schema
 
     def read(self, text: str, tools: Sequence[ToolSpec]) -> tuple[str, list[ToolCall]]:
         """The text of a reply and the calls in it (none: the reply is text)."""
