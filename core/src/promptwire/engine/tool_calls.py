@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from promptwire.engine import EngineEvent, Finish, TextChunk, ToolCall
-from promptwire.engine.schema_refs import embed
+from promptwire.engine._schema_refs import embed
 from promptwire.protocol import ChatMessage, FinishReason, NamedToolChoice, PromptRequest, ToolSpec
 
 HERMES_OPEN = "<tool_call>"
@@ -59,7 +59,7 @@ class ToolFormat:
 
     def call_schema(self, tools: Sequence[ToolSpec]) -> dict[str, Any]:
         """The JSON Schema of a reply that calls one of ``tools`` (in this family's shape), the
-        tools' definitions at its root (``schema_refs``)."""
+        tools' definitions at its root (``promptwire.engine._schema_refs``)."""
         defs: dict[str, Any] = {}
         base = "/items" if self.as_list else ""
         options = [
