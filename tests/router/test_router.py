@@ -18,6 +18,7 @@ from promptwire import (
     Modal,
     PromptwireLLM,
     ServerError,
+    UnsupportedFeatureError,
 )
 from promptwire.router import member_counts, routed
 from promptwire.router._router_client import RouterClient
@@ -229,3 +230,46 @@ def test_member_counts_needs_a_routed_model(a_url: str) -> None:
     (row,) = member_counts(llm)
     assert row["endpoint"] == a_url and row["served"] == 1 and row["in_flight"] == 0
     assert row["latency_s"] is not None and row["latency_s"] > 0
+
+
+async def test_each_member_negotiates_its_own_protocol_version() -> None:
+    """A call with tools goes only to members that say they speak protocol 1.2; an older member
+    still serves plain calls, is not cooled down for it, and when no member can take the call
+    the error names each."""
+    from langchain_core.tools import tool
+
+    from tests.tools.test_chat_tools import V11Server
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return "sunny"
+
+    old, older = V11Server(), V11Server()
+    with (
+        serve_asgi(old.app) as old_server,
+        serve_asgi(older.app) as older_server,
+        serve_engine(DummyEngine(DummySettings(tool_mode=True))) as new_server,
+    ):
+        urls = [old_server.url, new_server.url]
+        chat = routed(ChatPromptwire, urls, strategy="ordered")
+        tools = chat.bind_tools([get_weather], tool_choice="get_weather")
+        for reply in (tools.invoke("Weather?"), await tools.ainvoke("Weather?")):
+            assert reply.tool_calls[0]["name"] == "get_weather"
+            assert reply.response_metadata["endpoint"] == new_server.url
+        streamed = [chunk async for chunk in tools.astream("Weather?")]
+        assert streamed[-1].response_metadata["endpoint"] == new_server.url
+        assert [c for c in tools.stream("Weather?") if c.tool_call_chunks]
+        assert old.posts == 0  # never sent tools
+        assert chat.invoke("Plain text").content == "free text"  # ordered: the old one first
+        assert old.posts == 1
+        assert [row["failed"] for row in member_counts(chat)] == [0, 0]
+
+        only_old = routed(ChatPromptwire, [old_server.url, older_server.url]).bind_tools(
+            [get_weather]
+        )
+        with pytest.raises(UnsupportedFeatureError, match="no member of the router") as caught:
+            only_old.invoke("Weather?")
+        assert old_server.url in str(caught.value) and older_server.url in str(caught.value)
+        assert "protocol 1.1" in str(caught.value) and not caught.value.may_have_run
+        assert old.posts == 1 and older.posts == 0

@@ -138,7 +138,7 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
         negotiator = self._negotiator
         if negotiator is None or negotiator.client is not client:
             fallback = self._wire.conversation_fallback
-            negotiator = self._negotiator = ConversationNegotiator(client, fallback=fallback)
+            negotiator = self._negotiator = client.conversations(fallback=fallback)
         return negotiator
 
     def _complete(self, payload: dict[str, Any]) -> PromptResponse:

@@ -39,6 +39,7 @@ from promptwire.client._transport.config import (
 )
 from promptwire.client._transport.errors import StaleConnectionError
 from promptwire.client._transport.exchange import REQUEST_ID_HEADER, Exchange
+from promptwire.client._transport.negotiation import ConversationNegotiator
 from promptwire.client._transport.retry import MAX_RETRY_AFTER
 from promptwire.client._transport.sync import SyncEndpointClient
 from promptwire.client.wire import StreamEvent, parse_json
@@ -66,6 +67,12 @@ class EndpointClient:
 
     def __repr__(self) -> str:
         return f"EndpointClient(url={self.config.endpoint_url!r})"
+
+    def conversations(self, *, fallback: bool) -> ConversationNegotiator:
+        """What sends this endpoint the calls that carry a conversation, negotiating the
+        protocol version (v1.1's fallback without ``messages``, v1.2's check; ``fallback``: the
+        wire format has v1's ``prompt`` to fall back on)."""
+        return ConversationNegotiator(self, fallback=fallback)
 
     def complete(self, payload: Mapping[str, Any]) -> PromptResponse:
         return self.sync.complete(payload)

@@ -29,6 +29,7 @@ from promptwire.errors import (
     EndpointError,
     EndpointTimeoutError,
     HTTPStatusError,
+    UnsupportedFeatureError,
 )
 from promptwire.router._settings import Strategy
 
@@ -55,6 +56,8 @@ class Member:
         self.label = label
         """Its URL without query or credentials: what logs, metadata and errors show."""
         self.client = client
+        self.conversations = client.conversations(fallback=client.wire.conversation_fallback)
+        """Its own negotiation of the protocol version (what it speaks, once it has said)."""
         self.defaults = dict(defaults)
         self.weight = weight
         self.in_flight = 0
@@ -241,18 +244,28 @@ class Attempts:
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
         self.tried: dict[int, str] = {}
+        self.unable: dict[int, str] = {}
+        """Members that cannot take this call (too old a protocol for its tools): not retried."""
         self.waits = 0
         self.may_have_run = False
 
     def next(self) -> Member | float:
         """The member to try next, or seconds to wait before asking again; raises
-        ``AllEndpointsFailedError`` when the call has waited ``max_retries`` times already."""
-        member = self.pool.pick(set(self.tried))
+        ``AllEndpointsFailedError`` when the call has waited ``max_retries`` times already, and
+        ``UnsupportedFeatureError`` when no member can take it."""
+        member = self.pool.pick(set(self.tried) | set(self.unable))
         if member is not None:
             return member
+        if len(self.unable) == len(self.pool.members):
+            labels = [m.label for m in self.pool.members]
+            raise UnsupportedFeatureError(
+                "no member of the router can take this call: "
+                + "; ".join(f"{labels[i]}: {why}" for i, why in sorted(self.unable.items())),
+                url=", ".join(labels),
+            )
         if self.waits >= self.pool.max_retries:
             raise AllEndpointsFailedError(
-                self.pool.why_down(self.tried), may_have_run=self.may_have_run
+                self.pool.why_down({**self.tried, **self.unable}), may_have_run=self.may_have_run
             )
         self.waits += 1
         self.tried.clear()
@@ -260,6 +273,10 @@ class Attempts:
 
     def moves_on(self, member: Member, exc: EndpointError) -> bool:
         """Report ``exc``; whether the call may move to another member (else it raises ``exc``)."""
+        if isinstance(exc, UnsupportedFeatureError):  # nothing was sent; it is not down
+            self.unable[self.pool.members.index(member)] = _reason(exc)
+            logger.debug("%s cannot take this call: %s", member.label, _reason(exc))
+            return True
         self.pool.failed(member, exc)
         if not self.pool.moves_on(exc):
             return False

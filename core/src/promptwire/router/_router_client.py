@@ -3,7 +3,9 @@
 Each member is an ``EndpointClient`` of its own (its pools, per event loop; its backend's wire
 format and defaults), made with ``max_retries=0``: a failed member is left for another at once,
 and the router, not the member, waits when all are down. A stream moves to another member only
-before its first event; after that, an error reaches the caller and nothing is sent twice.
+before its first event; after that, an error reaches the caller and nothing is sent twice. Each
+member negotiates the protocol version of conversations itself, so a call with tools goes only to
+members that speak protocol 1.2.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import httpx
 
 from promptwire.client import EndpointClient, StreamEvent
+from promptwire.client._transport.negotiation import ConversationNegotiator
 from promptwire.errors import EndpointError
 from promptwire.protocol import PromptResponse, StreamDone
 from promptwire.router._members import Member, Pool
@@ -36,6 +39,11 @@ class RouterClient(EndpointClient):
     def __repr__(self) -> str:
         return f"RouterClient(endpoints={[m.label for m in self.pool.members]!r})"
 
+    def conversations(self, *, fallback: bool) -> ConversationNegotiator:
+        """A router passes conversations through: each member negotiates its own protocol
+        version (``Member.conversations``), and one that cannot take a call is passed over."""
+        return ConversationNegotiator(self, fallback=False)
+
     # -- whole replies -------------------------------------------------------------------------
 
     def complete(self, payload: Mapping[str, Any]) -> PromptResponse:
@@ -48,7 +56,7 @@ class RouterClient(EndpointClient):
             self.pool.begin(member)
             started = time.perf_counter()
             try:
-                reply = member.client.complete(member.payload(payload))
+                reply = member.conversations.complete(member.payload(payload))
             except EndpointError as exc:
                 if attempts.moves_on(member, exc):
                     continue
@@ -68,7 +76,7 @@ class RouterClient(EndpointClient):
             self.pool.begin(member)
             started = time.perf_counter()
             try:
-                reply = await member.client.acomplete(member.payload(payload))
+                reply = await member.conversations.acomplete(member.payload(payload))
             except EndpointError as exc:
                 if attempts.moves_on(member, exc):
                     continue
@@ -91,7 +99,7 @@ class RouterClient(EndpointClient):
             begun = False
             try:
                 started = time.perf_counter()
-                events = member.client.stream(member.payload(payload))
+                events = member.conversations.stream(member.payload(payload))
                 with closing(events):
                     try:
                         first = next(events, None)
@@ -125,7 +133,7 @@ class RouterClient(EndpointClient):
             begun = False
             try:
                 started = time.perf_counter()
-                events = member.client.astream(member.payload(payload))
+                events = member.conversations.astream(member.payload(payload))
                 async with aclosing(events):
                     try:
                         first = await anext(events, None)

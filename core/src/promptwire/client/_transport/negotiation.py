@@ -10,7 +10,8 @@ says on ``/health`` it speaks 1.2, since an older one would ignore them and answ
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Generator, Mapping
+from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -105,7 +106,7 @@ class ConversationNegotiator:
             self.send_messages = False
             return reply
 
-    def stream(self, payload: dict[str, Any]) -> Iterator[StreamEvent]:
+    def stream(self, payload: dict[str, Any]) -> Generator[StreamEvent, None, None]:
         if self.needs_v12(payload):
             self.check_v12(self.client.health())
         events = self.client.stream(payload)
@@ -117,10 +118,11 @@ class ConversationNegotiator:
             events = self.client.stream(without_messages(payload))
             first = next(events)
             self.send_messages = False
-        yield first
-        yield from events
+        with closing(events):  # closed with this generator, even before its first event is read
+            yield first
+            yield from events
 
-    async def astream(self, payload: dict[str, Any]) -> AsyncIterator[StreamEvent]:
+    async def astream(self, payload: dict[str, Any]) -> AsyncGenerator[StreamEvent, None]:
         if self.needs_v12(payload):
             self.check_v12(await self.client.ahealth())
         events = self.client.astream(payload)
