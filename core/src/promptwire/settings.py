@@ -95,7 +95,6 @@ class ServerLimits(BaseModel):
     max_body_bytes: int = Field(
         default=MAX_BODY_BYTES,
         ge=1024,
-        le=1 << 31,
         description="Server: the most bytes of a request body (413 beyond).",
     )
     max_in_flight: int | None = Field(
