@@ -48,6 +48,7 @@ TARGETS = {
         module="promptwire_modal_exllama.modal_app",
         attribute="Server",
         requirements=EXLLAMA_DIR / "modal-requirements-gpu.txt",
+        web_method="web",
         runtime_imports=(
             "promptwire.server",
             "promptwire_modal_exllama.runtime",
@@ -59,6 +60,7 @@ TARGETS = {
         module="promptwire_llamacpp.modal_app",
         attribute="Server",
         requirements=LLAMACPP_DIR / "modal-requirements.txt",
+        web_method="web",
         runtime_imports=(
             "promptwire.server",
             "promptwire_llamacpp.engine",
@@ -85,10 +87,28 @@ OBSERVABILITY = {
     "PROMPTWIRE_OPENTELEMETRY": "true",
 }
 
+#: The deploying machine's server limits, every one changed from its default: the app a container
+#: builds must have them (``app.state.limits``).
+LIMITS = {
+    "PROMPTWIRE_MAX_BODY_BYTES": "2097152",
+    "PROMPTWIRE_MAX_IN_FLIGHT": "7",
+    "PROMPTWIRE_BODY_TIMEOUT": "12.5",
+    "PROMPTWIRE_SEND_TIMEOUT": "45",
+    "PROMPTWIRE_SHUTDOWN_GRACE": "20",
+}
+LIMITS_AS_SET = {
+    "max_body_bytes": 2097152,
+    "max_in_flight": 7,
+    "body_timeout": 12.5,
+    "send_timeout": 45.0,
+    "shutdown_grace": 20.0,
+}
+
 
 def _dummy_cases() -> dict[str, dict[str, str]]:
     return {
         "defaults": {},
+        "limits set": LIMITS,
         "open endpoint": {f"{DUMMY}API_KEY_SECRET": ""},
         "memory snapshot off": {f"{DUMMY}MEMORY_SNAPSHOT": "false"},
         "observability set": OBSERVABILITY,
@@ -103,6 +123,9 @@ def _dummy_cases() -> dict[str, dict[str, str]]:
             f"{DUMMY}MAX_INPUTS": "7",
             f"{DUMMY}MIN_CONTAINERS": "2",
             f"{DUMMY}MAX_CONTAINERS": "3",
+            f"{DUMMY}BUFFER_CONTAINERS": "1",
+            f"{DUMMY}TARGET_INPUTS": "5",
+            f"{DUMMY}REGION": "us-east,us-west",
             f"{DUMMY}SCALEDOWN_WINDOW": "30",
             f"{DUMMY}TIMEOUT": "120",
         },
@@ -130,6 +153,7 @@ def _exllama_cases() -> dict[str, dict[str, str]]:
             f"{EXLLAMA}GPU_SNAPSHOT": gpu,
         }
     cases["observability set"] = OBSERVABILITY
+    cases["limits set"] = LIMITS
     cases["everything set"] = {
         f"{EXLLAMA}API_KEY_SECRET": "my-api-key",
         f"{EXLLAMA}HF_TOKEN_SECRET": "hf-token",
@@ -153,6 +177,8 @@ def _exllama_cases() -> dict[str, dict[str, str]]:
         f"{EXLLAMA}MAX_CONTAINERS": "null",
         f"{EXLLAMA}MAX_INPUTS": "32",
         f"{EXLLAMA}TARGET_INPUTS": "16",
+        f"{EXLLAMA}BUFFER_CONTAINERS": "2",
+        f"{EXLLAMA}REGION": '["eu"]',
         f"{EXLLAMA}MEMORY_SNAPSHOT": "true",
         f"{EXLLAMA}GPU_SNAPSHOT": "true",
         f"{EXLLAMA}WARMUP": "false",
@@ -177,6 +203,7 @@ def _llamacpp_cases() -> dict[str, dict[str, str]]:
             f"{LLAMACPP}MEMORY_SNAPSHOT": "false",
         },
         "observability set": OBSERVABILITY,
+        "limits set": LIMITS,
         "everything set": {
             f"{LLAMACPP}API_KEY_SECRET": "my-api-key",
             f"{LLAMACPP}MODEL_NAME": "smol",
@@ -194,6 +221,9 @@ def _llamacpp_cases() -> dict[str, dict[str, str]]:
             f"{LLAMACPP}MAX_INPUTS": "16",
             f"{LLAMACPP}MIN_CONTAINERS": "1",
             f"{LLAMACPP}MAX_CONTAINERS": "null",
+            f"{LLAMACPP}BUFFER_CONTAINERS": "1",
+            f"{LLAMACPP}TARGET_INPUTS": "8",
+            f"{LLAMACPP}REGION": "ap-northeast-1",
             f"{LLAMACPP}SCALEDOWN_WINDOW": "60",
             f"{LLAMACPP}TIMEOUT": "900",
         },
@@ -253,6 +283,28 @@ def test_the_container_rebuilds_what_the_deploy_recorded(
     assert {k: v for k, v in report["settings"].items() if k not in deploy_only} == sent
     if target_name != "exllama download_model":  # the servers serve as the deploy said
         assert report["observability"] == deploy.observability
+        assert report["limits"] == deploy.limits
+
+
+SERVERS = [target for target in TARGETS if target != "exllama download_model"]
+
+
+@pytest.mark.parametrize("target_name", SERVERS)
+def test_every_server_limit_reaches_the_app_the_container_builds(
+    containers: Callable[[str], tuple[dict[str, DeploySide], dict[str, dict[str, Any]]]],
+    target_name: str,
+) -> None:
+    """PROMPTWIRE_MAX_IN_FLIGHT, the body and send timeouts, the body cap and the shutdown
+    grace set on the deploying machine are the limits of the app the container serves; with
+    none set, it has the defaults (and no cap on requests in flight)."""
+    from promptwire.settings import ServerLimits
+
+    deploys, reports = containers(target_name)
+    assert deploys["limits set"].limits == LIMITS_AS_SET
+    assert reports["limits set"]["limits"] == LIMITS_AS_SET
+    unset = reports["observability set"]["limits"]  # a case that sets no limit
+    assert unset == ServerLimits().model_dump(mode="json")
+    assert unset["max_in_flight"] is None
 
 
 #: The enter hooks of the ExLlamaV2 server, before and after a memory snapshot.

@@ -49,3 +49,59 @@ def test_none_is_refused_where_the_environment_cannot_say_it() -> None:
 
     with pytest.raises(ValueError, match=r"Plain.limit is None.*env_parse_none_str"):
         settings_environment(Plain(limit=None))
+
+
+@pytest.mark.parametrize(
+    "settings_class",
+    [
+        "promptwire_modal_dummy.settings.DummySettings",
+        "promptwire_llamacpp.settings.LlamaCppSettings",
+        "promptwire_modal_exllama.settings.ExllamaSettings",
+    ],
+)
+def test_the_scale_out_settings_survive_the_trip(
+    monkeypatch: pytest.MonkeyPatch, settings_class: str
+) -> None:
+    """Regions (a list), a buffer, a target and no container limit (None) are written so that
+    the container reads back exactly the settings its function was defined with."""
+    import importlib
+
+    module_name, class_name = settings_class.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module_name), class_name)
+    deployed = cls(
+        region=["eu-west", "us"],
+        min_containers=1,
+        max_containers=None,
+        buffer_containers=2,
+        scaledown_window=1200,
+        max_inputs=20,
+        target_inputs=10,
+    )
+    env = settings_environment(deployed)
+    prefix = cls.model_config["env_prefix"]
+    assert env[f"{prefix}REGION"] == '["eu-west", "us"]'
+    assert env[f"{prefix}MAX_CONTAINERS"] == "null"
+    for key, value in env.items():
+        assert value is not None
+        monkeypatch.setenv(key, value)
+    assert cls() == deployed
+
+
+def test_the_server_limits_survive_the_trip(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a Modal app hands its container for the server (``server_environment``) builds the
+    same limits and observability settings there, with no cap on requests in flight unless the
+    deploying machine set one."""
+    from promptwire.settings import SERVER_LIMIT_FIELDS, PromptwireSettings, server_environment
+
+    fields = {*SERVER_LIMIT_FIELDS, "metrics", "log_format"}
+    for limit in (None, 12):
+        deployed = PromptwireSettings(
+            max_in_flight=limit, send_timeout=3.5, shutdown_grace=0, log_format="json"
+        )
+        env = server_environment(deployed)
+        with monkeypatch.context() as patch:
+            for key, value in env.items():
+                patch.setenv(key, value or "")
+            assert PromptwireSettings().model_dump(include=fields) == deployed.model_dump(
+                include=fields
+            )

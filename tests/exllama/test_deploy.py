@@ -84,6 +84,30 @@ def test_scaling_modal_would_refuse_is_a_clear_error_before_modal_is_asked(
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "PROMPTWIRE_MODAL_DUMMY__BUFFER_CONTAINERS",
+            "1",
+            "buffer_containers (1) leaves no room under max_containers (1)",
+        ),
+        ("PROMPTWIRE_MODAL_DUMMY__REGION", "Europe", "'Europe' is not a Modal region name"),
+        ("PROMPTWIRE_MODAL_DUMMY__SCALEDOWN_WINDOW", "7200", "scaledown_window"),
+        ("PROMPTWIRE_MAX_IN_FLIGHT", "0", "max_in_flight"),
+    ],
+)
+def test_scale_out_and_limits_modal_could_not_use_are_refused_before_deploying(
+    tmp_path: Path, variable: str, value: str, message: str
+) -> None:
+    env = {**_no_modal_credentials(tmp_path), variable: value}
+    result = run_cli("deploy", "modal_dummy", env=env)
+    assert result.returncode == 1 and result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr
+    assert "Modal is not set up" not in result.stderr  # refused before Modal was asked
+
+
 def test_a_setting_modal_refuses_when_the_app_is_defined_is_one_line(tmp_path: Path) -> None:
     env = {**_no_modal_credentials(tmp_path), "PROMPTWIRE_MODAL_EXLLAMA__VOLUME_NAME": "my models!"}
     result = run_cli("deploy", "modal_exllama", env=env)

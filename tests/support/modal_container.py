@@ -67,6 +67,9 @@ class Target:
     """Modules its body imports when it runs (those that need no GPU)."""
     call_web: bool = False
     """Also call the function as the container does for a web endpoint (it builds the app)."""
+    web_method: str | None = None
+    """A class's web endpoint method: called as the container calls it, once the enter hooks
+    would have loaded the engine (a stand-in engine here), to build the app."""
 
 
 @dataclass
@@ -86,6 +89,8 @@ class DeploySide:
     """The memory snapshot options the function definition sent to Modal would carry."""
     observability: dict[str, Any] = field(default_factory=dict)
     """The server's observability settings (metrics, request log) on the deploying machine."""
+    limits: dict[str, Any] = field(default_factory=dict)
+    """The server limits (``ServerLimits``) on the deploying machine."""
 
 
 def describe(dependency: Any) -> str:
@@ -176,6 +181,7 @@ def deploy_side(
         os.environ.update(environment)
         module = importlib.import_module(target.module)
         observability = observability_settings()
+        limits = limit_settings()
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -204,6 +210,7 @@ def deploy_side(
         settings=module.settings.model_dump(mode="json"),
         snapshot=snapshot_options(function),
         observability=observability,
+        limits=limits,
     )
 
 
@@ -215,6 +222,14 @@ def observability_settings() -> dict[str, Any]:
 
     found = PromptwireSettings().model_dump(mode="json", include=set(OBSERVABILITY_FIELDS))
     return {**found, "opentelemetry": False}
+
+
+def limit_settings() -> dict[str, Any]:
+    """The server limits this process's environment gives (``PROMPTWIRE_MAX_IN_FLIGHT``, ...):
+    those the app built in a container must have."""
+    from promptwire.settings import SERVER_LIMIT_FIELDS, PromptwireSettings
+
+    return PromptwireSettings().model_dump(mode="json", include=set(SERVER_LIMIT_FIELDS))
 
 
 def locked_names(requirements: Path) -> list[str]:
@@ -314,6 +329,7 @@ def run_container(
                 "is_class": deploy.is_class,
                 "runtime_imports": list(target.runtime_imports),
                 "call_web": target.call_web,
+                "web_method": target.web_method,
                 "environment": {"PATH": os.defpath, "HOME": str(home), **deploy.environment},
                 "report": str(workdir / f"report-{len(cases)}.json"),
                 "name": name,

@@ -66,9 +66,35 @@ def import_service(case: dict[str, Any]) -> Any:
     assert service.service_deps is not None, (
         "Modal found no dependencies: the function is not global"
     )
-    if case["call_web"]:
-        service._user_defined_callable()  # what the container calls to get the ASGI app
     return service
+
+
+def build_web_app(service: Any, case: dict[str, Any]) -> Any:
+    """The ASGI app, as the container gets it from the web endpoint: a function's own callable,
+    or a class's web method on its instance, once its enter hooks would have loaded the engine
+    (a stand-in engine: the real one needs a GPU or a model)."""
+    if case["call_web"]:
+        return service._user_defined_callable()
+    instance = service.user_cls_instance
+    instance.engine = stand_in_engine()
+    method = service._partial_functions[case["web_method"]].raw_f
+    return method.__get__(instance)()
+
+
+def stand_in_engine() -> Any:
+    """An engine that answers nothing: building the app needs one, serving is not checked here."""
+    from collections.abc import AsyncGenerator
+
+    from promptwire.engine import Engine, EngineEvent
+
+    class StandIn(Engine[Any]):
+        model_name = "stand-in"
+
+        async def stream(self, prepared: Any) -> AsyncGenerator[EngineEvent, None]:
+            return
+            yield
+
+    return StandIn()
 
 
 def enter_hooks(service: Any) -> dict[str, list[str]]:
@@ -130,6 +156,9 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
             report["enter_hooks"] = enter_hooks(service)
         report["settings"] = sys.modules[case["module"]].settings.model_dump(mode="json")
         report["observability"] = observability_settings()
+        if case["call_web"] or case["web_method"]:
+            app = build_web_app(service, case)
+            report["limits"] = app.state.limits.model_dump(mode="json")
         for name in case["runtime_imports"]:
             importlib.import_module(name)
         report["visible"] = visible(case)

@@ -28,6 +28,7 @@ PUBLIC_MODULES = [
     "promptwire.errors",
     "promptwire.llm",
     "promptwire.modal_image",
+    "promptwire.modal_scaling",
     "promptwire.plugins",
     "promptwire.plugins.backends",
     "promptwire.plugins.hookspecs",

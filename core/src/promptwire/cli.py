@@ -86,11 +86,7 @@ def build_app(
     return create_app(
         engine,
         api_key=api_key,
-        max_body_bytes=settings.max_body_bytes,
-        max_in_flight=settings.max_in_flight,
-        body_timeout=settings.body_timeout,
-        send_timeout=settings.send_timeout,
-        shutdown_grace=settings.shutdown_grace,
+        limits=settings,
         allowed_hosts=allowed_hosts,
         observability=Observability.from_settings(settings),
     )

@@ -85,44 +85,31 @@ class ClientSettings(ConnectionSettings):
     )
 
 
-class PromptwireSettings(BaseSettings, ClientSettings):
-    """Everything the client, the server and the CLI read from the environment."""
+class ServerLimits(BaseModel):
+    """What a served app bounds for its clients, wherever it runs: the single declaration of
+    these limits. ``PromptwireSettings`` reads them from ``PROMPTWIRE_*``, ``create_app`` takes
+    them (``limits=``), ``promptwire serve`` passes its settings, and every Modal app hands the
+    deploying machine's to its containers (``server_environment``), which build their app with
+    them."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    max_body_bytes: int = Field(
+        default=MAX_BODY_BYTES,
+        ge=1024,
+        description="Server: the most bytes of a request body (413 beyond).",
     )
-
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
-    max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1024)
     max_in_flight: int | None = Field(
         default=None, ge=1, description="Server: requests served at once before answering 503."
     )
-    header_timeout: ServerSeconds = Field(
-        default=DEFAULT_HEADER_TIMEOUT,
-        description="Server: seconds a connection has to send a request's head (its request line "
-        "and headers), from when it opens or its last answer ends; then it is closed (408).",
-    )
-    body_timeout: ServerSeconds = Field(
+    body_timeout: ServerSeconds | None = Field(
         default=DEFAULT_BODY_TIMEOUT,
-        description="Server: seconds a request has to send its whole body (408 after).",
+        description="Server: seconds a request has to send its whole body (408 after); None "
+        "(only as an argument) sets no deadline.",
     )
-    keep_alive_timeout: int = Field(
-        default=DEFAULT_KEEP_ALIVE_TIMEOUT,
-        ge=1,
-        le=3600,
-        description="Server: seconds an idle kept-alive connection stays open.",
-    )
-    send_timeout: ServerSeconds = Field(
+    send_timeout: ServerSeconds | None = Field(
         default=DEFAULT_SEND_TIMEOUT,
         description="Server: seconds a client may read nothing of an answer or a stream before "
-        "its connection is dropped and its generation cancelled.",
-    )
-    max_connections: int = Field(
-        default=DEFAULT_MAX_CONNECTIONS,
-        ge=1,
-        le=1_000_000,
-        description="Server: open connections at most; one more is answered 503 and closed.",
+        "its connection is dropped and its generation cancelled; None (only as an argument): "
+        "no deadline.",
     )
     shutdown_grace: float = Field(
         default=DEFAULT_SHUTDOWN_GRACE,
@@ -131,6 +118,38 @@ class PromptwireSettings(BaseSettings, ClientSettings):
         allow_inf_nan=False,
         description="Server: seconds running requests and streams get to finish on SIGTERM; "
         "then a stream ends with an error event and a whole reply is answered 503.",
+    )
+
+
+#: The fields of ``ServerLimits``, in the order they are declared.
+SERVER_LIMIT_FIELDS = tuple(ServerLimits.model_fields)
+
+
+class PromptwireSettings(BaseSettings, ClientSettings, ServerLimits):
+    """Everything the client, the server and the CLI read from the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    header_timeout: ServerSeconds = Field(
+        default=DEFAULT_HEADER_TIMEOUT,
+        description="Server: seconds a connection has to send a request's head (its request line "
+        "and headers), from when it opens or its last answer ends; then it is closed (408).",
+    )
+    keep_alive_timeout: int = Field(
+        default=DEFAULT_KEEP_ALIVE_TIMEOUT,
+        ge=1,
+        le=3600,
+        description="Server: seconds an idle kept-alive connection stays open.",
+    )
+    max_connections: int = Field(
+        default=DEFAULT_MAX_CONNECTIONS,
+        ge=1,
+        le=1_000_000,
+        description="Server: open connections at most; one more is answered 503 and closed.",
     )
 
     # What a server shows its operator (``promptwire.server.observability``).
@@ -177,6 +196,30 @@ def observability_environment(settings: PromptwireSettings | None = None) -> dic
     settings = settings or PromptwireSettings()
     others = set(PromptwireSettings.model_fields) - set(OBSERVABILITY_FIELDS)
     return settings_environment(settings, exclude=others)
+
+
+def limits_environment(settings: PromptwireSettings | None = None) -> dict[str, str | None]:
+    """This machine's ``ServerLimits`` as ``PROMPTWIRE_*`` variables, for a Modal function's
+    ``env=``: its container builds its app with the limits the deploying machine set. A limit
+    left unset (None, such as ``max_in_flight``) is left out: the container's default is None
+    too."""
+    settings = settings or PromptwireSettings()
+    unset = {name for name in SERVER_LIMIT_FIELDS if getattr(settings, name) is None}
+    for name in unset:
+        if PromptwireSettings.model_fields[name].default is not None:
+            raise ValueError(
+                f"{name} is None, which a container's environment cannot say: give it a value"
+            )
+    others = set(PromptwireSettings.model_fields) - set(SERVER_LIMIT_FIELDS)
+    return settings_environment(settings, exclude=others | unset)
+
+
+def server_environment(settings: PromptwireSettings | None = None) -> dict[str, str | None]:
+    """What a Modal container's server needs of this machine's ``PROMPTWIRE_*`` settings: the
+    server limits and the observability settings (never the API key: that comes from a Modal
+    Secret). Read once, so both come from the same settings."""
+    settings = settings or PromptwireSettings()
+    return {**limits_environment(settings), **observability_environment(settings)}
 
 
 def backend_settings_config(backend_name: str) -> SettingsConfigDict:
@@ -235,10 +278,14 @@ __all__ = [
     "MAX_REPLY_BYTES",
     "NONE_VALUE",
     "OBSERVABILITY_FIELDS",
+    "SERVER_LIMIT_FIELDS",
     "ClientSettings",
     "ConnectionSettings",
     "PromptwireSettings",
+    "ServerLimits",
     "backend_settings_config",
+    "limits_environment",
     "observability_environment",
+    "server_environment",
     "settings_environment",
 ]

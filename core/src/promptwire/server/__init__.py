@@ -3,7 +3,7 @@
 Importing this package needs the ``server`` extra (FastAPI, uvicorn, sse-starlette).
 """
 
-from promptwire.server._app import create_app
+from promptwire.server._app import LimitArguments, create_app, server_limits
 from promptwire.server._runner import (
     BackgroundServer,
     ConnectionLimits,
@@ -12,14 +12,18 @@ from promptwire.server._runner import (
 )
 from promptwire.server._shutdown import GracefulShutdown, graceful_shutdown
 from promptwire.server.observability import Observability
+from promptwire.settings import ServerLimits
 
 __all__ = [
     "BackgroundServer",
     "ConnectionLimits",
     "GracefulShutdown",
+    "LimitArguments",
     "Observability",
+    "ServerLimits",
     "create_app",
     "graceful_shutdown",
     "loopback_host_names",
     "run_server",
+    "server_limits",
 ]

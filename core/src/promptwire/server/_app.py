@@ -22,7 +22,7 @@ from collections.abc import (
     Collection,
 )
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,7 +39,6 @@ from promptwire.engine import (
     render_request,
 )
 from promptwire.protocol import (
-    MAX_BODY_BYTES,
     PROTOCOL_VERSION,
     ErrorBody,
     ErrorType,
@@ -62,7 +61,7 @@ from promptwire.server._shutdown import (
 from promptwire.server._slots import RETRY_AFTER_SECONDS, RequestSlots
 from promptwire.server._streaming import Preparer, prepare, stream_reply, whole_reply
 from promptwire.server.observability._hookup import Observability, observe
-from promptwire.settings import DEFAULT_BODY_TIMEOUT, DEFAULT_SEND_TIMEOUT, DEFAULT_SHUTDOWN_GRACE
+from promptwire.settings import SERVER_LIMIT_FIELDS, ServerLimits
 
 
 def _freeze_startup_heap() -> None:
@@ -73,27 +72,49 @@ def _freeze_startup_heap() -> None:
     gc.freeze()
 
 
+class LimitArguments(TypedDict, total=False):
+    """``create_app``'s keyword arguments for single limits (those of ``ServerLimits``)."""
+
+    max_body_bytes: int
+    max_in_flight: int | None
+    body_timeout: float | None
+    send_timeout: float | None
+    shutdown_grace: float
+
+
+def server_limits(
+    limits: ServerLimits | None = None, **changes: Unpack[LimitArguments]
+) -> ServerLimits:
+    """``limits`` (default: the defaults) with ``changes``, checked as ``ServerLimits`` checks
+    them. A subclass such as ``PromptwireSettings`` gives just its limits."""
+    values = (limits or ServerLimits()).model_dump(include=set(SERVER_LIMIT_FIELDS))
+    return ServerLimits.model_validate({**values, **changes})
+
+
 def create_app(
     engine: Engine[Any],
     *,
     api_key: str | SecretStr | None = None,
-    max_body_bytes: int = MAX_BODY_BYTES,
-    max_in_flight: int | None = None,
-    body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
-    send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
-    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+    limits: ServerLimits | None = None,
     allowed_hosts: Collection[str] | None = None,
     observability: Observability | None = None,
+    **limit_arguments: Unpack[LimitArguments],
 ) -> FastAPI:
     """Build the protocol app for ``engine``. The app's lifespan starts and stops the engine.
 
-    ``body_timeout``: seconds a request has to send its body (408 after). ``send_timeout``:
-    seconds a stream's client may read nothing before the stream is ended. ``shutdown_grace``:
-    seconds running requests get once the server stopping them calls ``begin`` on
-    ``graceful_shutdown(app)``. ``allowed_hosts``: the only ``Host`` names answered (for a
-    server bound to loopback); None answers any. ``observability``: metrics, the request log and
-    traces (``promptwire.server.observability``); None: the defaults.
+    ``limits``: what the app bounds (``promptwire.settings.ServerLimits``; ``PromptwireSettings``
+    is one, so ``promptwire serve`` and the Modal containers pass theirs); a single limit given
+    as a keyword (``max_in_flight=4``) beats it. The limits the app runs with are
+    ``app.state.limits``. ``shutdown_grace`` is the time running requests get once the server
+    stopping them calls ``begin`` on ``graceful_shutdown(app)``. ``allowed_hosts``: the only
+    ``Host`` names answered (for a server bound to loopback); None answers any.
+    ``observability``: metrics, the request log and traces
+    (``promptwire.server.observability``); None: the defaults.
     """
+    bounds = server_limits(limits, **limit_arguments)
+    max_body_bytes, max_in_flight = bounds.max_body_bytes, bounds.max_in_flight
+    body_timeout, send_timeout = bounds.body_timeout, bounds.send_timeout
+    shutdown_grace = bounds.shutdown_grace
 
     shutdown = GracefulShutdown(shutdown_grace)
     preparer = Preparer()  # shared with the OpenAI routes
@@ -129,6 +150,7 @@ def create_app(
         redirect_slashes=False,  # "/health/" is not found; no redirect built from a Host header
     )
     app.state.graceful_shutdown = shutdown
+    app.state.limits = bounds
     options = observability or Observability()
     token = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
     if token:

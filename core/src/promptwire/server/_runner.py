@@ -68,7 +68,8 @@ class ConnectionLimits:
 
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     keep_alive_timeout: int = DEFAULT_KEEP_ALIVE_TIMEOUT
-    send_timeout: float = DEFAULT_SEND_TIMEOUT
+    send_timeout: float | None = DEFAULT_SEND_TIMEOUT
+    """None: no deadline (as ``ServerLimits.send_timeout``)."""
     max_connections: int = DEFAULT_MAX_CONNECTIONS
 
 
@@ -236,8 +237,9 @@ class GuardedH11Protocol(H11Protocol):
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        if self._send_deadline is None:
-            self._send_deadline = self.loop.call_later(self.limits.send_timeout, self._send_stalled)
+        timeout = self.limits.send_timeout
+        if self._send_deadline is None and timeout is not None:
+            self._send_deadline = self.loop.call_later(timeout, self._send_stalled)
 
     def resume_writing(self) -> None:
         self._cancel_send_deadline()

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import modal
 from promptwire import coldstart
 from promptwire.modal_image import PYTHON_VERSION, promptwire_image
-from promptwire.settings import observability_environment, settings_environment
+from promptwire.settings import PromptwireSettings, server_environment, settings_environment
 
 from promptwire_llamacpp.settings import LlamaCppSettings
 
@@ -96,15 +96,14 @@ def container_settings() -> LlamaCppSettings:
     volumes={MODELS_MOUNT: volume},
     secrets=secrets,
     # Every setting, the deploy ones too: the container imports this module again and must
-    # build the same function; the metrics and request log settings go along.
-    env={**settings_environment(settings), **observability_environment()},
+    # build the same function; the server limits (PROMPTWIRE_MAX_IN_FLIGHT, ...) and the
+    # metrics and request log settings of the deploying machine go along.
+    env={**settings_environment(settings), **server_environment()},
     timeout=settings.timeout,
-    scaledown_window=settings.scaledown_window,
-    min_containers=settings.min_containers,
-    max_containers=settings.max_containers,
     enable_memory_snapshot=settings.memory_snapshot,
+    **settings.modal_autoscaling(),
 )
-@modal.concurrent(max_inputs=settings.max_inputs)
+@modal.concurrent(**settings.modal_concurrency())
 class Server:
     """One container: loads the model once, then serves every request it is sent, batched."""
 
@@ -129,12 +128,15 @@ class Server:
     @modal.asgi_app()
     def web(self) -> FastAPI:
         """The protocol app around the loaded engine; ``PROMPTWIRE_API_KEY`` comes from the
-        Secret, the metrics and request log settings from the deploying machine."""
+        Secret, the limits and the metrics and request log settings from the deploying
+        machine."""
         from promptwire.server import Observability, create_app
 
         assert self.engine is not None, "the enter hook loads the engine"
+        server = PromptwireSettings()
         return create_app(
             self.engine,
             api_key=os.environ.get("PROMPTWIRE_API_KEY"),
-            observability=Observability.from_settings(),
+            limits=server,
+            observability=Observability.from_settings(server),
         )

@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from promptwire.modal_scaling import MaxInputs, ModalScaling, ScaledownWindow
 from promptwire.settings import NONE_VALUE, backend_settings_config
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BACKEND_NAME = "llamacpp"
@@ -38,7 +39,7 @@ def default_model_path() -> Path | None:
     return path if path.is_file() else None
 
 
-class LlamaCppSettings(BaseSettings):
+class LlamaCppSettings(BaseSettings, ModalScaling):
     # ``null`` in the environment means None (the Modal app writes it for its container).
     model_config = backend_settings_config(BACKEND_NAME) | SettingsConfigDict(
         env_parse_none_str=NONE_VALUE
@@ -122,30 +123,19 @@ class LlamaCppSettings(BaseSettings):
         default="promptwire-api-key",
         description="Name of the Modal Secret holding PROMPTWIRE_API_KEY; empty for no auth.",
     )
-    max_inputs: int = Field(default=32, ge=1, description="Requests one container serves at once.")
-    min_containers: int = Field(default=0, ge=0, description="Containers kept warm (billed).")
-    max_containers: int | None = Field(default=1, ge=1)
+    # The scale-out settings (``ModalScaling``), with this backend's defaults.
+    max_inputs: MaxInputs = 32
+    scaledown_window: ScaledownWindow = 300
     memory_snapshot: bool = Field(
         default=True,
         description="Start containers from a Modal memory snapshot taken after the imports.",
     )
-    scaledown_window: int = Field(default=300, ge=2, le=3600)
     timeout: int = Field(default=600, ge=10, le=86400)
 
     @field_validator("api_key_secret", "gpu", "volume_model", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> LlamaCppSettings:
-        if self.max_containers is not None and self.min_containers > self.max_containers:
-            raise ValueError(
-                f"min_containers ({self.min_containers}) is larger than max_containers "
-                f"({self.max_containers}): lower MIN_CONTAINERS or raise MAX_CONTAINERS "
-                "(null: no limit)"
-            )
-        return self
 
     def model_path(self) -> Path:
         """The GGUF file to load; a clear error when there is none."""

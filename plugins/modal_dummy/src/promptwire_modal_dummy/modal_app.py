@@ -20,7 +20,7 @@ import modal
 from fastapi import FastAPI
 from promptwire import coldstart
 from promptwire.modal_image import promptwire_image
-from promptwire.settings import observability_environment, settings_environment
+from promptwire.settings import PromptwireSettings, server_environment, settings_environment
 
 from promptwire_modal_dummy.settings import DummySettings
 
@@ -45,28 +45,29 @@ app = modal.App(settings.app_name, image=image)
 @app.function(
     # Every setting, the deploy ones too: the container imports this module again and must
     # build the same function (Modal checks its Secrets against the deploy's). Not Image.env:
-    # Modal allows no build step after add_local_python_source. The metrics and request log
-    # settings of the deploying machine go along too.
-    env={**settings_environment(settings), **observability_environment()},
+    # Modal allows no build step after add_local_python_source. The deploying machine's server
+    # limits (PROMPTWIRE_MAX_IN_FLIGHT, ...) and metrics and request log settings go along too.
+    env={**settings_environment(settings), **server_environment()},
     secrets=secrets,
     timeout=settings.timeout,
-    scaledown_window=settings.scaledown_window,
-    min_containers=settings.min_containers,
-    max_containers=settings.max_containers,
     enable_memory_snapshot=settings.memory_snapshot,
+    **settings.modal_autoscaling(),
 )
-@modal.concurrent(max_inputs=settings.max_inputs)
+@modal.concurrent(**settings.modal_concurrency())
 @modal.asgi_app()
 def web() -> FastAPI:
-    """The protocol app around the dummy engine; ``PROMPTWIRE_API_KEY`` comes from the Secret."""
+    """The protocol app around the dummy engine; ``PROMPTWIRE_API_KEY`` comes from the Secret,
+    the limits and observability settings from the deploying machine."""
     from promptwire.server import Observability, create_app
 
     from promptwire_modal_dummy.engine import DummyEngine
 
+    server = PromptwireSettings()
     app = create_app(
         DummyEngine(DummySettings()),
         api_key=os.environ.get("PROMPTWIRE_API_KEY"),
-        observability=Observability.from_settings(),
+        limits=server,
+        observability=Observability.from_settings(server),
     )
     coldstart.log_ready()
     return app

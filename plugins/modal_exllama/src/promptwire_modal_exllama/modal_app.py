@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 import modal
 from promptwire import coldstart
 from promptwire.modal_image import promptwire_image
-from promptwire.settings import observability_environment
+from promptwire.settings import PromptwireSettings, server_environment
 
 from promptwire_modal_exllama.settings import MODELS_MOUNT, ExllamaSettings, container_environment
 
@@ -95,8 +95,9 @@ SNAPSHOT_IMPORTS = (
     "promptwire_modal_exllama.chat_template",
 )
 
-#: The server's environment: the backend's settings and how it shows itself (metrics, logs).
-server_environment = {**container_environment(settings), **observability_environment()}
+#: The server's environment: the backend's settings, the server's limits (PROMPTWIRE_MAX_IN_FLIGHT,
+#: ...) and how it shows itself (metrics, logs), as the deploying machine has them.
+server_env = {**container_environment(settings), **server_environment()}
 
 
 def _fetch(repo_id: str, revision: str, *, force: bool = False) -> dict[str, Any]:
@@ -157,16 +158,14 @@ def load_model() -> BatchingEngine:
     gpu=settings.gpu,
     volumes={MODELS_MOUNT: volume},
     secrets=[*api_secrets, *hf_secrets],
-    env=server_environment,
+    env=server_env,
     timeout=settings.timeout,
     startup_timeout=settings.startup_timeout,
-    scaledown_window=settings.scaledown_window,
-    min_containers=settings.min_containers,
-    max_containers=settings.max_containers,
     enable_memory_snapshot=settings.memory_snapshot,
     experimental_options={"enable_gpu_snapshot": True} if settings.gpu_snapshot else None,
+    **settings.modal_autoscaling(),
 )
-@modal.concurrent(max_inputs=settings.max_inputs, target_inputs=settings.target_inputs)
+@modal.concurrent(**settings.modal_concurrency())
 class Server:
     """One GPU container: loads the model once, then serves every request it is sent, batched."""
 
@@ -204,14 +203,17 @@ class Server:
     @modal.asgi_app(requires_proxy_auth=settings.proxy_auth)
     def web(self) -> FastAPI:
         """The protocol app around the loaded engine; ``PROMPTWIRE_API_KEY`` comes from the
-        Secret, the metrics and request log settings from the deploying machine."""
+        Secret, the limits and the metrics and request log settings from the deploying
+        machine."""
         from promptwire.server import Observability, create_app
 
         assert self.engine is not None, "the enter hooks load the engine"
+        server = PromptwireSettings()
         return create_app(
             self.engine,
             api_key=os.environ.get("PROMPTWIRE_API_KEY"),
-            observability=Observability.from_settings(),
+            limits=server,
+            observability=Observability.from_settings(server),
         )
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Annotated, Any
 
+from promptwire.modal_scaling import MaxInputs, ModalScaling, ScaledownWindow
 from promptwire.settings import NONE_VALUE, backend_settings_config, settings_environment
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -50,7 +51,7 @@ def round_up_to_page(tokens: int) -> int:
     return max(1, math.ceil(tokens / PAGE_SIZE)) * PAGE_SIZE
 
 
-class ExllamaSettings(BaseSettings):
+class ExllamaSettings(BaseSettings, ModalScaling):
     # ``null`` in the environment means None (``container_environment`` writes it).
     model_config = backend_settings_config(BACKEND_NAME) | SettingsConfigDict(
         env_parse_none_str=NONE_VALUE
@@ -157,20 +158,9 @@ class ExllamaSettings(BaseSettings):
     startup_timeout: int = Field(
         default=1200, ge=60, le=86400, description="Seconds a cold start may take (model load)."
     )
-    scaledown_window: int = Field(
-        default=300, ge=2, le=3600, description="Idle seconds before a GPU container stops."
-    )
-    min_containers: int = Field(default=0, ge=0, description="Containers kept warm (billed).")
-    max_containers: int | None = Field(default=1, ge=1, description="Most GPU containers at once.")
-    max_inputs: int = Field(
-        default=64,
-        ge=1,
-        le=1000,
-        description="Requests one container serves at once (all batched on its GPU).",
-    )
-    target_inputs: int | None = Field(
-        default=None, ge=1, description="Requests per container Modal's autoscaler aims for."
-    )
+    # The scale-out settings (``ModalScaling``), with this backend's defaults.
+    scaledown_window: ScaledownWindow = 300
+    max_inputs: Annotated[MaxInputs, Field(le=1000)] = 64
     memory_snapshot: bool = Field(
         default=True,
         description="Start containers from a Modal memory snapshot taken after the imports "
@@ -236,23 +226,6 @@ class ExllamaSettings(BaseSettings):
             raise ValueError(
                 "gpu_snapshot needs memory_snapshot: a GPU memory snapshot is part of a memory "
                 "snapshot; set MEMORY_SNAPSHOT=true or GPU_SNAPSHOT=false"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _scaling_modal_accepts(self) -> ExllamaSettings:
-        """Pairs Modal refuses when the app is defined; refused here with the settings' names."""
-        if self.max_containers is not None and self.min_containers > self.max_containers:
-            raise ValueError(
-                f"min_containers ({self.min_containers}) is larger than max_containers "
-                f"({self.max_containers}): Modal cannot keep more containers warm than it may "
-                "run; lower MIN_CONTAINERS or raise MAX_CONTAINERS (null: no limit)"
-            )
-        if self.target_inputs is not None and self.target_inputs > self.max_inputs:
-            raise ValueError(
-                f"target_inputs ({self.target_inputs}) is larger than max_inputs "
-                f"({self.max_inputs}): Modal's autoscaler cannot aim for more requests per "
-                "container than one serves; lower TARGET_INPUTS or raise MAX_INPUTS"
             )
         return self
 
