@@ -4,7 +4,6 @@ integers), the protocol's request model, and racing work against the client leav
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 from collections.abc import (
@@ -33,34 +32,69 @@ class ClientGone(Exception):
     """The client disconnected before its answer; nobody is left to answer."""
 
 
-async def _until_disconnected(receive: Callable[[], Awaitable[Any]]) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
 async def unless_gone(
     work: Awaitable[T], receive: Callable[[], Awaitable[Any]], shutdown: GracefulShutdown
 ) -> T:
     """Await ``work`` while watching the client and the shutdown: if the client leaves
     (``ClientGone``) or the grace period ends (503) first, ``work`` is cancelled, which frees
-    the engine and the request's slot at once."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_until_disconnected(receive))
-    shutdown.call_on_expiry(task.cancel)
-    try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        shutdown.forget(task.cancel)
-        watcher.cancel()
-        if not task.done():
-            task.cancel()  # the client is gone: free the engine
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    if not task.cancelled():
-        return task.result()
+    the engine and the request's slot at once.
+
+    ``work`` runs in this task, and what stops it cancels this task while it waits there. The
+    watcher (a task reading ``receive`` until the client disconnects) is started only once
+    ``work`` has to wait, one turn of the loop later: work that is done without waiting (an
+    instant engine's whole reply) costs no task, no ``asyncio.wait``.
+    """
     if shutdown.expired:
+        if asyncio.iscoroutine(work):
+            work.close()
+        elif asyncio.isfuture(work):
+            work.cancel()
         raise shutting_down()
-    raise ClientGone
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    stopped_by: str | None = None  # "client" or "shutdown", once one has cancelled the task
+    watcher: asyncio.Task[None] | None = None
+
+    def stop(by: str) -> None:
+        nonlocal stopped_by
+        if stopped_by is None:
+            stopped_by = by
+            task.cancel()
+
+    def on_expiry() -> None:
+        stop("shutdown")
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        stop("client")
+
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = loop.create_task(watch())
+
+    # Both only ever run while this task waits in ``work`` (never while it runs), so the
+    # cancellation they ask for lands there and nowhere else.
+    handle = loop.call_soon(start_watching)
+    shutdown.call_on_expiry(on_expiry)
+    try:
+        result = await work
+    except asyncio.CancelledError:
+        if stopped_by is None or task.uncancel() > 0:
+            raise  # cancelled for another reason too
+        if stopped_by == "shutdown":
+            raise shutting_down() from None
+        raise ClientGone from None
+    else:
+        if stopped_by is not None:  # ``work`` swallowed the cancellation and finished: take it
+            task.uncancel()  # back (the answer is served, as when it finishes first)
+        return result
+    finally:
+        handle.cancel()
+        shutdown.forget(on_expiry)
+        if watcher is not None:
+            watcher.cancel()
 
 
 async def read_body(request: Request, limit: int, seconds: float | None) -> bytes:
