@@ -356,13 +356,16 @@ def check_capabilities(engine: Engine[Any], request: PromptRequest) -> None:
     """Refuse (``RequestUnsupported``, 422) a request asking for tool calls or structured output
     that ``engine`` does not declare, before anything is rendered or generated: a server never
     answers free text in their place."""
+    wants_tools, wants_json = request.wants_tools(), request.wants_json()
+    if not (wants_tools or wants_json):
+        return  # a plain request: the engine's capabilities are not even asked
     capabilities = engine.capabilities
-    if request.wants_tools() and not capabilities.tools:
+    if wants_tools and not capabilities.tools:
         raise RequestUnsupported(
             "this server's engine does not support tool calling: send the request without "
             "tools (or with tool_choice 'none')"
         )
-    if request.wants_json() and not capabilities.structured_output:
+    if wants_json and not capabilities.structured_output:
         raise RequestUnsupported(
             "this server's engine does not support structured output: send the request "
             "without a JSON response_format"

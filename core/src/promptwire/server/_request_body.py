@@ -4,6 +4,7 @@ integers), the protocol's request model, and racing work against the client leav
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import math
 from collections.abc import (
@@ -14,11 +15,11 @@ from typing import Any, NoReturn, TypeVar
 
 from fastapi import Request
 from pydantic import ValidationError
-from starlette.requests import ClientDisconnect
 
 from promptwire.protocol import (
     PromptRequest,
 )
+from promptwire.server._deadline import Deadline
 from promptwire.server._errors import RequestError
 from promptwire.server._shutdown import (
     GracefulShutdown,
@@ -98,47 +99,57 @@ async def unless_gone(
 
 
 async def read_body(request: Request, limit: int, seconds: float | None) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestError(413, f"the body is larger than the limit of {limit} bytes")
-    body = bytearray()
-    # The deadline as a bare timer that cancels this task: asyncio.timeout does the same at
-    # twice the cost, and this runs for every request.
-    task = asyncio.current_task()
-    late = False
-
-    def expire() -> None:
-        nonlocal late
-        late = True
-        if task is not None:
-            task.cancel()
-
-    timer = None if seconds is None else asyncio.get_running_loop().call_later(seconds, expire)
+    """The request's body, refused (413) past ``limit`` bytes, declared or sent, and (408,
+    closing the connection) when it has not all come within ``seconds``; ``ClientGone`` when
+    the client leaves first. Read from ``receive`` as Starlette's ``Request.stream`` reads it,
+    and left on the request as ``Request.body()`` would leave it."""
+    for name, value in request.scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise RequestError(413, f"the body is larger than the limit of {limit} bytes")
+    # Set only once the body has to be waited for: one that came with its request, as most
+    # do, costs no timer at all.
+    deadline = None if seconds is None else Deadline(seconds)
+    receive = request.receive
+    chunks: list[bytes] = []
+    size = 0
     try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            if message["type"] != "http.request":
+                continue
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
                 raise RequestError(413, f"the body is larger than the limit of {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
     except asyncio.CancelledError:
-        if not late or (task is not None and task.uncancel() > 0):
+        if deadline is None or not deadline.caught():
             raise  # cancelled for another reason too
         raise RequestError(
             408, f"the body did not arrive within {seconds:g} s", close=True
         ) from None
-    except ClientDisconnect:
-        raise ClientGone from None
     finally:
-        if timer is not None:
-            timer.cancel()
-    return bytes(body)
+        if deadline is not None:
+            deadline.cancel()
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    request._body = body  # what Request.body() returns from now on
+    return body
 
 
 def require_json(request: Request) -> None:
     """The body must be declared JSON. A browser sends a cross-site request without asking the
     server first only for a few "simple" content types (text/plain among them); requiring
     ``application/json`` makes it ask (a CORS preflight), and this server never says yes."""
-    declared = request.headers.getlist("content-type")
-    media_type = declared[0].partition(";")[0].strip().lower() if len(declared) == 1 else ""
+    declared = [value for name, value in request.scope["headers"] if name == b"content-type"]
+    media_type = (
+        declared[0].decode("latin-1").partition(";")[0].strip().lower()
+        if len(declared) == 1
+        else ""
+    )
     if media_type != "application/json":
         raise RequestError(415, "the body must be JSON, sent with Content-Type: application/json")
 
@@ -175,7 +186,9 @@ DECODER = json.JSONDecoder(parse_int=_parse_int, parse_constant=_not_json)
 
 def parse_request(body: bytes) -> PromptRequest:
     try:
-        text = body.decode("utf-8-sig")  # JSON is UTF-8 (RFC 8259 8.1); a BOM may be ignored
+        # JSON is UTF-8 (RFC 8259 8.1); a BOM may be ignored (as "utf-8-sig" would, but its
+        # codec is Python code: this is the C decoder's fast path).
+        text = (body[3:] if body.startswith(codecs.BOM_UTF8) else body).decode()
         data = DECODER.decode(text)
     except (ValueError, RecursionError):
         raise RequestError(422, "the body is not valid JSON") from None
