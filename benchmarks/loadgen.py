@@ -3,7 +3,8 @@ on two cores the server, not the generator, is what runs out of CPU).
 
 ``connections`` keep-alive connections each send one request at a time for ``duration`` seconds
 after ``warmup`` seconds; the result (requests/s, latency percentiles, errors) is one JSON line
-on stdout.
+on stdout. A chunked answer (a stream of server-sent events) is read to its end, and its
+events are counted (``events``).
 
 Run: ``python -m benchmarks.loadgen --port P --connections 16 --duration 3 --body '{...}'``
 (``--path /v1/completions`` to load another route than ``/``).
@@ -18,6 +19,10 @@ import time
 
 HOST = "127.0.0.1"
 MAX_HEAD = 65536
+MAX_STREAM = 2**24
+#: The end of a chunked body: the last data chunk's CRLF, then the empty chunk. (A server-sent
+#: event's data ends with a CRLF and never with a chunk size, so it cannot contain this.)
+LAST_CHUNK = b"\r\n0\r\n\r\n"
 
 
 def request_bytes(body: bytes, path: str = "/") -> bytes:
@@ -29,11 +34,17 @@ def request_bytes(body: bytes, path: str = "/") -> bytes:
 
 
 async def connection(
-    port: int, request: bytes, warmup_end: float, end: float, latencies: list[float]
+    port: int,
+    request: bytes,
+    warmup_end: float,
+    end: float,
+    latencies: list[float],
+    events: list[int],
 ) -> int:
-    """Requests on one keep-alive connection until ``end``; returns the number of errors."""
+    """Requests on one keep-alive connection until ``end``; returns the number of errors. The
+    server-sent events (``data:`` fields) of streamed answers are added up in ``events[0]``."""
     errors = 0
-    reader, writer = await asyncio.open_connection(HOST, port)
+    reader, writer = await asyncio.open_connection(HOST, port, limit=MAX_STREAM)
     try:
         while (started := time.perf_counter()) < end:
             writer.write(request)
@@ -42,11 +53,20 @@ async def connection(
                 raise RuntimeError("response head too large")
             status = int(head.split(b" ", 2)[1])
             length = 0
+            chunked = False
             for line in head.split(b"\r\n")[1:]:
                 name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
+                name = name.strip().lower()
+                if name == b"content-length":
                     length = int(value)
-            await reader.readexactly(length)
+                elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                    chunked = True
+            if chunked:  # a stream: up to its last (empty) chunk, in one read
+                body = await reader.readuntil(LAST_CHUNK)
+                if started >= warmup_end:
+                    events[0] += body.count(b"data:")
+            else:
+                await reader.readexactly(length)
             if status != 200:
                 errors += 1
             elif started >= warmup_end:
@@ -61,11 +81,15 @@ async def run(
 ) -> dict[str, float]:
     request = request_bytes(body, path)
     latencies: list[float] = []
+    events = [0]
     now = time.perf_counter()
     warmup_end, end = now + warmup, now + warmup + duration
     errors = await asyncio.wait_for(
         asyncio.gather(
-            *(connection(port, request, warmup_end, end, latencies) for _ in range(connections))
+            *(
+                connection(port, request, warmup_end, end, latencies, events)
+                for _ in range(connections)
+            )
         ),
         timeout=warmup + duration + 30,
     )
@@ -80,6 +104,7 @@ async def run(
         "requests": len(latencies),
         "errors": sum(errors),
         "rps": len(latencies) / duration,
+        "events": events[0],
         "p50_ms": pct(50),
         "p99_ms": pct(99),
     }

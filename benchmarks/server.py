@@ -1,6 +1,8 @@
 """(5) Server: requests/s and p50/p99 latency of ``promptwire serve`` against bare FastAPI, and
 of ``promptwire serve`` with its metrics off (``PROMPTWIRE_METRICS=false``): what counting every
-request for ``/metrics`` costs when nobody scrapes it.
+request for ``/metrics`` costs when nobody scrapes it. Then the same two, ``promptwire serve``
+and bare FastAPI (sse-starlette's ``EventSourceResponse``), streaming a 256-token reply as
+server-sent events: streamed tokens per second and the server's CPU per streamed token.
 
 All serve the dummy engine (zero delay) under uvicorn with the same options, each in its own
 process; ``benchmarks.loadgen`` (raw asyncio sockets, its own process) loads one server at a
@@ -37,6 +39,13 @@ PROMPTWIRE = "promptwire serve"
 METRICS_OFF = "promptwire serve, metrics off"
 BARE = "bare FastAPI"
 BODY = json.dumps({"prompt": "Tell me a story", "max_tokens": 16})
+STREAM_TOKENS = 256
+STREAM_BODY = json.dumps({"prompt": "Tell me a story", "stream": True})
+#: The dummy engine's reply for the streams: one token (word) each, one ``delta`` event each.
+STREAM_REPLY = " ".join(f"w{i}" for i in range(STREAM_TOKENS))
+STREAM_SETTINGS = {"PROMPTWIRE_MODAL_DUMMY__REPLY": STREAM_REPLY}
+PROMPTWIRE_STREAM = "promptwire serve, 256-token stream"
+BARE_STREAM = "bare FastAPI SSE, 256-token stream"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -46,14 +55,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def load(port: int, duration: float, pid: int | None = None) -> dict[str, float]:
+def load(port: int, duration: float, pid: int | None = None, body: str = BODY) -> dict[str, float]:
     """One run (no warm-up inside it: every request counts, so the server's CPU time over the
     run divides by them all); with ``pid``, also the server's CPU microseconds per request."""
     cpu_before = cpu_seconds(pid) if pid is not None else 0.0
-    result = run_loadgen(port, duration, BODY, connections=CONNECTIONS, warmup=0)
+    result = run_loadgen(port, duration, body, connections=CONNECTIONS, warmup=0)
     if pid is not None:
         result["cpu_us"] = (cpu_seconds(pid) - cpu_before) / result["requests"] * 1e6
     return result
+
+
+def load_stream(port: int, duration: float, pid: int) -> dict[str, float]:
+    """One run of 256-token streams: streamed tokens per second and server CPU per token."""
+    result = load(port, duration, pid, STREAM_BODY)
+    events = STREAM_TOKENS + 1  # a delta per token, and the done event
+    if result["events"] != result["requests"] * events:
+        raise RuntimeError(f"{result['events']} events for {result['requests']} streams")
+    return {
+        "tokens_s": result["rps"] * STREAM_TOKENS,
+        "cpu_us_token": result["cpu_us"] / STREAM_TOKENS,
+        "p50_ms": result["p50_ms"],
+    }
 
 
 def run(quick: bool) -> BenchResult:
@@ -72,16 +94,37 @@ def run(quick: bool) -> BenchResult:
                 f"http://127.0.0.1:{bare_port}/health",
             )
         )
+        streaming = stack.enter_context(promptwire_serve(settings=STREAM_SETTINGS))
+        bare_stream_port = free_port()
+        bare_stream = stack.enter_context(
+            server_process(
+                [PYTHON, "-m", "benchmarks.servers", "bare", "--port", str(bare_stream_port)],
+                f"http://127.0.0.1:{bare_stream_port}/health",
+                env=STREAM_SETTINGS,
+            )
+        )
         ports = {PROMPTWIRE: promptwire.port, METRICS_OFF: metrics_off.port, BARE: bare_port}
         pids = {PROMPTWIRE: promptwire.process.pid, METRICS_OFF: metrics_off.process.pid}
         pids[BARE] = bare.pid
+        streams = {PROMPTWIRE_STREAM: streaming, BARE_STREAM: bare_stream}
+        stream_ports = {PROMPTWIRE_STREAM: streaming.port, BARE_STREAM: bare_stream_port}
+        stream_pids = {PROMPTWIRE_STREAM: streaming.process.pid, BARE_STREAM: bare_stream.pid}
         for port in ports.values():  # warm-up
             load(port, 1.0)
+        for port in stream_ports.values():
+            load(port, 1.0, body=STREAM_BODY)
         for round_ in range(rounds):
-            # Forward, then backward: the two promptwire servers always run one after the other.
+            # Forward, then backward: the two promptwire servers always run one after the other,
+            # and so do the two streaming servers.
             names = list(ports) if round_ % 2 == 0 else list(reversed(ports))
             for name in names:
                 for key, value in load(ports[name], duration, pids[name]).items():
+                    samples.setdefault(name, {}).setdefault(key, []).append(value)
+            names = list(streams) if round_ % 2 == 0 else list(reversed(streams))
+            for name in names:
+                for key, value in load_stream(
+                    stream_ports[name], duration, stream_pids[name]
+                ).items():
                     samples.setdefault(name, {}).setdefault(key, []).append(value)
     result = BenchResult(
         key="server",
@@ -90,7 +133,12 @@ def run(quick: bool) -> BenchResult:
             f"{CONNECTIONS} keep-alive connections, one request at a time each, "
             f"{duration:g} s per run after a 1 s warm-up run each, the three servers in turns "
             f"({rounds} runs each, the order reversed each round: the two promptwire servers "
-            f"always adjacent). Request `{BODY}`; reply `hello world`. All servers: uvicorn "
+            f"always adjacent). Request `{BODY}`; reply `hello world`. Streams: the two "
+            f"streaming servers in turns after each round of the others, request "
+            f"`{STREAM_BODY}`, reply {STREAM_TOKENS} one-word tokens "
+            f"(`PROMPTWIRE_MODAL_DUMMY__REPLY`), {STREAM_TOKENS} `delta` events and a `done` "
+            "event (the load generator counts them), bare FastAPI through sse-starlette's "
+            "`EventSourceResponse` as promptwire does. All servers: uvicorn "
             "(h11, its default loop: uvloop, installed with the server extra), one process, log "
             "level warning (promptwire's request log is built but not written). Metrics off: "
             "`PROMPTWIRE_METRICS=false`, nothing else changed; nobody scrapes `/metrics` during "
@@ -99,6 +147,15 @@ def run(quick: bool) -> BenchResult:
         quick=quick,
     )
     for name, metrics in samples.items():
+        if name in (PROMPTWIRE_STREAM, BARE_STREAM):
+            result.measurements += [
+                Measurement(
+                    name, "streamed tokens/s", "tok/s", metrics["tokens_s"], lower_is_better=False
+                ),
+                Measurement(name, "p50 stream duration", "ms", metrics["p50_ms"]),
+                Measurement(name, "server CPU per token", "us", metrics["cpu_us_token"]),
+            ]
+            continue
         result.measurements += [
             Measurement(name, "requests/s", "req/s", metrics["rps"], lower_is_better=False),
             Measurement(name, "p50 latency", "ms", metrics["p50_ms"]),
@@ -122,13 +179,37 @@ def run(quick: bool) -> BenchResult:
         Ratio(
             "promptwire serve requests/s / bare FastAPI",
             ratios(pw["rps"], bare["rps"]),
-            target=0.8,
+            target=0.95,
             op=">=",
-            note="adjacent runs paired",
+            note="same round paired",
+        ),
+        Ratio(
+            "promptwire serve CPU per request / bare FastAPI",
+            ratios(pw["cpu_us"], bare["cpu_us"]),
+            target=1.05,
+            op="<=",
+            note="the server process's user + system time",
         ),
         Ratio(
             "promptwire serve p99 / bare FastAPI",
             ratios(pw["p99_ms"], bare["p99_ms"]),
+        ),
+    ]
+    pw_stream, bare_stream = samples[PROMPTWIRE_STREAM], samples[BARE_STREAM]
+    result.ratios += [
+        Ratio(
+            "256-token stream: promptwire serve streamed tokens/s / bare FastAPI SSE",
+            ratios(pw_stream["tokens_s"], bare_stream["tokens_s"]),
+            target=0.95,
+            op=">=",
+            note="adjacent runs paired",
+        ),
+        Ratio(
+            "256-token stream: promptwire serve CPU per token / bare FastAPI SSE",
+            ratios(pw_stream["cpu_us_token"], bare_stream["cpu_us_token"]),
+            target=1.05,
+            op="<=",
+            note="the server process's user + system time",
         ),
     ]
     result.notes.append(

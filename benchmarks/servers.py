@@ -1,8 +1,10 @@
 """Servers the benchmarks start in their own process, besides ``promptwire serve`` itself.
 
 - ``bare``: a plain FastAPI app doing the dummy engine's work (a pydantic body, the engine's
-  ``complete``, a dict returned), with none of the protocol's checks, limits or disconnect
-  handling: the baseline for the server benchmark.
+  ``complete``, a dict returned; with ``"stream": true``, the engine's ``generate`` as the
+  protocol's ``delta`` and ``done`` events through sse-starlette's ``EventSourceResponse``),
+  with none of the protocol's checks, limits or disconnect handling: the baseline for the
+  server benchmark.
 - ``tls``: the promptwire app around the dummy engine (echo) under uvicorn with TLS.
 - ``stack``: the promptwire app as ``promptwire serve`` runs it (its guarded h11 protocol and
   limits) on the event loop ``--loop`` names (``asyncio`` or ``uvloop``).
@@ -14,11 +16,16 @@ Run: ``python -m benchmarks.servers bare --port P`` or
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from sse_starlette import EventSourceResponse, ServerSentEvent
 
 HOST = "127.0.0.1"
 
@@ -29,27 +36,48 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="allow")
     prompt: str
     max_tokens: int | None = None
+    stream: bool = False
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def bare_app() -> Any:
     """FastAPI, written the way its tutorial shows, serving the same engine."""
     from fastapi import FastAPI
+    from promptwire.engine import Finish, TextChunk
     from promptwire.protocol import PromptRequest
     from promptwire_modal_dummy.engine import DummyEngine
     from promptwire_modal_dummy.settings import DummySettings
+    from sse_starlette import EventSourceResponse, ServerSentEvent
 
     engine = DummyEngine(DummySettings())
     app = FastAPI()
+
+    async def events(request: PromptRequest) -> AsyncIterator[ServerSentEvent]:
+        """The engine's stream as the protocol's events, JSON written as pydantic would."""
+        async for event in engine.generate(request):
+            if isinstance(event, TextChunk):
+                yield ServerSentEvent(_json({"text": event.text}), event="delta")
+            elif isinstance(event, Finish):
+                done = {
+                    "finish_reason": event.finish_reason.value,
+                    "usage": event.usage.model_dump(),
+                    "model": engine.model_name,
+                }
+                yield ServerSentEvent(_json(done), event="done")
 
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/")
-    async def generate(body: Body) -> dict[str, Any]:
-        completion = await engine.complete(
-            PromptRequest(prompt=body.prompt, max_tokens=body.max_tokens)
-        )
+    @app.post("/", response_model=None)
+    async def generate(body: Body) -> dict[str, Any] | EventSourceResponse:
+        request = PromptRequest(prompt=body.prompt, max_tokens=body.max_tokens)
+        if body.stream:
+            return EventSourceResponse(events(request))
+        completion = await engine.complete(request)
         return {
             "prompt": completion.text,
             "usage": completion.usage.model_dump(),

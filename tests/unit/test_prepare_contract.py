@@ -1,15 +1,18 @@
 """prepare -> stream: the server prepares each request once, before answering, and the engine's
 ``stream`` gets exactly what ``prepare`` returned; what ``prepare`` raises is the reply and
 nothing is generated. (It replaced a ``check`` that handed tokenization to ``stream`` through a
-cache keyed by ``id(request)``.)"""
+cache keyed by ``id(request)``.) ``prepare`` runs in a worker thread, unless it is marked
+``@quick_prepare`` and the request is a plain prompt."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 import httpx
 from promptwire import Engine, EngineEvent, PromptRequest, RequestRejected, TextChunk
+from promptwire.engine import quick_prepare
 from promptwire.server import create_app
 
 
@@ -69,3 +72,67 @@ async def test_generate_prepares_the_request_itself_when_not_given() -> None:
     events = [e async for e in engine.generate(PromptRequest(prompt="x y", max_tokens=1))]
     assert events[0] == TextChunk("y ")
     assert len(engine.prepared) == 1
+
+
+# -- where prepare runs: the event loop only for a prepare marked quick -------------------------
+
+
+class ThreadRecordingEngine(Engine):
+    """Records the thread each ``prepare`` ran in."""
+
+    def __init__(self) -> None:
+        self.threads: list[int] = []
+
+    def prepare(self, request: PromptRequest) -> PromptRequest:
+        self.threads.append(threading.get_ident())
+        return request
+
+    async def stream(self, prepared: PromptRequest) -> AsyncGenerator[EngineEvent, None]:
+        yield TextChunk("ok")
+
+
+class QuickEngine(ThreadRecordingEngine):
+    @quick_prepare
+    def prepare(self, request: PromptRequest) -> PromptRequest:
+        return super().prepare(request)
+
+
+class SlowAgainEngine(QuickEngine):
+    """Overrides a quick ``prepare`` without marking its own: prepared in the thread again."""
+
+    def prepare(self, request: PromptRequest) -> PromptRequest:
+        return super().prepare(request)
+
+
+async def _threads(engine: ThreadRecordingEngine) -> list[bool]:
+    """For a plain prompt, a conversation, and a plain prompt on ``/v1/completions``: whether
+    each was prepared on the event loop's thread."""
+    app = create_app(engine)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client,
+    ):
+        for path, body in (
+            ("/", {"prompt": "a"}),
+            ("/", {"prompt": "", "messages": [{"role": "user", "content": "a"}]}),
+            ("/v1/completions", {"prompt": "a"}),
+        ):
+            assert (await client.post(path, json=body)).status_code == 200
+    return [ident == threading.get_ident() for ident in engine.threads]
+
+
+def test_which_prepare_is_quick() -> None:
+    assert Engine.prepare.__promptwire_quick_prepare__ is True  # type: ignore[attr-defined]
+    assert QuickEngine().prepares_quickly
+    assert not ThreadRecordingEngine().prepares_quickly
+    assert not SlowAgainEngine().prepares_quickly
+
+
+async def test_a_quick_prepare_runs_on_the_loop_for_plain_prompts_only() -> None:
+    assert await _threads(QuickEngine()) == [True, False, True]
+
+
+async def test_an_unmarked_prepare_runs_in_a_worker_thread() -> None:
+    assert await _threads(ThreadRecordingEngine()) == [False, False, False]
+    assert await _threads(SlowAgainEngine()) == [False, False, False]

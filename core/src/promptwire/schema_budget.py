@@ -100,6 +100,8 @@ def check_schema(schema: Any, budget: SchemaBudget | None = None) -> None:
 def check_request_schemas(request: PromptRequest) -> None:
     """Refuse (``RequestRejected``, 422) a request whose tools' parameters and response format
     together cost more than a request may, or are malformed; before any engine prepares it."""
+    if not request.tools and request.response_format is None:
+        return  # no schema (a plain prompt): nothing to check
     budget = SchemaBudget()
     found: list[tuple[str, Any]] = [
         (f"tools[{index}].function.parameters", tool.function.parameters)

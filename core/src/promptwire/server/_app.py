@@ -225,9 +225,12 @@ def create_app(
 
         async def answer() -> Answer:
             check_capabilities(engine, prompt_request)
-            job = await preparer.run(
-                lambda: prepare(engine, _render_messages(engine, prompt_request))
-            )
+            if prompt_request.messages is None and engine.prepares_quickly:
+                job = prepare(engine, prompt_request)  # returns at once: no thread's round trip
+            else:
+                job = await preparer.run(
+                    lambda: prepare(engine, _render_messages(engine, prompt_request))
+                )
             if prompt_request.stream:
                 return Answer(
                     await stream_reply(

@@ -95,32 +95,39 @@ class RequestGuard:
             )
 
     def _refusal(self, headers: list[tuple[bytes, bytes]]) -> Response | None:
-        seen: dict[bytes, list[bytes]] = {}
+        hosts: list[bytes] = []
+        authorizations = 0
+        length = chunked = False
         for name, value in headers:
-            if name in (b"authorization", b"host", b"content-length", b"transfer-encoding"):
-                seen.setdefault(name, []).append(value)
-        if b"content-length" in seen and b"transfer-encoding" in seen:
+            if name == b"host":
+                hosts.append(value)
+            elif name == b"authorization":
+                authorizations += 1
+            elif name == b"content-length":
+                length = True
+            elif name == b"transfer-encoding":
+                chunked = True
+        if length and chunked:
             return error_response(
                 400,
                 ErrorType.BAD_REQUEST,
                 "a request may not carry both Content-Length and Transfer-Encoding",
                 close=True,
             )
-        for name in (b"authorization", b"host"):
-            if len(seen.get(name, ())) > 1:
-                header = name.decode().title()
+        for header, count in (("Authorization", authorizations), ("Host", len(hosts))):
+            if count > 1:
                 return error_response(
                     400, ErrorType.BAD_REQUEST, f"a request may carry one {header} header"
                 )
-        if self.allowed_hosts is not None:
-            hosts = seen.get(b"host", [])
-            if not hosts or _host_name(hosts[0]) not in self.allowed_hosts:
-                return error_response(
-                    400,
-                    ErrorType.BAD_REQUEST,
-                    "this server answers only to its own host names, "
-                    + ", ".join(sorted(self.allowed_hosts)),
-                )
+        if self.allowed_hosts is not None and (
+            not hosts or _host_name(hosts[0]) not in self.allowed_hosts
+        ):
+            return error_response(
+                400,
+                ErrorType.BAD_REQUEST,
+                "this server answers only to its own host names, "
+                + ", ".join(sorted(self.allowed_hosts)),
+            )
         return None
 
 

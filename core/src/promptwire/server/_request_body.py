@@ -4,7 +4,7 @@ integers), the protocol's request model, and racing work against the client leav
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import codecs
 import json
 import math
 from collections.abc import (
@@ -15,11 +15,11 @@ from typing import Any, NoReturn, TypeVar
 
 from fastapi import Request
 from pydantic import ValidationError
-from starlette.requests import ClientDisconnect
 
 from promptwire.protocol import (
     PromptRequest,
 )
+from promptwire.server._deadline import Deadline
 from promptwire.server._errors import RequestError
 from promptwire.server._shutdown import (
     GracefulShutdown,
@@ -33,78 +33,123 @@ class ClientGone(Exception):
     """The client disconnected before its answer; nobody is left to answer."""
 
 
-async def _until_disconnected(receive: Callable[[], Awaitable[Any]]) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
 async def unless_gone(
     work: Awaitable[T], receive: Callable[[], Awaitable[Any]], shutdown: GracefulShutdown
 ) -> T:
     """Await ``work`` while watching the client and the shutdown: if the client leaves
     (``ClientGone``) or the grace period ends (503) first, ``work`` is cancelled, which frees
-    the engine and the request's slot at once."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_until_disconnected(receive))
-    shutdown.call_on_expiry(task.cancel)
-    try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        shutdown.forget(task.cancel)
-        watcher.cancel()
-        if not task.done():
-            task.cancel()  # the client is gone: free the engine
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    if not task.cancelled():
-        return task.result()
+    the engine and the request's slot at once.
+
+    ``work`` runs in this task, and what stops it cancels this task while it waits there. The
+    watcher (a task reading ``receive`` until the client disconnects) is started only once
+    ``work`` has to wait, one turn of the loop later: work that is done without waiting (an
+    instant engine's whole reply) costs no task, no ``asyncio.wait``.
+    """
     if shutdown.expired:
+        if asyncio.iscoroutine(work):
+            work.close()
+        elif asyncio.isfuture(work):
+            work.cancel()
         raise shutting_down()
-    raise ClientGone
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    stopped_by: str | None = None  # "client" or "shutdown", once one has cancelled the task
+    watcher: asyncio.Task[None] | None = None
+
+    def stop(by: str) -> None:
+        nonlocal stopped_by
+        if stopped_by is None:
+            stopped_by = by
+            task.cancel()
+
+    def on_expiry() -> None:
+        stop("shutdown")
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        stop("client")
+
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = loop.create_task(watch())
+
+    # Both only ever run while this task waits in ``work`` (never while it runs), so the
+    # cancellation they ask for lands there and nowhere else.
+    handle = loop.call_soon(start_watching)
+    shutdown.call_on_expiry(on_expiry)
+    try:
+        result = await work
+    except asyncio.CancelledError:
+        if stopped_by is None or task.uncancel() > 0:
+            raise  # cancelled for another reason too
+        if stopped_by == "shutdown":
+            raise shutting_down() from None
+        raise ClientGone from None
+    else:
+        if stopped_by is not None:  # ``work`` swallowed the cancellation and finished: take it
+            task.uncancel()  # back (the answer is served, as when it finishes first)
+        return result
+    finally:
+        handle.cancel()
+        shutdown.forget(on_expiry)
+        if watcher is not None:
+            watcher.cancel()
 
 
 async def read_body(request: Request, limit: int, seconds: float | None) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestError(413, f"the body is larger than the limit of {limit} bytes")
-    body = bytearray()
-    # The deadline as a bare timer that cancels this task: asyncio.timeout does the same at
-    # twice the cost, and this runs for every request.
-    task = asyncio.current_task()
-    late = False
-
-    def expire() -> None:
-        nonlocal late
-        late = True
-        if task is not None:
-            task.cancel()
-
-    timer = None if seconds is None else asyncio.get_running_loop().call_later(seconds, expire)
+    """The request's body, refused (413) past ``limit`` bytes, declared or sent, and (408,
+    closing the connection) when it has not all come within ``seconds``; ``ClientGone`` when
+    the client leaves first. Read from ``receive`` as Starlette's ``Request.stream`` reads it,
+    and left on the request as ``Request.body()`` would leave it."""
+    for name, value in request.scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise RequestError(413, f"the body is larger than the limit of {limit} bytes")
+    # Set only once the body has to be waited for: one that came with its request, as most
+    # do, costs no timer at all.
+    deadline = None if seconds is None else Deadline(seconds)
+    receive = request.receive
+    chunks: list[bytes] = []
+    size = 0
     try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            if message["type"] != "http.request":
+                continue
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
                 raise RequestError(413, f"the body is larger than the limit of {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
     except asyncio.CancelledError:
-        if not late or (task is not None and task.uncancel() > 0):
+        if deadline is None or not deadline.caught():
             raise  # cancelled for another reason too
         raise RequestError(
             408, f"the body did not arrive within {seconds:g} s", close=True
         ) from None
-    except ClientDisconnect:
-        raise ClientGone from None
     finally:
-        if timer is not None:
-            timer.cancel()
-    return bytes(body)
+        if deadline is not None:
+            deadline.cancel()
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    request._body = body  # what Request.body() returns from now on
+    return body
 
 
 def require_json(request: Request) -> None:
     """The body must be declared JSON. A browser sends a cross-site request without asking the
     server first only for a few "simple" content types (text/plain among them); requiring
     ``application/json`` makes it ask (a CORS preflight), and this server never says yes."""
-    declared = request.headers.getlist("content-type")
-    media_type = declared[0].partition(";")[0].strip().lower() if len(declared) == 1 else ""
+    declared = [value for name, value in request.scope["headers"] if name == b"content-type"]
+    media_type = (
+        declared[0].decode("latin-1").partition(";")[0].strip().lower()
+        if len(declared) == 1
+        else ""
+    )
     if media_type != "application/json":
         raise RequestError(415, "the body must be JSON, sent with Content-Type: application/json")
 
@@ -141,7 +186,9 @@ DECODER = json.JSONDecoder(parse_int=_parse_int, parse_constant=_not_json)
 
 def parse_request(body: bytes) -> PromptRequest:
     try:
-        text = body.decode("utf-8-sig")  # JSON is UTF-8 (RFC 8259 8.1); a BOM may be ignored
+        # JSON is UTF-8 (RFC 8259 8.1); a BOM may be ignored (as "utf-8-sig" would, but its
+        # codec is Python code: this is the C decoder's fast path).
+        text = (body[3:] if body.startswith(codecs.BOM_UTF8) else body).decode()
         data = DECODER.decode(text)
     except (ValueError, RecursionError):
         raise RequestError(422, "the body is not valid JSON") from None

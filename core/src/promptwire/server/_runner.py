@@ -172,6 +172,9 @@ class GuardedH11Protocol(H11Protocol):
         if self._refused:
             return
         super().data_received(data)
+        cycle = self.cycle
+        if self._head_deadline is None and cycle is not None and not cycle.response_complete:
+            return  # in a request, as most data leaves it: no deadline to set or to cancel
         self._watch_head()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -21,7 +21,15 @@ import re
 import uuid
 from collections.abc import AsyncGenerator
 
-from promptwire.engine import Engine, EngineEvent, Finish, RequestRejected, TextChunk, ToolCall
+from promptwire.engine import (
+    Engine,
+    EngineEvent,
+    Finish,
+    RequestRejected,
+    TextChunk,
+    ToolCall,
+    quick_prepare,
+)
 from promptwire.protocol import (
     Capabilities,
     FinishReason,
@@ -58,6 +66,7 @@ class DummyEngine(Engine):
             return Capabilities(tools=True, structured_output=True)
         return Capabilities()
 
+    @quick_prepare  # a plain prompt is returned as it is; only tools and schemas take work
     def prepare(self, request: PromptRequest) -> PromptRequest:
         """In tool mode, a schema it cannot make a value for is refused before answering."""
         if not self.settings.tool_mode:

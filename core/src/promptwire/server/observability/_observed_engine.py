@@ -63,6 +63,10 @@ class ObservedEngine(Engine[Any]):
     def prepare(self, request: PromptRequest) -> Any:
         return self.inner.prepare(request)
 
+    @property
+    def prepares_quickly(self) -> bool:
+        return self.inner.prepares_quickly
+
     def count_prompt_tokens(self, request: PromptRequest) -> int:
         return self.inner.count_prompt_tokens(request)
 

@@ -14,10 +14,11 @@ from promptwire.server.openai.protocol import (
 )
 
 PREFIX = "/v1"
+_UNDER_PREFIX = PREFIX + "/"
 
 
 def is_openai_path(path: str) -> bool:
-    return path == PREFIX or path.startswith(PREFIX + "/")
+    return path.startswith(_UNDER_PREFIX) or path == PREFIX
 
 
 class OpenAIErrorShape:

@@ -136,9 +136,12 @@ def add_openai_routes(
         model, release = admit(body.model, len(prompts))
 
         async def answer() -> Answer:
-            jobs = await preparer.run(
-                lambda: [prompt_job(engine, prompt, params) for prompt in prompts]
-            )
+            if engine.prepares_quickly:  # plain prompts, prepared at once: no thread's round trip
+                jobs = [prompt_job(engine, prompt, params) for prompt in prompts]
+            else:
+                jobs = await preparer.run(
+                    lambda: [prompt_job(engine, prompt, params) for prompt in prompts]
+                )
             writer = Writer("cmpl", "text_completion", model)
             echo = prompts if body.echo else None
             if body.stream:
