@@ -4,14 +4,14 @@ output and JSON mode declared. A 135M model does not understand the suite's prom
 forced tool call and a structured output are valid by construction (llama.cpp grammars), which is
 what these tests check. Multimodal input stays off (the suite skips it).
 
-Three tests ask for judgement no grammar can give, and fail, strictly, on this model (greedy
-decoding makes their outcome fixed): ``test_json_mode`` (JSON mode guarantees a JSON object, which
+Three tests ask for judgement no grammar can give, and fail on this model: ``test_json_mode`` (JSON mode guarantees a JSON object, which
 SmolLM2 writes, but the suite then wants the keys it named in prose), ``test_agent_loop`` (with
 ``tool_choice`` left to the model, SmolLM2 answers in text instead of calling the tool) and
 ``test_unicode_tool_call_integration`` (the forced call is valid, but SmolLM2, an English model,
 leaves the Chinese company name out of it).
-A model that follows instructions passes them; should SmolLM2 ever pass, the strict xfails fail
-and this note goes."""
+A model that follows instructions passes them. They are not strict: greedy decoding is not fixed
+under continuous batching (a reused prompt prefix, or other sequences in the same forward pass,
+move the logits by rounding), and one such test passed once in a full run."""
 
 from __future__ import annotations
 
@@ -73,11 +73,11 @@ class TestChatPromptwireOnSmolLM2(TextEndpointFlags, ChatModelIntegrationTests):
     def supports_json_mode(self) -> bool:
         return True
 
-    @pytest.mark.xfail(strict=True, reason="SmolLM2-135M writes JSON, not the keys asked in prose")
+    @pytest.mark.xfail(strict=False, reason="SmolLM2-135M writes JSON, not the keys asked in prose")
     def test_json_mode(self, model: BaseChatModel) -> None:
         super().test_json_mode(model)
 
-    @pytest.mark.xfail(strict=True, reason="SmolLM2-135M leaves the Chinese name out")
+    @pytest.mark.xfail(strict=False, reason="SmolLM2-135M leaves the Chinese name out")
     def test_unicode_tool_call_integration(
         self, model: BaseChatModel, *, tool_choice: str | None = None, force_tool_call: bool = True
     ) -> None:
@@ -86,6 +86,6 @@ class TestChatPromptwireOnSmolLM2(TextEndpointFlags, ChatModelIntegrationTests):
         )
 
     @pytest.mark.parametrize("model", [{}, {"output_version": "v1"}], indirect=True)
-    @pytest.mark.xfail(strict=True, reason="SmolLM2-135M does not choose to call a tool itself")
+    @pytest.mark.xfail(strict=False, reason="SmolLM2-135M does not choose to call a tool itself")
     def test_agent_loop(self, model: BaseChatModel) -> None:
         super().test_agent_loop(model)
