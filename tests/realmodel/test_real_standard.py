@@ -4,11 +4,11 @@ output and JSON mode declared. A 135M model does not understand the suite's prom
 forced tool call and a structured output are valid by construction (llama.cpp grammars), which is
 what these tests check. Multimodal input stays off (the suite skips it).
 
-Three tests ask for judgement no grammar can give, and fail on this model: ``test_json_mode`` (JSON mode guarantees a JSON object, which
-SmolLM2 writes, but the suite then wants the keys it named in prose), ``test_agent_loop`` (with
-``tool_choice`` left to the model, SmolLM2 answers in text instead of calling the tool) and
-``test_unicode_tool_call_integration`` (the forced call is valid, but SmolLM2, an English model,
-leaves the Chinese company name out of it).
+Three tests ask for judgement no grammar can give, and fail on this model: ``test_json_mode`` (JSON
+mode guarantees a JSON object, which SmolLM2 writes, but the suite then wants the keys it named in
+prose), ``test_agent_loop`` (with ``tool_choice`` left to the model, SmolLM2 answers in text
+instead of calling the tool) and ``test_unicode_tool_call_integration`` (the forced call is valid,
+but SmolLM2, an English model, leaves the Chinese company name out of it).
 A model that follows instructions passes them. They are not strict: greedy decoding is not fixed
 under continuous batching (a reused prompt prefix, or other sequences in the same forward pass,
 move the logits by rounding), and one such test passed once in a full run."""
