@@ -4,12 +4,12 @@
   ``complete``, a dict returned; with ``"stream": true``, the engine's ``generate`` as the
   protocol's ``delta`` and ``done`` events through sse-starlette's ``EventSourceResponse``),
   with none of the protocol's checks, limits or disconnect handling: the baseline for the
-  server benchmark.
+  server benchmark, on uvicorn's HTTP parser ``--http`` (``h11``, or ``httptools``).
 - ``tls``: the promptwire app around the dummy engine (echo) under uvicorn with TLS.
-- ``stack``: the promptwire app as ``promptwire serve`` runs it (its guarded h11 protocol and
-  limits) on the event loop ``--loop`` names (``asyncio`` or ``uvloop``).
+- ``stack``: the promptwire app as ``promptwire serve`` runs it (its guarded protocol on its
+  default parser, and its limits) on the event loop ``--loop`` names (``asyncio`` or ``uvloop``).
 
-Run: ``python -m benchmarks.servers bare --port P`` or
+Run: ``python -m benchmarks.servers bare --port P [--http httptools]`` or
 ``python -m benchmarks.servers tls --port P --certfile C --keyfile K``.
 """
 
@@ -147,6 +147,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("kind", choices=["bare", "tls", "stack"])
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser.add_argument("--http", choices=["h11", "httptools"], default="h11")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--certfile")
     parser.add_argument("--keyfile")
@@ -154,7 +155,12 @@ def main() -> None:
     if args.kind == "stack":
         serve_stack(args.port, args.loop)
         return
-    options: dict[str, Any] = {"host": HOST, "port": args.port, "log_level": "warning"}
+    options: dict[str, Any] = {
+        "host": HOST,
+        "port": args.port,
+        "log_level": "warning",
+        "http": args.http,
+    }
     if args.kind == "tls":
         options |= {"ssl_certfile": args.certfile, "ssl_keyfile": args.keyfile}
     app = bare_app() if args.kind == "bare" else tls_app()

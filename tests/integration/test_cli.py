@@ -101,37 +101,50 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_serve_hosts_the_app_with_env_settings() -> None:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTWIRE_")}
-    env |= {"PROMPTWIRE_MODAL_DUMMY__REPLY": "served by the CLI", "PROMPTWIRE_API_KEY": "tok-55"}
-    process = subprocess.Popen(
+WITHOUT_HTTPTOOLS = "import sys; sys.modules['httptools'] = None; "
+"""A prelude for ``_serve``: the interpreter then finds no httptools, as on PyPy."""
+
+
+def _serve(port: int, env: dict[str, str], prelude: str = "") -> subprocess.Popen[str]:
+    """``promptwire serve --port PORT`` in a child process with only ``env``'s PROMPTWIRE_*."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTWIRE_")}
+    return subprocess.Popen(
         [
             sys.executable,
             "-c",
-            "from promptwire.cli import main; main()",
+            prelude + "from promptwire.cli import main; main()",
             "serve",
             "--port",
             str(port),
             "--log-level",
             "warning",
         ],
-        env=env,
+        env=clean | env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def _wait_for_health(process: subprocess.Popen[str], url: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url + "health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.1)
+
+
+def test_serve_hosts_the_app_with_env_settings() -> None:
+    port = _free_port()
+    env = {"PROMPTWIRE_MODAL_DUMMY__REPLY": "served by the CLI", "PROMPTWIRE_API_KEY": "tok-55"}
+    process = _serve(port, env)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.1)
+        _wait_for_health(process, url)
         assert httpx.post(url, json={"prompt": "p"}).status_code == 401
         reply = httpx.post(url, json={"prompt": "p"}, headers={"Authorization": "Bearer tok-55"})
         assert reply.json()["prompt"] == "served by the CLI"
@@ -139,3 +152,29 @@ def test_serve_hosts_the_app_with_env_settings() -> None:
         process.terminate()
         _, stderr = process.communicate(timeout=30)
     assert "serving backend modal_dummy" in stderr and "tok-55" not in stderr
+    assert "(bearer token required, httptools)" in " ".join(stderr.split())  # the default parser
+
+
+def test_serve_falls_back_to_h11_without_httptools() -> None:
+    port = _free_port()
+    process = _serve(port, {}, prelude=WITHOUT_HTTPTOOLS)
+    try:
+        _wait_for_health(process, f"http://127.0.0.1:{port}/")
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert "(no auth, h11)" in " ".join(stderr.split())
+
+
+def test_serve_refuses_a_parser_that_is_not_installed_before_loading_anything() -> None:
+    process = _serve(_free_port(), {"PROMPTWIRE_HTTP": "httptools"}, prelude=WITHOUT_HTTPTOOLS)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "httptools is not installed" in " ".join(stderr.split())
+    assert "Traceback" not in stderr and "serving backend" not in stderr
+
+
+def test_serve_refuses_an_unknown_parser() -> None:
+    process = _serve(_free_port(), {"PROMPTWIRE_HTTP": "hyper"})
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1 and "http" in stderr and "Traceback" not in stderr

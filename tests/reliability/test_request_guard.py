@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from promptwire.server import BackgroundServer, ConnectionLimits, create_app
+from promptwire.server import BackgroundServer, create_app
 from promptwire_modal_dummy.settings import DummySettings
 
 from tests.reliability.checks import assert_protocol_answer
@@ -31,16 +31,21 @@ pytestmark = LOOPBACK_ONLY
 
 TOKEN = "guard-token-5d1f"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-SERVERS = ["promptwire serve", "plain uvicorn"]
-"""The app under ``promptwire serve``'s connection handling, and alone under plain uvicorn (as
-under Modal's server): the app-level guarantees must hold in both."""
+PARSERS = ["httptools", "h11"]
+SERVERS = [*(f"promptwire serve ({parser})" for parser in PARSERS), "plain uvicorn"]
+"""The app under ``promptwire serve``'s connection handling on each of its parsers, and alone
+under plain uvicorn (as under Modal's server): the app-level guarantees must hold in all."""
 
 
 @pytest.fixture(scope="module", params=SERVERS)
 def server(request: pytest.FixtureRequest) -> Iterator[tuple[BackgroundServer, ObservedEngine]]:
     engine = ObservedEngine(DummySettings(echo=True))
-    limits = ConnectionLimits() if request.param == "promptwire serve" else None
-    with BackgroundServer(create_app(engine, api_key=TOKEN), limits=limits) as running:
+    app = create_app(engine, api_key=TOKEN)
+    if request.param == "plain uvicorn":
+        running = BackgroundServer(app, limits=None)
+    else:
+        running = BackgroundServer(app, http=request.param.partition("(")[2].rstrip(")"))
+    with running:
         yield running, engine
 
 
@@ -207,13 +212,32 @@ def test_a_websocket_upgrade_gets_a_json_answer(
         "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
         "Sec-WebSocket-Version": "13",
     }
-    for path in ("", "health", "nowhere"):
-        response = httpx.get(running.url + path, headers={**AUTH, **upgrade})
-        assert response.status_code != 101
-        body = response.json()
-        if response.status_code >= 400:
-            assert_protocol_answer(response.status_code, response.headers["content-type"], body)
-        assert response.headers["x-content-type-options"] == "nosniff"
+    with httpx.Client(timeout=10) as client:
+        for path in ("", "health", "nowhere"):
+            response = client.get(running.url + path, headers={**AUTH, **upgrade})
+            assert response.status_code != 101
+            body = response.json()
+            if response.status_code >= 400:
+                assert_protocol_answer(response.status_code, response.headers["content-type"], body)
+            assert response.headers["x-content-type-options"] == "nosniff"
+            # The next request, on the same connection if the server kept it, is answered
+            # (llhttp parses nothing after an upgrade request: httptools closes the connection).
+            assert client.get(running.url + "health").status_code == 200
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_request_after_an_upgrade_request_is_answered_or_the_connection_closed(
+    parser: str,
+) -> None:
+    """Pipelined behind an ``Upgrade`` request. Before, on httptools, the second request was
+    dropped and the connection left open: the client waited for an answer that never came.
+    (Plain uvicorn, with a websocket library installed, refuses the upgrade itself.)"""
+    upgrade = _request("GET", ["Connection: Upgrade", "Upgrade: websocket"])
+    health = _request("GET", [])
+    with BackgroundServer(create_app(ObservedEngine()), http=parser) as running:
+        answers = _exchange(running, (upgrade + health).replace(b"GET / ", b"GET /health "))
+    assert [status for status, _, _ in answers][:1] == [200], answers
+    assert len(answers) == 2 or answers[0][1].get("connection") == "close", answers
 
 
 def test_head_is_answered_as_get_without_a_body(
@@ -255,16 +279,45 @@ def test_every_answer_says_nosniff_and_no_server_banner(
         assert "server" not in response.headers, response.headers
 
 
-def test_malformed_http_gets_a_json_400_under_promptwire_serve() -> None:
-    with BackgroundServer(create_app(ObservedEngine())) as running:
-        for data in [
-            b"\x00\x01\x02garbage\r\n\r\n",
-            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n{}",
-            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}",
-        ]:
-            answers = _exchange(running, data)
-            assert len(answers) == 1, answers
-            status, headers, payload = answers[0]
-            assert status == 400 and headers["connection"] == "close"
-            body: Any = json.loads(payload)
-            assert_protocol_answer(status, headers["content-type"], body)
+MALFORMED = {
+    "garbage": b"\x00\x01\x02garbage\r\n\r\n",
+    "negative length": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n{}",
+    "length not a number": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}",
+    "two lengths": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 2\r\nContent-Length: 30\r\n\r\n{}"
+    ),
+    "space before the colon": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length : 2\r\n\r\n{}"
+    ),
+    "transfer coding not chunked": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: identity\r\n\r\n{}"
+    ),
+    "chunked, then another coding": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked, identity\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+    ),
+    "bad chunk size": (  # the head is good: the app has the request when the body fails
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"
+    ),
+    "NUL in a header": b"GET /health HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+@pytest.mark.parametrize("shape", MALFORMED)
+def test_malformed_http_gets_a_json_400_under_promptwire_serve(parser: str, shape: str) -> None:
+    """Before, the bad chunk (on both parsers) and a transfer coding other than chunked (on
+    httptools) were closed with no answer at all: the head had reached the app already."""
+    engine = ObservedEngine()
+    with BackgroundServer(create_app(engine), http=parser) as running:
+        answers = _exchange(running, MALFORMED[shape])
+    assert len(answers) == 1, answers
+    status, headers, payload = answers[0]
+    assert status == 400 and headers["connection"] == "close"
+    body: Any = json.loads(payload)
+    assert_protocol_answer(status, headers["content-type"], body)
+    assert engine.requests == []

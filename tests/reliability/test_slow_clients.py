@@ -37,6 +37,8 @@ from tests.support.network import LOOPBACK_ONLY
 pytestmark = LOOPBACK_ONLY
 
 HEADER_TIMEOUT = 2.0
+PARSERS = ["httptools", "h11"]
+"""``promptwire serve``'s two HTTP parsers: every connection guard holds on each."""
 MARGIN = 15.0
 """Seconds allowed on top of a timeout: generous, for a loaded two-core machine."""
 
@@ -120,8 +122,11 @@ def _host_port(url: str) -> tuple[str, int]:
     return parsed.host, parsed.port or 80
 
 
-def test_idle_half_sent_and_dripping_connections_are_closed_after_the_header_timeout() -> None:
-    env = {"PROMPTWIRE_HEADER_TIMEOUT": str(HEADER_TIMEOUT)}
+@pytest.mark.parametrize("parser", PARSERS)
+def test_idle_half_sent_and_dripping_connections_are_closed_after_the_header_timeout(
+    parser: str,
+) -> None:
+    env = {"PROMPTWIRE_HEADER_TIMEOUT": str(HEADER_TIMEOUT), "PROMPTWIRE_HTTP": parser}
     with promptwire_serve("--log-level", "warning", env=env) as served:
         host, port = _host_port(served.url)
         seconds = HEADER_TIMEOUT + MARGIN
@@ -231,11 +236,12 @@ def _health_now(url: str) -> int:
     return httpx.get(url + "health", timeout=MARGIN).status_code
 
 
-def test_idle_kept_alive_connections_make_room_for_a_new_client() -> None:
+@pytest.mark.parametrize("parser", PARSERS)
+def test_idle_kept_alive_connections_make_room_for_a_new_client(parser: str) -> None:
     """Eight idle kept-alive connections fill the cap: a new client is served at once, and
     only the longest idle connection is closed to make room (it was 503 before)."""
     limits = ConnectionLimits(max_connections=8, header_timeout=30, keep_alive_timeout=60)
-    with BackgroundServer(create_app(DummyEngine()), limits=limits) as server:
+    with BackgroundServer(create_app(DummyEngine()), limits=limits, http=parser) as server:
         idle = []
         for _ in range(8):
             idle.append(_kept_alive(server.host, server.port))
@@ -250,11 +256,12 @@ def test_idle_kept_alive_connections_make_room_for_a_new_client() -> None:
                 sock.close()
 
 
-def test_half_sent_heads_make_room_oldest_first() -> None:
+@pytest.mark.parametrize("parser", PARSERS)
+def test_half_sent_heads_make_room_oldest_first(parser: str) -> None:
     """Eight half-sent request heads fill the cap: a new client is served at once; the oldest
     half-sent one is answered with the JSON 503 and closed, the newest stay."""
     limits = ConnectionLimits(max_connections=8, header_timeout=30)
-    with BackgroundServer(create_app(DummyEngine()), limits=limits) as server:
+    with BackgroundServer(create_app(DummyEngine()), limits=limits, http=parser) as server:
         half = []
         for _ in range(8):
             half.append(_half_sent(server.host, server.port))
@@ -272,9 +279,10 @@ def test_half_sent_heads_make_room_oldest_first() -> None:
                 sock.close()
 
 
-def test_idle_kept_alive_connections_go_before_half_sent_heads() -> None:
+@pytest.mark.parametrize("parser", PARSERS)
+def test_idle_kept_alive_connections_go_before_half_sent_heads(parser: str) -> None:
     limits = ConnectionLimits(max_connections=8, header_timeout=30, keep_alive_timeout=60)
-    with BackgroundServer(create_app(DummyEngine()), limits=limits) as server:
+    with BackgroundServer(create_app(DummyEngine()), limits=limits, http=parser) as server:
         half = [_half_sent(server.host, server.port) for _ in range(4)]  # the oldest
         time.sleep(0.3)
         idle = []
@@ -292,12 +300,13 @@ def test_idle_kept_alive_connections_go_before_half_sent_heads() -> None:
                 sock.close()
 
 
-def test_one_connection_past_the_cap_gets_a_json_503() -> None:
+@pytest.mark.parametrize("parser", PARSERS)
+def test_one_connection_past_the_cap_gets_a_json_503(parser: str) -> None:
     """When every connection is in a request, there is nothing to shed: the new one is
     refused."""
     limits = ConnectionLimits(max_connections=8, header_timeout=30)
     engine = DummyEngine(DummySettings(first_token_delay=MARGIN))
-    with BackgroundServer(create_app(engine), limits=limits) as server:
+    with BackgroundServer(create_app(engine), limits=limits, http=parser) as server:
         held = [_busy(server.host, server.port) for _ in range(8)]
         try:
             time.sleep(0.5)  # all eight accepted, their requests read
@@ -346,11 +355,12 @@ def test_a_body_that_does_not_arrive_in_time_gets_a_json_408(limits: str) -> Non
     assert b"connection: close" in outcome.answer.lower() and outcome.closed
 
 
-def test_a_body_left_unread_after_an_answer_is_bounded_too() -> None:
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_body_left_unread_after_an_answer_is_bounded_too(parser: str) -> None:
     """``/health`` answers at once without reading a body; the rest of a dripped body must not
     keep the connection open."""
     limits = ConnectionLimits(header_timeout=HEADER_TIMEOUT)
-    with BackgroundServer(create_app(DummyEngine()), limits=limits) as server:
+    with BackgroundServer(create_app(DummyEngine()), limits=limits, http=parser) as server:
         host, port = _host_port(server.url)
 
         async def drip_after_answer() -> Outcome:

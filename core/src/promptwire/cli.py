@@ -114,13 +114,16 @@ def serve(
     """Serve a backend's engine over the prompt endpoint protocol on this machine.
 
     Slow or absent clients are bounded (PROMPTWIRE_HEADER_TIMEOUT, _BODY_TIMEOUT,
-    _KEEP_ALIVE_TIMEOUT, _SEND_TIMEOUT, _MAX_CONNECTIONS, _SHUTDOWN_GRACE); on a loopback
-    address only loopback host names are answered."""
+    _KEEP_ALIVE_TIMEOUT, _SEND_TIMEOUT, _MAX_CONNECTIONS, _SHUTDOWN_GRACE) on either HTTP
+    parser (PROMPTWIRE_HTTP: auto, httptools or h11); on a loopback address only loopback host
+    names are answered."""
     from promptwire._logs import set_level
     from promptwire.server import ConnectionLimits, loopback_host_names, run_server
+    from promptwire.server._connections import resolve_parser
 
     set_level(log_level)  # the request log and promptwire's other lines follow --log-level
     settings = PromptwireSettings()
+    http = resolve_parser(settings.http)  # before a model loads: a missing parser fails at once
     name = backend or settings.backend or DEFAULT_SERVE_BACKEND
     host = host or settings.host
     port = settings.port if port is None else port
@@ -145,8 +148,10 @@ def serve(
         max_connections=settings.max_connections,
     )
     auth = "bearer token required" if token else "no auth"
-    err().print(f"promptwire: serving backend [bold]{name}[/] on http://{host}:{port}/ ({auth})")
-    run_server(fastapi_app, host=host, port=port, log_level=log_level, limits=limits)
+    err().print(
+        f"promptwire: serving backend [bold]{name}[/] on http://{host}:{port}/ ({auth}, {http})"
+    )
+    run_server(fastapi_app, host=host, port=port, log_level=log_level, limits=limits, http=http)
 
 
 def _llm(

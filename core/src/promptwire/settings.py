@@ -39,6 +39,8 @@ DEFAULT_KEEP_ALIVE_TIMEOUT = 5
 DEFAULT_SEND_TIMEOUT = 30.0
 DEFAULT_MAX_CONNECTIONS = 512
 DEFAULT_SHUTDOWN_GRACE = 5.0
+#: ``promptwire serve``'s HTTP/1.1 parser: ``auto`` is httptools where installed, else h11.
+HttpParser = Literal["auto", "h11", "httptools"]
 
 
 class ConnectionSettings(BaseModel):
@@ -150,6 +152,11 @@ class PromptwireSettings(BaseSettings, ClientSettings, ServerLimits):
         ge=1,
         le=1_000_000,
         description="Server: open connections at most; one more is answered 503 and closed.",
+    )
+    http: HttpParser = Field(
+        default="auto",
+        description="Server: promptwire serve's HTTP/1.1 parser, httptools (llhttp, in C) or h11 "
+        "(pure Python), each with every connection guard; auto: httptools where installed.",
     )
 
     # What a server shows its operator (``promptwire.server.observability``).
@@ -281,6 +288,7 @@ __all__ = [
     "SERVER_LIMIT_FIELDS",
     "ClientSettings",
     "ConnectionSettings",
+    "HttpParser",
     "PromptwireSettings",
     "ServerLimits",
     "backend_settings_config",

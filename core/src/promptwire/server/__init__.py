@@ -4,12 +4,8 @@ Importing this package needs the ``server`` extra (FastAPI, uvicorn, sse-starlet
 """
 
 from promptwire.server._app import LimitArguments, create_app, server_limits
-from promptwire.server._runner import (
-    BackgroundServer,
-    ConnectionLimits,
-    loopback_host_names,
-    run_server,
-)
+from promptwire.server._connections import ConnectionLimits
+from promptwire.server._runner import BackgroundServer, loopback_host_names, run_server
 from promptwire.server._shutdown import GracefulShutdown, graceful_shutdown
 from promptwire.server.observability import Observability
 from promptwire.settings import ServerLimits

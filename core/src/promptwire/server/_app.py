@@ -11,7 +11,7 @@ Everything here is app-level, so it holds wherever the app runs (``promptwire se
 request bodies have a deadline, a stream whose client reads nothing is ended, a client that leaves
 before the first token frees its slot at once, and on shutdown streams get the same grace period
 as whole replies. What belongs to connections (header deadline, connection cap, keep-alive) is in
-``promptwire.server._runner``.
+``promptwire.server._connections``.
 """
 
 from __future__ import annotations
