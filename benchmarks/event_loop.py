@@ -1,8 +1,8 @@
 """(9) Event loop: ``promptwire serve``'s requests/s on asyncio's loop and on uvloop.
 
-``uvicorn[standard]`` brings uvloop and httptools. httptools cannot carry promptwire's guarded
-h11 protocol (header/body deadlines, connection cap), so only the loop is compared: the same
-server, dummy engine, limits and load, one process each, runs alternating.
+``uvicorn[standard]`` brings uvloop and httptools; the parser is compared in benchmark 5, so
+only the loop is compared here: the same server (its default parser and every connection
+guard), dummy engine, limits and load, one process each, runs alternating.
 """
 
 from __future__ import annotations
@@ -51,8 +51,9 @@ def run(quick: bool) -> BenchResult:
         setup=(
             f"{CONNECTIONS} keep-alive connections, one request at a time each, {duration:g} s "
             f"per run after 0.5 s warm-up, runs alternating ({pairs} each). Request `{BODY}`. "
-            "Both: promptwire serve's app and guarded h11 protocol with its default limits, "
-            "dummy backend, log level warning. The load generator shares the cores."
+            "Both: promptwire serve's app and guarded protocol (its default parser) with its "
+            "default limits, dummy backend, log level warning. The load generator shares the "
+            "cores."
         ),
         quick=quick,
     )

@@ -285,8 +285,13 @@ FINDINGS = [
     "deadline, send timeout, disconnect cancellation, header deadline, connection cap, "
     "smuggling refusals. Now 1.05x bare FastAPI's requests/s and 1.00x its CPU per request; a "
     "256-token stream costs 0.56x the CPU per token of a bare FastAPI + sse-starlette endpoint. "
-    "httptools (uvicorn's faster parser) ran the app at about 0.6x the CPU of h11 in-process, "
-    "but a guarded httptools protocol was not written in the time: not adopted.",
+    "Then the parser: the connection guards (header deadline, connection cap and shedding, "
+    "send timeout, JSON refusals) were written over uvicorn's h11 protocol only; they became "
+    "one mixin over either of uvicorn's protocols (`server/_connections.py`), and `promptwire "
+    "serve` runs on httptools (llhttp, in C) where it is installed (`PROMPTWIRE_HTTP`, h11 the "
+    "fallback), every guard tested on both parsers. In one run of benchmark 5: 1.49x the "
+    "requests/s of the same server on h11, 1.45x bare FastAPI on h11 (the stretch goal was "
+    "1.2x), and 0.96x requests/s and 1.04x CPU per request of bare FastAPI on httptools.",
     "- **The OpenAI routes** (benchmark 8 first measured `/v1/completions` at 0.67x the prompt "
     "route's requests/s). They were an `APIRouter` included in the app, which FastAPI matches as "
     "a nested router (about 15 µs more per request); the prompt request was built with "
@@ -329,9 +334,13 @@ FINDINGS = [
 
 
 def _section(result: BenchResult, directory: Path) -> list[str]:
-    lines = [
-        f"## {result.title}",
-        "",
+    """A benchmark's section; ``<key>.context.md`` beside its JSON, when there is one, says
+    what the run's figures need to be read with (the machine's load that day, say)."""
+    lines = [f"## {result.title}", ""]
+    context = directory / f"{result.key}.context.md"
+    if context.exists():
+        lines += [context.read_text(encoding="utf-8").strip(), ""]
+    lines += [
         result.setup,
         "",
         "| Contender | Metric | Median | Range | Noise | n |",

@@ -149,7 +149,8 @@ def serve(
     )
     auth = "bearer token required" if token else "no auth"
     err().print(
-        f"promptwire: serving backend [bold]{name}[/] on http://{host}:{port}/ ({auth}, {http})"
+        f"promptwire: serving backend [bold]{name}[/] on http://{host}:{port}/ ({auth}, {http})",
+        soft_wrap=True,  # one line in a log, however narrow the terminal
     )
     run_server(fastapi_app, host=host, port=port, log_level=log_level, limits=limits, http=http)
 
