@@ -19,7 +19,7 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from promptwire.client import MAX_RETRY_AFTER, EndpointClient
@@ -67,12 +67,17 @@ class Member:
         self.failed = 0
         self.failures_in_row = 0
         self.cool_until = 0.0
-        self.latency: float | None = None
         self.samples: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self.last_error: str | None = None
 
     def __repr__(self) -> str:
         return f"Member({self.label!r})"
+
+    @property
+    def latency(self) -> float | None:
+        """The median of its last calls (None before the first): worked out when asked, not on
+        every call."""
+        return statistics.median(self.samples) if self.samples else None
 
     def payload(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """The request for this member: its backend's defaults under the call's parameters."""
@@ -128,7 +133,6 @@ class Pool:
             member.served += 1
             member.failures_in_row = 0
             member.samples.append(seconds)
-            member.latency = statistics.median(member.samples)
         logger.debug("call served by %s in %.3f s", member.label, seconds)
 
     def failed(self, member: Member, exc: EndpointError) -> None:
@@ -157,12 +161,14 @@ class Pool:
 
     # -- choosing ------------------------------------------------------------------------------
 
-    def pick(self, exclude: set[int]) -> Member | None:
+    def pick(self, exclude: Collection[int] = ()) -> Member | None:
         """The member the strategy picks among those neither cooling down nor in ``exclude``."""
         now = time.monotonic()
         with self._lock:
             ready = [
-                m for i, m in enumerate(self.members) if i not in exclude and m.cool_until <= now
+                m
+                for i, m in enumerate(self.members)
+                if m.cool_until <= now and (not exclude or i not in exclude)
             ]
             if not ready:
                 return None
@@ -253,7 +259,10 @@ class Attempts:
         """The member to try next, or seconds to wait before asking again; raises
         ``AllEndpointsFailedError`` when the call has waited ``max_retries`` times already, and
         ``UnsupportedFeatureError`` when no member can take it."""
-        member = self.pool.pick(set(self.tried) | set(self.unable))
+        # Most calls find their first member: no set made for them.
+        member = self.pool.pick(
+            self.tried.keys() | self.unable.keys() if self.tried or self.unable else ()
+        )
         if member is not None:
             return member
         if len(self.unable) == len(self.pool.members):
