@@ -256,6 +256,10 @@ def create_app(
         shutdown=shutdown,
         preparer=preparer,
     )
+    # A request tries the routes in order until one matches: the prompt route, which nearly
+    # every request is for, goes before /openapi.json, /metrics and /health (paths are distinct,
+    # so the order changes nothing else).
+    app.router.routes.sort(key=lambda route: getattr(route, "endpoint", None) is not generate)
     return app
 
 
