@@ -289,9 +289,11 @@ FINDINGS = [
     "send timeout, JSON refusals) were written over uvicorn's h11 protocol only; they became "
     "one mixin over either of uvicorn's protocols (`server/_connections.py`), and `promptwire "
     "serve` runs on httptools (llhttp, in C) where it is installed (`PROMPTWIRE_HTTP`, h11 the "
-    "fallback), every guard tested on both parsers. In one run of benchmark 5: 1.49x the "
-    "requests/s of the same server on h11, 1.45x bare FastAPI on h11 (the stretch goal was "
-    "1.2x), and 0.96x requests/s and 1.04x CPU per request of bare FastAPI on httptools.",
+    "fallback), every guard tested on both parsers: 1.49x the requests/s of the same server "
+    "on h11 and 1.45x bare FastAPI on h11 (the stretch goal was 1.2x), at 0.96x the "
+    "requests/s of bare FastAPI on httptools. Last, the prompt route is matched first: every "
+    "request used to try `/openapi.json`, `/metrics` and `/health` before it (0.96x -> 1.02x "
+    "bare FastAPI on httptools, 0.97x -> 1.02x on h11, in two runs of benchmark 5).",
     "- **The OpenAI routes** (benchmark 8 first measured `/v1/completions` at 0.67x the prompt "
     "route's requests/s). They were an `APIRouter` included in the app, which FastAPI matches as "
     "a nested router (about 15 µs more per request); the prompt request was built with "
