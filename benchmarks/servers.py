@@ -98,9 +98,12 @@ def tls_app() -> Any:
 
 def serve_stack(port: int, loop: str) -> None:
     """``promptwire serve``'s server (dummy backend) with the event loop chosen here."""
+    from promptwire._logs import set_level
     from promptwire.cli import build_app
     from promptwire.server._runner import ConnectionLimits, _server, server_config
     from promptwire.settings import PromptwireSettings
+
+    set_level("warning")  # as promptwire serve --log-level warning: no request log line
 
     app = build_app("modal_dummy", api_key=None, settings=PromptwireSettings())
     config = server_config(
