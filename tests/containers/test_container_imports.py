@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.locked_requirements import ROOT
 from tests.support.modal_container import DeploySide, Target, deploy_side, run_container
+from tests.support.optional import llamacpp_param
 
 DUMMY = "PROMPTWIRE_MODAL_DUMMY__"
 EXLLAMA = "PROMPTWIRE_MODAL_EXLLAMA__"
@@ -265,10 +266,17 @@ def containers(
     yield run
 
 
-@pytest.mark.parametrize(
-    ("target_name", "case"),
-    [(target, case) for target, cases in CASES.items() for case in cases],
-)
+def _params(target_name: str, *rest: str) -> Any:
+    """One parametrize case; the llamacpp app's skip without its distribution."""
+    if TARGETS[target_name].module.startswith("promptwire_llamacpp."):
+        return llamacpp_param(target_name, *rest)
+    return (target_name, *rest) if rest else target_name
+
+
+TARGET_CASES = [_params(target, case) for target, cases in CASES.items() for case in cases]
+
+
+@pytest.mark.parametrize(("target_name", "case"), TARGET_CASES)
 def test_the_container_rebuilds_what_the_deploy_recorded(
     containers: Callable[[str], tuple[dict[str, DeploySide], dict[str, dict[str, Any]]]],
     target_name: str,
@@ -289,7 +297,7 @@ def test_the_container_rebuilds_what_the_deploy_recorded(
 SERVERS = [target for target in TARGETS if target != "exllama download_model"]
 
 
-@pytest.mark.parametrize("target_name", SERVERS)
+@pytest.mark.parametrize("target_name", [_params(target) for target in SERVERS])
 def test_every_server_limit_reaches_the_app_the_container_builds(
     containers: Callable[[str], tuple[dict[str, DeploySide], dict[str, dict[str, Any]]]],
     target_name: str,
@@ -312,10 +320,7 @@ WITH_SNAPSHOT = {"pre_snapshot": ["prepare"], "post_snapshot": ["start"]}
 WITHOUT_SNAPSHOT = {"pre_snapshot": [], "post_snapshot": ["prepare", "start"]}
 
 
-@pytest.mark.parametrize(
-    ("target_name", "case"),
-    [(target, case) for target, cases in CASES.items() for case in cases],
-)
+@pytest.mark.parametrize(("target_name", "case"), TARGET_CASES)
 def test_the_snapshot_settings_reach_the_definition_and_the_container(
     containers: Callable[[str], tuple[dict[str, DeploySide], dict[str, dict[str, Any]]]],
     target_name: str,

@@ -14,6 +14,7 @@ from promptwire.errors import ConfigurationError
 from promptwire.modal_image import SERVER_REQUIREMENTS, promptwire_image
 
 from tests.support.locked_requirements import EXPORTS, ROOT
+from tests.support.optional import NEEDS_LLAMACPP_PLUGIN
 
 
 @pytest.fixture()
@@ -93,6 +94,7 @@ def test_the_exllama_images_install_the_locked_requirements_with_the_gpu_wheels(
 @pytest.mark.parametrize(
     ("gpu", "cmake_flag"), [(None, "-DGGML_AVX2=ON"), ("L4", "-DGGML_CUDA=ON")]
 )
+@NEEDS_LLAMACPP_PLUGIN
 def test_the_llamacpp_image_compiles_llama_cpp_for_its_machine(
     installs: list[dict[str, Any]],
     monkeypatch: pytest.MonkeyPatch,

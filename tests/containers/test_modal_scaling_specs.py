@@ -13,12 +13,19 @@ from typing import Any
 import pytest
 
 from tests.support.modal_container import definition_value, service_function
+from tests.support.optional import llamacpp_param
 
 APPS = {
     "modal_dummy": ("promptwire_modal_dummy.modal_app", "web", "PROMPTWIRE_MODAL_DUMMY__"),
     "modal_exllama": ("promptwire_modal_exllama.modal_app", "Server", "PROMPTWIRE_MODAL_EXLLAMA__"),
     "llamacpp": ("promptwire_llamacpp.modal_app", "Server", "PROMPTWIRE_LLAMACPP__"),
 }
+
+#: The apps as parametrize cases; the llamacpp one skips without its distribution.
+BACKENDS = [
+    llamacpp_param(name) if module.startswith("promptwire_llamacpp.") else name
+    for name, (module, _, _) in sorted(APPS.items())
+]
 
 SCALED_OUT = {
     "MIN_CONTAINERS": "1",
@@ -53,7 +60,7 @@ def load(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         sys.modules.pop(name, None)
 
 
-@pytest.mark.parametrize("backend", sorted(APPS))
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_the_scale_out_settings_reach_the_definition(load: Any, backend: str) -> None:
     _, info, function = load(backend, **SCALED_OUT)
     assert info.regions == ["eu-west", "eu-central"]
@@ -68,7 +75,7 @@ def test_the_scale_out_settings_reach_the_definition(load: Any, backend: str) ->
     ) == (1, 6, 2, 900)
 
 
-@pytest.mark.parametrize("backend", sorted(APPS))
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_unset_they_leave_modal_its_defaults(load: Any, backend: str) -> None:
     module, info, function = load(backend)
     assert info.regions is None  # anywhere, at no multiplier
@@ -80,7 +87,7 @@ def test_unset_they_leave_modal_its_defaults(load: Any, backend: str) -> None:
     assert autoscaler.scaledown_window == module.settings.scaledown_window
 
 
-@pytest.mark.parametrize("backend", sorted(APPS))
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_the_container_gets_the_same_scaling(load: Any, backend: str) -> None:
     """The settings go to the container with the others (its import must define the same
     function)."""

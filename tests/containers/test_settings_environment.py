@@ -8,6 +8,8 @@ from promptwire_modal_dummy.settings import DummySettings
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tests.support.optional import llamacpp_param
+
 
 def test_the_dummy_settings_survive_the_trip(monkeypatch: pytest.MonkeyPatch) -> None:
     deployed = DummySettings(
@@ -55,7 +57,7 @@ def test_none_is_refused_where_the_environment_cannot_say_it() -> None:
     "settings_class",
     [
         "promptwire_modal_dummy.settings.DummySettings",
-        "promptwire_llamacpp.settings.LlamaCppSettings",
+        llamacpp_param("promptwire_llamacpp.settings.LlamaCppSettings"),
         "promptwire_modal_exllama.settings.ExllamaSettings",
     ],
 )

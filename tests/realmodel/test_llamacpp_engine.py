@@ -13,11 +13,15 @@ import pytest
 from promptwire.engine import EngineOverloaded, RequestRejected, TextChunk
 from promptwire.protocol import ChatMessage, PromptRequest
 from promptwire.testing import arun_engine, run_engine
+
+from tests.support.optional import LLAMACPP_PLUGIN_MISSING
+from tests.support.real_model import ANSWER, COMPLETION_PROMPT, QUESTION, REAL_MODEL
+
+pytest.importorskip("promptwire_llamacpp", reason=LLAMACPP_PLUGIN_MISSING)
+
 from promptwire_llamacpp.engine import LlamaCppEngine
 from promptwire_llamacpp.runtime import ModelLoadError
 from promptwire_llamacpp.settings import LlamaCppSettings
-
-from tests.support.real_model import ANSWER, COMPLETION_PROMPT, QUESTION, REAL_MODEL
 
 pytestmark = REAL_MODEL
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli_server import promptwire_serve
+from tests.support.optional import LLAMACPP_PLUGIN_MISSING
 
 #: A question SmolLM2 answers right under greedy decoding, and the word its answer holds.
 QUESTION = "Which city is the capital of France?"
@@ -50,7 +51,7 @@ def smollm2_path() -> Path | None:
 def unavailable() -> str | None:
     """Why the tier cannot run here, or None."""
     if importlib.util.find_spec("promptwire_llamacpp") is None:
-        return "promptwire-llamacpp is not installed (uv sync --all-packages)"
+        return LLAMACPP_PLUGIN_MISSING
     if importlib.util.find_spec("llama_cpp") is None:
         return (
             "llama-cpp-python is not installed: `uv sync --all-packages` compiles it "
