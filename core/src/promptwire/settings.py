@@ -187,7 +187,7 @@ class PromptwireSettings(BaseSettings, ClientSettings, ServerLimits):
 #: The settings above that shape what a server shows, handed to Modal containers as they are.
 #: Not ``opentelemetry``: the first-party images do not install the instrumentation or an
 #: exporter, so a container told to trace could not start (on Modal, traces need an image of
-#: your own: see the README).
+#: your own: see docs/OPERATIONS.md).
 OBSERVABILITY_FIELDS = (
     "metrics",
     "metrics_public",

@@ -232,8 +232,8 @@ class PluginRegistry:
         hint = "".join(f"; {h}" for h in hints)
         distribution = FIRST_PARTY_DISTRIBUTIONS.get(name)
         install = (
-            f"Install {distribution} (pip install {distribution}, or its wheel; see the README's "
-            "Installing section)"
+            f"Install {distribution} (pip install {distribution}, or its wheel; see "
+            "docs/guides/installing.md)"
             if distribution
             else "Install the plugin that provides it"
         )

@@ -28,7 +28,7 @@ from pydantic.config import JsonDict
 
 PROTOCOL_VERSION = "1.2"
 
-# Bounds a server enforces; documented in the README so clients know them up front.
+# Bounds a server enforces; documented in docs/PROTOCOL.md so clients know them up front.
 MAX_BODY_BYTES = 1 << 20
 MAX_STOP_SEQUENCES = 32
 MAX_STOP_LENGTH = 256
