@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from promptwire.client.wire import parse_json
 from promptwire.errors import (
     ConfigurationError,
     EndpointConnectError,
@@ -24,7 +25,6 @@ from promptwire.errors import (
     PromptwireError,
     ProtocolError,
 )
-from promptwire.wire import parse_json
 
 #: Routes that are the server's own plumbing, left out of the request counts.
 PLUMBING_ROUTES = frozenset({"/health", "/metrics"})

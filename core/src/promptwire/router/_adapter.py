@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 from pydantic_settings import BaseSettings
 
-from promptwire.backends import ClientAdapter
 from promptwire.client import ClientConfig, EndpointClient, check_header_secret, parse_endpoint_url
 from promptwire.client.wire import PROMPT_PROTOCOL, WireFormat
 from promptwire.errors import ConfigurationError
+from promptwire.plugins.backends import ClientAdapter
 from promptwire.router._members import Member, Pool
 from promptwire.router._router_client import RouterClient
 from promptwire.router._settings import BACKEND_NAME, RouterEndpoint, RouterSettings

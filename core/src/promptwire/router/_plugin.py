@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from promptwire.backends import Backend, RegisterBackend
-from promptwire.hookspecs import hookimpl
+from promptwire.plugins.backends import Backend, RegisterBackend
+from promptwire.plugins.hookspecs import hookimpl
 
 
 @hookimpl
