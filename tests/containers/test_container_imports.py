@@ -27,7 +27,7 @@ NAMED_SECRETS = {
     "hf-token": {"HF_TOKEN": "hf_container_test"},
 }
 
-SERVER_REQUIREMENTS = ROOT / "core/src/promptwire/modal-requirements.txt"
+SERVER_REQUIREMENTS = ROOT / "core/src/promptwire/modal/modal-requirements.txt"
 EXLLAMA_DIR = ROOT / "plugins/modal_exllama/src/promptwire_modal_exllama"
 LLAMACPP_DIR = ROOT / "plugins/llamacpp/src/promptwire_llamacpp"
 

@@ -11,7 +11,7 @@ from typing import Any
 import modal
 import pytest
 from promptwire.errors import ConfigurationError
-from promptwire.modal_image import SERVER_REQUIREMENTS, promptwire_image
+from promptwire.modal.image import SERVER_REQUIREMENTS, promptwire_image
 
 from tests.support.locked_requirements import EXPORTS, ROOT
 from tests.support.optional import NEEDS_LLAMACPP_PLUGIN

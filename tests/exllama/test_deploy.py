@@ -10,8 +10,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from promptwire.deploy import endpoint_url
 from promptwire.errors import ConfigurationError
+from promptwire.modal.deploy import endpoint_url
 
 from tests.support.installed_plugin import run_cli
 
@@ -50,7 +50,7 @@ def test_deploying_an_unknown_backend_names_the_installed_ones() -> None:
 
 
 def test_a_backend_without_a_modal_app_cannot_be_deployed(monkeypatch: pytest.MonkeyPatch) -> None:
-    from promptwire import deploy
+    from promptwire.modal import deploy
     from promptwire.plugins import RegisteredBackend
     from promptwire.plugins.backends import Backend
 
@@ -121,7 +121,7 @@ def test_a_setting_modal_refuses_when_the_app_is_defined_is_one_line(tmp_path: P
 def test_what_modal_prints_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
     import modal
     from modal.output import OutputManager
-    from promptwire.deploy import progress_on_stderr
+    from promptwire.modal.deploy import progress_on_stderr
 
     with progress_on_stderr(), modal.enable_output():
         OutputManager.get().print("Building image im-123")
@@ -142,7 +142,8 @@ def test_deploy_prints_only_the_url_on_stdout(
     printing as it does) stays out of the captured URL."""
     import modal.runner
     from modal.output import OutputManager
-    from promptwire import cli, deploy
+    from promptwire.cli import _commands as cli
+    from promptwire.modal import deploy
 
     environments = []
 
@@ -199,7 +200,7 @@ def test_the_download_runs_in_the_environment_it_is_given(monkeypatch: pytest.Mo
 def offline_deploy(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
     """``deploy_backend`` with Modal's deploy stood in for: the apps it was given."""
     import modal.runner
-    from promptwire import deploy
+    from promptwire.modal import deploy
 
     deployed: list[object] = []
 
@@ -223,7 +224,7 @@ def test_deploy_warm_keeps_containers_running(
     backend: str,
     attribute: str,
 ) -> None:
-    from promptwire.deploy import deploy_backend
+    from promptwire.modal.deploy import deploy_backend
 
     from tests.support.modal_container import definition_value, service_function
 
@@ -242,7 +243,7 @@ def test_deploy_warm_keeps_containers_running(
 
 
 def test_warm_needs_a_backend_with_min_containers(monkeypatch: pytest.MonkeyPatch) -> None:
-    from promptwire import deploy
+    from promptwire.modal import deploy
     from promptwire.plugins import RegisteredBackend
     from promptwire.plugins.backends import Backend
     from pydantic_settings import BaseSettings

@@ -16,7 +16,7 @@ import promptwire
 def test_the_process_age_is_read_from_proc() -> None:
     """A fresh interpreter that sleeps 0.3 s knows it is at least that old, and not much more."""
     code = (
-        "import time; time.sleep(0.3); from promptwire import coldstart; "
+        "import time; time.sleep(0.3); from promptwire.modal import coldstart; "
         "print(coldstart.process_age())"
     )
     started = time.monotonic()
@@ -31,7 +31,7 @@ def test_the_process_age_is_read_from_proc() -> None:
 
 def test_importing_the_recorder_is_light() -> None:
     heavy = {"fastapi", "prometheus_client", "pydantic", "httpx"}
-    code = f"import sys, promptwire.coldstart; print(sorted(set(sys.modules) & {heavy!r}))"
+    code = f"import sys, promptwire.modal.coldstart; print(sorted(set(sys.modules) & {heavy!r}))"
     result = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

@@ -12,8 +12,9 @@ import httpx
 import pytest
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from promptwire import __version__, coldstart
+from promptwire import __version__
 from promptwire.engine import EngineEvent, EngineMetric
+from promptwire.modal import coldstart
 from promptwire.protocol import PROTOCOL_VERSION, PromptRequest
 from promptwire.server import create_app
 from promptwire.server._errors import RequestError

@@ -64,8 +64,12 @@ def test_status_shows_the_engines_cache_and_queue() -> None:
         assert httpx.post(server.url, json={"prompt": "hi", "max_tokens": 3}).status_code == 200
         idle = run_cli("status", server.url)
         runtime.gate.clear()  # "the GPU is busy": the next request waits for its first token
+        # No client timeout: httpx's default 5 s once ran out while `promptwire status` started
+        # on a machine at load 10, the client left, and its request was no longer in flight.
         waiting = threading.Thread(
-            target=httpx.post, args=(server.url,), kwargs={"json": {"prompt": "hi"}}
+            target=httpx.post,
+            args=(server.url,),
+            kwargs={"json": {"prompt": "hi"}, "timeout": None},
         )
         waiting.start()
         wait_until(lambda: engine.loop is not None and engine.loop.stats.pending_jobs == 1)

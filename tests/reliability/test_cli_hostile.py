@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from promptwire import PromptwireLLM
-from promptwire._status import read_status
+from promptwire.cli._status import read_status
 from promptwire.errors import HTTPStatusError, ProtocolError
 
 from tests.reliability.faults import HUGE_MESSAGE_MIB, FaultServer

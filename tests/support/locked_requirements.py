@@ -40,7 +40,7 @@ class Export:
 
 EXPORTS = (
     Export(
-        Path("core/src/promptwire/modal-requirements.txt"),
+        Path("core/src/promptwire/modal/modal-requirements.txt"),
         ("--package", "promptwire", "--extra", "server"),
         "The promptwire server's packages, for promptwire_image's default Modal image.",
     ),

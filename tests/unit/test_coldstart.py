@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from promptwire import coldstart
+from promptwire.modal import coldstart
 
 
 @pytest.fixture(autouse=True)
@@ -19,7 +19,7 @@ def _fresh() -> Iterator[None]:
 
 
 def test_a_phase_is_timed_logged_and_kept(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="promptwire.coldstart")
+    caplog.set_level(logging.INFO, logger="promptwire.modal.coldstart")
     with coldstart.phase("imports"):
         time.sleep(0.05)
     (phase,) = coldstart.phases()

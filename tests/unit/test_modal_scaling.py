@@ -1,11 +1,11 @@
-"""The Modal apps' scale-out settings (``promptwire.modal_scaling``), declared once and checked
+"""The Modal apps' scale-out settings (``promptwire.modal.scaling``), declared once and checked
 before a deploy: what Modal refuses, or accepts and could never do, is refused with the
 settings' names; the rest reaches Modal's decorators as keyword arguments."""
 
 from __future__ import annotations
 
 import pytest
-from promptwire.modal_scaling import MAX_SCALEDOWN_WINDOW, MIN_SCALEDOWN_WINDOW, ModalScaling
+from promptwire.modal.scaling import MAX_SCALEDOWN_WINDOW, MIN_SCALEDOWN_WINDOW, ModalScaling
 from promptwire_modal_dummy.settings import DummySettings
 from promptwire_modal_exllama.settings import ExllamaSettings
 from pydantic import ValidationError

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from promptwire import ConfigurationError
-from promptwire._new_backend import project_names, write_project
 from promptwire.cli import app
+from promptwire.cli._new_backend import project_names, write_project
 from typer.testing import CliRunner
 
 FILES = {

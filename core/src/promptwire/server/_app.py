@@ -30,7 +30,6 @@ from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from promptwire import coldstart
 from promptwire.engine import (
     Engine,
     EngineNotReady,
@@ -38,6 +37,7 @@ from promptwire.engine import (
     check_capabilities,
     render_request,
 )
+from promptwire.modal import coldstart
 from promptwire.protocol import (
     PROTOCOL_VERSION,
     ErrorBody,

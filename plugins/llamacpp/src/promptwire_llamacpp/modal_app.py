@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import modal
-from promptwire import coldstart
-from promptwire.modal_image import PYTHON_VERSION, promptwire_image
+from promptwire.modal import coldstart
+from promptwire.modal.image import PYTHON_VERSION, promptwire_image
 from promptwire.settings import PromptwireSettings, server_environment, settings_environment
 
 from promptwire_llamacpp.settings import LlamaCppSettings

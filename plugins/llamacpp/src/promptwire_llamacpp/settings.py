@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from promptwire.modal_scaling import MaxInputs, ModalScaling, ScaledownWindow
+from promptwire.modal.scaling import MaxInputs, ModalScaling, ScaledownWindow
 from promptwire.settings import NONE_VALUE, backend_settings_config
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict

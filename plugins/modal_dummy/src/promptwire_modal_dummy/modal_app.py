@@ -18,8 +18,8 @@ import os
 
 import modal
 from fastapi import FastAPI
-from promptwire import coldstart
-from promptwire.modal_image import promptwire_image
+from promptwire.modal import coldstart
+from promptwire.modal.image import promptwire_image
 from promptwire.settings import PromptwireSettings, server_environment, settings_environment
 
 from promptwire_modal_dummy.settings import DummySettings

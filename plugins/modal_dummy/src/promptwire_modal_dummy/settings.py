@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from promptwire.modal_scaling import ModalScaling
+from promptwire.modal.scaling import ModalScaling
 from promptwire.settings import NONE_VALUE, backend_settings_config
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict

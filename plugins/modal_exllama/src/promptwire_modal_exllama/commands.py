@@ -35,7 +35,7 @@ def run_download(
     """Run the app's download function on Modal (no GPU), streaming its logs and progress, in
     the Modal ``environment`` (each has its own Volumes: use the one you deploy to)."""
     import modal
-    from promptwire.deploy import load_modal_app, modal_errors
+    from promptwire.modal.deploy import load_modal_app, modal_errors
 
     module, app = load_modal_app("promptwire_modal_exllama.modal_app")
     with modal_errors(), modal.enable_output(), app.run(environment_name=environment):

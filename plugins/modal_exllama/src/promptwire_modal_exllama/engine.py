@@ -12,7 +12,6 @@ import threading
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, replace
 
-from promptwire import coldstart
 from promptwire.engine import (
     Engine,
     EngineError,
@@ -28,6 +27,7 @@ from promptwire.engine.tool_calls import (
     detect_tool_format,
     forced_tools,
 )
+from promptwire.modal import coldstart
 from promptwire.protocol import (
     Capabilities,
     ChatMessage,

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import modal
-from promptwire import coldstart
-from promptwire.modal_image import promptwire_image
+from promptwire.modal import coldstart
+from promptwire.modal.image import promptwire_image
 from promptwire.settings import PromptwireSettings, server_environment
 
 from promptwire_modal_exllama.settings import MODELS_MOUNT, ExllamaSettings, container_environment

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from promptwire import coldstart
 from promptwire.engine import EngineError
 from promptwire.errors import ConfigurationError
+from promptwire.modal import coldstart
 
 from promptwire_modal_exllama.engine import BatchingEngine
 from promptwire_modal_exllama.generation import DynamicGenerator, EncodedPrompt

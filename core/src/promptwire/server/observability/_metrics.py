@@ -9,7 +9,7 @@ their counts), written by prometheus-client. What it holds:
 - prompt and completion tokens by route; tokens per second of each generation (after its first
   token), as a histogram;
 - ``promptwire_info`` (version, model, protocol), the cold start's phases
-  (``promptwire.coldstart``), and whatever the engine reports through ``Engine.metrics()``
+  (``promptwire.modal.coldstart``), and whatever the engine reports through ``Engine.metrics()``
   as ``promptwire_engine_<name>``.
 
 Per request this costs a dictionary lookup and a few additions (see ``ServerMetrics``); engine
@@ -35,8 +35,8 @@ from prometheus_client.utils import floatToGoString
 from starlette.responses import Response
 
 import promptwire
-from promptwire import coldstart
 from promptwire.engine import Engine, EngineMetric
+from promptwire.modal import coldstart
 from promptwire.protocol import PROTOCOL_VERSION
 from promptwire.server.observability._request_context import RequestRecord
 
@@ -290,7 +290,7 @@ class EngineCollector(Collector):
 
 
 class ColdStartCollector(Collector):
-    """The cold start's phases of this process (``promptwire.coldstart``)."""
+    """The cold start's phases of this process (``promptwire.modal.coldstart``)."""
 
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(

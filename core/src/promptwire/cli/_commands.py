@@ -247,7 +247,7 @@ def status(
     requests in flight, cache use, tokens per second, cold start. Exit status 1 unless healthy.
     With PROMPTWIRE_BACKEND=router and no URL: each member of the router, and exit status 1
     unless one of them is healthy."""
-    from promptwire._status import read_status, read_statuses
+    from promptwire.cli._status import read_status, read_statuses
 
     settings = PromptwireSettings()
     token = api_key or _secret(settings.api_key)
@@ -395,7 +395,7 @@ def deploy(
     ] = None,
 ) -> None:
     """Deploy a backend's Modal app with your settings and print its endpoint URL."""
-    from promptwire.deploy import deploy_backend
+    from promptwire.modal.deploy import deploy_backend
 
     deployment = deploy_backend(backend, environment=environment, warm=warm)
     if deployment.url is None:
@@ -425,7 +425,7 @@ def new_backend(
 ) -> None:
     """Write a backend plugin project to start from: pyproject with its entry point, settings,
     an engine, the plugin module and a conformance-kit test that passes as written."""
-    from promptwire._new_backend import write_project
+    from promptwire.cli._new_backend import write_project
 
     project = write_project(name, directory)
     out().print(

@@ -1,5 +1,5 @@
 """``promptwire new-backend NAME``: a backend plugin project to start from, written from the
-templates shipped in ``promptwire/_templates/new_backend`` (a ``__package__`` or ``__name__``
+templates shipped in ``promptwire/cli/_templates/new_backend`` (a ``__package__`` or ``__name__``
 in a path is the package's or the backend's name; ``$name`` and the like in a file are filled in
 by ``string.Template``).
 
@@ -19,7 +19,7 @@ from promptwire import __version__
 from promptwire.errors import ConfigurationError
 from promptwire.plugins.backends import BACKEND_NAME
 
-TEMPLATES = files("promptwire") / "_templates" / "new_backend"
+TEMPLATES = files("promptwire.cli") / "_templates" / "new_backend"
 SUFFIX = ".tmpl"
 
 

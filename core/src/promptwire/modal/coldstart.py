@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from promptwire._logs import ensure_output
 
-logger = logging.getLogger("promptwire.coldstart")
+logger = logging.getLogger("promptwire.modal.coldstart")
 
 TASK_ID_VARIABLE = "MODAL_TASK_ID"
 PROCESS_START = "process_start"

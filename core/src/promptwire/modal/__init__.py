@@ -1,0 +1,10 @@
+"""What a backend's Modal app is built from, and how it is deployed: the image
+(``promptwire.modal.image``), the scale-out settings (``promptwire.modal.scaling``), the cold
+start's phases (``promptwire.modal.coldstart``) and ``promptwire deploy``
+(``promptwire.modal.deploy``).
+
+Import the module you need: this package imports none of them, so a plugin's settings can use
+``ModalScaling`` without importing ``modal`` on the client path.
+"""
+
+__all__: list[str] = []
