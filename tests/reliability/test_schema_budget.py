@@ -20,7 +20,7 @@ import httpx
 import pytest
 from promptwire.engine import RequestRejected
 from promptwire.protocol import PromptRequest
-from promptwire.schema_budget import (
+from promptwire.server.schema_budget import (
     MAX_SCHEMA_COUNT,
     SchemaError,
     check_request_schemas,

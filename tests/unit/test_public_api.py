@@ -38,12 +38,12 @@ PUBLIC_MODULES = [
     "promptwire.protocol.chat_template",
     "promptwire.protocol.stops",
     "promptwire.router",
-    "promptwire.schema_budget",
     "promptwire.server",
     "promptwire.server.observability",
     "promptwire.server.observability.telemetry",
     "promptwire.server.openai",
     "promptwire.server.openai.protocol",
+    "promptwire.server.schema_budget",
     "promptwire.settings",
     "promptwire.testing",
 ]
@@ -65,6 +65,7 @@ MOVED_MODULES = {
     "promptwire.deploy": "promptwire.modal.deploy",
     "promptwire.modal_image": "promptwire.modal.image",
     "promptwire.modal_scaling": "promptwire.modal.scaling",
+    "promptwire.schema_budget": "promptwire.server.schema_budget",
 }
 
 # What a backend author needs, importable from the package itself (the tutorial's imports).

@@ -239,7 +239,7 @@ class Engine(ABC, Generic[PreparedT]):
         ``EngineOverloaded``: a 503) is the reply, and nothing has been generated. It calls it
         (and ``render_chat``) in a worker thread, a few requests at once, so the event loop
         keeps answering while it tokenizes or builds a grammar: it must be thread-safe. The
-        request's JSON Schemas are already within ``promptwire.schema_budget``'s bounds; a
+        request's JSON Schemas are already within ``promptwire.server.schema_budget``'s bounds; a
         schema the engine derives from them can be checked with ``check_schema``. What it
         returns is what ``stream`` generates from: an engine that tokenizes, builds sampler
         settings or checks the context length here returns them (``Engine[MyPrepared]``) and

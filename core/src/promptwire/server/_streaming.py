@@ -41,7 +41,6 @@ from promptwire.protocol import (
     StreamDone,
     StreamToolCall,
 )
-from promptwire.schema_budget import check_request_schemas
 from promptwire.server._deadline import Deadline
 from promptwire.server._errors import error_event
 from promptwire.server._request_body import (
@@ -51,6 +50,7 @@ from promptwire.server._shutdown import (
     SHUTDOWN_MARGIN,
     GracefulShutdown,
 )
+from promptwire.server.schema_budget import check_request_schemas
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ hypothesis-jsonschema and jsf, are random by design and would put hypothesis or 
 dummy server, Modal's included.) A schema it cannot satisfy raises ``ValueError``, and so does
 one whose value would be larger than ``MAX_VALUES`` values or ``MAX_CHARS`` characters of text
 (a recursive schema filled to its depth, a ``minItems`` of items with ``minItems`` of their own):
-the server's schema budget (``promptwire.schema_budget``) bounds the schema, this the value.
+the server's schema budget (``promptwire.server.schema_budget``) bounds the schema, this the value.
 """
 
 from __future__ import annotations
