@@ -156,7 +156,7 @@ def test_default_dummy_still_says_hello_world(dummy_url: str) -> None:
 
 
 def test_roles_and_content_are_mapped() -> None:
-    from promptwire.chat import to_protocol_messages
+    from promptwire.langchain.chat import to_protocol_messages
 
     messages = to_protocol_messages(
         [

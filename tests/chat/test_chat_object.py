@@ -24,7 +24,7 @@ HEAVY = (
 
 def test_importing_the_chat_model_stays_light() -> None:
     code = (
-        "import sys, promptwire; promptwire.ChatPromptwire; import promptwire.chat; "
+        "import sys, promptwire; promptwire.ChatPromptwire; import promptwire.langchain.chat; "
         f"print([m for m in {HEAVY!r} if m in sys.modules])"
     )
     result = subprocess.run(

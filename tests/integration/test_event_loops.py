@@ -13,7 +13,7 @@ import psutil
 import pytest
 from langchain_core.messages import HumanMessage
 from promptwire import ChatPromptwire, PromptwireLLM
-from promptwire.client._endpoint_model import EndpointModel
+from promptwire.langchain._endpoint_model import EndpointModel
 
 from tests.support.network import LOOPBACK_ONLY
 

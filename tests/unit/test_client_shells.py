@@ -121,7 +121,7 @@ class UnasyncChat(Unasync):
 
 def test_the_chat_models_async_stream_is_its_sync_stream_with_await() -> None:
     """Both read events through one ``_ChunkReader``: the shells differ by ``async`` alone."""
-    from promptwire.chat import ChatPromptwire
+    from promptwire.langchain.chat import ChatPromptwire
 
     [node] = ast.parse(textwrap.dedent(inspect.getsource(ChatPromptwire._astream))).body
     unasynced = ast.dump(UnasyncChat().visit(node), annotate_fields=False)

@@ -10,7 +10,7 @@ import pytest
 from langchain_core.load import dumpd, dumps, loads
 from promptwire import ChatPromptwire, ConfigurationError, Modal, PromptwireLLM
 from promptwire.client import ClientConfig, EndpointClient
-from promptwire.client._endpoint_model import FROM_SETTINGS
+from promptwire.langchain._endpoint_model import FROM_SETTINGS
 from promptwire.settings import ConnectionSettings, PromptwireSettings
 from pydantic import BaseModel, SecretStr, ValidationError
 

@@ -15,17 +15,18 @@ import promptwire
 import pytest
 
 PUBLIC_MODULES = [
-    "promptwire.chat",
     "promptwire.cli",
     "promptwire.client",
     "promptwire.client.sse",
     "promptwire.client.wire",
-    "promptwire.compat",
     "promptwire.engine",
     "promptwire.engine.hf_chat_template",
     "promptwire.engine.tool_calls",
     "promptwire.errors",
-    "promptwire.llm",
+    "promptwire.langchain",
+    "promptwire.langchain.chat",
+    "promptwire.langchain.compat",
+    "promptwire.langchain.llm",
     "promptwire.modal",
     "promptwire.modal.coldstart",
     "promptwire.modal.deploy",
@@ -66,6 +67,9 @@ MOVED_MODULES = {
     "promptwire.modal_image": "promptwire.modal.image",
     "promptwire.modal_scaling": "promptwire.modal.scaling",
     "promptwire.schema_budget": "promptwire.server.schema_budget",
+    "promptwire.llm": "promptwire.langchain.llm",
+    "promptwire.chat": "promptwire.langchain.chat",
+    "promptwire.compat": "promptwire.langchain.compat",
 }
 
 # What a backend author needs, importable from the package itself (the tutorial's imports).

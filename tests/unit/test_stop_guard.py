@@ -1,6 +1,6 @@
 """Both LangChain models cut at ``stop`` themselves, for servers that do not, and then report the
-finish reason ``stop``: one guard (promptwire.client._stop_guard) for whole replies and streams. The
-completion model's streams used to keep the server's finish reason after cutting."""
+finish reason ``stop``: one guard (``promptwire.langchain._stop_guard``) for whole replies and
+streams. The completion model's streams used to keep the server's finish reason after cutting."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import httpx
 import pytest
 from langchain_core.messages import AIMessageChunk
 from promptwire import ChatPromptwire, PromptwireLLM
-from promptwire.client._stop_guard import StopGuard
+from promptwire.langchain._stop_guard import StopGuard
 
 URL = "http://127.0.0.1:9/"
 

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     # LangChain models
-    "PromptwireLLM": "promptwire.llm",
-    "ChatPromptwire": "promptwire.chat",
-    "Modal": "promptwire.compat",
+    "PromptwireLLM": "promptwire.langchain.llm",
+    "ChatPromptwire": "promptwire.langchain.chat",
+    "Modal": "promptwire.langchain.compat",
     "PromptwireSettings": "promptwire.settings",
     # Errors a caller catches
     "PromptwireError": "promptwire.errors",
@@ -112,8 +112,6 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from promptwire.chat import ChatPromptwire
-    from promptwire.compat import Modal
     from promptwire.engine import (
         Completion,
         Engine,
@@ -148,7 +146,9 @@ if TYPE_CHECKING:
         StreamError,
         UnsupportedFeatureError,
     )
-    from promptwire.llm import PromptwireLLM
+    from promptwire.langchain.chat import ChatPromptwire
+    from promptwire.langchain.compat import Modal
+    from promptwire.langchain.llm import PromptwireLLM
     from promptwire.plugins.backends import Backend, ClientAdapter, RegisterBackend
     from promptwire.plugins.hookspecs import hookimpl
     from promptwire.protocol import (

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
     from pydantic import SecretStr
 
-    from promptwire.llm import PromptwireLLM
+    from promptwire.langchain.llm import PromptwireLLM
 
 app = typer.Typer(
     name="promptwire",
@@ -162,7 +162,7 @@ def _llm(
     timeout: float | None,
     params: dict[str, Any],
 ) -> PromptwireLLM:
-    from promptwire.llm import PromptwireLLM
+    from promptwire.langchain.llm import PromptwireLLM
 
     options: dict[str, Any] = dict(params)
     for key, value in (

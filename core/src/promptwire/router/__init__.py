@@ -30,7 +30,7 @@ def routed(
     """A ``PromptwireLLM``, ``ChatPromptwire`` or ``Modal`` (``model_class``) that routes over
     ``endpoints``; ``fields`` are the model's own (timeouts, credentials shared by members that
     give none, generation parameters). Nothing is read from ``PROMPTWIRE_ROUTER__*``."""
-    from promptwire.client._endpoint_model import EndpointModel
+    from promptwire.langchain._endpoint_model import EndpointModel
     from promptwire.router._adapter import RouterAdapter
 
     settings = RouterSettings(
@@ -56,7 +56,7 @@ def member_counts(model: object) -> list[dict[str, Any]]:
     member in this process: ``endpoint``, calls ``served`` and ``failed``, calls ``in_flight``,
     ``latency_s`` (the median of its last calls, None before the first) and ``cooling_down_s``.
     ``promptwire status`` shows what each member's own server counts."""
-    from promptwire.client._endpoint_model import EndpointModel
+    from promptwire.langchain._endpoint_model import EndpointModel
     from promptwire.router._router_client import RouterClient
 
     client = model.client if isinstance(model, EndpointModel) else None

@@ -378,8 +378,8 @@ class EndpointConformanceTests:
     # -- clients -------------------------------------------------------------------------------
 
     def test_promptwire_clients(self, endpoint_url: str, api_key: str | None) -> None:
-        from promptwire.chat import ChatPromptwire
-        from promptwire.llm import PromptwireLLM
+        from promptwire.langchain.chat import ChatPromptwire
+        from promptwire.langchain.llm import PromptwireLLM
 
         options: dict[str, Any] = {
             "endpoint_url": endpoint_url,

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import model_validator
 
-from promptwire.llm import PromptwireLLM
+from promptwire.langchain.llm import PromptwireLLM
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,9 @@ class Modal(PromptwireLLM):
 
     @classmethod
     def get_lc_namespace(cls) -> list[str]:
-        return ["promptwire", "compat"]
+        """Where LangChain's ``load`` finds the class: the package itself, whose names stay put
+        wherever the module that defines them moves."""
+        return ["promptwire"]
 
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 Unlike LangChain's base ``LLM``, a batch really runs concurrently (bounded by ``max_concurrency``),
 and every call shares one pooled HTTP client per object. The endpoint fields, their resolution from
-settings and the client are shared with ``ChatPromptwire`` (``promptwire.client._endpoint_model``).
+settings and the client are shared with ``ChatPromptwire`` (``_endpoint_model`` beside this module).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import get_config_list
 from pydantic import ConfigDict
 
-from promptwire.client._endpoint_model import EndpointModel, arun_concurrently, run_concurrently
-from promptwire.client._stop_guard import StopGuard
 from promptwire.client.wire import ReasoningDelta
+from promptwire.langchain._endpoint_model import EndpointModel, arun_concurrently, run_concurrently
+from promptwire.langchain._stop_guard import StopGuard
 from promptwire.protocol import PromptResponse, StreamDone, StreamToolCall, Usage
 from promptwire.router._served import served_by
 
@@ -69,8 +69,9 @@ class PromptwireLLM(EndpointModel, LLM):
 
     @classmethod
     def get_lc_namespace(cls) -> list[str]:
-        """The module that defines the class: LangChain's ``load`` imports it from there."""
-        return ["promptwire", "llm"]
+        """Where LangChain's ``load`` finds the class: the package itself, whose names stay put
+        wherever the module that defines them moves."""
+        return ["promptwire"]
 
     # -- requests ------------------------------------------------------------------------------
 

@@ -37,7 +37,9 @@ from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from promptwire.client import StreamEvent
-from promptwire.client._chat_messages import (
+from promptwire.client._transport.negotiation import ConversationNegotiator
+from promptwire.client.wire import ReasoningDelta, Reply
+from promptwire.langchain._chat_messages import (
     REASONING_KEY,
     protocol_tool_choice,
     read_tool_calls,
@@ -48,10 +50,8 @@ from promptwire.client._chat_messages import (
     tool_call_piece_chunk,
     usage_metadata_of,
 )
-from promptwire.client._endpoint_model import PROVIDER, EndpointModel
-from promptwire.client._stop_guard import StopGuard
-from promptwire.client._transport.negotiation import ConversationNegotiator
-from promptwire.client.wire import ReasoningDelta, Reply
+from promptwire.langchain._endpoint_model import PROVIDER, EndpointModel
+from promptwire.langchain._stop_guard import StopGuard
 from promptwire.protocol import PromptResponse, StreamDone, StreamToolCall, Usage
 from promptwire.protocol.chat_template import render_plain
 from promptwire.router._served import served_by
@@ -97,8 +97,9 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
 
     @classmethod
     def get_lc_namespace(cls) -> list[str]:
-        """The module that defines the class: LangChain's ``load`` imports it from there."""
-        return ["promptwire", "chat"]
+        """Where LangChain's ``load`` finds the class: the package itself, whose names stay put
+        wherever the module that defines them moves."""
+        return ["promptwire"]
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         return self._tracing_params("chat", stop, kwargs)
