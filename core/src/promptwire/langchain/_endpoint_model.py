@@ -105,10 +105,16 @@ class EndpointModel(ClientSettings):
             from promptwire.plugins import get_backend
 
             backend = get_backend(self.backend).backend
-            self._adapter = backend.client
-            self._backend_settings = backend.load_settings()
-            self._wire = self._adapter.wire_format(self._backend_settings)
+            self.use_backend(self.backend, backend.client, backend.load_settings())
         return self
+
+    def use_backend(self, name: str, adapter: ClientAdapter[Any], settings: BaseSettings) -> None:
+        """Call through ``adapter`` with ``settings`` from now on, as backend ``name``: what
+        ``PROMPTWIRE_BACKEND`` does, for a backend built in code (``promptwire.router.routed``).
+        The adapter checks the settings here, not at the first call."""
+        wire = adapter.wire_format(settings)
+        object.__setattr__(self, "backend", name)
+        self._adapter, self._backend_settings, self._wire = adapter, settings, wire
 
     @model_validator(mode="after")
     def _each_parameter_given_once(self) -> Self:

@@ -30,7 +30,6 @@ def routed(
     """A ``PromptwireLLM``, ``ChatPromptwire`` or ``Modal`` (``model_class``) that routes over
     ``endpoints``; ``fields`` are the model's own (timeouts, credentials shared by members that
     give none, generation parameters). Nothing is read from ``PROMPTWIRE_ROUTER__*``."""
-    from promptwire.langchain._endpoint_model import EndpointModel
     from promptwire.router._adapter import RouterAdapter
 
     settings = RouterSettings(
@@ -39,15 +38,11 @@ def routed(
         failures=failures,
         cooldown=cooldown,
     )
-    adapter = RouterAdapter()
-    wire = adapter.wire_format(settings)  # checks the members now, not at the first call
     model = model_class(**{**fields, "backend": None})
-    if not isinstance(model, EndpointModel):
+    use_backend = getattr(model, "use_backend", None)
+    if use_backend is None:
         raise TypeError(f"{model_class.__name__} is not a promptwire model")
-    object.__setattr__(model, "backend", "router")
-    model._adapter = adapter
-    model._backend_settings = settings
-    model._wire = wire
+    use_backend("router", RouterAdapter(), settings)  # checks the members now
     return model
 
 
@@ -56,10 +51,9 @@ def member_counts(model: object) -> list[dict[str, Any]]:
     member in this process: ``endpoint``, calls ``served`` and ``failed``, calls ``in_flight``,
     ``latency_s`` (the median of its last calls, None before the first) and ``cooling_down_s``.
     ``promptwire status`` shows what each member's own server counts."""
-    from promptwire.langchain._endpoint_model import EndpointModel
     from promptwire.router._router_client import RouterClient
 
-    client = model.client if isinstance(model, EndpointModel) else None
+    client = getattr(model, "client", None) if hasattr(model, "use_backend") else None
     if not isinstance(client, RouterClient):
         raise TypeError(f"{type(model).__name__} does not use the router backend")
     return client.pool.counts()
