@@ -22,8 +22,7 @@ from langchain_core.messages import (
 )
 from promptwire import AuthenticationError, ChatPromptwire, InvalidRequestError
 from promptwire.engine import RequestRejected
-from promptwire.protocol import ChatMessage as WireMessage
-from promptwire.protocol import PromptRequest
+from promptwire.protocol import ChatMessage as WireMessage, PromptRequest
 from promptwire.protocol.chat_template import render_plain
 from promptwire_modal_dummy.engine import DummyEngine
 from promptwire_modal_dummy.settings import DummySettings

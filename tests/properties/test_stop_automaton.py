@@ -3,8 +3,7 @@ input hypothesis generates (2,000 cases: seconds, so apart from the unit tests).
 
 from __future__ import annotations
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from promptwire.protocol.stops import StopScanner, truncate_at_stop
 
 

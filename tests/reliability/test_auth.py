@@ -15,8 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from langchain_core.load import dumpd, dumps
 from promptwire import AuthenticationError, ChatPromptwire, PromptwireLLM
 from promptwire.errors import EndpointError

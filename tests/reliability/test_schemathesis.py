@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from promptwire_modal_dummy.engine import DummyEngine
 from promptwire_modal_dummy.settings import DummySettings
 from schemathesis import GenerationMode

@@ -17,8 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, event, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, event, given, settings, strategies as st
 from promptwire.protocol import (
     MAX_BODY_BYTES,
     MAX_STOP_LENGTH,

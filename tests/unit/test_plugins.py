@@ -13,8 +13,7 @@ from types import ModuleType
 
 import pytest
 import typer
-from promptwire import Backend, ConfigurationError, PluginError, hookimpl
-from promptwire import plugins as plugins_module
+from promptwire import Backend, ConfigurationError, PluginError, hookimpl, plugins as plugins_module
 from promptwire.plugins import PluginRegistry, canonical_name
 from typer.testing import CliRunner
 

@@ -110,8 +110,34 @@ def test_top_level_all_is_sorted_and_resolves() -> None:
         assert getattr(promptwire, name) is not None, name
 
 
+def test_the_public_names_are_read_as_python_reads_them() -> None:
+    """``promptwire._exports`` reads the ``TYPE_CHECKING`` imports line by line (``ast`` would
+    cost more than the import it serves): it must find what Python's own parser finds there."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(promptwire.__file__).read_text(encoding="utf-8"))
+    (block,) = (
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+    )
+    parsed = {
+        alias.name: node.module
+        for node in block.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+        if alias.asname == alias.name  # the re-export form; anything else is no public name
+    }
+    every = [
+        alias for node in block.body if isinstance(node, ast.ImportFrom) for alias in node.names
+    ]
+    assert len(parsed) == len(every), "an import there that is not `Name as Name`"
+    assert promptwire._exports() == parsed
+
+
 def test_top_level_exports_come_from_their_home_module() -> None:
-    homes = promptwire._EXPORTS
+    homes = promptwire._exports()
     assert set(homes) | {"__version__"} == set(promptwire.__all__)
     for name, module_name in homes.items():
         assert name in importlib.import_module(module_name).__all__, (name, module_name)

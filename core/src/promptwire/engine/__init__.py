@@ -28,10 +28,10 @@ from promptwire.protocol import (
     ErrorType,
     FinishReason,
     PromptRequest,
+    ToolCall as ProtocolToolCall,
     ToolSpec,
     Usage,
 )
-from promptwire.protocol import ToolCall as ProtocolToolCall
 from promptwire.protocol.chat_template import render_plain
 from promptwire.protocol.stops import StopScanner
 

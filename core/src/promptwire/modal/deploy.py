@@ -63,9 +63,12 @@ def _one_line(exc: BaseException) -> str:
 @contextmanager
 def modal_errors() -> Iterator[None]:
     """Turn Modal's exceptions into promptwire errors that read as one clear line."""
-    from modal.exception import AuthError, NotFoundError
-    from modal.exception import ConnectionError as ModalConnectionError
-    from modal.exception import Error as ModalError
+    from modal.exception import (
+        AuthError,
+        ConnectionError as ModalConnectionError,
+        Error as ModalError,
+        NotFoundError,
+    )
 
     try:
         yield

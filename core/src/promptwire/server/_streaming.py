@@ -28,9 +28,9 @@ from promptwire.engine import (
     Engine,
     EngineError,
     EngineEvent,
+    TextChunk as EngineText,
     ToolCall,
 )
-from promptwire.engine import TextChunk as EngineText
 from promptwire.protocol import (
     EVENT_DELTA,
     EVENT_DONE,
