@@ -13,8 +13,8 @@ from types import ModuleType
 
 import pytest
 import typer
-from promptwire import Backend, ConfigurationError, PluginError, hookimpl, plugins as plugins_module
-from promptwire.plugins import PluginRegistry, canonical_name
+from promptwire import Backend, ConfigurationError, PluginError, hookimpl
+from promptwire.plugins import PluginRegistry, _registry as registry_module, canonical_name
 from typer.testing import CliRunner
 
 from tests.support.installed_plugin import SHOUT_PLUGIN, install_plugin
@@ -176,7 +176,7 @@ def test_the_backends_command_lists_backends_failures_and_notes(
         source="",
         group="promptwires",
     )
-    monkeypatch.setattr(plugins_module, "_default", PluginRegistry())
+    monkeypatch.setattr(registry_module, "_default", PluginRegistry())
     from promptwire.cli import app
 
     result = CliRunner().invoke(app, ["backends"], env={"COLUMNS": "200"})

@@ -1,0 +1,388 @@
+"""The engine contract: what a backend implements to be served (``Engine``), the events it
+yields, and the errors that become the server's status codes."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, Literal, cast, final
+
+from typing_extensions import TypeVar
+
+from promptwire.protocol import (
+    Capabilities,
+    ChatMessage,
+    ErrorType,
+    FinishReason,
+    PromptRequest,
+    ToolCall as ProtocolToolCall,
+    ToolSpec,
+    Usage,
+)
+from promptwire.protocol.chat_template import render_plain
+from promptwire.protocol.stops import StopScanner
+
+
+@dataclass(frozen=True)
+class TextChunk:
+    """The next piece of generated text, and how many tokens it is (counted for ``max_tokens``
+    and usage when the engine does not report usage itself)."""
+
+    text: str
+    tokens: int = 1
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The end of a generation, with its usage; optional for an engine.
+
+    An engine that knows better than the core (exact prompt and completion token counts, its own
+    reason to stop) yields it last; without it, the core finishes the generation itself.
+    """
+
+    finish_reason: FinishReason
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A whole call of one of the request's tools (v1.2). ``arguments`` is the JSON text of
+    the arguments as the model wrote them. Engines yield these before ``Finish``, whose reason
+    is then ``FinishReason.TOOL_CALLS``."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def to_protocol(self) -> ProtocolToolCall:
+        return ProtocolToolCall.model_validate(
+            {"id": self.id, "function": {"name": self.name, "arguments": self.arguments}}
+        )
+
+
+EngineEvent = TextChunk | ToolCall | Finish
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A whole reply, assembled from a generation."""
+
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
+@dataclass(frozen=True)
+class EngineMetric:
+    """One sample an engine reports about itself, read at every scrape of ``GET /metrics``.
+
+    The server exposes it as ``promptwire_engine_<name>`` (a counter gets ``_total`` added), so
+    a third-party engine's metrics sit beside the server's without needing prometheus-client.
+    Samples of one name form one metric; give them the same ``kind`` and ``documentation`` and
+    different ``labels``.
+    """
+
+    name: str
+    """Lower case letters, digits and underscores, e.g. ``cache_pages_used``."""
+    value: float
+    documentation: str
+    kind: Literal["gauge", "counter"] = "gauge"
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+class EngineError(Exception):
+    """An error an engine raises on purpose; its message always reaches the client.
+
+    Raised from ``prepare`` or before a stream's first chunk, it is the reply: its
+    ``status_code``, its ``error_type`` and its message (with ``Retry-After`` when
+    ``retry_after`` is set). Raised later in a stream, it ends the stream with an ``error`` event
+    of the same type and message. Any other exception is logged on the server and reaches the
+    client only as ``server_error`` "internal server error", so an engine's internals never leak.
+    """
+
+    status_code = 500
+    error_type = ErrorType.SERVER_ERROR
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class RequestRejected(EngineError):
+    """The request cannot be served as asked (for example, a prompt longer than the context)."""
+
+    status_code = 422
+    error_type = ErrorType.INVALID_REQUEST
+
+
+class RequestUnsupported(RequestRejected):
+    """The request asks for what this engine cannot honour (v1.2: tools, a response format)."""
+
+    error_type = ErrorType.UNSUPPORTED
+
+
+class EngineOverloaded(EngineError):
+    """Too busy to take the request now: a 503 with ``Retry-After``; clients may retry."""
+
+    status_code = 503
+    error_type = ErrorType.OVERLOADED
+
+
+class EngineNotReady(EngineError):
+    """Still loading: a 503 ``not_ready`` with ``Retry-After``; clients may retry."""
+
+    status_code = 503
+    error_type = ErrorType.NOT_READY
+
+
+PreparedT = TypeVar("PreparedT", default=PromptRequest)
+_Prepare = TypeVar("_Prepare", bound=Callable[..., Any])
+QUICK_PREPARE_MARK = "__promptwire_quick_prepare__"
+
+
+def quick_prepare(prepare: _Prepare) -> _Prepare:
+    """Mark an engine's ``prepare`` as one that returns at once for a plain prompt (a request
+    without ``messages``, hence without tools or a response format): no tokenizer, no grammar,
+    no I/O. The server then prepares such requests on the event loop rather than in a worker
+    thread, which saves the thread's round trip, the largest part of a small request's server
+    CPU (benchmark 5). Conversations are rendered and prepared in the thread all the same.
+
+    The mark is on the method: a subclass that overrides ``prepare`` is prepared in the thread
+    again unless it marks its own. ``Engine.prepare`` (returning the request) is marked.
+    """
+    setattr(prepare, QUICK_PREPARE_MARK, True)
+    return prepare
+
+
+"""What ``Engine.prepare`` makes of a request and ``Engine.stream`` generates from."""
+
+
+class Engine(ABC, Generic[PreparedT]):
+    """A text generator behind the protocol: ``prepare`` a request, then ``stream`` it.
+
+    ``Engine`` alone is ``Engine[PromptRequest]``: ``stream`` gets the request itself. An engine
+    that prepares requests into something of its own declares it: ``Engine[MyPrepared]``.
+    """
+
+    #: Reported as ``model`` in replies and on ``/health``.
+    model_name: str | None = None
+
+    async def start(self) -> None:
+        """Load what generation needs. Called once before serving; must be safe to call twice."""
+
+    async def stop(self) -> None:
+        """Release resources. Called once when the server shuts down."""
+
+    @property
+    def ready(self) -> bool:
+        """Whether requests can be served now, once ``start`` has returned.
+
+        The server answers 503 ``not_ready`` until its lifespan has awaited ``start`` and while
+        this is False, so the default (True) suits an engine that loads everything in ``start``.
+        Override it for an engine that goes on loading in the background after ``start``.
+        """
+        return True
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this engine honours beyond text (protocol v1.2), advertised on ``/health``.
+
+        The default is nothing: the server then refuses requests with ``tools`` (unless
+        ``tool_choice`` is ``none``) or a JSON ``response_format`` with a 422. An engine that
+        can honour them returns ``Capabilities(tools=True)`` and/or
+        ``Capabilities(structured_output=True)`` (once loaded: it may depend on the model)."""
+        return Capabilities()
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        """The prompt for a conversation (protocol v1.1 ``messages``), by the model's chat template.
+
+        The server calls it once the engine is ready and serves the request with this prompt in
+        place of the request's own. The default is the plain template
+        (``promptwire.protocol.chat_template``); an engine whose model has a template overrides
+        this.
+        Raise ``RequestRejected`` for a conversation the template cannot render.
+        """
+        return render_plain(messages)
+
+    def render_chat_with_tools(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]
+    ) -> str:
+        """The prompt for a conversation that offers the model ``tools`` (protocol v1.2).
+
+        Called instead of ``render_chat`` only for an engine whose ``capabilities`` say
+        ``tools``, when the request offers tools and ``tool_choice`` is not ``none``. An engine
+        whose model is prompted with its tools (a Hugging Face chat template's ``tools``)
+        renders them here; the default ignores them and calls ``render_chat``.
+        """
+        return self.render_chat(messages)
+
+    @quick_prepare
+    def prepare(self, request: PromptRequest) -> PreparedT:
+        """Check ``request`` and do the work that must come before generating it.
+
+        The server calls it before answering, so what it raises (``RequestRejected``: a 422;
+        ``EngineOverloaded``: a 503) is the reply, and nothing has been generated. It calls it
+        (and ``render_chat``) in a worker thread, a few requests at once, so the event loop
+        keeps answering while it tokenizes or builds a grammar: it must be thread-safe. The
+        request's JSON Schemas are already within ``promptwire.server.schema_budget``'s bounds; a
+        schema the engine derives from them can be checked with ``check_schema``. What it
+        returns is what ``stream`` generates from: an engine that tokenizes, builds sampler
+        settings or checks the context length here returns them (``Engine[MyPrepared]``) and
+        gets them back in ``stream``, with nothing to recompute or look up. The default returns
+        the request itself, for an engine of the default ``Engine[PromptRequest]``.
+        """
+        return cast(PreparedT, request)
+
+    @property
+    def prepares_quickly(self) -> bool:
+        """Whether this engine's ``prepare`` is marked ``@quick_prepare``: the server then
+        prepares a plain prompt on the event loop rather than in a worker thread."""
+        return getattr(type(self).prepare, QUICK_PREPARE_MARK, False) is True
+
+    def count_prompt_tokens(self, request: PromptRequest) -> int:
+        """The prompt's size in tokens, for usage when the engine yields no ``Finish``.
+
+        The default counts whitespace-separated words; an engine with a tokenizer overrides it
+        or yields a ``Finish`` with exact counts.
+        """
+        return len(request.prompt.split())
+
+    def metrics(self) -> Sequence[EngineMetric]:
+        """What the engine reports about itself on ``GET /metrics`` (queues, cache, failures).
+
+        Called on the event loop at every scrape, so it must be cheap and must not block: read
+        figures the engine keeps up to date, never walk structures another thread is changing.
+        """
+        return ()
+
+    @abstractmethod
+    def stream(self, prepared: PreparedT) -> AsyncGenerator[EngineEvent, None]:
+        """Yield the generated text for ``prepare``'s result as ``TextChunk``s (and, for an
+        engine with tools, ``ToolCall``s); optionally end with one ``Finish``.
+
+        The engine may ignore ``stop`` and ``max_tokens``: ``generate`` enforces both (and closes
+        this generator when it has enough). Honouring them here saves generating text that is
+        thrown away. Closing the generator cancels the generation: clean up in ``finally``.
+        """
+
+    @final
+    async def generate(
+        self, request: PromptRequest, prepared: PreparedT | None = None
+    ) -> AsyncGenerator[EngineEvent, None]:
+        """``stream`` under the request's limits: what the server serves. Not for overriding.
+
+        ``prepared``: ``prepare(request)``'s result when the caller has it already (the server
+        prepares before answering); otherwise ``generate`` prepares the request itself.
+
+        Text is held back while it could be the start of a stop sequence and never includes
+        one; at most ``max_tokens`` tokens are emitted; ``ToolCall``s pass whole; exactly one
+        ``Finish`` comes last, the engine's own when it sent one (its usage is exact), with the
+        finish reason ``stop`` when a stop sequence ended the text, ``length`` when
+        ``max_tokens`` did and ``tool_calls`` when the engine called tools and said no more.
+        """
+        scanner = StopScanner(request.stop)
+        limit = request.max_tokens
+        produced = 0
+        called = False
+        events = self.stream(self.prepare(request) if prepared is None else prepared)
+        finish: Finish | None = None
+        try:
+            async for event in events:
+                if isinstance(event, Finish):
+                    finish = event
+                    break
+                if isinstance(event, ToolCall):  # whole calls: neither cut nor scanned
+                    called = True
+                    yield event
+                    continue
+                if limit is not None and produced + event.tokens > limit:
+                    finish = Finish(FinishReason.LENGTH, self._usage(request, produced))
+                    break
+                produced += event.tokens
+                if text := scanner.feed(event.text):
+                    yield replace(event, text=text)
+                if scanner.stopped:
+                    finish = Finish(FinishReason.STOP, self._usage(request, produced))
+                    break
+        finally:
+            await events.aclose()
+        if tail := scanner.flush():
+            yield TextChunk(tail, tokens=0)
+        if finish is None:
+            reason = FinishReason.TOOL_CALLS if called else FinishReason.STOP
+            finish = Finish(reason, self._usage(request, produced))
+        elif scanner.stopped and finish.finish_reason is not FinishReason.STOP:
+            finish = replace(finish, finish_reason=FinishReason.STOP)
+        yield finish
+
+    def _usage(self, request: PromptRequest, completion_tokens: int) -> Usage:
+        return Usage(
+            prompt_tokens=self.count_prompt_tokens(request), completion_tokens=completion_tokens
+        )
+
+    @final
+    async def complete(
+        self, request: PromptRequest, prepared: PreparedT | None = None
+    ) -> Completion:
+        """The whole reply of ``generate``. Not for overriding."""
+        pieces: list[str] = []
+        calls: list[ToolCall] = []
+        async for event in self.generate(request, prepared):
+            if isinstance(event, TextChunk):
+                pieces.append(event.text)
+            elif isinstance(event, ToolCall):
+                calls.append(event)
+            else:
+                return Completion("".join(pieces), event.finish_reason, event.usage, tuple(calls))
+        raise EngineError("the engine ended a generation without finishing it")  # pragma: no cover
+
+
+def check_capabilities(engine: Engine[Any], request: PromptRequest) -> None:
+    """Refuse (``RequestUnsupported``, 422) a request asking for tool calls or structured output
+    that ``engine`` does not declare, before anything is rendered or generated: a server never
+    answers free text in their place."""
+    wants_tools, wants_json = request.wants_tools(), request.wants_json()
+    if not (wants_tools or wants_json):
+        return  # a plain request: the engine's capabilities are not even asked
+    capabilities = engine.capabilities
+    if wants_tools and not capabilities.tools:
+        raise RequestUnsupported(
+            "this server's engine does not support tool calling: send the request without "
+            "tools (or with tool_choice 'none')"
+        )
+    if wants_json and not capabilities.structured_output:
+        raise RequestUnsupported(
+            "this server's engine does not support structured output: send the request "
+            "without a JSON response_format"
+        )
+
+
+def render_request(engine: Engine[Any], request: PromptRequest) -> str:
+    """``request.messages`` rendered by ``engine``, with its tools when it is offered some."""
+    assert request.messages is not None
+    if request.tools and request.wants_tools() and engine.capabilities.tools:
+        return engine.render_chat_with_tools(request.messages, request.tools)
+    return engine.render_chat(request.messages)
+
+
+__all__ = [
+    "Completion",
+    "Engine",
+    "EngineError",
+    "EngineEvent",
+    "EngineMetric",
+    "EngineNotReady",
+    "EngineOverloaded",
+    "Finish",
+    "PreparedT",
+    "RequestRejected",
+    "RequestUnsupported",
+    "TextChunk",
+    "ToolCall",
+    "check_capabilities",
+    "quick_prepare",
+    "render_request",
+]
