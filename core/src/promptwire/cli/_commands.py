@@ -77,19 +77,13 @@ def build_app(
 ) -> FastAPI:
     """The protocol app serving ``backend_name``'s engine (for ``serve`` and ``demo``)."""
     from promptwire.plugins import get_backend
-    from promptwire.server import Observability, create_app
+    from promptwire.server import app_from_settings
 
     backend = get_backend(backend_name).backend
     if backend.create_engine is None:
         raise PromptwireError(f"backend {backend_name!r} has no engine to serve locally")
     engine = backend.create_engine(backend.load_settings(**(overrides or {})))
-    return create_app(
-        engine,
-        api_key=api_key,
-        limits=settings,
-        allowed_hosts=allowed_hosts,
-        observability=Observability.from_settings(settings),
-    )
+    return app_from_settings(engine, settings, api_key=api_key or "", allowed_hosts=allowed_hosts)
 
 
 @app.command()

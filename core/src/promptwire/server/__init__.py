@@ -5,6 +5,7 @@ Importing this package needs the ``server`` extra (FastAPI, uvicorn, sse-starlet
 
 from promptwire.server._app import LimitArguments, create_app, server_limits
 from promptwire.server._connections import ConnectionLimits
+from promptwire.server._from_settings import app_from_settings
 from promptwire.server._runner import BackgroundServer, loopback_host_names, run_server
 from promptwire.server._shutdown import GracefulShutdown, graceful_shutdown
 from promptwire.server.observability import Observability
@@ -17,6 +18,7 @@ __all__ = [
     "LimitArguments",
     "Observability",
     "ServerLimits",
+    "app_from_settings",
     "create_app",
     "graceful_shutdown",
     "loopback_host_names",

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import modal
 from promptwire.modal import coldstart
 from promptwire.modal.image import PYTHON_VERSION, promptwire_image
-from promptwire.settings import PromptwireSettings, server_environment, settings_environment
+from promptwire.settings import server_environment, settings_environment
 
 from promptwire_llamacpp.settings import LlamaCppSettings
 
@@ -130,13 +129,7 @@ class Server:
         """The protocol app around the loaded engine; ``PROMPTWIRE_API_KEY`` comes from the
         Secret, the limits and the metrics and request log settings from the deploying
         machine."""
-        from promptwire.server import Observability, create_app
+        from promptwire.server import app_from_settings
 
         assert self.engine is not None, "the enter hook loads the engine"
-        server = PromptwireSettings()
-        return create_app(
-            self.engine,
-            api_key=os.environ.get("PROMPTWIRE_API_KEY"),
-            limits=server,
-            observability=Observability.from_settings(server),
-        )
+        return app_from_settings(self.engine)

@@ -14,13 +14,12 @@ is logged as ``cold start: <phase> <seconds> s`` and exposed on ``/metrics``.
 from __future__ import annotations
 
 import importlib
-import os
 
 import modal
 from fastapi import FastAPI
 from promptwire.modal import coldstart
 from promptwire.modal.image import promptwire_image
-from promptwire.settings import PromptwireSettings, server_environment, settings_environment
+from promptwire.settings import server_environment, settings_environment
 
 from promptwire_modal_dummy.settings import DummySettings
 
@@ -58,16 +57,10 @@ app = modal.App(settings.app_name, image=image)
 def web() -> FastAPI:
     """The protocol app around the dummy engine; ``PROMPTWIRE_API_KEY`` comes from the Secret,
     the limits and observability settings from the deploying machine."""
-    from promptwire.server import Observability, create_app
+    from promptwire.server import app_from_settings
 
     from promptwire_modal_dummy.engine import DummyEngine
 
-    server = PromptwireSettings()
-    app = create_app(
-        DummyEngine(DummySettings()),
-        api_key=os.environ.get("PROMPTWIRE_API_KEY"),
-        limits=server,
-        observability=Observability.from_settings(server),
-    )
+    app = app_from_settings(DummyEngine(DummySettings()))
     coldstart.log_ready()
     return app

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 import modal
 from promptwire.modal import coldstart
 from promptwire.modal.image import promptwire_image
-from promptwire.settings import PromptwireSettings, server_environment
+from promptwire.settings import server_environment
 
 from promptwire_modal_exllama.settings import MODELS_MOUNT, ExllamaSettings, container_environment
 
@@ -205,16 +205,10 @@ class Server:
         """The protocol app around the loaded engine; ``PROMPTWIRE_API_KEY`` comes from the
         Secret, the limits and the metrics and request log settings from the deploying
         machine."""
-        from promptwire.server import Observability, create_app
+        from promptwire.server import app_from_settings
 
         assert self.engine is not None, "the enter hooks load the engine"
-        server = PromptwireSettings()
-        return create_app(
-            self.engine,
-            api_key=os.environ.get("PROMPTWIRE_API_KEY"),
-            limits=server,
-            observability=Observability.from_settings(server),
-        )
+        return app_from_settings(self.engine)
 
 
 def endpoint_url() -> str | None:
