@@ -87,6 +87,12 @@ class _StatelessAsyncClient(_Stateless, httpx.AsyncClient):
     pass
 
 
+def stateless_async_client(**options: Any) -> httpx.AsyncClient:
+    """An async httpx client that keeps no cookies, over the process's SSL context (what
+    ``promptwire status`` reads endpoints with: one member's cookies never reach another)."""
+    return _StatelessAsyncClient(verify=shared_ssl_context(), **options)
+
+
 class ClientOptions:
     """The keyword arguments of every httpx client made for one endpoint."""
 
