@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 
 import pytest
 from promptwire.client import ClientConfig, EndpointClient
 from promptwire.errors import (
+    _SHOWN_MEMBERS,
     AllEndpointsFailedError,
     EndpointConnectError,
+    EndpointTimeoutError,
     OverloadedError,
     ServerError,
 )
@@ -18,7 +21,9 @@ from promptwire.router._members import Member, Pool
 from promptwire.router._settings import Strategy
 
 
-def pool(strategy: Strategy = "least-busy", weights: tuple[float, ...] = (1, 1), **kw: int) -> Pool:
+def pool(
+    strategy: Strategy = "least-busy", weights: tuple[float, ...] = (1, 1), **kw: int | float
+) -> Pool:
     members = [
         Member(f"http://m{i}/", EndpointClient(ClientConfig(endpoint_url=f"http://m{i}/")), {}, w)
         for i, w in enumerate(weights)
@@ -96,7 +101,7 @@ def test_latency_prefers_the_faster_member() -> None:
 
 def test_all_down_names_each_member() -> None:
     routes = pool()
-    attempts = routes.start()
+    attempts = routes.start(60.0)
     for _ in routes.members:
         member = attempts.next()
         assert isinstance(member, Member)
@@ -106,3 +111,54 @@ def test_all_down_names_each_member() -> None:
     assert set(caught.value.failures) == {"http://m0/", "http://m1/"}
     assert all("connection refused" in why for why in caught.value.failures.values())
     assert not caught.value.may_have_run
+
+
+def test_a_call_has_one_deadline_over_all_its_members() -> None:
+    """No member is tried once the call's time is up, and no wait begins that would end past
+    it: the call then raises, naming what was tried and what was not."""
+    routes = pool(weights=(1, 1, 1), max_retries=5)
+    attempts = routes.start(0.05)
+    first = attempts.next()
+    assert isinstance(first, Member)
+    assert attempts.moves_on(first, refused(first))
+    time.sleep(0.06)
+    with pytest.raises(AllEndpointsFailedError) as caught:
+        attempts.next()
+    reasons = caught.value.failures
+    assert reasons[first.label] == "connection refused"
+    assert [why for label, why in reasons.items() if label != first.label] == [
+        "not tried within the call's timeout (0.05 s)"
+    ] * 2
+    # A wait for a cooling member that would end past the deadline is not begun.
+    cooled = pool(weights=(1,), failures=1, max_retries=5)
+    waiting = cooled.start(5.0)
+    only = waiting.next()
+    assert isinstance(only, Member) and waiting.moves_on(only, refused(only))  # cooled 30 s
+    started = time.monotonic()
+    with pytest.raises(AllEndpointsFailedError, match="connection refused"):
+        waiting.next()
+    assert time.monotonic() - started < 1
+
+
+def test_an_attempt_the_deadline_cut_ends_the_call_whatever_it_was() -> None:
+    """A timeout that came from the call's own deadline ends the call with every member's
+    reason, even one that may have run (it is not repeated: ``may_have_run`` says so)."""
+    routes = pool()
+    attempts = routes.start(0.01)
+    member = attempts.next()
+    assert isinstance(member, Member)
+    time.sleep(0.02)
+    timed_out = EndpointTimeoutError("no complete reply within 0.01s", url=member.label)
+    assert attempts.moves_on(member, timed_out)
+    with pytest.raises(AllEndpointsFailedError) as caught:
+        attempts.next()
+    assert caught.value.may_have_run
+
+
+def test_the_error_about_a_thousand_members_stays_short() -> None:
+    members = {f"http://127.0.0.1:{10000 + i}/": "cannot connect: refused" for i in range(1000)}
+    error = AllEndpointsFailedError(members, may_have_run=False)
+    assert len(str(error)) < 1000
+    assert f"and {1000 - _SHOWN_MEMBERS} more" in str(error)
+    assert "(1000 members)" in error.url
+    assert error.failures == members  # every member is still there for code

@@ -20,6 +20,8 @@ PromptwireError
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 
 class PromptwireError(Exception):
     """Base class of every error promptwire raises on purpose."""
@@ -84,15 +86,34 @@ class StreamError(EndpointError):
         self.error_type = error_type
 
 
+#: The most members an error about a router's members names in its message (``failures`` and
+#: the like keep them all): a router of a thousand made 100 KB messages.
+_SHOWN_MEMBERS = 5
+
+
+def _shown_members(members: Sequence[str]) -> str:
+    """The first ``_SHOWN_MEMBERS`` members, and how many there are in all."""
+    if len(members) <= _SHOWN_MEMBERS:
+        return ", ".join(members)
+    return f"{', '.join(members[:_SHOWN_MEMBERS])}, … ({len(members)} members)"
+
+
+def _shown_reasons(reasons: Mapping[str, str]) -> str:
+    """Why each of the first ``_SHOWN_MEMBERS`` members failed, and how many more did."""
+    shown = "; ".join(f"{member}: {why}" for member, why in list(reasons.items())[:_SHOWN_MEMBERS])
+    more = len(reasons) - _SHOWN_MEMBERS
+    return f"{shown}; and {more} more" if more > 0 else shown
+
+
 class AllEndpointsFailedError(EndpointError):
-    """Every member of a ``router`` backend failed or is cooling down. ``failures`` maps each
-    member (its URL without query or credentials) to why it could not take the call."""
+    """Every member of a ``router`` backend failed or is cooling down, or the call's time ran
+    out. ``failures`` maps each member (its URL without query or credentials) to why it could
+    not take the call; the message names the first few."""
 
     def __init__(self, failures: dict[str, str], *, may_have_run: bool) -> None:
-        reasons = "; ".join(f"{member}: {why}" for member, why in failures.items())
         super().__init__(
-            f"no endpoint could take the call: {reasons}",
-            url=", ".join(failures),
+            f"no endpoint could take the call: {_shown_reasons(failures)}",
+            url=_shown_members(list(failures)),
             transient=True,
             may_have_run=may_have_run,
         )

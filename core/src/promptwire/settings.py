@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from promptwire.errors import ConfigurationError
 from promptwire.protocol import MAX_BODY_BYTES
+
+S = TypeVar("S", bound=BaseSettings)
 
 ENV_PREFIX = "PROMPTWIRE_"
 DEFAULT_ENDPOINT_URL = "http://127.0.0.1:8000/"
@@ -240,6 +243,24 @@ def backend_settings_config(backend_name: str) -> SettingsConfigDict:
     )
 
 
+def read_settings(settings_class: type[S], **overrides: Any) -> S:
+    """``settings_class(**overrides)``, what it reads from the environment and ``.env``
+    included, with a value pydantic-settings cannot read there as one ``ConfigurationError``:
+    not JSON where a field needs JSON (its ``SettingsError``), or JSON nested too deeply for
+    Python's parser (a ``RecursionError``, which nothing else turns into an error message)."""
+    prefix = settings_class.model_config.get("env_prefix", "")
+    try:
+        return settings_class(**overrides)
+    except SettingsError as exc:
+        cause = exc.__cause__
+        why = f": not JSON ({cause})" if isinstance(cause, json.JSONDecodeError) else ""
+        raise ConfigurationError(f"invalid settings ({prefix}*): {exc}{why}") from None
+    except RecursionError:
+        raise ConfigurationError(
+            f"invalid settings ({prefix}*): a value is JSON nested too deeply to read"
+        ) from None
+
+
 def settings_environment(
     settings: BaseSettings, *, exclude: Collection[str] = ()
 ) -> dict[str, str | None]:
@@ -294,6 +315,7 @@ __all__ = [
     "backend_settings_config",
     "limits_environment",
     "observability_environment",
+    "read_settings",
     "server_environment",
     "settings_environment",
 ]

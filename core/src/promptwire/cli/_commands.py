@@ -21,8 +21,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from promptwire.errors import ConfigurationError, PromptwireError
-from promptwire.settings import DEFAULT_SERVE_BACKEND, ConnectionSettings, PromptwireSettings
+from promptwire.errors import PromptwireError
+from promptwire.settings import (
+    DEFAULT_SERVE_BACKEND,
+    ConnectionSettings,
+    PromptwireSettings,
+    read_settings,
+)
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -116,7 +121,7 @@ def serve(
     from promptwire.server._connections import resolve_parser
 
     set_level(log_level)  # the request log and promptwire's other lines follow --log-level
-    settings = PromptwireSettings()
+    settings = read_settings(PromptwireSettings)
     http = resolve_parser(settings.http)  # before a model loads: a missing parser fails at once
     name = backend or settings.backend or DEFAULT_SERVE_BACKEND
     host = host or settings.host
@@ -243,16 +248,15 @@ def status(
     unless one of them is healthy."""
     from promptwire.cli._status import read_status, read_statuses
 
-    settings = PromptwireSettings()
+    settings = read_settings(PromptwireSettings)
     token = api_key or _secret(settings.api_key)
     if url is None and settings.backend == "router":
         from promptwire.router import RouterSettings
+        from promptwire.router._adapter import check_members
 
-        router = RouterSettings()
-        if not router.endpoints:
-            raise ConfigurationError(
-                "the router backend has no endpoints: set PROMPTWIRE_ROUTER__ENDPOINTS"
-            )
+        router = read_settings(RouterSettings)
+        # As the model checks them: URLs without credentials, at most MAX_MEMBERS.
+        endpoints = check_members(router)
         members = read_statuses(
             [
                 (
@@ -263,7 +267,7 @@ def status(
                         _secret(member.modal_secret) or _secret(settings.modal_secret),
                     ),
                 )
-                for member in router.endpoints
+                for member in endpoints
             ],
             timeout=timeout,
         )
@@ -354,7 +358,7 @@ def demo(
     from promptwire.server import BackgroundServer
 
     set_level("warning")  # the demo's output is the chain's, not the request log
-    settings = PromptwireSettings()
+    settings = read_settings(PromptwireSettings)
     with BackgroundServer(build_app(backend, api_key=None, settings=settings)) as server:
         err().print(f"promptwire: local {backend} server on {server.url}")
         llm = _llm(server.url, None, None, 60.0, {})

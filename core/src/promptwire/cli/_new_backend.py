@@ -25,7 +25,7 @@ SUFFIX = ".tmpl"
 
 def project_names(name: str) -> dict[str, str]:
     """What the templates fill in, for the backend ``name``."""
-    if not BACKEND_NAME.match(name):
+    if not BACKEND_NAME.fullmatch(name):
         raise ConfigurationError(
             f"invalid backend name {name!r}: use lowercase letters, digits and '_', "
             "starting with a letter"
@@ -52,22 +52,30 @@ def _requirement() -> str:
 def write_project(name: str, parent: Path) -> Path:
     """Write the project for backend ``name`` into a new directory under ``parent``; returns it.
 
-    Refuses (``ConfigurationError``) a bad name or a directory that exists already: nothing of
-    the author's is ever overwritten.
+    Refuses (``ConfigurationError``) a bad name, a ``parent`` that is not a directory, or a
+    project path that is taken (by a file, a directory, or a link even to nothing), writing
+    nothing: nothing of the author's is ever overwritten.
     """
     names = project_names(name)
+    if parent.exists() and not parent.is_dir():
+        raise ConfigurationError(f"{parent} is not a directory: give --directory a directory")
     project = parent / names["distribution"]
-    if project.exists():
+    if project.is_symlink() or project.exists():  # a dangling link "exists" only as a link
         raise ConfigurationError(f"{project} exists already: choose another name or directory")
-    for template, relative in _templates(TEMPLATES, Path()):
-        target = project / Path(
-            *(
-                part.replace("__package__", names["package"]).replace("__name__", name)
-                for part in relative.parts
+    try:
+        for template, relative in _templates(TEMPLATES, Path()):
+            target = project / Path(
+                *(
+                    part.replace("__package__", names["package"]).replace("__name__", name)
+                    for part in relative.parts
+                )
             )
-        )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(Template(template.read_text()).substitute(names))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(Template(template.read_text()).substitute(names))
+    except OSError as exc:  # a file where a folder of the path should be, no permission, full
+        raise ConfigurationError(
+            f"cannot write {project}: {exc.strerror or type(exc).__name__}"
+        ) from None
     return project
 
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from promptwire.client import parse_endpoint_url
+from promptwire.client._transport.pools import stateless_async_client
 from promptwire.client.wire import parse_json
 from promptwire.errors import (
     ConfigurationError,
@@ -32,6 +35,9 @@ MIB = 1 << 20
 #: The most of each answer read: far more than a real one, far less than memory.
 MAX_HEALTH_BYTES = MIB
 MAX_METRICS_BYTES = 16 * MIB
+#: Endpoints read at once (a router's members): hundreds within seconds, without a socket and
+#: a request each all at the same moment.
+PROBES_AT_ONCE = 32
 
 
 @dataclass
@@ -125,52 +131,84 @@ def read_status(
 ) -> EndpointStatus:
     """Read ``url``'s health and metrics (``headers``: its credentials) within ``timeout``
     seconds in all, however slowly the endpoint answers."""
-    if not url.startswith(("http://", "https://")):
-        raise ConfigurationError(f"not an endpoint URL: {url!r} (http://… or https://…)")
-    return asyncio.run(_read_status(url, dict(headers or {}), seconds=timeout))
+    endpoint = parse_endpoint_url(url)  # before anything is sent: no credentials in the URL
+
+    async def read() -> EndpointStatus:
+        async with _client(timeout) as client:
+            return await _read_status(client, endpoint, dict(headers or {}), seconds=timeout)
+
+    return asyncio.run(read())
 
 
 def read_statuses(
     endpoints: Sequence[tuple[str, Mapping[str, str]]], *, timeout: float = 10.0
 ) -> list[EndpointStatus]:
-    """Read several endpoints at once (a router's members: each URL with its credentials),
-    within ``timeout`` seconds in all. One that cannot be read is a status saying why, not an
-    error: the others are still worth showing."""
-    for url, _ in endpoints:
-        if not url.startswith(("http://", "https://")):
-            raise ConfigurationError(f"not an endpoint URL: {url!r} (http://… or https://…)")
-
-    async def one(url: str, headers: Mapping[str, str]) -> EndpointStatus:
-        try:
-            return await _read_status(url, dict(headers), seconds=timeout)
-        except PromptwireError as exc:
-            return EndpointStatus(url, str(exc.args[0]) if exc.args else str(exc), ready=False)
+    """Read several endpoints (a router's members: each URL with its credentials), at most
+    ``PROBES_AT_ONCE`` at a time, all within ``timeout`` seconds however many they are. One that
+    cannot be read, or whose turn came too late, is a status saying why, not an error: the
+    others are still worth showing."""
+    parsed = [(parse_endpoint_url(url), dict(headers)) for url, headers in endpoints]
 
     async def every() -> list[EndpointStatus]:
-        return list(await asyncio.gather(*(one(url, headers) for url, headers in endpoints)))
+        ends = time.monotonic() + timeout
+        gate = asyncio.Semaphore(PROBES_AT_ONCE)
+
+        async def one(url: httpx.URL, headers: dict[str, str]) -> EndpointStatus:
+            async with gate:
+                left = ends - time.monotonic()
+                if left <= 0:
+                    return EndpointStatus(
+                        shown_url(url), f"not read: --timeout {timeout:g} s was up", ready=False
+                    )
+                try:
+                    return await _read_status(client, url, headers, seconds=left)
+                except PromptwireError as exc:
+                    why = str(exc.args[0]) if exc.args else str(exc)
+                    return EndpointStatus(shown_url(url), why, ready=False)
+
+        async with _client(timeout) as client:
+            return list(await asyncio.gather(*(one(url, headers) for url, headers in parsed)))
 
     return asyncio.run(every())
 
 
-async def _read_status(url: str, headers: dict[str, str], *, seconds: float) -> EndpointStatus:
-    base = url.rstrip("/")
-    where = base + "/health"
+def shown_url(url: httpx.URL) -> str:
+    """An endpoint as ``status`` shows it: no query (it may hold a token) or fragment."""
+    return str(url.copy_with(query=None, fragment=None))
+
+
+def _client(timeout: float) -> httpx.AsyncClient:
+    """The one client of a ``status`` command, for every endpoint it reads (one SSL context, no
+    cookies kept); each request brings its endpoint's headers. Redirects are not followed."""
+    return stateless_async_client(
+        timeout=timeout, limits=httpx.Limits(max_connections=PROBES_AT_ONCE)
+    )
+
+
+def _under(endpoint: httpx.URL, route: str) -> httpx.URL:
+    """``route`` under the endpoint's path, its query kept (``https://h/v1?k=x`` gives
+    ``https://h/v1/health?k=x``)."""
+    return endpoint.copy_with(path=endpoint.path.rstrip("/") + route)
+
+
+async def _read_status(
+    client: httpx.AsyncClient, endpoint: httpx.URL, headers: dict[str, str], *, seconds: float
+) -> EndpointStatus:
+    label = shown_url(endpoint)
+    where = _under(endpoint, "/health")
     try:
         # One deadline for everything: httpx's own timeouts restart with every byte, so an
         # endpoint dripping its answer would hold the command for as long as it liked.
-        async with (
-            asyncio.timeout(seconds),
-            httpx.AsyncClient(headers=headers, timeout=seconds) as client,
-        ):
-            health = await _get(client, where, MAX_HEALTH_BYTES)
-            status = _health(url, health)
-            where = base + "/metrics"
-            metrics = await _get(client, where, MAX_METRICS_BYTES)
+        async with asyncio.timeout(seconds):
+            health = await _get(client, where, headers, MAX_HEALTH_BYTES)
+            status = _health(label, shown_url(where), health)
+            where = _under(endpoint, "/metrics")
+            metrics = await _get(client, where, headers, MAX_METRICS_BYTES)
     except TimeoutError:
         raise EndpointTimeoutError(
             f"no answer within {seconds:g} s (an endpoint scaled to zero starts a container "
             "for this request, which can take minutes: try a longer --timeout)",
-            url=where,
+            url=shown_url(where),
         ) from None
     if metrics.status_code == 404:
         status.metrics = "off on this server (GET /metrics answered 404)"
@@ -197,28 +235,32 @@ class _Answer:
     body: bytes
 
 
-async def _get(client: httpx.AsyncClient, url: str, limit: int) -> _Answer:
-    """The answer to ``GET url``, its body read to at most ``limit`` bytes (decoded)."""
+async def _get(
+    client: httpx.AsyncClient, url: httpx.URL, headers: dict[str, str], limit: int
+) -> _Answer:
+    """The answer to ``GET url``, its body read to at most ``limit`` bytes (decoded); errors
+    show the URL without its query."""
     try:
-        async with client.stream("GET", url) as response:
+        async with client.stream("GET", url, headers=headers) as response:
             body = bytearray()
             async for chunk in response.aiter_bytes():
                 body += chunk
                 if len(body) > limit:
                     raise ProtocolError(
                         f"the answer is larger than {limit // MIB} MiB: not a prompt endpoint's",
-                        url=url,
+                        url=shown_url(url),
                     )
             return _Answer(response.status_code, bytes(body))
     except httpx.TimeoutException:
         raise TimeoutError from None  # the deadline's own error, said once above
     except httpx.TransportError as exc:
         raise EndpointConnectError(
-            f"could not reach the endpoint ({type(exc).__name__})", url=url
+            f"could not reach the endpoint ({type(exc).__name__})", url=shown_url(url)
         ) from None
 
 
-def _health(url: str, response: _Answer) -> EndpointStatus:
+def _health(url: str, where: str, response: _Answer) -> EndpointStatus:
+    """What ``GET where`` (the ``/health`` of ``url``, both as shown) says."""
     try:
         body = parse_json(response.body)
     except ValueError:
@@ -235,7 +277,7 @@ def _health(url: str, response: _Answer) -> EndpointStatus:
     if response.status_code == 503:
         return EndpointStatus(url, "not ready (the model is loading)", ready=False)
     if response.status_code == 404:
-        raise EndpointError("no /health here: is it a prompt endpoint?", url=url)
+        raise EndpointError("no /health here: is it a prompt endpoint?", url=where)
     if response.status_code == 200:
         return EndpointStatus(url, "GET /health answered 200 without a JSON object", ready=False)
     return EndpointStatus(url, f"GET /health answered {response.status_code}", ready=False)

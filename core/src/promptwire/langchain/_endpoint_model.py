@@ -33,7 +33,12 @@ from promptwire.client import (
 from promptwire.client.wire import PROMPT_PROTOCOL, WireFormat
 from promptwire.plugins.backends import ClientAdapter
 from promptwire.protocol import MaxTokens, Seed, StopSequences, Temperature, TopK, TopP
-from promptwire.settings import ClientSettings, ConnectionSettings, PromptwireSettings
+from promptwire.settings import (
+    ClientSettings,
+    ConnectionSettings,
+    PromptwireSettings,
+    read_settings,
+)
 
 PROVIDER = "promptwire"
 
@@ -93,7 +98,7 @@ class EndpointModel(ClientSettings):
     @model_validator(mode="after")
     def _fill_from_settings(self) -> Self:
         if missing := [name for name in FROM_SETTINGS if name not in self.model_fields_set]:
-            settings = PromptwireSettings()
+            settings = read_settings(PromptwireSettings)
             for name in missing:
                 object.__setattr__(self, name, getattr(settings, name))
         parse_endpoint_url(self.endpoint_url)  # a typo fails here, not at the first call

@@ -85,7 +85,10 @@ def _regions(value: Any) -> Any:
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
-            return json.loads(text)
+            try:
+                return json.loads(text)
+            except RecursionError:  # not a ValueError: pydantic would let it through
+                raise ValueError("JSON nested too deeply") from None
         return [name.strip() for name in text.split(",") if name.strip()]
     return value
 

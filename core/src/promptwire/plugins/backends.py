@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings
 from typing_extensions import TypeVar
 
 from promptwire.errors import ConfigurationError, PluginError
+from promptwire.settings import read_settings
 
 if TYPE_CHECKING:  # the client path never needs the server side
     import httpx
@@ -24,7 +25,8 @@ if TYPE_CHECKING:  # the client path never needs the server side
     from promptwire.client.wire import WireFormat
     from promptwire.engine import Engine
 
-BACKEND_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+#: A backend's name, matched whole (``fullmatch``: ``$`` would let a trailing newline through).
+BACKEND_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings, default=BaseSettings)
 """A backend's settings class; ``BaseSettings`` (empty) for a backend without one."""
@@ -97,7 +99,7 @@ class Backend(Generic[SettingsT]):
     """Import path of the module that defines the backend's ``modal.App`` (for deploy)."""
 
     def __post_init__(self) -> None:
-        if not BACKEND_NAME.match(self.name):
+        if not BACKEND_NAME.fullmatch(self.name):
             raise PluginError(
                 f"invalid backend name {self.name!r}: use lowercase letters, digits and '_'"
             )
@@ -130,7 +132,7 @@ class Backend(Generic[SettingsT]):
                 f"backend {self.name!r} has no setting {', '.join(unknown)}; its settings: "
                 f"{', '.join(self.settings_class.model_fields)}"
             )
-        return self.settings_class(**overrides)
+        return read_settings(self.settings_class, **overrides)
 
 
 def _adapter_settings(adapter: ClientAdapter[Any]) -> type[BaseSettings]:

@@ -18,6 +18,14 @@ from promptwire.router._router_client import RouterClient
 from promptwire.router._settings import BACKEND_NAME, RouterEndpoint, RouterSettings
 from promptwire.settings import ConnectionSettings
 
+#: The most members a router takes. Each costs little (about 20 KiB, and no SSL context of its
+#: own), but a call that finds every member down tries each in turn, and the strategies look at
+#: every member on each pick: past a thousand, a router of routers is the better design.
+MAX_MEMBERS = 1000
+
+_NO_SETTINGS = BaseSettings()
+"""The settings of a member reached by the prompt protocol (none), made once for all."""
+
 
 class RouterAdapter(ClientAdapter[RouterSettings]):
     def wire_format(self, settings: RouterSettings) -> WireFormat:
@@ -55,6 +63,11 @@ def check_members(settings: RouterSettings) -> list[RouterEndpoint]:
             "the router backend has no endpoints: set PROMPTWIRE_ROUTER__ENDPOINTS to a JSON list "
             'of URLs or of objects with "url"'
         )
+    if len(settings.endpoints) > MAX_MEMBERS:
+        raise ConfigurationError(
+            f"the router backend has {len(settings.endpoints)} endpoints; it takes at most "
+            f"{MAX_MEMBERS}"
+        )
     for endpoint in settings.endpoints:
         parse_endpoint_url(endpoint.url)
         for name in ("api_key", "modal_key", "modal_secret"):
@@ -77,7 +90,7 @@ def _member_backend(endpoint: RouterEndpoint) -> tuple[ClientAdapter[Any], BaseS
             raise ConfigurationError(
                 f"router endpoint {endpoint_label(endpoint.url)} has settings but no backend"
             )
-        return ClientAdapter(), BaseSettings()
+        return ClientAdapter(), _NO_SETTINGS
     from promptwire.plugins import get_backend
 
     backend = get_backend(endpoint.backend).backend

@@ -9,6 +9,10 @@ the count; a cooled member comes back by itself when its time is up. A call move
 member only after a failure the member cannot have run the request on (``retry_unsafe``
 widens this, as for one endpoint). When no member is left to try, the call waits for the first
 to come back, at most ``max_retries`` times, then raises ``AllEndpointsFailedError``.
+
+A call has one deadline, its ``timeout`` from when it starts, however many members it tries:
+each attempt is due by it (``promptwire.client._transport.exchange.ending_by``), no member is
+tried and no wait begun past it, and the call then raises ``AllEndpointsFailedError``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from promptwire.errors import (
     EndpointTimeoutError,
     HTTPStatusError,
     UnsupportedFeatureError,
+    _shown_members,
+    _shown_reasons,
 )
 from promptwire.router._settings import Strategy
 
@@ -60,6 +66,8 @@ class Member:
         """Its own negotiation of the protocol version (what it speaks, once it has said)."""
         self.defaults = dict(defaults)
         self.weight = weight
+        self.index = 0
+        """Its place among the pool's members."""
         self.in_flight = 0
         self.turn = 0
         """When least-busy last picked it (ties go to the member picked longest ago)."""
@@ -106,6 +114,8 @@ class Pool:
         retry_unsafe: bool,
     ) -> None:
         self.members = members
+        for index, member in enumerate(members):
+            member.index = index
         self.strategy = strategy
         self.failures = failures
         self.cooldown = cooldown
@@ -114,8 +124,9 @@ class Pool:
         self._lock = threading.Lock()
         self._turn = 0
 
-    def start(self) -> Attempts:
-        return Attempts(self)
+    def start(self, seconds: float) -> Attempts:
+        """A call, due within ``seconds`` (the model's ``timeout``)."""
+        return Attempts(self, seconds)
 
     # -- reports from calls --------------------------------------------------------------------
 
@@ -190,7 +201,7 @@ class Pool:
             cooling = [m.cool_until - now for m in self.members if m.cool_until > now]
         return min(max(min(cooling), 0.0), MAX_RETRY_AFTER) if cooling else RETRY_PAUSE
 
-    def why_down(self, tried: Mapping[int, str]) -> dict[str, str]:
+    def why_down(self, tried: Mapping[int, str], untried: str = "not tried") -> dict[str, str]:
         """Each member and why it could not take the call, for ``AllEndpointsFailedError``."""
         now = time.monotonic()
         reasons = {}
@@ -201,7 +212,7 @@ class Pool:
                 why = member.last_error or "failing"
                 reasons[member.label] = f"cooling down for {member.cool_until - now:.1f} s ({why})"
             else:
-                reasons[member.label] = "not tried"
+                reasons[member.label] = untried
         return reasons
 
     def counts(self) -> list[dict[str, Any]]:
@@ -247,8 +258,11 @@ def _reason(exc: EndpointError) -> str:
 class Attempts:
     """One call's way through the members: which were tried, why they failed, waits so far."""
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, seconds: float) -> None:
         self.pool = pool
+        self.seconds = seconds
+        self.ends = time.monotonic() + seconds
+        """When the call must be over (``time.monotonic()``): its attempts are due by then."""
         self.tried: dict[int, str] = {}
         self.unable: dict[int, str] = {}
         """Members that cannot take this call (too old a protocol for its tools): not retried."""
@@ -258,7 +272,10 @@ class Attempts:
     def next(self) -> Member | float:
         """The member to try next, or seconds to wait before asking again; raises
         ``AllEndpointsFailedError`` when the call has waited ``max_retries`` times already, and
-        ``UnsupportedFeatureError`` when no member can take it."""
+        ``UnsupportedFeatureError`` when no member can take it; ``AllEndpointsFailedError`` too
+        once the call's time is up."""
+        if time.monotonic() >= self.ends:
+            raise self.out_of_time()
         # Most calls find their first member: no set made for them.
         member = self.pool.pick(
             self.tried.keys() | self.unable.keys() if self.tried or self.unable else ()
@@ -269,27 +286,40 @@ class Attempts:
             labels = [m.label for m in self.pool.members]
             raise UnsupportedFeatureError(
                 "no member of the router can take this call: "
-                + "; ".join(f"{labels[i]}: {why}" for i, why in sorted(self.unable.items())),
-                url=", ".join(labels),
+                + _shown_reasons({labels[i]: why for i, why in sorted(self.unable.items())}),
+                url=_shown_members(labels),
             )
         if self.waits >= self.pool.max_retries:
             raise AllEndpointsFailedError(
                 self.pool.why_down({**self.tried, **self.unable}), may_have_run=self.may_have_run
             )
+        wait = self.pool.wait_for_one()
+        if time.monotonic() + wait >= self.ends:
+            raise self.out_of_time()
         self.waits += 1
         self.tried.clear()
-        return self.pool.wait_for_one()
+        return wait
+
+    def out_of_time(self) -> AllEndpointsFailedError:
+        untried = f"not tried within the call's timeout ({self.seconds:g} s)"
+        return AllEndpointsFailedError(
+            self.pool.why_down({**self.tried, **self.unable}, untried),
+            may_have_run=self.may_have_run,
+        )
 
     def moves_on(self, member: Member, exc: EndpointError) -> bool:
         """Report ``exc``; whether the call may move to another member (else it raises ``exc``)."""
         if isinstance(exc, UnsupportedFeatureError):  # nothing was sent; it is not down
-            self.unable[self.pool.members.index(member)] = _reason(exc)
+            self.unable[member.index] = _reason(exc)
             logger.debug("%s cannot take this call: %s", member.label, _reason(exc))
             return True
         self.pool.failed(member, exc)
-        if not self.pool.moves_on(exc):
+        # The call's own deadline cut the attempt short: the call is over, and says so for
+        # every member (a timeout after the request went out included: may_have_run says so).
+        out_of_time = isinstance(exc, EndpointTimeoutError) and time.monotonic() >= self.ends
+        if not out_of_time and not self.pool.moves_on(exc):
             return False
         self.may_have_run = self.may_have_run or exc.may_have_run
-        self.tried[self.pool.members.index(member)] = _reason(exc)
+        self.tried[member.index] = _reason(exc)
         logger.debug("%s failed, trying another member: %s", member.label, _reason(exc))
         return True

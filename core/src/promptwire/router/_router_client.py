@@ -6,6 +6,10 @@ and the router, not the member, waits when all are down. A stream moves to anoth
 before its first event; after that, an error reaches the caller and nothing is sent twice. Each
 member negotiates the protocol version of conversations itself, so a call with tools goes only to
 members that speak protocol 1.2.
+
+A call has one deadline (``Attempts.ends``: the model's ``timeout`` from its start), and each
+attempt at a member runs under it (``ending_by``): with four hundred members that refuse, a
+call with ``timeout=2`` ends in two seconds, not four hundred times that.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import httpx
 
 from promptwire.client import EndpointClient, StreamEvent
+from promptwire.client._transport.exchange import ending_by
 from promptwire.client._transport.negotiation import ConversationNegotiator
 from promptwire.errors import EndpointError
 from promptwire.protocol import PromptResponse, StreamDone
@@ -47,7 +52,7 @@ class RouterClient(EndpointClient):
     # -- whole replies -------------------------------------------------------------------------
 
     def complete(self, payload: Mapping[str, Any]) -> PromptResponse:
-        attempts = self.pool.start()
+        attempts = self.pool.start(self.config.timeout)
         while True:
             member = attempts.next()
             if isinstance(member, float):
@@ -56,7 +61,8 @@ class RouterClient(EndpointClient):
             self.pool.begin(member)
             started = time.perf_counter()
             try:
-                reply = member.conversations.complete(member.payload(payload))
+                with ending_by(attempts.ends):
+                    reply = member.conversations.complete(member.payload(payload))
             except EndpointError as exc:
                 if attempts.moves_on(member, exc):
                     continue
@@ -67,7 +73,7 @@ class RouterClient(EndpointClient):
             return routed_reply(reply, member.label)
 
     async def acomplete(self, payload: Mapping[str, Any]) -> PromptResponse:
-        attempts = self.pool.start()
+        attempts = self.pool.start(self.config.timeout)
         while True:
             member = attempts.next()
             if isinstance(member, float):
@@ -76,7 +82,8 @@ class RouterClient(EndpointClient):
             self.pool.begin(member)
             started = time.perf_counter()
             try:
-                reply = await member.conversations.acomplete(member.payload(payload))
+                with ending_by(attempts.ends):
+                    reply = await member.conversations.acomplete(member.payload(payload))
             except EndpointError as exc:
                 if attempts.moves_on(member, exc):
                     continue
@@ -89,7 +96,7 @@ class RouterClient(EndpointClient):
     # -- streams -------------------------------------------------------------------------------
 
     def stream(self, payload: Mapping[str, Any]) -> Generator[StreamEvent, None, None]:
-        attempts = self.pool.start()
+        attempts = self.pool.start(self.config.timeout)
         while True:
             member = attempts.next()
             if isinstance(member, float):
@@ -102,7 +109,8 @@ class RouterClient(EndpointClient):
                 events = member.conversations.stream(member.payload(payload))
                 with closing(events):
                     try:
-                        first = next(events, None)
+                        with ending_by(attempts.ends):  # the opening and the first event
+                            first = next(events, None)
                     except EndpointError as exc:
                         if attempts.moves_on(member, exc):
                             continue
@@ -123,7 +131,7 @@ class RouterClient(EndpointClient):
                 self.pool.end(member)
 
     async def astream(self, payload: Mapping[str, Any]) -> AsyncGenerator[StreamEvent, None]:
-        attempts = self.pool.start()
+        attempts = self.pool.start(self.config.timeout)
         while True:
             member = attempts.next()
             if isinstance(member, float):
@@ -136,7 +144,8 @@ class RouterClient(EndpointClient):
                 events = member.conversations.astream(member.payload(payload))
                 async with aclosing(events):
                     try:
-                        first = await anext(events, None)
+                        with ending_by(attempts.ends):
+                            first = await anext(events, None)
                     except EndpointError as exc:
                         if attempts.moves_on(member, exc):
                             continue

@@ -8,7 +8,9 @@ requests a ``Call`` builds and feed it what comes back.
 Bodies are read raw and decoded by ``BodyDecoder`` (httpx would inflate without a cap), at most
 ``max_reply_bytes`` for a whole body or one event. Timeouts are ``Deadline``s: a whole reply is due
 within ``timeout`` of its request, and in a stream each event of the protocol within ``timeout`` of
-the one before (pings, comments and events of other types do not hold a stalled stream open).
+the one before (pings, comments and events of other types do not hold a stalled stream open). A
+router sets ``CALL_ENDS`` while it tries a member (``ending_by``): the attempt is then due when
+the routed call is, however many members it has tried before.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import httpx
@@ -41,6 +44,20 @@ from promptwire.protocol import PromptResponse, StreamDelta, StreamDone, StreamT
 
 REQUEST_ID_HEADER = "X-Request-ID"
 
+CALL_ENDS: ContextVar[float | None] = ContextVar("promptwire_call_ends", default=None)
+"""When (``time.monotonic()``) the call under way must be over, where a router set it."""
+
+
+@contextlib.contextmanager
+def ending_by(ends: float) -> Iterator[None]:
+    """Within the block, every attempt (its connection, its reply, a stream's opening and first
+    event, a ``/health`` look) is due by ``ends`` at the latest."""
+    token = CALL_ENDS.set(ends)
+    try:
+        yield
+    finally:
+        CALL_ENDS.reset(token)
+
 
 class Exchange:
     """What every call to one endpoint shares."""
@@ -63,7 +80,7 @@ class Exchange:
 
     def call(self, payload: Mapping[str, Any], *, stream: bool) -> Call:
         url, body = self.wire.request(self.url, payload, stream=stream)
-        return Call(self, "POST", url, body)
+        return Call(self, "POST", url, body, stream=stream)
 
     def health_call(self) -> Call:
         """``GET <endpoint>/health``, tried once."""
@@ -79,10 +96,12 @@ class Deadline:
 
     __slots__ = ("_at", "_seconds", "_url")
 
-    def __init__(self, seconds: float, url: str) -> None:
+    def __init__(self, seconds: float, url: str, ends: float | None = None) -> None:
         self._seconds = seconds
         self._url = url
         self._at = time.monotonic() + seconds
+        if ends is not None and ends < self._at:  # a router's call ends first (not on reset)
+            self._at = ends
 
     def reset(self) -> None:
         self._at = time.monotonic() + self._seconds
@@ -111,11 +130,13 @@ class Call:
         body: Mapping[str, Any] | None,
         *,
         tries: bool = True,
+        stream: bool = False,
     ) -> None:
         self._exchange = exchange
         self._method = method
         self._url = url
         self._body = body
+        self._stream = stream
         self._retries = exchange.retry.start() if tries else None
         self.request_id: str | None = None
         """The id of the last request sent: the one an error is about."""
@@ -129,9 +150,12 @@ class Call:
         client (httpx merges in what that client adds), empty for promptwire's own, whose
         headers are all a request needs: merging its URL, headers, query and cookies anew for
         every request would only copy them (``send`` adds its timeout)."""
+        extensions = turn.extensions
+        if (ends := CALL_ENDS.get()) is not None:
+            extensions = {**extensions, "timeout": self._timeouts_until(ends)}
         if options:
             request = client.build_request(
-                self._method, self._url, json=self._body, extensions=turn.extensions, **options
+                self._method, self._url, json=self._body, extensions=extensions, **options
             )
         else:
             request = httpx.Request(
@@ -139,9 +163,24 @@ class Call:
                 self._url,
                 json=self._body,
                 headers=client.headers,
-                extensions=turn.extensions,
+                extensions=extensions,
             )
         return self.checked(request, options)
+
+    def _timeouts_until(self, ends: float) -> dict[str, float]:
+        """httpx's timeouts of one wait, cut to the time left of a router's call: what bounds a
+        blocking (sync) wait. A stream's reads keep the whole ``timeout``: they wait for every
+        event, the first one included (the async client's deadline still ends that at
+        ``ends``)."""
+        config = self._exchange.config
+        left = max(ends - time.monotonic(), 0.001)
+        cut = min(config.timeout, left)
+        return {
+            "connect": min(config.connect_timeout, left),
+            "read": config.timeout if self._stream else cut,
+            "write": cut,
+            "pool": cut,
+        }
 
     def checked(self, request: httpx.Request, options: Mapping[str, Any]) -> httpx.Request:
         """``request`` (the first, or one httpx built to follow a redirect), named and passed
@@ -159,7 +198,8 @@ class Call:
         return request
 
     def deadline(self) -> Deadline:
-        return Deadline(self._exchange.config.timeout, self._exchange.config.endpoint_url)
+        config = self._exchange.config
+        return Deadline(config.timeout, config.endpoint_url, CALL_ENDS.get())
 
     def wait_after(self, exc: EndpointError) -> float | None:
         """Seconds before the next attempt after ``exc``, or None: raise it."""

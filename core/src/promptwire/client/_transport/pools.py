@@ -1,9 +1,10 @@
 """The httpx clients promptwire makes: stateless, and for async calls, several per event loop.
 
-Every client promptwire makes for an endpoint carries its headers and timeouts, shares one SSL
-context (loading the CAs is slow) and keeps no cookies: the protocol is stateless, and one
-caller's cookies must not ride along on another's requests. A client the user passes in is used
-as it is (see ``promptwire.client``).
+Every client promptwire makes for an endpoint carries its headers and timeouts, shares the one
+SSL context of the process (``shared_ssl_context``: loading the CAs takes about 23 ms and 0.8
+MiB, which a router of hundreds of members paid per member) and keeps no cookies: the protocol
+is stateless, and one caller's cookies must not ride along on another's requests. A client the
+user passes in is used as it is (see ``promptwire.client``).
 
 httpcore's connection pool rescans all its connections several times per request (work quadratic
 in its size; encode/httpcore#1035): at 64 requests in flight that costs more CPU than the
@@ -29,6 +30,18 @@ CONNECTIONS_PER_POOL = 8
 
 # Clients are made on first use, which can come from many threads at once (a batch).
 _MAKING = threading.Lock()
+_SSL: ssl.SSLContext | None = None
+
+
+def shared_ssl_context() -> ssl.SSLContext:
+    """The SSL context of every client promptwire makes, in every thread: the default one (the
+    CAs of certifi, or of ``SSL_CERT_FILE``/``SSL_CERT_DIR``), made once, when the first client
+    is. An ``http://`` endpoint's client holds it too, for a redirect to ``https://``."""
+    global _SSL
+    with _MAKING:
+        if _SSL is None:
+            _SSL = httpx.create_ssl_context()
+        return _SSL
 
 
 class _RefusingJar(CookieJar):
@@ -74,18 +87,20 @@ class _StatelessAsyncClient(_Stateless, httpx.AsyncClient):
     pass
 
 
+def stateless_async_client(**options: Any) -> httpx.AsyncClient:
+    """An async httpx client that keeps no cookies, over the process's SSL context (what
+    ``promptwire status`` reads endpoints with: one member's cookies never reach another)."""
+    return _StatelessAsyncClient(verify=shared_ssl_context(), **options)
+
+
 class ClientOptions:
     """The keyword arguments of every httpx client made for one endpoint."""
 
     def __init__(self, config: ClientConfig) -> None:
         self._config = config
         self._headers = config.request_headers()
-        self._ssl: ssl.SSLContext | None = None
 
     def __call__(self, max_connections: int) -> dict[str, Any]:
-        with _MAKING:
-            if self._ssl is None:  # made once and shared by every pool
-                self._ssl = httpx.create_ssl_context()
         return {
             "headers": self._headers,
             "timeout": self._config.httpx_timeout(),
@@ -93,7 +108,7 @@ class ClientOptions:
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
             "follow_redirects": False,  # followed by the clients, through the redirect guard
-            "verify": self._ssl,
+            "verify": shared_ssl_context(),
         }
 
 
