@@ -59,3 +59,21 @@ def test_a_bad_value_in_the_environment_is_a_clear_error(monkeypatch: pytest.Mon
 def test_an_unknown_backend_names_the_installed_ones() -> None:
     with pytest.raises(ConfigurationError, match=r"installed backends: .*modal_dummy"):
         PromptwireLLM(backend="no_such_backend")
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [("[not json", "not JSON"), ("", "not JSON"), ("[" * 3000 + "]" * 3000, "nested too deeply")],
+    ids=["not-json", "empty", "deep"],
+)
+def test_a_value_the_environment_cannot_say_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, value: str, says: str
+) -> None:
+    """What pydantic-settings cannot read (its ``SettingsError``; Python's ``RecursionError``
+    for JSON nested past its limit, which nothing else turns into a message) is one
+    ``ConfigurationError`` naming the variables, for a library caller as for the CLI."""
+    monkeypatch.setenv("PROMPTWIRE_BACKEND", "router")
+    monkeypatch.setenv("PROMPTWIRE_ROUTER__ENDPOINTS", value)
+    with pytest.raises(ConfigurationError, match=f"PROMPTWIRE_ROUTER__.*{says}") as caught:
+        PromptwireLLM()
+    assert "\n" not in str(caught.value)
