@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from promptwire import PromptwireLLM, RequestTooLargeError
 from promptwire.server import BackgroundServer, ConnectionLimits, create_app
 from promptwire.settings import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADERS, PromptwireSettings
 from promptwire_modal_dummy.settings import DummySettings
@@ -196,6 +197,18 @@ def test_many_small_pipelined_requests_in_one_read_are_all_served(
     answers, closed = _exchange(running, [one * count + last[:20], last[20:]], pause=0.3)
     assert [status for status, _, _ in answers] == [200] * (count + 1), answers
     assert closed
+
+
+def test_the_client_reads_a_431_as_request_too_large(
+    server: tuple[BackgroundServer, ObservedEngine],
+) -> None:
+    running, engine = server
+    seen = len(engine.requests)
+    llm = PromptwireLLM(endpoint_url=running.url, api_key="k" * (2 * MAX_BYTES), max_retries=0)
+    with pytest.raises(RequestTooLargeError) as raised:
+        llm.invoke("hi")
+    assert raised.value.status_code == 431 and "k" * 100 not in str(raised.value)
+    assert len(engine.requests) == seen
 
 
 def test_the_head_limits_have_defaults_and_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
