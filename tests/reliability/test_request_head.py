@@ -187,6 +187,61 @@ def test_bodies_and_pipelined_requests_do_not_count_as_a_head(
     assert closed
 
 
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_head_over_the_limit_behind_a_request_in_progress_does_not_garble_its_answer(
+    parser: str,
+) -> None:
+    """A request still generating, and a head over the limit pipelined behind it: the answer
+    on the wire is the first request's whole reply then the 431 (h11 reads the second head once
+    the first is answered), or the 431 alone with the first request ended (llhttp reads on);
+    never a 431 written into another answer."""
+    engine = ObservedEngine(DummySettings(echo=True, first_token_delay=1.0))
+    app = create_app(engine, api_key=TOKEN)
+    with BackgroundServer(app, limits=LIMITS, http=parser) as running:
+        first = _post(json.dumps({"prompt": "first"}).encode())
+        answers, closed = _exchange(running, [first + _get("X-Big: " + "a" * (4 * MAX_BYTES))])
+        deadline = time.monotonic() + 10
+        while engine.active and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert engine.active == 0
+    assert closed and answers, answers
+    *before, last = answers
+    assert last[0] == 431 and json.loads(last[2])["error"]["type"] == "request_too_large"
+    assert [status for status, _, _ in before] in ([], [200]), answers
+    if before:
+        assert json.loads(before[0][2])["prompt"] == "first"
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_head_over_the_limit_behind_a_stream_is_not_written_into_it(parser: str) -> None:
+    """A stream under way, and a head over the limit pipelined behind it: a 431 is written
+    only where an answer may begin (after the stream's last chunk), else the connection just
+    closes; the stream's generation ends either way."""
+    engine = ObservedEngine(DummySettings(echo=True, tokens_per_second=10))
+    app = create_app(engine, api_key=TOKEN)
+    with BackgroundServer(app, limits=LIMITS, http=parser) as running:
+        stream = _post(json.dumps({"prompt": "a b c d e f", "stream": True}).encode())
+        received = b""
+        with socket.create_connection((running.host, running.port), timeout=10) as sock:
+            sock.sendall(stream)
+            received = sock.recv(65536)  # the stream has begun
+            assert received.startswith(b"HTTP/1.1 200 "), received
+            try:
+                sock.sendall(_get("X-Big: " + "a" * (4 * MAX_BYTES)))
+                while chunk := sock.recv(65536):
+                    received += chunk
+            except (ConnectionResetError, BrokenPipeError):
+                pass
+        deadline = time.monotonic() + 10
+        while engine.active and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert engine.active == 0
+    before, refusal, _ = received.partition(b"HTTP/1.1 431 ")
+    assert before.count(b"HTTP/1.1 ") == 1, received
+    if refusal:
+        assert before.endswith(b"0\r\n\r\n"), received  # after the stream's last chunk
+
+
 def test_many_small_pipelined_requests_in_one_read_are_all_served(
     server: tuple[BackgroundServer, ObservedEngine],
 ) -> None:

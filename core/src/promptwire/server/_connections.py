@@ -23,7 +23,7 @@ httptools protocol (llhttp, in C: the default where it is installed) and over it
   still arriving by itself (set to the same size) but not one that comes in a single read, and
   llhttp bounds neither: it hands each header over whole, however many megabytes it took, and
   httptools grows a bytes object for it. So both parsers check each finished head, and on
-  httptools the bytes of a head still arriving are counted as they come (``_HeadCount``);
+  httptools the bytes of a head still arriving are counted as they come;
 - uvicorn's plain-text 400 for malformed HTTP is the protocol's JSON error, and a websocket
   upgrade is not made (``Upgrade`` is ignored): the request is answered like any other, and on
   httptools its connection then closes (llhttp stops parsing after an upgrade request).
@@ -299,23 +299,28 @@ class ConnectionGuard(asyncio.Protocol):
 
     def _refuse_head(self) -> None:
         """Answer 431 to a head over the limits and close the connection."""
-        if not self._head_too_large:
-            self._head_too_large = True
-            self._cancel_head_deadline()
-            logger.info("a request head over the limits was refused (431)")
-            self.transport.write(_HEAD_TOO_LARGE)
-        self.transport.close()
+        if self._head_too_large:
+            return
+        self._head_too_large = True
+        self._cancel_head_deadline()
+        logger.info("a request head over the limits was refused (431)")
+        self._end_with(_HEAD_TOO_LARGE)
 
     def send_400_response(self, msg: str) -> None:
-        if self._head_too_large:  # the parser stopped at our refusal (431 already written)
+        if self._head_too_large:  # the parser stopped at our refusal, already answered
             self.transport.close()
-            return
+        else:
+            self._end_with(_MALFORMED)
+
+    def _end_with(self, answer: bytes) -> None:
+        """Answer what the parser refused and close the connection."""
         cycle = self.cycle
         if cycle is None or cycle.response_complete or not cycle.response_started:
-            # Not inside another answer. A request whose head parsed but whose body did not (a
-            # bad chunk) is already with the app: it is told its client left, so that it
-            # answers no one and its generation ends.
-            self.transport.write(_MALFORMED)
+            # Not inside another answer (a pipelined request's, say). A request whose head
+            # parsed but whose body did not (a bad chunk), or one the refused request was
+            # pipelined behind, is already with the app: it is told its client left, so that
+            # it answers no one and its generation ends.
+            self.transport.write(answer)
             if cycle is not None and not cycle.response_complete:
                 cycle.disconnected = True
                 cycle.message_event.set()
