@@ -118,7 +118,7 @@ def head_size(target: bytes, headers: Any) -> int:
 
 
 class HeadTooLarge(Exception):
-    """Raised in a parser's callback to stop it at a head over the limits."""
+    """Raised in llhttp's callback to stop it at a head over the limits."""
 
 
 class ConnectionGuard(asyncio.Protocol):
@@ -391,64 +391,51 @@ def _httptools_protocol() -> type[ConnectionGuard]:
 
     class GuardedHttpToolsProtocol(ConnectionGuard, HttpToolsProtocol):
         """uvicorn's httptools protocol, guarded; llhttp keeps no state it shows, so its
-        callbacks record where the current request is, and how big its head is so far."""
+        callbacks record where the current request is; the bytes of a head still arriving
+        are counted as they come."""
 
         _message = _Message.NONE
-        _head_bytes = 0  # of the head still arriving: a lower bound, exact but for its first read
-        _head_lines = 0
-        _began = False  # the current head began in the bytes being parsed
+        _head_bytes = 0  # of the head still arriving, in the reads after the one it began in
+        _read = 0  # the size of the read being parsed
+        _began = False  # the current head began in the read being parsed
 
         def data_received(self, data: bytes) -> None:
             if self._head_too_large:
                 return
             self._began = False
+            self._read = len(data)
             super().data_received(data)
             if self._message is not _Message.HEAD or self._head_too_large:
                 return
+            # The head goes on past this read. llhttp hands a header over only once it ends,
+            # so its bytes are counted here: all of a read inside the head; of the read it began
+            # in, none (that much more, at most one read, may come before it is refused).
             if not self._began:
-                # All of ``data`` is this head's, though llhttp may have reported none of it (a
-                # header is handed over whole once it ends): count it here.
                 self._head_bytes += len(data)
-            # (The read a head began in counts what llhttp reported of it: its unfinished last
-            # line, at most one read, is missed there, and counted from the next read on.)
-            if self._head_bytes > self.limits.max_header_bytes:
-                self._refuse_head()
+                if self._head_bytes > self.limits.max_header_bytes:
+                    self._refuse_head()
 
         def on_message_begin(self) -> None:
             self._message = _Message.HEAD
             self._began = True
-            self._head_bytes = self._head_lines = 0
+            self._head_bytes = 0
             super().on_message_begin()
 
-        def on_url(self, url: bytes) -> None:
-            if self._began:  # in later reads, ``data_received`` counts every byte
-                self._head_bytes += len(url)
-                self._check_head()
-            super().on_url(url)
-
-        def on_header(self, name: bytes, value: bytes) -> None:
-            self._head_lines += 1
-            if self._began:
-                self._head_bytes += len(name) + len(value) + HEADER_LINE_OVERHEAD
-            self._check_head()
-            super().on_header(name, value)
-
         def on_headers_complete(self) -> None:
-            # The whole head is in: check it exactly, before the app sees the request.
-            self._head_bytes = head_size(self.url, self.headers)
-            self._check_head()
+            # The whole head is in: check it before the app sees the request, its size only
+            # where it could be over (a head that came in one read at most the limit cannot).
+            limits = self.limits
+            if len(self.headers) > limits.max_headers or (
+                (not self._began or self._read > limits.max_header_bytes)
+                and head_size(self.url, self.headers) > limits.max_header_bytes
+            ):
+                self._refuse_head()
+                raise HeadTooLarge  # stops llhttp; uvicorn then calls ``send_400_response``
             self._message = _Message.BODY
             super().on_headers_complete()
             if self.parser.should_upgrade():
                 # llhttp parses nothing after an upgrade request: end the connection with it.
                 self.cycle.keep_alive = False
-
-        def _check_head(self) -> None:
-            """Stop the parser at a head over the limits (uvicorn then calls
-            ``send_400_response``, which closes the connection after the 431)."""
-            if self.limits.head_over(self._head_lines, self._head_bytes):
-                self._refuse_head()
-                raise HeadTooLarge
 
         def on_message_complete(self) -> None:
             self._message = _Message.NONE
