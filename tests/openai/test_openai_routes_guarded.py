@@ -17,7 +17,7 @@ from promptwire_modal_dummy.engine import DummyEngine
 from promptwire_modal_dummy.settings import DummySettings
 
 from tests.reliability.served import promptwire_serve
-from tests.support.engines import ObservedEngine
+from tests.support.engines import ObservedEngine, RefusingEngine
 from tests.support.network import LOOPBACK_ONLY
 
 pytestmark = LOOPBACK_ONLY
@@ -117,6 +117,46 @@ def test_a_stream_abandoned_before_its_first_token_frees_its_slot_at_once() -> N
         while engine.active and time.monotonic() < deadline:
             time.sleep(0.05)
         assert engine.active == 0, "the abandoned generation kept running"
+
+
+# -- a list of prompts: all answered, or none left generating ------------------------------------
+
+SLOW_PROMPT = " ".join(f"w{i}" for i in range(60))
+"""Echoed at 20 words a second: three seconds of generation."""
+
+
+def test_prompts_admitted_beside_one_refused_stop_generating_with_the_refusal() -> None:
+    """20 prompts, room for 5: the sixth is refused (503, as a full queue) and the five already
+    generating are cancelled before the answer goes out. Before, ``asyncio.gather`` left them
+    generating for seconds, and the next client got a 503 for work nobody would read."""
+    engine = RefusingEngine(DummySettings(echo=True, tokens_per_second=20), capacity=5)
+    with BackgroundServer(create_app(engine)) as server:
+        url = server.url + "v1/completions"
+        started = time.monotonic()
+        refused = httpx.post(url, json={"prompt": [SLOW_PROMPT] * 20}, timeout=MARGIN)
+        assert refused.status_code == 503, refused.text
+        assert _openai_error(refused)["code"] == "overloaded"
+        assert time.monotonic() - started < 2.5, "the refusal waited for the others"
+        assert engine.peak == 5 and engine.active == 0, "admitted prompts kept generating"
+        # The next client finds the room free.
+        again = httpx.post(url, json={"prompt": ["a b"] * 5}, timeout=MARGIN)
+        assert again.status_code == 200, again.text
+        assert [choice["text"] for choice in again.json()["choices"]] == ["a b"] * 5
+
+
+def test_a_client_leaving_a_list_of_prompts_leaves_nothing_generating() -> None:
+    engine = ObservedEngine(DummySettings(echo=True, tokens_per_second=20))
+    with BackgroundServer(create_app(engine)) as server:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(
+                server.url + "v1/completions", json={"prompt": [SLOW_PROMPT] * 20}, timeout=0.5
+            )
+        assert engine.peak == 20
+        deadline = time.monotonic() + MARGIN
+        while engine.active and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert engine.active == 0, "the abandoned prompts kept generating"
+        assert time.monotonic() - deadline + MARGIN < 2.5, "they ran to their end"
 
 
 def test_sigterm_gives_openai_streams_the_grace_period_then_an_error_chunk() -> None:

@@ -19,7 +19,7 @@ import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.prompts import PromptTemplate
-from promptwire import ChatPromptwire, Modal, PromptwireLLM
+from promptwire import ChatPromptwire, InvalidRequestError, Modal, PromptwireLLM
 from pydantic import BaseModel
 
 from tests.support.network import LOOPBACK_ONLY
@@ -124,6 +124,23 @@ def test_batches_run_concurrently_and_answer_each_prompt(url: str) -> None:
     assert answers[0] == answers[2] == llm.invoke(COMPLETION_PROMPT)  # batched or alone: same
     assert answers[0] != answers[1]
     assert answers == asyncio.run(llm.abatch(questions))
+
+
+def test_a_batch_answers_every_prompt_but_the_one_the_model_refuses(url: str) -> None:
+    """With ``return_exceptions``, a prompt past the 2,048-token context is its own 422 and the
+    others are answered (LangChain's LLM batch returned the one error for every prompt)."""
+    too_long = "word " * 3000
+    prompts = [COMPLETION_PROMPT, too_long, COMPLETION_PROMPT]
+    llm = _llm(url)
+    expected = llm.invoke(COMPLETION_PROMPT)
+    for results in [
+        llm.batch(prompts, return_exceptions=True),
+        asyncio.run(llm.abatch(prompts, return_exceptions=True)),
+    ]:
+        assert results[0] == results[2] == expected
+        refused = results[1]
+        assert isinstance(refused, InvalidRequestError), refused
+        assert "context" in str(refused) and refused.request_id
 
 
 def test_max_tokens_cuts_real_tokens(url: str, vocabulary: Any) -> None:

@@ -12,7 +12,7 @@ PromptwireError
     └── HTTPStatusError         a non-2xx answer (has ``status_code``, ``error_type``)
         ├── InvalidRequestError 400/404/405/422: the request itself is wrong
         ├── AuthenticationError 401/403
-        ├── RequestTooLargeError 413
+        ├── RequestTooLargeError 413, 431 (the body, or the request's headers)
         ├── RateLimitError      429
         ├── OverloadedError     503
         └── ServerError         other 5xx
@@ -173,7 +173,7 @@ def status_error_class(status_code: int) -> type[HTTPStatusError]:
     """The most specific error class for a non-2xx status."""
     if status_code in (401, 403):
         return AuthenticationError
-    if status_code == 413:
+    if status_code in (413, 431):
         return RequestTooLargeError
     if status_code == 429:
         return RateLimitError

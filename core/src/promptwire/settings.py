@@ -41,6 +41,10 @@ DEFAULT_BODY_TIMEOUT = 30.0
 DEFAULT_KEEP_ALIVE_TIMEOUT = 5
 DEFAULT_SEND_TIMEOUT = 30.0
 DEFAULT_MAX_CONNECTIONS = 512
+#: A request head (request line and headers) at most, in bytes, and its headers at most: h11's
+#: own bound and Node's; nginx's is 32 KiB, Apache's 100 headers of 8 KiB each.
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024
+DEFAULT_MAX_HEADERS = 100
 DEFAULT_SHUTDOWN_GRACE = 5.0
 #: ``promptwire serve``'s HTTP/1.1 parser: ``auto`` is httptools where installed, else h11.
 HttpParser = Literal["auto", "h11", "httptools"]
@@ -143,6 +147,19 @@ class PromptwireSettings(BaseSettings, ClientSettings, ServerLimits):
         default=DEFAULT_HEADER_TIMEOUT,
         description="Server: seconds a connection has to send a request's head (its request line "
         "and headers), from when it opens or its last answer ends; then it is closed (408).",
+    )
+    max_header_bytes: int = Field(
+        default=DEFAULT_MAX_HEADER_BYTES,
+        ge=1024,
+        le=1 << 20,
+        description="Server: the most bytes of a request's head (request line and headers); "
+        "beyond, a JSON 431 and the connection is closed.",
+    )
+    max_headers: int = Field(
+        default=DEFAULT_MAX_HEADERS,
+        ge=16,
+        le=10_000,
+        description="Server: the most header lines in a request (431 and closed beyond).",
     )
     keep_alive_timeout: int = Field(
         default=DEFAULT_KEEP_ALIVE_TIMEOUT,
@@ -298,6 +315,8 @@ __all__ = [
     "DEFAULT_HEADER_TIMEOUT",
     "DEFAULT_KEEP_ALIVE_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_HEADERS",
+    "DEFAULT_MAX_HEADER_BYTES",
     "DEFAULT_SEND_TIMEOUT",
     "DEFAULT_SERVE_BACKEND",
     "DEFAULT_SHUTDOWN_GRACE",

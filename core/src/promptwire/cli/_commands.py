@@ -112,8 +112,9 @@ def serve(
 ) -> None:
     """Serve a backend's engine over the prompt endpoint protocol on this machine.
 
-    Slow or absent clients are bounded (PROMPTWIRE_HEADER_TIMEOUT, _BODY_TIMEOUT,
-    _KEEP_ALIVE_TIMEOUT, _SEND_TIMEOUT, _MAX_CONNECTIONS, _SHUTDOWN_GRACE) on either HTTP
+    Slow or absent clients and large heads are bounded (PROMPTWIRE_HEADER_TIMEOUT,
+    _BODY_TIMEOUT, _KEEP_ALIVE_TIMEOUT, _SEND_TIMEOUT, _MAX_CONNECTIONS, _MAX_HEADER_BYTES,
+    _MAX_HEADERS, _SHUTDOWN_GRACE) on either HTTP
     parser (PROMPTWIRE_HTTP: auto, httptools or h11); on a loopback address only loopback host
     names are answered."""
     from promptwire._logs import set_level
@@ -145,6 +146,8 @@ def serve(
         keep_alive_timeout=settings.keep_alive_timeout,
         send_timeout=settings.send_timeout,
         max_connections=settings.max_connections,
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
     )
     auth = "bearer token required" if token else "no auth"
     err().print(

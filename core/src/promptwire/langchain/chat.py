@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from promptwire.client import StreamEvent
 from promptwire.client._transport.negotiation import ConversationNegotiator
 from promptwire.client.wire import ReasoningDelta, Reply
+from promptwire.langchain._batches import abatch_each, batch_each
 from promptwire.langchain._chat_messages import (
     REASONING_KEY,
     protocol_tool_choice,
@@ -368,9 +369,11 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
         **kwargs: Any,
     ) -> list[AIMessage]:
         """Run the conversations concurrently, at most ``max_concurrency`` at once (unless the
-        config sets its own ``max_concurrency``)."""
-        return super().batch(
-            inputs, self._bounded(config), return_exceptions=return_exceptions, **kwargs
+        config sets its own ``max_concurrency``); with ``return_exceptions``, each failed one
+        comes back as its own error, the others as their answers."""
+        limit = int(self.max_concurrency or 1)
+        return batch_each(
+            self, inputs, config, limit, return_exceptions=return_exceptions, **kwargs
         )
 
     async def abatch(
@@ -381,22 +384,10 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> list[AIMessage]:
-        return await super().abatch(
-            inputs, self._bounded(config), return_exceptions=return_exceptions, **kwargs
+        limit = int(self.max_concurrency or 1)
+        return await abatch_each(
+            self, inputs, config, limit, return_exceptions=return_exceptions, **kwargs
         )
-
-    def _bounded(
-        self, config: RunnableConfig | list[RunnableConfig] | None
-    ) -> RunnableConfig | list[RunnableConfig]:
-        def bound(one: RunnableConfig | None) -> RunnableConfig:
-            one = RunnableConfig(**(one or {}))
-            if one.get("max_concurrency") is None:
-                one["max_concurrency"] = int(self.max_concurrency or 1)
-            return one
-
-        if isinstance(config, list):
-            return [bound(one) for one in config]
-        return bound(config)
 
 
 class _ChunkReader:

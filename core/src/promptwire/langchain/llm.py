@@ -1,6 +1,7 @@
 """``PromptwireLLM``: a LangChain LLM for any prompt endpoint, with the backend picked by settings.
 
-Unlike LangChain's base ``LLM``, a batch really runs concurrently (bounded by ``max_concurrency``),
+Unlike LangChain's base ``LLM``, a batch really runs concurrently (bounded by ``max_concurrency``)
+and gives each prompt its own answer or error (``promptwire.langchain._batches``),
 and every call shares one pooled HTTP client per object. The endpoint fields, their resolution from
 settings and the client are shared with ``ChatPromptwire`` (``_endpoint_model`` beside this module).
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import aclosing
-from contextvars import ContextVar
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -17,19 +17,14 @@ from langchain_core.language_models import LangSmithParams, LanguageModelInput
 from langchain_core.language_models.llms import LLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from langchain_core.runnables import RunnableConfig
-from langchain_core.runnables.config import get_config_list
 from pydantic import ConfigDict
 
 from promptwire.client.wire import ReasoningDelta
+from promptwire.langchain._batches import abatch_each, batch_each
 from promptwire.langchain._endpoint_model import EndpointModel, arun_concurrently, run_concurrently
 from promptwire.langchain._stop_guard import StopGuard
 from promptwire.protocol import PromptResponse, StreamDone, StreamToolCall, Usage
 from promptwire.router._served import served_by
-
-# A batch's ``max_concurrency`` from its RunnableConfig, for ``_generate``/``_agenerate``.
-_batch_concurrency: ContextVar[int | None] = ContextVar(
-    "promptwire_batch_concurrency", default=None
-)
 
 
 class PromptwireLLM(EndpointModel, LLM):
@@ -203,14 +198,14 @@ class PromptwireLLM(EndpointModel, LLM):
         **kwargs: Any,
     ) -> list[str]:
         """Run the prompts concurrently: at most the config's ``max_concurrency`` (else the
-        model's) in flight, new ones starting as others finish. (LangChain's base class would
-        cut the batch into waves of ``max_concurrency``, each run at the model's own limit.)"""
-        limit, configs = _take_concurrency(config, len(inputs), return_exceptions)
-        token = _batch_concurrency.set(limit)
-        try:
-            return super().batch(inputs, configs, return_exceptions=return_exceptions, **kwargs)
-        finally:
-            _batch_concurrency.reset(token)
+        model's) in flight, new ones starting as others finish; with ``return_exceptions``, each
+        failed prompt comes back as its own error, the others as their answers. (LangChain's
+        base class cuts the batch into waves of ``max_concurrency``, and returns one failure
+        for every prompt of the batch.)"""
+        limit = int(self.max_concurrency or 1)
+        return batch_each(
+            self, inputs, config, limit, return_exceptions=return_exceptions, **kwargs
+        )
 
     async def abatch(
         self,
@@ -220,17 +215,10 @@ class PromptwireLLM(EndpointModel, LLM):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> list[str]:
-        limit, configs = _take_concurrency(config, len(inputs), return_exceptions)
-        token = _batch_concurrency.set(limit)
-        try:
-            return await super().abatch(
-                inputs, configs, return_exceptions=return_exceptions, **kwargs
-            )
-        finally:
-            _batch_concurrency.reset(token)
-
-    def _concurrency(self) -> int:
-        return int(_batch_concurrency.get() or self.max_concurrency or 1)
+        limit = int(self.max_concurrency or 1)
+        return await abatch_each(
+            self, inputs, config, limit, return_exceptions=return_exceptions, **kwargs
+        )
 
     def _generate(
         self,
@@ -244,7 +232,7 @@ class PromptwireLLM(EndpointModel, LLM):
         generations = run_concurrently(
             lambda p: self._generate_one(p, stop, token_sink, kwargs),
             prompts,
-            self._concurrency(),
+            int(self.max_concurrency or 1),
         )
         return self._result(generations)
 
@@ -260,7 +248,7 @@ class PromptwireLLM(EndpointModel, LLM):
         generations = await arun_concurrently(
             lambda p: self._agenerate_one(p, stop, None, kwargs),
             prompts,
-            self._concurrency(),
+            int(self.max_concurrency or 1),
         )
         return self._result(generations)
 
@@ -278,21 +266,6 @@ class PromptwireLLM(EndpointModel, LLM):
             generations=[[g] for g in generations],
             llm_output={"token_usage": token_usage, "model_name": model},
         )
-
-
-def _take_concurrency(
-    config: RunnableConfig | list[RunnableConfig] | None, size: int, return_exceptions: bool
-) -> tuple[int | None, RunnableConfig | list[RunnableConfig] | None]:
-    """The config's ``max_concurrency`` and the config without it (so the base class hands the
-    whole batch to one ``generate``). With ``return_exceptions`` the config is kept: the base
-    class then reports a failure only for the wave it happened in."""
-    if config is None or return_exceptions or not size:
-        return None, config
-    configs = get_config_list(config, size)
-    limit = configs[0].get("max_concurrency")
-    if limit is None:
-        return None, config
-    return int(limit), [{**c, "max_concurrency": None} for c in configs]
 
 
 def _generation_info(finish_reason: Any, usage: Usage | None, model: str | None) -> dict[str, Any]:

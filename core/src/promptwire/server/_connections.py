@@ -18,6 +18,12 @@ httptools protocol (llhttp, in C: the default where it is installed) and over it
   and closed at once;
 - a connection whose answer has not moved for ``send_timeout`` seconds (its client reads
   nothing) is dropped, which ends its request or stream and cancels the generation;
+- a request head (request line and headers) is at most ``max_header_bytes`` and
+  ``max_headers`` lines: beyond, a JSON 431 and the connection is closed. h11 bounds a head
+  still arriving by itself (set to the same size) but not one that comes in a single read, and
+  llhttp bounds neither: it hands each header over whole, however many megabytes it took, and
+  httptools grows a bytes object for it. So both parsers check each finished head, and on
+  httptools the bytes of a head still arriving are counted as they come;
 - uvicorn's plain-text 400 for malformed HTTP is the protocol's JSON error, and a websocket
   upgrade is not made (``Upgrade`` is ignored): the request is answered like any other, and on
   httptools its connection then closes (llhttp stops parsing after an upgrade request).
@@ -43,6 +49,8 @@ from promptwire.settings import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_KEEP_ALIVE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_HEADERS,
     DEFAULT_SEND_TIMEOUT,
     HttpParser,
 )
@@ -59,6 +67,12 @@ class ConnectionLimits:
     send_timeout: float | None = DEFAULT_SEND_TIMEOUT
     """None: no deadline (as ``ServerLimits.send_timeout``)."""
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_headers: int = DEFAULT_MAX_HEADERS
+
+    def head_over(self, headers: int, size: int) -> bool:
+        """A request head of ``headers`` lines and ``size`` bytes is over the limits."""
+        return headers > self.max_headers or size > self.max_header_bytes
 
 
 def _raw_error(status: int, reason: str, error_type: str, message: str, **headers: str) -> bytes:
@@ -87,6 +101,24 @@ _MALFORMED = _raw_error(400, "Bad Request", ErrorType.BAD_REQUEST, "malformed HT
 _HEAD_TIMED_OUT = _raw_error(
     408, "Request Timeout", ErrorType.REQUEST_TIMEOUT, "the request's head did not arrive in time"
 )
+_HEAD_TOO_LARGE = _raw_error(
+    431,
+    "Request Header Fields Too Large",
+    ErrorType.TOO_LARGE,
+    "the request's headers are over the server's limit on their size or number",
+)
+
+#: What a header line costs beyond its name and value: ``": "`` and CRLF.
+HEADER_LINE_OVERHEAD = 4
+
+
+def head_size(target: bytes, headers: Any) -> int:
+    """A parsed request head's size in bytes, as sent (to within its optional whitespace)."""
+    return len(target) + sum(len(n) + len(v) + HEADER_LINE_OVERHEAD for n, v in headers)
+
+
+class HeadTooLarge(Exception):
+    """Raised in llhttp's callback to stop it at a head over the limits."""
 
 
 class ConnectionGuard(asyncio.Protocol):
@@ -101,6 +133,7 @@ class ConnectionGuard(asyncio.Protocol):
     cycle: Any
     # Per connection (each assignment makes the connection's own).
     _refused = False
+    _head_too_large = False
     _waiting_since = 0.0
     _head_deadline: asyncio.TimerHandle | None = None
     _send_deadline: asyncio.TimerHandle | None = None
@@ -264,23 +297,75 @@ class ConnectionGuard(asyncio.Protocol):
 
     # -- JSON for what uvicorn answers itself ----------------------------------------------------
 
+    def _refuse_head(self) -> None:
+        """Answer 431 to a head over the limits and close the connection."""
+        if self._head_too_large:
+            return
+        self._head_too_large = True
+        self._cancel_head_deadline()
+        logger.info("a request head over the limits was refused (431)")
+        self._end_with(_HEAD_TOO_LARGE)
+
     def send_400_response(self, msg: str) -> None:
+        if self._head_too_large:  # the parser stopped at our refusal, already answered
+            self.transport.close()
+        else:
+            self._end_with(_MALFORMED)
+
+    def _end_with(self, answer: bytes) -> None:
+        """Answer what the parser refused and close the connection."""
         cycle = self.cycle
         if cycle is None or cycle.response_complete or not cycle.response_started:
-            # Not inside another answer. A request whose head parsed but whose body did not (a
-            # bad chunk) is already with the app: it is told its client left, so that it
-            # answers no one and its generation ends.
-            self.transport.write(_MALFORMED)
+            # Not inside another answer (a pipelined request's, say). A request whose head
+            # parsed but whose body did not (a bad chunk), or one the refused request was
+            # pipelined behind, is already with the app: it is told its client left, so that
+            # it answers no one and its generation ends.
+            self.transport.write(answer)
             if cycle is not None and not cycle.response_complete:
                 cycle.disconnected = True
                 cycle.message_event.set()
         self.transport.close()
 
 
+class _BoundedH11Connection(h11.Connection):
+    """h11's connection, refusing a request head over ``limits`` (``head_too_large`` says it
+    did). h11 itself refuses a head still incomplete past ``max_incomplete_event_size`` bytes;
+    a head that comes whole in one read is checked here once parsed."""
+
+    head_too_large = False
+
+    def __init__(self, limits: ConnectionLimits) -> None:
+        super().__init__(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+        self._limits = limits
+
+    def next_event(self) -> Any:
+        try:
+            event = super().next_event()
+        except h11.RemoteProtocolError as exc:
+            self.head_too_large = exc.error_status_hint == 431  # h11's receive buffer is full
+            raise
+        if isinstance(event, h11.Request) and self._limits.head_over(
+            len(event.headers), head_size(event.target, event.headers)
+        ):
+            self.head_too_large = True
+            raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
+        return event
+
+
 class GuardedH11Protocol(ConnectionGuard, H11Protocol):
     """uvicorn's h11 protocol, guarded; h11 keeps the state the guards read."""
 
     conn: h11.Connection
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn = _BoundedH11Connection(self.limits)
+
+    def send_400_response(self, msg: str) -> None:
+        if isinstance(self.conn, _BoundedH11Connection) and self.conn.head_too_large:
+            self._refuse_head()
+        else:
+            super().send_400_response(msg)
 
     def _parser_between_requests(self) -> bool:
         return self.conn.their_state in (h11.IDLE, h11.SEND_BODY)
@@ -306,15 +391,46 @@ def _httptools_protocol() -> type[ConnectionGuard]:
 
     class GuardedHttpToolsProtocol(ConnectionGuard, HttpToolsProtocol):
         """uvicorn's httptools protocol, guarded; llhttp keeps no state it shows, so its
-        callbacks record where the current request is."""
+        callbacks record where the current request is; the bytes of a head still arriving
+        are counted as they come."""
 
         _message = _Message.NONE
+        _head_bytes = 0  # of the head still arriving, in the reads after the one it began in
+        _read = 0  # the size of the read being parsed
+        _began = False  # the current head began in the read being parsed
+
+        def data_received(self, data: bytes) -> None:
+            if self._head_too_large:
+                return
+            self._began = False
+            self._read = len(data)
+            super().data_received(data)
+            if self._message is not _Message.HEAD or self._head_too_large:
+                return
+            # The head goes on past this read. llhttp hands a header over only once it ends,
+            # so its bytes are counted here: all of a read inside the head; of the read it began
+            # in, none (that much more, at most one read, may come before it is refused).
+            if not self._began:
+                self._head_bytes += len(data)
+                if self._head_bytes > self.limits.max_header_bytes:
+                    self._refuse_head()
 
         def on_message_begin(self) -> None:
             self._message = _Message.HEAD
+            self._began = True
+            self._head_bytes = 0
             super().on_message_begin()
 
         def on_headers_complete(self) -> None:
+            # The whole head is in: check it before the app sees the request, its size only
+            # where it could be over (a head that came in one read at most the limit cannot).
+            limits = self.limits
+            if len(self.headers) > limits.max_headers or (
+                (not self._began or self._read > limits.max_header_bytes)
+                and head_size(self.url, self.headers) > limits.max_header_bytes
+            ):
+                self._refuse_head()
+                raise HeadTooLarge  # stops llhttp; uvicorn then calls ``send_400_response``
             self._message = _Message.BODY
             super().on_headers_complete()
             if self.parser.should_upgrade():

@@ -207,10 +207,23 @@ async def complete_jobs(
     receive: Callable[[], Awaitable[Any]],
     shutdown: GracefulShutdown,
 ) -> list[Completion]:
-    """Each request's completion, run at once. If the client leaves first (``ClientGone``) or
-    the shutdown's grace period ends (503), they are all cancelled, freeing the engine."""
+    """Each request's completion, run at once. If one fails (a full queue's 503), the client
+    leaves (``ClientGone``) or the shutdown's grace period ends (503), they are all cancelled,
+    freeing the engine."""
     if len(jobs) == 1:
         job = jobs[0]
         return [await unless_gone(engine.complete(job.request, job.prepared), receive, shutdown)]
-    work = asyncio.gather(*(engine.complete(job.request, job.prepared) for job in jobs))
+    work = _complete_all(engine, jobs)
     return await unless_gone(work, receive, shutdown)
+
+
+async def _complete_all(engine: Engine[Any], jobs: Sequence[Job]) -> list[Completion]:
+    """Each job's completion, in order; when one fails, the others are cancelled, and its error
+    is raised once they have ended. (``asyncio.gather`` raised the first error at once and left
+    the others running: the prompts admitted beside a refused one generated for nobody.)"""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(engine.complete(job.request, job.prepared)) for job in jobs]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
