@@ -33,11 +33,12 @@ from promptwire.engine import (
     EngineNotReady,
     EngineOverloaded,
     Finish,
+    RequestRejected,
     TextChunk,
 )
 from promptwire.protocol import FinishReason, Usage
 
-from promptwire_llamacpp.runtime import LlamaRuntime, SamplerConfig
+from promptwire_llamacpp.runtime import GrammarDeadEnd, LlamaRuntime, SamplerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -272,8 +273,15 @@ class Scheduler:
         """Sample from the sequence's logits; emit the text, or finish it."""
         runtime, job = self._runtime, sequence.job
         assert sequence.logits_at is not None
-        token = runtime.sample(sequence.sampler, sequence.logits_at)
-        sequence.logits_at = None
+        index, sequence.logits_at = sequence.logits_at, None
+        if job.sampler.grammar is None:
+            token = runtime.sample(sequence.sampler, index)
+        else:
+            try:
+                token = runtime.sample_checked(sequence.sampler, index)
+            except GrammarDeadEnd as exc:
+                self._fail(sequence, RequestRejected(_dead_end_message(exc, sequence.generated)))
+                return
         if runtime.is_end(token):
             self._finish(sequence, FinishReason.STOP, sequence.generated)
             return
@@ -292,6 +300,12 @@ class Scheduler:
         del self._active[job]
         self._free_sequence(sequence)
         job.put(Finish(reason, Usage(prompt_tokens=len(job.tokens), completion_tokens=completion)))
+
+    def _fail(self, sequence: _Sequence, error: EngineError) -> None:
+        """End one request with ``error``; the others go on."""
+        del self._active[sequence.job]
+        self._free_sequence(sequence)
+        sequence.job.put(error)
 
     def _free_sequence(self, sequence: _Sequence, *, keep_prompt: bool = True) -> None:
         """Give the sequence back, its prompt kept in the cache for a later request (the reply
@@ -312,6 +326,14 @@ class Scheduler:
             del self._active[sequence.job]
             self._free_sequence(sequence)
             sequence.job.put(closing())
+
+
+def _dead_end_message(exc: GrammarDeadEnd, generated: int) -> str:
+    return (
+        f"the reply cannot go on after {generated} tokens: {exc}; the JSON schema (or the tool's "
+        "parameters) asks for text no token of this model can write, such as a character it "
+        "has no token for (U+0000) or a pattern no character matches"
+    )
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
