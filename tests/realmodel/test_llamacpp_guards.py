@@ -96,6 +96,15 @@ def test_a_pattern_no_token_can_write_is_a_422_not_an_abort(url: str, pattern: s
     _assert_alive(url)
 
 
+def test_a_sampled_dead_end_is_a_422_too(url: str) -> None:
+    """Sampling (temperature above 0) picks from all-masked logits as greedy does."""
+    body = _schema_request({"type": "string", "pattern": NUL_PATTERN})
+    reply = httpx.post(url, json={**body, "temperature": 0.8, "seed": 7}, timeout=120)
+    assert reply.status_code == 422, reply.text
+    assert "no token can continue the grammar" in reply.text
+    _assert_alive(url)
+
+
 def test_a_streamed_dead_end_ends_the_stream_with_an_error_event(url: str) -> None:
     body = {**_schema_request({"type": "string", "pattern": NUL_PATTERN}), "stream": True}
     with httpx.stream("POST", url, json=body, timeout=120) as reply:
