@@ -212,11 +212,12 @@ class Scheduler:
         """The free sequence whose cached prompt begins like ``tokens`` for longest, and how
         many tokens of it stay; the rest of its cells are dropped. At least one token is always
         fed again, for the logits of the first reply token."""
-        # With no prompt in common, an empty sequence first: cached prompts stay for later.
-        best = min(self._free, key=lambda seq_id: len(self._free[seq_id]))
+        # With no prompt in common, an empty sequence first: cached prompts stay for later. Ties
+        # go to the lowest id: llama.cpp runs consecutive ids in one pass (see ``_step``).
+        best = min(self._free, key=lambda seq_id: (len(self._free[seq_id]), seq_id))
         shared = 0
-        for seq_id, cached in self._free.items():
-            common = _common_prefix(cached, tokens)
+        for seq_id in sorted(self._free):
+            common = _common_prefix(self._free[seq_id], tokens)
             if common > shared:
                 best, shared = seq_id, common
         del self._free[best]
@@ -240,22 +241,29 @@ class Scheduler:
         for sequence in list(self._active.values()):
             if sequence.logits_at is not None:
                 self._next_token(sequence)
-        count = 0
+        # What goes in this pass: the sampled tokens, then as much of the prompts (in the
+        # order they came) as the batch holds.
+        entries: list[tuple[_Sequence, int, int, bool]] = []
         for sequence in self._active.values():
             if sequence.next_token is not None:
-                _put(batch, count, sequence.next_token, sequence.position, sequence.seq_id, True)
-                sequence.logits_at, sequence.next_token = count, None
+                entries.append((sequence, sequence.next_token, sequence.position, True))
+                sequence.next_token = None
                 sequence.generated += 1  # in the cache from this pass on
-                count += 1
         for sequence in self._active.values():
             prompt = sequence.job.tokens
-            while sequence.fed < len(prompt) and count < runtime.batch_size:
+            while sequence.fed < len(prompt) and len(entries) < runtime.batch_size:
                 last = sequence.fed == len(prompt) - 1
-                _put(batch, count, prompt[sequence.fed], sequence.fed, sequence.seq_id, last)
-                if last:
-                    sequence.logits_at = count
+                entries.append((sequence, prompt[sequence.fed], sequence.fed, last))
                 sequence.fed += 1
-                count += 1
+        # In the batch by sequence id: with a cache per sequence, llama.cpp splits a batch into
+        # runs of consecutive sequence ids (split_equal, "sequential"), each a forward pass of
+        # its own; in the order requests came, 8 sequences could take 8 passes.
+        entries.sort(key=lambda entry: entry[0].seq_id)
+        for count, (sequence, token, position, logits) in enumerate(entries):
+            _put(batch, count, token, position, sequence.seq_id, logits)
+            if logits:
+                sequence.logits_at = count
+        count = len(entries)
         if count == 0:
             return
         batch.n_tokens = count
