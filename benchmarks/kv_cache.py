@@ -2,7 +2,9 @@
 (``PROMPTWIRE_LLAMACPP__KV_UNIFIED``), side by side in one run: benchmark 11's streams (SmolLM2,
 greedy chat streams on ``/v1/chat/completions``, new prompts every round) at 1 and 8 at once, the
 two servers in turns, the order reversed each repetition. Prints each round, the machine's load,
-and the ratio per-sequence / unified of the aggregate tokens/s per repetition.
+and the ratio per-sequence / unified of the aggregate tokens/s per repetition. Then the same
+rounds on the two engines in this process, for the CPU time per token as well: under load a
+wall-clock rate moves with the neighbours, this process's CPU time much less.
 
     uv run --group bench python -m benchmarks.kv_cache [--repetitions 3]
 """
@@ -14,6 +16,8 @@ import asyncio
 import os
 import statistics
 import sys
+import time
+from typing import Any
 
 from benchmarks.common import PROMPTWIRE_CLI, free_port, server_process
 from benchmarks.real_model import CONTEXT, _round, _threads, prompts
@@ -88,6 +92,58 @@ def main() -> None:
             f"{statistics.median(ratios):.3f} (runs {', '.join(f'{r:.3f}' for r in ratios)}); "
             f"per-sequence {statistics.median(tps['per-sequence', streams]):.1f}, unified "
             f"{statistics.median(tps['unified', streams]):.1f} tokens/s"
+        )
+    in_process(args.repetitions, threads)
+
+
+def in_process(repetitions: int, threads: int) -> None:
+    """The two layouts as engines in this process: tokens/s and CPU time per token."""
+    from promptwire.testing import arun_engine
+    from promptwire_llamacpp.engine import LlamaCppEngine
+    from promptwire_llamacpp.settings import LlamaCppSettings
+
+    engines: dict[str, Any] = {}
+    for name, unified in (("per-sequence", False), ("unified", True)):
+        settings = LlamaCppSettings(
+            parallel=8, context_size=CONTEXT, threads=threads, kv_unified=unified
+        )
+        engines[name] = LlamaCppEngine(settings)
+        engines[name].load()
+
+    async def together(engine: Any, asked: list[str]) -> int:
+        bodies = [
+            {"prompt": "", "messages": [{"role": "user", "content": p}], "max_tokens": 64}
+            for p in asked
+        ]
+        runs = await asyncio.gather(*(arun_engine(engine, {**b, "temperature": 0}) for b in bodies))
+        return sum(run.finish.usage.completion_tokens for run in runs)
+
+    rates: dict[tuple[str, int], list[float]] = {(e, n): [] for e in engines for n in CONCURRENCY}
+    cpu: dict[tuple[str, int], list[float]] = {(e, n): [] for e in engines for n in CONCURRENCY}
+    round_number = 1000
+    for repetition in range(repetitions):
+        order = list(engines) if repetition % 2 == 0 else list(reversed(engines))
+        for streams in CONCURRENCY:
+            round_number += 1
+            for name in order:
+                wall, used = time.perf_counter(), time.process_time()
+                tokens = asyncio.run(together(engines[name], prompts(round_number, streams)))
+                wall, used = time.perf_counter() - wall, time.process_time() - used
+                rates[name, streams].append(tokens / wall)
+                cpu[name, streams].append(used / tokens)
+    for engine in engines.values():
+        engine.unload()
+    print(f"in-process, {_load()}")
+    for streams in CONCURRENCY:
+        pairs = zip(rates["per-sequence", streams], rates["unified", streams], strict=True)
+        rate = statistics.median(a / b for a, b in pairs)
+        pairs = zip(cpu["per-sequence", streams], cpu["unified", streams], strict=True)
+        per_token = statistics.median(a / b for a, b in pairs)
+        print(
+            f"in-process at {streams} stream(s), per-sequence / unified: tokens/s {rate:.3f}, "
+            f"CPU per token {per_token:.3f} (per-sequence "
+            f"{statistics.median(cpu['per-sequence', streams]) * 1000:.1f} ms, unified "
+            f"{statistics.median(cpu['unified', streams]) * 1000:.1f} ms)"
         )
 
 
