@@ -435,7 +435,8 @@ GGUF_MAGIC = b"GGUF"
 
 
 def _token_data_view(buffer: Any, count: int) -> Any:
-    """``buffer`` (``llama_token_data[count]``) as a numpy record array, written in place."""
+    """``buffer`` (``llama_token_data[count]``) as a numpy record array, written in place
+    (numpy comes with llama-cpp-python, which depends on it)."""
     import numpy as np
 
     dtype = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
