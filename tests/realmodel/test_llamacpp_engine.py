@@ -200,5 +200,5 @@ def test_a_missing_model_file_is_a_clear_error(tmp_path: Path) -> None:
         LlamaCppEngine(settings).load()
     not_gguf = tmp_path / "model.gguf"
     not_gguf.write_bytes(b"not a model")
-    with pytest.raises(ModelLoadError, match="could not load"):
+    with pytest.raises(ModelLoadError, match="is not a GGUF model file"):
         LlamaCppEngine(LlamaCppSettings(model=not_gguf)).load()

@@ -14,9 +14,15 @@ if TYPE_CHECKING:
 
 
 def _create_engine(settings: LlamaCppSettings) -> Engine[Any]:
+    """The engine, loaded: a model file that is missing, not GGUF or truncated, or a context too
+    large for memory, ends ``promptwire serve`` with one line naming the file and the reason (a
+    ``ModelLoadError`` is a ``ConfigurationError``) before the server starts, not with uvicorn's
+    traceback from the app's startup. The app's ``start`` then finds it loaded."""
     from promptwire_llamacpp.engine import LlamaCppEngine
 
-    return LlamaCppEngine(settings)
+    engine = LlamaCppEngine(settings)
+    engine.load()
+    return engine
 
 
 @hookimpl

@@ -1,9 +1,15 @@
 """A loaded GGUF model and its llama.cpp context, through llama-cpp-python's C bindings.
 
 The high-level ``llama_cpp.Llama`` runs one sequence at a time; continuous batching needs the
-C API itself: one context whose KV cache holds ``parallel`` sequences (``n_seq_max``, a unified
-cache of ``context_size`` tokens each), batches that mix sequences, and a sampler chain (with a
-grammar when the reply is constrained) per sequence. Only the scheduler thread calls ``decode``
+C API itself: one context whose KV cache holds ``parallel`` sequences (``n_seq_max``, each in a
+cache of its own of ``context_size`` tokens, as llama-server's slots), batches that mix
+sequences, and a sampler chain (with a grammar when the reply is constrained) per sequence.
+
+Each sequence has its own cache (``kv_unified`` off) so that a greedy reply is the same token for
+token alone and among other requests: in one unified cache a sequence's cells lie wherever they
+were free, the attention sums them in another order, and the rounding differs (measured on
+SmolLM2, the same greedy question 8 at once: 1 of 8 replies equal to the one alone, 8 of 8 with
+a cache per sequence). Only the scheduler thread calls ``decode``
 and the samplers; tokenizing and grammar checks are read-only and safe from other threads.
 
 ctypes releases the GIL around every C call, so a forward pass never stalls the event loop. The
@@ -17,10 +23,16 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from promptwire.errors import ConfigurationError
 
 from promptwire_llamacpp.settings import LlamaCppSettings
 
@@ -29,6 +41,9 @@ logger = logging.getLogger(__name__)
 _backend_lock = threading.Lock()
 _backend_ready = False
 _log_callback: Any = None  # kept alive: llama.cpp calls it for the life of the process
+#: While a model loads: llama.cpp's warnings and errors, held back (logged once it has loaded; in
+#: the one-line error when it cannot).
+_load_errors: list[tuple[int, str]] | None = None
 _LOG_LEVELS = {3: logging.WARNING, 4: logging.ERROR}  # ggml.h: GGML_LOG_LEVEL_WARN, _ERROR
 
 
@@ -58,7 +73,10 @@ def _init_backend() -> None:
 
         def log(level: int, text: bytes, _data: Any) -> None:
             if level in _LOG_LEVELS and (line := text.decode("utf-8", "replace").strip()):
-                logger.log(_LOG_LEVELS[level], "llama.cpp: %s", line)
+                if _load_errors is not None:
+                    _load_errors.append((_LOG_LEVELS[level], line))
+                else:
+                    logger.log(_LOG_LEVELS[level], "llama.cpp: %s", line)
 
         _log_callback = llama.llama_log_callback(log)
         llama.llama_log_set(_log_callback, ctypes.c_void_p(0))
@@ -66,8 +84,24 @@ def _init_backend() -> None:
         _backend_ready = True
 
 
-class ModelLoadError(RuntimeError):
-    """The GGUF file cannot be loaded (missing, not GGUF, or an architecture llama.cpp lacks)."""
+class ModelLoadError(ConfigurationError):
+    """The GGUF file cannot be loaded (missing, not GGUF, or an architecture llama.cpp lacks), or
+    its context does not fit: ``promptwire serve`` says so in one line (a
+    ``ConfigurationError``)."""
+
+
+class GrammarDeadEnd(Exception):
+    """No token can continue the reply's grammar (a character no token holds, such as U+0000)."""
+
+
+#: ``llama.cpp`` rounds each sequence's cache up to a multiple of this (``GGML_PAD(n_ctx_seq,
+#: 256)`` in llama-context.cpp).
+CONTEXT_PADDING = 256
+
+
+def sequence_cells(context_size: int) -> int:
+    """The cells llama.cpp gives each sequence's own cache for ``context_size`` tokens."""
+    return -(-context_size // CONTEXT_PADDING) * CONTEXT_PADDING
 
 
 @dataclass(frozen=True)
@@ -92,39 +126,52 @@ class LlamaRuntime:
         _init_backend()
         llama = _llama()
         self.path = settings.model_path()
-        if not self.path.is_file():
-            raise ModelLoadError(f"no GGUF model file at {self.path}")
+        check_model_file(self.path)
         model_params = llama.llama_model_default_params()
         model_params.n_gpu_layers = settings.gpu_layers if settings.gpu_layers >= 0 else 1 << 30
-        self._model = llama.llama_model_load_from_file(str(self.path).encode(), model_params)
+        with _llama_log_held() as held:
+            self._model = llama.llama_model_load_from_file(str(self.path).encode(), model_params)
         if not self._model:
             raise ModelLoadError(
-                f"llama.cpp could not load {self.path} (see its log above): not a GGUF file, "
-                "or a model architecture this build of llama.cpp does not know"
+                f"llama.cpp could not load {self.path}: "
+                f"{_reason(held, 'not a GGUF model, or an architecture it does not know')}"
             )
+        _release(held)
         self._vocab = llama.llama_model_get_vocab(self._model)
         self.context_size = settings.context_size
         self.parallel = settings.parallel
         self.batch_size = settings.batch_size
         threads = settings.thread_count()
         context_params = llama.llama_context_default_params()
-        context_params.n_ctx = settings.context_size * settings.parallel
+        # A cache per sequence (see the module's docstring), each of context_size tokens
+        # rounded up as llama.cpp rounds it: the same cells as one unified cache of
+        # context_size * parallel, and llama.cpp has no remainder to warn about.
+        context_params.n_ctx = sequence_cells(settings.context_size) * settings.parallel
         context_params.n_batch = settings.batch_size
         context_params.n_ubatch = settings.batch_size
         context_params.n_seq_max = settings.parallel
-        context_params.kv_unified = True  # one cache; each sequence may use context_size of it
+        context_params.kv_unified = settings.kv_unified
         context_params.n_threads = threads
         context_params.n_threads_batch = threads
         context_params.no_perf = True
-        self._context = llama.llama_init_from_model(self._model, context_params)
+        if settings.gpu_layers == 0:
+            self._check_memory(context_params.n_ctx, settings)
+        with _llama_log_held() as held:
+            self._context = llama.llama_init_from_model(self._model, context_params)
         if not self._context:
             llama.llama_model_free(self._model)
             raise ModelLoadError(
-                f"llama.cpp could not make a context of {context_params.n_ctx} tokens for "
-                f"{self.path}: lower context_size or parallel"
+                f"llama.cpp could not make a context of {context_params.n_ctx} tokens "
+                f"({settings.parallel} sequences of {settings.context_size}) for {self.path}: "
+                f"{_reason(held, 'too large for memory')}; lower context_size or parallel"
             )
+        _release(held)
         self._memory = llama.llama_get_memory(self._context)
         self.n_vocab = llama.llama_vocab_n_tokens(self._vocab)
+        # The candidates a grammar sequence's chain picks from (see ``sample_checked``).
+        self._candidates = (llama.llama_token_data * self.n_vocab)()
+        self._candidate_view = _token_data_view(self._candidates, self.n_vocab)
+        self._token_ids = _arange(self.n_vocab)
         self.weights_bytes = int(llama.llama_model_size(self._model))
         self.model_name = settings.model_name or self.path.stem
         self.threads = threads
@@ -136,6 +183,29 @@ class LlamaRuntime:
             llama.llama_context_p_ctypes,
             ctypes.c_int32,
         )(("llama_sampler_sample", llama.llama_cpp._lib))
+
+    def _check_memory(self, cells: int, settings: LlamaCppSettings) -> None:
+        """Refuse a KV cache larger than this machine's memory before llama.cpp tries: it
+        would allocate (and clear) it, or spend minutes and gigabytes on the cells' own
+        bookkeeping first (measured: 2 GB and rising after 10 s for 256 x 2^20 cells)."""
+        llama = _llama()
+        heads = max(1, llama.llama_model_n_head(self._model))
+        head_size = llama.llama_model_n_embd(self._model) // heads
+        per_token = (
+            2  # keys and values
+            * llama.llama_model_n_layer(self._model)
+            * llama.llama_model_n_head_kv(self._model)
+            * head_size
+            * 2  # bytes of an f16, llama.cpp's default cache type
+        )
+        needed = cells * per_token
+        memory = physical_memory()
+        if memory and needed > memory:
+            raise ModelLoadError(
+                f"a KV cache of {settings.parallel} sequences of {settings.context_size} tokens "
+                f"for {self.path} needs {needed / 2**30:,.1f} GiB, more than this machine's "
+                f"{memory / 2**30:,.1f} GiB of memory: lower context_size or parallel"
+            )
 
     # -- the model's facts ---------------------------------------------------------------------
 
@@ -254,6 +324,32 @@ class LlamaRuntime:
         chain, so a grammar moves on)."""
         return int(self._sample(sampler, self._context, index))
 
+    def sample_checked(self, sampler: Any, index: int) -> int:
+        """``sample`` for a chain with a grammar, which never hands the grammar a token it
+        refuses: llama.cpp aborts the whole process when the chain picks one (every token
+        masked, greedy picks end-of-text, the grammar's accept calls ``GGML_ABORT``). So the
+        chain's apply step picks, the pick is checked (a finite logit: a token the grammar
+        allows), and only then is it accepted. ``GrammarDeadEnd`` when no token is allowed.
+
+        Plain ctypes calls: the GIL is released while the grammar masks the vocabulary.
+        """
+        llama = _llama()
+        logits = llama.llama_get_logits_ith(self._context, index)
+        view = self._candidate_view
+        view["id"] = self._token_ids
+        view["logit"] = _floats(logits, self.n_vocab)
+        view["p"] = 0.0
+        candidates = llama.llama_token_data_array(self._candidates, self.n_vocab, -1, False)
+        llama.llama_sampler_apply(sampler, ctypes.byref(candidates))
+        selected = int(candidates.selected)
+        if not 0 <= selected < candidates.size:
+            raise GrammarDeadEnd("the sampler chain picked no token")
+        chosen = self._candidates[selected]
+        if not math.isfinite(chosen.logit):
+            raise GrammarDeadEnd("no token can continue the grammar")
+        llama.llama_sampler_accept(sampler, chosen.id)
+        return int(chosen.id)
+
     def free_sampler(self, sampler: Any) -> None:
         _llama().llama_sampler_free(sampler)
 
@@ -279,3 +375,81 @@ class LlamaRuntime:
         if self._model:
             llama.llama_model_free(self._model)
             self._model = None
+
+
+@contextmanager
+def _llama_log_held() -> Iterator[list[tuple[int, str]]]:
+    """llama.cpp's warnings and errors while the block runs, held back: logged by ``_release``
+    when what the block made is fine, summed up by ``_reason`` in the one-line error when not."""
+    global _load_errors
+    held: list[tuple[int, str]] = []
+    _load_errors = held
+    try:
+        yield held
+    finally:
+        _load_errors = None
+
+
+def _release(held: list[tuple[int, str]]) -> None:
+    for level, line in held:
+        logger.log(level, "llama.cpp: %s", line)
+
+
+def _reason(held: list[tuple[int, str]], default: str) -> str:
+    """The first of llama.cpp's errors that says why (its later lines only say that it failed)."""
+    for level, line in held:
+        _, _, reason = line.partition(": ")
+        reason = reason.removeprefix("error loading model: ").strip()
+        if level == logging.ERROR and reason and "failed to" not in reason:
+            return reason
+    return default
+
+
+def physical_memory() -> int | None:
+    """Bytes of memory of this machine, where the system says."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_model_file(path: Path) -> None:
+    """Refuse, in one line naming it, a model path that is no GGUF file: missing, a directory,
+    empty, or not starting with GGUF's magic bytes (llama.cpp checks the rest when it loads)."""
+    if not path.exists():
+        raise ModelLoadError(f"no GGUF model file at {path}")
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a directory, not a GGUF model file")
+    try:
+        with path.open("rb") as file:
+            magic = file.read(len(GGUF_MAGIC))
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read the model file {path}: {exc.strerror}") from None
+    if not magic:
+        raise ModelLoadError(f"{path} is empty (0 bytes), not a GGUF model file")
+    if magic != GGUF_MAGIC:
+        raise ModelLoadError(f"{path} is not a GGUF model file (it does not begin with 'GGUF')")
+
+
+GGUF_MAGIC = b"GGUF"
+
+
+def _token_data_view(buffer: Any, count: int) -> Any:
+    """``buffer`` (``llama_token_data[count]``) as a numpy record array, written in place
+    (numpy comes with llama-cpp-python, which depends on it)."""
+    import numpy as np
+
+    dtype = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+    return np.frombuffer(buffer, dtype=dtype, count=count)
+
+
+def _arange(count: int) -> Any:
+    import numpy as np
+
+    return np.arange(count, dtype=np.int32)
+
+
+def _floats(pointer: Any, count: int) -> Any:
+    import numpy as np
+
+    return np.ctypeslib.as_array(pointer, shape=(count,))

@@ -33,11 +33,12 @@ from promptwire.engine import (
     EngineNotReady,
     EngineOverloaded,
     Finish,
+    RequestRejected,
     TextChunk,
 )
 from promptwire.protocol import FinishReason, Usage
 
-from promptwire_llamacpp.runtime import LlamaRuntime, SamplerConfig
+from promptwire_llamacpp.runtime import GrammarDeadEnd, LlamaRuntime, SamplerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -211,11 +212,12 @@ class Scheduler:
         """The free sequence whose cached prompt begins like ``tokens`` for longest, and how
         many tokens of it stay; the rest of its cells are dropped. At least one token is always
         fed again, for the logits of the first reply token."""
-        # With no prompt in common, an empty sequence first: cached prompts stay for later.
-        best = min(self._free, key=lambda seq_id: len(self._free[seq_id]))
+        # With no prompt in common, an empty sequence first: cached prompts stay for later. Ties
+        # go to the lowest id: llama.cpp runs consecutive ids in one pass (see ``_step``).
+        best = min(self._free, key=lambda seq_id: (len(self._free[seq_id]), seq_id))
         shared = 0
-        for seq_id, cached in self._free.items():
-            common = _common_prefix(cached, tokens)
+        for seq_id in sorted(self._free):
+            common = _common_prefix(self._free[seq_id], tokens)
             if common > shared:
                 best, shared = seq_id, common
         del self._free[best]
@@ -239,22 +241,29 @@ class Scheduler:
         for sequence in list(self._active.values()):
             if sequence.logits_at is not None:
                 self._next_token(sequence)
-        count = 0
+        # What goes in this pass: the sampled tokens, then as much of the prompts (in the
+        # order they came) as the batch holds.
+        entries: list[tuple[_Sequence, int, int, bool]] = []
         for sequence in self._active.values():
             if sequence.next_token is not None:
-                _put(batch, count, sequence.next_token, sequence.position, sequence.seq_id, True)
-                sequence.logits_at, sequence.next_token = count, None
+                entries.append((sequence, sequence.next_token, sequence.position, True))
+                sequence.next_token = None
                 sequence.generated += 1  # in the cache from this pass on
-                count += 1
         for sequence in self._active.values():
             prompt = sequence.job.tokens
-            while sequence.fed < len(prompt) and count < runtime.batch_size:
+            while sequence.fed < len(prompt) and len(entries) < runtime.batch_size:
                 last = sequence.fed == len(prompt) - 1
-                _put(batch, count, prompt[sequence.fed], sequence.fed, sequence.seq_id, last)
-                if last:
-                    sequence.logits_at = count
+                entries.append((sequence, prompt[sequence.fed], sequence.fed, last))
                 sequence.fed += 1
-                count += 1
+        # In the batch by sequence id: with a cache per sequence, llama.cpp splits a batch into
+        # runs of consecutive sequence ids (split_equal, "sequential"), each a forward pass of
+        # its own; in the order requests came, 8 sequences could take 8 passes.
+        entries.sort(key=lambda entry: entry[0].seq_id)
+        for count, (sequence, token, position, logits) in enumerate(entries):
+            _put(batch, count, token, position, sequence.seq_id, logits)
+            if logits:
+                sequence.logits_at = count
+        count = len(entries)
         if count == 0:
             return
         batch.n_tokens = count
@@ -272,8 +281,15 @@ class Scheduler:
         """Sample from the sequence's logits; emit the text, or finish it."""
         runtime, job = self._runtime, sequence.job
         assert sequence.logits_at is not None
-        token = runtime.sample(sequence.sampler, sequence.logits_at)
-        sequence.logits_at = None
+        index, sequence.logits_at = sequence.logits_at, None
+        if job.sampler.grammar is None:
+            token = runtime.sample(sequence.sampler, index)
+        else:
+            try:
+                token = runtime.sample_checked(sequence.sampler, index)
+            except GrammarDeadEnd as exc:
+                self._fail(sequence, RequestRejected(_dead_end_message(exc, sequence.generated)))
+                return
         if runtime.is_end(token):
             self._finish(sequence, FinishReason.STOP, sequence.generated)
             return
@@ -292,6 +308,12 @@ class Scheduler:
         del self._active[job]
         self._free_sequence(sequence)
         job.put(Finish(reason, Usage(prompt_tokens=len(job.tokens), completion_tokens=completion)))
+
+    def _fail(self, sequence: _Sequence, error: EngineError) -> None:
+        """End one request with ``error``; the others go on."""
+        del self._active[sequence.job]
+        self._free_sequence(sequence)
+        sequence.job.put(error)
 
     def _free_sequence(self, sequence: _Sequence, *, keep_prompt: bool = True) -> None:
         """Give the sequence back, its prompt kept in the cache for a later request (the reply
@@ -312,6 +334,14 @@ class Scheduler:
             del self._active[sequence.job]
             self._free_sequence(sequence)
             sequence.job.put(closing())
+
+
+def _dead_end_message(exc: GrammarDeadEnd, generated: int) -> str:
+    return (
+        f"the reply cannot go on after {generated} tokens: {exc}; the JSON schema (or the tool's "
+        "parameters) asks for text no token of this model can write, such as a character it "
+        "has no token for (U+0000) or a pattern no character matches"
+    )
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

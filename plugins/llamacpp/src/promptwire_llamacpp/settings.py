@@ -14,7 +14,7 @@ from typing import Any
 
 from promptwire.modal.scaling import MaxInputs, ModalScaling, ScaledownWindow
 from promptwire.settings import NONE_VALUE, backend_settings_config
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BACKEND_NAME = "llamacpp"
@@ -74,6 +74,12 @@ class LlamaCppSettings(BaseSettings, ModalScaling):
         "replies in flight leave of it, so a smaller batch starts requests that arrive "
         "together one after another (earlier first tokens on a CPU); a larger one suits long "
         "prompts on a GPU.",
+    )
+    kv_unified: bool = Field(
+        default=False,
+        description="One KV cache shared by every sequence instead of one per sequence. Off "
+        "(llama-server's default): a greedy reply is then the same token for token alone and "
+        "among other requests; on, the rounding depends on where a sequence's cells lie.",
     )
     gpu_layers: int = Field(
         default=0,
@@ -136,6 +142,19 @@ class LlamaCppSettings(BaseSettings, ModalScaling):
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _every_sequence_fits_a_batch(self) -> LlamaCppSettings:
+        """Each step puts the next token of every generating sequence in one forward pass, and
+        llama.cpp reserves outputs for at most ``batch_size`` tokens of one (it aborts at start
+        on ``n_outputs_max`` otherwise)."""
+        if self.parallel > self.batch_size:
+            raise ValueError(
+                f"parallel ({self.parallel}) is more than batch_size ({self.batch_size}): every "
+                "sequence decodes a token in each forward pass; set batch_size to at least "
+                f"{self.parallel} or parallel to at most {self.batch_size}"
+            )
+        return self
 
     def model_path(self) -> Path:
         """The GGUF file to load; a clear error when there is none."""
