@@ -1,0 +1,191 @@
+"""The engine process: builds the engine the server names and serves it over one connection.
+
+Started by ``ProcessEngine`` as ``python -c`` with the server's ``sys.path`` (so it imports
+whatever the server imports, wherever it runs), it reads the engine's factory and settings,
+starts the engine, then answers calls (render, prepare, count) from a few worker threads and
+runs generations on its own event loop, sending their events in batches. When the server goes
+(its end of the connection closes, even if it was killed), the process ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from typing import Any
+
+from promptwire.engine import Engine, EngineError
+from promptwire.engine.process import _wire as wire
+
+logger = logging.getLogger("promptwire.engine.process")
+
+#: Calls (render, prepare, count) run at once; the server's own preparer sends at most 4.
+CALL_THREADS = 4
+#: Seconds the engine gets to stop once the server has gone.
+ORPHAN_GRACE = 10.0
+
+
+def main(fd: int) -> None:
+    """The engine process's entry point: serve on the connection ``fd`` until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's; it stops us
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s:     [engine %(process)d] %(message)s"
+    )
+    connection = Connection(fd)
+    _tag, create_engine, settings = wire.loads(connection.recv_bytes())
+    sys.exit(asyncio.run(_serve(connection, create_engine, settings)))
+
+
+async def _serve(connection: Connection, create_engine: Any, settings: Any) -> int:
+    return await _Child(connection).run(create_engine, settings)
+
+
+class _Child:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._loop = asyncio.get_running_loop()
+        self._calls = ThreadPoolExecutor(CALL_THREADS, thread_name_prefix="promptwire-engine")
+        self._prepared: dict[int, tuple[Any, Any]] = {}  # call -> (request, prepared)
+        self._generations: dict[int, asyncio.Task[None]] = {}
+        self._outbox: list[tuple[int, Any]] = []
+        self._stopping = asyncio.Event()
+        self._engine: Engine[Any] | None = None
+
+    async def run(self, create_engine: Callable[[Any], Engine[Any]], settings: Any) -> int:
+        try:
+            engine = create_engine(settings)
+            await engine.start()
+        except BaseException as exc:  # told to the server, which says it in one line
+            self._send((wire.START_FAILED, wire.Failure.of(exc)))
+            return 1
+        self._engine = engine
+        self._send((wire.STARTED, self._status()))
+        threading.Thread(target=self._read, name="promptwire-engine-reader", daemon=True).start()
+        reporter = asyncio.create_task(self._report())
+        await self._stopping.wait()
+        reporter.cancel()
+        for task in list(self._generations.values()):
+            task.cancel()
+        await engine.stop()
+        return 0
+
+    # -- reading (a thread of its own: a slow engine step never delays the next message) ---------
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = wire.loads(self._connection.recv_bytes())
+            except (EOFError, OSError):
+                break
+            self._loop.call_soon_threadsafe(self._dispatch, message)
+            if message[0] == wire.STOP:
+                return
+        # The server has gone without a word (killed): stop, and do not outlive it for long.
+        self._loop.call_soon_threadsafe(self._stopping.set)
+        threading.Timer(ORPHAN_GRACE, os._exit, (0,)).start()
+
+    def _dispatch(self, message: tuple[Any, ...]) -> None:
+        engine = self._engine
+        assert engine is not None
+        kind = message[0]
+        if kind == wire.GENERATE:
+            _, generation, call = message
+            if (kept := self._prepared.pop(call, None)) is None:
+                self._post(generation, wire.Failure.of(EngineError("the request was not prepared")))
+                return
+            request, prepared = kept
+            task = self._loop.create_task(self._generate(engine, generation, request, prepared))
+            self._generations[generation] = task
+        elif kind == wire.CANCEL:
+            if (running := self._generations.pop(message[1], None)) is not None:
+                running.cancel()
+        elif kind == wire.PREPARE:
+            _, call, request = message
+            self._call(call, lambda: self._keep(call, request, engine.prepare(request)))
+        elif kind == wire.RENDER:
+            _, call, messages, tools = message
+            if tools is None:
+                self._call(call, lambda: engine.render_chat(messages))
+            else:
+                self._call(call, lambda: engine.render_chat_with_tools(messages, tools))
+        elif kind == wire.COUNT:
+            _, call, request = message
+            self._call(call, lambda: engine.count_prompt_tokens(request))
+        elif kind == wire.FORGET:
+            for call in message[1]:
+                self._prepared.pop(call, None)
+        elif kind == wire.STOP:
+            self._stopping.set()
+
+    def _keep(self, call: int, request: Any, prepared: Any) -> None:
+        self._prepared[call] = (request, prepared)  # a dict's item assignment: thread-safe
+
+    def _call(self, call: int, work: Callable[[], Any]) -> None:
+        future = self._loop.run_in_executor(self._calls, work)
+
+        def reply(done: asyncio.Future[Any]) -> None:
+            exc = done.exception()
+            if exc is None:
+                self._send((wire.REPLY, call, True, done.result()))
+            else:
+                if not isinstance(exc, EngineError):
+                    logger.error("the engine failed", exc_info=exc)
+                self._send((wire.REPLY, call, False, wire.Failure.of(exc)))
+
+        future.add_done_callback(reply)
+
+    # -- generating ------------------------------------------------------------------------------
+
+    async def _generate(
+        self, engine: Engine[Any], generation: int, request: Any, prepared: Any
+    ) -> None:
+        """The engine's ``generate`` (the request's limits applied here, where its tokens are),
+        every event posted for the next batch."""
+        try:
+            async with contextlib.aclosing(engine.generate(request, prepared)) as events:
+                async for event in events:
+                    self._post(generation, event)
+        except asyncio.CancelledError:
+            return  # the server cancelled it: it wants no more events
+        except Exception as exc:
+            if not isinstance(exc, EngineError):
+                logger.error("the engine failed", exc_info=exc)
+            self._post(generation, wire.Failure.of(exc))
+        finally:
+            self._generations.pop(generation, None)
+
+    def _post(self, generation: int, event: Any) -> None:
+        if not self._outbox:
+            self._loop.call_soon(self._flush)  # after whatever else is ready in this turn
+        self._outbox.append((generation, event))
+
+    def _flush(self) -> None:
+        batch, self._outbox = self._outbox, []
+        if batch:
+            self._send((wire.EVENTS, batch))
+
+    # -- reporting -------------------------------------------------------------------------------
+
+    def _status(self) -> wire.Status:
+        engine = self._engine
+        assert engine is not None
+        return wire.Status(
+            engine.model_name, engine.ready, engine.capabilities, tuple(engine.metrics())
+        )
+
+    async def _report(self) -> None:
+        for _ in itertools.count():
+            await asyncio.sleep(wire.STATUS_INTERVAL)
+            self._send((wire.STATUS, self._status()))
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        with contextlib.suppress(OSError):  # the server has gone: the reader stops us
+            self._connection.send_bytes(wire.dumps(message))
