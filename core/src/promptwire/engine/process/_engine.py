@@ -199,6 +199,12 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
         return self._reason
 
     @property
+    def pid(self) -> int | None:
+        """The engine process's id while one is serving."""
+        child = self._child
+        return None if child is None else child.process.pid
+
+    @property
     def capabilities(self) -> Capabilities:
         return self._capabilities
 
