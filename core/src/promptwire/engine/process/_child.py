@@ -33,11 +33,12 @@ CALL_THREADS = 4
 ORPHAN_GRACE = 10.0
 
 
-def main(fd: int) -> None:
-    """The engine process's entry point: serve on the connection ``fd`` until told to stop."""
+def main(fd: int, log_level: int = logging.INFO) -> None:
+    """The engine process's entry point: serve on the connection ``fd`` until told to stop,
+    logging at the server's ``log_level``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's; it stops us
     logging.basicConfig(
-        level=logging.INFO, format="%(levelname)s:     [engine %(process)d] %(message)s"
+        level=log_level, format="%(levelname)s:     [engine %(process)d] %(message)s"
     )
     connection = Connection(fd)
     _tag, create_engine, settings = wire.loads(connection.recv_bytes())

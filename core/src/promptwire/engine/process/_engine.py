@@ -52,7 +52,7 @@ SettingsT = TypeVar("SettingsT")
 #: imports (a Modal container's mounted sources, a test's paths) without an installed dist.
 _BOOT = (
     "import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
-    "from promptwire.engine.process._child import main; main(int(sys.argv[2]))"
+    "from promptwire.engine.process._child import main; main(int(sys.argv[2]), int(sys.argv[3]))"
 )
 #: Seconds a stopping child gets before it is terminated, then killed.
 STOP_TIMEOUT = 10.0
@@ -347,7 +347,15 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
         ours, theirs = socket.socketpair()
         with theirs:
             process = subprocess.Popen(
-                [sys.executable, "-c", _BOOT, json.dumps(sys.path), str(theirs.fileno())],
+                [
+                    sys.executable,
+                    "-c",
+                    _BOOT,
+                    json.dumps(sys.path),
+                    str(theirs.fileno()),
+                    # The server's log level (promptwire serve --log-level), for the engine's.
+                    str(logging.getLogger("promptwire").getEffectiveLevel()),
+                ],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
             )

@@ -1,0 +1,71 @@
+"""The llama.cpp engine on SmolLM2 in a process of its own (``ProcessEngine``, the default of
+``promptwire serve --backend llamacpp``): the same greedy reply as in-process, and a server that
+recovers when the engine's process is killed in the middle of a stream."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import httpx
+from promptwire.engine.process import ProcessEngine, RestartPolicy
+from promptwire_llamacpp.engine import LlamaCppEngine
+from promptwire_llamacpp.plugin import _create_engine
+from promptwire_llamacpp.settings import LlamaCppSettings
+
+from tests.support.real_model import QUESTION, REAL_MODEL
+from tests.support.servers import serve_engine
+
+pytestmark = REAL_MODEL
+
+SETTINGS = LlamaCppSettings(parallel=2, context_size=512, threads=1, temperature=0.0)
+CHAT = {"messages": [{"role": "user", "content": QUESTION}], "max_tokens": 24}
+
+
+def _greedy(url: str) -> tuple[str, str]:
+    reply = httpx.post(url + "v1/chat/completions", json=CHAT, timeout=120).json()
+    prompt = httpx.post(url, json={"prompt": "The sky is", "max_tokens": 16}, timeout=120).json()
+    return reply["choices"][0]["message"]["content"], prompt["prompt"]
+
+
+def test_a_greedy_reply_through_the_engine_process_equals_the_in_process_one() -> None:
+    with serve_engine(LlamaCppEngine(SETTINGS)) as server:
+        alone = _greedy(server.url)
+    with serve_engine(ProcessEngine(_create_engine, SETTINGS)) as server:
+        assert _greedy(server.url) == alone
+        assert "Paris" in alone[0]
+        health = httpx.get(server.url + "health").json()
+        assert health["capabilities"] == {"tools": True, "structured_output": True}
+        assert health["model"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def test_a_killed_engine_process_fails_its_stream_and_the_server_recovers() -> None:
+    engine = ProcessEngine(_create_engine, SETTINGS, restart=RestartPolicy(first_delay=0.1))
+    with serve_engine(engine) as server:
+        url = server.url
+        pid = engine.pid
+        assert pid is not None
+        events: list[tuple[str, Any]] = []
+        body = {"prompt": "Write a long story about a dragon.", "max_tokens": 400, "stream": True}
+        with httpx.stream("POST", url, json=body, timeout=120) as response:
+            name = ""
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    name = line[7:]
+                elif line.startswith("data: "):
+                    events.append((name, json.loads(line[6:])))
+                    if len(events) == 3:
+                        os.kill(pid, signal.SIGKILL)
+        assert events[0][0] == "delta"
+        assert events[-1][0] == "error"
+        assert "the engine process died (SIGKILL)" in events[-1][1]["error"]["message"]
+        deadline = time.monotonic() + 120
+        while httpx.get(url + "health").status_code != 200:
+            assert time.monotonic() < deadline, "the engine did not come back"
+            time.sleep(0.2)
+        assert engine.pid != pid
+        again = httpx.post(url + "v1/chat/completions", json=CHAT, timeout=120).json()
+        assert "Paris" in again["choices"][0]["message"]["content"]
