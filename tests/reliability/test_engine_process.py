@@ -33,7 +33,7 @@ from tests.support.cli_server import free_port
 from tests.support.process_engines import HazardEngine, HazardSettings, create_hazard_engine
 from tests.support.servers import serve_engine
 
-FAST_RESTARTS = RestartPolicy(first_delay=0.05, max_delay=0.2, max_fast_failures=2)
+FAST_RESTARTS = RestartPolicy(first_delay=0.05, max_delay=0.2, max_start_failures=2)
 
 
 def _process_engine(settings: HazardSettings | None = None, **options: Any) -> ProcessEngine[Any]:
@@ -198,7 +198,8 @@ def test_a_child_that_dies_at_every_start_is_left_down(tmp_path: Path) -> None:
 
         assert _wait_for(down, 30)
         health = httpx.get(url + "health").json()["error"]["message"]
-        assert "failed 2 times in a row" in health and "not restarting" in health
+        assert "failed to start 2 times in a row; not restarting" in health
+        assert "the engine process died while starting (SIGABRT)" in health
         refused = httpx.post(url, json={"prompt": "hello"})
         assert refused.status_code == 503 and refused.json()["error"]["type"] == "not_ready"
         time.sleep(1.0)  # no restart is pending: no engine process appears

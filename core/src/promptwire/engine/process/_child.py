@@ -1,4 +1,4 @@
-"""The engine process: builds the engine the server names and serves it over one connection.
+"""The engine process: builds the engine the server names and serves it over a socket pair.
 
 Started by ``ProcessEngine`` as ``python -c`` with the server's ``sys.path`` (so it imports
 whatever the server imports, wherever it runs), it reads the engine's factory and settings,
@@ -33,25 +33,27 @@ CALL_THREADS = 4
 ORPHAN_GRACE = 10.0
 
 
-def main(fd: int, log_level: int = logging.INFO) -> None:
-    """The engine process's entry point: serve on the connection ``fd`` until told to stop,
-    logging at the server's ``log_level``."""
+def main(inbox: int, outbox: int, log_level: int = logging.INFO) -> None:
+    """The engine process's entry point: read the server's messages from the socket ``inbox``,
+    write ours to ``outbox``, until told to stop; log at the server's ``log_level``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's; it stops us
     logging.basicConfig(
         level=log_level, format="%(levelname)s:     [engine %(process)d] %(message)s"
     )
-    connection = Connection(fd)
-    _tag, create_engine, settings = wire.loads(connection.recv_bytes())
-    sys.exit(asyncio.run(_serve(connection, create_engine, settings)))
+    reading, writing = Connection(inbox), Connection(outbox)
+    _tag, create_engine, settings = wire.loads(reading.recv_bytes())
+    sys.exit(asyncio.run(_serve(reading, writing, create_engine, settings)))
 
 
-async def _serve(connection: Connection, create_engine: Any, settings: Any) -> int:
-    return await _Child(connection).run(create_engine, settings)
+async def _serve(
+    reading: Connection, writing: Connection, create_engine: Any, settings: Any
+) -> int:
+    return await _Child(reading, writing).run(create_engine, settings)
 
 
 class _Child:
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
+    def __init__(self, reading: Connection, writing: Connection) -> None:
+        self._reading, self._writing = reading, writing
         self._loop = asyncio.get_running_loop()
         self._calls = ThreadPoolExecutor(CALL_THREADS, thread_name_prefix="promptwire-engine")
         self._prepared: dict[int, tuple[Any, Any]] = {}  # call -> (request, prepared)
@@ -83,7 +85,7 @@ class _Child:
     def _read(self) -> None:
         while True:
             try:
-                message = wire.loads(self._connection.recv_bytes())
+                message = wire.loads(self._reading.recv_bytes())
             except (EOFError, OSError):
                 break
             self._loop.call_soon_threadsafe(self._dispatch, message)
@@ -189,4 +191,4 @@ class _Child:
 
     def _send(self, message: tuple[Any, ...]) -> None:
         with contextlib.suppress(OSError):  # the server has gone: the reader stops us
-            self._connection.send_bytes(wire.dumps(message))
+            self._writing.send_bytes(wire.dumps(message))

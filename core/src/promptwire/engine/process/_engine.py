@@ -2,15 +2,15 @@
 
 The server talks to it as to any engine. Calls the server makes in its worker threads
 (``render_chat``, ``prepare``, ``count_prompt_tokens``) go to the child and wait for its reply
-there; a generation is one message out and batches of events back, read by one thread that
-hands each batch to the event loop at once. What the server reads on the event loop
-(``ready``, ``capabilities``, ``metrics``, ``model_name``) is what the child last reported, never
-a round trip.
+there; a generation is one message out and batches of events back, read by the event loop as
+they arrive (no thread to wake: every message there is handled in one wake-up). What the server
+reads on the event loop (``ready``, ``capabilities``, ``metrics``, ``model_name``) is what the
+child last reported, never a round trip.
 
 If the child dies, every call and generation in flight ends with ``EngineProcessDied`` (a 500
 naming the signal or exit code), ``/health`` answers 503 "engine restarting", and the child is
-started again after a backoff; after ``RestartPolicy.max_fast_failures`` deaths in a row soon
-after starting, it stays down and ``/health`` says why.
+started again after a backoff; after ``RestartPolicy.max_start_failures`` failed starts in a
+row, it stays down and ``/health`` says why.
 """
 
 from __future__ import annotations
@@ -52,10 +52,12 @@ SettingsT = TypeVar("SettingsT")
 #: imports (a Modal container's mounted sources, a test's paths) without an installed dist.
 _BOOT = (
     "import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
-    "from promptwire.engine.process._child import main; main(int(sys.argv[2]), int(sys.argv[3]))"
+    "from promptwire.engine.process._child import main; main(*map(int, sys.argv[2:]))"
 )
 #: Seconds a stopping child gets before it is terminated, then killed.
 STOP_TIMEOUT = 10.0
+#: Bytes read from the child at once: every message that is there, in one wake-up.
+_READ_SIZE = 1 << 18
 
 
 class EngineProcessDied(EngineError):
@@ -68,12 +70,13 @@ class RestartPolicy:
     """When a dead engine process is started again."""
 
     first_delay: float = 0.5
-    """Seconds before the first restart; each fast failure doubles it."""
+    """Seconds before a restart; doubled for each death or failed start in a row that came
+    within ``fast`` seconds of the last start, up to ``max_delay``."""
     max_delay: float = 30.0
     fast: float = 30.0
-    """A child that dies (or fails to start) within this many seconds of starting failed fast."""
-    max_fast_failures: int = 5
-    """Fast failures in a row after which the engine stays down."""
+    max_start_failures: int = 5
+    """Failed starts in a row after which the engine stays down. A death while serving is
+    always followed by a restart: a request that crashes the engine must not keep it down."""
 
 
 @dataclass(frozen=True)
@@ -94,14 +97,23 @@ class _Generation:
 
 
 class _Child:
-    """One engine process: its connection, its reader thread, what waits on it."""
+    """One engine process: the socket to it (blocking writes, from any thread, under a lock),
+    the socket from it (read by the event loop), and what waits on it."""
 
-    def __init__(self, incarnation: int, process: subprocess.Popen[bytes], sock: Any) -> None:
+    def __init__(
+        self,
+        incarnation: int,
+        process: subprocess.Popen[bytes],
+        outbox: socket.socket,
+        inbox: socket.socket,
+    ) -> None:
         from multiprocessing.connection import Connection
 
         self.incarnation = incarnation
         self.process = process
-        self.connection = Connection(sock.detach())
+        self.connection = Connection(outbox.detach())
+        self.inbox = inbox
+        self.buffer = bytearray()
         self.started_at = time.monotonic()
         self.send_lock = threading.Lock()
         self.calls: dict[int, Future[Any]] = {}
@@ -109,9 +121,8 @@ class _Child:
         self.forgotten: list[int] = []
         self.status: wire.Status | None = None
         self.death: str | None = None
-        self.dead = threading.Event()
-        self.ended = asyncio.Event()  # the same, for the event loop
-        self.failed = 0  # requests in flight when it died
+        self.ended = asyncio.Event()
+        self.failed = 0  # calls and generations in flight when it died
         self.started: Future[wire.Status] = Future()
 
     def send(self, message: tuple[Any, ...]) -> None:
@@ -158,6 +169,7 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
         self._unforgotten: dict[int, weakref.finalize[Any, Any]] = {}
         self._reason = "the model is loading"
         self._capabilities = Capabilities()
+        self._reaping: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -183,6 +195,8 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
         child, self._child = self._child, None
         if child is not None:
             await asyncio.to_thread(_stop_child, child)
+            with contextlib.suppress(TimeoutError):  # its end read, its sockets closed
+                await asyncio.wait_for(child.ended.wait(), STOP_TIMEOUT)
 
     @property
     def ready(self) -> bool:
@@ -276,7 +290,7 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
         child.generations[key] = generation
         finished = False
         try:
-            if child.dead.is_set():  # died after the check above: nothing will fail this one
+            if child.death is not None:  # died after the check above: nothing fails this one
                 raise self._died(child)
             child.send((wire.GENERATE, key, prepared.call))
             while True:
@@ -330,8 +344,11 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
         try:
             child = await asyncio.shield(launching)
         except asyncio.CancelledError:
-            await asyncio.to_thread(_stop_child, await launching)
+            child = await launching
+            self._watch(child)
+            await asyncio.to_thread(_stop_child, child)
             raise
+        self._watch(child)
         try:
             status = await asyncio.shield(asyncio.wrap_future(child.started))
         except BaseException:
@@ -344,62 +361,91 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
         return child
 
     def _launch(self) -> _Child:
-        ours, theirs = socket.socketpair()
-        with theirs:
+        to_child, their_inbox = socket.socketpair()
+        inbox, their_outbox = socket.socketpair()
+        with their_inbox, their_outbox:
+            fds = (their_inbox.fileno(), their_outbox.fileno())
             process = subprocess.Popen(
                 [
                     sys.executable,
                     "-c",
                     _BOOT,
                     json.dumps(sys.path),
-                    str(theirs.fileno()),
+                    *map(str, fds),
                     # The server's log level (promptwire serve --log-level), for the engine's.
                     str(logging.getLogger("promptwire").getEffectiveLevel()),
                 ],
-                pass_fds=(theirs.fileno(),),
+                pass_fds=fds,
                 stdin=subprocess.DEVNULL,
             )
         _live_children.add(process)
-        child = _Child(next(self._incarnations), process, ours)
+        child = _Child(next(self._incarnations), process, to_child, inbox)
         child.connection.send_bytes(self._spec)
-        threading.Thread(
-            target=self._read, args=(child,), name="promptwire-engine-reader", daemon=True
-        ).start()
         return child
 
-    def _read(self, child: _Child) -> None:
-        """The reader thread: every message from ``child``, until it dies."""
+    def _watch(self, child: _Child) -> None:
+        """Read ``child``'s messages on the event loop as they come: no thread to wake."""
         loop = self._loop
         assert loop is not None
-        connection = child.connection
-        while True:
-            try:
-                message = wire.loads(connection.recv_bytes())
-            except (EOFError, OSError):
-                break
-            kind = message[0]
-            if kind == wire.EVENTS:
-                loop.call_soon_threadsafe(self._deliver, child, message[1])
-            elif kind == wire.REPLY:
-                _, call, ok, value = message
-                if (future := child.calls.get(call)) is not None:
-                    if ok:
-                        future.set_result(value)
-                    else:
-                        future.set_exception(value.exception())
-            elif kind == wire.STATUS:
-                child.status = message[1]
-            elif kind == wire.STARTED and not child.started.done():
-                child.started.set_result(message[1])
-            elif kind == wire.START_FAILED and not child.started.done():
-                child.started.set_exception(message[1].exception())
+        child.inbox.setblocking(False)
+        loop.add_reader(child.inbox.fileno(), self._on_readable, child)
+
+    def _on_readable(self, child: _Child) -> None:
         try:
-            returncode = child.process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:  # closed its end but lives on: end it
-            child.process.kill()
-            returncode = child.process.wait()
+            data = child.inbox.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the child has gone
+            loop = self._loop
+            assert loop is not None
+            loop.remove_reader(child.inbox.fileno())
+            self._reaping.add(reaping := loop.create_task(self._reap(child)))
+            reaping.add_done_callback(self._reaping.discard)
+            return
+        buffer = child.buffer
+        buffer += data
+        offset = 0
+        while len(buffer) - offset >= 4:  # multiprocessing.connection's frames
+            size = int.from_bytes(buffer[offset : offset + 4], "big", signed=True)
+            header = 4
+            if size == -1:
+                if len(buffer) - offset < 12:
+                    break
+                size, header = int.from_bytes(buffer[offset + 4 : offset + 12], "big"), 12
+            end = offset + header + size
+            if len(buffer) < end:
+                break
+            self._handle(child, wire.loads(buffer[offset + header : end]))
+            offset = end
+        del buffer[:offset]
+
+    def _handle(self, child: _Child, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == wire.EVENTS:
+            self._deliver(child, message[1])
+        elif kind == wire.REPLY:
+            _, call, ok, value = message
+            if (future := child.calls.get(call)) is not None and not future.done():
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value.exception())
+        elif kind == wire.STATUS:
+            child.status = message[1]
+        elif kind == wire.STARTED and not child.started.done():
+            child.started.set_result(message[1])
+        elif kind == wire.START_FAILED and not child.started.done():
+            child.started.set_exception(message[1].exception())
+
+    async def _reap(self, child: _Child) -> None:
+        """``child`` has closed its end: wait for its exit, then fail whatever waits on it."""
+        returncode = await asyncio.to_thread(_exit_status, child.process)
         _live_children.discard(child.process)
-        connection.close()
+        child.inbox.close()
+        with contextlib.suppress(OSError):
+            child.connection.close()
         child.death = wire.describe_exit(returncode)
         child.failed = len(child.calls) + len(child.generations)
         died = self._died(child)
@@ -410,11 +456,6 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
         for future in list(child.calls.values()):
             if not future.done():
                 future.set_exception(died)
-        child.dead.set()
-        with contextlib.suppress(RuntimeError):  # the loop has closed: nothing waits any more
-            loop.call_soon_threadsafe(self._fail_generations, child, died)
-
-    def _fail_generations(self, child: _Child, died: EngineProcessDied) -> None:
         if child is self._child and not self._stopping:
             self._reason = f"engine restarting: its process died ({child.death})"
         for generation in list(child.generations.values()):
@@ -422,16 +463,16 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
         child.ended.set()
 
     async def _supervise(self, child: _Child) -> None:
-        """Restart the engine process each time it dies, with backoff; stay down after too
-        many fast failures in a row."""
+        """Start the engine process again each time it dies, after a backoff that grows while
+        it dies soon after each start; stay down after too many failed starts in a row."""
         policy = self._restart
-        failures = 0
+        backoff = 0
         while True:
             await child.ended.wait()
             if self._stopping:
                 return
             lived = time.monotonic() - child.started_at
-            failures = failures + 1 if lived < policy.fast else 1
+            backoff = backoff + 1 if lived < policy.fast else 1
             self._reason = f"engine restarting: its process died ({child.death})"
             logger.error(
                 "the engine process died (%s) after %.1fs; %d request(s) in flight failed",
@@ -439,29 +480,40 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
                 lived,
                 child.failed,
             )
+            failed_starts = 0
             while True:
-                if failures > policy.max_fast_failures:
-                    self._reason = (
-                        f"engine down: its process failed {failures - 1} times in a row within "
-                        f"{policy.fast:g}s of starting; not restarting ({self._reason})"
-                    )
-                    logger.error("%s", self._reason)
-                    return
-                delay = min(policy.max_delay, policy.first_delay * 2 ** (failures - 1))
+                delay = min(policy.max_delay, policy.first_delay * 2 ** (backoff - 1))
                 logger.warning("restarting the engine process in %.1fs", delay)
                 await asyncio.sleep(delay)
                 try:
                     child = await self._spawn()
                 except Exception as exc:
-                    failures += 1
+                    failed_starts += 1
+                    backoff += 1
                     message = exc.message if isinstance(exc, EngineError) else str(exc)
-                    self._reason = f"engine restarting: it failed to start ({message})"
                     logger.error("the engine process failed to start: %s", message)
+                    if failed_starts >= policy.max_start_failures:
+                        self._reason = (
+                            f"engine down: it failed to start {failed_starts} times in a row; "
+                            f"not restarting (last: {message})"
+                        )
+                        logger.error("%s", self._reason)
+                        return
+                    self._reason = f"engine restarting: it failed to start ({message})"
                     continue
                 self._restarts += 1
                 logger.info("the engine process is serving again")
                 self._reason = "the model is loading"
                 break
+
+
+def _exit_status(process: subprocess.Popen[bytes]) -> int:
+    """``process``'s exit status, once it has closed its end; killed if it lingers."""
+    try:
+        return process.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
 
 
 def _stop_child(child: _Child) -> None:

@@ -92,7 +92,7 @@ def dumps(message: tuple[Any, ...]) -> bytes:
     return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def loads(data: bytes) -> Any:
+def loads(data: bytes | bytearray) -> Any:
     """A message from the other end of the socket pair: only the server and the engine
     process it started hold its ends, so nothing untrusted is unpickled."""
     return pickle.loads(data)  # noqa: S301 - our own child's (or parent's) messages
