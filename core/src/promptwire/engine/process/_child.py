@@ -2,8 +2,9 @@
 
 Started by ``ProcessEngine`` as ``python -c`` with the server's ``sys.path`` (so it imports
 whatever the server imports, wherever it runs), it reads the engine's factory and settings,
-starts the engine, then answers calls (render, prepare, count) from a few worker threads and
-runs generations on its own event loop, sending their events in batches. When the server goes
+starts the engine, then answers calls (render, prepare, count) from a few worker threads, which
+the reader thread hands them to straight, and runs generations on its own event loop, sending
+their events in batches. When the server goes
 (its end of the connection closes, even if it was killed), the process ends.
 """
 
@@ -54,6 +55,7 @@ async def _serve(
 class _Child:
     def __init__(self, reading: Connection, writing: Connection) -> None:
         self._reading, self._writing = reading, writing
+        self._send_lock = threading.Lock()
         self._loop = asyncio.get_running_loop()
         self._calls = ThreadPoolExecutor(CALL_THREADS, thread_name_prefix="promptwire-engine")
         self._prepared: dict[int, tuple[Any, Any]] = {}  # call -> (request, prepared)
@@ -83,19 +85,40 @@ class _Child:
     # -- reading (a thread of its own: a slow engine step never delays the next message) ---------
 
     def _read(self) -> None:
+        engine = self._engine
+        assert engine is not None
         while True:
             try:
                 message = wire.loads(self._reading.recv_bytes())
             except (EOFError, OSError):
                 break
-            self._loop.call_soon_threadsafe(self._dispatch, message)
-            if message[0] == wire.STOP:
-                return
+            kind = message[0]
+            # Calls go straight to a worker thread, which sends the reply: no hop through the
+            # event loop, which the generations keep busy.
+            if kind == wire.PREPARE:
+                _, call, request = message
+                self._call(call, self._prepare, engine, call, request)
+            elif kind == wire.RENDER:
+                _, call, messages, tools = message
+                if tools is None:
+                    self._call(call, engine.render_chat, messages)
+                else:
+                    self._call(call, engine.render_chat_with_tools, messages, tools)
+            elif kind == wire.COUNT:
+                self._call(message[1], engine.count_prompt_tokens, message[2])
+            elif kind == wire.FORGET:
+                for call in message[1]:
+                    self._prepared.pop(call, None)
+            else:
+                self._loop.call_soon_threadsafe(self._dispatch, message)
+                if kind == wire.STOP:
+                    return
         # The server has gone without a word (killed): stop, and do not outlive it for long.
         self._loop.call_soon_threadsafe(self._stopping.set)
         threading.Timer(ORPHAN_GRACE, os._exit, (0,)).start()
 
     def _dispatch(self, message: tuple[Any, ...]) -> None:
+        """On the event loop: start or cancel a generation, or stop."""
         engine = self._engine
         assert engine is not None
         kind = message[0]
@@ -110,40 +133,24 @@ class _Child:
         elif kind == wire.CANCEL:
             if (running := self._generations.pop(message[1], None)) is not None:
                 running.cancel()
-        elif kind == wire.PREPARE:
-            _, call, request = message
-            self._call(call, lambda: self._keep(call, request, engine.prepare(request)))
-        elif kind == wire.RENDER:
-            _, call, messages, tools = message
-            if tools is None:
-                self._call(call, lambda: engine.render_chat(messages))
-            else:
-                self._call(call, lambda: engine.render_chat_with_tools(messages, tools))
-        elif kind == wire.COUNT:
-            _, call, request = message
-            self._call(call, lambda: engine.count_prompt_tokens(request))
-        elif kind == wire.FORGET:
-            for call in message[1]:
-                self._prepared.pop(call, None)
         elif kind == wire.STOP:
             self._stopping.set()
 
-    def _keep(self, call: int, request: Any, prepared: Any) -> None:
-        self._prepared[call] = (request, prepared)  # a dict's item assignment: thread-safe
+    def _prepare(self, engine: Engine[Any], call: int, request: Any) -> None:
+        self._prepared[call] = (request, engine.prepare(request))  # thread-safe: one item set
 
-    def _call(self, call: int, work: Callable[[], Any]) -> None:
-        future = self._loop.run_in_executor(self._calls, work)
-
-        def reply(done: asyncio.Future[Any]) -> None:
-            exc = done.exception()
-            if exc is None:
-                self._send((wire.REPLY, call, True, done.result()))
-            else:
+    def _call(self, call: int, work: Callable[..., Any], *args: Any) -> None:
+        def run() -> None:
+            try:
+                result = work(*args)
+            except Exception as exc:
                 if not isinstance(exc, EngineError):
                     logger.error("the engine failed", exc_info=exc)
                 self._send((wire.REPLY, call, False, wire.Failure.of(exc)))
+            else:
+                self._send((wire.REPLY, call, True, result))
 
-        future.add_done_callback(reply)
+        self._calls.submit(run)
 
     # -- generating ------------------------------------------------------------------------------
 
@@ -190,5 +197,7 @@ class _Child:
             self._send((wire.STATUS, self._status()))
 
     def _send(self, message: tuple[Any, ...]) -> None:
-        with contextlib.suppress(OSError):  # the server has gone: the reader stops us
-            self._writing.send_bytes(wire.dumps(message))
+        """From the event loop and the call threads: one message at a time on the socket."""
+        data = wire.dumps(message)
+        with self._send_lock, contextlib.suppress(OSError):  # the server gone: the reader stops
+            self._writing.send_bytes(data)
