@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
 import os
@@ -72,6 +73,11 @@ class _Child:
             self._send((wire.START_FAILED, wire.Failure.of(exc)))
             return 1
         self._engine = engine
+        # What start-up left alive (the model's vocabulary, templates, modules) out of the cyclic
+        # collector's reach, as the server does with its own heap: otherwise every full
+        # collection rescans it while the engine's threads wait for the GIL.
+        gc.collect()
+        gc.freeze()
         self._send((wire.STARTED, self._status()))
         threading.Thread(target=self._read, name="promptwire-engine-reader", daemon=True).start()
         reporter = asyncio.create_task(self._report())
