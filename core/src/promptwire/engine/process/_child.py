@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, cast
 
 from promptwire.engine import Engine, EngineError
 from promptwire.engine.process import _wire as wire
@@ -44,7 +44,17 @@ def main(inbox: int, outbox: int, log_level: int = logging.INFO) -> None:
     )
     reading, writing = Connection(inbox), Connection(outbox)
     _tag, create_engine, settings = wire.loads(reading.recv_bytes())
-    sys.exit(asyncio.run(_serve(reading, writing, create_engine, settings)))
+    sys.exit(_event_loop_runner()(_serve(reading, writing, create_engine, settings)))
+
+
+def _event_loop_runner() -> Callable[[Any], int]:
+    """uvloop's ``run`` where it is installed (as uvicorn's ``auto`` picks it for the server):
+    every generated event passes through this loop; asyncio's otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return cast(Callable[[Any], int], uvloop.run)
 
 
 async def _serve(
