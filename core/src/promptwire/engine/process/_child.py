@@ -31,6 +31,8 @@ logger = logging.getLogger("promptwire.engine.process")
 
 #: Calls (render, prepare, count) run at once; the server's own preparer sends at most 4.
 CALL_THREADS = 4
+#: Seconds events wait to be sent with those that follow them (a token takes 10s of ms).
+FLUSH_DELAY = 0.0005
 #: Seconds the engine gets to stop once the server has gone.
 ORPHAN_GRACE = 10.0
 
@@ -190,7 +192,9 @@ class _Child:
 
     def _post(self, generation: int, event: Any) -> None:
         if not self._outbox:
-            self._loop.call_soon(self._flush)  # after whatever else is ready in this turn
+            # A moment later than at once: the other sequences' tokens of the same forward pass
+            # arrive meanwhile and go in the same message, so the server wakes once a step.
+            self._loop.call_later(FLUSH_DELAY, self._flush)
         self._outbox.append((generation, event))
 
     def _flush(self) -> None:
