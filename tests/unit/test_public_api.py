@@ -24,6 +24,7 @@ PUBLIC_MODULES = [
     "promptwire.deploy",
     "promptwire.engine",
     "promptwire.engine.hf_chat_template",
+    "promptwire.engine.process",
     "promptwire.engine.tool_calls",
     "promptwire.errors",
     "promptwire.llm",
