@@ -16,7 +16,7 @@ from promptwire_llamacpp.engine import LlamaCppEngine
 from promptwire_llamacpp.plugin import _create_engine
 from promptwire_llamacpp.settings import LlamaCppSettings
 
-from tests.support.real_model import QUESTION, REAL_MODEL
+from tests.support.real_model import QUESTION, REAL_MODEL, serve_smollm2
 from tests.support.servers import serve_engine
 
 pytestmark = REAL_MODEL
@@ -67,5 +67,31 @@ def test_a_killed_engine_process_fails_its_stream_and_the_server_recovers() -> N
             assert time.monotonic() < deadline, "the engine did not come back"
             time.sleep(0.2)
         assert engine.pid != pid
+        again = httpx.post(url + "v1/chat/completions", json=CHAT, timeout=120).json()
+        assert "Paris" in again["choices"][0]["message"]["content"]
+
+
+def test_a_schema_that_aborts_llama_cpp_does_not_take_the_server_down() -> None:
+    """Issue 28's 22-byte schema (no token can produce U+0000: llama.cpp aborted the process
+    1 s into the reply). Whether llama.cpp still aborts on it or it is refused or answered, the
+    server survives: at worst that request gets a 500 naming the signal, and the next one is
+    served by a new engine process."""
+    schema = {"type": "string", "pattern": "^[\\x00]$"}
+    body = {
+        "prompt": "",
+        "messages": [{"role": "user", "content": "Say something"}],
+        "temperature": 0,
+        "max_tokens": 16,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+    }
+    with serve_smollm2() as url:
+        response = httpx.post(url, json=body, timeout=120)
+        if response.status_code >= 500:
+            message = response.json()["error"]["message"]
+            assert message.startswith("the engine process died (SIGABRT)"), message
+        deadline = time.monotonic() + 120
+        while httpx.get(url + "health").status_code != 200:
+            assert time.monotonic() < deadline, "the engine did not come back"
+            time.sleep(0.2)
         again = httpx.post(url + "v1/chat/completions", json=CHAT, timeout=120).json()
         assert "Paris" in again["choices"][0]["message"]["content"]
