@@ -32,6 +32,7 @@ CPU_BENCHMARKS = [
     "aiohttp_transport",
     "real_model",
     "router",
+    "engine_process",
 ]
 TIME_LIMIT = 900  # seconds for one benchmark
 

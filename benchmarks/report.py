@@ -21,6 +21,7 @@ ORDER = [
     "aiohttp_transport",
     "real_model",
     "router",
+    "engine_process",
 ]
 GPU_COMMAND = "uv run python -m benchmarks.gpu"
 

@@ -21,6 +21,7 @@ PUBLIC_MODULES = [
     "promptwire.client.wire",
     "promptwire.engine",
     "promptwire.engine.hf_chat_template",
+    "promptwire.engine.process",
     "promptwire.engine.tool_calls",
     "promptwire.errors",
     "promptwire.langchain",

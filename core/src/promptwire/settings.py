@@ -143,6 +143,12 @@ class PromptwireSettings(BaseSettings, ClientSettings, ServerLimits):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    engine_process: bool | None = Field(
+        default=None,
+        description="Server: run the engine in a process of its own, supervised and restarted "
+        "if it dies (a native crash then fails only the requests in flight, and no engine step "
+        "stalls the HTTP side); unset: the backend's choice (llamacpp: on).",
+    )
     header_timeout: ServerSeconds = Field(
         default=DEFAULT_HEADER_TIMEOUT,
         description="Server: seconds a connection has to send a request's head (its request line "

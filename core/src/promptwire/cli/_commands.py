@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
     from pydantic import SecretStr
 
+    from promptwire.engine import Engine
     from promptwire.langchain.llm import PromptwireLLM
 
 app = typer.Typer(
@@ -87,7 +88,14 @@ def build_app(
     backend = get_backend(backend_name).backend
     if backend.create_engine is None:
         raise PromptwireError(f"backend {backend_name!r} has no engine to serve locally")
-    engine = backend.create_engine(backend.load_settings(**(overrides or {})))
+    backend_settings = backend.load_settings(**(overrides or {}))
+    engine: Engine[Any]
+    if backend.engine_process if settings.engine_process is None else settings.engine_process:
+        from promptwire.engine.process import ProcessEngine
+
+        engine = ProcessEngine(backend.create_engine, backend_settings)
+    else:
+        engine = backend.create_engine(backend_settings)
     return app_from_settings(engine, settings, api_key=api_key or "", allowed_hosts=allowed_hosts)
 
 

@@ -187,6 +187,12 @@ class Engine(ABC, Generic[PreparedT]):
         return True
 
     @property
+    def not_ready_reason(self) -> str:
+        """Why ``ready`` is False, said on ``/health``'s 503 (an engine in its own process says
+        "engine restarting" while its supervisor starts it again)."""
+        return "the model is loading"
+
+    @property
     def capabilities(self) -> Capabilities:
         """What this engine honours beyond text (protocol v1.2), advertised on ``/health``.
 

@@ -97,6 +97,10 @@ class Backend(Generic[SettingsT]):
     """Builds the engine for ``promptwire serve`` from ``load_settings()``'s result."""
     modal_app: str | None = None
     """Import path of the module that defines the backend's ``modal.App`` (for deploy)."""
+    engine_process: bool = False
+    """Whether ``promptwire serve`` runs the engine in a supervised process of its own by
+    default (``PROMPTWIRE_ENGINE_PROCESS`` overrides it): for engines in native code that can
+    abort. ``create_engine`` must then be a module-level function and the settings picklable."""
 
     def __post_init__(self) -> None:
         if not BACKEND_NAME.fullmatch(self.name):

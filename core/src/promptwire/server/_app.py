@@ -183,7 +183,7 @@ def create_app(
     async def health() -> Response:
         if not serving():
             return error_response(
-                503, ErrorType.NOT_READY, "the model is loading", RETRY_AFTER_SECONDS
+                503, ErrorType.NOT_READY, engine.not_ready_reason, RETRY_AFTER_SECONDS
             )
         health = Health(model=engine.model_name, capabilities=engine.capabilities)
         return Response(health.model_dump_json(), media_type="application/json")
@@ -216,7 +216,7 @@ def create_app(
         prompt_request = parse_request(body)
         if not serving():
             raise RequestError.from_engine(
-                EngineNotReady("the model is loading", retry_after=RETRY_AFTER_SECONDS)
+                EngineNotReady(engine.not_ready_reason, retry_after=RETRY_AFTER_SECONDS)
             )
         try:
             release = slots.take()

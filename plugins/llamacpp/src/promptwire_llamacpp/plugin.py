@@ -36,5 +36,9 @@ def register_backends(register: RegisterBackend) -> None:
             settings_class=LlamaCppSettings,
             create_engine=_create_engine,
             modal_app="promptwire_llamacpp.modal_app",
+            # llama.cpp aborts the process on some inputs and holds the GIL in long steps: its
+            # engine runs apart from the HTTP side, supervised (PROMPTWIRE_ENGINE_PROCESS=false:
+            # in-process).
+            engine_process=True,
         )
     )

@@ -49,6 +49,10 @@ class ObservedEngine(Engine[Any]):
         return self.inner.ready
 
     @property
+    def not_ready_reason(self) -> str:
+        return self.inner.not_ready_reason
+
+    @property
     def capabilities(self) -> Capabilities:
         return self.inner.capabilities
 

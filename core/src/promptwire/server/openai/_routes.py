@@ -96,7 +96,7 @@ def add_openai_routes(
         slots are free; and the function that gives those slots back."""
         if not serving():
             raise OpenAIError(
-                503, "the model is loading", code="not_ready", retry_after=RETRY_AFTER_SECONDS
+                503, engine.not_ready_reason, code="not_ready", retry_after=RETRY_AFTER_SECONDS
             )
         model = served_model(requested)
         if slots.limit is not None and count > slots.limit:

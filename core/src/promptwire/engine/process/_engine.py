@@ -1,0 +1,543 @@
+"""``ProcessEngine``: any backend's engine run in a child process, behind the same contract.
+
+The server talks to it as to any engine. Calls the server makes in its worker threads
+(``render_chat``, ``prepare``, ``count_prompt_tokens``) go to the child and wait for its reply
+there; a generation is one message out and batches of events back, read by the event loop as
+they arrive (no thread to wake: every message there is handled in one wake-up). What the server
+reads on the event loop (``ready``, ``capabilities``, ``metrics``, ``model_name``) is what the
+child last reported, never a round trip.
+
+If the child dies, every call and generation in flight ends with ``EngineProcessDied`` (a 500
+naming the signal or exit code), ``/health`` answers 503 "engine restarting", and the child is
+started again after a backoff; after ``RestartPolicy.max_start_failures`` failed starts in a
+row, it stays down and ``/health`` says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import itertools
+import json
+import logging
+import pickle
+import socket
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections.abc import AsyncGenerator, Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar, cast
+
+from promptwire.engine import (
+    Engine,
+    EngineError,
+    EngineEvent,
+    EngineMetric,
+    EngineNotReady,
+    Finish,
+)
+from promptwire.engine.process import _wire as wire
+from promptwire.protocol import Capabilities, ChatMessage, PromptRequest, ToolSpec
+
+logger = logging.getLogger("promptwire.engine.process")
+
+SettingsT = TypeVar("SettingsT")
+
+#: How the child starts: with the server's own ``sys.path``, so it imports what the server
+#: imports (a Modal container's mounted sources, a test's paths) without an installed dist.
+_BOOT = (
+    "import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
+    "from promptwire.engine.process._child import main; main(*map(int, sys.argv[2:]))"
+)
+#: Seconds a stopping child gets before it is terminated, then killed.
+STOP_TIMEOUT = 10.0
+#: Bytes read from the child at once: every message that is there, in one wake-up.
+_READ_SIZE = 1 << 18
+
+
+class EngineProcessDied(EngineError):
+    """The engine's process died while serving the request (a crash in native code, a kill):
+    a 500, its message naming the signal or exit code. The server is restarting it."""
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When a dead engine process is started again."""
+
+    first_delay: float = 0.5
+    """Seconds before a restart; doubled for each death or failed start in a row that came
+    within ``fast`` seconds of the last start, up to ``max_delay``."""
+    max_delay: float = 30.0
+    fast: float = 30.0
+    max_start_failures: int = 5
+    """Failed starts in a row after which the engine stays down. A death while serving is
+    always followed by a restart: a request that crashes the engine must not keep it down."""
+
+
+@dataclass(frozen=True)
+class RemotePrepared:
+    """A request prepared in the engine process: the child keeps what ``prepare`` made,
+    under ``call``, until the generation asks for it (or the server forgets it)."""
+
+    call: int
+    incarnation: int
+    request: PromptRequest
+
+
+@dataclass
+class _Generation:
+    queue: asyncio.Queue[list[EngineEvent | wire.Failure | EngineProcessDied]] = field(
+        default_factory=asyncio.Queue
+    )
+
+
+class _Child:
+    """One engine process: the socket to it (blocking writes, from any thread, under a lock),
+    the socket from it (read by the event loop), and what waits on it."""
+
+    def __init__(
+        self,
+        incarnation: int,
+        process: subprocess.Popen[bytes],
+        outbox: socket.socket,
+        inbox: socket.socket,
+    ) -> None:
+        from multiprocessing.connection import Connection
+
+        self.incarnation = incarnation
+        self.process = process
+        self.connection = Connection(outbox.detach())
+        self.inbox = inbox
+        self.buffer = bytearray()
+        self.started_at = time.monotonic()
+        self.send_lock = threading.Lock()
+        self.calls: dict[int, Future[Any]] = {}
+        self.generations: dict[int, _Generation] = {}
+        self.forgotten: list[int] = []
+        self.status: wire.Status | None = None
+        self.death: str | None = None
+        self.ended = asyncio.Event()
+        self.failed = 0  # calls and generations in flight when it died
+        self.started: Future[wire.Status] = Future()
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        data = wire.dumps(message)
+        with self.send_lock:
+            if self.forgotten:
+                forgotten, self.forgotten = self.forgotten, []
+                self.connection.send_bytes(wire.dumps((wire.FORGET, forgotten)))
+            self.connection.send_bytes(data)
+
+
+class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
+    """``create_engine(settings)`` built and served in a supervised child process.
+
+    ``create_engine`` and ``settings`` are pickled to the child, so the factory must be a
+    module-level function (a backend's ``create_engine``) and the settings picklable (pydantic
+    settings are); the server process keeps no native state of the engine.
+    """
+
+    def __init__(
+        self,
+        create_engine: Callable[[SettingsT], Engine[Any]],
+        settings: SettingsT,
+        *,
+        model_name: str | None = None,
+        restart: RestartPolicy | None = None,
+    ) -> None:
+        try:
+            self._spec = wire.dumps((wire.SPEC, create_engine, settings))
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            raise TypeError(
+                "an engine run in its own process needs a module-level factory and picklable "
+                f"settings: {exc}"
+            ) from None
+        self.model_name = model_name
+        self._restart = restart or RestartPolicy()
+        self._ids = itertools.count(1)
+        self._incarnations = itertools.count(1)
+        self._child: _Child | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._restarts = 0
+        self._unforgotten: dict[int, weakref.finalize[Any, Any]] = {}
+        self._reason = "the model is loading"
+        self._capabilities = Capabilities()
+        self._reaping: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the engine process and wait until its engine has started; what its start
+        raised is raised here (its class and message), so a server fails to start as it would
+        with the engine in-process."""
+        if self._child is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._stopping = False
+        child = await self._spawn()
+        self._supervisor = asyncio.create_task(self._supervise(child))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._reason = "the server is stopping"
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor  # a child it was starting is stopped first
+        child, self._child = self._child, None
+        if child is not None:
+            await asyncio.to_thread(_stop_child, child)
+            with contextlib.suppress(TimeoutError):  # its end read, its sockets closed
+                await asyncio.wait_for(child.ended.wait(), STOP_TIMEOUT)
+
+    @property
+    def ready(self) -> bool:
+        child = self._child
+        return (
+            child is not None
+            and child.death is None
+            and child.status is not None
+            and child.status.ready
+        )
+
+    @property
+    def not_ready_reason(self) -> str:
+        return self._reason
+
+    @property
+    def pid(self) -> int | None:
+        """The engine process's id while one is serving."""
+        child = self._child
+        return None if child is None else child.process.pid
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    def metrics(self) -> Sequence[EngineMetric]:
+        child = self._child
+        restarts = EngineMetric(
+            "process_restarts",
+            self._restarts,
+            "Times the engine's process was started again after it died.",
+            kind="counter",
+        )
+        if child is None or child.status is None:
+            return [restarts]
+        return [*child.status.metrics, restarts]
+
+    # -- calls answered by the child (the server makes them in worker threads) ----------------
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        return cast(str, self._ask(lambda call: (wire.RENDER, call, list(messages), None))[0])
+
+    def render_chat_with_tools(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]
+    ) -> str:
+        reply = self._ask(lambda call: (wire.RENDER, call, list(messages), list(tools)))
+        return cast(str, reply[0])
+
+    def count_prompt_tokens(self, request: PromptRequest) -> int:
+        return cast(int, self._ask(lambda call: (wire.COUNT, call, request))[0])
+
+    def prepare(self, request: PromptRequest) -> RemotePrepared:
+        _, call, child = self._ask(lambda call: (wire.PREPARE, call, request))
+        prepared = RemotePrepared(call, child.incarnation, request)
+        # Prepared but never generated (the client left, a limit refused it): the child is told
+        # to drop it with the next message it gets.
+        self._unforgotten[call] = weakref.finalize(prepared, self._forget, child, call)
+        return prepared
+
+    def _forget(self, child: _Child, call: int) -> None:
+        self._unforgotten.pop(call, None)
+        child.forgotten.append(call)
+
+    def _ask(self, message: Callable[[int], tuple[Any, ...]]) -> tuple[Any, int, _Child]:
+        child = self._serving_child()
+        call = next(self._ids)
+        future: Future[Any] = Future()
+        child.calls[call] = future
+        try:
+            if child.death is not None:
+                raise self._died(child)
+            child.send(message(call))
+            return future.result(), call, child
+        except OSError:
+            raise self._died(child) from None
+        finally:
+            child.calls.pop(call, None)
+
+    # -- generations -----------------------------------------------------------------------------
+
+    async def stream(self, prepared: RemotePrepared) -> AsyncGenerator[EngineEvent, None]:
+        child = self._serving_child()
+        if prepared.incarnation != child.incarnation:
+            raise EngineProcessDied(
+                "the engine process was restarted after this request was prepared; send it again"
+            )
+        if (unforgotten := self._unforgotten.pop(prepared.call, None)) is not None:
+            unforgotten.detach()  # the child takes it now
+        generation = _Generation()
+        key = next(self._ids)
+        child.generations[key] = generation
+        finished = False
+        try:
+            if child.death is not None:  # died after the check above: nothing fails this one
+                raise self._died(child)
+            child.send((wire.GENERATE, key, prepared.call))
+            while True:
+                for event in await generation.queue.get():
+                    if isinstance(event, wire.Failure):
+                        finished = True
+                        raise event.exception()
+                    if isinstance(event, EngineProcessDied):
+                        finished = True
+                        raise event
+                    yield event
+                    if isinstance(event, Finish):
+                        finished = True
+                        return
+        except OSError:
+            finished = True
+            raise self._died(child) from None
+        finally:
+            child.generations.pop(key, None)
+            if not finished and child.death is None:
+                with contextlib.suppress(OSError):  # the client left, a stop or max_tokens
+                    child.send((wire.CANCEL, key))
+
+    def _deliver(self, child: _Child, batch: list[tuple[int, Any]]) -> None:
+        """On the event loop: one batch of events, each to its generation's queue."""
+        by_generation: dict[int, list[Any]] = {}
+        for key, event in batch:
+            by_generation.setdefault(key, []).append(event)
+        for key, events in by_generation.items():
+            if (generation := child.generations.get(key)) is not None:
+                generation.queue.put_nowait(events)
+
+    # -- the child process -----------------------------------------------------------------------
+
+    def _serving_child(self) -> _Child:
+        child = self._child
+        if child is None or child.status is None or child.death is not None:
+            raise EngineNotReady(self._reason, retry_after=1)
+        return child
+
+    def _died(self, child: _Child) -> EngineProcessDied:
+        return EngineProcessDied(
+            f"the engine process died ({child.death or 'connection lost'}) while serving this "
+            "request; the server is restarting it"
+        )
+
+    async def _spawn(self) -> _Child:
+        """A new child, started; raises what its engine's start raised, or that it died. A
+        child being started when the server stops is stopped, not left behind."""
+        launching = asyncio.ensure_future(asyncio.to_thread(self._launch))
+        try:
+            child = await asyncio.shield(launching)
+        except asyncio.CancelledError:
+            child = await launching
+            self._watch(child)
+            await asyncio.to_thread(_stop_child, child)
+            raise
+        self._watch(child)
+        try:
+            status = await asyncio.shield(asyncio.wrap_future(child.started))
+        except BaseException:
+            await asyncio.to_thread(_stop_child, child)
+            raise
+        child.status = status
+        self._capabilities = status.capabilities
+        self.model_name = status.model_name
+        self._child = child
+        return child
+
+    def _launch(self) -> _Child:
+        to_child, their_inbox = socket.socketpair()
+        inbox, their_outbox = socket.socketpair()
+        with their_inbox, their_outbox:
+            fds = (their_inbox.fileno(), their_outbox.fileno())
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    _BOOT,
+                    json.dumps(sys.path),
+                    *map(str, fds),
+                    # The server's log level (promptwire serve --log-level), for the engine's.
+                    str(logging.getLogger("promptwire").getEffectiveLevel()),
+                ],
+                pass_fds=fds,
+                stdin=subprocess.DEVNULL,
+            )
+        _live_children.add(process)
+        child = _Child(next(self._incarnations), process, to_child, inbox)
+        child.connection.send_bytes(self._spec)
+        return child
+
+    def _watch(self, child: _Child) -> None:
+        """Read ``child``'s messages on the event loop as they come: no thread to wake."""
+        loop = self._loop
+        assert loop is not None
+        child.inbox.setblocking(False)
+        loop.add_reader(child.inbox.fileno(), self._on_readable, child)
+
+    def _on_readable(self, child: _Child) -> None:
+        try:
+            data = child.inbox.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the child has gone
+            loop = self._loop
+            assert loop is not None
+            loop.remove_reader(child.inbox.fileno())
+            self._reaping.add(reaping := loop.create_task(self._reap(child)))
+            reaping.add_done_callback(self._reaping.discard)
+            return
+        buffer = child.buffer
+        buffer += data
+        offset = 0
+        while len(buffer) - offset >= 4:  # multiprocessing.connection's frames
+            size = int.from_bytes(buffer[offset : offset + 4], "big", signed=True)
+            header = 4
+            if size == -1:
+                if len(buffer) - offset < 12:
+                    break
+                size, header = int.from_bytes(buffer[offset + 4 : offset + 12], "big"), 12
+            end = offset + header + size
+            if len(buffer) < end:
+                break
+            self._handle(child, wire.loads(buffer[offset + header : end]))
+            offset = end
+        del buffer[:offset]
+
+    def _handle(self, child: _Child, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == wire.EVENTS:
+            self._deliver(child, message[1])
+        elif kind == wire.REPLY:
+            _, call, ok, value = message
+            if (future := child.calls.get(call)) is not None and not future.done():
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value.exception())
+        elif kind == wire.STATUS:
+            child.status = message[1]
+        elif kind == wire.STARTED and not child.started.done():
+            child.started.set_result(message[1])
+        elif kind == wire.START_FAILED and not child.started.done():
+            child.started.set_exception(message[1].exception())
+
+    async def _reap(self, child: _Child) -> None:
+        """``child`` has closed its end: wait for its exit, then fail whatever waits on it."""
+        returncode = await asyncio.to_thread(_exit_status, child.process)
+        _live_children.discard(child.process)
+        child.inbox.close()
+        with contextlib.suppress(OSError):
+            child.connection.close()
+        child.death = wire.describe_exit(returncode)
+        child.failed = len(child.calls) + len(child.generations)
+        died = self._died(child)
+        if not child.started.done():
+            child.started.set_exception(
+                EngineProcessDied(f"the engine process died while starting ({child.death})")
+            )
+        for future in list(child.calls.values()):
+            if not future.done():
+                future.set_exception(died)
+        if child is self._child and not self._stopping:
+            self._reason = f"engine restarting: its process died ({child.death})"
+        for generation in list(child.generations.values()):
+            generation.queue.put_nowait([died])
+        child.ended.set()
+
+    async def _supervise(self, child: _Child) -> None:
+        """Start the engine process again each time it dies, after a backoff that grows while
+        it dies soon after each start; stay down after too many failed starts in a row."""
+        policy = self._restart
+        backoff = 0
+        while True:
+            await child.ended.wait()
+            if self._stopping:
+                return
+            lived = time.monotonic() - child.started_at
+            backoff = backoff + 1 if lived < policy.fast else 1
+            self._reason = f"engine restarting: its process died ({child.death})"
+            logger.error(
+                "the engine process died (%s) after %.1fs; %d request(s) in flight failed",
+                child.death,
+                lived,
+                child.failed,
+            )
+            failed_starts = 0
+            while True:
+                delay = min(policy.max_delay, policy.first_delay * 2 ** (backoff - 1))
+                logger.warning("restarting the engine process in %.1fs", delay)
+                await asyncio.sleep(delay)
+                try:
+                    child = await self._spawn()
+                except Exception as exc:
+                    failed_starts += 1
+                    backoff += 1
+                    message = exc.message if isinstance(exc, EngineError) else str(exc)
+                    logger.error("the engine process failed to start: %s", message)
+                    if failed_starts >= policy.max_start_failures:
+                        self._reason = (
+                            f"engine down: it failed to start {failed_starts} times in a row; "
+                            f"not restarting (last: {message})"
+                        )
+                        logger.error("%s", self._reason)
+                        return
+                    self._reason = f"engine restarting: it failed to start ({message})"
+                    continue
+                self._restarts += 1
+                logger.info("the engine process is serving again")
+                self._reason = "the model is loading"
+                break
+
+
+def _exit_status(process: subprocess.Popen[bytes]) -> int:
+    """``process``'s exit status, once it has closed its end; killed if it lingers."""
+    try:
+        return process.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+def _stop_child(child: _Child) -> None:
+    """Ask ``child`` to stop, then terminate it, then kill it: it never outlives the server."""
+    process = child.process
+    with contextlib.suppress(OSError):
+        child.send((wire.STOP,))
+    for end in (None, process.terminate, process.kill):
+        if end is not None:
+            end()
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    _live_children.discard(process)
+
+
+#: Every engine process not yet reaped: ended when the server's interpreter exits, whatever way.
+_live_children: set[subprocess.Popen[bytes]] = set()
+
+
+@atexit.register
+def _end_children() -> None:
+    for process in list(_live_children):
+        if process.poll() is None:
+            process.kill()

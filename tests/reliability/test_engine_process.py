@@ -1,0 +1,302 @@
+"""An engine in a process of its own (``ProcessEngine``), served by a real uvicorn server.
+
+The engine is the dummy engine plus what native code does to a process (``HazardEngine``): it
+answers as it does in-process, its ``prepare`` errors keep their status, a client that leaves
+cancels the generation in the child, and when the child aborts every request in flight gets a
+typed error, ``/health`` says it is restarting, and the next request is served. A child that
+aborts at every start is not restarted for ever. A step that holds the child's GIL for seconds
+does not slow ``/health``. No engine process outlives its server, however the server ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+from promptwire.engine.process import ProcessEngine, RestartPolicy
+from promptwire.server import BackgroundServer
+from promptwire_modal_dummy.settings import DummySettings
+
+from tests.support.cli_server import free_port
+from tests.support.process_engines import HazardEngine, HazardSettings, create_hazard_engine
+from tests.support.servers import serve_engine
+
+FAST_RESTARTS = RestartPolicy(first_delay=0.05, max_delay=0.2, max_start_failures=2)
+
+
+def _process_engine(settings: HazardSettings | None = None, **options: Any) -> ProcessEngine[Any]:
+    return ProcessEngine(create_hazard_engine, settings or HazardSettings(), **options)
+
+
+@contextmanager
+def _served(settings: HazardSettings | None = None, **options: Any) -> Iterator[tuple[str, Any]]:
+    engine = _process_engine(settings, **options)
+    with serve_engine(engine) as server:
+        yield server.url, engine
+
+
+def _metric(url: str, name: str) -> float | None:
+    for line in httpx.get(url + "metrics").text.splitlines():
+        if line.startswith(f"promptwire_engine_{name} "):
+            return float(line.split()[1])
+    return None
+
+
+def _wait_for(check: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _events(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
+    events: list[tuple[str, dict[str, Any]]] = []
+    name = ""
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            events.append((name, json.loads(line[6:])))
+    return events
+
+
+REQUESTS: list[tuple[str, dict[str, Any]]] = [
+    ("", {"prompt": "one two three four five"}),
+    ("", {"prompt": "one two three four five", "max_tokens": 2}),
+    ("", {"prompt": "alpha beta STOP gamma", "stop": ["STOP"], "stream": True}),
+    ("", {"prompt": "a b c d e f g h", "stream": True}),
+    (
+        "v1/chat/completions",
+        {"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 8},
+    ),
+    ("v1/completions", {"prompt": ["x y z", "p q"], "max_tokens": 4}),
+]
+
+
+def _answers(url: str) -> list[Any]:
+    answers: list[Any] = []
+    for path, body in REQUESTS:
+        response = httpx.post(url + path, json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        if body.get("stream"):
+            answers.append(response.text)
+        else:
+            reply = response.json()
+            for key in ("id", "created", "system_fingerprint"):
+                reply.pop(key, None)
+            answers.append(reply)
+    return answers
+
+
+def test_replies_and_streams_equal_the_in_process_engines() -> None:
+    with serve_engine(HazardEngine(HazardSettings())) as server:
+        alone = _answers(server.url)
+    with _served() as (url, _):
+        assert _answers(url) == alone
+
+
+def _refusals(url: str) -> list[tuple[int, str | None, Any]]:
+    refusals = []
+    for path, prompt in [("", "reject"), ("", "overload"), ("v1/completions", "reject")]:
+        response = httpx.post(url + path, json={"prompt": prompt})
+        error = response.json()["error"]
+        error.pop("request_id", None)
+        refusals.append((response.status_code, response.headers.get("retry-after"), error))
+    return refusals
+
+
+def test_prepare_errors_keep_their_status_and_retry_after() -> None:
+    with serve_engine(HazardEngine(HazardSettings())) as server:
+        alone = _refusals(server.url)
+    with _served() as (url, _):
+        refusals = _refusals(url)
+    assert refusals == alone
+    assert [status for status, _, _ in refusals] == [422, 503, 400]  # OpenAI's 400 for a 422
+    assert refusals[0][2]["message"] == "this prompt is refused by the engine"
+    assert refusals[1][1] == "7"
+
+
+def test_a_client_that_leaves_cancels_the_generation_in_the_child() -> None:
+    settings = HazardSettings(dummy=DummySettings(echo=True, tokens_per_second=20))
+    with _served(settings) as (url, _):
+        words = " ".join(f"w{i}" for i in range(200))
+        with httpx.stream("POST", url, json={"prompt": words, "stream": True}) as response:
+            next(response.iter_lines())  # the first event: the child is generating
+        assert _wait_for(
+            lambda: _metric(url, "cancelled_total") == 1 and _metric(url, "active") == 0, 10
+        )
+
+
+def test_an_abort_fails_the_requests_in_flight_and_the_engine_comes_back() -> None:
+    settings = HazardSettings(dummy=DummySettings(echo=True, tokens_per_second=10))
+    with _served(settings, restart=FAST_RESTARTS) as (url, engine):
+        first_pid = engine.pid
+        other: list[Any] = []
+
+        def bystander() -> None:
+            body = {"prompt": " ".join(["word"] * 100), "stream": True}
+            with httpx.stream("POST", url, json=body, timeout=30) as response:
+                other.extend(_events(response))
+
+        thread = threading.Thread(target=bystander)
+        thread.start()
+        assert _wait_for(lambda: _metric(url, "active") == 1, 10)
+        with httpx.stream("POST", url, json={"prompt": "abort now", "stream": True}) as response:
+            events = _events(response)
+        thread.join(30)
+        assert events[0] == ("delta", {"text": "aborting "})
+        name, error = events[-1]
+        assert name == "error"
+        assert error["error"]["type"] == "server_error"
+        assert "the engine process died (SIGABRT)" in error["error"]["message"]
+        assert other[-1][0] == "error"  # the request beside it was failed too, not left hanging
+        assert "SIGABRT" in other[-1][1]["error"]["message"]
+        statuses: list[tuple[int, str]] = []
+
+        def serving_again() -> bool:
+            health = httpx.get(url + "health")
+            statuses.append((health.status_code, health.text))
+            return health.status_code == 200
+
+        assert _wait_for(serving_again, 30)
+        assert any(
+            code == 503 and "engine restarting" in text and "SIGABRT" in text
+            for code, text in statuses
+        ), statuses[:3]
+        reply = httpx.post(url, json={"prompt": "back again"}, timeout=30)
+        assert reply.status_code == 200 and reply.json()["prompt"] == "back again"
+        assert engine.pid != first_pid
+        assert _metric(url, "process_restarts_total") == 1
+        assert not psutil.pid_exists(first_pid) or psutil.Process(first_pid).status() == "zombie"
+
+
+def test_a_child_that_dies_at_every_start_is_left_down(tmp_path: Path) -> None:
+    marker = tmp_path / "abort-at-start"
+    settings = HazardSettings(abort_at_start_if=marker)
+    with _served(settings, restart=FAST_RESTARTS) as (url, _):
+        marker.touch()
+        response = httpx.post(url, json={"prompt": "abort now"})
+        assert response.status_code == 500
+
+        def down() -> bool:
+            health = httpx.get(url + "health")
+            return health.status_code == 503 and "engine down" in health.text
+
+        assert _wait_for(down, 30)
+        health = httpx.get(url + "health").json()["error"]["message"]
+        assert "failed to start 2 times in a row; not restarting" in health
+        assert "the engine process died while starting (SIGABRT)" in health
+        refused = httpx.post(url, json={"prompt": "hello"})
+        assert refused.status_code == 503 and refused.json()["error"]["type"] == "not_ready"
+        time.sleep(1.0)  # no restart is pending: no engine process appears
+        assert _engine_children(os.getpid()) == []
+
+
+def test_a_step_holding_the_childs_gil_does_not_stall_the_server() -> None:
+    with _served() as (url, _):
+        took: list[float] = []
+
+        def hold() -> None:
+            start = time.perf_counter()
+            httpx.post(url, json={"prompt": "hold 3"}, timeout=30)
+            took.append(time.perf_counter() - start)
+
+        thread = threading.Thread(target=hold)
+        thread.start()
+        time.sleep(0.5)  # the hold has begun
+        latencies: list[float] = []
+        with httpx.Client() as client:
+            while thread.is_alive() and len(latencies) < 40:
+                for path in ("health", "v1/models", "metrics"):
+                    start = time.perf_counter()
+                    assert client.get(url + path).status_code == 200
+                    latencies.append(time.perf_counter() - start)
+                time.sleep(0.05)
+        thread.join(30)
+        assert took and took[0] >= 3.0  # the child really was held
+        assert len(latencies) >= 9
+        assert max(latencies) < 0.5, sorted(latencies)[-3:]
+
+
+def test_no_engine_process_outlives_its_server() -> None:
+    engine = _process_engine()
+    server = BackgroundServer(_wrap(engine)).start()
+    pid = engine.pid
+    assert pid is not None and psutil.pid_exists(pid)
+    server.stop()
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+
+
+def _wrap(engine: ProcessEngine[Any]) -> Any:
+    from promptwire.server import create_app
+
+    return create_app(engine)
+
+
+def _engine_children(pid: int) -> list[psutil.Process]:
+    """The engine processes among ``pid``'s children."""
+    found = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if "promptwire.engine.process._child" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+@contextmanager
+def _cli_server() -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``promptwire serve`` of the dummy backend with its engine in a process of its own."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTWIRE_")}
+    env["PROMPTWIRE_ENGINE_PROCESS"] = "true"
+    command = [sys.executable, "-c", "from promptwire.cli import main; main()", "serve"]
+    process = subprocess.Popen(
+        [*command, "--backend", "modal_dummy", "--port", str(port), "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+
+        def up() -> bool:
+            try:
+                return httpx.get(url + "health").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        assert _wait_for(up, 60), "promptwire serve did not start"
+        yield process, url
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(30)
+
+
+@pytest.mark.parametrize("end", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_promptwire_serve_leaves_no_orphan_engine(end: signal.Signals) -> None:
+    with _cli_server() as (process, url):
+        children = _engine_children(process.pid)
+        assert len(children) == 1
+        assert httpx.post(url, json={"prompt": "hi"}).json()["prompt"] == "hello world"
+        process.send_signal(end)
+        process.wait(30)
+        _, alive = psutil.wait_procs(children, timeout=20)
+        assert alive == [], f"the engine process outlived promptwire serve ({end.name})"
