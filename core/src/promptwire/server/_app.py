@@ -32,11 +32,13 @@ from starlette.responses import Response
 
 from promptwire.engine import (
     Engine,
+    EngineError,
     EngineNotReady,
     EngineOverloaded,
     check_capabilities,
     render_request,
 )
+from promptwire.errors import PromptwireError
 from promptwire.modal import coldstart
 from promptwire.protocol import (
     PROTOCOL_VERSION,
@@ -121,14 +123,18 @@ def create_app(
     started = False  # the engine is served only between its start() and its stop()
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(served: FastAPI) -> AsyncIterator[None]:
         nonlocal started
         shutdown.reset()
-        if engine.ready:
-            await engine.start()  # started already (a Modal container's enter hook)
-        else:
-            with coldstart.phase("engine_start"):
-                await engine.start()
+        try:
+            if engine.ready:
+                await engine.start()  # started already (a Modal container's enter hook)
+            else:
+                with coldstart.phase("engine_start"):
+                    await engine.start()
+        except (PromptwireError, EngineError) as exc:  # said in one line by promptwire serve
+            served.state.startup_error = exc
+            raise
         started = True
         _freeze_startup_heap()
         try:

@@ -141,7 +141,31 @@ def run_server(
             wanted,
             limits.max_connections,
         )
-    _server(config).run()
+    quiet = _StartupFailureFilter(app)
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.addFilter(quiet)
+    try:
+        _server(config).run()
+    except SystemExit:  # uvicorn's exit status 3 when the app's startup failed
+        if getattr(app.state, "startup_error", None) is None:
+            raise
+    finally:
+        uvicorn_log.removeFilter(quiet)
+    if (error := getattr(app.state, "startup_error", None)) is not None:
+        raise error  # one line from the command, not uvicorn's traceback and "startup failed"
+
+
+class _StartupFailureFilter(logging.Filter):
+    """Keeps uvicorn quiet about an engine that could not start for a reason promptwire states
+    itself (a ``PromptwireError`` or ``EngineError``: a model file, a setting, an engine process
+    that died while starting): ``run_server`` raises it instead."""
+
+    def __init__(self, app: Any) -> None:
+        super().__init__()
+        self._app = app
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(self._app.state, "startup_error", None) is None
 
 
 class BackgroundServer:
