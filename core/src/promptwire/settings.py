@@ -94,7 +94,18 @@ class ClientSettings(ConnectionSettings):
     )
 
 
-class ServerLimits(BaseModel):
+class _SendTimeout(BaseModel):
+    """The one limit both the app and ``promptwire serve``'s connections hold."""
+
+    send_timeout: ServerSeconds | None = Field(
+        default=DEFAULT_SEND_TIMEOUT,
+        description="Server: seconds a client may read nothing of an answer or a stream before "
+        "its connection is dropped and its generation cancelled; None (only as an argument): "
+        "no deadline.",
+    )
+
+
+class ServerLimits(_SendTimeout):
     """What a served app bounds for its clients, wherever it runs: the single declaration of
     these limits. ``PromptwireSettings`` reads them from ``PROMPTWIRE_*``, ``create_app`` takes
     them (``limits=``), ``promptwire serve`` passes its settings, and every Modal app hands the
@@ -114,12 +125,6 @@ class ServerLimits(BaseModel):
         description="Server: seconds a request has to send its whole body (408 after); None "
         "(only as an argument) sets no deadline.",
     )
-    send_timeout: ServerSeconds | None = Field(
-        default=DEFAULT_SEND_TIMEOUT,
-        description="Server: seconds a client may read nothing of an answer or a stream before "
-        "its connection is dropped and its generation cancelled; None (only as an argument): "
-        "no deadline.",
-    )
     shutdown_grace: float = Field(
         default=DEFAULT_SHUTDOWN_GRACE,
         ge=0,
@@ -134,21 +139,12 @@ class ServerLimits(BaseModel):
 SERVER_LIMIT_FIELDS = tuple(ServerLimits.model_fields)
 
 
-class PromptwireSettings(BaseSettings, ClientSettings, ServerLimits):
-    """Everything the client, the server and the CLI read from the environment."""
+class ConnectionLimits(_SendTimeout):
+    """What a connection may do before ``promptwire serve`` closes it: the single declaration of
+    these limits (``promptwire.server._connections`` holds each connection to them).
+    ``PromptwireSettings`` reads them from ``PROMPTWIRE_*``, and ``promptwire serve`` passes its
+    settings' (``connection_limits``). On Modal the platform's proxy holds the connections."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
-    )
-
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
-    engine_process: bool | None = Field(
-        default=None,
-        description="Server: run the engine in a process of its own, supervised and restarted "
-        "if it dies (a native crash then fails only the requests in flight, and no engine step "
-        "stalls the HTTP side); unset: the backend's choice (llamacpp: on).",
-    )
     header_timeout: ServerSeconds = Field(
         default=DEFAULT_HEADER_TIMEOUT,
         description="Server: seconds a connection has to send a request's head (its request line "
@@ -178,6 +174,38 @@ class PromptwireSettings(BaseSettings, ClientSettings, ServerLimits):
         ge=1,
         le=1_000_000,
         description="Server: open connections at most; one more is answered 503 and closed.",
+    )
+
+    def head_over(self, headers: int, size: int) -> bool:
+        """A request head of ``headers`` lines and ``size`` bytes is over the limits."""
+        return headers > self.max_headers or size > self.max_header_bytes
+
+
+#: The fields of ``ConnectionLimits``, in the order they are declared.
+CONNECTION_LIMIT_FIELDS = tuple(ConnectionLimits.model_fields)
+
+
+def connection_limits(settings: ConnectionLimits) -> ConnectionLimits:
+    """Just the connection limits of ``settings`` (``PromptwireSettings`` is one)."""
+    return ConnectionLimits.model_validate(
+        settings.model_dump(include=set(CONNECTION_LIMIT_FIELDS))
+    )
+
+
+class PromptwireSettings(BaseSettings, ClientSettings, ServerLimits, ConnectionLimits):
+    """Everything the client, the server and the CLI read from the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    engine_process: bool | None = Field(
+        default=None,
+        description="Server: run the engine in a process of its own, supervised and restarted "
+        "if it dies (a native crash then fails only the requests in flight, and no engine step "
+        "stalls the HTTP side); unset: the backend's choice (llamacpp: on).",
     )
     http: HttpParser = Field(
         default="auto",
@@ -316,6 +344,7 @@ def settings_environment(
 
 
 __all__ = [
+    "CONNECTION_LIMIT_FIELDS",
     "DEFAULT_BODY_TIMEOUT",
     "DEFAULT_ENDPOINT_URL",
     "DEFAULT_HEADER_TIMEOUT",
@@ -333,11 +362,13 @@ __all__ = [
     "OBSERVABILITY_FIELDS",
     "SERVER_LIMIT_FIELDS",
     "ClientSettings",
+    "ConnectionLimits",
     "ConnectionSettings",
     "HttpParser",
     "PromptwireSettings",
     "ServerLimits",
     "backend_settings_config",
+    "connection_limits",
     "limits_environment",
     "observability_environment",
     "read_settings",

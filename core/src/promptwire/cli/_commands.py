@@ -126,8 +126,9 @@ def serve(
     parser (PROMPTWIRE_HTTP: auto, httptools or h11); on a loopback address only loopback host
     names are answered."""
     from promptwire._logs import set_level
-    from promptwire.server import ConnectionLimits, loopback_host_names, run_server
+    from promptwire.server import loopback_host_names, run_server
     from promptwire.server._connections import resolve_parser
+    from promptwire.settings import connection_limits
 
     set_level(log_level)  # the request log and promptwire's other lines follow --log-level
     settings = read_settings(PromptwireSettings)
@@ -149,14 +150,7 @@ def serve(
         overrides=overrides,
         allowed_hosts=loopback_host_names(host),
     )
-    limits = ConnectionLimits(
-        header_timeout=settings.header_timeout,
-        keep_alive_timeout=settings.keep_alive_timeout,
-        send_timeout=settings.send_timeout,
-        max_connections=settings.max_connections,
-        max_header_bytes=settings.max_header_bytes,
-        max_headers=settings.max_headers,
-    )
+    limits = connection_limits(settings)
     auth = "bearer token required" if token else "no auth"
     err().print(
         f"promptwire: serving backend [bold]{name}[/] on http://{host}:{port}/ ({auth}, {http})",

@@ -4,12 +4,11 @@ Importing this package needs the ``server`` extra (FastAPI, uvicorn, sse-starlet
 """
 
 from promptwire.server._app import LimitArguments, create_app, server_limits
-from promptwire.server._connections import ConnectionLimits
 from promptwire.server._from_settings import app_from_settings
 from promptwire.server._runner import BackgroundServer, loopback_host_names, run_server
 from promptwire.server._shutdown import GracefulShutdown, graceful_shutdown
 from promptwire.server.observability import Observability
-from promptwire.settings import ServerLimits
+from promptwire.settings import ConnectionLimits, ServerLimits
 
 __all__ = [
     "BackgroundServer",

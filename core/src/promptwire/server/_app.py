@@ -75,12 +75,13 @@ def _freeze_startup_heap() -> None:
 
 
 class LimitArguments(TypedDict, total=False):
-    """``create_app``'s keyword arguments for single limits (those of ``ServerLimits``)."""
+    """``create_app``'s keyword arguments for single limits (those of ``ServerLimits``, in its
+    order: ``send_timeout``, shared with the connection limits, first)."""
 
+    send_timeout: float | None
     max_body_bytes: int
     max_in_flight: int | None
     body_timeout: float | None
-    send_timeout: float | None
     shutdown_grace: float
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, cast
 
 import h11
@@ -45,34 +44,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from promptwire.errors import ConfigurationError
 from promptwire.protocol import ErrorBody, ErrorDetail, ErrorType
-from promptwire.settings import (
-    DEFAULT_HEADER_TIMEOUT,
-    DEFAULT_KEEP_ALIVE_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_HEADER_BYTES,
-    DEFAULT_MAX_HEADERS,
-    DEFAULT_SEND_TIMEOUT,
-    HttpParser,
-)
+from promptwire.settings import ConnectionLimits, HttpParser
 
 logger = logging.getLogger("uvicorn.error")
-
-
-@dataclass(frozen=True)
-class ConnectionLimits:
-    """What a connection may do before ``promptwire serve`` closes it (see the module)."""
-
-    header_timeout: float = DEFAULT_HEADER_TIMEOUT
-    keep_alive_timeout: int = DEFAULT_KEEP_ALIVE_TIMEOUT
-    send_timeout: float | None = DEFAULT_SEND_TIMEOUT
-    """None: no deadline (as ``ServerLimits.send_timeout``)."""
-    max_connections: int = DEFAULT_MAX_CONNECTIONS
-    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
-    max_headers: int = DEFAULT_MAX_HEADERS
-
-    def head_over(self, headers: int, size: int) -> bool:
-        """A request head of ``headers`` lines and ``size`` bytes is over the limits."""
-        return headers > self.max_headers or size > self.max_header_bytes
 
 
 def _raw_error(status: int, reason: str, error_type: str, message: str, **headers: str) -> bytes:

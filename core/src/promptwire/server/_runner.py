@@ -16,17 +16,16 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
-from promptwire.server._connections import ConnectionLimits, protocol_class
+from promptwire.server._connections import protocol_class
 from promptwire.server._shutdown import SHUTDOWN_MARGIN, graceful_shutdown
 from promptwire.server.observability._hookup import logs_requests
-from promptwire.settings import HttpParser
+from promptwire.settings import ConnectionLimits, HttpParser
 
 STARTUP_TIMEOUT = 60.0
 # Descriptors kept for what is not a client connection: the listening socket, logs, the engine's
@@ -133,7 +132,7 @@ def run_server(
     """Serve ``app`` until interrupted."""
     limits = limits or ConnectionLimits()
     wanted = limits.max_connections
-    limits = replace(limits, max_connections=fit_descriptors(wanted))
+    limits = limits.model_copy(update={"max_connections": fit_descriptors(wanted)})
     config = server_config(app, host=host, port=port, log_level=log_level, limits=limits, http=http)
     if limits.max_connections < wanted:  # said once logging is set up
         logger.warning(
