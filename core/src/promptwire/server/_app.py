@@ -1,11 +1,11 @@
-"""The ASGI app factory: the prompt endpoint protocol served for any engine.
+"""The ASGI app factory: any engine served by every protocol's routes.
 
-``POST /`` answers a whole reply or, with ``"stream": true``, server-sent events; ``GET /health``
-answers once the engine is ready (v1.2: with the engine's capabilities). A v1.1 request's
-``messages`` are rendered by the engine's chat template and served in place of its ``prompt``; a
-v1.2 request's tools and response format are refused (422) unless the engine declares them, and
-its tool calls come back in the reply (``tool_calls``) or as ``tool_call`` events. Every error is
-the protocol's JSON error, never a stack trace. A client that disconnects cancels its generation.
+``create_app`` makes the app's ``ServingState`` (the engine wrapped by the observer, the limits,
+the shared slots, the shutdown) and adds each protocol's routes from it: the prompt endpoint
+protocol (``_prompt_routes``: ``POST /``, ``GET /health``) and the OpenAI API
+(``openai._routes``), plus the auth, the request guard, the error handlers and the observer that
+hold for all of them. Every error is the protocol's JSON error, never a stack trace. A client that
+disconnects cancels its generation.
 
 Everything here is app-level, so it holds wherever the app runs (``promptwire serve`` and Modal):
 request bodies have a deadline, a stream whose client reads nothing is ended, a client that leaves
@@ -33,35 +33,22 @@ from starlette.responses import Response
 from promptwire.engine import (
     Engine,
     EngineError,
-    EngineNotReady,
-    EngineOverloaded,
-    check_capabilities,
-    render_request,
 )
 from promptwire.errors import PromptwireError
 from promptwire.modal import coldstart
 from promptwire.protocol import (
     PROTOCOL_VERSION,
-    ErrorBody,
     ErrorType,
-    Health,
-    PromptRequest,
-    PromptResponse,
 )
-from promptwire.server._answer import Answer, answer_in_slots, read_or_gone
 from promptwire.server._errors import STATUS_ERROR_TYPES, RequestError, error_response
 from promptwire.server._guard import HEALTH_PATH, BearerAuth, RequestGuard
-from promptwire.server._request_body import (
-    parse_request,
-    read_body,
-    request_body_schema,
-    require_json,
-)
+from promptwire.server._prompt_routes import add_prompt_routes
 from promptwire.server._shutdown import (
     GracefulShutdown,
 )
-from promptwire.server._slots import RETRY_AFTER_SECONDS, RequestSlots
-from promptwire.server._streaming import Preparer, prepare, stream_reply, whole_reply
+from promptwire.server._slots import RequestSlots
+from promptwire.server._state import ServingState
+from promptwire.server._streaming import Preparer
 from promptwire.server.observability._hookup import Observability, observe
 from promptwire.settings import SERVER_LIMIT_FIELDS, ServerLimits
 
@@ -115,17 +102,12 @@ def create_app(
     (``promptwire.server.observability``); None: the defaults.
     """
     bounds = server_limits(limits, **limit_arguments)
-    max_body_bytes, max_in_flight = bounds.max_body_bytes, bounds.max_in_flight
-    body_timeout, send_timeout = bounds.body_timeout, bounds.send_timeout
-    shutdown_grace = bounds.shutdown_grace
-
-    shutdown = GracefulShutdown(shutdown_grace)
-    preparer = Preparer()  # shared with the OpenAI routes
-    started = False  # the engine is served only between its start() and its stop()
+    shutdown = GracefulShutdown(bounds.shutdown_grace)
+    state: ServingState  # made once the engine is wrapped by the observer, below
 
     @asynccontextmanager
     async def lifespan(served: FastAPI) -> AsyncIterator[None]:
-        nonlocal started
+        engine = state.engine
         shutdown.reset()
         try:
             if engine.ready:
@@ -136,17 +118,14 @@ def create_app(
         except (PromptwireError, EngineError) as exc:  # said in one line by promptwire serve
             served.state.startup_error = exc
             raise
-        started = True
+        state.started = True
         _freeze_startup_heap()
         try:
             yield
         finally:
-            started = False
+            state.started = False
             gc.unfreeze()
             await engine.stop()
-
-    def serving() -> bool:
-        return started and engine.ready
 
     app = FastAPI(
         title="promptwire prompt endpoint",
@@ -164,8 +143,14 @@ def create_app(
         app.add_middleware(BearerAuth, token=token, open_paths=options.public_paths(HEALTH_PATH))
     # The outermost but the observer and the OpenAI routes' error shape (add_openai_routes).
     app.add_middleware(RequestGuard, allowed_hosts=allowed_hosts)
-    engine = observe(app, engine, options)  # adds /metrics and the request observer
-    slots = RequestSlots(max_in_flight)  # shared with the OpenAI routes
+    state = ServingState(
+        engine=observe(app, engine, options),  # adds /metrics and the request observer
+        limits=bounds,
+        slots=RequestSlots(bounds.max_in_flight),
+        shutdown=shutdown,
+        preparer=Preparer(),
+    )
+    app.state.serving = state
 
     @app.exception_handler(RequestError)
     async def _on_request_error(_: Request, exc: RequestError) -> Response:
@@ -182,97 +167,13 @@ def create_app(
     async def _on_validation_error(_: Request, exc: RequestValidationError) -> Response:
         return error_response(422, ErrorType.INVALID_REQUEST, "invalid request")
 
-    @app.get(
-        HEALTH_PATH,
-        response_model=Health,
-        responses={503: {"model": ErrorBody, "description": "Not ready yet"}},
-    )
-    async def health() -> Response:
-        if not serving():
-            return error_response(
-                503, ErrorType.NOT_READY, engine.not_ready_reason, RETRY_AFTER_SECONDS
-            )
-        health = Health(model=engine.model_name, capabilities=engine.capabilities)
-        return Response(health.model_dump_json(), media_type="application/json")
-
-    @app.post(
-        "/",
-        response_model=PromptResponse,
-        responses={
-            200: {"content": {"text/event-stream": {}}},
-            401: {"model": ErrorBody},
-            408: {"model": ErrorBody},
-            413: {"model": ErrorBody},
-            415: {"model": ErrorBody},
-            422: {"model": ErrorBody},
-            500: {"model": ErrorBody},
-            503: {"model": ErrorBody},
-        },
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": request_body_schema()}},
-            }
-        },
-    )
-    async def generate(request: Request) -> Response:
-        require_json(request)
-        body = await read_or_gone(read_body(request, max_body_bytes, body_timeout))
-        if isinstance(body, Response):
-            return body
-        prompt_request = parse_request(body)
-        if not serving():
-            raise RequestError.from_engine(
-                EngineNotReady(engine.not_ready_reason, retry_after=RETRY_AFTER_SECONDS)
-            )
-        try:
-            release = slots.take()
-        except EngineOverloaded as exc:
-            raise RequestError.from_engine(exc) from None
-
-        async def answer() -> Answer:
-            check_capabilities(engine, prompt_request)
-            if prompt_request.messages is None and engine.prepares_quickly:
-                job = prepare(engine, prompt_request)  # returns at once: no thread's round trip
-            else:
-                job = await preparer.run(
-                    lambda: prepare(engine, _render_messages(engine, prompt_request))
-                )
-            if prompt_request.stream:
-                return Answer(
-                    await stream_reply(
-                        engine, job, request.receive, release, shutdown, send_timeout
-                    ),
-                    keeps_slots=True,
-                )
-            return Answer(await whole_reply(engine, job, request.receive, shutdown))
-
-        return await answer_in_slots(release, answer, RequestError.from_engine)
-
-    # Imported here: the OpenAI routes are built from this module's parts.
+    # Imported here: the OpenAI routes' package imports the server's parts.
     from promptwire.server.openai._routes import add_openai_routes
 
-    add_openai_routes(
-        app,
-        engine,
-        serving=serving,
-        slots=slots,
-        max_body_bytes=max_body_bytes,
-        body_timeout=body_timeout,
-        send_timeout=send_timeout,
-        shutdown=shutdown,
-        preparer=preparer,
-    )
+    generate = add_prompt_routes(app, state)
+    add_openai_routes(app, state)
     # A request tries the routes in order until one matches: the prompt route, which nearly
     # every request is for, goes before /openapi.json, /metrics and /health (paths are distinct,
     # so the order changes nothing else).
     app.router.routes.sort(key=lambda route: getattr(route, "endpoint", None) is not generate)
     return app
-
-
-def _render_messages(engine: Engine[Any], request: PromptRequest) -> PromptRequest:
-    """Protocol v1.1: a request with ``messages`` is served with their rendering as its prompt
-    (v1.2: with its tools, for an engine that takes them)."""
-    if request.messages is None:
-        return request
-    return request.model_copy(update={"prompt": render_request(engine, request)})

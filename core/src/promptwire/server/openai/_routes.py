@@ -23,7 +23,6 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from promptwire.engine import (
-    Engine,
     EngineError,
     render_request,
 )
@@ -32,9 +31,9 @@ from promptwire.server._request_body import (
     read_body,
     require_json,
 )
-from promptwire.server._shutdown import GracefulShutdown
-from promptwire.server._slots import RETRY_AFTER_SECONDS, RequestSlots
-from promptwire.server._streaming import Preparer, prepare, stream_reply
+from promptwire.server._slots import RETRY_AFTER_SECONDS
+from promptwire.server._state import ServingState
+from promptwire.server._streaming import prepare, stream_reply
 from promptwire.server.openai._errors import OpenAIError
 from promptwire.server.openai._reply import Chunks, Writer, reply_json
 from promptwire.server.openai._reshape import PREFIX, OpenAIErrorShape
@@ -56,20 +55,14 @@ DEFAULT_MODEL_ID = "promptwire"
 OWNED_BY = "promptwire"
 
 
-def add_openai_routes(
-    app: FastAPI,
-    engine: Engine[Any],
-    *,
-    serving: Callable[[], bool],
-    slots: RequestSlots,
-    max_body_bytes: int,
-    body_timeout: float | None,
-    send_timeout: float | None,
-    shutdown: GracefulShutdown,
-    preparer: Preparer,
-) -> None:
-    """Serve the OpenAI API on ``app`` with ``engine`` (while ``serving()``), sharing ``slots``,
-    the limits and the ``shutdown`` with its other routes (``create_app`` calls this)."""
+def add_openai_routes(app: FastAPI, state: ServingState) -> None:
+    """Serve the OpenAI API on ``app`` from ``state``: the engine (while it is served), the
+    shared slots, the limits and the shutdown of the app's other routes (``create_app`` calls
+    this)."""
+    engine, serving, slots = state.engine, state.serving, state.slots
+    shutdown, preparer = state.shutdown, state.preparer
+    max_body_bytes = state.limits.max_body_bytes
+    body_timeout, send_timeout = state.limits.body_timeout, state.limits.send_timeout
     started = int(time.time())
     # Routes of the app itself: an included APIRouter would be matched as a nested router, which
     # costs FastAPI about 15 us more per request (a tenth of a whole reply's app time).
