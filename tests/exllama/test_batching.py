@@ -292,8 +292,8 @@ async def test_text_held_for_a_possible_stop_string_is_kept_at_the_eos_token() -
     loop = GenerationLoop(lambda: ScriptedGenerator(script))
     loop.start()
     try:
-        stream = RequestStream(asyncio.get_running_loop(), prompt_tokens=4)
-        loop.submit(object(), stream)
+        stream = RequestStream(asyncio.get_running_loop(), prompt_tokens=4, job=object())
+        loop.submit(stream)
         events = [await stream.queue.get() for _ in range(3)]
     finally:
         loop.stop()

@@ -18,49 +18,39 @@ across pieces.
 
 from __future__ import annotations
 
-import asyncio
 import codecs
-import contextlib
 import logging
-import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from promptwire.engine import (
     EngineError,
-    EngineEvent,
-    EngineNotReady,
     EngineOverloaded,
     Finish,
     RequestRejected,
     TextChunk,
 )
+from promptwire.engine.worker import BatchWorker, EventChannel
 from promptwire.protocol import FinishReason, Usage
 
 from promptwire_llamacpp.runtime import GrammarDeadEnd, LlamaRuntime, SamplerConfig
 
 logger = logging.getLogger(__name__)
 
-STOP_JOIN_TIMEOUT = 30.0
-
 
 @dataclass(eq=False)
-class Job:
-    """One request's generation, and its way back to the request's event loop."""
+class Job(EventChannel):
+    """One request's generation; its events go back on its channel."""
 
     tokens: list[int]
     sampler: SamplerConfig
     max_new_tokens: int
     special: bool = False
     """Special tokens generated go into the text (a tool-call format whose markers are ones)."""
-    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
-    queue: asyncio.Queue[EngineEvent | EngineError] = field(default_factory=asyncio.Queue)
 
-    def put(self, item: EngineEvent | EngineError) -> None:
-        """From the scheduler thread; nobody listens any more once the loop has closed."""
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+    def __post_init__(self) -> None:
+        EventChannel.__init__(self)  # the request's running loop
 
 
 @dataclass(eq=False)
@@ -94,105 +84,61 @@ class SchedulerStats:
     waiting: int = 0
 
 
-class Scheduler:
+class Scheduler(BatchWorker[Job]):
     """The thread that owns the llama.cpp context and runs every request in one batch."""
 
     def __init__(self, runtime: LlamaRuntime, *, max_waiting: int) -> None:
+        super().__init__(name="promptwire-llamacpp")
         self._runtime = runtime
         self._max_waiting = max_waiting
-        self._cond = threading.Condition()
-        self._inbox: deque[tuple[str, Job]] = deque()
         self._waiting: deque[Job] = deque()  # the thread's own, like everything below
         # Free sequences, and the prompt each still holds in the cache (the thread's own).
         self._free: dict[int, list[int]] = {seq_id: [] for seq_id in range(runtime.parallel)}
         self._active: dict[Job, _Sequence] = {}
-        self._stopping = False
-        self._broken: str | None = None
-        self._queued = 0  # submitted, not yet holding a sequence (under _cond)
-        self._thread = threading.Thread(target=self._run, name="promptwire-llamacpp", daemon=True)
+        self._batch: Any = None
+        self._queued = 0  # submitted, not yet holding a sequence (under the lock)
         self.stats = SchedulerStats()
-        self.failures = 0
-        """Forward passes that failed, failing the requests in them."""
         self.steps = 0
         self.reused_tokens = 0
         """Prompt tokens found in the cache instead of computed."""
 
-    # -- any thread ----------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Fail what is in flight (503) and end the thread."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=STOP_JOIN_TIMEOUT)
-
-    @property
-    def healthy(self) -> bool:
-        return self._thread.is_alive() and not self._stopping and self._broken is None
-
-    def submit(self, job: Job) -> None:
-        """Queue ``job``; its events arrive on ``job.queue``. A full queue is a 503."""
-        with self._cond:
-            if self._broken is not None:
-                raise EngineError(f"the engine is out of order ({self._broken}); restart it")
-            if self._stopping or not self._thread.is_alive():
-                raise EngineNotReady("the engine is not running", retry_after=1)
-            # Free sequences take queued jobs at the next step (a length read from any thread).
-            if self._queued - len(self._free) >= self._max_waiting:
-                raise EngineOverloaded(
-                    "every sequence is busy and the queue is full", retry_after=1
-                )
-            self._queued += 1
-            self._inbox.append(("submit", job))
-            self._cond.notify()
-
-    def cancel(self, job: Job) -> None:
-        """Stop ``job`` (no-op once it has finished); frees its cache cells."""
-        with self._cond:
-            self._inbox.append(("cancel", job))
-            self._cond.notify()
+    def _admit_locked(self, job: Job) -> None:
+        # Free sequences take queued jobs at the next step (a length read from any thread).
+        if self._queued - len(self._free) >= self._max_waiting:
+            raise EngineOverloaded("every sequence is busy and the queue is full", retry_after=1)
+        self._queued += 1
 
     # -- the scheduler thread ------------------------------------------------------------------
 
-    def _run(self) -> None:
-        batch = self._runtime.new_batch()
-        try:
-            while True:
-                with self._cond:
-                    while not self._inbox and not self._stopping and not self._busy():
-                        self._cond.wait()
-                    commands = list(self._inbox)
-                    self._inbox.clear()
-                    stopping = self._stopping
-                if stopping:
-                    self._shut_down(commands)
-                    return
-                for command, job in commands:
-                    if command == "submit":
-                        self._waiting.append(job)
-                    else:
-                        self._cancel(job)
-                self._admit()
-                self._step(batch)
-                self.stats = SchedulerStats(len(self._active), len(self._waiting))
-        except BaseException as exc:  # never die silently: fail everyone, refuse new work
-            logger.exception("the llama.cpp scheduler stopped")
-            self.failures += 1
-            with self._cond:
-                self._broken = type(exc).__name__
-                leftover = [job for command, job in self._inbox if command == "submit"]
-                self._inbox.clear()
-            for job in [*leftover, *self._waiting, *self._active]:
-                job.put(EngineError("the engine stopped unexpectedly"))
-        finally:
-            self._runtime.free_batch(batch)
+    def _open(self) -> None:
+        self._batch = self._runtime.new_batch()
+
+    def _close(self) -> None:
+        if self._batch is not None:
+            self._runtime.free_batch(self._batch)
+            self._batch = None
 
     def _busy(self) -> bool:
         return bool(self._active) or (bool(self._waiting) and bool(self._free))
+
+    def _accept(self, job: Job) -> None:
+        self._waiting.append(job)
+
+    def _step(self) -> None:
+        self._admit()
+        self._decode(self._batch)
+        self.stats = SchedulerStats(len(self._active), len(self._waiting))
+
+    def _take_all(self) -> list[Job]:
+        jobs = [*self._waiting, *self._active]
+        self._waiting.clear()
+        self._active.clear()
+        return jobs
+
+    def _release_all(self) -> list[Job]:
+        for sequence in self._active.values():
+            self._free_sequence(sequence)
+        return self._take_all()
 
     def _admit(self) -> None:
         while self._waiting and self._free:
@@ -236,7 +182,7 @@ class Scheduler:
             self._waiting.remove(job)
             self._release_queue_place()
 
-    def _step(self, batch: Any) -> None:
+    def _decode(self, batch: Any) -> None:
         runtime = self._runtime
         for sequence in list(self._active.values()):
             if sequence.logits_at is not None:
@@ -322,18 +268,6 @@ class Scheduler:
         self._runtime.forget(sequence.seq_id, start=len(kept))
         self._runtime.free_sampler(sequence.sampler)
         self._free[sequence.seq_id] = kept
-
-    def _shut_down(self, commands: list[tuple[str, Job]]) -> None:
-        def closing() -> EngineError:
-            return EngineNotReady("the server is shutting down", retry_after=1)
-
-        submitted = [job for command, job in commands if command == "submit"]
-        for job in [*submitted, *self._waiting]:
-            job.put(closing())
-        for sequence in list(self._active.values()):
-            del self._active[sequence.job]
-            self._free_sequence(sequence)
-            sequence.job.put(closing())
 
 
 def _dead_end_message(exc: GrammarDeadEnd, generated: int) -> str:

@@ -288,8 +288,8 @@ class BatchingEngine(Engine[PreparedRequest]):
         if prepared.params.constrained:
             await asyncio.to_thread(runtime.prepare_constraints)  # once; seconds on a big vocab
         job = runtime.new_job(prepared.prompt, prepared.params)
-        stream = RequestStream(asyncio.get_running_loop(), prepared.prompt.length)
-        loop.submit(job, stream)
+        stream = RequestStream(asyncio.get_running_loop(), prepared.prompt.length, job)
+        loop.submit(stream)
         finished = False
         try:
             while True:

@@ -15,21 +15,17 @@ Nothing here imports exllamav2 or torch: the model library sits behind ``Runtime
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import threading
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from promptwire.engine import (
     EngineError,
-    EngineEvent,
-    EngineNotReady,
     Finish,
     TextChunk,
 )
+from promptwire.engine.worker import BatchWorker, EventChannel
 from promptwire.protocol import (
     FinishReason,
     Usage,
@@ -38,8 +34,6 @@ from promptwire.protocol import (
 from promptwire_modal_exllama.params import SamplingParams
 
 logger = logging.getLogger(__name__)
-
-STOP_JOIN_TIMEOUT = 30.0
 
 
 class DynamicGenerator(Protocol):
@@ -119,20 +113,14 @@ def generator_stats(generator: Any) -> GeneratorStats:
     )
 
 
-class RequestStream:
+class RequestStream(EventChannel):
     """One request's way back from the generator thread to its event loop."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, prompt_tokens: int) -> None:
-        self.loop = loop
+    def __init__(self, loop: asyncio.AbstractEventLoop, prompt_tokens: int, job: Any) -> None:
+        super().__init__(loop)
         self.prompt_tokens = prompt_tokens
-        self.queue: asyncio.Queue[EngineEvent | EngineError] = asyncio.Queue()
-        self.job: Any = None
-
-    def put(self, item: EngineEvent | EngineError) -> None:
-        """Called from the generator thread."""
-        # RuntimeError: the request's event loop has closed, so nobody is listening.
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        self.job = job
+        """The model library's job (an ``ExLlamaV2DynamicJob``)."""
 
 
 def _finish_from_result(result: dict[str, Any], stream: RequestStream) -> Finish:
@@ -146,43 +134,22 @@ def _finish_from_result(result: dict[str, Any], stream: RequestStream) -> Finish
     return Finish(reason, usage)
 
 
-class GenerationLoop:
+class GenerationLoop(BatchWorker[RequestStream]):
     """The thread that owns the generator and runs every job in flight as one batch."""
 
     def __init__(
         self, new_generator: Callable[[], DynamicGenerator], *, name: str = "promptwire-generator"
     ) -> None:
+        super().__init__(name=name)
         self._new_generator = new_generator
         self._generator = new_generator()
-        self._cond = threading.Condition()
-        self._inbox: deque[tuple[str, RequestStream]] = deque()
         self._by_job: dict[int, RequestStream] = {}  # only touched by the loop thread
-        self._stopping = False
-        self._broken: str | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         #: Written by the loop thread only; read by anyone (one reference, or one int, each).
         self.stats = generator_stats(self._generator)
-        self.failures = 0
-        """Forward passes (``iterate()``) that raised, failing the requests in them."""
         self.restarts = 0
         """Generators rebuilt after a failure left one holding jobs."""
 
     # -- called from any thread ----------------------------------------------------------------
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Fail what is in flight (503) and end the thread."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=STOP_JOIN_TIMEOUT)
-
-    @property
-    def healthy(self) -> bool:
-        return self._thread.is_alive() and not self._stopping and self._broken is None
 
     @property
     def in_flight(self) -> int:
@@ -194,71 +161,27 @@ class GenerationLoop:
         """Jobs the generator itself still holds (0 once every cancelled job is freed)."""
         return self._generator.num_remaining_jobs()
 
-    def submit(self, job: Any, stream: RequestStream) -> None:
-        """Hand a job to the generator thread; its events arrive on ``stream``."""
-        with self._cond:
-            if self._broken is not None:
-                raise EngineError(f"the engine is out of order ({self._broken}); restart it")
-            if self._stopping or not self._thread.is_alive():
-                raise EngineNotReady("the engine is not running", retry_after=1)
-            stream.job = job
-            self._inbox.append(("submit", stream))
-            self._cond.notify()
-
-    def cancel(self, stream: RequestStream) -> None:
-        """Cancel the stream's job (no-op once it has finished); frees its cache pages."""
-        with self._cond:
-            self._inbox.append(("cancel", stream))
-            self._cond.notify()
-
     # -- the loop thread -----------------------------------------------------------------------
 
-    def _run(self) -> None:
-        try:
-            while True:
-                busy = bool(self._by_job) or self._generator.num_remaining_jobs() > 0
-                with self._cond:
-                    while not self._inbox and not self._stopping and not busy:
-                        self._cond.wait()
-                    commands = list(self._inbox)
-                    self._inbox.clear()
-                    stopping = self._stopping
-                if stopping:
-                    self._shut_down(commands)
-                    return
-                for command, stream in commands:
-                    if command == "submit":
-                        self._enqueue(stream)
-                    else:
-                        self._cancel(stream)
-                if self._by_job or self._generator.num_remaining_jobs() > 0:
-                    self._step()
-                self.stats = generator_stats(self._generator)
-        except BaseException as exc:  # never die silently: fail everyone, refuse new work
-            logger.exception("the generator thread stopped")
-            self.failures += 1
-            with self._cond:
-                self._broken = type(exc).__name__
-                leftover = [stream for command, stream in self._inbox if command == "submit"]
-                self._inbox.clear()
-            for stream in leftover:
-                stream.put(EngineError("the engine stopped unexpectedly"))
-            for stream in self._take_all():
-                stream.put(EngineError("the engine stopped unexpectedly"))
+    def _busy(self) -> bool:
+        return bool(self._by_job) or self._generator.num_remaining_jobs() > 0
 
-    def _shut_down(self, commands: list[tuple[str, RequestStream]]) -> None:
-        def closing() -> EngineError:
-            return EngineNotReady("the server is shutting down", retry_after=1)
+    def _accept(self, stream: RequestStream) -> None:
+        self._enqueue(stream)
 
-        for command, stream in commands:
-            if command == "submit":
-                stream.put(closing())
-        for stream in self._take_all():
-            stream.put(closing())
+    def _step(self) -> None:
+        if self._busy():
+            self._iterate()
+        self.stats = generator_stats(self._generator)
+
+    def _release_all(self) -> list[RequestStream]:
+        streams = self._take_all()
+        for stream in streams:
             try:
                 self._generator.cancel(stream.job)
             except Exception:
                 logger.debug("cancel during shutdown failed", exc_info=True)
+        return streams
 
     def _enqueue(self, stream: RequestStream) -> None:
         try:
@@ -278,7 +201,7 @@ class GenerationLoop:
             logger.exception("cancelling a job failed")
             self._recover([])
 
-    def _step(self) -> None:
+    def _iterate(self) -> None:
         try:
             results = self._generator.iterate()
         except Exception as exc:

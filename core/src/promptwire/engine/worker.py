@@ -1,0 +1,171 @@
+"""The worker-thread skeleton of a batching engine: one thread owns the model's batch.
+
+A model library's batch (llama.cpp's context, ExLlamaV2's dynamic generator) is not thread-safe
+and its forward pass blocks, so exactly one thread drives it. Requests are submitted from any
+thread into an inbox; the worker takes them at its next step, runs every request in flight in
+the same forward pass, and hands events back to each request's event loop (``EventChannel``).
+Stopping fails what is in flight with a 503; a worker that dies fails everyone with a 500 and
+refuses new work, never silently. A backend keeps only its batch policy: what "busy" means, how a
+request joins and leaves, and what one step does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Iterable
+from typing import Generic, Literal, TypeVar
+
+from promptwire.engine._contract import EngineError, EngineEvent, EngineNotReady
+
+logger = logging.getLogger(__name__)
+
+#: How long ``stop`` waits for the worker thread to end.
+STOP_JOIN_TIMEOUT = 30.0
+
+
+class EventChannel:
+    """One request's way back from the worker thread to its event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop = loop or asyncio.get_running_loop()
+        self.queue: asyncio.Queue[EngineEvent | EngineError] = asyncio.Queue()
+
+    def put(self, item: EngineEvent | EngineError) -> None:
+        """From the worker thread; nobody listens any more once the loop has closed."""
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+
+
+RequestT = TypeVar("RequestT", bound=EventChannel)
+Command = tuple[Literal["submit", "cancel"], RequestT]
+
+
+class BatchWorker(ABC, Generic[RequestT]):
+    """See the module. Subclasses implement the batch policy (the methods marked abstract);
+    everything a request goes through between threads is here."""
+
+    def __init__(self, *, name: str) -> None:
+        self._cond = threading.Condition()
+        self._inbox: deque[Command[RequestT]] = deque()
+        self._stopping = False
+        self._broken: str | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.failures = 0
+        """Forward passes that failed, failing the requests in them."""
+
+    # -- any thread ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Fail what is in flight (503) and end the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=STOP_JOIN_TIMEOUT)
+
+    @property
+    def healthy(self) -> bool:
+        return self._thread.is_alive() and not self._stopping and self._broken is None
+
+    def submit(self, request: RequestT) -> None:
+        """Queue ``request``; its events arrive on its channel."""
+        with self._cond:
+            if self._broken is not None:
+                raise EngineError(f"the engine is out of order ({self._broken}); restart it")
+            if self._stopping or not self._thread.is_alive():
+                raise EngineNotReady("the engine is not running", retry_after=1)
+            self._admit_locked(request)
+            self._inbox.append(("submit", request))
+            self._cond.notify()
+
+    def cancel(self, request: RequestT) -> None:
+        """Stop ``request`` (no-op once it has finished), freeing what it holds."""
+        with self._cond:
+            self._inbox.append(("cancel", request))
+            self._cond.notify()
+
+    def _admit_locked(self, request: RequestT) -> None:
+        """Called under the lock before ``request`` is queued: raise ``EngineOverloaded`` to
+        refuse it (a full queue)."""
+
+    # -- the worker thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._open()
+            while True:
+                with self._cond:
+                    while not self._inbox and not self._stopping and not self._busy():
+                        self._cond.wait()
+                    commands = list(self._inbox)
+                    self._inbox.clear()
+                    stopping = self._stopping
+                if stopping:
+                    self._shut_down(commands)
+                    return
+                for command, request in commands:
+                    if command == "submit":
+                        self._accept(request)
+                    else:
+                        self._cancel(request)
+                self._step()
+        except BaseException as exc:  # never die silently: fail everyone, refuse new work
+            logger.exception("%s stopped", self._thread.name)
+            self.failures += 1
+            with self._cond:
+                self._broken = type(exc).__name__
+                leftover = _submitted(self._inbox)
+                self._inbox.clear()
+            for request in [*leftover, *self._take_all()]:
+                request.put(EngineError("the engine stopped unexpectedly"))
+        finally:
+            self._close()
+
+    def _shut_down(self, commands: Iterable[Command[RequestT]]) -> None:
+        for request in [*_submitted(commands), *self._release_all()]:
+            request.put(EngineNotReady("the server is shutting down", retry_after=1))
+
+    def _open(self) -> None:
+        """In the worker thread, before its first step."""
+
+    def _close(self) -> None:
+        """In the worker thread, as it ends (after a failed ``_open`` too)."""
+
+    def _release_all(self) -> list[RequestT]:
+        """On shutdown: every request in flight, forgotten, with what it held given back."""
+        return self._take_all()
+
+    @abstractmethod
+    def _busy(self) -> bool:
+        """Work is in flight: step again without waiting for a command."""
+
+    @abstractmethod
+    def _accept(self, request: RequestT) -> None:
+        """``request`` joins (at once or in line)."""
+
+    @abstractmethod
+    def _cancel(self, request: RequestT) -> None:
+        """``request`` leaves, if it has not finished."""
+
+    @abstractmethod
+    def _step(self) -> None:
+        """One forward pass over what is in flight, its events handed out."""
+
+    @abstractmethod
+    def _take_all(self) -> list[RequestT]:
+        """Every request in flight or in line, forgotten (the caller tells them why)."""
+
+
+def _submitted(commands: Iterable[Command[RequestT]]) -> list[RequestT]:
+    return [request for command, request in commands if command == "submit"]
+
+
+__all__ = ["STOP_JOIN_TIMEOUT", "BatchWorker", "EventChannel"]
