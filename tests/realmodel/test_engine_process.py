@@ -11,13 +11,18 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 from promptwire.engine.process import ProcessEngine, RestartPolicy
+
+from tests.support.optional import LLAMACPP_PLUGIN_MISSING
+from tests.support.real_model import QUESTION, REAL_MODEL, serve_smollm2
+from tests.support.servers import serve_engine
+
+pytest.importorskip("promptwire_llamacpp", reason=LLAMACPP_PLUGIN_MISSING)
+
 from promptwire_llamacpp.engine import LlamaCppEngine
 from promptwire_llamacpp.plugin import _create_engine
 from promptwire_llamacpp.settings import LlamaCppSettings
-
-from tests.support.real_model import QUESTION, REAL_MODEL, serve_smollm2
-from tests.support.servers import serve_engine
 
 pytestmark = REAL_MODEL
 

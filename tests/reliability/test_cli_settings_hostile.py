@@ -22,6 +22,7 @@ import pytest
 
 from tests.support.installed_plugin import run_cli
 from tests.support.network import LOOPBACK_ONLY
+from tests.support.optional import llamacpp_param
 from tests.support.servers import serve_asgi
 
 pytestmark = LOOPBACK_ONLY
@@ -124,7 +125,7 @@ def test_router_endpoints_that_cannot_be_read_are_one_line(value: str, command: 
     assert ("nested too deeply" if value == DEEP else "not JSON") in line
 
 
-@pytest.mark.parametrize("backend", ["modal_dummy", "llamacpp"])
+@pytest.mark.parametrize("backend", ["modal_dummy", llamacpp_param("llamacpp")])
 def test_a_region_nested_too_deeply_is_one_line_from_serve(backend: str) -> None:
     env = {f"PROMPTWIRE_{backend.upper()}__REGION": DEEP}
     line = one_error_line(run_cli("serve", "--backend", backend, "--port", "0", env=env))
