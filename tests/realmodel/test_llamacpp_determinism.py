@@ -121,7 +121,7 @@ def test_the_next_turn_reuses_its_prefix_and_answers_the_same(
 ) -> None:
     """A conversation's next turn finds the turns before it in the cache (not computed again),
     and its greedy reply is the one a fresh engine computes from nothing."""
-    scheduler = engine._scheduler
+    scheduler = engine.scheduler
     assert scheduler is not None
     first, _ = alone[QUESTION]
     turn = {
@@ -149,7 +149,7 @@ def test_the_next_turn_reuses_its_prefix_and_answers_the_same(
     fresh.load()
     try:
         computed = asyncio.run(arun_engine(fresh, turn))
-        assert fresh._scheduler is not None and fresh._scheduler.reused_tokens == 0
+        assert fresh.scheduler is not None and fresh.scheduler.reused_tokens == 0
     finally:
         fresh.unload()
     assert _reply(second) == _reply(computed)

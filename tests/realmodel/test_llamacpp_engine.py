@@ -38,7 +38,7 @@ def engine() -> Iterator[LlamaCppEngine]:
 
 
 def _scheduler_idle(engine: LlamaCppEngine, timeout: float = 30.0) -> bool:
-    scheduler = engine._scheduler
+    scheduler = engine.scheduler
     assert scheduler is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -61,7 +61,7 @@ def test_the_chat_template_comes_from_the_gguf(engine: LlamaCppEngine) -> None:
 
 def test_concurrent_requests_decode_in_the_same_forward_passes(engine: LlamaCppEngine) -> None:
     """Four 12-token replies at once take about 12 forward passes, not 48."""
-    scheduler = engine._scheduler
+    scheduler = engine.scheduler
     assert scheduler is not None
     request = {"prompt": COMPLETION_PROMPT, "max_tokens": 12, "temperature": 0.7, "seed": 1}
 
@@ -113,7 +113,7 @@ async def _many(engine: LlamaCppEngine, count: int) -> list[object]:
 def test_a_prompt_seen_before_is_not_computed_again(engine: LlamaCppEngine) -> None:
     """The second of two requests with the same beginning finds it in the cache (all but the
     last token, whose logits start the reply), and the reply is the same as computed afresh."""
-    scheduler = engine._scheduler
+    scheduler = engine.scheduler
     assert scheduler is not None
     assert _scheduler_idle(engine)
     first = run_engine(engine, {"prompt": COMPLETION_PROMPT, "max_tokens": 8, "temperature": 0})

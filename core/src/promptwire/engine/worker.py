@@ -18,9 +18,15 @@ import threading
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from promptwire.engine._contract import EngineError, EngineEvent, EngineNotReady
+from promptwire.engine._contract import (
+    Engine,
+    EngineError,
+    EngineEvent,
+    EngineNotReady,
+    PreparedT,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -164,8 +170,60 @@ class BatchWorker(ABC, Generic[RequestT]):
         """Every request in flight or in line, forgotten (the caller tells them why)."""
 
 
+class Runtime(Protocol):
+    """A loaded model, as ``WorkerEngine`` needs it: something to close."""
+
+    def close(self) -> None: ...
+
+
+RuntimeT = TypeVar("RuntimeT", bound=Runtime)
+WorkerT = TypeVar("WorkerT", bound=BatchWorker[Any])
+
+
+class WorkerEngine(Engine[PreparedT], Generic[RuntimeT, WorkerT, PreparedT]):
+    """An engine whose loaded model (``_runtime``) one ``BatchWorker`` (``_worker``) drives: the
+    life cycle such engines share. ``load`` (the backend's: load the model, start the worker,
+    under ``_lock``) runs in a thread on ``start``; ``stop`` stops the worker (a 503 to what is in
+    flight), then closes the model; the engine is ready while its worker is healthy."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runtime: RuntimeT | None = None
+        self._worker: WorkerT | None = None
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load the model and start the worker; a no-op once running."""
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.load)
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.unload)
+
+    def unload(self) -> None:
+        with self._lock:
+            worker, runtime = self._worker, self._runtime
+            self._worker = self._runtime = None
+        if worker is not None:
+            worker.stop()
+        if runtime is not None:
+            runtime.close()
+
+    @property
+    def ready(self) -> bool:
+        worker = self._worker
+        return worker is not None and worker.healthy
+
+
 def _submitted(commands: Iterable[Command[RequestT]]) -> list[RequestT]:
     return [request for command, request in commands if command == "submit"]
 
 
-__all__ = ["STOP_JOIN_TIMEOUT", "BatchWorker", "EventChannel"]
+__all__ = [
+    "STOP_JOIN_TIMEOUT",
+    "BatchWorker",
+    "EventChannel",
+    "Runtime",
+    "WorkerEngine",
+]

@@ -10,15 +10,12 @@ template renders tools, and as bare JSON described in the system message otherwi
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import threading
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 
 from promptwire.engine import (
-    Engine,
     EngineError,
     EngineEvent,
     EngineMetric,
@@ -36,6 +33,7 @@ from promptwire.engine.tool_calls import (
     detect_tool_format,
     forced_tools,
 )
+from promptwire.engine.worker import WorkerEngine
 from promptwire.protocol import (
     Capabilities,
     ChatMessage,
@@ -65,30 +63,25 @@ class PreparedRequest:
     special: bool
 
 
-class LlamaCppEngine(Engine[PreparedRequest]):
+class LlamaCppEngine(WorkerEngine[LlamaRuntime, Scheduler, PreparedRequest]):
     def __init__(
         self,
         settings: LlamaCppSettings,
         load_runtime: Callable[[LlamaCppSettings], LlamaRuntime] = LlamaRuntime,
     ) -> None:
+        super().__init__()
         self.settings = settings
         self.model_name = settings.model_name
         self._load_runtime = load_runtime
-        self._lock = threading.Lock()
-        self._runtime: LlamaRuntime | None = None
-        self._scheduler: Scheduler | None = None
         self._template: ChatTemplate | None = None
         self._tool_format: ToolFormat = JSON_TOOLS
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        await asyncio.to_thread(self.load)
-
     def load(self) -> None:
         """Load the model and start the scheduler; a no-op once running."""
         with self._lock:
-            if self._scheduler is not None:
+            if self._worker is not None:
                 return
             runtime = self._load_runtime(self.settings)
             try:
@@ -100,7 +93,7 @@ class LlamaCppEngine(Engine[PreparedRequest]):
             except BaseException:
                 runtime.close()
                 raise
-            self._runtime, self._scheduler = runtime, scheduler
+            self._runtime, self._worker = runtime, scheduler
             self.model_name = runtime.model_name
         logger.info(
             "llama.cpp: %s loaded (%d MB), %d sequences of %d tokens, %d threads; chat "
@@ -114,22 +107,10 @@ class LlamaCppEngine(Engine[PreparedRequest]):
             self._tool_format.name,
         )
 
-    async def stop(self) -> None:
-        await asyncio.to_thread(self.unload)
-
-    def unload(self) -> None:
-        with self._lock:
-            scheduler, runtime = self._scheduler, self._runtime
-            self._scheduler = self._runtime = None
-        if scheduler is not None:
-            scheduler.stop()
-        if runtime is not None:
-            runtime.close()
-
     @property
-    def ready(self) -> bool:
-        scheduler = self._scheduler
-        return scheduler is not None and scheduler.healthy
+    def scheduler(self) -> Scheduler | None:
+        """The running scheduler (for its figures and tests)."""
+        return self._worker
 
     @property
     def capabilities(self) -> Capabilities:
@@ -143,7 +124,7 @@ class LlamaCppEngine(Engine[PreparedRequest]):
         return self._tool_format
 
     def metrics(self) -> Sequence[EngineMetric]:
-        scheduler, runtime = self._scheduler, self._runtime
+        scheduler, runtime = self._worker, self._runtime
         if scheduler is None or runtime is None:
             return ()
         stats = scheduler.stats
@@ -258,7 +239,7 @@ class LlamaCppEngine(Engine[PreparedRequest]):
                 yield event
 
     async def _generate(self, prepared: PreparedRequest) -> AsyncGenerator[EngineEvent, None]:
-        scheduler = self._scheduler
+        scheduler = self._worker
         if scheduler is None:
             raise EngineNotReady("the model is not loaded", retry_after=1)
         job = Job(prepared.tokens, prepared.sampler, prepared.max_new_tokens, prepared.special)

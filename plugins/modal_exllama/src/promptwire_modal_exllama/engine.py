@@ -8,12 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from promptwire.engine import (
-    Engine,
     EngineError,
     EngineEvent,
     EngineMetric,
@@ -27,6 +25,7 @@ from promptwire.engine.tool_calls import (
     detect_tool_format,
     forced_tools,
 )
+from promptwire.engine.worker import WorkerEngine
 from promptwire.modal import coldstart
 from promptwire.protocol import (
     Capabilities,
@@ -60,7 +59,7 @@ class PreparedRequest:
     params: SamplingParams
 
 
-class BatchingEngine(Engine[PreparedRequest]):
+class BatchingEngine(WorkerEngine[Runtime, GenerationLoop, PreparedRequest]):
     """The protocol engine over a ``Runtime``: context checks, then continuous batching.
 
     ``load_runtime`` does the heavy loading; it runs once, in a worker thread, on ``start``,
@@ -70,19 +69,14 @@ class BatchingEngine(Engine[PreparedRequest]):
     def __init__(
         self, settings: ExllamaSettings, load_runtime: Callable[[ExllamaSettings], Runtime]
     ) -> None:
+        super().__init__()
         self.settings = settings
         self.model_name = settings.display_name()
         self._load_runtime = load_runtime
-        self._lock = threading.Lock()
-        self._runtime: Runtime | None = None
-        self._loop: GenerationLoop | None = None
         self._chat_template: ChatTemplate | None = None
         self._tool_format: ToolFormat | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        await asyncio.to_thread(self.load)
 
     def load_model(self) -> None:
         """Read the chat template and load the model, starting nothing: the part of ``load``
@@ -108,7 +102,7 @@ class BatchingEngine(Engine[PreparedRequest]):
         self.load_model()
         with self._lock:
             runtime = self._runtime
-            if self._loop is not None or runtime is None:
+            if self._worker is not None or runtime is None:
                 return
             try:
                 with coldstart.phase("generator_start"):
@@ -120,34 +114,17 @@ class BatchingEngine(Engine[PreparedRequest]):
                 self._runtime = None
                 runtime.close()
                 raise
-            self._loop = loop
+            self._worker = loop
 
     async def warm_up(self) -> None:
         """Generate one token, so that the first request does not pay for the GPU's first
         kernels (their loading and tuning)."""
         await self.complete(PromptRequest(prompt="Hello", max_tokens=1, temperature=0.0))
 
-    async def stop(self) -> None:
-        await asyncio.to_thread(self.unload)
-
-    def unload(self) -> None:
-        with self._lock:
-            loop, runtime = self._loop, self._runtime
-            self._loop = self._runtime = None
-        if loop is not None:
-            loop.stop()
-        if runtime is not None:
-            runtime.close()
-
-    @property
-    def ready(self) -> bool:
-        loop = self._loop
-        return loop is not None and loop.healthy
-
     @property
     def loop(self) -> GenerationLoop | None:
         """The running generation loop (for health details and tests)."""
-        return self._loop
+        return self._worker
 
     @property
     def chat_template(self) -> ChatTemplate | None:
@@ -162,7 +139,7 @@ class BatchingEngine(Engine[PreparedRequest]):
     def metrics(self) -> Sequence[EngineMetric]:
         """The generator's jobs and cache pages as the loop thread last counted them, its
         failures and restarts, and the size of the loaded weights."""
-        loop, runtime = self._loop, self._runtime
+        loop, runtime = self._worker, self._runtime
         if loop is None:
             return ()
         stats = loop.stats
@@ -282,7 +259,7 @@ class BatchingEngine(Engine[PreparedRequest]):
                 yield event
 
     async def _generate(self, prepared: PreparedRequest) -> AsyncGenerator[EngineEvent, None]:
-        runtime, loop = self._require_runtime(), self._loop
+        runtime, loop = self._require_runtime(), self._worker
         if loop is None:
             raise EngineNotReady("the model is not loaded", retry_after=1)
         if prepared.params.constrained:
