@@ -23,6 +23,7 @@ PUBLIC_MODULES = [
     "promptwire.engine.hf_chat_template",
     "promptwire.engine.process",
     "promptwire.engine.tool_calls",
+    "promptwire.engine.worker",
     "promptwire.errors",
     "promptwire.langchain",
     "promptwire.langchain.chat",
