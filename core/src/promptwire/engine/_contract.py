@@ -372,23 +372,3 @@ def render_request(engine: Engine[Any], request: PromptRequest) -> str:
     if request.tools and request.wants_tools() and engine.capabilities.tools:
         return engine.render_chat_with_tools(request.messages, request.tools)
     return engine.render_chat(request.messages)
-
-
-__all__ = [
-    "Completion",
-    "Engine",
-    "EngineError",
-    "EngineEvent",
-    "EngineMetric",
-    "EngineNotReady",
-    "EngineOverloaded",
-    "Finish",
-    "PreparedT",
-    "RequestRejected",
-    "RequestUnsupported",
-    "TextChunk",
-    "ToolCall",
-    "check_capabilities",
-    "quick_prepare",
-    "render_request",
-]

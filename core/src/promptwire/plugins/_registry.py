@@ -320,22 +320,3 @@ def get_backends() -> dict[str, RegisteredBackend]:
 
 def get_backend(name: str) -> RegisteredBackend:
     return _default.backend(name)
-
-
-__all__ = [
-    "ENTRY_POINT_GROUP",
-    "FIRST_PARTY_DISTRIBUTIONS",
-    "LOAD_PLUGINS_ENV",
-    "PluginFailure",
-    "PluginInfo",
-    "PluginRegistry",
-    "RegisteredBackend",
-    "canonical_name",
-    "default_registry",
-    "get_backend",
-    "get_backends",
-    "loaded_plugins",
-    "plugin_failures",
-    "plugin_manager",
-    "plugin_notes",
-]
