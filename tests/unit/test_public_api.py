@@ -20,6 +20,7 @@ PUBLIC_MODULES = [
     "promptwire.client.sse",
     "promptwire.client.wire",
     "promptwire.engine",
+    "promptwire.engine.constraints",
     "promptwire.engine.hf_chat_template",
     "promptwire.engine.process",
     "promptwire.engine.tool_calls",

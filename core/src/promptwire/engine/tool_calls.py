@@ -243,6 +243,16 @@ async def calls_from_stream(
             yield Finish(reason, event.usage)
 
 
+def read_tool_calls(
+    events: AsyncGenerator[EngineEvent, None], fmt: ToolFormat | None, request: PromptRequest
+) -> AsyncGenerator[EngineEvent, None]:
+    """``events`` with the calls read from them (``calls_from_stream``) when ``request`` offers
+    tools in a format ``fmt`` the model writes; ``events`` itself otherwise."""
+    if fmt is None or not (request.wants_tools() and request.tools):
+        return events
+    return calls_from_stream(events, fmt, request)
+
+
 def _longest_marker_prefix(text: str, markers: Sequence[str]) -> int:
     longest = 0
     for marker in markers:
@@ -298,4 +308,5 @@ __all__ = [
     "describe_tools",
     "detect_tool_format",
     "forced_tools",
+    "read_tool_calls",
 ]

@@ -17,7 +17,7 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from promptwire.engine._contract import (
@@ -25,6 +25,7 @@ from promptwire.engine._contract import (
     EngineError,
     EngineEvent,
     EngineNotReady,
+    Finish,
     PreparedT,
 )
 
@@ -214,6 +215,35 @@ class WorkerEngine(Engine[PreparedT], Generic[RuntimeT, WorkerT, PreparedT]):
     def ready(self) -> bool:
         worker = self._worker
         return worker is not None and worker.healthy
+
+    def _require_runtime(self) -> RuntimeT:
+        """The loaded model, or a 503 that says to retry while it is not."""
+        if self._runtime is None or not self.ready:
+            raise EngineNotReady("the model is not loaded", retry_after=1)
+        return self._runtime
+
+    async def _run_on_worker(self, request: EventChannel) -> AsyncGenerator[EngineEvent, None]:
+        """Submit ``request`` (the worker's request type) and pass its events on until its
+        ``Finish``; closed early (the client left, a stop string, ``max_tokens``), it cancels
+        the request on the worker."""
+        worker = self._worker
+        if worker is None:
+            raise EngineNotReady("the model is not loaded", retry_after=1)
+        worker.submit(request)
+        finished = False
+        try:
+            while True:
+                item = await request.queue.get()
+                if isinstance(item, EngineError):
+                    finished = True
+                    raise item
+                finished = isinstance(item, Finish)
+                yield item
+                if finished:
+                    return
+        finally:
+            if not finished:
+                worker.cancel(request)
 
 
 def _submitted(commands: Iterable[Command[RequestT]]) -> list[RequestT]:

@@ -10,40 +10,34 @@ template renders tools, and as bare JSON described in the system message otherwi
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 
 from promptwire.engine import (
-    EngineError,
     EngineEvent,
     EngineMetric,
-    EngineNotReady,
-    Finish,
     RequestRejected,
-    RequestUnsupported,
 )
+from promptwire.engine.constraints import constraint_schema, refuse_tools_with_json
 from promptwire.engine.hf_chat_template import ChatTemplate, ChatTemplateError
 from promptwire.engine.tool_calls import (
     JSON_TOOLS,
     ToolFormat,
-    calls_from_stream,
     describe_tools,
     detect_tool_format,
-    forced_tools,
+    read_tool_calls,
 )
 from promptwire.engine.worker import WorkerEngine
 from promptwire.protocol import (
     Capabilities,
     ChatMessage,
-    JsonSchemaFormat,
     PromptRequest,
     ToolSpec,
 )
 from promptwire.protocol.chat_template import render_plain
 
-from promptwire_llamacpp.grammar import JSON_OBJECT_SCHEMA, schema_grammar
+from promptwire_llamacpp.grammar import schema_grammar
 from promptwire_llamacpp.runtime import LlamaRuntime, SamplerConfig
 from promptwire_llamacpp.scheduler import Job, Scheduler
 from promptwire_llamacpp.settings import LlamaCppSettings
@@ -166,12 +160,7 @@ class LlamaCppEngine(WorkerEngine[LlamaRuntime, Scheduler, PreparedRequest]):
     def prepare(self, request: PromptRequest) -> PreparedRequest:
         """Tokenize, fit to the context and build the grammar now, so that a prompt too long
         or a schema that cannot be constrained gets its 422 before anything is generated."""
-        if request.wants_tools() and request.wants_json():
-            raise RequestUnsupported(
-                "this engine answers either tool calls or a JSON response_format, not both in "
-                "one request: send tool_choice 'none' with the response_format, or no "
-                "response_format with the tools"
-            )
+        refuse_tools_with_json(request)
         runtime = self._require_runtime()
         tokens = self._tokenize(request)
         if not tokens:
@@ -215,49 +204,13 @@ class LlamaCppEngine(WorkerEngine[LlamaRuntime, Scheduler, PreparedRequest]):
 
     def _grammar(self, request: PromptRequest) -> str | None:
         """A JSON response format, or a required tool call, as a grammar."""
-        if request.wants_tools():
-            forced = forced_tools(request)
-            return schema_grammar(self._tool_format.call_schema(forced)) if forced else None
-        if isinstance(request.response_format, JsonSchemaFormat):
-            return schema_grammar(request.response_format.json_schema.json_schema)
-        if request.wants_json():  # json_object: any JSON object (not any JSON value)
-            return schema_grammar(JSON_OBJECT_SCHEMA)
-        return None
+        schema = constraint_schema(request, self._tool_format)
+        return None if schema is None else schema_grammar(schema)
 
-    def _require_runtime(self) -> LlamaRuntime:
-        if self._runtime is None or not self.ready:
-            raise EngineNotReady("the model is not loaded", retry_after=1)
-        return self._runtime
-
-    async def stream(self, prepared: PreparedRequest) -> AsyncGenerator[EngineEvent, None]:
-        request = prepared.request
-        events = self._generate(prepared)
-        if request.wants_tools() and request.tools:
-            events = calls_from_stream(events, self._tool_format, request)  # it may call tools
-        async with contextlib.aclosing(events):
-            async for event in events:
-                yield event
-
-    async def _generate(self, prepared: PreparedRequest) -> AsyncGenerator[EngineEvent, None]:
-        scheduler = self._worker
-        if scheduler is None:
-            raise EngineNotReady("the model is not loaded", retry_after=1)
+    def stream(self, prepared: PreparedRequest) -> AsyncGenerator[EngineEvent, None]:
         job = Job(prepared.tokens, prepared.sampler, prepared.max_new_tokens, prepared.special)
-        scheduler.submit(job)
-        finished = False
-        try:
-            while True:
-                item = await job.queue.get()
-                if isinstance(item, EngineError):
-                    finished = True
-                    raise item
-                finished = isinstance(item, Finish)
-                yield item
-                if finished:
-                    return
-        finally:
-            if not finished:  # closed early: the client left, a stop string, max_tokens
-                scheduler.cancel(job)
+        events = self._run_on_worker(job)
+        return read_tool_calls(events, self._tool_format, prepared.request)  # it may call tools
 
 
 def _chat_template(runtime: LlamaRuntime) -> ChatTemplate | None:

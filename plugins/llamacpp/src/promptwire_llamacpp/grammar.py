@@ -20,9 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from promptwire.engine import RequestRejected
-
-#: Any JSON object (``response_format`` ``json_object``): llama.cpp's JSON grammar.
-JSON_OBJECT_SCHEMA: Mapping[str, Any] = {"type": "object"}
+from promptwire.engine.constraints import JSON_OBJECT_SCHEMA
 
 #: The most alternatives a grammar may have (see the module's docstring). JSON's own grammar has
 #: 18, a tool call with a few typed arguments about 20-60; an enum counts one per value. At the
@@ -35,7 +33,7 @@ def schema_grammar(schema: Mapping[str, Any]) -> str:
     """The GBNF of the values ``schema`` allows; a schema the converter cannot take is a 422."""
     from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
-    if dict(schema) == JSON_OBJECT_SCHEMA:
+    if dict(schema) == JSON_OBJECT_SCHEMA:  # any JSON object: llama.cpp's own JSON grammar
         return str(JSON_GBNF)
     # The converter takes seconds over a schema far too broad (1.2 s for an enum of 20,000
     # strings): a walk of the schema refuses those first, from what it alone adds up to.

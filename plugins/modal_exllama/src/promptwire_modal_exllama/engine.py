@@ -12,25 +12,22 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from promptwire.engine import (
-    EngineError,
     EngineEvent,
     EngineMetric,
-    EngineNotReady,
-    Finish,
     RequestUnsupported,
 )
+from promptwire.engine.constraints import constraint_schema, refuse_tools_with_json
 from promptwire.engine.tool_calls import (
     ToolFormat,
-    calls_from_stream,
     detect_tool_format,
     forced_tools,
+    read_tool_calls,
 )
 from promptwire.engine.worker import WorkerEngine
 from promptwire.modal import coldstart
 from promptwire.protocol import (
     Capabilities,
     ChatMessage,
-    JsonSchemaFormat,
     PromptRequest,
     ToolSpec,
 )
@@ -209,12 +206,7 @@ class BatchingEngine(WorkerEngine[Runtime, GenerationLoop, PreparedRequest]):
     def prepare(self, request: PromptRequest) -> PreparedRequest:
         """Tokenize and check the context length now, so an oversized prompt gets its 422
         before any generation starts; ``stream`` generates from the result."""
-        if request.wants_tools() and request.wants_json():
-            raise RequestUnsupported(
-                "this engine answers either tool calls or a JSON response_format, not both in "
-                "one request: send tool_choice 'none' with the response_format, or no "
-                "response_format with the tools"
-            )
+        refuse_tools_with_json(request)
         if forced_tools(request) and not self.capabilities.structured_output:
             raise RequestUnsupported(
                 "a required tool call needs constrained decoding (lm-format-enforcer), which "
@@ -234,50 +226,20 @@ class BatchingEngine(WorkerEngine[Runtime, GenerationLoop, PreparedRequest]):
         fmt = self._tool_format
         if request.wants_tools() and fmt is not None:
             params = replace(params, decode_special_tokens=fmt.decode_special_tokens)
-            if forced := forced_tools(request):
-                return replace(params, constrained=True, json_schema=fmt.call_schema(forced))
-            return params
-        if isinstance(request.response_format, JsonSchemaFormat):
-            schema = request.response_format.json_schema.json_schema
+        if (schema := constraint_schema(request, fmt)) is not None:
             return replace(params, constrained=True, json_schema=schema)
-        if request.wants_json():  # json_object: any JSON object (not any JSON value)
-            return replace(params, constrained=True, json_schema={"type": "object"})
         return params
 
-    def _require_runtime(self) -> Runtime:
-        if self._runtime is None or not self.ready:
-            raise EngineNotReady("the model is not loaded", retry_after=1)
-        return self._runtime
-
-    async def stream(self, prepared: PreparedRequest) -> AsyncGenerator[EngineEvent, None]:
-        request, fmt = prepared.request, self._tool_format
+    def stream(self, prepared: PreparedRequest) -> AsyncGenerator[EngineEvent, None]:
         events = self._generate(prepared)
-        if request.wants_tools() and request.tools and fmt is not None:
-            events = calls_from_stream(events, fmt, request)  # the model may call tools
-        async with contextlib.aclosing(events):
-            async for event in events:
-                yield event
+        return read_tool_calls(events, self._tool_format, prepared.request)  # it may call tools
 
     async def _generate(self, prepared: PreparedRequest) -> AsyncGenerator[EngineEvent, None]:
-        runtime, loop = self._require_runtime(), self._worker
-        if loop is None:
-            raise EngineNotReady("the model is not loaded", retry_after=1)
+        runtime = self._require_runtime()
         if prepared.params.constrained:
             await asyncio.to_thread(runtime.prepare_constraints)  # once; seconds on a big vocab
         job = runtime.new_job(prepared.prompt, prepared.params)
         stream = RequestStream(asyncio.get_running_loop(), prepared.prompt.length, job)
-        loop.submit(stream)
-        finished = False
-        try:
-            while True:
-                item = await stream.queue.get()
-                if isinstance(item, EngineError):
-                    finished = True
-                    raise item
-                finished = isinstance(item, Finish)
-                yield item
-                if finished:
-                    return
-        finally:
-            if not finished:  # closed early: the client left, or the caller stopped reading
-                loop.cancel(stream)
+        async with contextlib.aclosing(self._run_on_worker(stream)) as events:
+            async for event in events:
+                yield event
