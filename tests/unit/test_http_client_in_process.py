@@ -12,7 +12,7 @@ import httpx
 import pytest
 from langchain_core.load import dumpd, dumps
 from promptwire import ChatPromptwire, PromptwireLLM
-from promptwire.errors import AuthenticationError
+from promptwire.errors import AuthenticationError, InvalidInputError
 from promptwire.server import create_app
 from promptwire_modal_dummy.engine import DummyEngine
 from promptwire_modal_dummy.settings import DummySettings
@@ -89,3 +89,43 @@ def test_the_users_clients_are_never_shown_or_serialized(model: Any) -> None:
         assert "users-own-secret" not in text
     assert llm.client.sync_client is sync_client
     sync_client.close()
+
+
+@pytest.mark.parametrize("text", ["a\ud800b", "\udfff", "fine " * 3 + "\udc80"])
+async def test_text_that_is_not_unicode_is_refused_before_anything_is_sent(
+    app: Any, text: str
+) -> None:
+    """A lone surrogate has no UTF-8 form: the call names where it is, sends nothing and says
+    nothing of the text around it; the same model then serves the next prompt."""
+    seen: list[httpx.Request] = []
+
+    async def hook(request: httpx.Request) -> None:
+        seen.append(request)
+
+    users = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), event_hooks={"request": [hook]}
+    )
+    llm = PromptwireLLM(endpoint_url=URL, api_key=TOKEN, http_async_client=users)
+    for call in (llm.ainvoke, lambda prompt: _joined(llm.astream(prompt))):
+        with pytest.raises(InvalidInputError) as caught:
+            await call(text)
+        assert isinstance(caught.value, ValueError)
+        message = str(caught.value)
+        assert "prompt, at character" in message and "lone surrogate" in message
+        assert "fine" not in message
+    assert seen == []
+    assert await llm.ainvoke("still fine") == "still fine"
+    await users.aclose()
+
+
+async def _joined(pieces: Any) -> str:
+    return "".join([piece async for piece in pieces])
+
+
+def test_the_sync_path_refuses_such_text_too() -> None:
+    """Nothing is sent, so the closed port is never tried (a connection error would say so)."""
+    llm = PromptwireLLM(endpoint_url="http://127.0.0.1:9/", max_retries=0)
+    with pytest.raises(InvalidInputError, match="prompt, at character 2"):
+        llm.invoke("ok\ud83d")
+    with pytest.raises(InvalidInputError):
+        list(llm.stream("ok\ud83d"))

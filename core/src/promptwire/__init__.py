@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         EndpointError as EndpointError,
         EndpointTimeoutError as EndpointTimeoutError,
         HTTPStatusError as HTTPStatusError,
+        InvalidInputError as InvalidInputError,
         InvalidRequestError as InvalidRequestError,
         OverloadedError as OverloadedError,
         PluginError as PluginError,

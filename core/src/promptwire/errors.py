@@ -3,6 +3,7 @@
 PromptwireError
 ├── ConfigurationError          bad settings or an unknown backend
 ├── PluginError                 a plugin failed to load or registered something invalid
+├── InvalidInputError           input that cannot be sent (text that is not valid Unicode)
 └── EndpointError               anything that went wrong talking to an endpoint (has ``url``)
     ├── EndpointConnectError    the connection was refused or dropped before a reply
     ├── EndpointTimeoutError    no complete reply within the configured timeout
@@ -33,6 +34,12 @@ class ConfigurationError(PromptwireError):
 
 class PluginError(PromptwireError):
     pass
+
+
+class InvalidInputError(PromptwireError, ValueError):
+    """The call's input cannot be sent as it is, so nothing was sent: text that is not valid
+    Unicode (a lone surrogate, as ``"\\ud800"`` or a bad decode with ``surrogateescape``
+    makes) has no UTF-8 form for the JSON body."""
 
 
 class EndpointError(PromptwireError):
@@ -194,6 +201,7 @@ __all__ = [
     "EndpointError",
     "EndpointTimeoutError",
     "HTTPStatusError",
+    "InvalidInputError",
     "InvalidRequestError",
     "OverloadedError",
     "PluginError",

@@ -36,6 +36,7 @@ from promptwire.errors import (
     EndpointError,
     EndpointTimeoutError,
     HTTPStatusError,
+    InvalidInputError,
     ProtocolError,
     StreamError,
     status_error_class,
@@ -153,18 +154,21 @@ class Call:
         extensions = turn.extensions
         if (ends := CALL_ENDS.get()) is not None:
             extensions = {**extensions, "timeout": self._timeouts_until(ends)}
-        if options:
-            request = client.build_request(
-                self._method, self._url, json=self._body, extensions=extensions, **options
-            )
-        else:
-            request = httpx.Request(
-                self._method,
-                self._url,
-                json=self._body,
-                headers=client.headers,
-                extensions=extensions,
-            )
+        try:
+            if options:
+                request = client.build_request(
+                    self._method, self._url, json=self._body, extensions=extensions, **options
+                )
+            else:
+                request = httpx.Request(
+                    self._method,
+                    self._url,
+                    json=self._body,
+                    headers=client.headers,
+                    extensions=extensions,
+                )
+        except UnicodeEncodeError as exc:  # the JSON body has no UTF-8 form
+            raise InvalidInputError(_not_unicode(self._body, exc)) from None
         return self.checked(request, options)
 
     def _timeouts_until(self, ends: float) -> dict[str, float]:
@@ -349,3 +353,34 @@ def whole_reply_as_stream(reply: PromptResponse) -> list[StreamEvent]:
         StreamDone(finish_reason=reply.finish_reason, usage=reply.usage, model=reply.model)
     )
     return events
+
+
+def _not_unicode(body: Any, exc: UnicodeEncodeError) -> str:
+    """Where in ``body`` the text that is not valid Unicode is, said without the text itself
+    (a prompt may hold what should not reach a log)."""
+    found = _lone_surrogate(body, "")
+    where = f"{found[0] or 'the body'}, at character {found[1]}," if found else "the body"
+    code = ord(exc.object[exc.start])
+    return (
+        f"the request cannot be sent: {where} holds U+{code:04X}, a lone surrogate, which is "
+        "not valid Unicode text (it has no UTF-8 form); nothing was sent. Decode the text with "
+        "errors='replace', or drop the surrogate."
+    )
+
+
+def _lone_surrogate(value: Any, path: str) -> tuple[str, int] | None:
+    """The path (``messages[1].content``) and index of the first lone surrogate in ``value``."""
+    if isinstance(value, str):
+        for index, char in enumerate(value):
+            if "\ud800" <= char <= "\udfff":
+                return path, index
+        return None
+    items: Any = ()
+    if isinstance(value, Mapping):
+        items = ((f"{path}.{key}" if path else str(key), item) for key, item in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"{path}[{index}]", item) for index, item in enumerate(value))
+    for where, item in items:
+        if found := _lone_surrogate(item, where):
+            return found
+    return None
