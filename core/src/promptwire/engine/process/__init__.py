@@ -6,6 +6,7 @@ typed ``EngineProcessDied``), the server restarts the engine while ``/health`` s
 engine step, however slow, stalls the HTTP side.
 """
 
-from promptwire.engine.process._engine import EngineProcessDied, ProcessEngine, RestartPolicy
+from promptwire.engine.process._child_handle import EngineProcessDied
+from promptwire.engine.process._engine import ProcessEngine, RestartPolicy
 
 __all__ = ["EngineProcessDied", "ProcessEngine", "RestartPolicy"]

@@ -16,21 +16,15 @@ row, it stays down and ``/health`` says why.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import itertools
-import json
 import logging
 import pickle
-import socket
-import subprocess
-import sys
-import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 from promptwire.engine import (
@@ -42,27 +36,22 @@ from promptwire.engine import (
     Finish,
 )
 from promptwire.engine.process import _wire as wire
+from promptwire.engine.process._child_handle import (
+    LIVE_CHILDREN,
+    READ_SIZE,
+    STOP_TIMEOUT,
+    EngineChild,
+    EngineProcessDied,
+    Generation,
+    exit_status,
+    launch_child,
+    stop_child,
+)
 from promptwire.protocol import Capabilities, ChatMessage, PromptRequest, ToolSpec
 
 logger = logging.getLogger("promptwire.engine.process")
 
 SettingsT = TypeVar("SettingsT")
-
-#: How the child starts: with the server's own ``sys.path``, so it imports what the server
-#: imports (a Modal container's mounted sources, a test's paths) without an installed dist.
-_BOOT = (
-    "import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
-    "from promptwire.engine.process._child import main; main(*map(int, sys.argv[2:]))"
-)
-#: Seconds a stopping child gets before it is terminated, then killed.
-STOP_TIMEOUT = 10.0
-#: Bytes read from the child at once: every message that is there, in one wake-up.
-_READ_SIZE = 1 << 18
-
-
-class EngineProcessDied(EngineError):
-    """The engine's process died while serving the request (a crash in native code, a kill):
-    a 500, its message naming the signal or exit code. The server is restarting it."""
 
 
 @dataclass(frozen=True)
@@ -87,51 +76,6 @@ class RemotePrepared:
     call: int
     incarnation: int
     request: PromptRequest
-
-
-@dataclass
-class _Generation:
-    queue: asyncio.Queue[list[EngineEvent | wire.Failure | EngineProcessDied]] = field(
-        default_factory=asyncio.Queue
-    )
-
-
-class _Child:
-    """One engine process: the socket to it (blocking writes, from any thread, under a lock),
-    the socket from it (read by the event loop), and what waits on it."""
-
-    def __init__(
-        self,
-        incarnation: int,
-        process: subprocess.Popen[bytes],
-        outbox: socket.socket,
-        inbox: socket.socket,
-    ) -> None:
-        from multiprocessing.connection import Connection
-
-        self.incarnation = incarnation
-        self.process = process
-        self.connection = Connection(outbox.detach())
-        self.inbox = inbox
-        self.buffer = bytearray()
-        self.started_at = time.monotonic()
-        self.send_lock = threading.Lock()
-        self.calls: dict[int, Future[Any]] = {}
-        self.generations: dict[int, _Generation] = {}
-        self.forgotten: list[int] = []
-        self.status: wire.Status | None = None
-        self.death: str | None = None
-        self.ended = asyncio.Event()
-        self.failed = 0  # calls and generations in flight when it died
-        self.started: Future[wire.Status] = Future()
-
-    def send(self, message: tuple[Any, ...]) -> None:
-        data = wire.dumps(message)
-        with self.send_lock:
-            if self.forgotten:
-                forgotten, self.forgotten = self.forgotten, []
-                self.connection.send_bytes(wire.dumps((wire.FORGET, forgotten)))
-            self.connection.send_bytes(data)
 
 
 class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
@@ -161,7 +105,7 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
         self._restart = restart or RestartPolicy()
         self._ids = itertools.count(1)
         self._incarnations = itertools.count(1)
-        self._child: _Child | None = None
+        self._child: EngineChild | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
@@ -194,7 +138,7 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
                 await supervisor  # a child it was starting is stopped first
         child, self._child = self._child, None
         if child is not None:
-            await asyncio.to_thread(_stop_child, child)
+            await asyncio.to_thread(stop_child, child)
             with contextlib.suppress(TimeoutError):  # its end read, its sockets closed
                 await asyncio.wait_for(child.ended.wait(), STOP_TIMEOUT)
 
@@ -256,11 +200,11 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
         self._unforgotten[call] = weakref.finalize(prepared, self._forget, child, call)
         return prepared
 
-    def _forget(self, child: _Child, call: int) -> None:
+    def _forget(self, child: EngineChild, call: int) -> None:
         self._unforgotten.pop(call, None)
         child.forgotten.append(call)
 
-    def _ask(self, message: Callable[[int], tuple[Any, ...]]) -> tuple[Any, int, _Child]:
+    def _ask(self, message: Callable[[int], tuple[Any, ...]]) -> tuple[Any, int, EngineChild]:
         child = self._serving_child()
         call = next(self._ids)
         future: Future[Any] = Future()
@@ -285,7 +229,7 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
             )
         if (unforgotten := self._unforgotten.pop(prepared.call, None)) is not None:
             unforgotten.detach()  # the child takes it now
-        generation = _Generation()
+        generation = Generation()
         key = next(self._ids)
         child.generations[key] = generation
         finished = False
@@ -314,7 +258,7 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
                 with contextlib.suppress(OSError):  # the client left, a stop or max_tokens
                     child.send((wire.CANCEL, key))
 
-    def _deliver(self, child: _Child, batch: list[tuple[int, Any]]) -> None:
+    def _deliver(self, child: EngineChild, batch: list[tuple[int, Any]]) -> None:
         """On the event loop: one batch of events, each to its generation's queue."""
         by_generation: dict[int, list[Any]] = {}
         for key, event in batch:
@@ -325,34 +269,36 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
 
     # -- the child process -----------------------------------------------------------------------
 
-    def _serving_child(self) -> _Child:
+    def _serving_child(self) -> EngineChild:
         child = self._child
         if child is None or child.status is None or child.death is not None:
             raise EngineNotReady(self._reason, retry_after=1)
         return child
 
-    def _died(self, child: _Child) -> EngineProcessDied:
+    def _died(self, child: EngineChild) -> EngineProcessDied:
         return EngineProcessDied(
             f"the engine process died ({child.death or 'connection lost'}) while serving this "
             "request; the server is restarting it"
         )
 
-    async def _spawn(self) -> _Child:
+    async def _spawn(self) -> EngineChild:
         """A new child, started; raises what its engine's start raised, or that it died. A
         child being started when the server stops is stopped, not left behind."""
-        launching = asyncio.ensure_future(asyncio.to_thread(self._launch))
+        launching = asyncio.ensure_future(
+            asyncio.to_thread(launch_child, self._spec, next(self._incarnations))
+        )
         try:
             child = await asyncio.shield(launching)
         except asyncio.CancelledError:
             child = await launching
             self._watch(child)
-            await asyncio.to_thread(_stop_child, child)
+            await asyncio.to_thread(stop_child, child)
             raise
         self._watch(child)
         try:
             status = await asyncio.shield(asyncio.wrap_future(child.started))
         except BaseException:
-            await asyncio.to_thread(_stop_child, child)
+            await asyncio.to_thread(stop_child, child)
             raise
         child.status = status
         self._capabilities = status.capabilities
@@ -360,39 +306,16 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
         self._child = child
         return child
 
-    def _launch(self) -> _Child:
-        to_child, their_inbox = socket.socketpair()
-        inbox, their_outbox = socket.socketpair()
-        with their_inbox, their_outbox:
-            fds = (their_inbox.fileno(), their_outbox.fileno())
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    _BOOT,
-                    json.dumps(sys.path),
-                    *map(str, fds),
-                    # The server's log level (promptwire serve --log-level), for the engine's.
-                    str(logging.getLogger("promptwire").getEffectiveLevel()),
-                ],
-                pass_fds=fds,
-                stdin=subprocess.DEVNULL,
-            )
-        _live_children.add(process)
-        child = _Child(next(self._incarnations), process, to_child, inbox)
-        child.connection.send_bytes(self._spec)
-        return child
-
-    def _watch(self, child: _Child) -> None:
+    def _watch(self, child: EngineChild) -> None:
         """Read ``child``'s messages on the event loop as they come: no thread to wake."""
         loop = self._loop
         assert loop is not None
         child.inbox.setblocking(False)
         loop.add_reader(child.inbox.fileno(), self._on_readable, child)
 
-    def _on_readable(self, child: _Child) -> None:
+    def _on_readable(self, child: EngineChild) -> None:
         try:
-            data = child.inbox.recv(_READ_SIZE)
+            data = child.inbox.recv(READ_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -404,24 +327,10 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
             self._reaping.add(reaping := loop.create_task(self._reap(child)))
             reaping.add_done_callback(self._reaping.discard)
             return
-        buffer = child.buffer
-        buffer += data
-        offset = 0
-        while len(buffer) - offset >= 4:  # multiprocessing.connection's frames
-            size = int.from_bytes(buffer[offset : offset + 4], "big", signed=True)
-            header = 4
-            if size == -1:
-                if len(buffer) - offset < 12:
-                    break
-                size, header = int.from_bytes(buffer[offset + 4 : offset + 12], "big"), 12
-            end = offset + header + size
-            if len(buffer) < end:
-                break
-            self._handle(child, wire.loads(buffer[offset + header : end]))
-            offset = end
-        del buffer[:offset]
+        for message in child.received(data):
+            self._handle(child, message)
 
-    def _handle(self, child: _Child, message: tuple[Any, ...]) -> None:
+    def _handle(self, child: EngineChild, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == wire.EVENTS:
             self._deliver(child, message[1])
@@ -439,10 +348,10 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
         elif kind == wire.START_FAILED and not child.started.done():
             child.started.set_exception(message[1].exception())
 
-    async def _reap(self, child: _Child) -> None:
+    async def _reap(self, child: EngineChild) -> None:
         """``child`` has closed its end: wait for its exit, then fail whatever waits on it."""
-        returncode = await asyncio.to_thread(_exit_status, child.process)
-        _live_children.discard(child.process)
+        returncode = await asyncio.to_thread(exit_status, child.process)
+        LIVE_CHILDREN.discard(child.process)
         child.inbox.close()
         with contextlib.suppress(OSError):
             child.connection.close()
@@ -462,7 +371,7 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
             generation.queue.put_nowait([died])
         child.ended.set()
 
-    async def _supervise(self, child: _Child) -> None:
+    async def _supervise(self, child: EngineChild) -> None:
         """Start the engine process again each time it dies, after a backoff that grows while
         it dies soon after each start; stay down after too many failed starts in a row."""
         policy = self._restart
@@ -505,39 +414,3 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
                 logger.info("the engine process is serving again")
                 self._reason = "the model is loading"
                 break
-
-
-def _exit_status(process: subprocess.Popen[bytes]) -> int:
-    """``process``'s exit status, once it has closed its end; killed if it lingers."""
-    try:
-        return process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return process.wait()
-
-
-def _stop_child(child: _Child) -> None:
-    """Ask ``child`` to stop, then terminate it, then kill it: it never outlives the server."""
-    process = child.process
-    with contextlib.suppress(OSError):
-        child.send((wire.STOP,))
-    for end in (None, process.terminate, process.kill):
-        if end is not None:
-            end()
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    _live_children.discard(process)
-
-
-#: Every engine process not yet reaped: ended when the server's interpreter exits, whatever way.
-_live_children: set[subprocess.Popen[bytes]] = set()
-
-
-@atexit.register
-def _end_children() -> None:
-    for process in list(_live_children):
-        if process.poll() is None:
-            process.kill()
