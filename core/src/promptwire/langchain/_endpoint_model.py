@@ -220,22 +220,36 @@ class EndpointModel(ClientSettings):
 
 
 def run_concurrently(call: Callable[[T], R], items: Sequence[T], limit: int) -> list[R]:
-    """``[call(item) for item in items]``, with up to ``limit`` calls at once, in threads."""
+    """``[call(item) for item in items]``, with up to ``limit`` calls at once, in threads. The
+    first error is raised once the calls already running have ended; calls not yet started are
+    not made (a failed ``generate`` leaves no work behind that nobody will read)."""
     if len(items) <= 1:
         return [call(item) for item in items]
-    workers = max(1, min(limit, len(items)))
-    with ThreadPoolExecutor(workers, thread_name_prefix="promptwire") as pool:
-        return list(pool.map(call, items))
+    pool = ThreadPoolExecutor(max(1, min(limit, len(items))), thread_name_prefix="promptwire")
+    try:
+        futures = [pool.submit(call, item) for item in items]
+        return [future.result() for future in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 async def arun_concurrently(
     call: Callable[[T], Awaitable[R]], items: Sequence[T], limit: int
 ) -> list[R]:
-    """``[await call(item) for item in items]``, with up to ``limit`` calls at once."""
+    """``[await call(item) for item in items]``, with up to ``limit`` calls at once. The first
+    error cancels the other calls (the server stops generating what nobody will read), then is
+    raised; so does the caller's own cancellation."""
     gate = asyncio.Semaphore(max(1, limit))
 
     async def one(item: T) -> R:
         async with gate:
             return await call(item)
 
-    return list(await asyncio.gather(*(one(item) for item in items)))
+    calls = [asyncio.ensure_future(one(item)) for item in items]
+    try:
+        return list(await asyncio.gather(*calls))
+    except BaseException:
+        for running in calls:
+            running.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+        raise
