@@ -17,6 +17,7 @@ import json
 import socket
 import struct
 import threading
+import time
 import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -516,6 +517,7 @@ class FaultServer:
         self.counts: Counter[str] = Counter()
         self.methods: dict[str, list[str]] = {}
         self.headers: dict[str, list[dict[str, str]]] = {}
+        self.arrivals: dict[str, float] = {}  # path: when its first request arrived (monotonic)
         self._ids = itertools.count()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -560,6 +562,13 @@ class FaultServer:
         """The headers (names in lower case) of the requests received at ``url``'s path."""
         return list(self.headers.get(urlsplit(url).path, []))
 
+    def first_arrival(self, url: str) -> float | None:
+        """When the first request at ``url``'s path or below it arrived (``time.monotonic``):
+        where a client's own deadline starts, after its interpreter's start-up."""
+        root = urlsplit(url).path.rstrip("/")
+        times = [t for path, t in self.arrivals.items() if path.startswith(root)]
+        return min(times, default=None)
+
     def methods_of(self, url: str) -> list[str]:
         """The methods of the requests received at ``url``'s path, in order."""
         return list(self.methods.get(urlsplit(url).path, []))
@@ -598,6 +607,7 @@ class FaultServer:
         body = await asyncio.wait_for(reader.readexactly(length), 10) if length else b""
         parts = urlsplit(target)
         self.counts[parts.path] += 1
+        self.arrivals.setdefault(parts.path, time.monotonic())
         self.methods.setdefault(parts.path, []).append(method)
         self.headers.setdefault(parts.path, []).append(headers)
         name = parts.path.strip("/").split("/")[0]
