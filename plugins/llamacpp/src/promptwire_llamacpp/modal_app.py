@@ -21,7 +21,6 @@ restored. Each phase is logged as ``cold start: <phase> <seconds> s`` and expose
 from __future__ import annotations
 
 import asyncio
-import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,9 +44,7 @@ settings = LlamaCppSettings()
 #: What the server imports before it can load the model (before the snapshot, when there is one).
 SNAPSHOT_IMPORTS = ("promptwire.server", "promptwire_llamacpp.engine")
 if not modal.is_local():
-    with coldstart.phase("imports"):
-        for _module in SNAPSHOT_IMPORTS:
-            importlib.import_module(_module)
+    coldstart.import_modules(SNAPSHOT_IMPORTS)
 
 MODELS_MOUNT = "/models"
 

@@ -13,8 +13,6 @@ is logged as ``cold start: <phase> <seconds> s`` and exposed on ``/metrics``.
 
 from __future__ import annotations
 
-import importlib
-
 import modal
 from fastapi import FastAPI
 from promptwire.modal import coldstart
@@ -31,9 +29,7 @@ settings = DummySettings()
 #: What the web function imports before it can serve (before the snapshot, when there is one).
 SNAPSHOT_IMPORTS = ("promptwire.server", "promptwire_modal_dummy.engine")
 if not modal.is_local():
-    with coldstart.phase("imports"):
-        for _module in SNAPSHOT_IMPORTS:
-            importlib.import_module(_module)
+    coldstart.import_modules(SNAPSHOT_IMPORTS)
 
 image = promptwire_image("promptwire_modal_dummy")
 secrets = [modal.Secret.from_name(settings.api_key_secret)] if settings.api_key_secret else []

@@ -19,7 +19,6 @@ snapshots the model's load does too.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -177,9 +176,7 @@ class Server:
     def prepare(self) -> None:
         """Before the memory snapshot: the imports, and with GPU snapshots the model on the
         GPU."""
-        with coldstart.phase("imports"):
-            for module in SNAPSHOT_IMPORTS:
-                importlib.import_module(module)
+        coldstart.import_modules(SNAPSHOT_IMPORTS)
         if settings.gpu_snapshot:
             self.engine = load_model()
 
