@@ -24,18 +24,17 @@ the endpoint sets in that jar. promptwire never closes a client it was given. An
 client from one loop (promptwire's own pools are per loop).
 """
 
-from promptwire.client._endpoint_client import (
-    MAX_REPLY_BYTES,
-    MAX_RETRY_AFTER,
-    REQUEST_ID_HEADER,
+from promptwire.client._endpoint_client import EndpointClient
+from promptwire.client._transport.config import (
     ClientConfig,
-    EndpointClient,
-    StaleConnectionError,
-    StreamEvent,
     check_header_secret,
     parse_endpoint_url,
-    parse_json,
 )
+from promptwire.client._transport.errors import StaleConnectionError
+from promptwire.client._transport.exchange import REQUEST_ID_HEADER
+from promptwire.client._transport.retry import MAX_RETRY_AFTER
+from promptwire.client.wire import StreamEvent, parse_json
+from promptwire.settings import MAX_REPLY_BYTES
 
 __all__ = [
     "MAX_REPLY_BYTES",

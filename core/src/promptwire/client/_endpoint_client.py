@@ -8,19 +8,12 @@ from typing import Any
 import httpx
 
 from promptwire.client._transport.aio import AsyncEndpointClient
-from promptwire.client._transport.config import (
-    ClientConfig,
-    check_header_secret,
-    parse_endpoint_url,
-)
-from promptwire.client._transport.errors import StaleConnectionError
-from promptwire.client._transport.exchange import REQUEST_ID_HEADER, Exchange
+from promptwire.client._transport.config import ClientConfig
+from promptwire.client._transport.exchange import Exchange
 from promptwire.client._transport.negotiation import ConversationNegotiator
-from promptwire.client._transport.retry import MAX_RETRY_AFTER
 from promptwire.client._transport.sync import SyncEndpointClient
-from promptwire.client.wire import StreamEvent, parse_json
+from promptwire.client.wire import StreamEvent
 from promptwire.protocol import PromptResponse
-from promptwire.settings import MAX_REPLY_BYTES
 
 
 class EndpointClient:
@@ -89,17 +82,3 @@ class EndpointClient:
     async def aclose(self) -> None:
         """Close the running loop's async pools (other loops' pools close with their loops)."""
         await self.aio.aclose()
-
-
-__all__ = [
-    "MAX_REPLY_BYTES",
-    "MAX_RETRY_AFTER",
-    "REQUEST_ID_HEADER",
-    "ClientConfig",
-    "EndpointClient",
-    "StaleConnectionError",
-    "StreamEvent",
-    "check_header_secret",
-    "parse_endpoint_url",
-    "parse_json",
-]

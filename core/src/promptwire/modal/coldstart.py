@@ -148,6 +148,7 @@ __all__ = [
     "PROCESS_START",
     "TASK_ID_VARIABLE",
     "Phase",
+    "import_modules",
     "log_ready",
     "phase",
     "phases",
