@@ -2,7 +2,7 @@
 // other origin: every URL below is relative to this server (the page is /console).
 //
 // The API key, when the server has one, is kept in this tab's sessionStorage (gone with the tab)
-// and sent only as an "Authorization: Bearer" header: never in a URL, never in localStorage.
+// and sent only as an "Authorization: Bearer" header: never in a URL, never kept past the tab.
 "use strict";
 
 (function () {
