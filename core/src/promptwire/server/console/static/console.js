@@ -394,7 +394,10 @@
         width: chartWidth(chart),
         height: 150,
         series,
-        axes: [{}, { size: 56, values: (_, ticks) => ticks.map((v) => format(v, spec.unit === "s" ? "s" : "")) }],
+        axes: [
+          { space: 70, values: (_, ticks) => ticks.map(clock) },
+          { size: 64, values: (_, ticks) => ticks.map((v) => format(v, spec.unit === "s" ? "s" : "")) },
+        ],
         scales: { x: { time: true }, y: { range: (_, min, max) => [0, max > 0 ? max * 1.1 : 1] } },
         legend: { live: false },
         cursor: { show: false },
@@ -409,8 +412,16 @@
     return [times.slice()].concat(chart.names.map((name) => values[name] || times.map(() => null)));
   }
 
+  function clock(seconds) {
+    const time = new Date(seconds * 1000);
+    return [time.getHours(), time.getMinutes(), time.getSeconds()]
+      .map((part) => String(part).padStart(2, "0"))
+      .join(":");
+  }
+
   function format(value, unit) {
     if (value == null || Number.isNaN(value)) return "—";
+    if (value === 0) return unit && unit !== "s" ? "0 " + unit : "0";
     const abs = Math.abs(value);
     let text;
     if (unit === "s") {
