@@ -112,8 +112,7 @@ def main() -> None:
             page.get_by_label("Max tokens").fill("64")
             page.get_by_role("button", name="Send").click()
             page.wait_for_function(
-                "() => /completion tokens/.test("
-                "document.getElementById('reply-stats').textContent)"
+                "() => /completion tokens/.test(document.getElementById('reply-stats').textContent)"
             )
             page.wait_for_timeout(3000)
             page.screenshot(path=IMAGES / "console.png", full_page=True)
