@@ -41,6 +41,7 @@
   function askForKey(message) {
     const panel = $("key-panel");
     panel.hidden = false;
+    if (!previous) $("metrics-note").textContent = "The charts start once the key is given.";
     $("key-message").textContent = message || "";
     if (document.activeElement === document.body) $("api-key").focus();
     return new Promise((resolve) => keyWaiters.push(resolve));
@@ -286,13 +287,9 @@
       }
       const ended = performance.now();
       const tokens = usage ? usage.completion_tokens : null;
-      const rate =
-        first !== null && tokens !== null && tokens > 1 && ended > first
-          ? ((tokens - 1) * 1000) / (ended - first)
-          : null;
       showStats([
         first !== null ? "time to first token " + seconds(first - started) : "no token",
-        rate !== null ? rate.toFixed(1) + " tokens/s" : null,
+        tokenRate(tokens, started, first, ended),
         usage
           ? usage.prompt_tokens + " prompt + " + usage.completion_tokens + " completion tokens"
           : pieces + " pieces",
@@ -313,6 +310,19 @@
       $("send").disabled = false;
       $("stop").disabled = true;
     }
+  }
+
+  // Tokens per second after the first, as the server's stream_tokens_per_second counts them;
+  // over less than MIN_DECODE_MS the pieces may have come in one read (a short reply), so then
+  // the whole request's rate.
+  const MIN_DECODE_MS = 200;
+
+  function tokenRate(tokens, started, first, ended) {
+    if (tokens === null || tokens < 1) return null;
+    if (first !== null && tokens > 1 && ended - first >= MIN_DECODE_MS) {
+      return (((tokens - 1) * 1000) / (ended - first)).toFixed(1) + " tokens/s";
+    }
+    return ((tokens * 1000) / Math.max(ended - started, 1)).toFixed(1) + " tokens/s (whole request)";
   }
 
   function shownCall(call) {
