@@ -334,3 +334,36 @@ def test_without_the_capabilities_the_boxes_are_not_shown(
     page.wait_for_function("() => /Ready/.test(document.getElementById('server-line').textContent)")
     assert page.get_by_label("Tools").is_hidden()
     assert page.get_by_label("JSON schema").is_hidden()
+
+
+def _hidden(page: Any, hidden: bool) -> None:
+    """As the browser says when the tab goes to the background (or comes back)."""
+    page.evaluate(
+        "hidden => { Object.defineProperty(document, 'hidden', {configurable: true,"
+        " get: () => hidden}); document.dispatchEvent(new Event('visibilitychange')); }",
+        hidden,
+    )
+
+
+def test_a_hidden_page_stops_asking_for_the_stats(
+    tab: Tab, dummy: tuple[ObservedEngine, str]
+) -> None:
+    _open(tab, dummy[1])
+    page = tab.page
+    page.wait_for_function(
+        "() => Number(document.getElementById('chart-tokens').dataset.samples) >= 2"
+    )
+
+    def asked() -> int:
+        return sum(1 for url, _ in tab.requests if url.endswith("/console/stats"))
+
+    _hidden(page, True)
+    page.wait_for_timeout(2500)  # a poll already under way ends
+    before = asked()
+    page.wait_for_timeout(4000)
+    assert asked() == before  # nothing while nobody looks
+    _hidden(page, False)
+    deadline = time.monotonic() + 30
+    while asked() == before and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    assert asked() > before  # and again once it is visible
