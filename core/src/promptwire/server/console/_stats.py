@@ -19,13 +19,14 @@ from collections.abc import Collection
 from typing import Any
 
 from promptwire.engine import Engine
-from promptwire.server.observability._metrics import LATENCY_BUCKETS, ServerMetrics
+from promptwire.server._guard import HEALTH_PATH
+from promptwire.server.observability._metrics import LATENCY_BUCKETS, METRICS_PATH, ServerMetrics
 
 logger = logging.getLogger(__name__)
 
 #: Routes whose requests are not generations: left out of the load, latency and error figures.
 NOT_GENERATIONS = frozenset(
-    {"/health", "/metrics", "/openapi.json", "/v1/models", "/v1/models/{name:path}"}
+    {HEALTH_PATH, METRICS_PATH, "/openapi.json", "/v1/models", "/v1/models/{name:path}"}
 )
 
 
