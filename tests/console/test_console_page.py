@@ -278,6 +278,7 @@ def test_the_key_is_asked_for_and_never_lands_in_a_url(tab: Tab, keyed: str) -> 
             assert auth is None, url  # the shell is fetched without it
     assert KEY not in page.url
     assert page.evaluate("() => window.localStorage.length") == 0
+    assert page.evaluate("() => Object.values(window.sessionStorage)") == [KEY]
     assert KEY not in (page.evaluate("() => document.cookie") or "")
     assert KEY not in page.content()
     # Kept for the tab: a reload keeps it; another tab (a new browsing context) is asked again.
@@ -292,6 +293,10 @@ def test_the_key_is_asked_for_and_never_lands_in_a_url(tab: Tab, keyed: str) -> 
         fresh.get_by_label("API key").wait_for()
     finally:
         other.close()
+    # Forgotten on request: gone from the tab, and asked for again.
+    page.get_by_role("button", name="Forget the key").click()
+    page.get_by_label("API key").wait_for()
+    assert page.evaluate("() => window.sessionStorage.length") == 0
     # The only console errors are the browser's notes of the refused (401) calls.
     for text in tab.console_errors():
         assert "401" in text, text

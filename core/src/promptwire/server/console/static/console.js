@@ -26,6 +26,7 @@
 
   function setKey(key) {
     memoryKey = key || null;
+    $("key-forget").hidden = !key;
     try {
       if (key) window.sessionStorage.setItem(KEY_STORE, key);
       else window.sessionStorage.removeItem(KEY_STORE);
@@ -33,6 +34,12 @@
       /* memory only */
     }
   }
+
+  $("key-forget").hidden = !getKey();
+  $("key-forget").addEventListener("click", () => {
+    setKey(null);
+    window.location.reload();
+  });
 
   class Unauthorized extends Error {}
 
