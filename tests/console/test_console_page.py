@@ -18,7 +18,7 @@ import httpx
 import pytest
 from promptwire_modal_dummy.settings import DummySettings
 
-from tests.console.conftest import BROWSER, WAIT_MS, Tab
+from tests.support.browser import BROWSER, WAIT_MS, Tab
 from tests.support.engines import ObservedEngine
 from tests.support.real_model import ANSWER, QUESTION, REAL_MODEL, serve_smollm2
 from tests.support.servers import serve_engine
