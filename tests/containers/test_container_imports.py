@@ -78,10 +78,11 @@ DEPLOY_ONLY["exllama Server"] = DEPLOY_ONLY["exllama download_model"]
 DEPLOY_ONLY["llamacpp Server"] = set()
 
 
-#: The deploying machine's metrics and request log settings, which its containers must serve by;
-#: and OpenTelemetry, which they must not try (their images do not have it).
+#: The deploying machine's metrics, request log and console settings, which its containers must
+#: serve by; and OpenTelemetry, which they must not try (their images do not have it).
 OBSERVABILITY = {
     "PROMPTWIRE_METRICS_PUBLIC": "true",
+    "PROMPTWIRE_CONSOLE": "false",
     "PROMPTWIRE_LOG_FORMAT": "json",
     "PROMPTWIRE_LOG_PROMPTS": "true",
     "PROMPTWIRE_REQUEST_LOG": "false",

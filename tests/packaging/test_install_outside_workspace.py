@@ -4,8 +4,9 @@ The wheels are built from the workspace; a copy of the example plugin, outside t
 installed beside them into a fresh virtual environment. That environment must find the plugin
 through its entry point, type-check it with mypy --strict against the installed wheel (py.typed),
 pass the conformance kit with the test module the tutorial shows, and name the missing
-distribution when the default backend is not installed. Installing needs the package index
-(CI has it); without it the module is skipped, saying so.
+distribution when the default backend is not installed; the promptwire wheel must carry the
+console page's files (not Python: a build configuration could drop them) and serve them.
+Installing needs the package index (CI has it); without it the module is skipped, saying so.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,3 +120,37 @@ def test_a_missing_default_backend_names_its_distribution(installed: Installed) 
     assert result.returncode != 0
     assert "unknown backend 'modal_dummy'" in result.stderr
     assert "pip install promptwire-modal-dummy" in result.stderr
+
+
+#: The installed app serves its console's shell from the wheel's own files.
+_CONSOLE_SERVED = """
+import asyncio, httpx
+from promptwire.server import create_app
+from promptwire_reverse.engine import ReverseEngine
+
+async def main():
+    transport = httpx.ASGITransport(app=create_app(ReverseEngine()))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        for path in ("/console", "/console/console.js", "/console/uPlot.iife.min.js"):
+            answer = await client.get(path)
+            print(path, answer.status_code, len(answer.content))
+
+asyncio.run(main())
+"""
+
+
+def test_the_wheel_ships_the_console_page(installed: Installed) -> None:
+    wheel = next(installed.wheels.glob("promptwire-[0-9]*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    static = "promptwire/server/console/static/"
+    for name in ("index.html", "console.js", "console.css", "vendor/uplot/uPlot.iife.min.js",
+                 "vendor/uplot/uPlot.min.css", "vendor/uplot/LICENSE",
+                 "vendor/uplot/vendored.json"):  # fmt: skip
+        assert static + name in names, name
+    served = installed.run(installed.python, "-c", _CONSOLE_SERVED)
+    assert served.returncode == 0, served.stderr[-2000:]
+    lines = served.stdout.splitlines()
+    assert len(lines) == 3, served.stdout
+    for line in lines:
+        _, status, size = line.split()
+        assert status == "200" and int(size) > 0, line

@@ -43,6 +43,7 @@ PUBLIC_MODULES = [
     "promptwire.protocol.stops",
     "promptwire.router",
     "promptwire.server",
+    "promptwire.server.console",
     "promptwire.server.observability",
     "promptwire.server.observability.telemetry",
     "promptwire.server.openai",

@@ -236,6 +236,11 @@ class PromptwireSettings(BaseSettings, ClientSettings, ServerLimits, ConnectionL
         default=False,
         description="Server: trace requests with OpenTelemetry (needs the opentelemetry extra).",
     )
+    console: bool = Field(
+        default=True,
+        description="Server: serve the console page at GET /console (try the model, watch the "
+        "server; its data calls need the API key like every route); off: 404.",
+    )
 
 
 #: The settings above that shape what a server shows, handed to Modal containers as they are.
@@ -248,6 +253,7 @@ OBSERVABILITY_FIELDS = (
     "request_log",
     "log_format",
     "log_prompts",
+    "console",
 )
 
 

@@ -156,6 +156,10 @@ def serve(
         f"promptwire: serving backend [bold]{name}[/] on http://{host}:{port}/ ({auth}, {http})",
         soft_wrap=True,  # one line in a log, however narrow the terminal
     )
+    if settings.console:
+        err().print(
+            f"promptwire: the console, in a browser: http://{host}:{port}/console", soft_wrap=True
+        )
     run_server(fastapi_app, host=host, port=port, log_level=log_level, limits=limits, http=http)
 
 

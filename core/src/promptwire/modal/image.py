@@ -22,6 +22,11 @@ PYTHON_VERSION = "3.11"
 #: promptwire and its ``server`` extra, as ``uv.lock`` pins them.
 SERVER_REQUIREMENTS = Path(__file__).with_name("modal-requirements.txt")
 
+#: What ``add_local_python_source`` leaves out of the sources it uploads: by Modal's default every
+#: file but Python's; here also all but the console page's files (``promptwire.server.console``:
+#: its HTML, script, style sheets and the vendored chart library with its licence).
+NOT_UPLOADED = ~modal.FilePatternMatcher("**/*.py", "**/server/console/static/**")
+
 
 def promptwire_image(
     *local_packages: str,
@@ -44,7 +49,7 @@ def promptwire_image(
         if not requirements.is_file():
             raise ConfigurationError(f"the image's requirements file is missing: {requirements}")
         image = image.uv_pip_install(*packages, requirements=[str(requirements)])
-    return image.add_local_python_source("promptwire", *local_packages)
+    return image.add_local_python_source("promptwire", *local_packages, ignore=NOT_UPLOADED)
 
 
-__all__ = ["PYTHON_VERSION", "SERVER_REQUIREMENTS", "promptwire_image"]
+__all__ = ["NOT_UPLOADED", "PYTHON_VERSION", "SERVER_REQUIREMENTS", "promptwire_image"]

@@ -2,10 +2,10 @@
 
 ``create_app`` makes the app's ``ServingState`` (the engine wrapped by the observer, the limits,
 the shared slots, the shutdown) and adds each protocol's routes from it: the prompt endpoint
-protocol (``_prompt_routes``: ``POST /``, ``GET /health``) and the OpenAI API
-(``openai._routes``), plus the auth, the request guard, the error handlers and the observer that
-hold for all of them. Every error is the protocol's JSON error, never a stack trace. A client that
-disconnects cancels its generation.
+protocol (``_prompt_routes``: ``POST /``, ``GET /health``), the OpenAI API (``openai._routes``)
+and the console page (``console``: ``GET /console``), plus the auth, the request guard, the error
+handlers and the observer that hold for all of them. Every error is the protocol's JSON error,
+never a stack trace. A client that disconnects cancels its generation.
 
 Everything here is app-level, so it holds wherever the app runs (``promptwire serve`` and Modal):
 request bodies have a deadline, a stream whose client reads nothing is ended, a client that leaves
@@ -49,6 +49,7 @@ from promptwire.server._shutdown import (
 from promptwire.server._slots import RequestSlots
 from promptwire.server._state import ServingState
 from promptwire.server._streaming import Preparer
+from promptwire.server.console import SHELL_PATHS, add_console_routes
 from promptwire.server.observability._hookup import Observability, observe
 from promptwire.settings import SERVER_LIMIT_FIELDS, ServerLimits
 
@@ -88,6 +89,7 @@ def create_app(
     limits: ServerLimits | None = None,
     allowed_hosts: Collection[str] | None = None,
     observability: Observability | None = None,
+    console: bool = True,
     **limit_arguments: Unpack[LimitArguments],
 ) -> FastAPI:
     """Build the protocol app for ``engine``. The app's lifespan starts and stops the engine.
@@ -99,7 +101,8 @@ def create_app(
     stopping them calls ``begin`` on ``graceful_shutdown(app)``. ``allowed_hosts``: the only
     ``Host`` names answered (for a server bound to loopback); None answers any.
     ``observability``: metrics, the request log and traces
-    (``promptwire.server.observability``); None: the defaults.
+    (``promptwire.server.observability``); None: the defaults. ``console``: serve the
+    console page, ``GET /console`` (``promptwire.server.console``; its shell without the key).
     """
     bounds = server_limits(limits, **limit_arguments)
     shutdown = GracefulShutdown(bounds.shutdown_grace)
@@ -140,7 +143,8 @@ def create_app(
     options = observability or Observability()
     token = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
     if token:
-        app.add_middleware(BearerAuth, token=token, open_paths=options.public_paths(HEALTH_PATH))
+        open_paths = options.public_paths(HEALTH_PATH) | (SHELL_PATHS if console else frozenset())
+        app.add_middleware(BearerAuth, token=token, open_paths=open_paths)
     # The outermost but the observer and the OpenAI routes' error shape (add_openai_routes).
     app.add_middleware(RequestGuard, allowed_hosts=allowed_hosts)
     state = ServingState(
@@ -172,6 +176,8 @@ def create_app(
 
     generate = add_prompt_routes(app, state)
     add_openai_routes(app, state)
+    if console:
+        add_console_routes(app, state)
     # A request tries the routes in order until one matches: the prompt route, which nearly
     # every request is for, goes before /openapi.json, /metrics and /health (paths are distinct,
     # so the order changes nothing else).

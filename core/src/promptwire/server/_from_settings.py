@@ -22,9 +22,9 @@ def app_from_settings(
     allowed_hosts: Collection[str] | None = None,
 ) -> FastAPI:
     """``create_app`` for ``engine`` with what ``settings`` say (default: read now from
-    ``PROMPTWIRE_*`` and ``.env``): the limits, metrics and request log, and the bearer token
-    (``PROMPTWIRE_API_KEY``, which a Modal Secret sets in a container); ``api_key`` beats it
-    (``promptwire serve --api-key``)."""
+    ``PROMPTWIRE_*`` and ``.env``): the limits, metrics and request log, the console page
+    (``PROMPTWIRE_CONSOLE``), and the bearer token (``PROMPTWIRE_API_KEY``, which a Modal Secret
+    sets in a container); ``api_key`` beats it (``promptwire serve --api-key``)."""
     from promptwire.server._app import create_app
     from promptwire.server.observability import Observability
 
@@ -35,6 +35,7 @@ def app_from_settings(
         limits=settings,
         allowed_hosts=allowed_hosts,
         observability=Observability.from_settings(settings),
+        console=settings.console,
     )
 
 

@@ -131,6 +131,12 @@ class LlamaCppEngine(WorkerEngine[LlamaRuntime, Scheduler, PreparedRequest]):
                 "Forward passes that failed (their requests got a 5xx).",
                 kind="counter",
             ),
+            EngineMetric(
+                "prefix_cache_tokens",
+                scheduler.reused_tokens,
+                "Prompt tokens found in a sequence's cache, not computed (prefix-cache hits).",
+                kind="counter",
+            ),
             EngineMetric("model_weights_bytes", runtime.weights_bytes, "Bytes of the weights."),
         ]
 
