@@ -1,7 +1,10 @@
 """OpenAI's error answers: ``OpenAIError``, what the OpenAI routes raise, and its body with
-the status codes OpenAI's SDK maps to its exceptions."""
+the status codes OpenAI's SDK maps to its exceptions; other layers' errors on ``/v1`` paths
+reshaped as OpenAI's (``reshaped_error``)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from starlette.responses import Response
 
@@ -20,6 +23,9 @@ from promptwire.server.openai.protocol import (
 )
 
 _PROTOCOL_ERROR_TYPES = frozenset(ErrorType)
+
+#: Where the OpenAI API's routes are (``/v1/messages`` is Anthropic's: its own shape).
+PREFIX = "/v1"
 
 
 class OpenAIError(Exception):
@@ -87,3 +93,18 @@ def error_response(
         headers=headers,
         media_type="application/json",
     )
+
+
+def reshaped_error(status_code: int, error: dict[str, Any]) -> bytes | None:
+    """An error another layer answered on a ``/v1`` path (auth's 401, an unknown path's 404,
+    the body's 413), in OpenAI's shape: the protocol's ``type`` becomes its ``code``. None
+    when it is OpenAI's already (it has ``param``)."""
+    if "param" in error:
+        return None
+    detail = OpenAIErrorDetail(
+        message=str(error["message"]),
+        type=error_type_for(status_code),
+        code=str(error["type"]),
+        request_id=error.get("request_id"),
+    )
+    return OpenAIErrorBody(error=detail).model_dump_json().encode()
