@@ -11,8 +11,9 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-#: ``(status, the prompt protocol's error object)`` -> the protocol's error body, or None when
-#: the body is left as it is.
+#: ``(status, the error body: a JSON object with an "error" object that has a "type" and a
+#: "message")`` -> the protocol's error body, or None when the body is left as it is (it is the
+#: protocol's already).
 Reshape = Callable[[int, dict[str, Any]], bytes | None]
 
 
@@ -72,11 +73,11 @@ class ErrorShapes:
 
 def _reshaped(start: Message, content: bytes, reshape: Reshape) -> tuple[Message, bytes]:
     try:
-        error = json.loads(content)["error"]
-        error["type"], error["message"]
+        body = json.loads(content)
+        body["error"]["type"], body["error"]["message"]
     except (ValueError, KeyError, TypeError):
         return start, content
-    if not isinstance(error, dict) or (new := reshape(start["status"], error)) is None:
+    if (new := reshape(start["status"], body)) is None:
         return start, content
     headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
     headers.append((b"content-length", str(len(new)).encode()))

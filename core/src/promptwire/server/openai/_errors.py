@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from promptwire.engine import (
@@ -14,6 +15,7 @@ from promptwire.engine import (
 from promptwire.protocol import (
     ErrorType,
 )
+from promptwire.server._error_shape import reshape_errors
 from promptwire.server._errors import STATUS_ERROR_TYPES
 from promptwire.server.observability._request_context import note_error
 from promptwire.server.openai.protocol import (
@@ -95,10 +97,11 @@ def error_response(
     )
 
 
-def reshaped_error(status_code: int, error: dict[str, Any]) -> bytes | None:
+def reshaped_error(status_code: int, body: dict[str, Any]) -> bytes | None:
     """An error another layer answered on a ``/v1`` path (auth's 401, an unknown path's 404,
     the body's 413), in OpenAI's shape: the protocol's ``type`` becomes its ``code``. None
     when it is OpenAI's already (it has ``param``)."""
+    error = body["error"]
     if "param" in error:
         return None
     detail = OpenAIErrorDetail(
@@ -108,3 +111,15 @@ def reshaped_error(status_code: int, error: dict[str, Any]) -> bytes | None:
         request_id=error.get("request_id"),
     )
     return OpenAIErrorBody(error=detail).model_dump_json().encode()
+
+
+async def _on_openai_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OpenAIError)
+    return exc.response()
+
+
+def answer_openai_errors(app: FastAPI) -> None:
+    """``OpenAIError`` answered as such, and the errors of other layers on ``/v1`` paths
+    reshaped as OpenAI's (once or more: each OpenAI route module calls it)."""
+    app.add_exception_handler(OpenAIError, _on_openai_error)
+    reshape_errors(app, PREFIX, reshaped_error)

@@ -28,11 +28,10 @@ from promptwire.server._answer import (
     answer_in_slots,
     read_json_body,
 )
-from promptwire.server._error_shape import reshape_errors
 from promptwire.server._state import ServingState
 from promptwire.server._streaming import stream_reply
 from promptwire.server.openai._admit import admit, model_id, served_model
-from promptwire.server.openai._errors import PREFIX, OpenAIError, reshaped_error
+from promptwire.server.openai._errors import PREFIX, OpenAIError, answer_openai_errors
 from promptwire.server.openai._reply import Chunks, Writer, reply_json
 from promptwire.server.openai._translate import (
     chat_messages,
@@ -123,9 +122,4 @@ def add_openai_routes(app: FastAPI, state: ServingState) -> None:
             engine_error=OpenAIError.from_engine,
         )
 
-    async def on_openai_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, OpenAIError)
-        return exc.response()
-
-    app.add_exception_handler(OpenAIError, on_openai_error)
-    reshape_errors(app, PREFIX, reshaped_error)
+    answer_openai_errors(app)

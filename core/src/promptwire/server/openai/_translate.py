@@ -76,11 +76,14 @@ def parse_request(model: type[RequestT], body: bytes) -> RequestT:
     return parsed
 
 
-def chat_messages(messages: Sequence[dict[str, Any]]) -> list[ChatMessage]:
-    """OpenAI's messages as the prompt protocol's: text content, tool calls, tool results."""
+def chat_messages(
+    messages: Sequence[dict[str, Any]], where: Sequence[str] | None = None
+) -> list[ChatMessage]:
+    """OpenAI's messages as the prompt protocol's: text content, tool calls, tool results.
+    ``where``: each message's place in the request, for errors (default ``messages.<index>``)."""
     converted = []
     for index, message in enumerate(messages):
-        param = f"messages.{index}"
+        param = where[index] if where is not None else f"messages.{index}"
         said = message.get("role")
         role = _ROLES.get(said) if isinstance(said, str) else None
         if role is None:
