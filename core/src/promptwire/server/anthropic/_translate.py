@@ -8,6 +8,7 @@ blocks as the prompt protocol's messages, ``tools`` and ``tool_choice`` as its t
 - ``thinking`` blocks of earlier turns are skipped; other blocks (images, documents, server
   tools' results) are refused with a 400 naming them.
 
+``output_config.format`` (structured outputs, ``json_schema``) is the response format.
 ``tool_choice``: ``auto`` is ``auto``, ``any`` is ``required``, ``tool`` names the one tool,
 ``none`` is ``none``. Only custom tools (a name, a description, an ``input_schema``) are
 served: server tools (``web_search_...``, ``bash_...``) are refused.
@@ -42,6 +43,8 @@ def messages_request(body: MessagesRequest) -> PromptRequest:
         fields["tools"] = [_tool(tool, f"tools.{index}") for index, tool in enumerate(body.tools)]
     if body.tool_choice is not None:
         fields["tool_choice"] = _tool_choice(body.tool_choice)
+    if body.output_config is not None and body.output_config.get("format") is not None:
+        fields["response_format"] = _response_format(body.output_config["format"])
     try:
         return PromptRequest.model_validate(fields)
     except ValidationError as exc:
@@ -138,3 +141,11 @@ def _tool_choice(choice: dict[str, Any]) -> Any:
     if isinstance(kind, str) and kind in _CHOICES:
         return _CHOICES[kind]
     raise AnthropicError(400, "tool_choice.type must be auto, any, tool or none")
+
+
+def _response_format(form: Any) -> dict[str, Any]:
+    """``output_config.format`` (structured outputs) as the prompt protocol's response format."""
+    if not (isinstance(form, dict) and form.get("type") == "json_schema"):
+        raise AnthropicError(400, "output_config.format: only json_schema formats are supported")
+    spec = {"name": "output", "schema": form.get("schema")}
+    return {"type": "json_schema", "json_schema": spec}

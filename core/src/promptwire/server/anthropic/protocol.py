@@ -4,7 +4,7 @@ checked with the prompt protocol's own bounds, and the error body.
 As Anthropic's API, ``max_tokens`` is required; ``model`` may name any model (the coding
 agents and SDKs that speak this API send their own names): the reply names the one served.
 Unknown keys are accepted and ignored, as are those that change nothing here (``metadata``,
-``service_tier``, ``cache_control`` on blocks); those asking for what the engines cannot do
+``service_tier``, ``cache_control`` on blocks, ``output_config.effort``); those asking for what the engines cannot do
 (extended ``thinking``, MCP servers, containers) are refused with a 400 naming them.
 """
 
@@ -46,6 +46,9 @@ class MessagesRequest(BaseModel):
     tools: Annotated[list[Any], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
+    output_config: dict[str, Any] | None = None
+    """Its ``format`` (``{"type": "json_schema", "schema": ...}``): structured output, where the
+    engine has it; its ``effort`` is ignored."""
 
     # Known to Anthropic and refused unless they ask for nothing (see ``unsupported``).
     thinking: Any = None
