@@ -192,6 +192,17 @@ def decode_json(body: bytes) -> Any:
     return DECODER.decode(text)
 
 
+def json_object(body: bytes) -> dict[str, Any]:
+    """The body's JSON object; a ``ValueError`` saying what the body is instead."""
+    try:
+        data = decode_json(body)
+    except (ValueError, RecursionError):
+        raise ValueError("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError("the body must be a JSON object")
+    return data
+
+
 def validation_problems(exc: ValidationError) -> tuple[str | None, str]:
     """The field the first problem is about (None: the body), and what the problems are, as
     every route says them: ``invalid request: messages.0.role: ...; ...`` (the first ten)."""

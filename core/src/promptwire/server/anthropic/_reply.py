@@ -24,11 +24,7 @@ from sse_starlette import ServerSentEvent
 from promptwire.engine import Completion, EngineEvent, Finish, TextChunk, ToolCall
 from promptwire.protocol import FinishReason, Usage
 from promptwire.server._streaming import StreamForm
-from promptwire.server.anthropic.protocol import (
-    AnthropicErrorBody,
-    AnthropicErrorDetail,
-    error_type_for,
-)
+from promptwire.server.anthropic.protocol import AnthropicErrorBody
 
 _STOP_REASONS = {
     FinishReason.LENGTH: "max_tokens",
@@ -62,7 +58,7 @@ def _tool_use(call: ToolCall, arguments: dict[str, Any]) -> dict[str, Any]:
     return {"type": "tool_use", "id": call.id, "name": call.name, "input": arguments}
 
 
-def message(done: Completion, model: str, identifier: str) -> dict[str, Any]:
+def message(done: Completion, *, model: str, identifier: str) -> dict[str, Any]:
     """A whole reply."""
     content: list[dict[str, Any]] = []
     if done.text:
@@ -152,5 +148,5 @@ class MessageEvents(StreamForm):
     def error(self, status_code: int, error_type: str, message: str) -> ServerSentEvent:
         """A failure after the stream began: Anthropic's ``error`` event, the stream's last."""
         status = 400 if status_code == 422 else status_code  # as ``AnthropicError.from_engine``
-        detail = AnthropicErrorDetail(type=error_type_for(status), message=message)
-        return ServerSentEvent(AnthropicErrorBody(error=detail).model_dump_json(), event="error")
+        body = AnthropicErrorBody.of(status, message).model_dump_json(exclude_none=True)
+        return ServerSentEvent(body, event="error")

@@ -10,6 +10,7 @@ events, and errors shaped ``{"type": "error", "error": {"type", "message"}}``.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,8 +19,8 @@ from starlette.responses import Response
 
 from promptwire.engine import Engine, RequestUnsupported, check_capabilities
 from promptwire.protocol import PromptRequest
-from promptwire.server._answer import answer_conversation, read_json_body, take_slots
-from promptwire.server._request_body import decode_json, validation_problems
+from promptwire.server._conversation import Conversations
+from promptwire.server._request_body import json_object, validation_problems
 from promptwire.server._state import ServingState
 from promptwire.server.anthropic._errors import (
     MESSAGES_PATH,
@@ -36,41 +37,29 @@ from promptwire.server.openai._reply import reply_json
 def add_anthropic_routes(app: FastAPI, state: ServingState) -> None:
     """Serve ``POST /v1/messages`` on ``app`` from ``state`` (``create_app`` calls this)."""
     answer_anthropic_errors(app)
+    routes = Conversations(state, check_request, AnthropicError.from_engine)
 
     @app.post(MESSAGES_PATH, include_in_schema=False)
     async def messages(request: Request) -> Response:
-        raw = await read_json_body(request, state)
-        if isinstance(raw, Response):
-            return raw
-        body = parse_request(raw)
+        body = parse_request(await routes.body(request))
         conversation = messages_request(body)
-        release = take_slots(state, 1, AnthropicError.from_engine)
+        release = routes.take()
         model, identifier = model_id(state), message_id()
-        return await answer_conversation(
-            state,
-            request,
-            conversation,
-            release,
-            check=check_request,
-            form=MessageEvents(model, identifier) if body.stream else None,
-            whole=lambda done: reply_json(message(done, model, identifier)),
-            engine_error=AnthropicError.from_engine,
-        )
+        if body.stream:
+            form = MessageEvents(model, identifier)
+            return await routes.answer(request, conversation, release, form)
+        reply = partial(message, model=model, identifier=identifier)
+        return await routes.answer(request, conversation, release, lambda c: reply_json(reply(c)))
 
 
 def parse_request(body: bytes) -> MessagesRequest:
     """``body`` as a Messages request, strictly: Anthropic's 400s for what is not JSON, not an
     object, not the request, or asks for what the engines cannot do."""
     try:
-        data = decode_json(body)
-    except (ValueError, RecursionError):
-        raise AnthropicError(400, "the body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise AnthropicError(400, "the body must be a JSON object")
-    try:
-        parsed = MessagesRequest.model_validate(data)
-    except ValidationError as exc:
-        raise AnthropicError(400, validation_problems(exc)[1]) from None
+        parsed = MessagesRequest.model_validate(json_object(body))
+    except ValueError as exc:  # a ValidationError is one too
+        said = validation_problems(exc)[1] if isinstance(exc, ValidationError) else str(exc)
+        raise AnthropicError(400, said) from None
     if (found := parsed.unsupported()) is not None:
         raise AnthropicError(400, f"{found[0]}: {found[1]}")
     return parsed

@@ -4,13 +4,14 @@ checked with the prompt protocol's own bounds, and the error body.
 As Anthropic's API, ``max_tokens`` is required; ``model`` may name any model (the coding
 agents and SDKs that speak this API send their own names): the reply names the one served.
 Unknown keys are accepted and ignored, as are those that change nothing here (``metadata``,
-``service_tier``, ``cache_control`` on blocks, ``output_config.effort``); those asking for what the engines cannot do
-(extended ``thinking``, MCP servers, containers) are refused with a 400 naming them.
+``service_tier``, ``cache_control`` on blocks, ``output_config.effort``); those asking for what
+the engines cannot do (extended ``thinking``, MCP servers, containers) are refused with a 400
+naming them.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -76,27 +77,6 @@ class MessagesRequest(BaseModel):
         return None
 
 
-#: Anthropic's error ``type`` for each status a promptwire server answers on ``/v1/messages``.
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    408: "timeout_error",
-    413: "request_too_large",
-    415: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-    503: "overloaded_error",
-    529: "overloaded_error",
-}
-
-
-def error_type_for(status_code: int) -> str:
-    return ERROR_TYPES.get(status_code, "api_error")
-
-
 class AnthropicErrorDetail(BaseModel):
     type: str
     message: str
@@ -110,11 +90,30 @@ class AnthropicErrorBody(BaseModel):
     request_id: str | None = None
     """promptwire's id of the request (also its ``X-Request-ID`` header)."""
 
+    @classmethod
+    def of(cls, status_code: int, message: str, request_id: str | None = None) -> Self:
+        """The body of an answer with ``status_code``: its type is ``ERROR_TYPES``'."""
+        kind = ERROR_TYPES.get(status_code, "api_error")
+        return cls(error=AnthropicErrorDetail(type=kind, message=message), request_id=request_id)
+
+
+#: Anthropic's error ``type`` for each status a promptwire server answers on ``/v1/messages``
+#: (the others: ``api_error``).
+ERROR_TYPES = {
+    **dict.fromkeys((400, 405, 415, 422), "invalid_request_error"),
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    **dict.fromkeys((503, 529), "overloaded_error"),
+}
+
 
 __all__ = [
     "ERROR_TYPES",
     "AnthropicErrorBody",
     "AnthropicErrorDetail",
     "MessagesRequest",
-    "error_type_for",
 ]

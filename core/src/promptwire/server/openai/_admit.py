@@ -1,13 +1,15 @@
-"""How the OpenAI API's routes (Completions, Chat Completions, Responses) admit a request: the
-model it names must be the one served, and the app's slots must have room for its prompts."""
+"""How the OpenAI API's routes (Completions, Chat Completions, Responses) read and admit a
+request (``Conversations`` with OpenAI's errors): the model it names must be the one served, and
+the app's slots must have room for its prompts."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from promptwire.server._answer import take_slots
+from promptwire.server._conversation import Conversations
 from promptwire.server._state import ServingState
 from promptwire.server.openai._errors import OpenAIError
+from promptwire.server.openai._translate import check_request
 
 #: The id ``/v1/models`` lists for an engine that does not name its model.
 DEFAULT_MODEL_ID = "promptwire"
@@ -30,13 +32,18 @@ def served_model(state: ServingState, requested: str | None) -> str:
     return served
 
 
+def openai_conversations(state: ServingState) -> Conversations:
+    return Conversations(state, check_request, OpenAIError.from_engine)
+
+
 def admit(
-    state: ServingState, requested: str | None, count: int = 1
+    routes: Conversations, requested: str | None, count: int = 1
 ) -> tuple[str, Callable[[], None]]:
     """The model served, once the engine is served, it is the one asked for and ``count``
     slots are free; and the function that gives those slots back."""
+    state = routes.state
     if not state.serving():
-        take_slots(state, count, OpenAIError.from_engine)  # raises the 503 ``not_ready``
+        routes.take(count)  # raises the 503 ``not_ready``
     model = served_model(state, requested)
     limit = state.slots.limit
     if limit is not None and count > limit:
@@ -46,4 +53,4 @@ def admit(
             param="prompt",
             code="too_many_prompts",
         )
-    return model, take_slots(state, count, OpenAIError.from_engine)
+    return model, routes.take(count)

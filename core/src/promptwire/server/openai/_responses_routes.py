@@ -15,37 +15,28 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from promptwire.server._answer import answer_conversation, read_json_body
 from promptwire.server._state import ServingState
-from promptwire.server.openai._admit import admit
-from promptwire.server.openai._errors import PREFIX, OpenAIError, answer_openai_errors
+from promptwire.server.openai._admit import admit, openai_conversations
+from promptwire.server.openai._errors import PREFIX, answer_openai_errors
 from promptwire.server.openai._reply import reply_json
 from promptwire.server.openai._responses_reply import ResponseEvents, ResponseWriter
 from promptwire.server.openai._responses_translate import responses_request
-from promptwire.server.openai._translate import check_request, parse_request
+from promptwire.server.openai._translate import parse_request
 from promptwire.server.openai.protocol import ResponsesRequest
 
 
 def add_responses_routes(app: FastAPI, state: ServingState) -> None:
     """Serve ``POST /v1/responses`` on ``app`` from ``state`` (``create_app`` calls this)."""
     answer_openai_errors(app)
+    routes = openai_conversations(state)
 
     @app.post(PREFIX + "/responses", include_in_schema=False)
     async def responses(request: Request) -> Response:
-        raw = await read_json_body(request, state)
-        if isinstance(raw, Response):
-            return raw
-        body = parse_request(ResponsesRequest, raw)
+        body = parse_request(ResponsesRequest, await routes.body(request))
         conversation = responses_request(body)
-        model, release = admit(state, body.model)
+        model, release = admit(routes, body.model)
         writer = ResponseWriter(body, model)
-        return await answer_conversation(
-            state,
-            request,
-            conversation,
-            release,
-            check=check_request,
-            form=ResponseEvents(writer) if body.stream else None,
-            whole=lambda done: reply_json(writer.whole(done)),
-            engine_error=OpenAIError.from_engine,
-        )
+        if body.stream:
+            return await routes.answer(request, conversation, release, ResponseEvents(writer))
+        whole = writer.whole
+        return await routes.answer(request, conversation, release, lambda c: reply_json(whole(c)))

@@ -22,21 +22,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from promptwire.server._answer import (
-    Answer,
-    answer_conversation,
-    answer_in_slots,
-    read_json_body,
-)
+from promptwire.server._answer import Answer, answer_in_slots
 from promptwire.server._state import ServingState
 from promptwire.server._streaming import stream_reply
-from promptwire.server.openai._admit import admit, model_id, served_model
+from promptwire.server.openai._admit import admit, model_id, openai_conversations, served_model
 from promptwire.server.openai._errors import PREFIX, OpenAIError, answer_openai_errors
 from promptwire.server.openai._reply import Chunks, Writer, reply_json
 from promptwire.server.openai._translate import (
     chat_messages,
     chat_request,
-    check_request,
     complete_jobs,
     parse_request,
     prompt_job,
@@ -55,6 +49,7 @@ def add_openai_routes(app: FastAPI, state: ServingState) -> None:
     this)."""
     engine, shutdown, preparer = state.engine, state.shutdown, state.preparer
     send_timeout = state.limits.send_timeout
+    routes = openai_conversations(state)
     started = int(time.time())
     # Routes of the app itself: an included APIRouter would be matched as a nested router, which
     # costs FastAPI about 15 us more per request (a tenth of a whole reply's app time).
@@ -72,13 +67,10 @@ def add_openai_routes(app: FastAPI, state: ServingState) -> None:
 
     @app.post(PREFIX + "/completions", include_in_schema=False)
     async def completions(request: Request) -> Response:
-        raw = await read_json_body(request, state)
-        if isinstance(raw, Response):
-            return raw
-        body = parse_request(CompletionRequest, raw)
+        body = parse_request(CompletionRequest, await routes.body(request))
         params = body.generation_params()
         prompts = body.prompts()
-        model, release = admit(state, body.model, len(prompts))
+        model, release = admit(routes, body.model, len(prompts))
 
         async def answer() -> Answer:
             if engine.prepares_quickly:  # plain prompts, prepared at once: no thread's round trip
@@ -104,22 +96,15 @@ def add_openai_routes(app: FastAPI, state: ServingState) -> None:
 
     @app.post(PREFIX + "/chat/completions", include_in_schema=False)
     async def chat_completions(request: Request) -> Response:
-        raw = await read_json_body(request, state)
-        if isinstance(raw, Response):
-            return raw
-        body = parse_request(ChatCompletionRequest, raw)
+        body = parse_request(ChatCompletionRequest, await routes.body(request))
         conversation = chat_request(body, chat_messages(body.messages))
-        model, release = admit(state, body.model)
+        model, release = admit(routes, body.model)
         writer = Writer("chatcmpl", "chat.completion", model)
-        return await answer_conversation(
-            state,
-            request,
-            conversation,
-            release,
-            check=check_request,
-            form=Chunks(writer, body.include_usage(), None) if body.stream else None,
-            whole=lambda done: reply_json(writer.chat_completion(done)),
-            engine_error=OpenAIError.from_engine,
-        )
+        if body.stream:
+            return await routes.answer(
+                request, conversation, release, Chunks(writer, body.include_usage(), None)
+            )
+        whole = writer.chat_completion
+        return await routes.answer(request, conversation, release, lambda c: reply_json(whole(c)))
 
     answer_openai_errors(app)
