@@ -129,11 +129,11 @@ async def batches(base: str, prompts: list[str], reps: int) -> dict[str, list[fl
     URL across the process, and its kept-alive connections fail in a second loop."""
     wall: dict[str, list[float]] = {name: [] for name in MAKERS}
     names = list(MAKERS)
-    for make in MAKERS.values():
-        # Warm-up, one call each: ChatOpenAI's first async calls, made 64 at once right after
-        # the adapter's batch, hung in the openai SDK (3.57; on main too) until a call had
-        # made its async client.
-        await make(base, max_retries=0).ainvoke(prompts[0])
+    # Warm-up, an untimed batch each, ChatOpenAI's first: its first batch, when it came after
+    # the adapter's, hung in this process with every reply received (the openai SDK 3.57 and
+    # langchain-openai 1.7; on main too; not when ChatOpenAI's first batch came first).
+    for name in reversed(names):
+        await batch_wall(MAKERS[name], base, prompts)
     for rep in range(reps):
         for name in names[rep % 2 :] + names[: rep % 2]:
             wall[name].append(await batch_wall(MAKERS[name], base, prompts))
