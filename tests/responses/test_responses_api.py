@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from pydantic import BaseModel
+from promptwire.engine import Engine, EngineError, EngineEvent, TextChunk
+from promptwire.protocol import PromptRequest
 from promptwire_modal_dummy.settings import DummySettings
+from pydantic import BaseModel
 
 from tests.support.engines import ObservedEngine
 from tests.support.network import LOOPBACK_ONLY
@@ -346,3 +348,21 @@ def test_leaving_a_stream_or_a_whole_reply_cancels_the_generation(
     with pytest.raises(openai.APITimeoutError):
         _sdk(url, timeout=0.5).responses.create(model="dummy", input="w " * 200)
     _wait_until(lambda: engine.active == 0, timeout=5)
+
+
+class _Failing(Engine):
+    """Fails after its first piece."""
+
+    model_name = "failing"
+
+    async def stream(self, request: PromptRequest) -> AsyncGenerator[EngineEvent, None]:
+        yield TextChunk("first ")
+        raise EngineError("the GPU fell over")
+
+
+def test_a_failure_mid_stream_is_an_error_event() -> None:
+    with serve_engine(_Failing(), api_key=TOKEN) as server:
+        events = list(_sdk(server.url).responses.create(model="failing", input="x", stream=True))
+    assert [e.type for e in events][-2:] == ["response.output_text.delta", "error"]
+    error = events[-1]
+    assert error.message == "the GPU fell over" and error.code == "server_error"  # type: ignore[union-attr]

@@ -82,14 +82,14 @@ class Conversations:
 
         async def answer() -> Answer:
             self.check(engine, conversation)
+
             # As on the prompt route: the rendering in ``prompt``, the conversation kept in
             # ``messages`` (an engine may tokenize a template's rendering differently).
-            rendered = conversation.model_copy
-            job = await state.preparer.run(
-                lambda: prepare(
-                    engine, rendered(update={"prompt": render_request(engine, conversation)})
-                )
-            )
+            def rendered() -> PromptRequest:
+                prompt = render_request(engine, conversation)
+                return conversation.model_copy(update={"prompt": prompt})
+
+            job = await state.preparer.run(lambda: prepare(engine, rendered()))
             if isinstance(reply, StreamForm):
                 send_timeout = state.limits.send_timeout
                 stream = stream_reply(
