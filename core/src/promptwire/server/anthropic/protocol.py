@@ -39,13 +39,13 @@ class MessagesRequest(BaseModel):
     """Checked one by one by ``promptwire.server.anthropic._translate``: text, ``tool_use`` and
     ``tool_result`` blocks."""
     system: Annotated[Text, Field(max_length=MAX_MESSAGE_CHARS)] | list[Any] | None = None
-    stop_sequences: StopSequences | None = None
-    temperature: Temperature | None = None
-    top_p: TopP | None = None
-    top_k: TopK | None = None
     stream: bool | None = None
+    stop_sequences: StopSequences | None = None
     tools: Annotated[list[Any], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: dict[str, Any] | None = None
+    temperature: Temperature | None = None
+    top_k: TopK | None = None
+    top_p: TopP | None = None
     metadata: dict[str, Any] | None = None
     output_config: dict[str, Any] | None = None
     """Its ``format`` (``{"type": "json_schema", "schema": ...}``): structured output, where the
