@@ -47,3 +47,12 @@ def test_the_web_function_serves_the_protocol(modal_app, monkeypatch: pytest.Mon
             server.url, json={"prompt": "p"}, headers={"Authorization": "Bearer modal-secret-token"}
         )
         assert reply.json()["prompt"] == "hello from modal"
+        key = {"x-api-key": "modal-secret-token"}
+        message = httpx.post(
+            server.url + "v1/messages",
+            json={"max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]},
+            headers=key,
+        )
+        assert message.json()["content"] == [{"type": "text", "text": "hello from modal"}]
+        response = httpx.post(server.url + "v1/responses", json={"input": "hi"}, headers=key)
+        assert response.json()["output"][0]["content"][0]["text"] == "hello from modal"

@@ -43,6 +43,8 @@ PUBLIC_MODULES = [
     "promptwire.protocol.stops",
     "promptwire.router",
     "promptwire.server",
+    "promptwire.server.anthropic",
+    "promptwire.server.anthropic.protocol",
     "promptwire.server.console",
     "promptwire.server.observability",
     "promptwire.server.observability.telemetry",

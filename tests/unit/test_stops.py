@@ -41,3 +41,31 @@ def test_any_split_gives_the_same_text_as_whole(cut: int) -> None:
 
 def test_without_stops_everything_passes_through() -> None:
     assert _scan(["a", "b"], []) == (["a", "b"], False)
+
+
+def test_the_scanner_says_which_stop_ended_the_text() -> None:
+    scanner = StopScanner(["zzz", "END", "EN"])
+    assert scanner.matched is None
+    assert scanner.feed("one E") == "one "
+    assert scanner.feed("ND two") == ""
+    assert scanner.stopped and scanner.matched == "EN"  # the earliest, the shortest there
+    other = StopScanner(["yz", "xy"])
+    other.feed("axyz")
+    assert other.matched == "xy"
+
+
+async def test_generate_and_complete_carry_the_stop_sequence() -> None:
+    from collections.abc import AsyncGenerator
+
+    from promptwire.engine import Engine, EngineEvent, TextChunk
+    from promptwire.protocol import PromptRequest
+
+    class Words(Engine):
+        async def stream(self, request: PromptRequest) -> AsyncGenerator[EngineEvent, None]:
+            for word in ("alpha ", "beta ", "gamma"):
+                yield TextChunk(word)
+
+    done = await Words().complete(PromptRequest(prompt="p", stop=["x", "beta"]))
+    assert (done.text, done.finish_reason, done.stop_sequence) == ("alpha ", "stop", "beta")
+    natural = await Words().complete(PromptRequest(prompt="p", stop=["x"]))
+    assert (natural.finish_reason, natural.stop_sequence) == ("stop", None)

@@ -43,6 +43,9 @@ class Finish:
 
     finish_reason: FinishReason
     usage: Usage
+    stop_sequence: str | None = None
+    """The request's stop sequence that ended the text, when one did (finish reason ``stop``);
+    an engine that stops at the request's stop sequences itself may say which here."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ class Completion:
     finish_reason: FinishReason
     usage: Usage
     tool_calls: tuple[ToolCall, ...] = ()
+    stop_sequence: str | None = None
+    """The request's stop sequence that ended the text, if one did (``Finish.stop_sequence``)."""
 
 
 @dataclass(frozen=True)
@@ -311,7 +316,9 @@ class Engine(ABC, Generic[PreparedT]):
                 if text := scanner.feed(event.text):
                     yield replace(event, text=text)
                 if scanner.stopped:
-                    finish = Finish(FinishReason.STOP, self._usage(request, produced))
+                    finish = Finish(
+                        FinishReason.STOP, self._usage(request, produced), scanner.matched
+                    )
                     break
         finally:
             await events.aclose()
@@ -320,8 +327,10 @@ class Engine(ABC, Generic[PreparedT]):
         if finish is None:
             reason = FinishReason.TOOL_CALLS if called else FinishReason.STOP
             finish = Finish(reason, self._usage(request, produced))
-        elif scanner.stopped and finish.finish_reason is not FinishReason.STOP:
-            finish = replace(finish, finish_reason=FinishReason.STOP)
+        elif scanner.stopped and (
+            finish.finish_reason is not FinishReason.STOP or finish.stop_sequence is None
+        ):
+            finish = replace(finish, finish_reason=FinishReason.STOP, stop_sequence=scanner.matched)
         yield finish
 
     def _usage(self, request: PromptRequest, completion_tokens: int) -> Usage:
@@ -342,7 +351,13 @@ class Engine(ABC, Generic[PreparedT]):
             elif isinstance(event, ToolCall):
                 calls.append(event)
             else:
-                return Completion("".join(pieces), event.finish_reason, event.usage, tuple(calls))
+                return Completion(
+                    "".join(pieces),
+                    event.finish_reason,
+                    event.usage,
+                    tuple(calls),
+                    event.stop_sequence,
+                )
         raise EngineError("the engine ended a generation without finishing it")  # pragma: no cover
 
 

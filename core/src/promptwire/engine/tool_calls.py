@@ -239,8 +239,10 @@ async def calls_from_stream(
                 yield TextChunk(text, tokens=0)
             for call in calls:
                 yield call
-            reason = FinishReason.TOOL_CALLS if calls else event.finish_reason
-            yield Finish(reason, event.usage)
+            if calls:
+                yield Finish(FinishReason.TOOL_CALLS, event.usage)
+            else:
+                yield event
 
 
 def read_tool_calls(

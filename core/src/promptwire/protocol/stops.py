@@ -97,8 +97,8 @@ class StopScanner:
                 break
         yield scanner.flush()          # what was held, when no stop sequence came
 
-    ``stopped`` turns True on the ``feed`` that finds a stop sequence; from then on ``feed`` and
-    ``flush`` return "".
+    ``stopped`` turns True on the ``feed`` that finds a stop sequence (``matched`` is then that
+    sequence); from then on ``feed`` and ``flush`` return "".
     """
 
     def __init__(self, stops: Sequence[str] | None) -> None:
@@ -106,7 +106,9 @@ class StopScanner:
         self._automaton = _Automaton(kept) if kept else None  # 32 stops of 256: ~6 ms
         self._state = 0  # its text is exactly the held text
         self._held = ""
+        self._stops = kept
         self.stopped = False
+        self.matched: str | None = None
 
     def feed(self, text: str) -> str:
         """Return the part of ``text`` (plus held text) that is safe to emit now."""
@@ -120,6 +122,10 @@ class StopScanner:
         if earliest >= 0:
             self.stopped = True
             self._held = ""
+            # The earliest stop; of those beginning there, the shortest is the one that ended it.
+            self.matched = min(
+                (s for s in self._stops if buffer.startswith(s, earliest)), key=len, default=None
+            )
             return buffer[:earliest]
         keep = automaton.depth[self._state]  # what may yet become a stop is held back
         self._held = buffer[len(buffer) - keep :] if keep else ""

@@ -2,10 +2,11 @@
 
 ``create_app`` makes the app's ``ServingState`` (the engine wrapped by the observer, the limits,
 the shared slots, the shutdown) and adds each protocol's routes from it: the prompt endpoint
-protocol (``_prompt_routes``: ``POST /``, ``GET /health``), the OpenAI API (``openai._routes``)
-and the console page (``console``: ``GET /console``), plus the auth, the request guard, the error
-handlers and the observer that hold for all of them. Every error is the protocol's JSON error,
-never a stack trace. A client that disconnects cancels its generation.
+protocol (``_prompt_routes``: ``POST /``, ``GET /health``), the OpenAI API (``openai._routes``:
+Completions, Chat Completions; ``openai._responses_routes``: Responses), Anthropic's Messages
+API (``anthropic._routes``) and the console page (``console``: ``GET /console``), plus the auth,
+the request guard, the error handlers and the observer that hold for all of them. Every error is
+the protocol's JSON error, never a stack trace. A client that disconnects cancels its generation.
 
 Everything here is app-level, so it holds wherever the app runs (``promptwire serve`` and Modal):
 request bodies have a deadline, a stream whose client reads nothing is ended, a client that leaves
@@ -145,7 +146,7 @@ def create_app(
     if token:
         open_paths = options.public_paths(HEALTH_PATH) | (SHELL_PATHS if console else frozenset())
         app.add_middleware(BearerAuth, token=token, open_paths=open_paths)
-    # The outermost but the observer and the OpenAI routes' error shape (add_openai_routes).
+    # The outermost but the observer and the protocols' error shapes (_error_shape).
     app.add_middleware(RequestGuard, allowed_hosts=allowed_hosts)
     state = ServingState(
         engine=observe(app, engine, options),  # adds /metrics and the request observer
@@ -171,11 +172,15 @@ def create_app(
     async def _on_validation_error(_: Request, exc: RequestValidationError) -> Response:
         return error_response(422, ErrorType.INVALID_REQUEST, "invalid request")
 
-    # Imported here: the OpenAI routes' package imports the server's parts.
+    # Imported here: the protocols' packages import the server's parts.
+    from promptwire.server.anthropic._routes import add_anthropic_routes
+    from promptwire.server.openai._responses_routes import add_responses_routes
     from promptwire.server.openai._routes import add_openai_routes
 
     generate = add_prompt_routes(app, state)
     add_openai_routes(app, state)
+    add_responses_routes(app, state)
+    add_anthropic_routes(app, state)
     if console:
         add_console_routes(app, state)
     # A request tries the routes in order until one matches: the prompt route, which nearly

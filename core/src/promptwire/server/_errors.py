@@ -1,11 +1,13 @@
 """The protocol's error answers: ``RequestError`` (what a route raises to refuse a request) and
-the JSON error body every non-2xx answer and stream ``error`` event carries."""
+the JSON error body every non-2xx answer and stream ``error`` event carries; ``RouteError``,
+what the other protocols' routes (OpenAI, Anthropic) raise to answer in their own shapes."""
 
 from __future__ import annotations
 
 from collections.abc import (
     Mapping,
 )
+from typing import Self
 
 from sse_starlette import ServerSentEvent
 from starlette.responses import Response
@@ -18,7 +20,7 @@ from promptwire.protocol import (
     ErrorBody,
     ErrorType,
 )
-from promptwire.server.observability._request_context import error_detail
+from promptwire.server.observability._request_context import error_detail, note_error
 
 STATUS_ERROR_TYPES = {
     400: ErrorType.BAD_REQUEST,
@@ -89,3 +91,40 @@ def error_response(
 def error_event(error_type: str, message: str) -> ServerSentEvent:
     body = ErrorBody(error=error_detail(error_type, message))
     return ServerSentEvent(body.model_dump_json(exclude_none=True), event=EVENT_ERROR)
+
+
+_PROTOCOL_ERROR_TYPES = frozenset(ErrorType)
+
+
+class RouteError(RequestError):
+    """A refusal that a route of another protocol (OpenAI's, Anthropic's) answers in that
+    protocol's error shape (its subclass's ``response``): the status, the message, the
+    protocol's own ``code`` (counted, in metrics and the request log, under the prompt
+    protocol's error type when it is one, else under the status's) and ``Retry-After``."""
+
+    def __init__(
+        self, status_code: int, message: str, *, code: str | None = None, **retry: float | None
+    ) -> None:
+        counted = code if code in _PROTOCOL_ERROR_TYPES else None
+        super().__init__(status_code, message, error_type=counted, **retry)  # type: ignore[arg-type]
+        self.code = code
+
+    @classmethod
+    def from_engine(cls, exc: EngineError) -> Self:
+        # OpenAI and Anthropic answer a request the model cannot serve (too long a prompt)
+        # with 400.
+        status = 400 if exc.status_code == 422 else exc.status_code
+        return cls(status, exc.message, code=str(exc.error_type), retry_after=exc.retry_after)
+
+    def response(self) -> Response:
+        """The answer, in the protocol's shape."""
+        raise NotImplementedError
+
+    def note(self) -> tuple[str | None, dict[str, str]]:
+        """Count the error (metrics, the request log) as the prompt route's are; the request's
+        id and the answer's headers."""
+        request_id = note_error(self.error_type)
+        headers = {}
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(self.retry_after)))
+        return request_id, headers

@@ -44,8 +44,8 @@ class RequestGuard:
     - ``HEAD`` is answered as ``GET`` without the body (RFC 9110 9.1);
     - a request with both ``Content-Length`` and ``Transfer-Encoding`` (a request-smuggling
       attempt) is refused and its connection closed (RFC 9112 6.1);
-    - two ``Authorization`` or two ``Host`` headers are refused (servers and proxies disagree on
-      which one counts);
+    - two ``Authorization``, two ``x-api-key`` or two ``Host`` headers are refused (servers and
+      proxies disagree on which one counts);
     - with ``allowed_hosts``, a ``Host`` not in it is refused: a loopback server must not answer
       a page that a foreign DNS name pointed at 127.0.0.1 (DNS rebinding);
     - an unexpected exception is answered with the protocol's JSON 500 and goes no further.
@@ -96,13 +96,15 @@ class RequestGuard:
 
     def _refusal(self, headers: list[tuple[bytes, bytes]]) -> Response | None:
         hosts: list[bytes] = []
-        authorizations = 0
+        authorizations = api_keys = 0
         length = chunked = False
         for name, value in headers:
             if name == b"host":
                 hosts.append(value)
             elif name == b"authorization":
                 authorizations += 1
+            elif name == b"x-api-key":
+                api_keys += 1
             elif name == b"content-length":
                 length = True
             elif name == b"transfer-encoding":
@@ -114,7 +116,11 @@ class RequestGuard:
                 "a request may not carry both Content-Length and Transfer-Encoding",
                 close=True,
             )
-        for header, count in (("Authorization", authorizations), ("Host", len(hosts))):
+        for header, count in (
+            ("Authorization", authorizations),
+            ("x-api-key", api_keys),
+            ("Host", len(hosts)),
+        ):
             if count > 1:
                 return error_response(
                     400, ErrorType.BAD_REQUEST, f"a request may carry one {header} header"
@@ -166,8 +172,9 @@ async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 class BearerAuth:
-    """Pure ASGI middleware: every route but ``open_paths`` (``/health``) needs
-    ``Authorization: Bearer <token>``."""
+    """Pure ASGI middleware: every route but ``open_paths`` (``/health``) needs the token, as
+    ``Authorization: Bearer <token>`` or (as Anthropic's clients send it) ``x-api-key:
+    <token>``, on every route alike; either one right is enough."""
 
     def __init__(
         self, app: ASGIApp, token: str, open_paths: Collection[str] = (HEALTH_PATH,)
@@ -180,11 +187,26 @@ class BearerAuth:
         if scope["type"] != "http" or scope["path"] in self.open_paths:
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"authorization", b"")
-        scheme, _, credentials = given.partition(b" ")
-        # The scheme is case-insensitive (RFC 9110 11.1); the token is compared in constant time.
-        if scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(b" "), self.token):
+        given = api_key = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                given = value
+            elif name == b"x-api-key":
+                api_key = value
+        if given is not None:
+            scheme, _, credentials = given.partition(b" ")
+            # The scheme is case-insensitive (RFC 9110 11.1); the token is compared in constant
+            # time.
+            if scheme.lower() == b"bearer" and hmac.compare_digest(
+                credentials.strip(b" "), self.token
+            ):
+                await self.app(scope, receive, send)
+                return
+        if api_key is not None and hmac.compare_digest(api_key.strip(b" "), self.token):
             await self.app(scope, receive, send)
             return
-        reason = "missing bearer token" if not given else "invalid bearer token"
+        if given is None and api_key is None:
+            reason = "missing bearer token (Authorization: Bearer, or x-api-key)"
+        else:
+            reason = "invalid bearer token" if given is not None else "invalid x-api-key"
         await error_response(401, ErrorType.UNAUTHORIZED, reason)(scope, receive, send)

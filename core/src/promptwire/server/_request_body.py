@@ -184,12 +184,39 @@ def _not_json(constant: str) -> NoReturn:
 DECODER = json.JSONDecoder(parse_int=_parse_int, parse_constant=_not_json)
 
 
+def decode_json(body: bytes) -> Any:
+    """The body's JSON value; ``ValueError`` (or ``RecursionError``) when it is not JSON."""
+    # JSON is UTF-8 (RFC 8259 8.1); a BOM may be ignored (as "utf-8-sig" would, but its
+    # codec is Python code: this is the C decoder's fast path).
+    text = (body[3:] if body.startswith(codecs.BOM_UTF8) else body).decode()
+    return DECODER.decode(text)
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """The body's JSON object; a ``ValueError`` saying what the body is instead."""
+    try:
+        data = decode_json(body)
+    except (ValueError, RecursionError):
+        raise ValueError("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError("the body must be a JSON object")
+    return data
+
+
+def validation_problems(exc: ValidationError) -> tuple[str | None, str]:
+    """The field the first problem is about (None: the body), and what the problems are, as
+    every route says them: ``invalid request: messages.0.role: ...; ...`` (the first ten)."""
+    errors = exc.errors(include_input=False, include_url=False)
+    first = str(errors[0]["loc"][0]) if errors and errors[0]["loc"] else None
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in errors[:10]
+    )
+    return first, f"invalid request: {problems}"
+
+
 def parse_request(body: bytes) -> PromptRequest:
     try:
-        # JSON is UTF-8 (RFC 8259 8.1); a BOM may be ignored (as "utf-8-sig" would, but its
-        # codec is Python code: this is the C decoder's fast path).
-        text = (body[3:] if body.startswith(codecs.BOM_UTF8) else body).decode()
-        data = DECODER.decode(text)
+        data = decode_json(body)
     except (ValueError, RecursionError):
         raise RequestError(422, "the body is not valid JSON") from None
     if not isinstance(data, dict):
@@ -197,8 +224,4 @@ def parse_request(body: bytes) -> PromptRequest:
     try:
         return PromptRequest.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
-            for err in exc.errors(include_input=False, include_url=False)[:10]
-        )
-        raise RequestError(422, f"invalid request: {problems}") from None
+        raise RequestError(422, validation_problems(exc)[1]) from None

@@ -147,6 +147,9 @@ class StreamForm:
     """How a stream's events are written: by default the prompt protocol's ``delta``, ``done``
     and ``error`` events (the OpenAI routes write OpenAI's chunks)."""
 
+    #: The event written every 15 s while the engine says nothing; None: an SSE comment.
+    ping: ServerSentEvent | None = None
+
     def __init__(self, model: str | None = None) -> None:
         self.model = model
         self.calls = 0  # tool calls written so far: the next one's index
@@ -247,9 +250,11 @@ async def stream_reply(
         await events.aclose()
         release()
 
+    ping = form.ping
     return _EventStream(
         sse(),
         ping=15,
+        ping_message_factory=None if ping is None else lambda: ping,
         background=BackgroundTask(cleanup),
         send_timeout=send_timeout,
         # sse-starlette also sees uvicorn stopping, and cuts streams after its own grace

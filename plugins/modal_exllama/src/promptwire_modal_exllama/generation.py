@@ -131,7 +131,11 @@ def _finish_from_result(result: dict[str, Any], stream: RequestStream) -> Finish
         prompt_tokens=int(result.get("prompt_tokens", stream.prompt_tokens)),
         completion_tokens=max(0, int(result.get("new_tokens", 0))),
     )
-    return Finish(reason, usage)
+    said = result.get("eos_triggering_string")  # the request's stop string that ended it
+    stopped_by = (
+        said if result.get("eos_reason") == "stop_string" and isinstance(said, str) else None
+    )
+    return Finish(reason, usage, stopped_by)
 
 
 class GenerationLoop(BatchWorker[RequestStream]):

@@ -5,8 +5,7 @@
                 ``POST /v1/chat/completions``
 ``_translate``  OpenAI's requests as the engine's
 ``_reply``      OpenAI's replies and stream chunks
-``_errors``     ``OpenAIError`` and its answer
-``_reshape``    the middleware that reshapes other layers' errors on ``/v1`` paths
+``_errors``     ``OpenAIError`` and its answer; other layers' errors reshaped as OpenAI's
 """
 
 __all__: list[str] = []

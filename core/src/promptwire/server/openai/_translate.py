@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -22,15 +22,15 @@ from promptwire.protocol import (
     PromptRequest,
 )
 from promptwire.server._request_body import (
-    DECODER,
+    decode_json,
     unless_gone,
+    validation_problems,
 )
 from promptwire.server._shutdown import GracefulShutdown
 from promptwire.server._streaming import Job, prepare
 from promptwire.server.openai._errors import OpenAIError
 from promptwire.server.openai.protocol import (
     ChatCompletionRequest,
-    GenerationRequest,
 )
 
 _ROLES: dict[str, ChatRole] = {
@@ -45,43 +45,45 @@ _ROLES: dict[str, ChatRole] = {
 # -- requests ----------------------------------------------------------------------------------
 
 
-RequestT = TypeVar("RequestT", bound=GenerationRequest)
+class Checked(Protocol):
+    """A request model that says which of its parameters asks for what cannot be served."""
+
+    def unsupported(self) -> tuple[str, str] | None: ...
+
+
+RequestT = TypeVar("RequestT", bound=Checked)
 
 
 def parse_request(model: type[RequestT], body: bytes) -> RequestT:
+    """``body`` as ``model`` (a pydantic model), strictly: OpenAI's 400s for what is not JSON,
+    not an object, not the model, or asks for what cannot be served."""
     try:
         # As on the prompt route: UTF-8 (a BOM ignored), NaN and Infinity are not JSON, an
         # integer too long to convert is an infinity, which every field that takes one refuses.
-        data = DECODER.decode(body.decode("utf-8-sig"))
+        data = decode_json(body)
     except (ValueError, RecursionError):
         raise OpenAIError(400, "the body is not valid JSON", code="invalid_json") from None
     if not isinstance(data, dict):
         raise OpenAIError(400, "the body must be a JSON object", code="invalid_request")
     try:
-        parsed = model.model_validate(data)
+        parsed: RequestT = model.model_validate(data)  # type: ignore[attr-defined]
     except ValidationError as exc:
-        errors = exc.errors(include_input=False, include_url=False)
-        first = errors[0]["loc"] if errors else ()
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in errors[:10]
-        )
-        raise OpenAIError(
-            400,
-            f"invalid request: {problems}",
-            param=str(first[0]) if first else None,
-            code="invalid_request",
-        ) from None
+        param, message = validation_problems(exc)
+        raise OpenAIError(400, message, param=param, code="invalid_request") from None
     if (found := parsed.unsupported()) is not None:
         param, message = found
         raise OpenAIError(400, message, param=param, code="unsupported_parameter")
     return parsed
 
 
-def chat_messages(messages: Sequence[dict[str, Any]]) -> list[ChatMessage]:
-    """OpenAI's messages as the prompt protocol's: text content, tool calls, tool results."""
+def chat_messages(
+    messages: Sequence[dict[str, Any]], where: Sequence[str] | None = None
+) -> list[ChatMessage]:
+    """OpenAI's messages as the prompt protocol's: text content, tool calls, tool results.
+    ``where``: each message's place in the request, for errors (default ``messages.<index>``)."""
     converted = []
     for index, message in enumerate(messages):
-        param = f"messages.{index}"
+        param = where[index] if where is not None else f"messages.{index}"
         said = message.get("role")
         role = _ROLES.get(said) if isinstance(said, str) else None
         if role is None:
@@ -145,22 +147,21 @@ def chat_request(body: ChatCompletionRequest, messages: list[ChatMessage]) -> Pr
     for name in ("tools", "tool_choice", "response_format"):
         if (value := getattr(body, name)) is not None:
             fields[name] = value
+    return conversation_request(fields)
+
+
+def conversation_request(fields: dict[str, Any]) -> PromptRequest:
+    """The prompt protocol's request of ``fields``, or OpenAI's 400 naming the field at fault
+    (``tools``, ``tool_choice``, ``response_format``, ...)."""
     try:
         return PromptRequest.model_validate(fields)
     except ValidationError as exc:
-        errors = exc.errors(include_input=False, include_url=False)
-        first = str(errors[0]["loc"][0]) if errors and errors[0]["loc"] else None
-        if first is None and errors:  # the rules between fields name the field they are about
-            said = errors[0]["msg"]
-            first = next(
-                (n for n in ("tool_choice", "tools", "response_format") if n in said), None
+        param, message = validation_problems(exc)
+        if param is None:  # the rules between fields name the field they are about
+            param = next(
+                (n for n in ("tool_choice", "tools", "response_format") if n in message), None
             )
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in errors[:10]
-        )
-        raise OpenAIError(
-            400, f"invalid request: {problems}", param=first, code="invalid_request"
-        ) from None
+        raise OpenAIError(400, message, param=param, code="invalid_request") from None
 
 
 def _message_text(content: Any, role: str, param: str) -> str:

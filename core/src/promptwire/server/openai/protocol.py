@@ -1,5 +1,6 @@
-"""The OpenAI API as promptwire's server speaks it: the requests of ``/v1/completions`` and
-``/v1/chat/completions``, checked with the prompt protocol's own bounds, and the error body.
+"""The OpenAI API as promptwire's server speaks it: the requests of ``/v1/completions``,
+``/v1/chat/completions`` and ``/v1/responses``, checked with the prompt protocol's own bounds,
+and the error body.
 
 OpenAI-compatible servers (vLLM, SGLang, llama.cpp, TabbyAPI, Ollama) accept keys they do not
 know and ignore them; so does this one. A key OpenAI defines that the engines cannot honour
@@ -17,9 +18,11 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptwire.protocol import (
+    MAX_MESSAGE_CHARS,
     MAX_MESSAGES,
     MAX_STOP_LENGTH,
     MAX_STOP_SEQUENCES,
+    MAX_TOOLS,
     MaxTokens,
     Seed,
     Temperature,
@@ -169,6 +172,86 @@ class ChatCompletionRequest(GenerationRequest):
         return None
 
 
+class ResponseText(BaseModel):
+    """``text``: the output's format (``{"type": "text" | "json_object" | "json_schema", ...}``,
+    checked by ``promptwire.server.openai._responses_translate``)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    format: dict[str, Any] | None = None
+    verbosity: str | None = None
+    """Accepted and ignored: the engines have no verbosity setting."""
+
+
+class ResponsesRequest(BaseModel):
+    """``POST /v1/responses``: a conversation (``input``, ``instructions``) to answer, stateless.
+
+    Unknown keys, and those that change nothing here (``include``, ``reasoning``, ``truncation``,
+    ``user``, ``metadata`` (echoed back), ``parallel_tool_calls``, ``store``: nothing is
+    stored whatever it says), are accepted; those asking for state or for what the engines
+    cannot do are refused with a 400 naming them (``unsupported``)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    model: str | None = None
+    input: (
+        Annotated[Text, Field(max_length=MAX_MESSAGE_CHARS)]
+        | Annotated[list[Any], Field(min_length=1, max_length=MAX_MESSAGES)]
+    )
+    """A user message's text, or the conversation's items (messages, function calls and their
+    outputs), checked one by one by ``promptwire.server.openai._responses_translate``."""
+    instructions: Annotated[Text, Field(max_length=MAX_MESSAGE_CHARS)] | None = None
+    max_output_tokens: MaxTokens | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
+    """Not OpenAI's: honoured as on ``/v1/chat/completions``."""
+    seed: Seed | None = None
+    """Not OpenAI's: honoured as on ``/v1/chat/completions``."""
+    tools: Annotated[list[Any], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+    text: ResponseText | None = None
+    stream: bool | None = None
+    store: bool | None = None
+    metadata: dict[str, Any] | None = None
+
+    # Known to OpenAI and refused unless they ask for nothing (see ``unsupported``).
+    previous_response_id: Any = None
+    conversation: Any = None
+    background: Any = None
+    prompt: Any = None
+    top_logprobs: Any = None
+
+    def generation_params(self) -> dict[str, Any]:
+        """The prompt protocol's parameters this request sets."""
+        params: dict[str, Any] = {}
+        for name in ("temperature", "top_p", "top_k", "seed"):
+            if (value := getattr(self, name)) is not None:
+                params[name] = value
+        if self.max_output_tokens is not None:
+            params["max_tokens"] = self.max_output_tokens
+        return params
+
+    def unsupported(self) -> tuple[str, str] | None:
+        """The first parameter asking for state or what the engines cannot do; None if none."""
+        stateless = (
+            "this server stores no responses and no conversations: send the whole "
+            "conversation in input"
+        )
+        if self.previous_response_id is not None:
+            return "previous_response_id", f"previous_response_id is not supported: {stateless}"
+        if self.conversation is not None:
+            return "conversation", f"conversation is not supported: {stateless}"
+        if self.background not in (None, False):
+            return "background", "background responses are not supported by this server"
+        if self.prompt is not None:
+            return "prompt", "prompt templates are not supported by this server"
+        if self.top_logprobs not in (None, 0):
+            return "top_logprobs", "logprobs are not supported by this server"
+        return None
+
+
 #: OpenAI's error ``type`` for each status a promptwire server answers on the OpenAI routes.
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -212,6 +295,8 @@ __all__ = [
     "GenerationRequest",
     "OpenAIErrorBody",
     "OpenAIErrorDetail",
+    "ResponseText",
+    "ResponsesRequest",
     "StreamOptions",
     "error_type_for",
 ]
