@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import ssl
 import threading
+import weakref
 from collections.abc import AsyncGenerator, Callable, Iterator
 from http.cookiejar import Cookie, CookieJar
 from typing import Any
@@ -160,6 +161,13 @@ class PoolsPerLoop:
     down (``asyncio.run`` and ``loop.shutdown_asyncgens()`` close the async generators a loop
     started, and one of those holds them); the pools of a loop closed without shutting down are
     dropped at the next pools made (their sockets closed as the loop left them).
+
+    When the model object goes away first (one made per request, in a web app), each running
+    loop's pools are closed on that loop, as ``aclose`` would. They are never left to the garbage
+    collector: collecting them in a cycle runs asyncio's transport finalizer, which closes each
+    socket behind its loop's back; the file descriptor numbers were then taken by new
+    connections (any client's, in the same process), and the transports' later close removed
+    those connections' readers from the loop: their replies arrived and were never read.
     """
 
     def __init__(self, make: Callable[[], AsyncPools]) -> None:
@@ -169,6 +177,9 @@ class PoolsPerLoop:
         # Several threads' loops may make pools at once; re-entrant because dropping a closed
         # loop's pools ends their closer, which forgets them.
         self._lock = threading.RLock()
+        # Holds the pools (not this object) until this object is collected, then closes them.
+        closing = weakref.finalize(self, _close_soon, self._by_loop, self._lock)
+        closing.atexit = False  # at exit, the loops have shut down (or are gone) already
 
     def current(self) -> AsyncPools:
         loop = asyncio.get_running_loop()
@@ -179,7 +190,8 @@ class PoolsPerLoop:
             entry = self._by_loop.get(loop)
             if entry is None:
                 self._drop_closed_loops()
-                entry = self._by_loop[loop] = _LoopPools(loop, self._make(), self._forget)
+                forget = weakref.WeakMethod(self._forget)  # no cycle back to this object
+                entry = self._by_loop[loop] = _LoopPools(loop, self._make(), forget)
             self._last = entry
         return entry.pools
 
@@ -212,7 +224,7 @@ class _LoopPools:
         self,
         loop: asyncio.AbstractEventLoop,
         pools: AsyncPools,
-        forget: Callable[[_LoopPools], None],
+        forget: weakref.WeakMethod[Callable[[_LoopPools], None]],
     ) -> None:
         self.loop = loop
         self.pools = pools
@@ -227,15 +239,45 @@ class _LoopPools:
         try:
             yield
         finally:
-            self._forget(self)
+            if (forget := self._forget()) is not None:
+                forget(self)
             if not self.loop.is_closed():
                 await self.pools.aclose()
+
+    def close_soon(self) -> None:
+        """Close the pools on their loop, from any thread (the loop still running)."""
+
+        def close() -> None:
+            task = self.loop.create_task(self._closer.aclose())
+            _CLOSING.add(task)
+            task.add_done_callback(_CLOSING.discard)
+
+        if self.loop.is_closed():
+            self.abandon()
+            return
+        with contextlib.suppress(RuntimeError):  # closed meanwhile: it closed them
+            self.loop.call_soon_threadsafe(close)
 
     def abandon(self) -> None:
         """The loop closed without shutting down: end the closer without awaiting anything (its
         loop cannot run it), so it is not handed to that closed loop when collected."""
         with contextlib.suppress(StopIteration, RuntimeError):
             self._closer.aclose().send(None)
+
+
+#: The closings under way (a task the loop alone refers to may be collected before it ends).
+_CLOSING: set[asyncio.Task[None]] = set()
+
+
+def _close_soon(
+    by_loop: dict[asyncio.AbstractEventLoop, _LoopPools], lock: threading.RLock
+) -> None:
+    """A ``PoolsPerLoop`` was collected: close each loop's pools on that loop."""
+    with lock:
+        entries = list(by_loop.values())
+        by_loop.clear()
+    for entry in entries:
+        entry.close_soon()
 
 
 def make_client(options: ClientOptions, max_connections: int) -> httpx.Client:
