@@ -25,6 +25,7 @@ import ctypes
 import logging
 import math
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,7 +35,7 @@ from typing import Any
 
 from promptwire.errors import ConfigurationError
 
-from promptwire_llamacpp.settings import LlamaCppSettings
+from promptwire_llamacpp.settings import LlamaCppSettings, ThreadWait
 
 logger = logging.getLogger(__name__)
 
@@ -48,18 +49,65 @@ _LOG_LEVELS = {3: logging.WARNING, 4: logging.ERROR}  # ggml.h: GGML_LOG_LEVEL_W
 
 
 def _llama() -> Any:
-    """llama_cpp's C bindings, imported on first use (they load the shared libraries).
-
-    llama.cpp's OpenMP threads spin between operations by default; on a machine whose cores
-    are shared (the server's own threads, other processes) a spinning thread stalls the others:
-    measured here with SmolLM2 on 2 busy cores, 1.5 tokens/s spinning against 46 waiting
-    passively. So they wait passively unless ``OMP_WAIT_POLICY`` says otherwise; it must be
-    set before the OpenMP runtime loads with llama.cpp.
-    """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """llama_cpp's C bindings, imported on first use (they load the shared libraries, and with
+    them the OpenMP runtime, which reads how its threads wait: ``apply_thread_wait`` first)."""
+    if _thread_wait_applied is None and "llama_cpp" not in sys.modules:
+        apply_thread_wait(DEFAULT_THREAD_WAIT)
     import llama_cpp
 
     return llama_cpp
+
+
+#: GOMP_SPINCOUNT of ``thread_wait="auto"``: spins before a waiting thread sleeps. Measured on
+#: SmolLM2 with 2 threads on 2 cores (BENCHMARKS.md, section 11): short enough that a thread
+#: whose partner lost its core to another process soon sleeps, long enough to cover the waits
+#: between operations of a forward pass on an idle machine.
+AUTO_SPIN_COUNT = 30_000
+#: libgomp's own spin count when no wait policy is set (what llama-server runs with).
+LIBGOMP_SPIN_COUNT = 300_000
+DEFAULT_THREAD_WAIT: ThreadWait = "auto"
+_thread_wait_applied: dict[str, str | None] | None = None
+
+
+def thread_wait_environment(wait: ThreadWait) -> dict[str, str | None]:
+    """The OpenMP variables (None: unset) that make llama.cpp's threads wait as ``wait`` says
+    (the ``thread_wait`` setting).
+
+    llama.cpp's OpenMP threads meet at a barrier after each operation of a forward pass (a few
+    hundred a token) and wait for the next pass between them. Spinning there is fastest when
+    every thread has a core; on shared cores a spinning thread burns the time the thread it
+    waits for needs (measured with SmolLM2 on 2 busy cores: 1.5 tokens/s spinning without
+    bound against 46 waiting passively). Sleeping at once costs a kernel wake-up per barrier
+    (a step at one stream: 12.8 ms sleeping, 9.3 ms spinning). ``auto`` spins a bounded
+    while (``AUTO_SPIN_COUNT``), then sleeps.
+    """
+    if wait == "passive" or wait == 0:
+        return {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None}
+    spins = {"spin": LIBGOMP_SPIN_COUNT, "auto": AUTO_SPIN_COUNT}.get(str(wait), wait)
+    return {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": str(spins)}
+
+
+def apply_thread_wait(wait: ThreadWait) -> None:
+    """Set this process's OpenMP variables for ``wait`` before llama.cpp loads (the engine
+    process sets them for itself). Once llama.cpp has loaded, the OpenMP runtime has read them
+    for good: a different ``wait`` then only logs a warning."""
+    global _thread_wait_applied
+    wanted = thread_wait_environment(wait)
+    if "llama_cpp" in sys.modules:
+        if _thread_wait_applied is not None and wanted != _thread_wait_applied:
+            logger.warning(
+                "thread_wait=%s not applied: llama.cpp is already loaded in this process with "
+                "%s (the OpenMP runtime reads it once)",
+                wait,
+                _thread_wait_applied,
+            )
+        return
+    for name, value in wanted.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    _thread_wait_applied = wanted
 
 
 def _init_backend() -> None:
@@ -123,6 +171,7 @@ class LlamaRuntime:
     """One GGUF model, one multi-sequence context, and the helpers around them."""
 
     def __init__(self, settings: LlamaCppSettings) -> None:
+        apply_thread_wait(settings.thread_wait)
         _init_backend()
         llama = _llama()
         self.path = settings.model_path()
