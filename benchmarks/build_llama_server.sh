@@ -54,10 +54,11 @@ flags="${flags//-DLLAMA_BUILD_SERVER=OFF/-DLLAMA_BUILD_SERVER=ON}"
 flags="${flags//-DLLAMA_BUILD_TOOLS=OFF/-DLLAMA_BUILD_TOOLS=ON}"
 
 echo "building llama-server $version from $source_dir with: $flags" >&2
+mkdir -p "$cache"
+echo "$flags" >"$cache/cmake-flags.txt"
 # shellcheck disable=SC2086  # the flags are words
 cmake -S "$source_dir" -B "$cache/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_COMMON=ON $flags \
   -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF >&2
 cmake --build "$cache/build" --target llama-server -j "${JOBS:-2}" >&2
-echo "$flags" >"$cache/cmake-flags.txt"
 echo "$binary"

@@ -26,8 +26,6 @@ pytestmark = REAL_MODEL
 
 pytest.importorskip("promptwire_llamacpp", reason=LLAMACPP_PLUGIN_MISSING)
 
-from promptwire_llamacpp.runtime import AUTO_SPIN_COUNT  # noqa: E402
-
 
 def _spin_counts(env: dict[str, str], tmp_path: Path) -> list[int]:
     """The ``GOMP_SPINCOUNT`` each OpenMP runtime loaded by ``promptwire serve --backend
@@ -65,18 +63,18 @@ def _spin_counts(env: dict[str, str], tmp_path: Path) -> list[int]:
 @pytest.mark.parametrize(
     ("env", "spins"),
     [
-        ({}, AUTO_SPIN_COUNT),
+        ({}, 0),  # auto: passive
         # The setting beats the OpenMP variables found in the environment.
         (
-            {"PROMPTWIRE_LLAMACPP__THREAD_WAIT": "passive", "OMP_WAIT_POLICY": "ACTIVE"},
-            0,
+            {"PROMPTWIRE_LLAMACPP__THREAD_WAIT": "spin", "OMP_WAIT_POLICY": "PASSIVE"},
+            300_000,
         ),
         (
             {"PROMPTWIRE_LLAMACPP__THREAD_WAIT": "7000", "PROMPTWIRE_ENGINE_PROCESS": "false"},
             7000,
         ),
     ],
-    ids=["default (auto)", "passive over ACTIVE", "a spin count in-process"],
+    ids=["default (auto)", "spin over PASSIVE", "a spin count in-process"],
 )
 def test_the_engine_process_openmp_runtime_takes_the_setting(
     env: dict[str, str], spins: int, tmp_path: Path

@@ -16,7 +16,6 @@ from promptwire_llamacpp.grammar import (
     schema_alternatives,
 )
 from promptwire_llamacpp.runtime import (
-    AUTO_SPIN_COUNT,
     LIBGOMP_SPIN_COUNT,
     sequence_cells,
     thread_wait_environment,
@@ -92,7 +91,7 @@ def test_thread_wait_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatc
         ("passive", {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None}),
         (0, {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None}),
         ("spin", {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": str(LIBGOMP_SPIN_COUNT)}),
-        ("auto", {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": str(AUTO_SPIN_COUNT)}),
+        ("auto", {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None}),
         (12345, {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "12345"}),
     ],
 )

@@ -58,11 +58,10 @@ def _llama() -> Any:
     return llama_cpp
 
 
-#: GOMP_SPINCOUNT of ``thread_wait="auto"``: spins before a waiting thread sleeps. Measured on
-#: SmolLM2 with 2 threads on 2 cores (BENCHMARKS.md, section 11): short enough that a thread
-#: whose partner lost its core to another process soon sleeps, long enough to cover the waits
-#: between operations of a forward pass on an idle machine.
-AUTO_SPIN_COUNT = 30_000
+#: ``thread_wait="auto"``: a forward pass of fewer tokens than this runs on one thread. Its
+#: threads wait passively (see ``thread_wait_environment``); a small pass (a few streams) is
+#: then mostly barrier wake-ups, which one thread does without.
+AUTO_SMALL_PASS = 2
 #: libgomp's own spin count when no wait policy is set (what llama-server runs with).
 LIBGOMP_SPIN_COUNT = 300_000
 DEFAULT_THREAD_WAIT: ThreadWait = "auto"
@@ -76,14 +75,14 @@ def thread_wait_environment(wait: ThreadWait) -> dict[str, str | None]:
     llama.cpp's OpenMP threads meet at a barrier after each operation of a forward pass (a few
     hundred a token) and wait for the next pass between them. Spinning there is fastest when
     every thread has a core; on shared cores a spinning thread burns the time the thread it
-    waits for needs (measured with SmolLM2 on 2 busy cores: 1.5 tokens/s spinning without
-    bound against 46 waiting passively). Sleeping at once costs a kernel wake-up per barrier
-    (a step at one stream: 12.8 ms sleeping, 9.3 ms spinning). ``auto`` spins a bounded
-    while (``AUTO_SPIN_COUNT``), then sleeps.
+    waits for needs (measured with SmolLM2 on 2 shared cores beside one busy process: 6.6
+    tokens/s at one stream spinning, 36 sleeping; bounded spins of 3,000 to 100,000 fell as
+    far). Sleeping costs a kernel wake-up per barrier instead. ``auto`` sleeps, and runs small
+    passes on one thread, which has no barrier to wait at (``AUTO_SMALL_PASS``).
     """
-    if wait == "passive" or wait == 0:
+    if wait in ("passive", "auto", 0):
         return {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None}
-    spins = {"spin": LIBGOMP_SPIN_COUNT, "auto": AUTO_SPIN_COUNT}.get(str(wait), wait)
+    spins = LIBGOMP_SPIN_COUNT if wait == "spin" else wait
     return {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": str(spins)}
 
 
@@ -224,6 +223,9 @@ class LlamaRuntime:
         self.weights_bytes = int(llama.llama_model_size(self._model))
         self.model_name = settings.model_name or self.path.stem
         self.threads = threads
+        # thread_wait="auto": small passes on one thread (see AUTO_SMALL_PASS).
+        self._small_pass = AUTO_SMALL_PASS if settings.thread_wait == "auto" else 0
+        self._threads_now = threads
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._ends: dict[int, bool] = {}
         self._sample = ctypes.PYFUNCTYPE(  # keeps the GIL: see the module's docstring
@@ -410,7 +412,12 @@ class LlamaRuntime:
 
     def decode(self, batch: Any) -> int:
         """One forward pass over ``batch``; llama.cpp's status (0: done)."""
-        return int(_llama().llama_decode(self._context, batch))
+        llama = _llama()
+        threads = 1 if batch.n_tokens < self._small_pass else self.threads
+        if threads != self._threads_now:
+            llama.llama_set_n_threads(self._context, threads, threads)
+            self._threads_now = threads
+        return int(llama.llama_decode(self._context, batch))
 
     def forget(self, sequence: int, *, start: int = 0) -> None:
         """Free a sequence's cells of the KV cache from position ``start`` on."""
