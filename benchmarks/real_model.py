@@ -3,8 +3,9 @@ backend, side by side with the program a user would otherwise run on the same mo
 machine: llama.cpp's own server, ``llama-server``, built from the llama.cpp source that
 llama-cpp-python vendors with the CMake flags this workspace builds llama-cpp-python with
 (``benchmarks/build_llama_server.sh``). llama-cpp-python's own OpenAI-compatible server
-(``python -m llama_cpp.server``, ``interrupt_requests`` off) is a second row, on an idle machine
-only (it answers one request at a time: its 16 streams take long).
+(``python -m llama_cpp.server``, ``interrupt_requests`` off, waiting passively) is a second row,
+at 1 and 8 streams on an idle machine only (it answers one request at a time: its 16 streams
+take long).
 
 Every server gets the same chat streams on ``/v1/chat/completions`` (byte-identical request
 bodies: greedy, at most 128 tokens, prompts that ask for long answers, new prompts every
@@ -264,6 +265,12 @@ def llama_server(binary: Path, threads: int, env: dict[str, str] | None = None) 
     return Server(command, env or {}, url, url + "health")
 
 
+#: llama-cpp-python's server: 1 and 8 streams only, waiting passively (it answers one request at
+#: a time: 16 streams take long, and spinning threads beside other processes longer still).
+LLAMA_CPP_PYTHON_CONCURRENCY = (1, 8)
+LLAMA_CPP_PYTHON_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
 def llama_cpp_python_server(threads: int) -> Server:
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
@@ -271,7 +278,7 @@ def llama_cpp_python_server(threads: int) -> Server:
     command += ["--port", str(port), "--n_ctx", str(CONTEXT)]
     command += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
     command += ["--interrupt_requests", "False", "--verbose", "False"]
-    return Server(command, {}, url, url + "v1/models")
+    return Server(command, LLAMA_CPP_PYTHON_ENV, url, url + "v1/models")
 
 
 @contextlib.contextmanager
@@ -351,7 +358,7 @@ def _ratio_samples(
 def main() -> None:
     args = parse_args(__doc__ or "")
     began = time.perf_counter()
-    repetitions = 1 if args.quick else 3
+    repetitions = 1 if args.quick else int(os.environ.get("BENCH_REPETITIONS", "3"))
     threads = _threads()
     binary, how_built = llama_server_binary()
     servers = {PROMPTWIRE: promptwire_server(threads)}
@@ -366,7 +373,8 @@ def main() -> None:
         for name in servers
         for condition, counts in conditions.items()
         for n in counts
-        if not (name == LLAMA_CPP_PYTHON and condition == "busy")
+        if name != LLAMA_CPP_PYTHON
+        or (condition, n) in {("idle", c) for c in LLAMA_CPP_PYTHON_CONCURRENCY}
     }
     in_process: list[float] = []
     asked = dict.fromkeys(servers, 0)
@@ -415,9 +423,10 @@ def main() -> None:
             f"promptwire serve --backend llamacpp ({wait}; the engine in its own process). "
             f"llama-server -np {PARALLEL} -c {CONTEXT * PARALLEL} -t {threads} "
             f"({how_built}; OpenMP's default wait). llama-cpp-python 0.3.36's server (the "
-            "same llama.cpp), interrupt_requests off, OpenMP's default wait, idle machine "
-            "only. In-process: the same engine driven without HTTP on the same prompts, in the "
-            "same repetition. CPU: seconds of the server's process tree per 1,000 tokens. "
+            "same llama.cpp), interrupt_requests off, OMP_WAIT_POLICY=PASSIVE, 1 and 8 streams "
+            "on the idle machine only. In-process: the same engine driven without HTTP on the "
+            "same prompts, in the same repetition. CPU: seconds of the server's process tree "
+            "per 1,000 tokens. "
             f"Load average (1, 5, 15 min): {'; '.join(loads)}."
         ),
     )

@@ -71,14 +71,14 @@ class LlamaCppSettings(BaseSettings, ModalScaling):
     )
     thread_wait: Literal["auto", "passive", "spin"] | Annotated[int, Field(ge=0)] = Field(
         default="auto",
-        description="How llama.cpp's CPU threads wait for each other between operations "
-        "(its OpenMP runtime's OMP_WAIT_POLICY and GOMP_SPINCOUNT, which this setting "
-        "overrides): 'spin' busy-waits up to libgomp's default (300,000 spins, a few ms: "
-        "llama-server's default; fastest on an idle machine, slow beside busy processes), "
-        "'passive' sleeps at once (the kernel wakes it: slower when idle, robust on a shared "
-        "machine), 'auto' spins a short bounded while then sleeps (measured: spin's speed on "
-        "an idle machine, passive's beside a busy process); an integer is a GOMP_SPINCOUNT. "
-        "Read once per process, when llama.cpp loads.",
+        description="How llama.cpp's CPU threads wait for each other between operations (sets "
+        "its OpenMP runtime's OMP_WAIT_POLICY and GOMP_SPINCOUNT in the engine's process, "
+        "overriding them; read once, when llama.cpp loads). 'auto': they sleep at once, and a "
+        "pass of a single token (one stream) runs on one thread, which has no barrier to wait "
+        "at; 'passive': they sleep at once; 'spin': they spin up to libgomp's default of "
+        "300,000 spins first (llama-server's default: fastest while the server has the cores "
+        "to itself, many times slower as soon as another process wants one); an integer: "
+        "that many spins (GOMP_SPINCOUNT). Measured: docs/guides/real-models.md.",
     )
     batch_size: int = Field(
         default=128,
