@@ -20,7 +20,7 @@ of the streams' time to first token; and, at 8 streams, promptwire's HTTP overhe
 same engine driven in-process. Repetitions rotate the servers' order (a Latin square); the
 machine's load average is recorded before and after.
 
-    benchmarks/build_llama_server.sh     # once: builds llama-server (some 20-40 minutes on 2 cores)
+    benchmarks/build_llama_server.sh     # once: builds llama-server (23 minutes on 2 shared cores)
     uv run --group bench python -m benchmarks --only real_model
 """
 
