@@ -175,13 +175,18 @@ def finish(result: BenchResult, started: float, out: Path | None) -> None:
 # -- processes ---------------------------------------------------------------------------------
 
 
+#: How OpenMP threads wait (llama.cpp's): never inherited from this process, where an engine
+#: loaded in-process has set them (each server sets its own, or runs with OpenMP's default).
+OPENMP_WAIT = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This environment without any ``PROMPTWIRE_*`` or LangChain tracing variable, plus
-    ``extra``."""
+    """This environment without any ``PROMPTWIRE_*`` or LangChain tracing variable or the
+    OpenMP wait variables (``OPENMP_WAIT``), plus ``extra``."""
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("PROMPTWIRE_", "LANGCHAIN_", "LANGSMITH_"))
+        if not k.startswith(("PROMPTWIRE_", "LANGCHAIN_", "LANGSMITH_")) and k not in OPENMP_WAIT
     }
     env["PYTHONWARNINGS"] = "ignore"
     env.update(extra or {})
@@ -233,10 +238,16 @@ def server_process(
     env: Mapping[str, str] | None = None,
     verify: Any = True,
     timeout: float = START_TIMEOUT,
+    quiet: bool = False,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``command`` until the block ends, once ``health_url`` answers 200."""
+    """Run ``command`` until the block ends, once ``health_url`` answers 200 (``quiet``: its
+    standard error thrown away too)."""
     process = subprocess.Popen(
-        list(command), env=clean_env(env), cwd=ROOT, stdout=subprocess.DEVNULL
+        list(command),
+        env=clean_env(env),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL if quiet else None,
     )
     try:
         wait_ready(health_url, process, verify=verify, timeout=timeout)

@@ -2,7 +2,7 @@
 llamacpp`` on SmolLM2 with ``PROMPTWIRE_ENGINE_PROCESS=true`` (the default: the engine in a
 supervised child process) and ``=false`` (the engine in the server's process), side by side.
 
-Both servers get the same greedy chat streams as benchmark 11 (at most 64 tokens, new prompts
+Both servers get the same greedy chat streams as benchmark 11 (at most 128 tokens, new prompts
 every round) at 1 and 8 streams at once, repetitions alternating which goes first. Measured:
 aggregate tokens per second, the median time to the first token, and CPU seconds per 1,000
 tokens of the server's whole process tree (with the engine process where there is one).

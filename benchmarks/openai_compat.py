@@ -129,9 +129,7 @@ async def batches(base: str, prompts: list[str], reps: int) -> dict[str, list[fl
     URL across the process, and its kept-alive connections fail in a second loop."""
     wall: dict[str, list[float]] = {name: [] for name in MAKERS}
     names = list(MAKERS)
-    # Warm-up, an untimed batch each, ChatOpenAI's first: its first batch, when it came after
-    # the adapter's, hung in this process with every reply received (the openai SDK 3.57 and
-    # langchain-openai 1.7; on main too; not when ChatOpenAI's first batch came first).
+    # Warm-up, an untimed batch each (imports, the pools' first connections).
     for name in reversed(names):
         await batch_wall(MAKERS[name], base, prompts)
     for rep in range(reps):

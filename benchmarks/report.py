@@ -22,6 +22,7 @@ ORDER = [
     "real_model",
     "router",
     "engine_process",
+    "thread_wait",  # python -m benchmarks.thread_wait --json benchmarks/results/thread_wait.json
 ]
 GPU_COMMAND = "uv run python -m benchmarks.gpu"
 

@@ -41,9 +41,8 @@ MAX_TOKENS = 32
 
 
 def _settings(**fields: Any) -> LlamaCppSettings:
-    return LlamaCppSettings(
-        parallel=PARALLEL, context_size=512, threads=1, temperature=0.0, **fields
-    )
+    fields.setdefault("threads", 1)
+    return LlamaCppSettings(parallel=PARALLEL, context_size=512, temperature=0.0, **fields)
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +113,31 @@ def test_a_greedy_reply_is_the_same_alone_and_among_others(
 
     runs = asyncio.run(together())
     assert [_reply(run) for run in runs] == [alone[question] for question in questions]
+
+
+@pytest.mark.parametrize("wait", ["auto", "passive"])
+def test_a_greedy_reply_is_the_same_on_one_thread_and_on_two(
+    alone: dict[str, tuple[str, int]], wait: str
+) -> None:
+    """``thread_wait="auto"`` runs a single-token pass on one thread and larger ones on all: the
+    number of threads must not move a reply (llama.cpp splits an operation's output between
+    threads, never a sum). Two threads, each question alone and all together, against the
+    replies of one thread."""
+    engine = LlamaCppEngine(_settings(threads=2, thread_wait=wait))
+    engine.load()
+    try:
+
+        async def both() -> tuple[list[EngineRun], list[EngineRun]]:
+            one_by_one = [await _ask(engine, question) for question in QUESTIONS]
+            together = await asyncio.gather(*(_ask(engine, question) for question in QUESTIONS))
+            return one_by_one, list(together)
+
+        one_by_one, together = asyncio.run(both())
+    finally:
+        engine.unload()
+    expected = [alone[question] for question in QUESTIONS]
+    assert [_reply(run) for run in one_by_one] == expected
+    assert [_reply(run) for run in together] == expected
 
 
 def test_the_next_turn_reuses_its_prefix_and_answers_the_same(

