@@ -178,8 +178,7 @@ class PoolsPerLoop:
         # loop's pools ends their closer, which forgets them.
         self._lock = threading.RLock()
         # Holds the pools (not this object) until this object is collected, then closes them.
-        closing = weakref.finalize(self, _close_soon, self._by_loop, self._lock)
-        closing.atexit = False  # at exit, the loops have shut down (or are gone) already
+        weakref.finalize(self, _close_soon, self._by_loop, self._lock)
 
     def current(self) -> AsyncPools:
         loop = asyncio.get_running_loop()
@@ -224,7 +223,7 @@ class _LoopPools:
         self,
         loop: asyncio.AbstractEventLoop,
         pools: AsyncPools,
-        forget: weakref.WeakMethod[Callable[[_LoopPools], None]],
+        forget: Callable[[], Callable[[_LoopPools], None] | None],
     ) -> None:
         self.loop = loop
         self.pools = pools
