@@ -18,8 +18,6 @@ import statistics
 import sys
 import time
 
-import psutil
-
 from benchmarks.common import (
     PROMPTWIRE_CLI,
     BenchResult,
@@ -30,23 +28,10 @@ from benchmarks.common import (
     parse_args,
     server_process,
 )
-from benchmarks.real_model import CONTEXT, MAX_TOKENS, _round, _threads, prompts
+from benchmarks.real_model import CONTEXT, MAX_TOKENS, _round, _threads, cpu_seconds, prompts
 
 CONCURRENCY = (1, 8)
 SEPARATE, IN_PROCESS = "engine process", "engine in-process"
-
-
-def _cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) of ``pid`` and its children so far."""
-    total = 0.0
-    root = psutil.Process(pid)
-    for process in [root, *root.children(recursive=True)]:
-        try:
-            times = process.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
 
 
 def main() -> None:
@@ -99,11 +84,11 @@ def main() -> None:
                 round_number += 1
                 these = prompts(round_number, streams)
                 for name, url in order:
-                    before = _cpu_seconds(pids[name])
+                    before = cpu_seconds(pids[name])
                     wall = time.perf_counter()
                     rate, firsts, count = asyncio.run(_round(url, these))
                     tokens = rate * (time.perf_counter() - wall)
-                    used = _cpu_seconds(pids[name]) - before
+                    used = cpu_seconds(pids[name]) - before
                     tps[name, streams].append(rate)
                     ttft[name, streams].append(statistics.median(firsts))
                     cpu[name, streams].append(1000 * used / max(tokens, 1))
