@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, event, given, settings, strategies as st
+from hypothesis import HealthCheck, event, example, given, settings, strategies as st
 from promptwire.protocol import (
     MAX_BODY_BYTES,
     MAX_STOP_LENGTH,
@@ -221,6 +221,8 @@ def test_arbitrary_bytes_get_a_protocol_answer(http: httpx.Client, raw: bytes) -
     ),
     query=st.dictionaries(st.text(string.ascii_letters, max_size=5), st.text(max_size=10)),
 )
+@example(method="GET", path="/v1/nope", content_type="application/json", query={})
+@example(method="PUT", path="/v1/messages/x", content_type="text/plain", query={})
 def test_any_method_path_and_content_type_get_a_protocol_answer(
     http: httpx.Client, method: str, path: str, content_type: str, query: dict[str, str]
 ) -> None:
@@ -229,7 +231,25 @@ def test_any_method_path_and_content_type_get_a_protocol_answer(
     if method == "HEAD":  # no body to check
         assert response.status_code < 500
         return
+    if path == "/v1" or path.startswith("/v1/"):  # the OpenAI and Anthropic routes' own shapes
+        assert_v1_answer(
+            response, anthropic=path == "/v1/messages" or path.startswith("/v1/messages/")
+        )
+        return
     assert_protocol_answer(response)
+
+
+def assert_v1_answer(response: httpx.Response, *, anthropic: bool) -> None:
+    """Under ``/v1`` errors take OpenAI's shape (Anthropic's under ``/v1/messages``): never a
+    5xx or a redirect, JSON with the error's type and message."""
+    assert response.status_code < 500 and not 300 <= response.status_code < 400
+    if response.status_code < 400:
+        return
+    body = response.json()
+    if anthropic:
+        assert body["type"] == "error" and {"type", "message"} <= set(body["error"]), body
+    else:
+        assert {"message", "type", "param", "code"} <= set(body["error"]), body
 
 
 # -- edge cases, one by one ------------------------------------------------------------------
