@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from promptwire.protocol import (
     PromptRequest,
 )
+from promptwire.protocol._unicode_text import lone_surrogate
 from promptwire.server._deadline import Deadline
 from promptwire.server._errors import RequestError
 from promptwire.server._shutdown import (
@@ -192,10 +193,28 @@ def decode_json(body: bytes) -> Any:
     return DECODER.decode(text)
 
 
+class NotUnicodeError(ValueError):
+    """The body is JSON, but a string in it is not Unicode text: a ``"\\ud800"`` escape that
+    no reply (nor log line) can write back."""
+
+
+def decode_unicode_json(body: bytes) -> Any:
+    """As ``decode_json``, and ``NotUnicodeError`` when a string in it, key or value, holds a
+    lone surrogate: for the /v1 routes, whose replies echo fields of the request (the prompt
+    route ignores the keys it does not know and checks those it does)."""
+    data = decode_json(body)
+    # Strict UTF-8 bytes cannot hold a surrogate: only a \uD800-\uDFFF escape makes one.
+    if (b"\\ud" in body or b"\\uD" in body) and (found := lone_surrogate(data)) is not None:
+        raise NotUnicodeError(f"the body is not valid Unicode text: {found.described()}")
+    return data
+
+
 def json_object(body: bytes) -> dict[str, Any]:
     """The body's JSON object; a ``ValueError`` saying what the body is instead."""
     try:
-        data = decode_json(body)
+        data = decode_unicode_json(body)
+    except NotUnicodeError:
+        raise
     except (ValueError, RecursionError):
         raise ValueError("the body is not valid JSON") from None
     if not isinstance(data, dict):

@@ -42,6 +42,7 @@ from promptwire.errors import (
     status_error_class,
 )
 from promptwire.protocol import PromptResponse, StreamDelta, StreamDone, StreamToolCall
+from promptwire.protocol._unicode_text import lone_surrogate
 
 REQUEST_ID_HEADER = "X-Request-ID"
 
@@ -358,29 +359,14 @@ def whole_reply_as_stream(reply: PromptResponse) -> list[StreamEvent]:
 def _not_unicode(body: Any, exc: UnicodeEncodeError) -> str:
     """Where in ``body`` the text that is not valid Unicode is, said without the text itself
     (a prompt may hold what should not reach a log)."""
-    found = _lone_surrogate(body, "")
-    where = f"{found[0] or 'the body'}, at character {found[1]}," if found else "the body"
-    code = ord(exc.object[exc.start])
+    found = lone_surrogate(body)
+    said = (
+        found.described()
+        if found
+        else (f"the body holds U+{ord(exc.object[exc.start]):04X}, a lone surrogate")
+    )
     return (
-        f"the request cannot be sent: {where} holds U+{code:04X}, a lone surrogate, which is "
+        f"the request cannot be sent: {said}, which is "
         "not valid Unicode text (it has no UTF-8 form); nothing was sent. Decode the text with "
         "errors='replace', or drop the surrogate."
     )
-
-
-def _lone_surrogate(value: Any, path: str) -> tuple[str, int] | None:
-    """The path (``messages[1].content``) and index of the first lone surrogate in ``value``."""
-    if isinstance(value, str):
-        for index, char in enumerate(value):
-            if "\ud800" <= char <= "\udfff":
-                return path, index
-        return None
-    items: Any = ()
-    if isinstance(value, Mapping):
-        items = ((f"{path}.{key}" if path else str(key), item) for key, item in value.items())
-    elif isinstance(value, list | tuple):
-        items = ((f"{path}[{index}]", item) for index, item in enumerate(value))
-    for where, item in items:
-        if found := _lone_surrogate(item, where):
-            return found
-    return None

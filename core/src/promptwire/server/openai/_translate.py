@@ -22,7 +22,8 @@ from promptwire.protocol import (
     PromptRequest,
 )
 from promptwire.server._request_body import (
-    decode_json,
+    NotUnicodeError,
+    decode_unicode_json,
     unless_gone,
     validation_problems,
 )
@@ -60,7 +61,9 @@ def parse_request(model: type[RequestT], body: bytes) -> RequestT:
     try:
         # As on the prompt route: UTF-8 (a BOM ignored), NaN and Infinity are not JSON, an
         # integer too long to convert is an infinity, which every field that takes one refuses.
-        data = decode_json(body)
+        data = decode_unicode_json(body)
+    except NotUnicodeError as exc:
+        raise OpenAIError(400, str(exc), code="invalid_request") from None
     except (ValueError, RecursionError):
         raise OpenAIError(400, "the body is not valid JSON", code="invalid_json") from None
     if not isinstance(data, dict):
