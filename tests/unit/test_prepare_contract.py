@@ -2,17 +2,27 @@
 ``stream`` gets exactly what ``prepare`` returned; what ``prepare`` raises is the reply and
 nothing is generated. (It replaced a ``check`` that handed tokenization to ``stream`` through a
 cache keyed by ``id(request)``.) ``prepare`` runs in a worker thread, unless it is marked
-``@quick_prepare`` and the request is a plain prompt."""
+``@quick_prepare`` and the request is a plain prompt, or a conversation without tools or a JSON
+reply for an engine whose templates are marked too (the plain template's are)."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
 import httpx
-from promptwire import Engine, EngineEvent, PromptRequest, RequestRejected, TextChunk
+from promptwire import (
+    Capabilities,
+    ChatMessage,
+    Engine,
+    EngineEvent,
+    PromptRequest,
+    RequestRejected,
+    TextChunk,
+)
 from promptwire.engine import quick_prepare
+from promptwire.protocol import ToolSpec
 from promptwire.server import create_app
 
 
@@ -104,6 +114,29 @@ class SlowAgainEngine(QuickEngine):
         return super().prepare(request)
 
 
+class TemplatedEngine(QuickEngine):
+    """A quick ``prepare`` but a template of its own, unmarked (as a Jinja one would be)."""
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        return "|".join(message.content for message in messages)
+
+
+class QuickTemplateEngine(TemplatedEngine):
+    @quick_prepare
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        return super().render_chat(messages)
+
+    @quick_prepare
+    def render_chat_with_tools(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]
+    ) -> str:
+        return self.render_chat(messages)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(structured_output=True)
+
+
 async def _threads(engine: ThreadRecordingEngine) -> list[bool]:
     """For a plain prompt, a conversation, and a plain prompt on ``/v1/completions``: whether
     each was prepared on the event loop's thread."""
@@ -129,8 +162,36 @@ def test_which_prepare_is_quick() -> None:
     assert not SlowAgainEngine().prepares_quickly
 
 
-async def test_a_quick_prepare_runs_on_the_loop_for_plain_prompts_only() -> None:
-    assert await _threads(QuickEngine()) == [True, False, True]
+def test_which_template_is_quick() -> None:
+    assert QuickEngine().renders_quickly  # the plain template's
+    assert not TemplatedEngine().renders_quickly
+    assert QuickTemplateEngine().renders_quickly
+
+
+async def test_a_quick_prepare_runs_on_the_loop_for_plain_prompts_and_conversations() -> None:
+    assert await _threads(QuickEngine()) == [True, True, True]
+    assert await _threads(QuickTemplateEngine()) == [True, True, True]
+
+
+async def test_a_template_not_marked_quick_is_rendered_in_a_worker_thread() -> None:
+    assert await _threads(TemplatedEngine()) == [True, False, True]
+
+
+async def test_a_conversation_asking_for_json_is_prepared_in_a_worker_thread() -> None:
+    engine = QuickTemplateEngine()
+    app = create_app(engine)
+    transport = httpx.ASGITransport(app=app)
+    body = {
+        "prompt": "",
+        "messages": [{"role": "user", "content": "a"}],
+        "response_format": {"type": "json_object"},
+    }
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client,
+    ):
+        assert (await client.post("/", json=body)).status_code == 200
+    assert engine.threads and engine.threads[0] != threading.get_ident()
 
 
 async def test_an_unmarked_prepare_runs_in_a_worker_thread() -> None:

@@ -153,10 +153,16 @@ def quick_prepare(prepare: _Prepare) -> _Prepare:
     without ``messages``, hence without tools or a response format): no tokenizer, no grammar,
     no I/O. The server then prepares such requests on the event loop rather than in a worker
     thread, which saves the thread's round trip, the largest part of a small request's server
-    CPU (benchmark 5). Conversations are rendered and prepared in the thread all the same.
+    CPU (benchmark 5).
 
-    The mark is on the method: a subclass that overrides ``prepare`` is prepared in the thread
-    again unless it marks its own. ``Engine.prepare`` (returning the request) is marked.
+    ``render_chat`` and ``render_chat_with_tools`` take the mark too, for a template that is
+    a string's assembly (no Jinja, no tokenizer): when an engine's ``prepare`` and both of them
+    are marked, a conversation without tools or a response format is rendered and prepared on
+    the event loop as well (benchmark 8's conversation routes). ``Engine``'s own three, the
+    plain template's, are marked.
+
+    The mark is on the method: a subclass that overrides one is served in the thread again
+    unless it marks its own.
     """
     setattr(prepare, QUICK_PREPARE_MARK, True)
     return prepare
@@ -207,6 +213,7 @@ class Engine(ABC, Generic[PreparedT]):
         ``Capabilities(structured_output=True)`` (once loaded: it may depend on the model)."""
         return Capabilities()
 
+    @quick_prepare
     def render_chat(self, messages: Sequence[ChatMessage]) -> str:
         """The prompt for a conversation (protocol v1.1 ``messages``), by the model's chat template.
 
@@ -218,6 +225,7 @@ class Engine(ABC, Generic[PreparedT]):
         """
         return render_plain(messages)
 
+    @quick_prepare
     def render_chat_with_tools(
         self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]
     ) -> str:
@@ -252,6 +260,18 @@ class Engine(ABC, Generic[PreparedT]):
         """Whether this engine's ``prepare`` is marked ``@quick_prepare``: the server then
         prepares a plain prompt on the event loop rather than in a worker thread."""
         return getattr(type(self).prepare, QUICK_PREPARE_MARK, False) is True
+
+    @property
+    def renders_quickly(self) -> bool:
+        """Whether this engine's ``render_chat`` and ``render_chat_with_tools`` are both marked
+        ``@quick_prepare`` (the plain template's are): with ``prepares_quickly``, the server then
+        renders and prepares a conversation without tools or a response format on the event
+        loop."""
+        kind = type(self)
+        return all(
+            getattr(method, QUICK_PREPARE_MARK, False) is True
+            for method in (kind.render_chat, kind.render_chat_with_tools)
+        )
 
     def count_prompt_tokens(self, request: PromptRequest) -> int:
         """The prompt's size in tokens, for usage when the engine yields no ``Finish``.

@@ -12,14 +12,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from promptwire.engine import Completion, Engine, EngineError, EngineNotReady, render_request
+from promptwire.engine import Completion, Engine, EngineError, EngineNotReady
 from promptwire.protocol import PromptRequest
 from promptwire.server._answer import CLIENT_GONE, Answer, answer_in_slots
 from promptwire.server._errors import RouteError
 from promptwire.server._request_body import ClientGone, read_body, require_json, unless_gone
 from promptwire.server._slots import RETRY_AFTER_SECONDS
 from promptwire.server._state import ServingState
-from promptwire.server._streaming import StreamForm, prepare, stream_reply
+from promptwire.server._streaming import StreamForm, stream_reply
 
 
 async def _on_route_error(_: Request, exc: Exception) -> Response:
@@ -82,14 +82,7 @@ class Conversations:
 
         async def answer() -> Answer:
             self.check(engine, conversation)
-
-            # As on the prompt route: the rendering in ``prompt``, the conversation kept in
-            # ``messages`` (an engine may tokenize a template's rendering differently).
-            def rendered() -> PromptRequest:
-                prompt = render_request(engine, conversation)
-                return conversation.model_copy(update={"prompt": prompt})
-
-            job = await state.preparer.run(lambda: prepare(engine, rendered()))
+            job = await state.preparer.job(engine, conversation)
             if isinstance(reply, StreamForm):
                 send_timeout = state.limits.send_timeout
                 stream = stream_reply(

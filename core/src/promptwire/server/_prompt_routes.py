@@ -14,17 +14,14 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from promptwire.engine import (
-    Engine,
     EngineNotReady,
     EngineOverloaded,
     check_capabilities,
-    render_request,
 )
 from promptwire.protocol import (
     ErrorBody,
     ErrorType,
     Health,
-    PromptRequest,
     PromptResponse,
 )
 from promptwire.server._answer import Answer, answer_in_slots, read_or_gone
@@ -38,7 +35,7 @@ from promptwire.server._request_body import (
 )
 from promptwire.server._slots import RETRY_AFTER_SECONDS
 from promptwire.server._state import ServingState
-from promptwire.server._streaming import prepare, stream_reply, whole_reply
+from promptwire.server._streaming import stream_reply, whole_reply
 
 
 def add_prompt_routes(app: FastAPI, state: ServingState) -> Any:
@@ -99,12 +96,7 @@ def add_prompt_routes(app: FastAPI, state: ServingState) -> Any:
 
         async def answer() -> Answer:
             check_capabilities(engine, prompt_request)
-            if prompt_request.messages is None and engine.prepares_quickly:
-                job = prepare(engine, prompt_request)  # returns at once: no thread's round trip
-            else:
-                job = await preparer.run(
-                    lambda: prepare(engine, _render_messages(engine, prompt_request))
-                )
+            job = await preparer.job(engine, prompt_request)
             if prompt_request.stream:
                 return Answer(
                     await stream_reply(
@@ -117,11 +109,3 @@ def add_prompt_routes(app: FastAPI, state: ServingState) -> Any:
         return await answer_in_slots(release, answer, RequestError.from_engine)
 
     return generate
-
-
-def _render_messages(engine: Engine[Any], request: PromptRequest) -> PromptRequest:
-    """Protocol v1.1: a request with ``messages`` is served with their rendering as its prompt
-    (v1.2: with its tools, for an engine that takes them)."""
-    if request.messages is None:
-        return request
-    return request.model_copy(update={"prompt": render_request(engine, request)})

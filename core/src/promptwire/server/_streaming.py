@@ -30,6 +30,7 @@ from promptwire.engine import (
     EngineEvent,
     TextChunk as EngineText,
     ToolCall,
+    render_request,
 )
 from promptwire.protocol import (
     EVENT_DELTA,
@@ -92,6 +93,33 @@ class Preparer:
         # In the request's context (its request id, for the engine's log lines).
         context = contextvars.copy_context()
         return await asyncio.get_running_loop().run_in_executor(self._pool, context.run, work)
+
+    async def job(self, engine: Engine[Any], request: PromptRequest) -> Job:
+        """``request`` rendered (its ``messages``, if any: protocol v1.1) and prepared: on the
+        event loop where the engine marks that work quick (``quick_prepare``), which saves a
+        small request the thread's round trip; in a worker thread otherwise."""
+        if _at_once(engine, request):
+            return prepare(engine, rendered(engine, request))
+        return await self.run(lambda: prepare(engine, rendered(engine, request)))
+
+
+def _at_once(engine: Engine[Any], request: PromptRequest) -> bool:
+    """A plain prompt for an engine whose ``prepare`` is quick; a conversation without tools or
+    a JSON reply for one whose template is quick too (no schema to check, no grammar)."""
+    if not engine.prepares_quickly:
+        return False
+    if request.messages is None:
+        return True
+    return engine.renders_quickly and not request.tools and not request.wants_json()
+
+
+def rendered(engine: Engine[Any], request: PromptRequest) -> PromptRequest:
+    """Protocol v1.1: a request with ``messages`` is served with their rendering as its prompt,
+    the conversation kept in ``messages`` (an engine may tokenize a template's rendering
+    differently); v1.2: with its tools, for an engine that takes them."""
+    if request.messages is None:
+        return request
+    return request.model_copy(update={"prompt": render_request(engine, request)})
 
 
 async def whole_reply(

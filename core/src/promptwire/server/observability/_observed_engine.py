@@ -71,6 +71,10 @@ class ObservedEngine(Engine[Any]):
     def prepares_quickly(self) -> bool:
         return self.inner.prepares_quickly
 
+    @property
+    def renders_quickly(self) -> bool:
+        return self.inner.renders_quickly
+
     def count_prompt_tokens(self, request: PromptRequest) -> int:
         return self.inner.count_prompt_tokens(request)
 
