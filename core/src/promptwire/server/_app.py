@@ -183,8 +183,14 @@ def create_app(
     add_anthropic_routes(app, state)
     if console:
         add_console_routes(app, state)
-    # A request tries the routes in order until one matches: the prompt route, which nearly
-    # every request is for, goes before /openapi.json, /metrics and /health (paths are distinct,
-    # so the order changes nothing else).
-    app.router.routes.sort(key=lambda route: getattr(route, "endpoint", None) is not generate)
+    # A request tries the routes in order until one matches (a few microseconds each): the
+    # prompt route, which nearly every request is for, then the other generating routes (POST),
+    # go before /openapi.json, /metrics, /health, /v1/models and the console (paths are
+    # distinct, so the order changes nothing else; benchmark 8).
+    app.router.routes.sort(
+        key=lambda route: (
+            getattr(route, "endpoint", None) is not generate,
+            "POST" not in (getattr(route, "methods", None) or ()),
+        )
+    )
     return app
