@@ -11,6 +11,7 @@ from promptwire_modal_dummy.engine import DummyEngine
 from promptwire_modal_dummy.settings import DummySettings
 
 from tests.support.engines import ObservedEngine
+from tests.support.route_servers import echo, one_slot, tools  # noqa: F401  (the route tests')
 from tests.support.servers import serve_engine
 
 UNIT = Path(__file__).parent / "unit"

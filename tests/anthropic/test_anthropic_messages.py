@@ -7,8 +7,7 @@ cancelled when the client leaves."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import anthropic
@@ -17,12 +16,13 @@ import pytest
 from promptwire.engine import Engine, EngineError, EngineEvent, TextChunk
 from promptwire.protocol import PromptRequest
 from promptwire_modal_dummy.engine import DummyEngine
-from promptwire_modal_dummy.settings import DummySettings
 
 from tests.support.engines import ObservedEngine
 from tests.support.metrics import scrape
 from tests.support.network import LOOPBACK_ONLY
+from tests.support.route_servers import holding_the_slot
 from tests.support.servers import serve_engine
+from tests.support.waiting import wait_until
 
 pytestmark = LOOPBACK_ONLY
 
@@ -41,37 +41,6 @@ WEATHER_TOOL: anthropic.types.ToolParam = {
 
 def _sdk(url: str, **options: Any) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=url, api_key=TOKEN, max_retries=0, **options)
-
-
-@pytest.fixture(scope="module")
-def echo() -> Iterator[tuple[ObservedEngine, str]]:
-    """An echoing dummy engine behind a token, with at most 4 requests in flight."""
-    engine = ObservedEngine(DummySettings(echo=True))
-    with serve_engine(engine, api_key=TOKEN, max_in_flight=4) as server:
-        yield engine, server.url
-
-
-@pytest.fixture(scope="module")
-def tools() -> Iterator[tuple[ObservedEngine, str]]:
-    """The dummy engine in tool mode: it calls tools and writes JSON for schemas."""
-    engine = ObservedEngine(DummySettings(tool_mode=True))
-    with serve_engine(engine, api_key=TOKEN) as server:
-        yield engine, server.url
-
-
-@pytest.fixture(scope="module")
-def one_slot() -> Iterator[tuple[ObservedEngine, str]]:
-    engine = ObservedEngine(DummySettings(echo=True, first_token_delay=0.2, tokens_per_second=20))
-    with serve_engine(engine, api_key=TOKEN, max_in_flight=1) as server:
-        yield engine, server.url
-
-
-def _wait_until(condition: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 def _error(exc: anthropic.APIStatusError) -> dict[str, Any]:
@@ -476,34 +445,28 @@ def test_requests_in_flight_are_counted_with_the_prompt_route(
     one_slot: tuple[ObservedEngine, str],
 ) -> None:
     engine, url = one_slot
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    with httpx.stream(
-        "POST", url, json={"prompt": "w " * 40, "stream": True}, headers=headers
-    ) as native:
-        lines = native.iter_lines()  # kept: a dropped iterator closes the connection
-        next(lines)  # the prompt route's stream holds the one slot
-        with pytest.raises(anthropic.APIStatusError) as caught:
-            _sdk(url).messages.create(model="dummy", max_tokens=5, messages=HELLO)
+    with holding_the_slot(url, TOKEN), pytest.raises(anthropic.APIStatusError) as caught:
+        _sdk(url).messages.create(model="dummy", max_tokens=5, messages=HELLO)
     assert caught.value.status_code == 503
     assert caught.value.response.headers["retry-after"] == "1"
     assert _error(caught.value)["type"] == "overloaded_error"
-    _wait_until(lambda: engine.active == 0)
+    wait_until(lambda: engine.active == 0)
 
 
 def test_leaving_a_stream_or_a_whole_reply_cancels_the_generation(
     one_slot: tuple[ObservedEngine, str],
 ) -> None:
     engine, url = one_slot
-    _wait_until(lambda: engine.active == 0)
+    wait_until(lambda: engine.active == 0)
     long: list[anthropic.types.MessageParam] = [{"role": "user", "content": "w " * 200}]
     stream = _sdk(url).messages.create(model="dummy", max_tokens=500, messages=long, stream=True)
     next(iter(stream))
     assert engine.active == 1
     stream.close()
-    _wait_until(lambda: engine.active == 0, timeout=5)
+    wait_until(lambda: engine.active == 0, timeout=5)
     with pytest.raises(anthropic.APITimeoutError):
         _sdk(url, timeout=0.5).messages.create(model="dummy", max_tokens=500, messages=long)
-    _wait_until(lambda: engine.active == 0, timeout=5)
+    wait_until(lambda: engine.active == 0, timeout=5)
 
 
 def test_requests_are_counted_in_the_metrics(echo: tuple[ObservedEngine, str]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,12 +175,3 @@ class FakeRuntime:
 def fake_engine(runtime: FakeRuntime | None = None, **settings: Any) -> BatchingEngine:
     runtime = runtime or FakeRuntime()
     return BatchingEngine(ExllamaSettings(**settings), lambda _: runtime)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Poll ``condition`` (generous timeout: the tests run on loaded 2-core machines)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)

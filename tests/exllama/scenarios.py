@@ -31,10 +31,10 @@ from promptwire_modal_exllama.generation import DynamicGenerator, EncodedPrompt
 from promptwire_modal_exllama.runtime import ExllamaRuntime, create_engine
 from promptwire_modal_exllama.settings import ExllamaSettings
 
-from tests.exllama.fakes import wait_until
 from tests.exllama.tiny_model import BOS_ID, MAX_POSITIONS
 from tests.support.network import LOOPBACK_ONLY
 from tests.support.servers import serve_engine
+from tests.support.waiting import wait_until
 
 
 class RecordingGenerator:

@@ -13,7 +13,8 @@ from promptwire.engine import EngineError, EngineNotReady, Finish, RequestReject
 from promptwire.protocol import FinishReason, PromptRequest
 from promptwire_modal_exllama.engine import BatchingEngine
 
-from tests.exllama.fakes import DEFAULT_REPLY, FakeRuntime, fake_engine, wait_until
+from tests.exllama.fakes import DEFAULT_REPLY, FakeRuntime, fake_engine
+from tests.support.waiting import wait_until
 
 WHOLE_REPLY = "".join(" " + word for word in DEFAULT_REPLY)
 

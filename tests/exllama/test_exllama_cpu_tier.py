@@ -31,7 +31,6 @@ from promptwire_modal_exllama.runtime import ExllamaRuntime, create_engine
 from promptwire_modal_exllama.settings import ExllamaSettings
 
 from tests.exllama.cpu_standin import KernelLimitError, Platform, StandIn, cpu_tier
-from tests.exllama.fakes import wait_until
 from tests.exllama.scenarios import (
     ConformanceScenarios,
     EngineScenarios,
@@ -41,6 +40,7 @@ from tests.exllama.scenarios import (
 )
 from tests.exllama.tiny_model import BOS_ID, build_tiny_model
 from tests.support.metrics import scrape
+from tests.support.waiting import wait_until
 
 #: A Turing GPU (Modal's T4): flash-attn 2 has no kernels for it, installed or not.
 T4 = Platform(capabilities=((7, 5),), flash_attn="2.8.3")

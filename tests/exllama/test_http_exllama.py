@@ -17,8 +17,9 @@ from promptwire import PromptwireLLM
 from promptwire.errors import ServerError, StreamError
 from promptwire_modal_exllama.engine import BatchingEngine
 
-from tests.exllama.fakes import DEFAULT_REPLY, FakeRuntime, fake_engine, wait_until
+from tests.exllama.fakes import DEFAULT_REPLY, FakeRuntime, fake_engine
 from tests.support.servers import serve_engine
+from tests.support.waiting import wait_until
 
 WHOLE_REPLY = "".join(" " + word for word in DEFAULT_REPLY)
 

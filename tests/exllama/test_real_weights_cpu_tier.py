@@ -40,9 +40,9 @@ from promptwire_modal_exllama.settings import ExllamaSettings
 
 from tests.exllama import gguf_model
 from tests.exllama.cpu_standin import Platform, cpu_tier
-from tests.exllama.fakes import wait_until
 from tests.exllama.real_llama import RealLlama
 from tests.exllama.scenarios import Served, serve_tiny_model
+from tests.support.waiting import wait_until
 
 #: Questions SmolLM2-135M-Instruct answers right with greedy decoding (with its default system
 #: prompt, which its chat template adds), and the word its answer must hold.

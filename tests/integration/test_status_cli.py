@@ -13,10 +13,11 @@ from promptwire.engine import Engine
 from promptwire.protocol import PROTOCOL_VERSION
 from promptwire.server import create_app
 
-from tests.exllama.fakes import FakeRuntime, fake_engine, wait_until
+from tests.exllama.fakes import FakeRuntime, fake_engine
 from tests.support.cli_server import promptwire_serve
 from tests.support.installed_plugin import run_cli
 from tests.support.servers import refused_url, serve_asgi
+from tests.support.waiting import wait_until
 
 TOKEN = "status-token-51"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

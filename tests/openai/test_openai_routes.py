@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
@@ -16,13 +15,14 @@ import pytest
 from promptwire.engine import Engine, EngineError, EngineEvent, Finish, TextChunk
 from promptwire.protocol import ChatMessage, FinishReason, PromptRequest, Usage
 from promptwire_modal_dummy.engine import DummyEngine
-from promptwire_modal_dummy.settings import DummySettings
 from promptwire_reverse.engine import MAX_PROMPT_WORDS, ReverseEngine
 from promptwire_reverse.settings import ReverseSettings
 
 from tests.support.engines import ObservedEngine
 from tests.support.network import LOOPBACK_ONLY
+from tests.support.route_servers import holding_the_slot
 from tests.support.servers import serve_engine
+from tests.support.waiting import wait_until
 
 pytestmark = LOOPBACK_ONLY
 
@@ -36,21 +36,6 @@ def _sdk(url: str, **options: Any) -> openai.OpenAI:
 
 def _async_sdk(url: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=url + "v1", api_key=TOKEN, max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def echo() -> Iterator[tuple[ObservedEngine, str]]:
-    """An echoing dummy engine behind a token, with at most 4 requests in flight."""
-    engine = ObservedEngine(DummySettings(echo=True))
-    with serve_engine(engine, api_key=TOKEN, max_in_flight=4) as server:
-        yield engine, server.url
-
-
-@pytest.fixture(scope="module")
-def one_slot() -> Iterator[tuple[ObservedEngine, str]]:
-    engine = ObservedEngine(DummySettings(echo=True, first_token_delay=0.2, tokens_per_second=20))
-    with serve_engine(engine, api_key=TOKEN, max_in_flight=1) as server:
-        yield engine, server.url
 
 
 @pytest.fixture(scope="module")
@@ -373,17 +358,12 @@ def test_requests_in_flight_are_counted_with_the_prompt_route(
 ) -> None:
     engine, url = one_slot
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    with httpx.stream(
-        "POST", url, json={"prompt": "w " * 40, "stream": True}, headers=headers
-    ) as native:
-        lines = native.iter_lines()  # kept: a dropped iterator closes the connection
-        next(lines)  # the prompt route's stream holds the one slot
-        with pytest.raises(openai.InternalServerError) as caught:
-            _sdk(url).chat.completions.create(model="dummy", messages=HELLO)
+    with holding_the_slot(url, TOKEN), pytest.raises(openai.InternalServerError) as caught:
+        _sdk(url).chat.completions.create(model="dummy", messages=HELLO)
     assert caught.value.status_code == 503
     assert caught.value.response.headers["retry-after"] == "1"
     assert _openai_error(caught.value)["code"] == "overloaded"
-    _wait_until(lambda: engine.active == 0)
+    wait_until(lambda: engine.active == 0)
     # And the other way round; the slot is given back after each.
     stream = _sdk(url).chat.completions.create(
         model="dummy", messages=[{"role": "user", "content": "w " * 40}], stream=True
@@ -391,7 +371,7 @@ def test_requests_in_flight_are_counted_with_the_prompt_route(
     next(iter(stream))
     assert httpx.post(url, json={"prompt": "p"}, headers=headers).status_code == 503
     stream.close()
-    _wait_until(lambda: engine.active == 0)
+    wait_until(lambda: engine.active == 0)
     done = _sdk(url, timeout=30).chat.completions.create(model="dummy", messages=HELLO)
     assert done.choices[0].finish_reason == "stop"
 
@@ -400,17 +380,17 @@ def test_leaving_a_stream_or_a_whole_reply_cancels_the_generation(
     one_slot: tuple[ObservedEngine, str],
 ) -> None:
     engine, url = one_slot
-    _wait_until(lambda: engine.active == 0)
+    wait_until(lambda: engine.active == 0)
     stream = _sdk(url).chat.completions.create(
         model="dummy", messages=[{"role": "user", "content": "w " * 200}], stream=True
     )
     next(iter(stream))
     assert engine.active == 1
     stream.close()
-    _wait_until(lambda: engine.active == 0, timeout=5)
+    wait_until(lambda: engine.active == 0, timeout=5)
     with pytest.raises(openai.APITimeoutError):
         _sdk(url, timeout=0.5).completions.create(model="dummy", prompt="w " * 200)
-    _wait_until(lambda: engine.active == 0, timeout=5)
+    wait_until(lambda: engine.active == 0, timeout=5)
 
 
 class _Failing(Engine):
@@ -476,11 +456,3 @@ def test_concurrent_sync_calls_from_threads(echo: tuple[ObservedEngine, str]) ->
     for thread in threads:
         thread.join(timeout=30)
     assert sorted(answers) == [f"t {i}" for i in range(4)]
-
-
-def _wait_until(condition: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)

@@ -7,8 +7,7 @@ leaves."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -16,12 +15,13 @@ import openai
 import pytest
 from promptwire.engine import Engine, EngineError, EngineEvent, TextChunk
 from promptwire.protocol import PromptRequest
-from promptwire_modal_dummy.settings import DummySettings
 from pydantic import BaseModel
 
 from tests.support.engines import ObservedEngine
 from tests.support.network import LOOPBACK_ONLY
+from tests.support.route_servers import holding_the_slot
 from tests.support.servers import serve_engine
+from tests.support.waiting import wait_until
 
 pytestmark = LOOPBACK_ONLY
 
@@ -42,35 +42,6 @@ WEATHER_TOOL: Any = {
 
 def _sdk(url: str, **options: Any) -> openai.OpenAI:
     return openai.OpenAI(base_url=url + "v1", api_key=TOKEN, max_retries=0, **options)
-
-
-@pytest.fixture(scope="module")
-def echo() -> Iterator[tuple[ObservedEngine, str]]:
-    engine = ObservedEngine(DummySettings(echo=True))
-    with serve_engine(engine, api_key=TOKEN, max_in_flight=4) as server:
-        yield engine, server.url
-
-
-@pytest.fixture(scope="module")
-def tools() -> Iterator[tuple[ObservedEngine, str]]:
-    engine = ObservedEngine(DummySettings(tool_mode=True))
-    with serve_engine(engine, api_key=TOKEN) as server:
-        yield engine, server.url
-
-
-@pytest.fixture(scope="module")
-def one_slot() -> Iterator[tuple[ObservedEngine, str]]:
-    engine = ObservedEngine(DummySettings(echo=True, first_token_delay=0.2, tokens_per_second=20))
-    with serve_engine(engine, api_key=TOKEN, max_in_flight=1) as server:
-        yield engine, server.url
-
-
-def _wait_until(condition: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 def _error(exc: openai.APIStatusError) -> dict[str, Any]:
@@ -323,31 +294,25 @@ def test_requests_in_flight_are_counted_with_the_prompt_route(
     one_slot: tuple[ObservedEngine, str],
 ) -> None:
     engine, url = one_slot
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    with httpx.stream(
-        "POST", url, json={"prompt": "w " * 40, "stream": True}, headers=headers
-    ) as native:
-        lines = native.iter_lines()
-        next(lines)
-        with pytest.raises(openai.InternalServerError) as caught:
-            _sdk(url).responses.create(model="dummy", input="x")
+    with holding_the_slot(url, TOKEN), pytest.raises(openai.InternalServerError) as caught:
+        _sdk(url).responses.create(model="dummy", input="x")
     assert caught.value.status_code == 503 and _error(caught.value)["code"] == "overloaded"
-    _wait_until(lambda: engine.active == 0)
+    wait_until(lambda: engine.active == 0)
 
 
 def test_leaving_a_stream_or_a_whole_reply_cancels_the_generation(
     one_slot: tuple[ObservedEngine, str],
 ) -> None:
     engine, url = one_slot
-    _wait_until(lambda: engine.active == 0)
+    wait_until(lambda: engine.active == 0)
     stream = _sdk(url).responses.create(model="dummy", input="w " * 200, stream=True)
     next(iter(stream))
     assert engine.active == 1
     stream.close()
-    _wait_until(lambda: engine.active == 0, timeout=5)
+    wait_until(lambda: engine.active == 0, timeout=5)
     with pytest.raises(openai.APITimeoutError):
         _sdk(url, timeout=0.5).responses.create(model="dummy", input="w " * 200)
-    _wait_until(lambda: engine.active == 0, timeout=5)
+    wait_until(lambda: engine.active == 0, timeout=5)
 
 
 class _Failing(Engine):
