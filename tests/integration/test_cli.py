@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tests.support.installed_plugin import run_cli
+from tests.support.network import free_port
 from tests.support.servers import refused_url, serve_asgi
 
 
@@ -93,14 +94,6 @@ def test_invoke_escapes_control_sequences_in_error_text() -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 WITHOUT_HTTPTOOLS = "import sys; sys.modules['httptools'] = None; "
 """A prelude for ``_serve``: the interpreter then finds no httptools, as on PyPy."""
 
@@ -134,12 +127,15 @@ def _wait_for_health(process: subprocess.Popen[str], url: str) -> None:
                 return
         except httpx.TransportError:
             pass
-        assert process.poll() is None and time.monotonic() < deadline, "server did not start"
+        if process.poll() is not None:
+            _, stderr = process.communicate(timeout=30)
+            raise AssertionError(f"server exited with {process.returncode}: {stderr[-3000:]}")
+        assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.1)
 
 
 def test_serve_hosts_the_app_with_env_settings() -> None:
-    port = _free_port()
+    port = free_port()
     env = {"PROMPTWIRE_MODAL_DUMMY__REPLY": "served by the CLI", "PROMPTWIRE_API_KEY": "tok-55"}
     process = _serve(port, env)
     url = f"http://127.0.0.1:{port}/"
@@ -156,7 +152,7 @@ def test_serve_hosts_the_app_with_env_settings() -> None:
 
 
 def test_serve_falls_back_to_h11_without_httptools() -> None:
-    port = _free_port()
+    port = free_port()
     process = _serve(port, {}, prelude=WITHOUT_HTTPTOOLS)
     try:
         _wait_for_health(process, f"http://127.0.0.1:{port}/")
@@ -167,7 +163,7 @@ def test_serve_falls_back_to_h11_without_httptools() -> None:
 
 
 def test_serve_refuses_a_parser_that_is_not_installed_before_loading_anything() -> None:
-    process = _serve(_free_port(), {"PROMPTWIRE_HTTP": "httptools"}, prelude=WITHOUT_HTTPTOOLS)
+    process = _serve(free_port(), {"PROMPTWIRE_HTTP": "httptools"}, prelude=WITHOUT_HTTPTOOLS)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 1
     assert "httptools is not installed" in " ".join(stderr.split())
@@ -175,6 +171,6 @@ def test_serve_refuses_a_parser_that_is_not_installed_before_loading_anything() 
 
 
 def test_serve_refuses_an_unknown_parser() -> None:
-    process = _serve(_free_port(), {"PROMPTWIRE_HTTP": "hyper"})
+    process = _serve(free_port(), {"PROMPTWIRE_HTTP": "hyper"})
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 1 and "http" in stderr and "Traceback" not in stderr

@@ -31,8 +31,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from promptwire import ChatPromptwire, PromptwireLLM
 from promptwire.errors import AuthenticationError, InvalidRequestError
 
-from tests.support.cli_server import free_port
-from tests.support.network import LOOPBACK_ONLY
+from tests.support.network import LOOPBACK_ONLY, free_port
 
 HERE = Path(__file__).resolve().parent
 MODEL = "tiny-llama"

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.cli_server import free_port
+from tests.support.network import free_port
 from tests.support.optional import LLAMACPP_PLUGIN_MISSING
 from tests.support.real_model import REAL_MODEL, SERVE_ENVIRONMENT
 

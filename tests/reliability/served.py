@@ -4,7 +4,6 @@ and its own output to search for secrets."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,13 +16,9 @@ from pathlib import Path
 import httpx
 import psutil  # type: ignore[import-untyped]
 
+from tests.support.network import free_port
+
 STARTUP_TIMEOUT = 90.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def child_env(extra: dict[str, str] | None = None, site_dir: Path | None = None) -> dict[str, str]:

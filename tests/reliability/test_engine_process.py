@@ -29,7 +29,7 @@ from promptwire.engine.process import ProcessEngine, RestartPolicy
 from promptwire.server import BackgroundServer
 from promptwire_modal_dummy.settings import DummySettings
 
-from tests.support.cli_server import free_port
+from tests.support.network import free_port
 from tests.support.process_engines import HazardEngine, HazardSettings, create_hazard_engine
 from tests.support.servers import serve_engine
 
