@@ -82,7 +82,11 @@ class LlamaCppEngine(WorkerEngine[LlamaRuntime, Scheduler, PreparedRequest]):
                 self._template = _chat_template(runtime)
                 found = detect_tool_format(self._template.text) if self._template else None
                 self._tool_format = found or JSON_TOOLS
-                scheduler = Scheduler(runtime, max_waiting=self.settings.max_waiting)
+                scheduler = Scheduler(
+                    runtime,
+                    max_waiting=self.settings.max_waiting,
+                    shared_prefix_min=self.settings.shared_prefix_min,
+                )
                 scheduler.start()
             except BaseException:
                 runtime.close()
@@ -135,6 +139,12 @@ class LlamaCppEngine(WorkerEngine[LlamaRuntime, Scheduler, PreparedRequest]):
                 "prefix_cache_tokens",
                 scheduler.reused_tokens,
                 "Prompt tokens found in a sequence's cache, not computed (prefix-cache hits).",
+                kind="counter",
+            ),
+            EngineMetric(
+                "prefix_cache_copies",
+                scheduler.copied_prefixes,
+                "Requests started from a copy of another sequence's cache (a shared prefix).",
                 kind="counter",
             ),
             EngineMetric("model_weights_bytes", runtime.weights_bytes, "Bytes of the weights."),

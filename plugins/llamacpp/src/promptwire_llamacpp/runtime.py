@@ -419,6 +419,14 @@ class LlamaRuntime:
             self._threads_now = threads
         return int(llama.llama_decode(self._context, batch))
 
+    def copy_cache(self, source: int, target: int) -> None:
+        """Give ``target`` the cells ``source`` holds, in place of its own. With a cache per
+        sequence llama.cpp copies ``source``'s whole cache, at the next ``decode`` (before its
+        pass); with one unified cache the cells are shared, nothing is copied."""
+        llama = _llama()
+        llama.llama_memory_seq_rm(self._memory, target, -1, -1)
+        llama.llama_memory_seq_cp(self._memory, source, target, -1, -1)
+
     def forget(self, sequence: int, *, start: int = 0) -> None:
         """Free a sequence's cells of the KV cache from position ``start`` on."""
         _llama().llama_memory_seq_rm(self._memory, sequence, start if start > 0 else -1, -1)

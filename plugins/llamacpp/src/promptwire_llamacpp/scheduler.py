@@ -9,7 +9,11 @@ sequence, its limit, or its cancellation, which frees its cache cells at once.
 
 A sequence that ends keeps its prompt in the cache, and a new request takes the free sequence
 whose cached prompt shares the longest beginning with its own (as llama-server's slots do): a
-conversation's next turn, or the same system prompt again, is not computed twice.
+conversation's next turn, or the same system prompt again, is not computed twice. When a
+sequence still generating shares a longer beginning (by ``shared_prefix_min`` tokens or more),
+the new request's sequence starts from a copy of that one's cache instead, and a request that
+arrives while such a beginning is still being computed waits the few steps until it is cached:
+many users of one system prompt at once compute it once.
 
 Pieces go back to each request's event loop through ``call_soon_threadsafe``; token bytes are
 decoded with an incremental UTF-8 decoder, so a character split across tokens is never split
@@ -87,7 +91,9 @@ class SchedulerStats:
 class Scheduler(BatchWorker[Job]):
     """The thread that owns the llama.cpp context and runs every request in one batch."""
 
-    def __init__(self, runtime: LlamaRuntime, *, max_waiting: int) -> None:
+    def __init__(
+        self, runtime: LlamaRuntime, *, max_waiting: int, shared_prefix_min: int = 0
+    ) -> None:
         super().__init__(name="promptwire-llamacpp")
         self._runtime = runtime
         self._max_waiting = max_waiting
@@ -101,6 +107,9 @@ class Scheduler(BatchWorker[Job]):
         self.steps = 0
         self.reused_tokens = 0
         """Prompt tokens found in the cache instead of computed."""
+        self._shared_prefix_min = shared_prefix_min
+        self.copied_prefixes = 0
+        """Sequences started from a copy of a generating sequence's cache."""
 
     def _admit_locked(self, job: Job) -> None:
         # Free sequences take queued jobs at the next step (a length read from any thread).
@@ -141,8 +150,12 @@ class Scheduler(BatchWorker[Job]):
         return self._take_all()
 
     def _admit(self) -> None:
+        deferred: list[Job] = []
         while self._waiting and self._free:
             job = self._waiting.popleft()
+            if self._worth_waiting(job.tokens):
+                deferred.append(job)  # keeps its place in line
+                continue
             try:
                 sampler = self._runtime.new_sampler(job.sampler)
             except ValueError as exc:
@@ -153,23 +166,57 @@ class Scheduler(BatchWorker[Job]):
             self._active[job] = _Sequence(job, seq_id, sampler, fed=reused)
             self.reused_tokens += reused
             self._release_queue_place()
+        self._waiting.extendleft(reversed(deferred))
+
+    def _worth_waiting(self, tokens: list[int]) -> bool:
+        """Whether a sequence still feeding its prompt will, within a few steps, hold
+        ``shared_prefix_min`` more of ``tokens``' beginning than any sequence holds now: the
+        request then waits to copy it rather than compute it alongside."""
+        if not self._shared_prefix_min:
+            return False
+        limit = len(tokens) - 1  # one token is always fed again
+        now = max((_common_prefix(cached, tokens) for cached in self._free.values()), default=0)
+        later = 0
+        for sequence in self._active.values():
+            whole = min(_common_prefix(sequence.job.tokens, tokens), limit)
+            now = max(now, min(whole, sequence.fed))
+            later = max(later, whole)
+        return later - min(now, limit) >= self._shared_prefix_min
 
     def _take_sequence(self, tokens: list[int]) -> tuple[int, int]:
         """The free sequence whose cached prompt begins like ``tokens`` for longest, and how
         many tokens of it stay; the rest of its cells are dropped. At least one token is always
-        fed again, for the logits of the first reply token."""
+        fed again, for the logits of the first reply token. A generating sequence sharing a
+        longer beginning by ``shared_prefix_min`` tokens lends a copy of its cache instead."""
         # With no prompt in common, an empty sequence first: cached prompts stay for later. Ties
         # go to the lowest id: llama.cpp runs consecutive ids in one pass (see ``_step``).
-        best = min(self._free, key=lambda seq_id: (len(self._free[seq_id]), seq_id))
-        shared = 0
+        emptiest = min(self._free, key=lambda seq_id: (len(self._free[seq_id]), seq_id))
+        best, shared = emptiest, 0
         for seq_id in sorted(self._free):
             common = _common_prefix(self._free[seq_id], tokens)
             if common > shared:
                 best, shared = seq_id, common
+        donor, lent = self._donor(tokens)
+        if donor is not None and lent >= shared + self._shared_prefix_min:
+            best, shared = emptiest, lent
+            self._runtime.copy_cache(donor, best)
+            self.copied_prefixes += 1
         del self._free[best]
         shared = min(shared, len(tokens) - 1)
         self._runtime.forget(best, start=shared)
         return best, shared
+
+    def _donor(self, tokens: list[int]) -> tuple[int | None, int]:
+        """The generating sequence whose prompt in the cache begins like ``tokens`` for
+        longest, and for how many tokens (its reply's cells come after its prompt's)."""
+        if not self._shared_prefix_min:
+            return None, 0
+        donor, lent = None, 0
+        for sequence in self._active.values():
+            common = _common_prefix(sequence.job.tokens[: sequence.fed], tokens)
+            if common > lent:
+                donor, lent = sequence.seq_id, common
+        return donor, lent
 
     def _release_queue_place(self) -> None:
         with self._cond:

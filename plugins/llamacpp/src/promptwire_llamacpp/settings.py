@@ -95,6 +95,17 @@ class LlamaCppSettings(BaseSettings, ModalScaling):
         "(llama-server's default): a greedy reply is then the same token for token alone and "
         "among other requests; on, the rounding depends on where a sequence's cells lie.",
     )
+    shared_prefix_min: int = Field(
+        default=32,
+        ge=0,
+        le=1 << 20,
+        description="A new request whose prompt begins like a sequence still generating, for "
+        "at least this many more tokens than any free sequence's cached prompt, starts from a "
+        "copy of that sequence's cache instead of computing those tokens (the same system "
+        "prompt for many users at once). A copy moves the sequence's whole cache (a few "
+        "milliseconds for a small model's 2,048 tokens), so a short prefix is computed "
+        "instead. 0: never copy.",
+    )
     gpu_layers: int = Field(
         default=0,
         ge=-1,
