@@ -27,6 +27,7 @@ from tests.support.waiting import wait_until
 pytestmark = LOOPBACK_ONLY
 
 TOKEN = "anthropic-routes-token-3f8b"
+JSON = {"content-type": "application/json"}
 HELLO: list[anthropic.types.MessageParam] = [{"role": "user", "content": "Identify yourself!"}]
 WEATHER_TOOL: anthropic.types.ToolParam = {
     "name": "get_weather",
@@ -422,7 +423,7 @@ def test_auth_takes_x_api_key_or_bearer_and_other_layers_errors_are_reshaped(
     assert httpx.post(url, json=body, headers=two).status_code == 400
     key = {"x-api-key": TOKEN}
     checks = [
-        (httpx.post(url + "/count_tokens", json=body, headers=key), 404, "not_found_error"),
+        (httpx.post(url + "/batches", json=body, headers=key), 404, "not_found_error"),
         (httpx.get(url, headers=key), 405, "invalid_request_error"),
         (
             httpx.post(url, content=b"{", headers=key | {"content-type": "application/json"}),
@@ -506,3 +507,76 @@ def test_a_loading_engine_is_503_overloaded() -> None:
             _sdk(server.url).messages.create(model="dummy", max_tokens=5, messages=HELLO)
         assert caught.value.status_code == 503
         assert _error(caught.value)["message"] == "the model is loading"
+        with pytest.raises(anthropic.APIStatusError) as counting:
+            _sdk(server.url).messages.count_tokens(model="dummy", messages=HELLO)
+        assert counting.value.status_code == 503
+        assert _error(counting.value)["type"] == "overloaded_error"
+
+
+# -- counting tokens ---------------------------------------------------------------------------
+
+
+def test_count_tokens_is_what_the_answer_reports_as_input(
+    echo: tuple[ObservedEngine, str],
+) -> None:
+    """``POST /v1/messages/count_tokens`` renders the conversation with the engine's template and
+    counts it with the engine: the ``input_tokens`` of the answer to the same conversation."""
+    engine, url = echo
+    conversations: list[dict[str, Any]] = [
+        {"messages": HELLO},
+        {"messages": HELLO, "system": "Be brief and kind, always."},
+        {
+            "messages": [
+                {"role": "user", "content": "one two"},
+                {"role": "assistant", "content": "three"},
+                {"role": "user", "content": [{"type": "text", "text": "four five six"}]},
+            ]
+        },
+    ]
+    seen = len(engine.requests)
+    for conversation in conversations:
+        counted = _sdk(url).messages.count_tokens(model="dummy", **conversation)
+        answered = _sdk(url).messages.create(model="dummy", max_tokens=1, **conversation)
+        assert counted.input_tokens == answered.usage.input_tokens > 0, conversation
+    assert len(engine.requests) == seen + len(conversations)  # counting generated nothing
+
+
+def test_count_tokens_counts_the_tools_an_engine_is_prompted_with(
+    tools: tuple[ObservedEngine, str],
+) -> None:
+    _, url = tools
+    counted = _sdk(url).messages.count_tokens(model="dummy", messages=HELLO, tools=[WEATHER_TOOL])
+    answered = _sdk(url).messages.create(
+        model="dummy", max_tokens=64, messages=HELLO, tools=[WEATHER_TOOL]
+    )
+    assert counted.input_tokens == answered.usage.input_tokens
+
+
+def test_count_tokens_takes_no_slot(one_slot: tuple[ObservedEngine, str]) -> None:
+    _, url = one_slot
+    with holding_the_slot(url, TOKEN):
+        assert _sdk(url).messages.count_tokens(model="dummy", messages=HELLO).input_tokens > 0
+
+
+def test_count_tokens_refuses_in_anthropics_shape(echo: tuple[ObservedEngine, str]) -> None:
+    _, url = echo
+    key = {"x-api-key": TOKEN}
+    count_url = url + "v1/messages/count_tokens"
+    checks = [
+        (httpx.post(count_url, json={"model": "dummy"}, headers=key), 400, "invalid_request_error"),
+        (httpx.post(count_url, content=b"{", headers=key | JSON), 400, "invalid_request_error"),
+        (
+            httpx.post(
+                count_url,
+                json={"messages": [{"role": "user", "content": [{"type": "image"}]}]},
+                headers=key,
+            ),
+            400,
+            "invalid_request_error",
+        ),
+        (httpx.post(count_url, json={"messages": HELLO}), 401, "authentication_error"),
+        (httpx.get(count_url, headers=key), 405, "invalid_request_error"),
+    ]
+    for answer, status, kind in checks:
+        assert answer.status_code == status, answer.text
+        assert answer.json()["type"] == "error" and answer.json()["error"]["type"] == kind

@@ -70,6 +70,16 @@ def test_tool_calls_and_their_results(url: str) -> None:
     assert answered.content == result.content
 
 
+def test_counting_tokens_asks_the_server(url: str) -> None:
+    """``get_num_tokens_from_messages`` calls ``/v1/messages/count_tokens``: the engine's count
+    of the rendered conversation, the input tokens the answer reports."""
+    messages = [HumanMessage("What is the weather in Paris?")]
+    counted = _chat(url).get_num_tokens_from_messages(messages)
+    answered = _chat(url).invoke(messages)
+    assert answered.usage_metadata is not None
+    assert counted == answered.usage_metadata["input_tokens"] > 0
+
+
 def test_structured_output(url: str) -> None:
     person = _chat(url).with_structured_output(Person).invoke("Describe someone")
     assert isinstance(person, Person)

@@ -59,6 +59,20 @@ def test_the_anthropic_sdk_whole_and_streamed(url: str) -> None:
     assert (cut.stop_reason, cut.stop_sequence) == ("stop_sequence", ANSWER)
 
 
+def test_count_tokens_is_smollm2s_own_count_of_the_rendered_conversation(url: str) -> None:
+    """The model's tokenizer counts what its chat template renders: the input tokens its answer
+    reports, with a system prompt and with tools (which the template renders too)."""
+    client = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0)
+    messages: list[anthropic.types.MessageParam] = [{"role": "user", "content": QUESTION}]
+    tools: list[anthropic.types.ToolParam] = [
+        {"name": "get_weather", "description": "Weather", "input_schema": WEATHER_SCHEMA}
+    ]
+    for extra in ({}, {"system": "Answer in one word."}, {"tools": tools}):
+        counted = client.messages.count_tokens(model=MODEL, messages=messages, **extra)  # type: ignore[arg-type]
+        reply = client.messages.create(model=MODEL, max_tokens=4, messages=messages, **extra)  # type: ignore[arg-type]
+        assert counted.input_tokens == reply.usage.input_tokens > 10, extra
+
+
 def test_a_forced_anthropic_tool_call_is_valid(url: str) -> None:
     client = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0)
     reply = client.messages.create(

@@ -1,7 +1,8 @@
-"""Property-based bodies for ``POST /v1/messages`` (Anthropic) and ``POST /v1/responses``
-(OpenAI Responses) against a real server on 127.0.0.1, streamed or not, with tools and schemas,
-on an engine that has tools and structured output: never a 5xx, every error in its protocol's
-shape, every 200 a reply of its protocol, and the server's slots all free afterwards."""
+"""Property-based bodies for ``POST /v1/messages`` (Anthropic, and its ``count_tokens``) and
+``POST /v1/responses`` (OpenAI Responses) against a real server on 127.0.0.1, streamed or not,
+with tools and schemas, on an engine that has tools and structured output: never a 5xx, every
+error in its protocol's shape, every 200 a reply of its protocol, and the server's slots all
+free afterwards."""
 
 from __future__ import annotations
 
@@ -234,6 +235,21 @@ def test_messages_bodies(served: tuple[ObservedEngine, httpx.Client], body: dict
         )
         for block in answer["content"]:
             assert block["type"] in ("text", "tool_use")
+
+
+@FUZZ
+@given(body=messages_bodies())
+def test_count_tokens_bodies(
+    served: tuple[ObservedEngine, httpx.Client], body: dict[str, Any]
+) -> None:
+    response = _post(served[1], "/v1/messages/count_tokens", body)
+    event(f"status {response.status_code}")
+    assert response.status_code < 500, response.text
+    answer = response.json()
+    if response.status_code >= 400:
+        assert answer["type"] == "error" and set(answer["error"]) == {"type", "message"}
+    else:
+        assert set(answer) == {"input_tokens"} and answer["input_tokens"] >= 0
 
 
 @FUZZ

@@ -1,7 +1,8 @@
 """How the conversation routes of the protocols other than the prompt route's (OpenAI Chat
 Completions and Responses, Anthropic Messages) answer: read the body, take a slot, check the
-engine's capabilities, render and prepare the conversation in the preparer's threads, and answer
-whole or streamed, each protocol saying its errors (``RouteError``) in its own shape."""
+engine's capabilities, render and prepare the conversation (``Preparer.job``), and answer whole
+or streamed (or count its tokens), each protocol saying its errors (``RouteError``) in its own
+shape."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from promptwire.server._errors import RouteError
 from promptwire.server._request_body import ClientGone, read_body, require_json, unless_gone
 from promptwire.server._slots import RETRY_AFTER_SECONDS
 from promptwire.server._state import ServingState
-from promptwire.server._streaming import StreamForm, stream_reply
+from promptwire.server._streaming import StreamForm, rendered, stream_reply
 
 
 async def _on_route_error(_: Request, exc: Exception) -> Response:
@@ -64,6 +65,22 @@ class Conversations:
             if not state.serving():
                 raise EngineNotReady(state.engine.not_ready_reason, retry_after=RETRY_AFTER_SECONDS)
             return state.slots.take(count)
+        except EngineError as exc:
+            raise self.engine_error(exc) from None
+
+    async def count_tokens(self, conversation: PromptRequest) -> int:
+        """The prompt tokens ``conversation`` takes once the engine's template renders it,
+        counted by the engine (its tokenizer), in the preparer's threads: nothing generated,
+        no slot taken. Refused (503) while the engine is not served."""
+        state = self.state
+        engine = state.engine
+        try:
+            if not state.serving():
+                raise EngineNotReady(engine.not_ready_reason, retry_after=RETRY_AFTER_SECONDS)
+            self.check(engine, conversation)
+            return await state.preparer.run(
+                lambda: engine.count_prompt_tokens(rendered(engine, conversation))
+            )
         except EngineError as exc:
             raise self.engine_error(exc) from None
 

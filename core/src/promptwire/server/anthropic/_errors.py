@@ -15,6 +15,8 @@ from promptwire.server.anthropic.protocol import AnthropicErrorBody
 
 #: The Messages API's path; errors on it (and under it) are Anthropic's.
 MESSAGES_PATH = "/v1/messages"
+#: Its token counting, under it.
+COUNT_TOKENS_PATH = MESSAGES_PATH + "/count_tokens"
 
 
 class AnthropicError(RouteError):

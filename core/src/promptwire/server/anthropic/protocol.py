@@ -58,7 +58,9 @@ class MessagesRequest(BaseModel):
 
     def generation_params(self) -> dict[str, Any]:
         """The prompt protocol's parameters this request sets (without ``prompt``)."""
-        params: dict[str, Any] = {"max_tokens": self.max_tokens}
+        params: dict[str, Any] = {}
+        if self.max_tokens is not None:
+            params["max_tokens"] = self.max_tokens
         for name in ("temperature", "top_p", "top_k"):
             if (value := getattr(self, name)) is not None:
                 params[name] = value
@@ -75,6 +77,13 @@ class MessagesRequest(BaseModel):
         if self.container is not None:
             return "container", "containers are not supported by this server"
         return None
+
+
+class CountTokensRequest(MessagesRequest):
+    """``POST /v1/messages/count_tokens``: a Messages request to count, not to answer, so
+    without ``max_tokens`` (its other generation parameters, if sent, change nothing)."""
+
+    max_tokens: MaxTokens | None = None  # type: ignore[assignment]
 
 
 class AnthropicErrorDetail(BaseModel):
@@ -115,5 +124,6 @@ __all__ = [
     "ERROR_TYPES",
     "AnthropicErrorBody",
     "AnthropicErrorDetail",
+    "CountTokensRequest",
     "MessagesRequest",
 ]
