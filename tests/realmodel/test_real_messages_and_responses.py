@@ -88,6 +88,20 @@ def test_a_forced_anthropic_tool_call_is_valid(url: str) -> None:
     assert isinstance(call.input, dict) and isinstance(call.input["city"], str)
 
 
+def test_input_tokens_is_smollm2s_own_count_of_the_rendered_input(url: str) -> None:
+    client = openai.OpenAI(base_url=url + "v1", api_key="unused", max_retries=0)
+    for extra in ({}, {"instructions": "Answer in one word."}):
+        counted = client.responses.input_tokens.count(model=MODEL, input=QUESTION, **extra)  # type: ignore[arg-type]
+        reply = client.responses.create(
+            model=MODEL,
+            input=QUESTION,
+            max_output_tokens=16,
+            **extra,  # type: ignore[arg-type]
+        )
+        assert reply.usage is not None
+        assert counted.input_tokens == reply.usage.input_tokens > 10, extra
+
+
 def test_the_openai_sdk_responses_whole_and_streamed(url: str) -> None:
     client = openai.OpenAI(base_url=url + "v1", api_key="unused", max_retries=0)
     reply = client.responses.create(model=MODEL, input=QUESTION, max_output_tokens=24)

@@ -331,3 +331,52 @@ def test_a_failure_mid_stream_is_an_error_event() -> None:
     assert [e.type for e in events][-2:] == ["response.output_text.delta", "error"]
     error = events[-1]
     assert error.message == "the GPU fell over" and error.code == "server_error"  # type: ignore[union-attr]
+
+
+# -- counting input tokens ---------------------------------------------------------------------
+
+
+def test_input_tokens_is_what_the_answer_reports_as_input(
+    echo: tuple[ObservedEngine, str],
+) -> None:
+    """``POST /v1/responses/input_tokens`` (the SDK's ``responses.input_tokens.count``) renders
+    the input with the engine's template and counts it with the engine: the ``input_tokens`` of
+    the answer to the same request; nothing generated."""
+    engine, url = echo
+    requests: list[dict[str, Any]] = [
+        {"input": "Hello there"},
+        {"input": "Hello there", "instructions": "Be brief and kind, always."},
+        {
+            "input": [
+                {"role": "user", "content": "one two"},
+                {"role": "assistant", "content": "three"},
+                {"role": "user", "content": [{"type": "input_text", "text": "four five"}]},
+            ]
+        },
+    ]
+    seen = len(engine.requests)
+    for request in requests:
+        counted = _sdk(url).responses.input_tokens.count(model="dummy", **request)
+        answered = _sdk(url).responses.create(model="dummy", max_output_tokens=16, **request)
+        assert counted.object == "response.input_tokens"
+        assert answered.usage is not None
+        assert counted.input_tokens == answered.usage.input_tokens > 0, request
+    assert len(engine.requests) == seen + len(requests)
+
+
+def test_input_tokens_with_tools_takes_no_slot_and_refuses_in_openais_shape(
+    tools: tuple[ObservedEngine, str], one_slot: tuple[ObservedEngine, str]
+) -> None:
+    _, url = tools
+    counted = _sdk(url).responses.input_tokens.count(model="dummy", input="x", tools=[WEATHER_TOOL])
+    answered = _sdk(url).responses.create(model="dummy", input="x", tools=[WEATHER_TOOL])
+    assert answered.usage is not None and counted.input_tokens == answered.usage.input_tokens
+    with pytest.raises(openai.NotFoundError) as other:
+        _sdk(url).responses.input_tokens.count(model="another-model", input="x")
+    assert _error(other.value)["code"] == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as bad:
+        _sdk(url).responses.input_tokens.count(model="dummy", input=[{"type": "x"}])  # type: ignore[list-item]
+    assert _error(bad.value)["type"] == "invalid_request_error"
+    _, slow_url = one_slot
+    with holding_the_slot(slow_url, TOKEN):
+        assert _sdk(slow_url).responses.input_tokens.count(input="x").input_tokens > 0

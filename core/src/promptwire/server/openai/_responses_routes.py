@@ -7,7 +7,8 @@ generation, disconnect cancellation, metrics and request ids), with the Response
 ``input`` items and ``instructions`` in, ``response`` objects and ``response.*`` events out,
 errors in OpenAI's shape. Nothing is stored: ``previous_response_id`` and ``conversation`` are
 refused with a 400 that says to send the whole conversation, and ``GET /v1/responses/{id}``
-finds nothing (404).
+finds nothing (404). ``POST /v1/responses/input_tokens`` counts a request's input with the
+engine's template and tokenizer, as it would be answered.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from promptwire.server._state import ServingState
-from promptwire.server.openai._admit import admit, openai_conversations
+from promptwire.server.openai._admit import admit, openai_conversations, served_model
 from promptwire.server.openai._errors import PREFIX, answer_openai_errors
 from promptwire.server.openai._reply import reply_json
 from promptwire.server.openai._responses_reply import ResponseEvents, ResponseWriter
@@ -40,3 +41,10 @@ def add_responses_routes(app: FastAPI, state: ServingState) -> None:
             return await routes.answer(request, conversation, release, ResponseEvents(writer))
         whole = writer.whole
         return await routes.answer(request, conversation, release, lambda c: reply_json(whole(c)))
+
+    @app.post(PREFIX + "/responses/input_tokens", include_in_schema=False)
+    async def input_tokens(request: Request) -> Response:
+        body = parse_request(ResponsesRequest, await routes.body(request))
+        served_model(state, body.model)  # another model is a 404, as on /v1/responses
+        tokens = await routes.count_tokens(responses_request(body))
+        return reply_json({"object": "response.input_tokens", "input_tokens": tokens})
