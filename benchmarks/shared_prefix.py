@@ -1,9 +1,10 @@
 """The llama.cpp backend's shared prefixes: requests with one long system prompt (new to the
-engine each round), each arriving while the ones before it generate, on an engine that starts them from a copy of a generating
-sequence's cache (``shared_prefix_min``, default 32) against one that computes every prompt
-(``shared_prefix_min=0``). Both engines in this process, in turns, the order reversed each
-repetition; prints per round the median time to first token of the requests after the first,
-the aggregate tokens/s, this process's CPU seconds, and the ratios copy / compute.
+engine each round), each arriving while the ones before it generate, on an engine that starts
+them from a copy of a generating sequence's cache (``shared_prefix_min``, default 32) against
+one that computes every prompt (``shared_prefix_min=0``). Both engines in this process, in
+turns, the order reversed each repetition; prints per round the median time to first token of
+the requests after the first, the aggregate tokens/s, this process's CPU seconds, and the
+ratios copy / compute.
 
     uv run --group bench python -m benchmarks.shared_prefix [--repetitions 3] [--requests 8]
 """
