@@ -86,6 +86,7 @@ class LlamaCppEngine(WorkerEngine[LlamaRuntime, Scheduler, PreparedRequest]):
                     runtime,
                     max_waiting=self.settings.max_waiting,
                     shared_prefix_min=self.settings.shared_prefix_min,
+                    prompt_lookup=self.settings.prompt_lookup,
                 )
                 scheduler.start()
             except BaseException:
@@ -145,6 +146,18 @@ class LlamaCppEngine(WorkerEngine[LlamaRuntime, Scheduler, PreparedRequest]):
                 "prefix_cache_copies",
                 scheduler.copied_prefixes,
                 "Requests started from a copy of another sequence's cache (a shared prefix).",
+                kind="counter",
+            ),
+            EngineMetric(
+                "lookup_guessed_tokens",
+                scheduler.guessed_tokens,
+                "Tokens guessed by prompt lookup and put in a forward pass.",
+                kind="counter",
+            ),
+            EngineMetric(
+                "lookup_accepted_tokens",
+                scheduler.accepted_tokens,
+                "Guessed tokens the sampler then picked (reply tokens with no pass of their own).",
                 kind="counter",
             ),
             EngineMetric("model_weights_bytes", runtime.weights_bytes, "Bytes of the weights."),

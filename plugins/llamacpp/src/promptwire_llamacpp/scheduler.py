@@ -15,6 +15,10 @@ the new request's sequence starts from a copy of that one's cache instead, and a
 arrives while such a beginning is still being computed waits the few steps until it is cached:
 many users of one system prompt at once compute it once.
 
+With ``prompt_lookup`` on, each generating sequence also puts in the pass the tokens that
+followed the last place its last few tokens stood (``promptwire_llamacpp.lookup``), and keeps
+those its sampler then picks: a reply that repeats its input takes fewer passes.
+
 Pieces go back to each request's event loop through ``call_soon_threadsafe``; token bytes are
 decoded with an incremental UTF-8 decoder, so a character split across tokens is never split
 across pieces.
@@ -38,6 +42,7 @@ from promptwire.engine import (
 from promptwire.engine.worker import BatchWorker, EventChannel
 from promptwire.protocol import FinishReason, Usage
 
+from promptwire_llamacpp.lookup import PromptLookup
 from promptwire_llamacpp.runtime import GrammarDeadEnd, LlamaRuntime, SamplerConfig
 
 logger = logging.getLogger(__name__)
@@ -71,6 +76,13 @@ class _Sequence:
     logits_at: int | None = None
     """Where this sequence's logits are in the last batch, when it has some to sample from."""
     generated: int = 0
+    lookup: PromptLookup | None = None
+    """The prompt and reply so far, for guesses (with ``prompt_lookup`` on)."""
+    guesses: list[tuple[int, int]] = field(default_factory=list)
+    """Guessed tokens in the last batch, each with where its logits are."""
+    guess_room: int = 0
+    """How many tokens the next guess may hold: halved when a guess's first token was wrong,
+    doubled when all were right (a reply that repeats nothing costs little)."""
     decoder: codecs.IncrementalDecoder = field(
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace")
     )
@@ -78,6 +90,18 @@ class _Sequence:
     @property
     def position(self) -> int:
         return self.fed + self.generated
+
+
+@dataclass(slots=True)
+class _Entry:
+    """A token of the next pass: a sequence's, at ``position``; ``logits``: sampled from after
+    the pass; ``guess``: prompt lookup's, kept only if the sampler picks it."""
+
+    sequence: _Sequence
+    token: int
+    position: int
+    logits: bool
+    guess: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,7 +116,12 @@ class Scheduler(BatchWorker[Job]):
     """The thread that owns the llama.cpp context and runs every request in one batch."""
 
     def __init__(
-        self, runtime: LlamaRuntime, *, max_waiting: int, shared_prefix_min: int = 0
+        self,
+        runtime: LlamaRuntime,
+        *,
+        max_waiting: int,
+        shared_prefix_min: int = 0,
+        prompt_lookup: int = 0,
     ) -> None:
         super().__init__(name="promptwire-llamacpp")
         self._runtime = runtime
@@ -110,6 +139,11 @@ class Scheduler(BatchWorker[Job]):
         self._shared_prefix_min = shared_prefix_min
         self.copied_prefixes = 0
         """Sequences started from a copy of a generating sequence's cache."""
+        self._prompt_lookup = prompt_lookup
+        self.guessed_tokens = 0
+        """Tokens guessed by prompt lookup and put in a pass."""
+        self.accepted_tokens = 0
+        """Guessed tokens the sampler then picked: reply tokens that took no pass of their own."""
 
     def _admit_locked(self, job: Job) -> None:
         # Free sequences take queued jobs at the next step (a length read from any thread).
@@ -163,7 +197,10 @@ class Scheduler(BatchWorker[Job]):
                 job.put(EngineError(f"cannot start the generation: {exc}"))
                 continue
             seq_id, reused = self._take_sequence(job.tokens)
-            self._active[job] = _Sequence(job, seq_id, sampler, fed=reused)
+            lookup = PromptLookup(job.tokens) if self._prompt_lookup else None
+            self._active[job] = _Sequence(
+                job, seq_id, sampler, fed=reused, lookup=lookup, guess_room=self._prompt_lookup
+            )
             self.reused_tokens += reused
             self._release_queue_place()
         self._waiting.extendleft(reversed(deferred))
@@ -233,28 +270,35 @@ class Scheduler(BatchWorker[Job]):
         runtime = self._runtime
         for sequence in list(self._active.values()):
             if sequence.logits_at is not None:
-                self._next_token(sequence)
-        # What goes in this pass: the sampled tokens, then as much of the prompts (in the
-        # order they came) as the batch holds.
-        entries: list[tuple[_Sequence, int, int, bool]] = []
+                self._next_tokens(sequence)
+        # What goes in this pass: the sampled tokens (each with its guesses), then as much of
+        # the prompts (in the order they came) as the batch holds.
+        entries: list[_Entry] = []
         for sequence in self._active.values():
             if sequence.next_token is not None:
-                entries.append((sequence, sequence.next_token, sequence.position, True))
+                entries.append(_Entry(sequence, sequence.next_token, sequence.position, True))
                 sequence.next_token = None
                 sequence.generated += 1  # in the cache from this pass on
+                for offset, token in enumerate(self._guess(sequence, len(entries))):
+                    position = sequence.position + offset
+                    entries.append(_Entry(sequence, token, position, True, guess=True))
         for sequence in self._active.values():
             prompt = sequence.job.tokens
             while sequence.fed < len(prompt) and len(entries) < runtime.batch_size:
                 last = sequence.fed == len(prompt) - 1
-                entries.append((sequence, prompt[sequence.fed], sequence.fed, last))
+                entries.append(_Entry(sequence, prompt[sequence.fed], sequence.fed, last))
                 sequence.fed += 1
         # In the batch by sequence id: with a cache per sequence, llama.cpp splits a batch into
         # runs of consecutive sequence ids (split_equal, "sequential"), each a forward pass of
         # its own; in the order requests came, 8 sequences could take 8 passes.
-        entries.sort(key=lambda entry: entry[0].seq_id)
-        for count, (sequence, token, position, logits) in enumerate(entries):
-            _put(batch, count, token, position, sequence.seq_id, logits)
-            if logits:
+        # Stable: a sequence's sampled token and its guesses stay in their order.
+        entries.sort(key=lambda entry: entry.sequence.seq_id)
+        for count, entry in enumerate(entries):
+            sequence = entry.sequence
+            _put(batch, count, entry.token, entry.position, sequence.seq_id, entry.logits)
+            if entry.guess:
+                sequence.guesses.append((entry.token, count))
+            elif entry.logits:
                 sequence.logits_at = count
         count = len(entries)
         if count == 0:
@@ -270,11 +314,53 @@ class Scheduler(BatchWorker[Job]):
                 self._free_sequence(sequence, keep_prompt=False)
                 sequence.job.put(EngineError(f"generation failed on the server (decode {status})"))
 
-    def _next_token(self, sequence: _Sequence) -> None:
-        """Sample from the sequence's logits; emit the text, or finish it."""
+    def _guess(self, sequence: _Sequence, used: int) -> list[int]:
+        """Prompt lookup's guesses after the token just put in the batch: no more than the
+        batch has room for, the reply's limit and the context leave."""
+        if sequence.lookup is None:
+            return []
+        job, runtime = sequence.job, self._runtime
+        room = min(
+            sequence.guess_room,
+            runtime.batch_size - used - len(self._active),  # every sequence keeps its place
+            job.max_new_tokens - sequence.generated,
+            runtime.context_size - sequence.position - 1,
+        )
+        if room <= 0:
+            return []
+        guesses = sequence.lookup.guess(room)
+        self.guessed_tokens += len(guesses)
+        return guesses
+
+    def _next_tokens(self, sequence: _Sequence) -> None:
+        """Sample from the sequence's logits, then from each guess's while the sampler picked
+        the guessed token (already in the cache); the first other pick drops the guesses after
+        it from the cache and goes in the next pass."""
+        index = sequence.logits_at
+        assert index is not None
+        sequence.logits_at = None
+        guesses, sequence.guesses = sequence.guesses, []
+        for right, (guessed, guess_index) in enumerate(guesses):
+            token = self._next_token(sequence, index)
+            if token is None:  # finished (its cells are dropped with it)
+                return
+            if token != guessed:
+                self._runtime.forget(sequence.seq_id, start=sequence.position)
+                sequence.next_token = token
+                if right == 0:
+                    sequence.guess_room = max(1, sequence.guess_room // 2)
+                return
+            sequence.generated += 1  # the guess, in the cache, was right
+            self.accepted_tokens += 1
+            index = guess_index
+        if guesses:
+            sequence.guess_room = min(self._prompt_lookup, sequence.guess_room * 2)
+        sequence.next_token = self._next_token(sequence, index)
+
+    def _next_token(self, sequence: _Sequence, index: int) -> int | None:
+        """Sample from the logits at ``index``; emit the text and return the token, or finish
+        the sequence and return None."""
         runtime, job = self._runtime, sequence.job
-        assert sequence.logits_at is not None
-        index, sequence.logits_at = sequence.logits_at, None
         if job.sampler.grammar is None:
             token = runtime.sample(sequence.sampler, index)
         else:
@@ -282,17 +368,19 @@ class Scheduler(BatchWorker[Job]):
                 token = runtime.sample_checked(sequence.sampler, index)
             except GrammarDeadEnd as exc:
                 self._fail(sequence, RequestRejected(_dead_end_message(exc, sequence.generated)))
-                return
+                return None
         if runtime.is_end(token):
             self._finish(sequence, FinishReason.STOP, sequence.generated)
-            return
+            return None
         completion = sequence.generated + 1
         text = sequence.decoder.decode(runtime.piece(token, special=job.special))
         job.put(TextChunk(text, tokens=1))
         if completion >= job.max_new_tokens or sequence.position + 1 >= runtime.context_size:
             self._finish(sequence, FinishReason.LENGTH, completion)
-            return
-        sequence.next_token = token
+            return None
+        if sequence.lookup is not None:
+            sequence.lookup.append(token)
+        return token
 
     def _finish(self, sequence: _Sequence, reason: FinishReason, completion: int) -> None:
         job = sequence.job

@@ -106,6 +106,17 @@ class LlamaCppSettings(BaseSettings, ModalScaling):
         "milliseconds for a small model's 2,048 tokens), so a short prefix is computed "
         "instead. 0: never copy.",
     )
+    prompt_lookup: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Prompt lookup decoding: up to this many tokens guessed at each step from "
+        "what followed the reply's last few tokens where they last stood (in the prompt or the "
+        "reply), checked in the same forward pass; the sampler's own picks are kept, so the "
+        "text is the one it would write without guessing, in fewer passes when the reply "
+        "repeats its input (quoting, editing, code). Costs compute for the guesses it drops. "
+        "0: off.",
+    )
     gpu_layers: int = Field(
         default=0,
         ge=-1,
