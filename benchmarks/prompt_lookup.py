@@ -5,7 +5,7 @@ engines in this process, in turns, the order reversed each repetition; prints pe
 reply's tokens/s (wall clock), the forward passes, this process's CPU seconds, and the ratios
 guessing / plain.
 
-    uv run --group bench python -m benchmarks.prompt_lookup [--repetitions 5]
+    uv run --group bench python -m benchmarks.prompt_lookup [--repetitions 9]
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ REQUESTS = {
     "answer a question": "Write a short story about a lighthouse keeper and a storm.",
 }
 GUESSES = 8
-MAX_TOKENS = 96
+MAX_TOKENS = 192
 
 
 def _round(engine: LlamaCppEngine, content: str) -> tuple[float, int, float]:
-    """Tokens/s of the reply, forward passes, CPU seconds."""
+    """Tokens/s of the reply, forward passes, CPU seconds (and the guesses, printed)."""
     scheduler = engine.scheduler
     assert scheduler is not None
     body = {
@@ -46,15 +46,19 @@ def _round(engine: LlamaCppEngine, content: str) -> tuple[float, int, float]:
         "max_tokens": MAX_TOKENS,
         "temperature": 0,
     }
+    guessed, accepted = scheduler.guessed_tokens, scheduler.accepted_tokens
     steps, cpu, wall = scheduler.steps, time.process_time(), time.perf_counter()
     run = asyncio.run(arun_engine(engine, body))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    guessed, accepted = scheduler.guessed_tokens - guessed, scheduler.accepted_tokens - accepted
+    if guessed:
+        print(f"    {guessed} tokens guessed, {accepted} right")
     return run.finish.usage.completion_tokens / wall, scheduler.steps - steps, cpu
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repetitions", type=int, default=5)
+    parser.add_argument("--repetitions", type=int, default=9)
     args = parser.parse_args()
     threads = _threads()
     engines = {

@@ -48,6 +48,11 @@ from promptwire_llamacpp.runtime import GrammarDeadEnd, LlamaRuntime, SamplerCon
 logger = logging.getLogger(__name__)
 
 
+#: Steps without guessing after a one-token guess was wrong: in a reply that repeats nothing,
+#: a wrong guess costs a token's compute in every pass (benchmarks/prompt_lookup.py).
+GUESS_PAUSE = 16
+
+
 @dataclass(eq=False)
 class Job(EventChannel):
     """One request's generation; its events go back on its channel."""
@@ -81,8 +86,11 @@ class _Sequence:
     guesses: list[tuple[int, int]] = field(default_factory=list)
     """Guessed tokens in the last batch, each with where its logits are."""
     guess_room: int = 0
-    """How many tokens the next guess may hold: halved when a guess's first token was wrong,
-    doubled when all were right (a reply that repeats nothing costs little)."""
+    """How many tokens the next guess may hold: halved when a guess's first token was wrong
+    (down to none, for ``GUESS_PAUSE`` steps), doubled when all were right; a reply that
+    repeats nothing costs little."""
+    paused: int = 0
+    """Steps left without guessing."""
     decoder: codecs.IncrementalDecoder = field(
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace")
     )
@@ -319,6 +327,9 @@ class Scheduler(BatchWorker[Job]):
         batch has room for, the reply's limit and the context leave."""
         if sequence.lookup is None:
             return []
+        if sequence.paused:
+            sequence.paused -= 1
+            return []
         job, runtime = sequence.job, self._runtime
         room = min(
             sequence.guess_room,
@@ -348,7 +359,9 @@ class Scheduler(BatchWorker[Job]):
                 self._runtime.forget(sequence.seq_id, start=sequence.position)
                 sequence.next_token = token
                 if right == 0:
-                    sequence.guess_room = max(1, sequence.guess_room // 2)
+                    sequence.guess_room //= 2
+                    if not sequence.guess_room:
+                        sequence.guess_room, sequence.paused = 1, GUESS_PAUSE
                 return
             sequence.generated += 1  # the guess, in the cache, was right
             self.accepted_tokens += 1
