@@ -167,7 +167,7 @@ def test_a_prompt_streams_a_reply_on_each_backend(
         # The engine's own gauges are charted: the llama.cpp backend's sequences.
         engine = tab.page.locator("#now-engine")
         tab.page.wait_for_function(
-            "() => /sequences_active/.test(document.getElementById('now-engine').textContent)"
+            "() => /sequences_active/.test(document.getElementById('now-engine')?.textContent)"
         )
         assert "sequences_waiting" in engine.inner_text()
 
@@ -221,7 +221,7 @@ def test_the_charts_move_under_load(tab: Tab, dummy: tuple[ObservedEngine, str])
     metrics.locator("canvas").first.wait_for()
     samples = page.locator("#chart-tokens")
     page.wait_for_function(
-        "() => Number(document.getElementById('chart-tokens').dataset.samples) >= 2"
+        "() => Number(document.getElementById('chart-tokens')?.dataset.samples) >= 2"
     )
     before = int(samples.get_attribute("data-samples") or 0)
     stop = threading.Event()
@@ -230,13 +230,13 @@ def test_the_charts_move_under_load(tab: Tab, dummy: tuple[ObservedEngine, str])
     try:
         # Each dummy request streams 30 words at 15/s: tokens flow and requests are in flight.
         page.wait_for_function(
-            "() => /[1-9]/.test(document.getElementById('now-tokens').textContent)"
+            "() => /[1-9]/.test(document.getElementById('now-tokens')?.textContent)"
         )
         page.wait_for_function(
-            "() => /^[1-9]\\d* in flight/.test(document.getElementById('now-load').textContent)"
+            "() => /^[1-9]\\d* in flight/.test(document.getElementById('now-load')?.textContent)"
         )
         page.wait_for_function(
-            "() => /p50 \\d/.test(document.getElementById('now-latency').textContent)"
+            "() => /p50 \\d/.test(document.getElementById('now-latency')?.textContent)"
         )
     finally:
         stop.set()
@@ -265,7 +265,7 @@ def test_the_key_is_asked_for_and_never_lands_in_a_url(tab: Tab, keyed: str) -> 
     _wait_done(tab)
     assert "hello world" in _reply(tab).inner_text()
     page.wait_for_function(
-        "() => Number(document.getElementById('chart-tokens').dataset.samples) >= 2"
+        "() => Number(document.getElementById('chart-tokens')?.dataset.samples) >= 2"
     )
     # Sent as a bearer header on the data calls, and nowhere else.
     sent = [(url, headers.get("authorization")) for url, headers in tab.requests]
@@ -356,7 +356,7 @@ def test_a_hidden_page_stops_asking_for_the_stats(
     _open(tab, dummy[1])
     page = tab.page
     page.wait_for_function(
-        "() => Number(document.getElementById('chart-tokens').dataset.samples) >= 2"
+        "() => Number(document.getElementById('chart-tokens')?.dataset.samples) >= 2"
     )
 
     def asked() -> int:
