@@ -17,7 +17,7 @@ import os
 import statistics
 import time
 
-from promptwire.engine import TextChunk, render_request
+from promptwire.engine import TextChunk, rendered_request
 from promptwire.protocol import PromptRequest
 from promptwire_llamacpp.engine import LlamaCppEngine
 from promptwire_llamacpp.settings import LlamaCppSettings
@@ -61,7 +61,7 @@ async def _round(engine: LlamaCppEngine, count: int, system: str) -> tuple[float
             }
         )
         started = time.perf_counter()
-        request = request.model_copy(update={"prompt": render_request(engine, request)})
+        request = rendered_request(engine, request)
         first: float | None = None
         tokens = 0
         async for event in engine.generate(request, engine.prepare(request)):
@@ -96,9 +96,7 @@ def main() -> None:
     system = PromptRequest.model_validate(
         {"prompt": "", "messages": [{"role": "system", "content": SYSTEM}]}
     )
-    tokens = engines["copy"].count_prompt_tokens(
-        system.model_copy(update={"prompt": render_request(engines["copy"], system)})
-    )
+    tokens = engines["copy"].count_prompt_tokens(rendered_request(engines["copy"], system))
     print(f"system prompt: {tokens} tokens; {threads} threads; load {os.getloadavg()[0]:.2f}")
     figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in engines}
     try:

@@ -30,6 +30,7 @@ from promptwire.engine._contract import (
     check_capabilities,
     quick_prepare,
     render_request,
+    rendered_request,
 )
 
 __all__ = [
@@ -49,4 +50,5 @@ __all__ = [
     "check_capabilities",
     "quick_prepare",
     "render_request",
+    "rendered_request",
 ]

@@ -407,3 +407,12 @@ def render_request(engine: Engine[Any], request: PromptRequest) -> str:
     if request.tools and request.wants_tools() and engine.capabilities.tools:
         return engine.render_chat_with_tools(request.messages, request.tools)
     return engine.render_chat(request.messages)
+
+
+def rendered_request(engine: Engine[Any], request: PromptRequest) -> PromptRequest:
+    """``request`` as an engine is served it (protocol v1.1): with ``messages``, their rendering
+    (``render_request``) as its prompt, the conversation kept in ``messages`` (an engine may
+    tokenize a template's rendering differently); without, the request itself."""
+    if request.messages is None:
+        return request
+    return request.model_copy(update={"prompt": render_request(engine, request)})

@@ -13,14 +13,20 @@ from typing import Any
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from promptwire.engine import Completion, Engine, EngineError, EngineNotReady
+from promptwire.engine import (
+    Completion,
+    Engine,
+    EngineError,
+    EngineNotReady,
+    rendered_request,
+)
 from promptwire.protocol import PromptRequest
 from promptwire.server._answer import CLIENT_GONE, Answer, answer_in_slots
 from promptwire.server._errors import RouteError
 from promptwire.server._request_body import ClientGone, read_body, require_json, unless_gone
 from promptwire.server._slots import RETRY_AFTER_SECONDS
 from promptwire.server._state import ServingState
-from promptwire.server._streaming import StreamForm, rendered, stream_reply
+from promptwire.server._streaming import StreamForm, stream_reply
 
 
 async def _on_route_error(_: Request, exc: Exception) -> Response:
@@ -79,7 +85,7 @@ class Conversations:
                 raise EngineNotReady(engine.not_ready_reason, retry_after=RETRY_AFTER_SECONDS)
             self.check(engine, conversation)
             return await state.preparer.run(
-                lambda: engine.count_prompt_tokens(rendered(engine, conversation))
+                lambda: engine.count_prompt_tokens(rendered_request(engine, conversation))
             )
         except EngineError as exc:
             raise self.engine_error(exc) from None

@@ -30,7 +30,7 @@ from promptwire.engine import (
     EngineEvent,
     TextChunk as EngineText,
     ToolCall,
-    render_request,
+    rendered_request,
 )
 from promptwire.protocol import (
     EVENT_DELTA,
@@ -99,8 +99,8 @@ class Preparer:
         event loop where the engine marks that work quick (``quick_prepare``), which saves a
         small request the thread's round trip; in a worker thread otherwise."""
         if _at_once(engine, request):
-            return prepare(engine, rendered(engine, request))
-        return await self.run(lambda: prepare(engine, rendered(engine, request)))
+            return prepare(engine, rendered_request(engine, request))
+        return await self.run(lambda: prepare(engine, rendered_request(engine, request)))
 
 
 def _at_once(engine: Engine[Any], request: PromptRequest) -> bool:
@@ -111,15 +111,6 @@ def _at_once(engine: Engine[Any], request: PromptRequest) -> bool:
     if request.messages is None:
         return True
     return engine.renders_quickly and not request.tools and not request.wants_json()
-
-
-def rendered(engine: Engine[Any], request: PromptRequest) -> PromptRequest:
-    """Protocol v1.1: a request with ``messages`` is served with their rendering as its prompt,
-    the conversation kept in ``messages`` (an engine may tokenize a template's rendering
-    differently); v1.2: with its tools, for an engine that takes them."""
-    if request.messages is None:
-        return request
-    return request.model_copy(update={"prompt": render_request(engine, request)})
 
 
 async def whole_reply(

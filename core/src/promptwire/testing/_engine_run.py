@@ -21,7 +21,7 @@ from promptwire.engine import (
     TextChunk,
     ToolCall,
     check_capabilities,
-    render_request,
+    rendered_request,
 )
 from promptwire.protocol import PromptRequest
 
@@ -50,8 +50,7 @@ async def arun_engine(
     elif not isinstance(request, PromptRequest):
         request = PromptRequest.model_validate(request)  # a ValidationError: the server's 422
     check_capabilities(engine, request)
-    if request.messages is not None:
-        request = request.model_copy(update={"prompt": render_request(engine, request)})
+    request = rendered_request(engine, request)
     await engine.start()  # safe to repeat, by Engine's contract; stopping it is the caller's
     pieces: list[str] = []
     tool_calls: list[ToolCall] = []
