@@ -7,17 +7,14 @@ cancelled when the client leaves."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
 from typing import Any
 
 import anthropic
 import httpx
 import pytest
-from promptwire.engine import Engine, EngineError, EngineEvent, TextChunk
-from promptwire.protocol import PromptRequest
 from promptwire_modal_dummy.engine import DummyEngine
 
-from tests.support.engines import ObservedEngine
+from tests.support.engines import FailingMidStream, ObservedEngine
 from tests.support.metrics import scrape
 from tests.support.network import LOOPBACK_ONLY
 from tests.support.route_servers import holding_the_slot
@@ -477,18 +474,8 @@ def test_requests_are_counted_in_the_metrics(echo: tuple[ObservedEngine, str]) -
     assert served is not None and served >= 1
 
 
-class _Failing(Engine):
-    """Fails after its first piece."""
-
-    model_name = "failing"
-
-    async def stream(self, request: PromptRequest) -> AsyncGenerator[EngineEvent, None]:
-        yield TextChunk("first ")
-        raise EngineError("the GPU fell over")
-
-
 def test_a_failure_mid_stream_is_anthropics_error_event() -> None:
-    with serve_engine(_Failing(), api_key=TOKEN) as server:
+    with serve_engine(FailingMidStream(), api_key=TOKEN) as server:
         stream = _sdk(server.url).messages.create(
             model="failing", max_tokens=5, messages=HELLO, stream=True
         )

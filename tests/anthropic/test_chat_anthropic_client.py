@@ -10,8 +10,8 @@ import pytest
 from langchain_anthropic import ChatAnthropic
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from promptwire_modal_dummy.settings import DummySettings
-from pydantic import BaseModel
 
+from tests.support.client_tools import Person, get_weather
 from tests.support.engines import ObservedEngine
 from tests.support.network import LOOPBACK_ONLY
 from tests.support.servers import serve_engine
@@ -19,18 +19,6 @@ from tests.support.servers import serve_engine
 pytestmark = LOOPBACK_ONLY
 
 TOKEN = "chat-anthropic-token-62aa"
-
-
-class Person(BaseModel):
-    """Someone."""
-
-    name: str
-    age: int
-
-
-def get_weather(city: str) -> str:
-    """The weather in a city."""
-    return f"sunny in {city}"
 
 
 @pytest.fixture(scope="module")

@@ -7,17 +7,14 @@ leaves."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from promptwire.engine import Engine, EngineError, EngineEvent, TextChunk
-from promptwire.protocol import PromptRequest
-from pydantic import BaseModel
 
-from tests.support.engines import ObservedEngine
+from tests.support.client_tools import Person
+from tests.support.engines import FailingMidStream, ObservedEngine
 from tests.support.network import LOOPBACK_ONLY
 from tests.support.route_servers import holding_the_slot
 from tests.support.servers import serve_engine
@@ -216,11 +213,6 @@ def test_a_streamed_function_call(tools: tuple[ObservedEngine, str]) -> None:
     assert done.output[0].arguments == arguments and json.loads(arguments)["city"]
 
 
-class Person(BaseModel):
-    name: str
-    age: int
-
-
 def test_structured_output_by_text_format(tools: tuple[ObservedEngine, str]) -> None:
     engine, url = tools
     parsed = _sdk(url).responses.parse(model="dummy", input="Someone", text_format=Person)
@@ -315,18 +307,8 @@ def test_leaving_a_stream_or_a_whole_reply_cancels_the_generation(
     wait_until(lambda: engine.active == 0, timeout=5)
 
 
-class _Failing(Engine):
-    """Fails after its first piece."""
-
-    model_name = "failing"
-
-    async def stream(self, request: PromptRequest) -> AsyncGenerator[EngineEvent, None]:
-        yield TextChunk("first ")
-        raise EngineError("the GPU fell over")
-
-
 def test_a_failure_mid_stream_is_an_error_event() -> None:
-    with serve_engine(_Failing(), api_key=TOKEN) as server:
+    with serve_engine(FailingMidStream(), api_key=TOKEN) as server:
         events = list(_sdk(server.url).responses.create(model="failing", input="x", stream=True))
     assert [e.type for e in events][-2:] == ["response.output_text.delta", "error"]
     error = events[-1]

@@ -13,8 +13,8 @@ from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_traci
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_openai import ChatOpenAI
 from promptwire_modal_dummy.settings import DummySettings
-from pydantic import BaseModel
 
+from tests.support.client_tools import Person, get_weather
 from tests.support.engines import ObservedEngine
 from tests.support.network import LOOPBACK_ONLY
 from tests.support.servers import serve_engine
@@ -22,18 +22,6 @@ from tests.support.servers import serve_engine
 pytestmark = LOOPBACK_ONLY
 
 TOKEN = "responses-clients-token-0d4e"
-
-
-class Person(BaseModel):
-    """Someone."""
-
-    name: str
-    age: int
-
-
-def get_weather(city: str) -> str:
-    """The weather in a city."""
-    return f"sunny in {city}"
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 
-from promptwire.engine import EngineEvent, EngineOverloaded, RequestRejected
+from promptwire.engine import (
+    Engine,
+    EngineError,
+    EngineEvent,
+    EngineOverloaded,
+    RequestRejected,
+    TextChunk,
+)
 from promptwire.protocol import PromptRequest
 from promptwire_modal_dummy.engine import DummyEngine
 from promptwire_modal_dummy.settings import DummySettings
@@ -54,3 +61,13 @@ class RefusingEngine(ObservedEngine):
             raise EngineOverloaded("every sequence is busy and the queue is full", retry_after=1)
         async for event in super().stream(request):
             yield event
+
+
+class FailingMidStream(Engine):
+    """Fails after its first piece, with an engine error ("the GPU fell over")."""
+
+    model_name = "failing"
+
+    async def stream(self, request: PromptRequest) -> AsyncGenerator[EngineEvent, None]:
+        yield TextChunk("first ")
+        raise EngineError("the GPU fell over")
