@@ -223,11 +223,18 @@ def test_arbitrary_bytes_get_a_protocol_answer(http: httpx.Client, raw: bytes) -
 )
 @example(method="GET", path="/v1/nope", content_type="application/json", query={})
 @example(method="PUT", path="/v1/messages/x", content_type="text/plain", query={})
+@example(method="POST", path="////", content_type="application/json", query={})
+@example(method="GET", path="//a/b", content_type="application/json", query={"q": "x"})
 def test_any_method_path_and_content_type_get_a_protocol_answer(
     http: httpx.Client, method: str, path: str, content_type: str, query: dict[str, str]
 ) -> None:
     headers = {"content-type": content_type} if content_type.isprintable() else {}
-    response = http.request(method, path, params=query, content=b'{"prompt": "p"}', headers=headers)
+    # The path as drawn, as the request target: a relative URL would be re-read by httpx ("//a/b"
+    # is a host "a" and the path "/b"; "////" is refused before anything is sent).
+    target = http.base_url.copy_with(raw_path=path.encode())
+    response = http.request(
+        method, target, params=query, content=b'{"prompt": "p"}', headers=headers
+    )
     if method == "HEAD":  # no body to check
         assert response.status_code < 500
         return
