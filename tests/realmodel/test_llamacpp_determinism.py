@@ -119,7 +119,7 @@ def test_a_greedy_reply_is_the_same_alone_and_among_others(
 def test_a_greedy_reply_is_the_same_on_one_thread_and_on_two(
     alone: dict[str, tuple[str, int]], wait: str
 ) -> None:
-    """``thread_wait="auto"`` runs a single-token pass on one thread and larger ones on all: the
+    """``thread_wait="auto"`` runs each pass on one thread or on all, as it has measured them: the
     number of threads must not move a reply (llama.cpp splits an operation's output between
     threads, never a sum). Two threads, each question alone and all together, against the
     replies of one thread."""

@@ -63,7 +63,8 @@ def _spin_counts(env: dict[str, str], tmp_path: Path) -> list[int]:
 @pytest.mark.parametrize(
     ("env", "spins"),
     [
-        ({}, 0),  # auto: passive
+        ({}, 300_000),  # auto: spinning, as spin (it chooses the threads of each pass)
+        ({"PROMPTWIRE_LLAMACPP__THREAD_WAIT": "passive"}, 0),
         # The setting beats the OpenMP variables found in the environment.
         (
             {"PROMPTWIRE_LLAMACPP__THREAD_WAIT": "spin", "OMP_WAIT_POLICY": "PASSIVE"},
@@ -74,7 +75,7 @@ def _spin_counts(env: dict[str, str], tmp_path: Path) -> list[int]:
             7000,
         ),
     ],
-    ids=["default (auto)", "spin over PASSIVE", "a spin count in-process"],
+    ids=["default (auto)", "passive", "spin over PASSIVE", "a spin count in-process"],
 )
 def test_the_engine_process_openmp_runtime_takes_the_setting(
     env: dict[str, str], spins: int, tmp_path: Path

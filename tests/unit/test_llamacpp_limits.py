@@ -91,7 +91,7 @@ def test_thread_wait_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatc
         ("passive", {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None}),
         (0, {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None}),
         ("spin", {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": str(LIBGOMP_SPIN_COUNT)}),
-        ("auto", {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None}),
+        ("auto", {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": str(LIBGOMP_SPIN_COUNT)}),
         (12345, {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "12345"}),
     ],
 )

@@ -27,6 +27,7 @@ import math
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from typing import Any
 from promptwire.errors import ConfigurationError
 
 from promptwire_llamacpp.settings import LlamaCppSettings, ThreadWait
+from promptwire_llamacpp.thread_choice import ThreadChoice
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +60,6 @@ def _llama() -> Any:
     return llama_cpp
 
 
-#: ``thread_wait="auto"``: a forward pass of fewer tokens than this runs on one thread. Its
-#: threads wait passively (see ``thread_wait_environment``); a small pass (a few streams) is
-#: then mostly barrier wake-ups, which one thread does without.
-AUTO_SMALL_PASS = 2
 #: libgomp's own spin count when no wait policy is set (what llama-server runs with).
 LIBGOMP_SPIN_COUNT = 300_000
 DEFAULT_THREAD_WAIT: ThreadWait = "auto"
@@ -77,12 +75,13 @@ def thread_wait_environment(wait: ThreadWait) -> dict[str, str | None]:
     every thread has a core; on shared cores a spinning thread burns the time the thread it
     waits for needs (measured with SmolLM2 on 2 shared cores beside one busy process: 6.6
     tokens/s at one stream spinning, 36 sleeping; bounded spins of 3,000 to 100,000 fell as
-    far). Sleeping costs a kernel wake-up per barrier instead. ``auto`` sleeps, and runs small
-    passes on one thread, which has no barrier to wait at (``AUTO_SMALL_PASS``).
+    far). Sleeping costs a kernel wake-up per barrier instead. ``auto`` spins, and runs each pass
+    on one thread or on all, whichever has been faster for its size (``ThreadChoice``): one
+    thread has no barrier to wait at.
     """
-    if wait in ("passive", "auto", 0):
+    if wait in ("passive", 0):
         return {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None}
-    spins = LIBGOMP_SPIN_COUNT if wait == "spin" else wait
+    spins = LIBGOMP_SPIN_COUNT if wait in ("spin", "auto") else wait
     return {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": str(spins)}
 
 
@@ -223,8 +222,10 @@ class LlamaRuntime:
         self.weights_bytes = int(llama.llama_model_size(self._model))
         self.model_name = settings.model_name or self.path.stem
         self.threads = threads
-        # thread_wait="auto": small passes on one thread (see AUTO_SMALL_PASS).
-        self._small_pass = AUTO_SMALL_PASS if settings.thread_wait == "auto" else 0
+        # thread_wait="auto": each pass on one thread or on all, whichever has been faster.
+        self._choice = (
+            ThreadChoice(threads) if settings.thread_wait == "auto" and threads > 1 else None
+        )
         self._threads_now = threads
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._ends: dict[int, bool] = {}
@@ -413,11 +414,16 @@ class LlamaRuntime:
     def decode(self, batch: Any) -> int:
         """One forward pass over ``batch``; llama.cpp's status (0: done)."""
         llama = _llama()
-        threads = 1 if batch.n_tokens < self._small_pass else self.threads
+        choice, tokens = self._choice, batch.n_tokens
+        threads = self.threads if choice is None else choice.threads_for(tokens)
         if threads != self._threads_now:
             llama.llama_set_n_threads(self._context, threads, threads)
             self._threads_now = threads
-        return int(llama.llama_decode(self._context, batch))
+        started = time.perf_counter()
+        status = int(llama.llama_decode(self._context, batch))
+        if choice is not None:
+            choice.measured(tokens, threads, time.perf_counter() - started)
+        return status
 
     def copy_cache(self, source: int, target: int) -> None:
         """Give ``target`` the cells ``source`` holds, in place of its own. With a cache per

@@ -73,11 +73,13 @@ class LlamaCppSettings(BaseSettings, ModalScaling):
         default="auto",
         description="How llama.cpp's CPU threads wait for each other between operations (sets "
         "its OpenMP runtime's OMP_WAIT_POLICY and GOMP_SPINCOUNT in the engine's process, "
-        "overriding them; read once, when llama.cpp loads). 'auto': they sleep at once, and a "
-        "pass of a single token (one stream) runs on one thread, which has no barrier to wait "
-        "at; 'passive': they sleep at once; 'spin': they spin up to libgomp's default of "
-        "300,000 spins first (llama-server's default: fastest while the server has the cores "
-        "to itself, many times slower as soon as another process wants one); an integer: "
+        "overriding them; read once, when llama.cpp loads). 'auto': they spin as 'spin' does, "
+        "and each forward pass runs on one thread or on all, whichever has been faster for "
+        "passes of its size (one thread has no barrier to wait at, and stays fast when another "
+        "process wants a core); 'passive': they sleep at once; 'spin': they spin up to "
+        "libgomp's default of 300,000 spins first, every pass on every thread (llama-server's "
+        "default: fastest while the server has the cores to itself, many times slower as soon "
+        "as another process wants one); an integer: "
         "that many spins (GOMP_SPINCOUNT). Measured: docs/guides/real-models.md.",
     )
     batch_size: int = Field(
