@@ -7,29 +7,38 @@ spins through the time slice of the thread it waits for, and one thread, which h
 is two to three times faster (measured on SmolLM2, 2 cores: 114 against 67 tokens/s at one
 stream on the idle machine, 36 against 71 beside one busy process). Which case holds changes
 while the server runs, so the engine measures it: each size of pass keeps how long a token took
-on one thread and on all, runs the faster, and now and then tries the other again (more rarely
-each time it loses, so a machine that stays busy pays almost nothing for the checks).
+on one thread and on all, runs the faster, and now and then tries the other again for a few
+passes (more rarely each time it loses, so a machine that stays busy pays almost nothing for
+the tries).
 """
 
 from __future__ import annotations
 
+import statistics
+from collections import deque
 from dataclasses import dataclass, field
 
 #: Passes of one size class between two tries of the count not in use, at first and at most.
 FIRST_TRY = 16
 LAST_TRY = 512
-#: Weight of a new measurement in the running time of the count in use.
-SMOOTHING = 0.25
+#: Passes in one try, and the recent passes whose median is a count's time: the first pass
+#: after a switch wakes threads that slept, and any pass may meet a hiccup of the machine, so
+#: no single pass decides (a change that lasts does, within a few passes).
+TRY_PASSES = 3
+RECENT_PASSES = 5
 
 
 @dataclass
 class _PassSize:
-    """The times per token of one size class of pass, on one thread and on all."""
+    """The recent times per token of one size class of pass, on one thread and on all."""
 
-    seconds: dict[int, float] = field(default_factory=dict)
+    recent: dict[int, deque[float]] = field(default_factory=dict)
     since_try: int = 0
     interval: int = FIRST_TRY
     trying: int | None = None
+
+    def seconds(self, threads: int) -> float:
+        return statistics.median(self.recent[threads])
 
 
 class ThreadChoice:
@@ -44,32 +53,36 @@ class ThreadChoice:
         if len(self.counts) == 1:
             return 1
         size = self._size(tokens)
-        unmeasured = [count for count in self.counts if count not in size.seconds]
-        if unmeasured:
-            size.trying = unmeasured[0]
-            return unmeasured[0]
-        best = min(self.counts, key=size.seconds.__getitem__)
-        size.since_try += 1
-        if size.since_try >= size.interval:
-            size.since_try = 0
-            size.trying = next(count for count in self.counts if count != best)
-            return size.trying
-        return best
+        if size.trying is None:
+            unmeasured = [count for count in self.counts if count not in size.recent]
+            if unmeasured:
+                self._try(size, unmeasured[0])
+            else:
+                best = min(self.counts, key=size.seconds)
+                size.since_try += 1
+                if size.since_try < size.interval:
+                    return best
+                self._try(size, next(count for count in self.counts if count != best))
+        assert size.trying is not None
+        return size.trying
 
     def measured(self, tokens: int, threads: int, seconds: float) -> None:
         """A pass of ``tokens`` tokens took ``seconds`` on ``threads`` threads."""
+        if len(self.counts) == 1:
+            return
         size = self._size(tokens)
-        per_token = seconds / max(tokens, 1)
-        if size.trying == threads:  # a try: its time stands for the count from now on
-            size.trying = None
-            size.seconds[threads] = per_token
-            others = [t for count, t in size.seconds.items() if count != threads]
-            lost = bool(others) and per_token > min(others)
-            size.interval = min(size.interval * 2, LAST_TRY) if lost else FIRST_TRY
-        elif threads in size.seconds:
-            size.seconds[threads] += SMOOTHING * (per_token - size.seconds[threads])
-        else:
-            size.seconds[threads] = per_token
+        size.recent[threads].append(seconds / max(tokens, 1))
+        if size.trying != threads or len(size.recent[threads]) < TRY_PASSES:
+            return
+        size.trying, size.since_try = None, 0
+        others = [size.seconds(count) for count in size.recent if count != threads]
+        lost = bool(others) and size.seconds(threads) > min(others)
+        size.interval = min(size.interval * 2, LAST_TRY) if lost else FIRST_TRY
+
+    @staticmethod
+    def _try(size: _PassSize, threads: int) -> None:
+        size.trying = threads
+        size.recent[threads] = deque(maxlen=RECENT_PASSES)  # its old times are stale
 
     def _size(self, tokens: int) -> _PassSize:
         key = max(tokens, 1).bit_length()  # 1, 2-3, 4-7, 8-15, ... tokens
