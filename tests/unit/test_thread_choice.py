@@ -1,6 +1,6 @@
 """``thread_wait="auto"``'s choice of threads for each forward pass, driven by made-up pass
-times: the faster count wins, a change of speed is followed, and a count that keeps losing is
-tried more and more rarely."""
+times on a made-up clock: the faster count wins, a change of speed is followed, one slow pass
+decides nothing, and a count that keeps losing is tried more and more rarely."""
 
 from __future__ import annotations
 
@@ -14,72 +14,98 @@ pytest.importorskip("promptwire_llamacpp", reason=LLAMACPP_PLUGIN_MISSING)
 
 from promptwire_llamacpp.thread_choice import FIRST_TRY, LAST_TRY, TRY_PASSES, ThreadChoice
 
+IDLE = {2: 0.009, 1: 0.014}  # seconds a one-token pass takes on 2 threads and on 1
+BUSY = {2: 0.030, 1: 0.014}  # beside a busy process: two threads wait for each other
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _choice() -> tuple[ThreadChoice, Clock]:
+    clock = Clock()
+    return ThreadChoice(2, clock), clock
+
 
 def _run(
-    choice: ThreadChoice, passes: int, seconds: dict[int, float], tokens: int = 1
+    choice: ThreadChoice,
+    clock: Clock,
+    passes: int,
+    seconds: dict[int, float],
+    tokens: int = 1,
+    starts: list[float] | None = None,
 ) -> list[int]:
-    """``passes`` passes of ``tokens`` tokens, each taking what ``seconds`` says for its count
-    of threads; the counts chosen."""
-    chosen = []
+    """``passes`` passes of ``tokens`` tokens, each taking what ``seconds`` says (per token)
+    for its count of threads; the counts chosen (and in ``starts``, when each run of two
+    threads began)."""
+    chosen: list[int] = []
     for _ in range(passes):
         threads = choice.threads_for(tokens)
+        if starts is not None and threads == 2 and chosen[-1:] == [1]:
+            starts.append(clock.now)
+        clock.now += seconds[threads] * tokens
         choice.measured(tokens, threads, seconds[threads] * tokens)
         chosen.append(threads)
     return chosen
 
 
 def test_each_count_is_measured_first_then_the_faster_runs() -> None:
-    choice = ThreadChoice(2)
-    chosen = _run(choice, 2 * TRY_PASSES + FIRST_TRY - 1, {2: 0.009, 1: 0.014})
+    choice, clock = _choice()
+    chosen = _run(choice, clock, 2 * TRY_PASSES + 20, IDLE)
     assert chosen[: 2 * TRY_PASSES] == [2] * TRY_PASSES + [1] * TRY_PASSES
     assert set(chosen[2 * TRY_PASSES :]) == {2}
 
 
 def test_a_busy_machine_turns_it_to_one_thread_and_an_idle_one_back() -> None:
-    choice = ThreadChoice(2)
-    _run(choice, 100, {2: 0.009, 1: 0.014})  # idle: two threads
-    busy = _run(choice, 200, {2: 0.030, 1: 0.014})  # a neighbour takes a core
+    choice, clock = _choice()
+    _run(choice, clock, 100, IDLE)  # two threads
+    busy = _run(choice, clock, 200, BUSY)  # a neighbour takes a core
     assert busy[TRY_PASSES : TRY_PASSES + 10].count(1) >= 10 - TRY_PASSES  # within a few passes
     assert busy[-100:].count(2) <= TRY_PASSES  # two threads only tried, now and then
-    idle = _run(choice, LAST_TRY + 50, {2: 0.009, 1: 0.014})
-    assert idle[-40:] == [2] * 40
+    idle = _run(choice, clock, int(LAST_TRY / IDLE[1]) + 60, IDLE)
+    assert idle[-40:].count(2) >= 40 - TRY_PASSES  # one thread only tried
 
 
-def test_one_slow_pass_in_a_try_does_not_decide_it() -> None:
-    """The first pass of a try wakes threads that slept: its time is not the count's."""
-    choice = ThreadChoice(2)
-    _run(choice, 40, {2: 0.030, 1: 0.014})  # busy: one thread, two tried again after 16
-    chosen = []
-    for _ in range(LAST_TRY + 20):  # idle again, each try's first pass slow
+def test_one_slow_pass_decides_nothing() -> None:
+    """The first pass on two threads after one wakes a thread that slept: slow, every time."""
+    choice, clock = _choice()
+    _run(choice, clock, 40, BUSY)
+    chosen: list[int] = []
+    for _ in range(int(LAST_TRY / IDLE[1]) + 60):  # idle again
         threads = choice.threads_for(1)
-        first_of_try = threads == 2 and (not chosen or chosen[-1] == 1)
-        choice.measured(1, threads, 0.050 if first_of_try else {2: 0.009, 1: 0.014}[threads])
+        woken = threads == 2 and chosen[-1:] == [1]
+        seconds = 0.050 if woken else IDLE[threads]
+        clock.now += seconds
+        choice.measured(1, threads, seconds)
         chosen.append(threads)
     assert chosen[-40:].count(2) >= 40 - TRY_PASSES  # two threads, but for one try of one
 
 
 def test_a_losing_count_is_tried_more_rarely_up_to_a_limit() -> None:
-    choice = ThreadChoice(2)
-    chosen = _run(choice, 4000, {2: 0.030, 1: 0.014})
-    starts = [i for i in range(1, len(chosen)) if chosen[i] == 2 and chosen[i - 1] == 1]
-    assert all(chosen[i : i + TRY_PASSES] == [2] * TRY_PASSES for i in starts[:-1])
-    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    choice, clock = _choice()
+    starts: list[float] = []
+    _run(choice, clock, 4000, BUSY, starts=starts)
+    gaps = [round(later - earlier, 6) for earlier, later in itertools.pairwise(starts)]
     assert gaps == sorted(gaps)  # each loss doubles the wait
-    # A try starts at the interval's last pass, then takes TRY_PASSES passes.
-    assert gaps[0] == 2 * FIRST_TRY + TRY_PASSES - 1
-    assert max(gaps) == LAST_TRY + TRY_PASSES - 1
+    try_seconds = TRY_PASSES * BUSY[2]
+    assert gaps[0] == pytest.approx(2 * FIRST_TRY + try_seconds, abs=BUSY[1])
+    assert gaps[-1] == pytest.approx(LAST_TRY + try_seconds, abs=BUSY[1])
 
 
 def test_sizes_of_pass_are_chosen_apart() -> None:
     """A prompt's large pass can gain from two threads while single tokens do not."""
-    choice = ThreadChoice(2)
-    _run(choice, 50, {2: 0.030, 1: 0.014}, tokens=1)
-    large = _run(choice, 50, {2: 0.001, 1: 0.002}, tokens=128)
-    single = _run(choice, 20, {2: 0.030, 1: 0.014}, tokens=1)
+    choice, clock = _choice()
+    _run(choice, clock, 50, BUSY, tokens=1)
+    large = _run(choice, clock, 50, {2: 0.001, 1: 0.002}, tokens=128)
+    single = _run(choice, clock, 20, BUSY, tokens=1)
     assert large[-20:].count(2) >= 20 - TRY_PASSES
     assert single.count(1) >= 20 - TRY_PASSES
 
 
 def test_one_thread_has_nothing_to_choose() -> None:
-    choice = ThreadChoice(1)
-    assert set(_run(choice, 50, {1: 0.01})) == {1}
+    choice, clock = ThreadChoice(1), Clock()
+    assert set(_run(choice, clock, 50, {1: 0.01})) == {1}

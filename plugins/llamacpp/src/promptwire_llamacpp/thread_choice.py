@@ -8,19 +8,22 @@ is two to three times faster (measured on SmolLM2, 2 cores: 114 against 67 token
 stream on the idle machine, 36 against 71 beside one busy process). Which case holds changes
 while the server runs, so the engine measures it: each size of pass keeps how long a token took
 on one thread and on all, runs the faster, and now and then tries the other again for a few
-passes (more rarely each time it loses, so a machine that stays busy pays almost nothing for
-the tries).
+passes: a quarter of a second after the last try at first, twice as long each time it loses,
+four seconds at most (a machine that stays busy pays about 1 % for the tries; one that becomes
+idle again gets its threads back within seconds, whatever the size of its passes).
 """
 
 from __future__ import annotations
 
 import statistics
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-#: Passes of one size class between two tries of the count not in use, at first and at most.
-FIRST_TRY = 16
-LAST_TRY = 512
+#: Seconds between two tries of the count not in use (in one size class), at first and at most.
+FIRST_TRY = 0.25
+LAST_TRY = 4.0
 #: Passes in one try, and the recent passes whose median is a count's time: the first pass
 #: after a switch wakes threads that slept, and any pass may meet a hiccup of the machine, so
 #: no single pass decides (a change that lasts does, within a few passes).
@@ -33,8 +36,8 @@ class _PassSize:
     """The recent times per token of one size class of pass, on one thread and on all."""
 
     recent: dict[int, deque[float]] = field(default_factory=dict)
-    since_try: int = 0
-    interval: int = FIRST_TRY
+    next_try: float = 0.0
+    interval: float = FIRST_TRY
     trying: int | None = None
 
     def seconds(self, threads: int) -> float:
@@ -45,8 +48,9 @@ class ThreadChoice:
     """Which of ``1`` and ``threads`` runs a pass of ``tokens`` tokens (``threads_for``), from
     the times ``measured`` gives it. Used by one thread (the scheduler's) only."""
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.counts = (threads, 1) if threads > 1 else (1,)
+        self._clock = clock
         self._sizes: dict[int, _PassSize] = {}
 
     def threads_for(self, tokens: int) -> int:
@@ -59,8 +63,7 @@ class ThreadChoice:
                 self._try(size, unmeasured[0])
             else:
                 best = min(self.counts, key=size.seconds)
-                size.since_try += 1
-                if size.since_try < size.interval:
+                if self._clock() < size.next_try:
                     return best
                 self._try(size, next(count for count in self.counts if count != best))
         assert size.trying is not None
@@ -74,10 +77,11 @@ class ThreadChoice:
         size.recent[threads].append(seconds / max(tokens, 1))
         if size.trying != threads or len(size.recent[threads]) < TRY_PASSES:
             return
-        size.trying, size.since_try = None, 0
+        size.trying = None
         others = [size.seconds(count) for count in size.recent if count != threads]
         lost = bool(others) and size.seconds(threads) > min(others)
         size.interval = min(size.interval * 2, LAST_TRY) if lost else FIRST_TRY
+        size.next_try = self._clock() + size.interval
 
     @staticmethod
     def _try(size: _PassSize, threads: int) -> None:
