@@ -27,6 +27,7 @@ pytest.importorskip("promptwire_llamacpp", reason=LLAMACPP_PLUGIN_MISSING)
 
 from promptwire_llamacpp.engine import LlamaCppEngine
 from promptwire_llamacpp.settings import LlamaCppSettings
+from promptwire_llamacpp.thread_choice import TRY_PASSES
 
 pytestmark = REAL_MODEL
 
@@ -133,8 +134,15 @@ def test_a_greedy_reply_is_the_same_on_one_thread_and_on_two(
             return one_by_one, list(together)
 
         one_by_one, together = asyncio.run(both())
+        passes = {metric.name: metric.value for metric in engine.metrics()}
     finally:
         engine.unload()
+    # auto measured both counts (each for a few passes at least), passive kept to two threads.
+    one_thread = passes["forward_passes_one_thread"]
+    if wait == "auto":
+        assert TRY_PASSES <= one_thread < passes["forward_passes"]
+    else:
+        assert one_thread == 0 < passes["forward_passes"]
     expected = [alone[question] for question in QUESTIONS]
     assert [_reply(run) for run in one_by_one] == expected
     assert [_reply(run) for run in together] == expected

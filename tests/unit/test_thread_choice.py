@@ -12,7 +12,13 @@ from tests.support.optional import LLAMACPP_PLUGIN_MISSING
 
 pytest.importorskip("promptwire_llamacpp", reason=LLAMACPP_PLUGIN_MISSING)
 
-from promptwire_llamacpp.thread_choice import FIRST_TRY, LAST_TRY, TRY_PASSES, ThreadChoice
+from promptwire_llamacpp.thread_choice import (
+    FIRST_TRY,
+    LAST_TRY,
+    PASSES_BETWEEN_TRIES,
+    TRY_PASSES,
+    ThreadChoice,
+)
 
 IDLE = {2: 0.009, 1: 0.014}  # seconds a one-token pass takes on 2 threads and on 1
 BUSY = {2: 0.030, 1: 0.014}  # beside a busy process: two threads wait for each other
@@ -104,6 +110,21 @@ def test_sizes_of_pass_are_chosen_apart() -> None:
     single = _run(choice, clock, 20, BUSY, tokens=1)
     assert large[-20:].count(2) >= 20 - TRY_PASSES
     assert single.count(1) >= 20 - TRY_PASSES
+
+
+def test_a_pause_does_not_make_the_next_request_a_try() -> None:
+    """A prompt's few large passes after each pause (which set its first token's time) run on
+    the faster count: a try waits for enough passes as well as for its time."""
+    choice, clock = _choice()
+    large = {2: 0.001, 1: 0.002}
+    _run(choice, clock, 2 * TRY_PASSES, large, tokens=128)  # both measured
+    chosen = []
+    rounds = 5
+    assert rounds * 3 <= PASSES_BETWEEN_TRIES
+    for _ in range(rounds):
+        clock.now += 20 * LAST_TRY  # a pause, then a request's three prompt passes
+        chosen += _run(choice, clock, 3, large, tokens=128)
+    assert chosen == [2] * len(chosen)
 
 
 def test_one_thread_has_nothing_to_choose() -> None:

@@ -160,6 +160,13 @@ class LlamaCppEngine(WorkerEngine[LlamaRuntime, Scheduler, PreparedRequest]):
                 "Guessed tokens the sampler then picked (reply tokens with no pass of their own).",
                 kind="counter",
             ),
+            EngineMetric("forward_passes", runtime.passes, "Forward passes run.", kind="counter"),
+            EngineMetric(
+                "forward_passes_one_thread",
+                runtime.single_thread_passes,
+                "Forward passes run on one thread (thread_wait=auto, or threads=1).",
+                kind="counter",
+            ),
             EngineMetric("model_weights_bytes", runtime.weights_bytes, "Bytes of the weights."),
         ]
 

@@ -227,6 +227,8 @@ class LlamaRuntime:
             ThreadChoice(threads) if settings.thread_wait == "auto" and threads > 1 else None
         )
         self._threads_now = threads
+        self.passes = 0
+        self.single_thread_passes = 0
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._ends: dict[int, bool] = {}
         self._sample = ctypes.PYFUNCTYPE(  # keeps the GIL: see the module's docstring
@@ -419,6 +421,8 @@ class LlamaRuntime:
         if threads != self._threads_now:
             llama.llama_set_n_threads(self._context, threads, threads)
             self._threads_now = threads
+        self.passes += 1
+        self.single_thread_passes += threads == 1
         started = time.perf_counter()
         status = int(llama.llama_decode(self._context, batch))
         if choice is not None:

@@ -21,9 +21,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-#: Seconds between two tries of the count not in use (in one size class), at first and at most.
+#: Seconds between two tries of the count not in use (in one size class), at first and at most,
+#: and the passes of the count in use between them, at least: a prompt's few large passes, which
+#: set its first token's time, then rarely meet a try (they would whenever a server has been idle
+#: for longer than the interval: every request after a pause).
 FIRST_TRY = 0.25
 LAST_TRY = 4.0
+PASSES_BETWEEN_TRIES = 16
 #: Passes in one try, and the recent passes whose median is a count's time: the first pass
 #: after a switch wakes threads that slept, and any pass may meet a hiccup of the machine, so
 #: no single pass decides (a change that lasts does, within a few passes).
@@ -38,6 +42,7 @@ class _PassSize:
     recent: dict[int, deque[float]] = field(default_factory=dict)
     next_try: float = 0.0
     interval: float = FIRST_TRY
+    since_try: int = 0
     trying: int | None = None
 
     def seconds(self, threads: int) -> float:
@@ -63,7 +68,8 @@ class ThreadChoice:
                 self._try(size, unmeasured[0])
             else:
                 best = min(self.counts, key=size.seconds)
-                if self._clock() < size.next_try:
+                size.since_try += 1
+                if size.since_try <= PASSES_BETWEEN_TRIES or self._clock() < size.next_try:
                     return best
                 self._try(size, next(count for count in self.counts if count != best))
         assert size.trying is not None
@@ -77,7 +83,7 @@ class ThreadChoice:
         size.recent[threads].append(seconds / max(tokens, 1))
         if size.trying != threads or len(size.recent[threads]) < TRY_PASSES:
             return
-        size.trying = None
+        size.trying, size.since_try = None, 0
         others = [size.seconds(count) for count in size.recent if count != threads]
         lost = bool(others) and size.seconds(threads) > min(others)
         size.interval = min(size.interval * 2, LAST_TRY) if lost else FIRST_TRY
@@ -89,7 +95,7 @@ class ThreadChoice:
         size.recent[threads] = deque(maxlen=RECENT_PASSES)  # its old times are stale
 
     def _size(self, tokens: int) -> _PassSize:
-        key = max(tokens, 1).bit_length()  # 1, 2-3, 4-7, 8-15, ... tokens
+        key = min(max(tokens, 1).bit_length(), 6)  # 1, 2-3, 4-7, 8-15, 16-31, 32+ tokens
         if (size := self._sizes.get(key)) is None:
             size = self._sizes[key] = _PassSize()
         return size
