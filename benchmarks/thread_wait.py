@@ -1,6 +1,7 @@
 """(14) How llama.cpp's threads wait between operations: the llamacpp backend's ``thread_wait``
-settings (``passive``, ``spin``, ``auto``, and any spin counts given with ``--spins``) side by
-side with llama-server's OpenMP default (and, with ``--llama-server-passive``, llama-server with
+settings (``passive``, ``spin``, ``auto``, and any spin counts given with ``--spins``; with
+``--one-thread``, the backend on one thread) side by side with llama-server's OpenMP default
+(and, with ``--llama-server-passive``, llama-server with
 ``OMP_WAIT_POLICY=PASSIVE``), on an idle machine and beside one busy-loop process
 (``python -c 'while True: pass'``).
 
@@ -55,6 +56,9 @@ def main() -> None:
     parser.add_argument("--spins", type=int, nargs="*", default=[], help="GOMP_SPINCOUNTs too")
     parser.add_argument("--waits", nargs="*", default=["passive", "spin", "auto"])
     parser.add_argument("--llama-server-passive", action="store_true")
+    parser.add_argument(
+        "--one-thread", action="store_true", help="promptwire on one thread too (no barrier)"
+    )
     args = parser.parse_args()
     began = time.perf_counter()
     repetitions = 1 if args.quick else args.repetitions
@@ -70,6 +74,8 @@ def main() -> None:
     for wait in [*args.waits, *map(str, args.spins)]:
         env = {"PROMPTWIRE_LLAMACPP__THREAD_WAIT": wait}
         servers[f"promptwire thread_wait={wait}"] = promptwire_server(threads, env)
+    if args.one_thread:
+        servers["promptwire on one thread"] = promptwire_server(1)
     conditions = ("idle", "busy")
     rounds: dict[tuple[str, str, int], list[RoundResult]] = {
         (name, condition, n): []
