@@ -8,26 +8,24 @@ is two to three times faster (measured on SmolLM2, 2 cores: 114 against 67 token
 stream on the idle machine, 36 against 71 beside one busy process). Which case holds changes
 while the server runs, so the engine measures it: each size of pass keeps how long a token took
 on one thread and on all, runs the faster, and now and then tries the other again for a few
-passes: a quarter of a second after the last try at first, twice as long each time it loses,
-four seconds at most (a machine that stays busy pays about 1 % for the tries; one that becomes
-idle again gets its threads back within seconds, whatever the size of its passes).
+passes. A try costs what the slower count loses over its passes, so the next comes after about
+a hundred times that much time spent in passes of that size (a quarter of a second at least, a
+minute at most), and time between requests does not count: tries take about 1 % of the work
+(more only where a minute's cap cuts the wait), and a request after a pause does not begin with
+one.
 """
 
 from __future__ import annotations
 
 import statistics
-import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-#: Seconds between two tries of the count not in use (in one size class), at first and at most,
-#: and the passes of the count in use between them, at least: a prompt's few large passes, which
-#: set its first token's time, then rarely meet a try (they would whenever a server has been idle
-#: for longer than the interval: every request after a pause).
+#: The share of the time in passes that tries may cost, and the time in passes (of one size
+#: class) between two tries, at least and at most.
+TRY_SHARE = 0.01
 FIRST_TRY = 0.25
-LAST_TRY = 4.0
-PASSES_BETWEEN_TRIES = 16
+LAST_TRY = 60.0
 #: Passes in one try, and the recent passes whose median is a count's time: the first pass
 #: after a switch wakes threads that slept, and any pass may meet a hiccup of the machine, so
 #: no single pass decides (a change that lasts does, within a few passes).
@@ -40,9 +38,7 @@ class _PassSize:
     """The recent times per token of one size class of pass, on one thread and on all."""
 
     recent: dict[int, deque[float]] = field(default_factory=dict)
-    next_try: float = 0.0
-    interval: float = FIRST_TRY
-    since_try: int = 0
+    until_try: float = 0.0
     trying: int | None = None
 
     def seconds(self, threads: int) -> float:
@@ -53,9 +49,8 @@ class ThreadChoice:
     """Which of ``1`` and ``threads`` runs a pass of ``tokens`` tokens (``threads_for``), from
     the times ``measured`` gives it. Used by one thread (the scheduler's) only."""
 
-    def __init__(self, threads: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, threads: int) -> None:
         self.counts = (threads, 1) if threads > 1 else (1,)
-        self._clock = clock
         self._sizes: dict[int, _PassSize] = {}
 
     def threads_for(self, tokens: int) -> int:
@@ -68,8 +63,7 @@ class ThreadChoice:
                 self._try(size, unmeasured[0])
             else:
                 best = min(self.counts, key=size.seconds)
-                size.since_try += 1
-                if size.since_try <= PASSES_BETWEEN_TRIES or self._clock() < size.next_try:
+                if size.until_try > 0:
                     return best
                 self._try(size, next(count for count in self.counts if count != best))
         assert size.trying is not None
@@ -80,14 +74,18 @@ class ThreadChoice:
         if len(self.counts) == 1:
             return
         size = self._size(tokens)
-        size.recent[threads].append(seconds / max(tokens, 1))
-        if size.trying != threads or len(size.recent[threads]) < TRY_PASSES:
+        per_token = seconds / max(tokens, 1)
+        size.recent[threads].append(per_token)
+        if size.trying != threads:
+            size.until_try -= seconds
             return
-        size.trying, size.since_try = None, 0
+        if len(size.recent[threads]) < TRY_PASSES:
+            return
+        size.trying = None
         others = [size.seconds(count) for count in size.recent if count != threads]
-        lost = bool(others) and size.seconds(threads) > min(others)
-        size.interval = min(size.interval * 2, LAST_TRY) if lost else FIRST_TRY
-        size.next_try = self._clock() + size.interval
+        lost = min(others, default=per_token)
+        cost = max(size.seconds(threads) - lost, 0.0) * tokens * TRY_PASSES
+        size.until_try = min(max(cost / TRY_SHARE, FIRST_TRY), LAST_TRY)
 
     @staticmethod
     def _try(size: _PassSize, threads: int) -> None:
