@@ -8,11 +8,11 @@ is two to three times faster (measured on SmolLM2, 2 cores: 114 against 67 token
 stream on the idle machine, 36 against 71 beside one busy process). Which case holds changes
 while the server runs, so the engine measures it: each size of pass keeps how long a token took
 on one thread and on all, runs the faster, and now and then tries the other again for a few
-passes. A try costs what the slower count loses over its passes, so the next comes after about
-a hundred times that much time spent in passes of that size (a quarter of a second at least, a
-minute at most), and time between requests does not count: tries take about 1 % of the work
-(more only where a minute's cap cuts the wait), and a request after a pause does not begin with
-one.
+passes. A try costs what the slower count loses over its passes, so the next comes after fifty
+times that much time spent in passes of that size, a quarter of a second at least and 8 s at
+most; time between requests does not count. Tries take about 2 % of the work (more where the
+cap cuts the wait: a server that has gone back to one thread must find out soon enough that the
+cores are free again), and a request after a pause does not begin with one.
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ from collections import deque
 from dataclasses import dataclass, field
 
 #: The share of the time in passes that tries may cost, and the time in passes (of one size
-#: class) between two tries, at least and at most.
-TRY_SHARE = 0.01
+#: class) between two tries, at least and at most. At most 8 s: after a busy spell two threads
+#: beat one by half again on an idle machine, and a wait of 24 s (2 % of a try's cost at 8
+#: streams) kept a whole 8-stream request on one thread in benchmark 11.
+TRY_SHARE = 0.02
 FIRST_TRY = 0.25
-LAST_TRY = 60.0
+LAST_TRY = 8.0
 #: Passes in one try, and the recent passes whose median is a count's time: the first pass
 #: after a switch wakes threads that slept, and any pass may meet a hiccup of the machine, so
 #: no single pass decides (a change that lasts does, within a few passes).
