@@ -4,12 +4,16 @@ tries of the slower count take about a fiftieth of the time."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from tests.support.optional import LLAMACPP_PLUGIN_MISSING
 
 pytest.importorskip("promptwire_llamacpp", reason=LLAMACPP_PLUGIN_MISSING)
 
+from promptwire_llamacpp.idle_cores import MIN_WINDOW, IdleCores
 from promptwire_llamacpp.thread_choice import LAST_TRY, TRY_PASSES, TRY_SHARE, ThreadChoice
 
 IDLE = {2: 0.009, 1: 0.014}  # seconds a one-token pass takes on 2 threads and on 1
@@ -92,6 +96,54 @@ def test_sizes_of_pass_are_chosen_apart() -> None:
     single = _run(choice, 20, BUSY, tokens=1)
     assert large[-20:] == [2] * 20
     assert single.count(1) >= 20 - TRY_PASSES
+
+
+class Idle:
+    """A made-up count of the machine's idle cores."""
+
+    def __init__(self, cores: float) -> None:
+        self.cores = cores
+
+    def __call__(self) -> float | None:
+        return self.cores
+
+
+def test_idle_cores_bring_two_threads_back_at_once() -> None:
+    idle = Idle(0.0)
+    choice = ThreadChoice(2, idle)
+    _run(choice, 100, BUSY)  # on one thread: the neighbour holds the other core
+    assert _run(choice, 50, BUSY)[-40:] == [1] * 40  # no idle core, no try
+    idle.cores = 1.0  # the neighbour stopped
+    back = _run(choice, 20, IDLE)
+    assert back[:TRY_PASSES] == [2] * TRY_PASSES  # tried at once (the wait was seconds)
+    assert back[TRY_PASSES:] == [2] * (20 - TRY_PASSES)
+
+
+def test_idle_cores_that_do_not_help_bring_one_early_try_per_wait() -> None:
+    """Cores that look idle but do not make two threads faster (a CPU quota, another core's
+    siblings) cost at most one try more per wait."""
+    choice = ThreadChoice(2, Idle(2.0))
+    _run(choice, 2 * TRY_PASSES, BUSY)
+    chosen = _run(choice, 20_000, BUSY)
+    without = ThreadChoice(2)
+    _run(without, 2 * TRY_PASSES, BUSY)
+    assert chosen.count(2) <= 2 * _run(without, 20_000, BUSY).count(2) + TRY_PASSES
+
+
+def test_idle_cores_are_read_from_the_kernels_counts(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    now = [0.0]
+    cores = IdleCores(stat, lambda: now[0])
+    assert not cores.available()  # no file: nothing known
+    stat.write_text("cpu  100 0 50 1000 20 0 0 0 0 0\ncpu0 ...\n")
+    assert cores.available()
+    assert cores.since_last() is None  # a first reading
+    now[0] += MIN_WINDOW / 2
+    assert cores.since_last() is None  # too soon to mean anything
+    now[0] += MIN_WINDOW / 2 + 1.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    stat.write_text(f"cpu  200 0 60 {1000 + round(1.5 * ticks * now[0])} 20 0\n")
+    assert cores.since_last() == pytest.approx(1.5, rel=0.02)
 
 
 def test_one_thread_has_nothing_to_choose() -> None:

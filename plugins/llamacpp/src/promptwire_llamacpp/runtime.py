@@ -28,7 +28,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,7 @@ from typing import Any
 
 from promptwire.errors import ConfigurationError
 
+from promptwire_llamacpp.idle_cores import IdleCores
 from promptwire_llamacpp.settings import LlamaCppSettings, ThreadWait
 from promptwire_llamacpp.thread_choice import ThreadChoice
 
@@ -224,7 +225,9 @@ class LlamaRuntime:
         self.threads = threads
         # thread_wait="auto": each pass on one thread or on all, whichever has been faster.
         self._choice = (
-            ThreadChoice(threads) if settings.thread_wait == "auto" and threads > 1 else None
+            ThreadChoice(threads, _idle_cores_probe())
+            if settings.thread_wait == "auto" and threads > 1
+            else None
         )
         self._threads_now = threads
         self.passes = 0
@@ -449,6 +452,12 @@ class LlamaRuntime:
         if self._model:
             llama.llama_model_free(self._model)
             self._model = None
+
+
+def _idle_cores_probe() -> Callable[[], float | None] | None:
+    """The machine's idle cores since the last call, where it says (Linux), for ThreadChoice."""
+    probe = IdleCores()
+    return probe.since_last if probe.available() else None
 
 
 @contextmanager

@@ -12,13 +12,17 @@ passes. A try costs what the slower count loses over its passes, so the next com
 times that much time spent in passes of that size, a quarter of a second at least and 8 s at
 most; time between requests does not count. Tries take about 2 % of the work (more where the
 cap cuts the wait: a server that has gone back to one thread must find out soon enough that the
-cores are free again), and a request after a pause does not begin with one.
+cores are free again), and a request after a pause does not begin with one. Where the machine
+says how many of its cores sat idle (``IdleCores``), a server on one thread tries all again as
+soon as enough of them did, once per wait: it then follows a neighbour that stops as quickly as
+one that starts.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 #: The share of the time in passes that tries may cost, and the time in passes (of one size
@@ -33,6 +37,8 @@ LAST_TRY = 8.0
 #: no single pass decides (a change that lasts does, within a few passes).
 TRY_PASSES = 3
 RECENT_PASSES = 5
+#: Idle cores, for each thread beyond the first, that make a server on one thread try all at once.
+IDLE_ENOUGH = 0.75
 
 
 @dataclass
@@ -42,6 +48,10 @@ class _PassSize:
     recent: dict[int, deque[float]] = field(default_factory=dict)
     until_try: float = 0.0
     trying: int | None = None
+    idle_may_try: bool = False
+    """Idle cores may end the wait early: once per wait after a try of all threads that they
+    did not bring."""
+    idle_tried: bool = False
 
     def seconds(self, threads: int) -> float:
         return statistics.median(self.recent[threads])
@@ -51,8 +61,9 @@ class ThreadChoice:
     """Which of ``1`` and ``threads`` runs a pass of ``tokens`` tokens (``threads_for``), from
     the times ``measured`` gives it. Used by one thread (the scheduler's) only."""
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, idle_cores: Callable[[], float | None] | None = None) -> None:
         self.counts = (threads, 1) if threads > 1 else (1,)
+        self._idle_cores = idle_cores
         self._sizes: dict[int, _PassSize] = {}
 
     def threads_for(self, tokens: int) -> int:
@@ -65,7 +76,7 @@ class ThreadChoice:
                 self._try(size, unmeasured[0])
             else:
                 best = min(self.counts, key=size.seconds)
-                if size.until_try > 0:
+                if size.until_try > 0 and not (best == 1 and self._cores_freed(size)):
                     return best
                 self._try(size, next(count for count in self.counts if count != best))
         assert size.trying is not None
@@ -88,6 +99,18 @@ class ThreadChoice:
         lost = min(others, default=per_token)
         cost = max(size.seconds(threads) - lost, 0.0) * tokens * TRY_PASSES
         size.until_try = min(max(cost / TRY_SHARE, FIRST_TRY), LAST_TRY)
+        size.idle_may_try, size.idle_tried = threads > 1 and not size.idle_tried, False
+
+    def _cores_freed(self, size: _PassSize) -> bool:
+        """Whether the cores the other threads need sat idle lately (spending the wait's one
+        early try)."""
+        if not size.idle_may_try or self._idle_cores is None:
+            return False
+        idle = self._idle_cores()
+        if idle is None or idle < IDLE_ENOUGH * (self.counts[0] - 1):
+            return False
+        size.idle_may_try, size.idle_tried = False, True
+        return True
 
     @staticmethod
     def _try(size: _PassSize, threads: int) -> None:
