@@ -13,7 +13,7 @@ from tests.support.optional import LLAMACPP_PLUGIN_MISSING
 
 pytest.importorskip("promptwire_llamacpp", reason=LLAMACPP_PLUGIN_MISSING)
 
-from promptwire_llamacpp.idle_cores import MIN_WINDOW, IdleCores
+from promptwire_llamacpp.idle_cores import MAX_WINDOW, MIN_WINDOW, IdleCores
 from promptwire_llamacpp.thread_choice import LAST_TRY, TRY_PASSES, TRY_SHARE, ThreadChoice
 
 IDLE = {2: 0.009, 1: 0.014}  # seconds a one-token pass takes on 2 threads and on 1
@@ -140,10 +140,12 @@ def test_idle_cores_are_read_from_the_kernels_counts(tmp_path: Path) -> None:
     assert cores.since_last() is None  # a first reading
     now[0] += MIN_WINDOW / 2
     assert cores.since_last() is None  # too soon to mean anything
-    now[0] += MIN_WINDOW / 2 + 1.0
+    now[0] += MIN_WINDOW / 2 + MIN_WINDOW
     ticks = os.sysconf("SC_CLK_TCK")
     stat.write_text(f"cpu  200 0 60 {1000 + round(1.5 * ticks * now[0])} 20 0\n")
-    assert cores.since_last() == pytest.approx(1.5, rel=0.02)
+    assert cores.since_last() == pytest.approx(1.5, rel=0.05)
+    now[0] += MAX_WINDOW + 1  # a reading too old to say how the cores are now
+    assert cores.since_last() is None
 
 
 def test_one_thread_has_nothing_to_choose() -> None:

@@ -14,8 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 #: The shortest time between two readings whose difference means something (the kernel counts
-#: in ticks of 10 ms).
+#: in ticks of 10 ms), and the longest that still says how the cores are now (a reading older
+#: than that starts again: a quiet hour says nothing about this second).
 MIN_WINDOW = 0.25
+MAX_WINDOW = 1.0
 
 
 class IdleCores:
@@ -33,7 +35,8 @@ class IdleCores:
         return self._idle_ticks() is not None
 
     def since_last(self) -> float | None:
-        """The idle cores since the last reading (None: no reading yet, or too recent)."""
+        """The idle cores since the last reading (None: no reading yet, or one too recent or
+        too old to say)."""
         now = self._clock()
         if self._last is not None and now - self._last[0] < MIN_WINDOW:
             return None
@@ -41,7 +44,7 @@ class IdleCores:
         if ticks is None:
             return None
         last, self._last = self._last, (now, ticks)
-        if last is None:
+        if last is None or now - last[0] > MAX_WINDOW:
             return None
         return (ticks - last[1]) / self._ticks_per_second / (now - last[0])
 
