@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 #: The share of the time in passes that tries may cost, and the time in passes (of one size
 #: class) between two tries, at least and at most. At most 8 s: after a busy spell two threads
-#: beat one by half again on an idle machine, and a wait of 24 s (2 % of a try's cost at 8
-#: streams) kept a whole 8-stream request on one thread in benchmark 11.
+#: beat one by half again on an idle machine, and a wait of 24 s (a hundred times a try's cost
+#: at 8 streams, at a 1 % share) kept a whole 8-stream request on one thread in benchmark 11.
 TRY_SHARE = 0.02
 FIRST_TRY = 0.25
 LAST_TRY = 8.0
@@ -52,6 +52,7 @@ class _PassSize:
     """Idle cores may end the wait early: once per wait after a try of all threads that they
     did not bring."""
     idle_tried: bool = False
+    """The try under way was brought by idle cores."""
 
     def seconds(self, threads: int) -> float:
         return statistics.median(self.recent[threads])
@@ -96,8 +97,8 @@ class ThreadChoice:
             return
         size.trying = None
         others = [size.seconds(count) for count in size.recent if count != threads]
-        lost = min(others, default=per_token)
-        cost = max(size.seconds(threads) - lost, 0.0) * tokens * TRY_PASSES
+        best_other = min(others, default=per_token)
+        cost = max(size.seconds(threads) - best_other, 0.0) * tokens * TRY_PASSES
         size.until_try = min(max(cost / TRY_SHARE, FIRST_TRY), LAST_TRY)
         size.idle_may_try, size.idle_tried = threads > 1 and not size.idle_tried, False
 
