@@ -14,7 +14,13 @@ from tests.support.optional import LLAMACPP_PLUGIN_MISSING
 pytest.importorskip("promptwire_llamacpp", reason=LLAMACPP_PLUGIN_MISSING)
 
 from promptwire_llamacpp.idle_cores import MAX_WINDOW, MIN_WINDOW, IdleCores
-from promptwire_llamacpp.thread_choice import LAST_TRY, TRY_PASSES, TRY_SHARE, ThreadChoice
+from promptwire_llamacpp.thread_choice import (
+    FOLLOW_FROM,
+    LAST_TRY,
+    TRY_PASSES,
+    TRY_SHARE,
+    ThreadChoice,
+)
 
 IDLE = {2: 0.009, 1: 0.014}  # seconds a one-token pass takes on 2 threads and on 1
 BUSY = {2: 0.030, 1: 0.014}  # beside a busy process: two threads wait for each other
@@ -77,25 +83,39 @@ def test_tries_of_the_slower_count_cost_a_fiftieth_or_wait_the_longest(tokens: i
 
 
 def test_time_between_requests_does_not_bring_a_try() -> None:
-    """A prompt's few large passes (which set its first token's time) after each pause run on
-    the faster count: tries come after time spent in passes, not after time."""
+    """The passes after each pause run on the faster count: tries come after time spent in
+    passes, not after time."""
     choice = ThreadChoice(2)
-    large = {2: 0.001, 1: 0.002}
-    _run(choice, 2 * TRY_PASSES, large, tokens=128)  # both measured
+    faster_on_two = {2: 0.001, 1: 0.002}
+    _run(choice, 2 * TRY_PASSES, faster_on_two, tokens=16)  # both measured
     chosen = []
-    for _ in range(20):  # a pause, then a request's three prompt passes
-        chosen += _run(choice, 3, large, tokens=128)
+    for _ in range(20):  # a pause, then a request's three passes
+        chosen += _run(choice, 3, faster_on_two, tokens=16)
     assert chosen == [2] * len(chosen)
 
 
 def test_sizes_of_pass_are_chosen_apart() -> None:
-    """A prompt's large pass can gain from two threads while single tokens do not."""
+    """Single tokens can lose on two threads where passes of a dozen gain."""
     choice = ThreadChoice(2)
     _run(choice, 50, BUSY, tokens=1)
-    large = _run(choice, 50, {2: 0.001, 1: 0.002}, tokens=128)
+    dozen = _run(choice, 50, {2: 0.001, 1: 0.002}, tokens=12)
     single = _run(choice, 20, BUSY, tokens=1)
-    assert large[-20:] == [2] * 20
+    assert dozen[-20:] == [2] * 20
     assert single.count(1) >= 20 - TRY_PASSES
+
+
+@pytest.mark.parametrize(("machine", "expected"), [(IDLE, 2), (BUSY, 1)])
+def test_a_prompts_large_passes_follow_the_most_measured_size(
+    machine: dict[int, float], expected: int
+) -> None:
+    """Never a try of their own (they are too few: a try held whole prompts on the slower
+    count), whatever their own times say; all threads before anything is measured."""
+    choice = ThreadChoice(2)
+    assert _run(choice, 3, {2: 0.002, 1: 0.001}, tokens=FOLLOW_FROM) == [2, 2, 2]
+    _run(choice, 100, machine, tokens=8)  # the replies' passes: the most measured
+    _run(choice, 20, machine, tokens=1)
+    large = _run(choice, 30, {2: 0.002, 1: 0.001}, tokens=128)
+    assert large == [expected] * 30
 
 
 class Idle:
