@@ -105,7 +105,7 @@ def test_sizes_of_pass_are_chosen_apart() -> None:
 
 
 @pytest.mark.parametrize(("machine", "expected"), [(IDLE, 2), (BUSY, 1)])
-def test_a_prompts_large_passes_follow_the_most_measured_size(
+def test_a_prompts_large_passes_follow_the_size_measured_last(
     machine: dict[int, float], expected: int
 ) -> None:
     """Never a try of their own (they are too few: a try held whole prompts on the slower
@@ -116,6 +116,15 @@ def test_a_prompts_large_passes_follow_the_most_measured_size(
     _run(choice, 20, machine, tokens=1)
     large = _run(choice, 30, {2: 0.002, 1: 0.001}, tokens=128)
     assert large == [expected] * 30
+
+
+def test_a_prompt_after_a_busy_spell_follows_the_passes_that_saw_it_end() -> None:
+    """The replies' 8-token passes last ran beside the busy process; single tokens since found
+    the cores free: a prompt now runs on all threads."""
+    choice = ThreadChoice(2)
+    _run(choice, 2000, BUSY, tokens=8)  # the most passes, on one thread
+    _run(choice, int(LAST_TRY / IDLE[1]) + 60, IDLE, tokens=1)  # back on two
+    assert _run(choice, 3, {2: 0.001, 1: 0.002}, tokens=128) == [2, 2, 2]
 
 
 class Idle:

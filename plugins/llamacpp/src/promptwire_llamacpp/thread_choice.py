@@ -18,8 +18,8 @@ soon as enough of them did, once per wait: it then follows a neighbour that stop
 one that starts.
 
 A prompt's large passes (``FOLLOW_FROM`` tokens and more) come a few per request, too seldom to
-try counts of their own: they take the count the most measured size of pass runs faster now
-(the machine's state, which the small passes of the replies measure all the time), and all
+try counts of their own: they take the count that the size of pass measured last runs faster
+(the machine's state now, which the small passes of the replies measure all the time), and all
 threads before any is measured.
 """
 
@@ -44,7 +44,7 @@ TRY_PASSES = 3
 RECENT_PASSES = 5
 #: Idle cores, for each thread beyond the first, that make a server on one thread try all at once.
 IDLE_ENOUGH = 0.75
-#: Passes of at least this many tokens follow the most measured size of pass. Measured apart,
+#: Passes of at least this many tokens follow the size of pass measured last. Measured apart,
 #: a prompt's passes (two or three per 8 requests that arrive together) spent whole requests in
 #: a try of the slower count: on the idle machine the median first token at 8 streams moved
 #: between 0.55 and 1.1 s from round to round where llama-server's stayed at 0.58-0.64 s. Always
@@ -57,7 +57,6 @@ class _PassSize:
     """The recent times per token of one size class of pass, on one thread and on all."""
 
     recent: dict[int, deque[float]] = field(default_factory=dict)
-    passes: int = 0
     until_try: float = 0.0
     trying: int | None = None
     idle_may_try: bool = False
@@ -81,6 +80,8 @@ class ThreadChoice:
         self.counts = (threads, 1) if threads > 1 else (1,)
         self._idle_cores = idle_cores
         self._sizes: dict[int, _PassSize] = {}
+        self._last: _PassSize | None = None
+        """The size of pass measured last, which the large passes follow."""
 
     def threads_for(self, tokens: int) -> int:
         if len(self.counts) == 1:
@@ -107,7 +108,7 @@ class ThreadChoice:
         size = self._size(tokens)
         per_token = seconds / max(tokens, 1)
         size.recent[threads].append(per_token)
-        size.passes += 1
+        self._last = size
         if size.trying != threads:
             size.until_try -= seconds
             return
@@ -121,12 +122,13 @@ class ThreadChoice:
         size.idle_may_try, size.idle_tried = threads > 1 and not size.idle_tried, False
 
     def _followed(self) -> int:
-        """The faster count of the most measured size of pass; all threads before any."""
-        measured = [size for size in self._sizes.values() if size.measured_on(self.counts)]
-        if not measured:
+        """The faster count of the size of pass measured last (its first try done); all
+        threads before that. The last, not the most used: after a busy spell, the replies'
+        8-token passes would still say one thread while single tokens found the cores free."""
+        last = self._last
+        if last is None or not last.measured_on(self.counts):
             return self.counts[0]
-        leader = max(measured, key=lambda size: size.passes)
-        return min(self.counts, key=leader.seconds)
+        return min(self.counts, key=last.seconds)
 
     def _cores_freed(self, size: _PassSize) -> bool:
         """Whether the cores the other threads need sat idle lately (spending the wait's one
