@@ -15,9 +15,10 @@ from pathlib import Path
 
 #: The shortest time between two readings whose difference means something (the kernel counts
 #: in ticks of 10 ms: ten per core), and the longest that still says how the cores are now (a
-#: reading older than that starts again: a quiet hour says nothing about this second). At 0.25 s
-#: a server back on the idle machine after a busy spell ran 19-28 passes of its next 1-stream
-#: request on one thread, at 0.1 s 15-17.
+#: reading older than that starts again: a quiet hour says nothing about this second). A server
+#: back on the idle machine after a busy spell ran a median of 12 passes of its next 1-stream
+#: request on one thread with readings 0.1 s apart, 19 with 0.25 s, against 6 (tries) in the
+#: request after (``python -m benchmarks.thread_recovery``, 3 repetitions each).
 MIN_WINDOW = 0.1
 MAX_WINDOW = 1.0
 

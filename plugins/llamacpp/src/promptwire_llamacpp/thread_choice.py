@@ -46,9 +46,10 @@ RECENT_PASSES = 5
 IDLE_ENOUGH = 0.75
 #: Passes of at least this many tokens follow the size of pass measured last. Measured apart,
 #: a prompt's passes (two or three per 8 requests that arrive together) spent whole requests in
-#: a try of the slower count: on the idle machine the median first token at 8 streams moved
-#: between 0.55 and 1.1 s from round to round where llama-server's stayed at 0.58-0.64 s. Always
-#: all threads is no answer: beside a busy process one thread computes a prompt faster.
+#: a try of the slower count: benchmark 11 had the first token at 8 streams at 1.03-1.76x
+#: llama-server's by repetition (at 041a39d), 0.75-1.84x and 0.997x in the median once they
+#: followed. Always all threads is no answer: beside a busy process one thread computes a prompt
+#: faster (ad hoc rounds: 1.73 s against 1.24 s at 8 streams).
 FOLLOW_FROM = 32
 
 
