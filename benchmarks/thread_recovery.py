@@ -1,6 +1,6 @@
 """How soon ``thread_wait=auto`` is back on all threads once a busy neighbour stops.
 
-Benchmark 11 and 14 run each repetition's idle rounds right after the busy rounds of the one
+Benchmarks 11 and 14 run each repetition's idle rounds right after the busy rounds of the one
 before; a server still on one thread there makes about one thread's speed. This runs promptwire
 alone (SmolLM2, 2 threads, as benchmark 11) through busy rounds (1 and 8 streams beside one
 busy-loop process), a pause, and an idle 1-stream round, and reads from ``GET /metrics`` how many
@@ -13,11 +13,11 @@ it (the steady state: only the rare tries).
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import time
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks import real_model
 
@@ -27,16 +27,16 @@ ONE_THREAD = "promptwire_engine_forward_passes_one_thread_total"
 PAUSE = 3.0
 
 
-def _counter(text: str, name: str) -> float:
-    found = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)
-    if found is None:
-        raise SystemExit(f"{name} is not on /metrics")
-    return float(found.group(1))
-
-
 def _passes(url: str) -> tuple[float, float]:
-    text = httpx.get(url + "metrics").text
-    return _counter(text, PASSES), _counter(text, ONE_THREAD)
+    """(forward passes, those on one thread) so far, read by prometheus-client's parser."""
+    values = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(httpx.get(url + "metrics").text)
+        for sample in family.samples
+    }
+    if PASSES not in values or ONE_THREAD not in values:
+        raise SystemExit(f"{PASSES} and {ONE_THREAD} are not both on /metrics")
+    return values[PASSES], values[ONE_THREAD]
 
 
 def _round(url: str, pid: int, streams: int, number: int, busy: bool) -> tuple[float, float]:
