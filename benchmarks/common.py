@@ -327,6 +327,13 @@ def run_loadgen(
     return result
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads) so far."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as file:
+        fields = file.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def words(count: int, seed: int = 0) -> str:
     """A prompt of ``count`` distinct words."""
     return " ".join(f"word{seed}-{i}" for i in range(count))

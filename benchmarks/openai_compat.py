@@ -24,6 +24,7 @@ from benchmarks.common import (
     BenchResult,
     Measurement,
     Ratio,
+    cpu_seconds,
     finish,
     parse_args,
     promptwire_serve,
@@ -65,8 +66,15 @@ BATCH_CONCURRENCY = 64
 BATCH_DELAY = 0.1
 
 
-def load(port: int, path: str, body: dict[str, Any], duration: float) -> dict[str, float]:
-    return run_loadgen(port, duration, json.dumps(body), path=path, connections=CONNECTIONS)
+def load(port: int, pid: int, path: str, body: dict[str, Any], duration: float) -> dict[str, float]:
+    """One run; also the server's CPU microseconds per request (no warm-up inside the run: every
+    request counts, so the server's CPU time over the run divides by them all)."""
+    before = cpu_seconds(pid)
+    result = run_loadgen(
+        port, duration, json.dumps(body), path=path, connections=CONNECTIONS, warmup=0
+    )
+    result["cpu_us"] = (cpu_seconds(pid) - before) / result["requests"] * 1e6
+    return result
 
 
 def server_side(quick: bool) -> dict[str, dict[str, list[float]]]:
@@ -81,7 +89,7 @@ def server_side(quick: bool) -> dict[str, dict[str, list[float]]]:
 
     def measure(name: str) -> dict[str, float]:
         path, body = ROUTES[name]
-        result = load(server.port, path, body, duration)
+        result = load(server.port, server.process.pid, path, body, duration)
         for key, value in result.items():
             samples.setdefault(name, {}).setdefault(key, []).append(value)
         return result
@@ -89,13 +97,15 @@ def server_side(quick: bool) -> dict[str, dict[str, list[float]]]:
     native, *others = ROUTES
     with promptwire_serve() as server:
         for path, body in ROUTES.values():  # warm-up
-            load(server.port, path, body, 0.5)
+            load(server.port, server.process.pid, path, body, 0.5)
         for index in range(rounds):
-            before = measure(native)["rps"]
+            before = measure(native)
             for name in others[index % len(others) :] + others[: index % len(others)]:
                 measure(name)
-                after = measure(native)["rps"]
-                samples[name].setdefault("bracket_rps", []).append((before + after) / 2)
+                after = measure(native)
+                for key in ("rps", "cpu_us"):
+                    around = (before[key] + after[key]) / 2
+                    samples[name].setdefault(f"bracket_{key}", []).append(around)
                 before = after
     return samples
 
@@ -178,6 +188,12 @@ def bracketed(route: dict[str, list[float]]) -> list[float]:
     return ratios(route["rps"], route["bracket_rps"])
 
 
+def cpu_bracketed(route: dict[str, list[float]]) -> list[float]:
+    """The server CPU per request of the prompt route's runs around a route over the route's,
+    run by run: unlike requests/s, it does not move with what else the machine runs."""
+    return ratios(route["bracket_cpu_us"], route["cpu_us"])
+
+
 def run(quick: bool) -> BenchResult:
     os.environ.pop("OPENAI_API_KEY", None)
     served = server_side(quick)
@@ -203,6 +219,7 @@ def run(quick: bool) -> BenchResult:
         result.measurements += [
             Measurement(name, "requests/s", "req/s", metrics["rps"], lower_is_better=False),
             Measurement(name, "p99 latency", "ms", metrics["p99_ms"]),
+            Measurement(name, "server CPU per request", "µs", metrics["cpu_us"]),
         ]
     for name in MAKERS:
         result.measurements += [
@@ -234,6 +251,14 @@ def run(quick: bool) -> BenchResult:
             bracketed(served["Anthropic /v1/messages"]),
             target=0.9,
             note="renders the chat template",
+        ),
+        *(
+            Ratio(
+                f"{name}: prompt route's server CPU per request / this route's",
+                cpu_bracketed(served[name]),
+                note="requests per CPU-second, the rate a core of its own would serve",
+            )
+            for name in list(ROUTES)[1:]
         ),
         Ratio(
             "openai adapter CPU per invoke / ChatOpenAI",

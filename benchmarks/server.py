@@ -16,7 +16,6 @@ work, requests/s moves with everyone's load, the CPU a request costs much less.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from contextlib import ExitStack
@@ -26,6 +25,7 @@ from benchmarks.common import (
     BenchResult,
     Measurement,
     Ratio,
+    cpu_seconds,
     finish,
     free_port,
     parse_args,
@@ -49,13 +49,6 @@ STREAM_REPLY = " ".join(f"w{i}" for i in range(STREAM_TOKENS))
 STREAM_SETTINGS = {"PROMPTWIRE_MODAL_DUMMY__REPLY": STREAM_REPLY}
 PROMPTWIRE_STREAM = "promptwire serve (httptools), 256-token stream"
 BARE_STREAM = "bare FastAPI SSE (httptools), 256-token stream"
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as file:
-        fields = file.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load(port: int, duration: float, pid: int | None = None, body: str = BODY) -> dict[str, float]:

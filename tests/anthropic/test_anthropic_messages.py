@@ -390,6 +390,23 @@ def test_tools_on_an_engine_without_them_are_a_400(echo: tuple[ObservedEngine, s
             "thinking",
         ),
         ({"max_tokens": 5, "messages": HELLO, "temperature": "hot"}, "temperature"),
+        (  # checked with the whole request, the fault named by the block that holds it
+            {
+                "max_tokens": 5,
+                "messages": [
+                    *HELLO,
+                    {"role": "assistant", "content": "Hello"},
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "tool_result", "tool_use_id": "", "content": "x"},
+                            {"type": "text", "text": "and?"},
+                        ],
+                    },
+                ],
+            },
+            "messages.2.content.0: invalid request: tool_call_id",
+        ),
     ],
 )
 def test_invalid_requests_are_400_in_anthropics_shape(

@@ -278,6 +278,14 @@ def test_what_cannot_be_honoured_is_a_400_naming_it(
             "messages.0.content",
         ),
         ([{"role": "user", "content": 5}], "messages.0.content"),
+        (  # checked with the whole request: the first message at fault is named
+            [
+                {"role": "system", "content": "x"},
+                {"role": "assistant", "content": None, "tool_calls": [{"id": "", "function": {}}]},
+                {"role": "tool", "content": "x"},
+            ],
+            "messages.1.tool_calls.0.id",
+        ),
         ([], "messages"),
     ],
 )

@@ -243,6 +243,17 @@ def test_structured_output_by_text_format(tools: tuple[ObservedEngine, str]) -> 
             "only text",
         ),
         ({"input": []}, "input", "input"),
+        (  # checked with the whole request, the fault named by the item that holds it
+            {
+                "instructions": "Be brief.",
+                "input": [
+                    {"role": "user", "content": "hi"},
+                    {"type": "function_call_output", "call_id": "", "output": "x"},
+                ],
+            },
+            "input.1.tool_call_id",
+            "input.1.tool_call_id: Value should have at least 1 item",
+        ),
         ({"max_output_tokens": 0}, "max_output_tokens", "max_output_tokens"),
         ({"text": {"format": {"type": "yaml"}}}, "text.format", "response_format"),
         (

@@ -6,6 +6,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cache
 from typing import Any, Generic, Literal, cast, final
 
 from typing_extensions import TypeVar
@@ -259,7 +260,7 @@ class Engine(ABC, Generic[PreparedT]):
     def prepares_quickly(self) -> bool:
         """Whether this engine's ``prepare`` is marked ``@quick_prepare``: the server then
         prepares a plain prompt on the event loop rather than in a worker thread."""
-        return getattr(type(self).prepare, QUICK_PREPARE_MARK, False) is True
+        return _quick_methods(type(self))[0]
 
     @property
     def renders_quickly(self) -> bool:
@@ -267,11 +268,7 @@ class Engine(ABC, Generic[PreparedT]):
         ``@quick_prepare`` (the plain template's are): with ``prepares_quickly``, the server then
         renders and prepares a conversation without tools or a response format on the event
         loop."""
-        kind = type(self)
-        return all(
-            getattr(method, QUICK_PREPARE_MARK, False) is True
-            for method in (kind.render_chat, kind.render_chat_with_tools)
-        )
+        return _quick_methods(type(self))[1]
 
     def count_prompt_tokens(self, request: PromptRequest) -> int:
         """The prompt's size in tokens, for usage when the engine yields no ``Finish``.
@@ -379,6 +376,16 @@ class Engine(ABC, Generic[PreparedT]):
                     event.stop_sequence,
                 )
         raise EngineError("the engine ended a generation without finishing it")  # pragma: no cover
+
+
+@cache  # asked for every request; a class's methods do not change while it serves
+def _quick_methods(kind: type[Engine[Any]]) -> tuple[bool, bool]:
+    """Whether ``kind``'s ``prepare``, and both its chat templates, are ``@quick_prepare``."""
+
+    def quick(method: Any) -> bool:
+        return getattr(method, QUICK_PREPARE_MARK, False) is True
+
+    return quick(kind.prepare), quick(kind.render_chat) and quick(kind.render_chat_with_tools)
 
 
 def check_capabilities(engine: Engine[Any], request: PromptRequest) -> None:

@@ -83,6 +83,18 @@ def server_limits(
     return ServerLimits.model_validate({**values, **changes})
 
 
+#: The generating routes, in the order the app tries them: the prompt route, then the APIs
+#: by how many clients speak them (Chat Completions; Anthropic's Messages, which Claude's SDKs
+#: and coding agents speak; Responses), then the legacy Completions.
+GENERATING_ROUTES = (
+    "/",
+    "/v1/chat/completions",
+    "/v1/messages",
+    "/v1/responses",
+    "/v1/completions",
+)
+
+
 def create_app(
     engine: Engine[Any],
     *,
@@ -177,19 +189,20 @@ def create_app(
     from promptwire.server.openai._responses_routes import add_responses_routes
     from promptwire.server.openai._routes import add_openai_routes
 
-    generate = add_prompt_routes(app, state)
+    add_prompt_routes(app, state)
     add_openai_routes(app, state)
     add_responses_routes(app, state)
     add_anthropic_routes(app, state)
     if console:
         add_console_routes(app, state)
-    # A request tries the routes in order until one matches (a few microseconds each): the
-    # prompt route, which nearly every request is for, then the other generating routes (POST),
-    # go before /openapi.json, /metrics, /health, /v1/models and the console (paths are
-    # distinct, so the order changes nothing else; benchmark 8).
+    # A request tries the routes in order until one matches (about 80 bytecodes for each it
+    # passes): the generating routes go first, in ``GENERATING_ROUTES``' order, then the other
+    # POST routes, then /openapi.json, /metrics, /health, /v1/models and the console (paths
+    # are distinct, so the order changes nothing else; benchmark 8).
+    first = {path: rank for rank, path in enumerate(GENERATING_ROUTES)}
     app.router.routes.sort(
         key=lambda route: (
-            getattr(route, "endpoint", None) is not generate,
+            first.get(getattr(route, "path", ""), len(first)),
             "POST" not in (getattr(route, "methods", None) or ()),
         )
     )

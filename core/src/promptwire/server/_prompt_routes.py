@@ -8,8 +8,6 @@ declares them. Routes are the app's own (an included router would cost about 15 
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
@@ -38,9 +36,8 @@ from promptwire.server._state import ServingState
 from promptwire.server._streaming import stream_reply, whole_reply
 
 
-def add_prompt_routes(app: FastAPI, state: ServingState) -> Any:
-    """Serve the prompt protocol on ``app`` from ``state``; returns the prompt route's endpoint
-    (``create_app`` puts it first among the routes)."""
+def add_prompt_routes(app: FastAPI, state: ServingState) -> None:
+    """Serve the prompt protocol on ``app`` from ``state``."""
     engine, serving, slots = state.engine, state.serving, state.slots
     shutdown, preparer = state.shutdown, state.preparer
     max_body_bytes = state.limits.max_body_bytes
@@ -107,5 +104,3 @@ def add_prompt_routes(app: FastAPI, state: ServingState) -> Any:
             return Answer(await whole_reply(engine, job, request.receive, shutdown))
 
         return await answer_in_slots(release, answer, RequestError.from_engine)
-
-    return generate

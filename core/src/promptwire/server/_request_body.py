@@ -10,7 +10,10 @@ import math
 from collections.abc import (
     Awaitable,
     Callable,
+    Iterable,
 )
+from dataclasses import dataclass
+from itertools import islice
 from typing import Any, NoReturn, TypeVar
 
 from fastapi import Request
@@ -227,10 +230,42 @@ def validation_problems(exc: ValidationError) -> tuple[str | None, str]:
     every route says them: ``invalid request: messages.0.role: ...; ...`` (the first ten)."""
     errors = exc.errors(include_input=False, include_url=False)
     first = str(errors[0]["loc"][0]) if errors and errors[0]["loc"] else None
-    problems = "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in errors[:10]
+    return first, _problems((err["loc"], err["msg"]) for err in errors)
+
+
+def _problems(errors: Iterable[tuple[tuple[str | int, ...], str]]) -> str:
+    said = "; ".join(
+        f"{'.'.join(str(p) for p in loc) or 'body'}: {msg}" for loc, msg in islice(errors, 10)
     )
-    return first, f"invalid request: {problems}"
+    return f"invalid request: {said}"
+
+
+@dataclass(frozen=True)
+class MessageProblem:
+    """A conversation's request refused for one of its messages (the first at fault)."""
+
+    index: int
+    """The message's place in ``messages``."""
+    field: str
+    """Where in the message (``content``, ``tool_calls.0.id``); empty: the message as a whole."""
+    first: str
+    """The first problem, as pydantic says it."""
+    problems: str
+    """All the message's problems (the first ten), as ``validation_problems`` says them."""
+
+
+def message_problem(exc: ValidationError) -> MessageProblem | None:
+    """The message at fault when ``exc``'s first problem is in one of a ``PromptRequest``'s
+    ``messages``; None when it is about another field. The conversation routes validate a
+    whole request at once, and name the message at fault in their protocol's terms."""
+    errors = exc.errors(include_input=False, include_url=False)
+    loc = errors[0]["loc"] if errors else ()
+    if len(loc) < 2 or loc[0] != "messages" or not isinstance(loc[1], int):
+        return None
+    index = loc[1]
+    mine = ((err["loc"][2:], err["msg"]) for err in errors if err["loc"][:2] == loc[:2])
+    field = ".".join(str(part) for part in loc[2:])
+    return MessageProblem(index, field, errors[0]["msg"], _problems(mine))
 
 
 def parse_request(body: bytes) -> PromptRequest:

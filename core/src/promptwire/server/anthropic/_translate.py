@@ -21,8 +21,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from promptwire.protocol import ChatMessage, PromptRequest
-from promptwire.server._request_body import validation_problems
+from promptwire.protocol import PromptRequest
+from promptwire.server._request_body import message_problem, validation_problems
 from promptwire.server.anthropic._errors import AnthropicError
 from promptwire.server.anthropic.protocol import MessagesRequest
 
@@ -31,13 +31,16 @@ _CHOICES = {"auto": "auto", "any": "required", "none": "none"}
 
 
 def messages_request(body: MessagesRequest) -> PromptRequest:
-    """The prompt protocol's request for ``body``, its prompt not yet rendered."""
-    messages: list[ChatMessage] = []
+    """The prompt protocol's request for ``body``, its prompt not yet rendered, checked in one
+    pass; a 400 names the message at fault by its place in ``body``."""
+    messages: list[dict[str, Any]] = []
+    where: list[str] = []
     if body.system:
         system = body.system if isinstance(body.system, str) else _text(body.system, "system")
-        messages.append(_message({"role": "system", "content": system}, "system"))
+        messages.append({"role": "system", "content": system})
+        where.append("system")
     for index, message in enumerate(body.messages):
-        messages += _messages(message, f"messages.{index}")
+        _add_message(messages, where, message, f"messages.{index}")
     fields: dict[str, Any] = {**body.generation_params(), "prompt": "", "messages": messages}
     if body.tools is not None:
         fields["tools"] = [_tool(tool, f"tools.{index}") for index, tool in enumerate(body.tools)]
@@ -48,48 +51,59 @@ def messages_request(body: MessagesRequest) -> PromptRequest:
     try:
         return PromptRequest.model_validate(fields)
     except ValidationError as exc:
+        if (fault := message_problem(exc)) is not None:
+            raise AnthropicError(400, f"{where[fault.index]}: {fault.problems}") from None
         raise AnthropicError(400, validation_problems(exc)[1]) from None
 
 
-def _messages(message: Any, param: str) -> list[ChatMessage]:
+def _add_message(
+    messages: list[dict[str, Any]], where: list[str], message: Any, param: str
+) -> None:
+    """``message`` as the prompt protocol's messages (fields, checked with the whole request):
+    a user's tool results come first, as ``tool`` messages, then its text."""
     if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
         raise AnthropicError(
             400, f"{param}: a message is an object whose role is user or assistant"
         )
     role, content = message["role"], message.get("content")
     if isinstance(content, str):
-        return [_message({"role": role, "content": content}, param)]
+        messages.append({"role": role, "content": content})
+        where.append(param)
+        return
     if not isinstance(content, list):
         raise AnthropicError(400, f"{param}.content must be a string or a list of blocks")
     pieces: list[str] = []
     calls: list[dict[str, Any]] = []
-    results: list[ChatMessage] = []
+    results = 0
     for index, block in enumerate(content):
-        where = f"{param}.content.{index}"
+        place = f"{param}.content.{index}"
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text":
-            pieces.append(_string(block.get("text"), f"{where}.text"))
+            pieces.append(_string(block.get("text"), f"{place}.text"))
         elif kind == "tool_use" and role == "assistant":
             arguments = json.dumps(block.get("input", {}), ensure_ascii=False)
             function = {"name": block.get("name"), "arguments": arguments}
             calls.append({"id": block.get("id"), "type": "function", "function": function})
         elif kind == "tool_result" and role == "user":
             result = block.get("content", "")
-            text = result if isinstance(result, str) else _text(result, f"{where}.content")
-            fields = {"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text}
-            results.append(_message(fields, where))
+            text = result if isinstance(result, str) else _text(result, f"{place}.content")
+            messages.append(
+                {"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text}
+            )
+            where.append(place)
+            results += 1
         elif kind not in _SKIPPED_BLOCKS:
             raise AnthropicError(
                 400,
-                f"{where}: {str(kind)[:40]!r} blocks are not supported in {role} messages by "
+                f"{place}: {str(kind)[:40]!r} blocks are not supported in {role} messages by "
                 "this server (text, and tool_use from the assistant, tool_result from the user)",
             )
     if role == "assistant":
-        fields = {"role": role, "content": "".join(pieces), "tool_calls": calls or None}
-        return [_message(fields, param)]
-    if pieces or not results:
-        results.append(_message({"role": role, "content": "".join(pieces)}, param))
-    return results
+        messages.append({"role": role, "content": "".join(pieces), "tool_calls": calls or None})
+        where.append(param)
+    elif pieces or not results:
+        messages.append({"role": role, "content": "".join(pieces)})
+        where.append(param)
 
 
 def _text(blocks: Any, param: str) -> str:
@@ -110,13 +124,6 @@ def _string(value: Any, param: str) -> str:
     if not isinstance(value, str):
         raise AnthropicError(400, f"{param} must be a string")
     return value
-
-
-def _message(fields: dict[str, Any], param: str) -> ChatMessage:
-    try:
-        return ChatMessage.model_validate(fields)
-    except ValidationError as exc:
-        raise AnthropicError(400, f"{param}: {validation_problems(exc)[1]}") from None
 
 
 def _tool(tool: Any, param: str) -> dict[str, Any]:

@@ -26,9 +26,13 @@ from promptwire.protocol import (
     TopK,
     TopP,
 )
+from promptwire.server._refusals import RefusingRequest
+
+#: The sampling parameters the prompt protocol takes under the same names.
+_SAMPLING = frozenset({"temperature", "top_p", "top_k"})
 
 
-class MessagesRequest(BaseModel):
+class MessagesRequest(RefusingRequest):
     """``POST /v1/messages``: a conversation to answer."""
 
     model_config = ConfigDict(extra="allow", strict=True)
@@ -56,19 +60,22 @@ class MessagesRequest(BaseModel):
     mcp_servers: Any = None
     container: Any = None
 
+    REFUSABLE = frozenset({"thinking", "mcp_servers", "container"})
+
     def generation_params(self) -> dict[str, Any]:
         """The prompt protocol's parameters this request sets (without ``prompt``)."""
-        params: dict[str, Any] = {}
+        params = {
+            name: value
+            for name in _SAMPLING & self.model_fields_set
+            if (value := getattr(self, name)) is not None
+        }
         if self.max_tokens is not None:
             params["max_tokens"] = self.max_tokens
-        for name in ("temperature", "top_p", "top_k"):
-            if (value := getattr(self, name)) is not None:
-                params[name] = value
         if self.stop_sequences:
             params["stop"] = self.stop_sequences
         return params
 
-    def unsupported(self) -> tuple[str, str] | None:
+    def refused(self) -> tuple[str, str] | None:
         """The first parameter asking for what the engines cannot do, and why; None if none."""
         if isinstance(self.thinking, dict) and self.thinking.get("type") != "disabled":
             return "thinking", "extended thinking is not supported by this server"

@@ -51,7 +51,7 @@ def responses_request(body: ResponsesRequest) -> PromptRequest:
     if body.text is not None and body.text.format is not None:
         fields["response_format"] = _response_format(body.text.format)
     try:
-        return conversation_request(fields)
+        return conversation_request(fields, where)
     except OpenAIError as exc:
         if exc.param == "response_format":
             exc.param = "text.format"

@@ -29,7 +29,6 @@ from promptwire.server.openai._admit import admit, model_id, openai_conversation
 from promptwire.server.openai._errors import PREFIX, OpenAIError, answer_openai_errors
 from promptwire.server.openai._reply import Chunks, Writer, reply_json
 from promptwire.server.openai._translate import (
-    chat_messages,
     chat_request,
     complete_jobs,
     parse_request,
@@ -97,7 +96,7 @@ def add_openai_routes(app: FastAPI, state: ServingState) -> None:
     @app.post(PREFIX + "/chat/completions", include_in_schema=False)
     async def chat_completions(request: Request) -> Response:
         body = parse_request(ChatCompletionRequest, await routes.body(request))
-        conversation = chat_request(body, chat_messages(body.messages))
+        conversation = chat_request(body)
         model, release = admit(routes, body.model)
         writer = Writer("chatcmpl", "chat.completion", model)
         if body.stream:

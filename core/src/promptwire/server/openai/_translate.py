@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -17,13 +17,14 @@ from promptwire.engine import (
 )
 from promptwire.protocol import (
     MAX_MESSAGE_CHARS,
-    ChatMessage,
     ChatRole,
     PromptRequest,
 )
+from promptwire.server._refusals import RefusingRequest
 from promptwire.server._request_body import (
     NotUnicodeError,
     decode_unicode_json,
+    message_problem,
     unless_gone,
     validation_problems,
 )
@@ -46,13 +47,7 @@ _ROLES: dict[str, ChatRole] = {
 # -- requests ----------------------------------------------------------------------------------
 
 
-class Checked(Protocol):
-    """A request model that says which of its parameters asks for what cannot be served."""
-
-    def unsupported(self) -> tuple[str, str] | None: ...
-
-
-RequestT = TypeVar("RequestT", bound=Checked)
+RequestT = TypeVar("RequestT", bound=RefusingRequest)
 
 
 def parse_request(model: type[RequestT], body: bytes) -> RequestT:
@@ -69,7 +64,7 @@ def parse_request(model: type[RequestT], body: bytes) -> RequestT:
     if not isinstance(data, dict):
         raise OpenAIError(400, "the body must be a JSON object", code="invalid_request")
     try:
-        parsed: RequestT = model.model_validate(data)  # type: ignore[attr-defined]
+        parsed = model.model_validate(data)
     except ValidationError as exc:
         param, message = validation_problems(exc)
         raise OpenAIError(400, message, param=param, code="invalid_request") from None
@@ -81,15 +76,17 @@ def parse_request(model: type[RequestT], body: bytes) -> RequestT:
 
 def chat_messages(
     messages: Sequence[dict[str, Any]], where: Sequence[str] | None = None
-) -> list[ChatMessage]:
-    """OpenAI's messages as the prompt protocol's: text content, tool calls, tool results.
-    ``where``: each message's place in the request, for errors (default ``messages.<index>``)."""
+) -> list[dict[str, Any]]:
+    """OpenAI's messages as the prompt protocol's message fields (text content, tool calls,
+    tool results), checked as ``PromptRequest`` checks them once ``conversation_request`` has
+    them all. ``where``: each message's place in the request, for errors (default
+    ``messages.<index>``)."""
     converted = []
     for index, message in enumerate(messages):
-        param = where[index] if where is not None else f"messages.{index}"
         said = message.get("role")
         role = _ROLES.get(said) if isinstance(said, str) else None
         if role is None:
+            param = _place(where, index)
             raise OpenAIError(
                 400,
                 f"{param}.role must be system, developer, user, assistant or tool, "
@@ -101,28 +98,22 @@ def chat_messages(
             raise OpenAIError(
                 400,
                 "function_call (legacy) is not supported: use tool_calls",
-                param=f"{param}.function_call",
+                param=f"{_place(where, index)}.function_call",
                 code="unsupported_parameter",
             )
-        text = _message_text(message.get("content"), role, f"{param}.content")
+        content = message.get("content")
+        text = content if isinstance(content, str) else _message_text(content, role, where, index)
         fields: dict[str, Any] = {"role": role, "content": text}
         if role == "assistant" and message.get("tool_calls"):
             fields["tool_calls"] = message["tool_calls"]
         if role == "tool":
             fields["tool_call_id"] = message.get("tool_call_id")
-        try:
-            converted.append(ChatMessage.model_validate(fields))
-        except ValidationError as exc:
-            error = exc.errors(include_input=False, include_url=False)[0]
-            where = ".".join(str(part) for part in error["loc"])
-            raise OpenAIError(
-                400,
-                f"{param}{'.' + where if where else ''}: {error['msg']} (content must be valid "
-                f"Unicode text of at most {MAX_MESSAGE_CHARS} characters)",
-                param=f"{param}.{where}" if where else param,
-                code="invalid_request",
-            ) from None
+        converted.append(fields)
     return converted
+
+
+def _place(where: Sequence[str] | None, index: int) -> str:
+    return where[index] if where is not None else f"messages.{index}"
 
 
 def _shown(value: Any) -> str:
@@ -142,23 +133,41 @@ def check_request(engine: Engine[Any], request: PromptRequest) -> None:
         raise OpenAIError(400, exc.message, param=param, code="unsupported_parameter") from None
 
 
-def chat_request(body: ChatCompletionRequest, messages: list[ChatMessage]) -> PromptRequest:
+def chat_request(body: ChatCompletionRequest) -> PromptRequest:
     """The prompt protocol's request for a chat completion, its prompt not yet rendered: the
     conversation, the generation parameters, and the tools and response format (v1.2), checked
     by the protocol's own rules (a named tool_choice must be among the tools, ...)."""
-    fields: dict[str, Any] = {**body.generation_params(), "prompt": "", "messages": messages}
+    fields: dict[str, Any] = {
+        **body.generation_params(),
+        "prompt": "",
+        "messages": chat_messages(body.messages),
+    }
     for name in ("tools", "tool_choice", "response_format"):
         if (value := getattr(body, name)) is not None:
             fields[name] = value
     return conversation_request(fields)
 
 
-def conversation_request(fields: dict[str, Any]) -> PromptRequest:
-    """The prompt protocol's request of ``fields``, or OpenAI's 400 naming the field at fault
-    (``tools``, ``tool_choice``, ``response_format``, ...)."""
+def conversation_request(
+    fields: dict[str, Any], where: Sequence[str] | None = None
+) -> PromptRequest:
+    """The prompt protocol's request of ``fields`` (its messages as ``chat_messages`` makes
+    them), checked in one pass; or OpenAI's 400 naming the field at fault (``messages.2.content``
+    (or its place in ``where``), ``tools``, ``tool_choice``, ``response_format``, ...)."""
     try:
         return PromptRequest.model_validate(fields)
     except ValidationError as exc:
+        if (fault := message_problem(exc)) is not None:
+            place = _place(where, fault.index)
+            field = f"{place}.{fault.field}" if fault.field else place
+            hint = (
+                f" (content must be valid Unicode text of at most {MAX_MESSAGE_CHARS} characters)"
+                if fault.field == "content"
+                else ""
+            )
+            raise OpenAIError(
+                400, f"{field}: {fault.first}{hint}", param=field, code="invalid_request"
+            ) from None
         param, message = validation_problems(exc)
         if param is None:  # the rules between fields name the field they are about
             param = next(
@@ -167,11 +176,12 @@ def conversation_request(fields: dict[str, Any]) -> PromptRequest:
         raise OpenAIError(400, message, param=param, code="invalid_request") from None
 
 
-def _message_text(content: Any, role: str, param: str) -> str:
-    if isinstance(content, str):
-        return content
-    if content is None and role == "assistant":  # a turn that only called tools
+def _message_text(content: Any, role: str, where: Sequence[str] | None, index: int) -> str:
+    """A message's content that is not a string: the text of its text parts; none for an
+    assistant turn that only called tools."""
+    if content is None and role == "assistant":
         return ""
+    param = f"{_place(where, index)}.content"
     if isinstance(content, list):
         pieces = []
         for part in content:

@@ -30,6 +30,7 @@ from promptwire.protocol import (
     TopK,
     TopP,
 )
+from promptwire.server._refusals import RefusingRequest
 
 #: The most prompts one ``/v1/completions`` request may carry (OpenAI allows a list).
 MAX_PROMPTS = 64
@@ -49,7 +50,11 @@ class StreamOptions(BaseModel):
     include_usage: bool | None = None
 
 
-class GenerationRequest(BaseModel):
+#: The prompt protocol's parameters a request sets under the same names.
+_GENERATION_PARAMS = frozenset({"max_tokens", "temperature", "top_p", "top_k", "seed"})
+
+
+class GenerationRequest(RefusingRequest):
     """What both generation routes take. Unknown keys are allowed and ignored."""
 
     model_config = ConfigDict(extra="allow", strict=True)
@@ -86,16 +91,21 @@ class GenerationRequest(BaseModel):
 
     def generation_params(self) -> dict[str, Any]:
         """The prompt protocol's parameters this request sets (without ``prompt``)."""
-        params: dict[str, Any] = {}
-        for name in ("max_tokens", "temperature", "top_p", "top_k", "seed"):
-            if (value := getattr(self, name)) is not None:
-                params[name] = value
-        if stops := self.stops():
+        given = self.model_fields_set  # most requests set one or two
+        params = {
+            name: value
+            for name in _GENERATION_PARAMS & given
+            if (value := getattr(self, name)) is not None
+        }
+        if "stop" in given and (stops := self.stops()):
             params["stop"] = stops
         return params
 
-    def unsupported(self) -> tuple[str, str] | None:
-        """The first parameter asking for what the engines cannot do, and why; None if none."""
+    REFUSABLE = frozenset(
+        {"n", "logprobs", "top_logprobs", "presence_penalty", "frequency_penalty", "logit_bias"}
+    )
+
+    def refused(self) -> tuple[str, str] | None:
         if self.n is not None and self.n != 1:
             return "n", "n must be 1: this server makes one choice per prompt"
         if self.logprobs not in (None, False):
@@ -123,7 +133,7 @@ class CompletionRequest(GenerationRequest):
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
 
     def unsupported(self) -> tuple[str, str] | None:
-        if found := super().unsupported():
+        if found := super().refused():
             return found
         if self.best_of is not None and self.best_of != 1:
             return "best_of", "best_of must be 1: this server makes one choice per prompt"
@@ -158,8 +168,10 @@ class ChatCompletionRequest(GenerationRequest):
             params["max_tokens"] = self.max_completion_tokens
         return params
 
-    def unsupported(self) -> tuple[str, str] | None:
-        if found := super().unsupported():
+    REFUSABLE = GenerationRequest.REFUSABLE | {"functions", "function_call", "modalities", "audio"}
+
+    def refused(self) -> tuple[str, str] | None:
+        if found := super().refused():
             return found
         if self.functions:
             return "functions", "functions (the legacy form of tools) are not supported: use tools"
@@ -183,7 +195,7 @@ class ResponseText(BaseModel):
     """Accepted and ignored: the engines have no verbosity setting."""
 
 
-class ResponsesRequest(BaseModel):
+class ResponsesRequest(RefusingRequest):
     """``POST /v1/responses``: a conversation (``input``, ``instructions``) to answer, stateless.
 
     Unknown keys, and those that change nothing here (``include``, ``reasoning``, ``truncation``,
@@ -223,17 +235,22 @@ class ResponsesRequest(BaseModel):
     prompt: Any = None
     top_logprobs: Any = None
 
+    REFUSABLE = frozenset(
+        {"previous_response_id", "conversation", "background", "prompt", "top_logprobs"}
+    )
+
     def generation_params(self) -> dict[str, Any]:
         """The prompt protocol's parameters this request sets."""
-        params: dict[str, Any] = {}
-        for name in ("temperature", "top_p", "top_k", "seed"):
-            if (value := getattr(self, name)) is not None:
-                params[name] = value
+        params = {
+            name: value
+            for name in _GENERATION_PARAMS & self.model_fields_set
+            if (value := getattr(self, name)) is not None
+        }
         if self.max_output_tokens is not None:
             params["max_tokens"] = self.max_output_tokens
         return params
 
-    def unsupported(self) -> tuple[str, str] | None:
+    def refused(self) -> tuple[str, str] | None:
         """The first parameter asking for state or what the engines cannot do; None if none."""
         stateless = (
             "this server stores no responses and no conversations: send the whole "
