@@ -8,7 +8,14 @@ benchmark 8, the request log off) through ASGI calls in one process, no socket, 
 rotating order, and reports the process's CPU time per request (the preparer's threads
 included) and each route's ratio to the prompt route, round by round.
 
-    uv run python -m benchmarks.route_cost [--rounds 9] [--requests 1000]
+    uv run python -m benchmarks.route_cost [--rounds 9] [--requests 1000] [--bytecodes]
+
+CPU time moves with the machine (a shared one's other work, its caches), by more than a change
+to one route saves. ``--bytecodes`` counts instead the Python bytecodes each route executes per
+request (``sys.settrace``'s opcode events, every frame, after a warm-up): a figure that comes
+out the same on every run, which a change to any route's Python code moves. It does not see
+the work done in C and Rust (pydantic-core's validation, the JSON codecs), so it complements
+the CPU time rather than replacing it.
 """
 
 from __future__ import annotations
@@ -18,7 +25,10 @@ import asyncio
 import json
 import logging
 import statistics
+import sys
 import time
+from collections.abc import Awaitable, Callable
+from types import FrameType
 from typing import Any
 
 from promptwire.server import create_app
@@ -49,14 +59,14 @@ def _scope(path: str, size: int) -> dict[str, Any]:
     }
 
 
-async def _measure(rounds: int, requests: int) -> dict[str, list[float]]:
-    logging.disable(logging.INFO)  # the request log line, the same for every route
-    app = create_app(DummyEngine(DummySettings()))
-    bodies = {name: json.dumps(body).encode() for name, (_, body) in ROUTES.items()}
-    scopes = {name: _scope(ROUTES[name][0], len(bodies[name])) for name in ROUTES}
+def _caller(app: Any, name: str) -> Callable[[], Awaitable[None]]:
+    """One request of route ``name`` through ``app``, answered 200."""
+    path, request = ROUTES[name]
+    body = json.dumps(request).encode()
+    scope = _scope(path, len(body))
 
-    async def call(name: str) -> None:
-        body, sent = bodies[name], False
+    async def call() -> None:
+        sent = False
         statuses = []
 
         async def receive() -> dict[str, Any]:
@@ -71,29 +81,78 @@ async def _measure(rounds: int, requests: int) -> dict[str, list[float]]:
             if message["type"] == "http.response.start":
                 statuses.append(message["status"])
 
-        await app(scopes[name], receive, send)
+        await app(scope, receive, send)
         assert statuses == [200], (name, statuses)
 
+    return call
+
+
+async def _measure(rounds: int, requests: int) -> dict[str, list[float]]:
+    logging.disable(logging.INFO)  # the request log line, the same for every route
+    app = create_app(DummyEngine(DummySettings()))
+    calls = {name: _caller(app, name) for name in ROUTES}
     cpu: dict[str, list[float]] = {name: [] for name in ROUTES}
     names = list(ROUTES)
     async with app.router.lifespan_context(app):
         for name in names:  # warm-up
             for _ in range(200):
-                await call(name)
+                await calls[name]()
         for index in range(rounds):
             for name in names[index % len(names) :] + names[: index % len(names)]:
                 started = time.process_time()
                 for _ in range(requests):
-                    await call(name)
+                    await calls[name]()
                 cpu[name].append((time.process_time() - started) / requests * 1e6)
     return cpu
+
+
+async def _bytecodes(requests: int) -> dict[str, float]:
+    """The Python bytecodes each route executes per request, all frames counted."""
+    logging.disable(logging.INFO)
+    app = create_app(DummyEngine(DummySettings()))
+    executed = 0
+
+    def count(frame: FrameType, event: str, arg: Any) -> Any:
+        nonlocal executed
+        if event == "call":
+            frame.f_trace_opcodes = True
+            frame.f_trace_lines = False
+        elif event == "opcode":
+            executed += 1
+        return count
+
+    counts: dict[str, float] = {}
+    async with app.router.lifespan_context(app):
+        for name in ROUTES:
+            call = _caller(app, name)
+            for _ in range(200):  # warm-up: caches, the first request's imports
+                await call()
+            executed = 0
+            sys.settrace(count)
+            try:
+                for _ in range(requests):
+                    await call()
+            finally:
+                sys.settrace(None)
+            counts[name] = executed / requests
+    return counts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--bytecodes", action="store_true", help="count bytecodes, not CPU time")
     args = parser.parse_args()
+    if args.bytecodes:
+        counts = asyncio.run(_bytecodes(min(args.requests, 200)))
+        prompt_count = counts["prompt route /"]
+        for name, executed in counts.items():
+            print(
+                f"{name:30} bytecodes per request {executed:7,.0f}; prompt route / this "
+                f"{prompt_count / executed:.3f}"
+            )
+        return
     cpu = asyncio.run(_measure(args.rounds, args.requests))
     prompt = cpu["prompt route /"]
     for name, samples in cpu.items():
