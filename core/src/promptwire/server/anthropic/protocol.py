@@ -55,7 +55,7 @@ class MessagesRequest(RefusingRequest):
     """Its ``format`` (``{"type": "json_schema", "schema": ...}``): structured output, where the
     engine has it; its ``effort`` is ignored."""
 
-    # Known to Anthropic and refused unless they ask for nothing (see ``unsupported``).
+    # Known to Anthropic and refused unless they ask for nothing (see ``refused``).
     thinking: Any = None
     mcp_servers: Any = None
     container: Any = None

@@ -50,8 +50,11 @@ class StreamOptions(BaseModel):
     include_usage: bool | None = None
 
 
-#: The prompt protocol's parameters a request sets under the same names.
+#: The prompt protocol's parameters a request sets under the same names (declared fields all:
+#: an unknown key of the same name, kept as an extra, is never read as one).
 _GENERATION_PARAMS = frozenset({"max_tokens", "temperature", "top_p", "top_k", "seed"})
+#: The same for a Responses request, whose length limit is ``max_output_tokens``.
+_SAMPLING_PARAMS = _GENERATION_PARAMS - {"max_tokens"}
 
 
 class GenerationRequest(RefusingRequest):
@@ -73,13 +76,16 @@ class GenerationRequest(RefusingRequest):
     user: str | None = None
     """Accepted and ignored, as by every OpenAI-compatible server."""
 
-    # Known to OpenAI and refused unless they ask for nothing (see ``unsupported``).
+    # Known to OpenAI and refused unless they ask for nothing (see ``refused``).
     n: int | None = None
     logprobs: Any = None
     top_logprobs: Any = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: Any = None
+    REFUSABLE = frozenset(
+        {"n", "logprobs", "top_logprobs", "presence_penalty", "frequency_penalty", "logit_bias"}
+    )
 
     def stops(self) -> list[str] | None:
         if self.stop is None:
@@ -100,10 +106,6 @@ class GenerationRequest(RefusingRequest):
         if "stop" in given and (stops := self.stops()):
             params["stop"] = stops
         return params
-
-    REFUSABLE = frozenset(
-        {"n", "logprobs", "top_logprobs", "presence_penalty", "frequency_penalty", "logit_bias"}
-    )
 
     def refused(self) -> tuple[str, str] | None:
         if self.n is not None and self.n != 1:
@@ -133,6 +135,7 @@ class CompletionRequest(GenerationRequest):
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
 
     def unsupported(self) -> tuple[str, str] | None:
+        """Looked at whole: a stream of several prompts is refused whatever else it sets."""
         if found := super().refused():
             return found
         if self.best_of is not None and self.best_of != 1:
@@ -161,14 +164,13 @@ class ChatCompletionRequest(GenerationRequest):
     response_format: dict[str, Any] | None = None
     modalities: list[str] | None = None
     audio: Any = None
+    REFUSABLE = GenerationRequest.REFUSABLE | {"functions", "function_call", "modalities", "audio"}
 
     def generation_params(self) -> dict[str, Any]:
         params = super().generation_params()
         if self.max_completion_tokens is not None:
             params["max_tokens"] = self.max_completion_tokens
         return params
-
-    REFUSABLE = GenerationRequest.REFUSABLE | {"functions", "function_call", "modalities", "audio"}
 
     def refused(self) -> tuple[str, str] | None:
         if found := super().refused():
@@ -228,7 +230,7 @@ class ResponsesRequest(RefusingRequest):
     store: bool | None = None
     metadata: dict[str, Any] | None = None
 
-    # Known to OpenAI and refused unless they ask for nothing (see ``unsupported``).
+    # Known to OpenAI and refused unless they ask for nothing (see ``refused``).
     previous_response_id: Any = None
     conversation: Any = None
     background: Any = None
@@ -243,7 +245,7 @@ class ResponsesRequest(RefusingRequest):
         """The prompt protocol's parameters this request sets."""
         params = {
             name: value
-            for name in _GENERATION_PARAMS & self.model_fields_set
+            for name in _SAMPLING_PARAMS & self.model_fields_set
             if (value := getattr(self, name)) is not None
         }
         if self.max_output_tokens is not None:
