@@ -249,12 +249,14 @@ def test_refused_connection_is_retried_then_reported(mode: str) -> None:
     assert elapsed < TIMEOUT + 8 + MARGIN
 
 
-def _listen_later(port: int, delay: float, stop: threading.Event) -> threading.Thread:
-    """Start answering ``{"prompt": "up"}`` on ``port`` after ``delay`` seconds."""
+def _listen_later(server: socket.socket, delay: float, stop: threading.Event) -> threading.Thread:
+    """Start answering ``{"prompt": "up"}`` on ``server`` (bound, not listening: connecting is
+    refused until then) after ``delay`` seconds."""
 
     def serve() -> None:
         time.sleep(delay)
-        with socket.create_server(("127.0.0.1", port)) as server:
+        server.listen()
+        with server:
             server.settimeout(0.2)
             while not stop.is_set():
                 try:
@@ -276,10 +278,11 @@ def _listen_later(port: int, delay: float, stop: threading.Event) -> threading.T
 
 @pytest.mark.parametrize("mode", ["invoke", "ainvoke"])
 def test_a_server_that_comes_up_late_is_reached_by_the_retry(mode: str) -> None:
-    url = refused_url()
-    port = int(url.rsplit(":", 1)[1].strip("/"))
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))  # the port is ours: refused now, answered once it listens
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/"
     stop = threading.Event()
-    thread = _listen_later(port, 0.2, stop)
+    thread = _listen_later(server, 0.2, stop)
     try:
         assert call(url, mode, max_retries=5) == "up"
     finally:

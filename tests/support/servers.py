@@ -25,9 +25,15 @@ def serve_asgi(app: Any) -> Iterator[BackgroundServer]:
         yield server
 
 
+#: The sockets that hold ``refused_url``'s ports, for the rest of the test run.
+_HELD: list[socket.socket] = []
+
+
 def refused_url() -> str:
-    """A loopback URL where nothing listens: connecting is refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
+    """A loopback URL where nothing listens: connecting is refused at once. Its port stays
+    bound (never listening) for the rest of the run, so no other server, of this run or of
+    another program, can take it meanwhile."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _HELD.append(sock)
+    return f"http://127.0.0.1:{sock.getsockname()[1]}/"
