@@ -40,8 +40,8 @@ class MessagesRequest(RefusingRequest):
     model: Annotated[str, Field(max_length=256)] | None = None
     max_tokens: MaxTokens
     messages: Annotated[list[Any], Field(min_length=1, max_length=MAX_MESSAGES)]
-    """Checked one by one by ``promptwire.server.anthropic._translate``: text, ``tool_use`` and
-    ``tool_result`` blocks."""
+    """Converted one by one by ``promptwire.server.anthropic._translate`` (text, ``tool_use`` and
+    ``tool_result`` blocks), then checked with the whole request."""
     system: Annotated[Text, Field(max_length=MAX_MESSAGE_CHARS)] | list[Any] | None = None
     stream: bool | None = None
     stop_sequences: StopSequences | None = None

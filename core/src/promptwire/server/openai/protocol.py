@@ -151,7 +151,8 @@ class ChatCompletionRequest(GenerationRequest):
     """``POST /v1/chat/completions``: a conversation to answer."""
 
     messages: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_MESSAGES)]
-    """Checked one by one by ``promptwire.server.openai._translate``: text content only."""
+    """Converted one by one by ``promptwire.server.openai._translate`` (text content only), then
+    checked with the whole request as the prompt protocol's messages."""
     max_completion_tokens: MaxTokens | None = None
     """OpenAI's newer name for ``max_tokens``; it wins when both are given."""
     tools: list[Any] | None = None
