@@ -69,8 +69,10 @@ class _PassSize:
     def seconds(self, threads: int) -> float:
         return statistics.median(self.recent[threads])
 
-    def measured_on(self, counts: tuple[int, ...]) -> bool:
-        return all(self.recent.get(count) for count in counts)
+    def unmeasured(self, counts: tuple[int, ...]) -> int | None:
+        """The first of ``counts`` with no time yet (one whose first try is under way has
+        none); None once every count has one."""
+        return next((count for count in counts if not self.recent.get(count)), None)
 
 
 class ThreadChoice:
@@ -91,9 +93,8 @@ class ThreadChoice:
             return self._followed()
         size = self._size(tokens)
         if size.trying is None:
-            unmeasured = [count for count in self.counts if count not in size.recent]
-            if unmeasured:
-                self._try(size, unmeasured[0])
+            if (unmeasured := size.unmeasured(self.counts)) is not None:
+                self._try(size, unmeasured)
             else:
                 best = min(self.counts, key=size.seconds)
                 if size.until_try > 0 and not (best == 1 and self._cores_freed(size)):
@@ -127,7 +128,7 @@ class ThreadChoice:
         threads before that. The last, not the most used: after a busy spell, the replies'
         8-token passes would still say one thread while single tokens found the cores free."""
         last = self._last
-        if last is None or not last.measured_on(self.counts):
+        if last is None or last.unmeasured(self.counts) is not None:
             return self.counts[0]
         return min(self.counts, key=last.seconds)
 
