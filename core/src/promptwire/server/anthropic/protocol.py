@@ -64,11 +64,7 @@ class MessagesRequest(RefusingRequest):
 
     def generation_params(self) -> dict[str, Any]:
         """The prompt protocol's parameters this request sets (without ``prompt``)."""
-        params = {
-            name: value
-            for name in _SAMPLING & self.model_fields_set
-            if (value := getattr(self, name)) is not None
-        }
+        params = self.set_values(_SAMPLING)
         if self.max_tokens is not None:
             params["max_tokens"] = self.max_tokens
         if self.stop_sequences:

@@ -50,8 +50,7 @@ class StreamOptions(BaseModel):
     include_usage: bool | None = None
 
 
-#: The prompt protocol's parameters a request sets under the same names (declared fields all:
-#: an unknown key of the same name, kept as an extra, is never read as one).
+#: The prompt protocol's parameters a request sets under the same names.
 _GENERATION_PARAMS = frozenset({"max_tokens", "temperature", "top_p", "top_k", "seed"})
 #: The same for a Responses request, whose length limit is ``max_output_tokens``.
 _SAMPLING_PARAMS = _GENERATION_PARAMS - {"max_tokens"}
@@ -97,13 +96,8 @@ class GenerationRequest(RefusingRequest):
 
     def generation_params(self) -> dict[str, Any]:
         """The prompt protocol's parameters this request sets (without ``prompt``)."""
-        given = self.model_fields_set  # most requests set one or two
-        params = {
-            name: value
-            for name in _GENERATION_PARAMS & given
-            if (value := getattr(self, name)) is not None
-        }
-        if "stop" in given and (stops := self.stops()):
+        params = self.set_values(_GENERATION_PARAMS)
+        if "stop" in self.model_fields_set and (stops := self.stops()):
             params["stop"] = stops
         return params
 
@@ -244,11 +238,7 @@ class ResponsesRequest(RefusingRequest):
 
     def generation_params(self) -> dict[str, Any]:
         """The prompt protocol's parameters this request sets."""
-        params = {
-            name: value
-            for name in _SAMPLING_PARAMS & self.model_fields_set
-            if (value := getattr(self, name)) is not None
-        }
+        params = self.set_values(_SAMPLING_PARAMS)
         if self.max_output_tokens is not None:
             params["max_tokens"] = self.max_output_tokens
         return params
