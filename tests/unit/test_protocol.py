@@ -59,3 +59,24 @@ def test_response_keeps_the_compatible_prompt_key() -> None:
     reply = PromptResponse.model_validate({"prompt": "This is the LLM speaking"})
     assert reply.prompt == "This is the LLM speaking"
     assert reply.usage is None and reply.finish_reason is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"prompt": "", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+        {"prompt": "old", "temperature": 0.5, "vendor_key": {"a": 1}},  # an extra kept
+        {"prompt": "p", "stop": ["\n"], "stream": True},
+    ],
+)
+def test_with_prompt_is_model_copy_with_the_prompt_updated(body: dict[str, object]) -> None:
+    request = PromptRequest.model_validate(body)
+    copied = request.with_prompt("rendered")
+    expected = request.model_copy(update={"prompt": "rendered"})
+    assert copied == expected and type(copied) is PromptRequest
+    assert copied.model_fields_set == expected.model_fields_set
+    assert copied.model_extra == expected.model_extra
+    assert copied.model_dump_json() == expected.model_dump_json()
+    assert request.prompt == body["prompt"] and "prompt" in copied.model_fields_set
+    copied.max_tokens = 9  # the original is not changed through its copy
+    assert request.max_tokens == body.get("max_tokens")

@@ -331,7 +331,8 @@ class Engine(ABC, Generic[PreparedT]):
                     break
                 produced += event.tokens
                 if text := scanner.feed(event.text):
-                    yield replace(event, text=text)
+                    # Most chunks pass whole: the engine's own event, not a copy of it.
+                    yield event if text == event.text else replace(event, text=text)
                 if scanner.stopped:
                     finish = Finish(
                         FinishReason.STOP, self._usage(request, produced), scanner.matched
@@ -422,4 +423,4 @@ def rendered_request(engine: Engine[Any], request: PromptRequest) -> PromptReque
     tokenize a template's rendering differently); without, the request itself."""
     if request.messages is None:
         return request
-    return request.model_copy(update={"prompt": render_request(engine, request)})
+    return request.with_prompt(render_request(engine, request))
