@@ -89,6 +89,16 @@ def test_the_same_keys_asking_for_nothing_pass(
     assert model.model_validate(body).unsupported() is None
 
 
-def test_every_refusable_key_is_a_declared_field() -> None:
+def test_every_refusable_key_and_parameter_is_a_declared_field() -> None:
     for model in (ChatCompletionRequest, CompletionRequest, ResponsesRequest, MessagesRequest):
-        assert set(model.model_fields) >= model.REFUSABLE, model
+        assert set(model.model_fields) >= model.REFUSABLE | model.PARAMETERS, model
+
+
+@pytest.mark.parametrize("kind", ["REFUSABLE", "PARAMETERS"])
+def test_a_model_naming_an_undeclared_field_is_refused_when_made(kind: str) -> None:
+    with pytest.raises(TypeError, match=f"Wrong.{kind} names undeclared fields: {{'max_tokens'}}"):
+        type(
+            "Wrong",
+            (RefusingRequest,),
+            {"__annotations__": {"seed": "int"}, kind: frozenset({"seed", "max_tokens"})},
+        )

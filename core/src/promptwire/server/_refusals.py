@@ -11,10 +11,22 @@ from pydantic import BaseModel
 
 
 class RefusingRequest(BaseModel):
-    """A request model that says which of its parameters asks for what cannot be served."""
+    """A request model that says which of its parameters asks for what cannot be served, and
+    reads the generation parameters it passes on as they are."""
 
     #: The keys ``refused`` looks at: a request that sets none of them is served.
     REFUSABLE: ClassVar[frozenset[str]] = frozenset()
+    #: The fields passed on under their own names (``set_parameters``): declared fields only,
+    #: checked when the class is made, so an unknown key of the same name (kept as an extra)
+    #: is never read as one.
+    PARAMETERS: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        for kind, names in (("REFUSABLE", cls.REFUSABLE), ("PARAMETERS", cls.PARAMETERS)):
+            if undeclared := names - cls.model_fields.keys():
+                raise TypeError(f"{cls.__name__}.{kind} names undeclared fields: {undeclared}")
 
     def unsupported(self) -> tuple[str, str] | None:
         """The first parameter asking for what the engines cannot do, and why; None if none."""
@@ -26,12 +38,10 @@ class RefusingRequest(BaseModel):
         """As ``unsupported``, for a request that sets one of ``REFUSABLE`` at least."""
         return None
 
-    def set_values(self, names: frozenset[str]) -> dict[str, Any]:
-        """The values of the fields of ``names`` this request sets, None left out. Declared
-        fields only: an unknown key of the same name, kept as an extra, is never read as one."""
-        declared = type(self).model_fields
+    def set_parameters(self) -> dict[str, Any]:
+        """The values of the ``PARAMETERS`` this request sets, None left out."""
         return {
             name: value
-            for name in names & self.model_fields_set
-            if name in declared and (value := getattr(self, name)) is not None
+            for name in self.PARAMETERS & self.model_fields_set
+            if (value := getattr(self, name)) is not None
         }

@@ -28,9 +28,6 @@ from promptwire.protocol import (
 )
 from promptwire.server._refusals import RefusingRequest
 
-#: The sampling parameters the prompt protocol takes under the same names.
-_SAMPLING = frozenset({"temperature", "top_p", "top_k"})
-
 
 class MessagesRequest(RefusingRequest):
     """``POST /v1/messages``: a conversation to answer."""
@@ -61,10 +58,11 @@ class MessagesRequest(RefusingRequest):
     container: Any = None
 
     REFUSABLE = frozenset({"thinking", "mcp_servers", "container"})
+    PARAMETERS = frozenset({"temperature", "top_p", "top_k"})
 
     def generation_params(self) -> dict[str, Any]:
         """The prompt protocol's parameters this request sets (without ``prompt``)."""
-        params = self.set_values(_SAMPLING)
+        params = self.set_parameters()
         if self.max_tokens is not None:
             params["max_tokens"] = self.max_tokens
         if self.stop_sequences:

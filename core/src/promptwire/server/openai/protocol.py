@@ -50,12 +50,6 @@ class StreamOptions(BaseModel):
     include_usage: bool | None = None
 
 
-#: The prompt protocol's parameters a request sets under the same names.
-_GENERATION_PARAMS = frozenset({"max_tokens", "temperature", "top_p", "top_k", "seed"})
-#: The same for a Responses request, whose length limit is ``max_output_tokens``.
-_SAMPLING_PARAMS = _GENERATION_PARAMS - {"max_tokens"}
-
-
 class GenerationRequest(RefusingRequest):
     """What both generation routes take. Unknown keys are allowed and ignored."""
 
@@ -85,6 +79,7 @@ class GenerationRequest(RefusingRequest):
     REFUSABLE = frozenset(
         {"n", "logprobs", "top_logprobs", "presence_penalty", "frequency_penalty", "logit_bias"}
     )
+    PARAMETERS = frozenset({"max_tokens", "temperature", "top_p", "top_k", "seed"})
 
     def stops(self) -> list[str] | None:
         if self.stop is None:
@@ -96,7 +91,7 @@ class GenerationRequest(RefusingRequest):
 
     def generation_params(self) -> dict[str, Any]:
         """The prompt protocol's parameters this request sets (without ``prompt``)."""
-        params = self.set_values(_GENERATION_PARAMS)
+        params = self.set_parameters()
         if "stop" in self.model_fields_set and (stops := self.stops()):
             params["stop"] = stops
         return params
@@ -235,10 +230,12 @@ class ResponsesRequest(RefusingRequest):
     REFUSABLE = frozenset(
         {"previous_response_id", "conversation", "background", "prompt", "top_logprobs"}
     )
+    # Its length limit is ``max_output_tokens`` (see ``generation_params``).
+    PARAMETERS = frozenset({"temperature", "top_p", "top_k", "seed"})
 
     def generation_params(self) -> dict[str, Any]:
         """The prompt protocol's parameters this request sets."""
-        params = self.set_values(_SAMPLING_PARAMS)
+        params = self.set_parameters()
         if self.max_output_tokens is not None:
             params["max_tokens"] = self.max_output_tokens
         return params
