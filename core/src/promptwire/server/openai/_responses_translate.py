@@ -26,6 +26,7 @@ _SKIPPED_ITEMS = frozenset({"reasoning"})
 
 def responses_request(body: ResponsesRequest) -> PromptRequest:
     """The prompt protocol's request for ``body``, its prompt not yet rendered."""
+    # The prompt protocol's message fields, and each one's place in the request (for errors).
     messages: list[dict[str, Any]] = []
     where: list[str] = []
     if body.instructions:
@@ -34,16 +35,16 @@ def responses_request(body: ResponsesRequest) -> PromptRequest:
     if isinstance(body.input, str):
         messages.append({"role": "user", "content": body.input})
         where.append("input")
-    else:
+    else:  # the items as Chat Completions messages first
+        items: list[dict[str, Any]] = []
+        places: list[str] = []
         for index, item in enumerate(body.input):
-            _add_item(messages, where, item, f"input.{index}")
+            _add_item(items, places, item, f"input.{index}")
+        messages += chat_messages(items, places)
+        where += places
     if not messages:
         raise OpenAIError(400, "input holds no message", param="input", code="invalid_request")
-    fields: dict[str, Any] = {
-        **body.generation_params(),
-        "prompt": "",
-        "messages": chat_messages(messages, where),
-    }
+    fields: dict[str, Any] = {**body.generation_params(), "prompt": "", "messages": messages}
     if body.tools is not None:
         fields["tools"] = [_tool(tool, f"tools.{index}") for index, tool in enumerate(body.tools)]
     if body.tool_choice is not None:
