@@ -42,6 +42,7 @@ from promptwire.protocol import (
     ErrorType,
 )
 from promptwire.server._errors import STATUS_ERROR_TYPES, RequestError, error_response
+from promptwire.server._exact_route import ExactPathRoute
 from promptwire.server._guard import HEALTH_PATH, BearerAuth, RequestGuard
 from promptwire.server._prompt_routes import add_prompt_routes
 from promptwire.server._shutdown import (
@@ -151,6 +152,7 @@ def create_app(
         redoc_url=None,
         redirect_slashes=False,  # "/health/" is not found; no redirect built from a Host header
     )
+    app.router.route_class = ExactPathRoute  # before any route is added
     app.state.graceful_shutdown = shutdown
     app.state.limits = bounds
     options = observability or Observability()
