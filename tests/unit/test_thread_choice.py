@@ -15,7 +15,6 @@ pytest.importorskip("promptwire_llamacpp", reason=LLAMACPP_PLUGIN_MISSING)
 
 from promptwire_llamacpp.idle_cores import MAX_WINDOW, MIN_WINDOW, IdleCores
 from promptwire_llamacpp.thread_choice import (
-    FOLLOW_FROM,
     LAST_TRY,
     TRY_PASSES,
     TRY_SHARE,
@@ -27,14 +26,19 @@ BUSY = {2: 0.030, 1: 0.014}  # beside a busy process: two threads wait for each 
 
 
 def _run(
-    choice: ThreadChoice, passes: int, seconds: dict[int, float], tokens: int = 1
+    choice: ThreadChoice,
+    passes: int,
+    seconds: dict[int, float],
+    tokens: int = 1,
+    *,
+    prompt: bool = False,
 ) -> list[int]:
-    """``passes`` passes of ``tokens`` tokens, each taking what ``seconds`` says (per token)
-    for its count of threads; the counts chosen."""
+    """``passes`` passes of ``tokens`` tokens (``prompt``: holding prompt tokens), each taking
+    what ``seconds`` says (per token) for its count of threads; the counts chosen."""
     chosen = []
     for _ in range(passes):
-        threads = choice.threads_for(tokens)
-        choice.measured(tokens, threads, seconds[threads] * tokens)
+        threads = choice.threads_for(tokens, prompt=prompt)
+        choice.measured(tokens, threads, seconds[threads] * tokens, prompt=prompt)
         chosen.append(threads)
     return chosen
 
@@ -104,18 +108,30 @@ def test_sizes_of_pass_are_chosen_apart() -> None:
     assert single.count(1) >= 20 - TRY_PASSES
 
 
+@pytest.mark.parametrize("tokens", [1, 20, 128])
 @pytest.mark.parametrize(("machine", "expected"), [(IDLE, 2), (BUSY, 1)])
-def test_a_prompts_large_passes_follow_the_size_measured_last(
-    machine: dict[int, float], expected: int
+def test_a_prompts_passes_follow_the_size_measured_last(
+    machine: dict[int, float], expected: int, tokens: int
 ) -> None:
-    """Never a try of their own (they are too few: a try held whole prompts on the slower
-    count), whatever their own times say; all threads before anything is measured."""
+    """Never a try of their own, whatever their size (they are too few: a try held whole
+    prompts on the slower count) or their own times; all threads before anything is
+    measured."""
     choice = ThreadChoice(2)
-    assert _run(choice, 3, {2: 0.002, 1: 0.001}, tokens=FOLLOW_FROM) == [2, 2, 2]
+    assert _run(choice, 3, {2: 0.002, 1: 0.001}, tokens, prompt=True) == [2, 2, 2]
     _run(choice, 100, machine, tokens=8)  # the replies' passes: the most measured
     _run(choice, 20, machine, tokens=1)
-    large = _run(choice, 30, {2: 0.002, 1: 0.001}, tokens=128)
-    assert large == [expected] * 30
+    prompts = _run(choice, 30, {2: 0.002, 1: 0.001}, tokens, prompt=True)
+    assert prompts == [expected] * 30
+
+
+def test_a_large_pass_of_replies_is_measured_and_tried() -> None:
+    """Replies' passes of any size (prompt lookup's guesses make them large) are measured:
+    the faster count runs them, not the count the other sizes found."""
+    choice = ThreadChoice(2)
+    _run(choice, 100, BUSY, tokens=1)  # single tokens: one thread
+    large = _run(choice, 2 * TRY_PASSES + 20, {2: 0.001, 1: 0.002}, tokens=64)
+    assert large[: 2 * TRY_PASSES] == [2] * TRY_PASSES + [1] * TRY_PASSES
+    assert set(large[2 * TRY_PASSES :]) == {2}
 
 
 def test_a_prompt_after_a_busy_spell_follows_the_passes_that_saw_it_end() -> None:
@@ -124,7 +140,7 @@ def test_a_prompt_after_a_busy_spell_follows_the_passes_that_saw_it_end() -> Non
     choice = ThreadChoice(2)
     _run(choice, 2000, BUSY, tokens=8)  # the most passes, on one thread
     _run(choice, int(LAST_TRY / IDLE[1]) + 60, IDLE, tokens=1)  # back on two
-    assert _run(choice, 3, {2: 0.001, 1: 0.002}, tokens=128) == [2, 2, 2]
+    assert _run(choice, 3, {2: 0.001, 1: 0.002}, tokens=128, prompt=True) == [2, 2, 2]
 
 
 class Idle:

@@ -416,11 +416,12 @@ class LlamaRuntime:
     def free_batch(self, batch: Any) -> None:
         _llama().llama_batch_free(batch)
 
-    def decode(self, batch: Any) -> int:
-        """One forward pass over ``batch``; llama.cpp's status (0: done)."""
+    def decode(self, batch: Any, *, prompt: bool = False) -> int:
+        """One forward pass over ``batch`` (``prompt``: it holds prompt tokens); llama.cpp's
+        status (0: done)."""
         llama = _llama()
         choice, tokens = self._choice, batch.n_tokens
-        threads = self.threads if choice is None else choice.threads_for(tokens)
+        threads = self.threads if choice is None else choice.threads_for(tokens, prompt=prompt)
         if threads != self._threads_now:
             llama.llama_set_n_threads(self._context, threads, threads)
             self._threads_now = threads
@@ -429,7 +430,7 @@ class LlamaRuntime:
         started = time.perf_counter()
         status = int(llama.llama_decode(self._context, batch))
         if choice is not None:
-            choice.measured(tokens, threads, time.perf_counter() - started)
+            choice.measured(tokens, threads, time.perf_counter() - started, prompt=prompt)
         return status
 
     def copy_cache(self, source: int, target: int) -> None:

@@ -290,6 +290,7 @@ class Scheduler(BatchWorker[Job]):
                 for offset, token in enumerate(self._guess(sequence, len(entries))):
                     position = sequence.position + offset
                     entries.append(_Entry(sequence, token, position, True, guess=True))
+        replies = len(entries)
         for sequence in self._active.values():
             prompt = sequence.job.tokens
             while sequence.fed < len(prompt) and len(entries) < runtime.batch_size:
@@ -312,7 +313,7 @@ class Scheduler(BatchWorker[Job]):
         if count == 0:
             return
         batch.n_tokens = count
-        status = runtime.decode(batch)
+        status = runtime.decode(batch, prompt=count > replies)
         self.steps += 1
         if status != 0:
             self.failures += 1

@@ -17,10 +17,10 @@ says how many of its cores sat idle (``IdleCores``), a server on one thread trie
 soon as enough of them did, once per wait: it then follows a neighbour that stops as quickly as
 one that starts.
 
-A prompt's large passes (``FOLLOW_FROM`` tokens and more) come a few per request, too seldom to
-try counts of their own: they take the count that the size of pass measured last runs faster
-(the machine's state now, which the small passes of the replies measure all the time), and all
-threads before any is measured.
+A pass that holds prompt tokens comes a few times per request, too seldom to try counts of its
+own: it takes the count that the size of pass measured last runs faster (the machine's state
+now, which the passes of the replies measure all the time), and all threads before any is
+measured. Only the replies' passes are measured and tried.
 """
 
 from __future__ import annotations
@@ -44,13 +44,15 @@ TRY_PASSES = 3
 RECENT_PASSES = 5
 #: Idle cores, for each thread beyond the first, that make a server on one thread try all at once.
 IDLE_ENOUGH = 0.75
-#: Passes of at least this many tokens follow the size of pass measured last. Measured apart,
-#: a prompt's passes (two or three per 8 requests that arrive together) spent whole requests in
-#: a try of the slower count: benchmark 11 had the first token at 8 streams at 1.03-1.76x
-#: llama-server's by repetition (at 041a39d), 0.75-1.84x and 0.997x in the median once they
-#: followed. Always all threads is no answer: beside a busy process one thread computes a prompt
-#: faster (ad hoc rounds: 1.73 s against 1.24 s at 8 streams).
-FOLLOW_FROM = 32
+#: Why prompt passes follow rather than being measured by size: tried apart, a prompt's passes
+#: (two or three per 8 requests that arrive together) spent whole requests in a try of the
+#: slower count: benchmark 11 had the first token at 8 streams at 1.03-1.76x llama-server's by
+#: repetition (at 041a39d), 0.75-1.84x and 0.997x in the median once passes of 32 tokens and
+#: more followed; a 1-stream request's prompt pass (20-25 tokens once its system prompt is
+#: cached) still had a size class of its own, one pass per request, so a try of one thread held
+#: three requests' first token (148 and 190 ms against 77-95 ms on both threads, ad hoc). Always
+#: all threads is no answer: beside a busy process one thread computes a prompt faster (ad hoc
+#: rounds: 1.73 s against 1.24 s at 8 streams).
 
 
 @dataclass
@@ -86,10 +88,11 @@ class ThreadChoice:
         self._last: _PassSize | None = None
         """The size of pass measured last, which the large passes follow."""
 
-    def threads_for(self, tokens: int) -> int:
+    def threads_for(self, tokens: int, *, prompt: bool = False) -> int:
+        """``prompt``: the pass holds prompt tokens (it follows, see the module's docstring)."""
         if len(self.counts) == 1:
             return 1
-        if tokens >= FOLLOW_FROM:
+        if prompt:
             return self._followed()
         size = self._size(tokens)
         if size.trying is None:
@@ -103,9 +106,10 @@ class ThreadChoice:
         assert size.trying is not None
         return size.trying
 
-    def measured(self, tokens: int, threads: int, seconds: float) -> None:
-        """A pass of ``tokens`` tokens took ``seconds`` on ``threads`` threads."""
-        if len(self.counts) == 1 or tokens >= FOLLOW_FROM:
+    def measured(self, tokens: int, threads: int, seconds: float, *, prompt: bool = False) -> None:
+        """A pass of ``tokens`` tokens took ``seconds`` on ``threads`` threads (a pass holding
+        prompt tokens is not measured)."""
+        if len(self.counts) == 1 or prompt:
             return
         size = self._size(tokens)
         per_token = seconds / max(tokens, 1)
