@@ -282,9 +282,9 @@ class PromptRequest(BaseModel):
 
     def with_prompt(self, prompt: str) -> PromptRequest:
         """This request with ``prompt`` in place of its own, not checked again (a rendering of
-        its messages is): ``model_copy(update=...)``'s result without its generic path, a third
-        of the route's cost of rendering a conversation. The copy is shallow, as
-        ``model_copy``'s."""
+        its messages is): ``model_copy(update=...)``'s result without its generic path (59
+        bytecodes where it takes 174, on every conversation request). Shallow, as
+        ``model_copy``'s copy is."""
         copied = type(self).__new__(type(self))
         object.__setattr__(copied, "__dict__", {**self.__dict__, "prompt": prompt})
         object.__setattr__(copied, "__pydantic_fields_set__", self.model_fields_set | {"prompt"})

@@ -198,9 +198,9 @@ def create_app(
     if console:
         add_console_routes(app, state)
     # A request tries the routes in order until one matches (about 35 bytecodes for each it
-    # passes, ``ExactPathRoute``): the generating routes go first, in ``GENERATING_ROUTES``' order, then the other
-    # POST routes, then /openapi.json, /metrics, /health, /v1/models and the console (paths
-    # are distinct, so the order changes nothing else; benchmark 8).
+    # passes, ``ExactPathRoute``): the generating routes go first, in ``GENERATING_ROUTES``'
+    # order, then the other POST routes, then /openapi.json, /metrics, /health, /v1/models and
+    # the console (paths are distinct, so the order changes nothing else; benchmark 8).
     first = {path: rank for rank, path in enumerate(GENERATING_ROUTES)}
     app.router.routes.sort(
         key=lambda route: (

@@ -2,8 +2,8 @@
 
 The router tries its routes in order (``GENERATING_ROUTES`` first), and every route a request
 passes on its way to its own costs it that route's full match: FastAPI's route context, the
-scope's root path, a regular expression (about 80 bytecodes, benchmark 8's
-``benchmarks.route_cost --bytecodes``). The fifth generating route paid four of them."""
+scope's root path, a regular expression (about 80 bytecodes, ``python -m
+benchmarks.route_cost --bytecodes``). The fifth generating route paid four of them."""
 
 from __future__ import annotations
 

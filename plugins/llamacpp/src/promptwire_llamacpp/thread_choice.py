@@ -86,7 +86,7 @@ class ThreadChoice:
         self._idle_cores = idle_cores
         self._sizes: dict[int, _PassSize] = {}
         self._last: _PassSize | None = None
-        """The size of pass measured last, which the large passes follow."""
+        """The size of pass measured last, which the prompt passes follow."""
 
     def threads_for(self, tokens: int, *, prompt: bool = False) -> int:
         """``prompt``: the pass holds prompt tokens (it follows, see the module's docstring)."""
