@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import queue
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
@@ -43,9 +45,64 @@ class EventChannel:
         self.queue: asyncio.Queue[EngineEvent | EngineError] = asyncio.Queue()
 
     def put(self, item: EngineEvent | EngineError) -> None:
-        """From the worker thread; nobody listens any more once the loop has closed."""
+        """From the worker thread: handed to the courier, which wakes the loop (see
+        ``_Courier``); in the order put."""
+        _courier().send(self, item)
+
+    def deliver(self, item: EngineEvent | EngineError) -> None:
+        """From the courier thread; nobody listens any more once the loop has closed."""
         with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+
+
+class _Courier:
+    """The thread that wakes the requests' event loops with their events, so the worker thread
+    never waits for them.
+
+    Waking a loop from another thread writes to its socket, which lets go of the GIL; the loop
+    takes it and handles the event (a token's text on its way to the client) while the thread
+    that woke it waits to get the GIL back. Done by the worker, that wait came before every
+    forward pass: 190 us of a 9.7 ms step at one stream (SmolLM2 on 2 cores, in-process). The
+    worker hands events over here without letting go of the GIL (``SimpleQueue.put``); this
+    thread wakes the loops while the worker's next pass runs in native code, the GIL free."""
+
+    def __init__(self) -> None:
+        self._items: queue.SimpleQueue[tuple[EventChannel, EngineEvent | EngineError]] = (
+            queue.SimpleQueue()
+        )
+        threading.Thread(target=self._run, name="promptwire-courier", daemon=True).start()
+
+    def send(self, channel: EventChannel, item: EngineEvent | EngineError) -> None:
+        self._items.put((channel, item))
+
+    def _run(self) -> None:
+        while True:
+            channel, item = self._items.get()
+            channel.deliver(item)
+
+
+_the_courier: _Courier | None = None
+_courier_lock = threading.Lock()
+
+
+def _courier() -> _Courier:
+    """The process's courier, started at its first event."""
+    global _the_courier
+    if _the_courier is None:
+        with _courier_lock:
+            if _the_courier is None:
+                _the_courier = _Courier()
+    return _the_courier
+
+
+def _forget_courier() -> None:
+    """In a forked child: the parent's courier thread is not there; the first event starts one."""
+    global _the_courier, _courier_lock
+    _the_courier, _courier_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_courier)
 
 
 RequestT = TypeVar("RequestT", bound=EventChannel)
