@@ -4,8 +4,10 @@ courier thread; in a forked child too, with a courier of its own."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import threading
+import weakref
 
 import pytest
 from promptwire.engine import TextChunk
@@ -34,6 +36,27 @@ async def test_events_from_a_thread_arrive_in_order_on_each_loop() -> None:
     got = await asyncio.gather(*(_read(channel, 500) for channel in channels))
     thread.join()
     assert got == [[f"{number}:{index}" for index in range(500)] for number in range(2)]
+
+
+async def test_the_courier_keeps_no_request_once_its_events_are_delivered() -> None:
+    """A channel holds its request's job (an engine's cache pages, gigabytes on a GPU): once
+    its events are delivered, only the request refers to it (no full collection needed)."""
+    channel = EventChannel()
+    thread = threading.Thread(target=channel.put, args=(TextChunk("last"),))
+    thread.start()
+    assert await _read(channel, 1) == ["last"]
+    thread.join()
+    gone = weakref.ref(channel)
+    gc.disable()
+    try:
+        del channel
+        for _ in range(100):  # the courier lets go once it is back waiting for the next event
+            if gone() is None:
+                break
+            await asyncio.sleep(0.05)
+        assert gone() is None
+    finally:
+        gc.enable()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

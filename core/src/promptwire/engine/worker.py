@@ -79,6 +79,9 @@ class _Courier:
         while True:
             channel, item = self._items.get()
             channel.deliver(item)
+            # Nothing of the last request stays referenced here while the next is awaited
+            # (its channel holds its job: the engine's cache pages, gigabytes on a GPU).
+            del channel, item
 
 
 _the_courier: _Courier | None = None
