@@ -44,15 +44,15 @@ TRY_PASSES = 3
 RECENT_PASSES = 5
 #: Idle cores, for each thread beyond the first, that make a server on one thread try all at once.
 IDLE_ENOUGH = 0.75
-#: Why prompt passes follow rather than being measured by size: tried apart, a prompt's passes
-#: (two or three per 8 requests that arrive together) spent whole requests in a try of the
-#: slower count: benchmark 11 had the first token at 8 streams at 1.03-1.76x llama-server's by
-#: repetition (at 041a39d), 0.75-1.84x and 0.997x in the median once passes of 32 tokens and
-#: more followed; a 1-stream request's prompt pass (20-25 tokens once its system prompt is
-#: cached) still had a size class of its own, one pass per request, so a try of one thread held
-#: three requests' first token (148 and 190 ms against 77-95 ms on both threads, ad hoc). Always
-#: all threads is no answer: beside a busy process one thread computes a prompt faster (ad hoc
-#: rounds: 1.73 s against 1.24 s at 8 streams).
+# Why prompt passes follow rather than being measured by size: tried apart, a prompt's passes
+# (two or three per 8 requests that arrive together) spent whole requests in a try of the
+# slower count: benchmark 11 had the first token at 8 streams at 1.03-1.76x llama-server's by
+# repetition (at 041a39d), 0.75-1.84x and 0.997x in the median once passes of 32 tokens and
+# more followed; a 1-stream request's prompt pass (20-25 tokens once its system prompt is
+# cached) still had a size class of its own, one pass per request, so a try of one thread held
+# three requests' first token (148 and 190 ms against 77-95 ms on both threads, ad hoc). Always
+# all threads is no answer: beside a busy process one thread computes a prompt faster (ad hoc
+# rounds: 1.73 s against 1.24 s at 8 streams).
 
 
 @dataclass
