@@ -58,9 +58,9 @@ def test_every_route_matches_as_fastapi_matches_it(root_path: str) -> None:
     assert routes and all(isinstance(route, ExactPathRoute) for route in routes)
     for route in routes:
         for path in PATHS:
-            for method in ("POST", "GET"):
+            for kind, method in (("http", "POST"), ("http", "GET"), ("websocket", "GET")):
                 scope = {
-                    "type": "http",
+                    "type": kind,
                     "method": method,
                     "path": root_path.rstrip("/") + path,
                     "root_path": root_path,

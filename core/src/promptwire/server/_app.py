@@ -160,7 +160,7 @@ def create_app(
     if token:
         open_paths = options.public_paths(HEALTH_PATH) | (SHELL_PATHS if console else frozenset())
         app.add_middleware(BearerAuth, token=token, open_paths=open_paths)
-    # The outermost but the observer and the protocols' error shapes (_error_shape).
+    # The outermost but the observer.
     app.add_middleware(RequestGuard, allowed_hosts=allowed_hosts)
     state = ServingState(
         engine=observe(app, engine, options),  # adds /metrics and the request observer
@@ -172,19 +172,28 @@ def create_app(
     app.state.serving = state
 
     @app.exception_handler(RequestError)
-    async def _on_request_error(_: Request, exc: RequestError) -> Response:
+    async def _on_request_error(request: Request, exc: RequestError) -> Response:
         return error_response(
-            exc.status_code, exc.error_type, exc.message, exc.retry_after, close=exc.close
+            exc.status_code,
+            exc.error_type,
+            exc.message,
+            exc.retry_after,
+            close=exc.close,
+            scope=request.scope,
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _on_http_error(_: Request, exc: StarletteHTTPException) -> Response:
+    async def _on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
         error_type = STATUS_ERROR_TYPES.get(exc.status_code, ErrorType.INVALID_REQUEST)
-        return error_response(exc.status_code, error_type, str(exc.detail), headers=exc.headers)
+        return error_response(
+            exc.status_code, error_type, str(exc.detail), headers=exc.headers, scope=request.scope
+        )
 
     @app.exception_handler(RequestValidationError)
-    async def _on_validation_error(_: Request, exc: RequestValidationError) -> Response:
-        return error_response(422, ErrorType.INVALID_REQUEST, "invalid request")
+    async def _on_validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return error_response(
+            422, ErrorType.INVALID_REQUEST, "invalid request", scope=request.scope
+        )
 
     # Imported here: the protocols' packages import the server's parts.
     from promptwire.server.anthropic._routes import add_anthropic_routes

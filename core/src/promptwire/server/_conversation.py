@@ -57,7 +57,7 @@ class Conversations:
 
     async def body(self, request: Request) -> bytes:
         """The body, once it is declared JSON and within the app's size limit and deadline
-        (their errors are the prompt protocol's, reshaped on the protocols' paths);
+        (their errors are ``RequestError``s, in the shape of the protocol whose path it is);
         ``ClientGone`` (499) when the client leaves while sending it."""
         require_json(request)
         limits = self.state.limits

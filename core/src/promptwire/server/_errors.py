@@ -11,6 +11,7 @@ from typing import Self
 
 from sse_starlette import ServerSentEvent
 from starlette.responses import Response
+from starlette.types import Scope
 
 from promptwire.engine import (
     EngineError,
@@ -18,8 +19,10 @@ from promptwire.engine import (
 from promptwire.protocol import (
     EVENT_ERROR,
     ErrorBody,
+    ErrorDetail,
     ErrorType,
 )
+from promptwire.server._error_shape import error_shape
 from promptwire.server.observability._request_context import error_detail, note_error
 
 STATUS_ERROR_TYPES = {
@@ -69,10 +72,18 @@ def error_response(
     *,
     close: bool = False,
     headers: Mapping[str, str] | None = None,
+    scope: Scope | None = None,
 ) -> Response:
-    """The protocol's JSON error, with the request's id. ``close`` asks the server to close the
-    connection after it."""
-    body = ErrorBody(error=error_detail(error_type, message))
+    """The error, with the request's id, in the prompt protocol's shape or, given the request's
+    ``scope``, in that of the protocol whose path it was for (``_error_shape``). ``close`` asks
+    the server to close the connection after it."""
+    request_id = note_error(error_type)
+    shape = None if scope is None else error_shape(scope)
+    if shape is None:
+        detail = ErrorDetail(type=error_type, message=message, request_id=request_id)
+        content: str | bytes = ErrorBody(error=detail).model_dump_json(exclude_none=True)
+    else:
+        content = shape(status_code, error_type, message, request_id)
     headers = dict(headers or {})
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, round(retry_after)))
@@ -80,12 +91,7 @@ def error_response(
         headers["WWW-Authenticate"] = "Bearer"
     if close:
         headers["Connection"] = "close"
-    return Response(
-        body.model_dump_json(exclude_none=True),
-        status_code,
-        headers=headers,
-        media_type="application/json",
-    )
+    return Response(content, status_code, headers=headers, media_type="application/json")
 
 
 def error_event(error_type: str, message: str) -> ServerSentEvent:

@@ -17,6 +17,7 @@ from promptwire.protocol import (
     ErrorDetail,
     ErrorType,
 )
+from promptwire.server._error_shape import route_path
 from promptwire.server._errors import error_response
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class RequestGuard:
                 message = {**message, "headers": [*message.get("headers", []), NOSNIFF]}
             await send(message)
 
-        refusal = self._refusal(scope["headers"])
+        refusal = self._refusal(scope)
         if refusal is not None:
             await refusal(scope, receive, answer)
             return
@@ -90,15 +91,15 @@ class RequestGuard:
             logger.exception("unexpected server error")
             if started:  # half a reply is out: only closing the connection can end it
                 raise
-            await error_response(500, ErrorType.SERVER_ERROR, "internal server error")(
-                inner_scope, receive, inner_send
-            )
+            await error_response(
+                500, ErrorType.SERVER_ERROR, "internal server error", scope=inner_scope
+            )(inner_scope, receive, inner_send)
 
-    def _refusal(self, headers: list[tuple[bytes, bytes]]) -> Response | None:
+    def _refusal(self, scope: Scope) -> Response | None:
         hosts: list[bytes] = []
         authorizations = api_keys = 0
         length = chunked = False
-        for name, value in headers:
+        for name, value in scope["headers"]:
             if name == b"host":
                 hosts.append(value)
             elif name == b"authorization":
@@ -115,6 +116,7 @@ class RequestGuard:
                 ErrorType.BAD_REQUEST,
                 "a request may not carry both Content-Length and Transfer-Encoding",
                 close=True,
+                scope=scope,
             )
         for header, count in (
             ("Authorization", authorizations),
@@ -123,7 +125,10 @@ class RequestGuard:
         ):
             if count > 1:
                 return error_response(
-                    400, ErrorType.BAD_REQUEST, f"a request may carry one {header} header"
+                    400,
+                    ErrorType.BAD_REQUEST,
+                    f"a request may carry one {header} header",
+                    scope=scope,
                 )
         if self.allowed_hosts is not None and (
             not hosts or _host_name(hosts[0]) not in self.allowed_hosts
@@ -133,6 +138,7 @@ class RequestGuard:
                 ErrorType.BAD_REQUEST,
                 "this server answers only to its own host names, "
                 + ", ".join(sorted(self.allowed_hosts)),
+                scope=scope,
             )
         return None
 
@@ -184,7 +190,7 @@ class BearerAuth:
         self.open_paths = frozenset(open_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.open_paths:
+        if scope["type"] != "http" or route_path(scope) in self.open_paths:
             await self.app(scope, receive, send)
             return
         given = api_key = None
@@ -209,4 +215,4 @@ class BearerAuth:
             reason = "missing bearer token (Authorization: Bearer, or x-api-key)"
         else:
             reason = "invalid bearer token" if given is not None else "invalid x-api-key"
-        await error_response(401, ErrorType.UNAUTHORIZED, reason)(scope, receive, send)
+        await error_response(401, ErrorType.UNAUTHORIZED, reason, scope=scope)(scope, receive, send)

@@ -5,7 +5,7 @@ engine as the prompt route.
 ``_routes``     the route
 ``_translate``  Anthropic's request as the engine's: system, messages and their blocks, tools
 ``_reply``      Anthropic's messages and stream events
-``_errors``     ``AnthropicError`` and its answer; other layers' errors reshaped as Anthropic's
+``_errors``     ``AnthropicError`` and its answer; the shared layers' errors in Anthropic's shape
 """
 
 __all__: list[str] = []

@@ -1,15 +1,13 @@
 """Anthropic's error answers: ``AnthropicError``, what the Messages route raises, its body, and
-the errors other layers answer on ``/v1/messages`` paths reshaped as Anthropic's."""
+the shared layers' errors on ``/v1/messages`` paths written in Anthropic's shape."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from fastapi import FastAPI
 from starlette.responses import Response
 
 from promptwire.server._conversation import answer_route_errors
-from promptwire.server._error_shape import reshape_errors
+from promptwire.server._error_shape import add_error_shape
 from promptwire.server._errors import RouteError
 from promptwire.server.anthropic.protocol import AnthropicErrorBody
 
@@ -36,17 +34,16 @@ def error_body(status_code: int, message: str, request_id: str | None = None) ->
     return AnthropicErrorBody.of(status_code, message, request_id).model_dump_json().encode()
 
 
-def reshaped_error(status_code: int, body: dict[str, Any]) -> bytes | None:
-    """An error another layer answered on ``/v1/messages`` (auth's 401, the body's 413), in
-    Anthropic's shape; None when it is Anthropic's already."""
-    if body.get("type") == "error":
-        return None
-    error = body["error"]
-    return error_body(status_code, str(error["message"]), error.get("request_id"))
+def shared_error_body(
+    status_code: int, error_type: str, message: str, request_id: str | None
+) -> bytes:
+    """An error of the app's shared layers on ``/v1/messages`` (auth's 401, the body's 413) in
+    Anthropic's shape, whose type follows the status."""
+    return error_body(status_code, message, request_id)
 
 
 def answer_anthropic_errors(app: FastAPI) -> None:
-    """``AnthropicError`` answered as such, and other layers' errors on ``/v1/messages``
-    reshaped as Anthropic's."""
+    """``AnthropicError`` answered as such, and the shared layers' errors on ``/v1/messages``
+    in Anthropic's shape."""
     answer_route_errors(app)
-    reshape_errors(app, MESSAGES_PATH, reshaped_error)
+    add_error_shape(app, MESSAGES_PATH, shared_error_body)

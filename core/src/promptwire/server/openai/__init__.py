@@ -5,7 +5,7 @@
                 ``POST /v1/chat/completions``
 ``_translate``  OpenAI's requests as the engine's
 ``_reply``      OpenAI's replies and stream chunks
-``_errors``     ``OpenAIError`` and its answer; other layers' errors reshaped as OpenAI's
+``_errors``     ``OpenAIError`` and its answer; the shared layers' errors in OpenAI's shape
 """
 
 __all__: list[str] = []

@@ -1,16 +1,14 @@
 """OpenAI's error answers: ``OpenAIError``, what the OpenAI routes raise, and its body with
-the status codes OpenAI's SDK maps to its exceptions; other layers' errors on ``/v1`` paths
-reshaped as OpenAI's (``reshaped_error``)."""
+the status codes OpenAI's SDK maps to its exceptions; the shared layers' errors on ``/v1``
+paths written in OpenAI's shape (``error_body``)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from fastapi import FastAPI
 from starlette.responses import Response
 
 from promptwire.server._conversation import answer_route_errors
-from promptwire.server._error_shape import reshape_errors
+from promptwire.server._error_shape import add_error_shape
 from promptwire.server._errors import RouteError
 from promptwire.server.openai.protocol import (
     OpenAIErrorBody,
@@ -54,24 +52,17 @@ class OpenAIError(RouteError):
         )
 
 
-def reshaped_error(status_code: int, body: dict[str, Any]) -> bytes | None:
-    """An error another layer answered on a ``/v1`` path (auth's 401, an unknown path's 404,
-    the body's 413), in OpenAI's shape: the protocol's ``type`` becomes its ``code``. None
-    when it is OpenAI's already (it has ``param``)."""
-    error = body["error"]
-    if "param" in error:
-        return None
+def error_body(status_code: int, error_type: str, message: str, request_id: str | None) -> bytes:
+    """An error of the app's shared layers on a ``/v1`` path (auth's 401, an unknown path's 404,
+    the body's 413) in OpenAI's shape: the prompt protocol's error type is its ``code``."""
     detail = OpenAIErrorDetail(
-        message=str(error["message"]),
-        type=error_type_for(status_code),
-        code=str(error["type"]),
-        request_id=error.get("request_id"),
+        message=message, type=error_type_for(status_code), code=error_type, request_id=request_id
     )
     return OpenAIErrorBody(error=detail).model_dump_json().encode()
 
 
 def answer_openai_errors(app: FastAPI) -> None:
-    """``OpenAIError`` answered as such, and the errors of other layers on ``/v1`` paths
-    reshaped as OpenAI's (once or more: each OpenAI route module calls it)."""
+    """``OpenAIError`` answered as such, and the shared layers' errors on ``/v1`` paths in
+    OpenAI's shape (once or more: each OpenAI route module calls it)."""
     answer_route_errors(app)
-    reshape_errors(app, PREFIX, reshaped_error)
+    add_error_shape(app, PREFIX, error_body)

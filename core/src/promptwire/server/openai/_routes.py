@@ -9,9 +9,8 @@ disconnects cancels its generation, a stream's client that reads nothing is cut 
 shutdown running requests get the same grace period. Only the wire differs: OpenAI's request
 keys, replies, ``data:`` chunks ending with ``data: [DONE]``, and errors shaped ``{"error":
 {"message", "type", "param", "code"}}`` with the status codes OpenAI's SDK maps to its
-exceptions. Errors that other layers of the app answer
-on these paths (401 from auth, 404 for an unknown path, 500) are reshaped as OpenAI's
-(``promptwire.server._error_shape``).
+exceptions. Errors that the app's shared layers answer on these paths (401 from auth, 404 for
+an unknown path, 500) are written in OpenAI's shape too (``promptwire.server._error_shape``).
 """
 
 from __future__ import annotations
