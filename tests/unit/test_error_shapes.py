@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from promptwire.server import create_app
-from promptwire.server._error_shape import route_path
+from promptwire.server._exact_route import route_path
 from promptwire_modal_dummy.engine import DummyEngine
 
 TOKEN = "sk-shape-test"
@@ -94,3 +94,12 @@ def test_route_path_takes_off_the_root_path_as_starlette_does(
 
     scope = {"type": "http", "path": path, "root_path": root}
     assert route_path(scope) == seen == get_route_path(scope)
+
+
+def test_the_metrics_name_the_routes_under_a_root_path() -> None:
+    key = {"x-api-key": TOKEN}
+    *_, metrics = _answers("/api", [("POST", "/v1/chat/completions", {}), ("GET", "/metrics", key)])
+    assert metrics.status_code == 200
+    counted = [line for line in metrics.text.splitlines() if "promptwire_requests_total{" in line]
+    assert any('route="/v1/chat/completions"' in line for line in counted), counted
+    assert not any('route="other"' in line for line in counted), counted

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from fastapi import FastAPI
 from starlette.types import Scope
 
+from promptwire.server._exact_route import route_path
+
 #: ``(status, the prompt protocol's error type, message, the request's id)`` -> the protocol's
 #: error body.
 ErrorShape = Callable[[int, str, str, str | None], bytes]
@@ -39,14 +41,3 @@ def error_shape(scope: Scope) -> ErrorShape | None:
         ):
             found = (len(prefix), shape)
     return None if found is None else found[1]
-
-
-def route_path(scope: Scope) -> str:
-    """The request's path as the app's routes see it: without the root path the app is served
-    under (a prefix it is mounted at, uvicorn's ``--root-path``), as Starlette's router takes
-    it off."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
-        return path[len(root) :]
-    return path

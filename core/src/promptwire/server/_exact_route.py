@@ -1,4 +1,5 @@
-"""The app's routes, each turning away a request for another path with one string comparison.
+"""The app's routes, each turning away a request for another path with one string comparison,
+and the path a request is for as they see it (``route_path``).
 
 The router tries its routes in order (``GENERATING_ROUTES`` first), and every route a request
 passes on its way to its own costs it that route's full match: FastAPI's route context, the
@@ -35,3 +36,14 @@ class ExactPathRoute(APIRoute):
         if not scope["path"].endswith(self._endings):
             return Match.NONE, {}
         return super().matches(scope)
+
+
+def route_path(scope: Scope) -> str:
+    """The request's path as the app's routes see it: without the root path the app is served
+    under (a prefix it is mounted at, uvicorn's ``--root-path``), as Starlette's router takes
+    it off."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :]
+    return path

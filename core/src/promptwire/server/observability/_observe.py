@@ -18,6 +18,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from promptwire.server._exact_route import route_path
 from promptwire.server.observability._metrics import ServerMetrics
 from promptwire.server.observability._request_context import (
     REQUEST_ID_HEADER,
@@ -96,7 +97,7 @@ class RequestObserver:
             return
         request_id = incoming_request_id(scope["headers"]) or new_request_id()
         record = RequestRecord(
-            request_id, scope["method"], self.routes.name(scope["path"]), time.perf_counter()
+            request_id, scope["method"], self.routes.name(route_path(scope)), time.perf_counter()
         )
         id_header = (REQUEST_ID_HEADER, request_id.encode())
         on_finish = self.on_finish
