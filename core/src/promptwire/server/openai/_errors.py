@@ -37,26 +37,31 @@ class OpenAIError(RouteError):
 
     def response(self) -> Response:
         request_id, headers = self.note()
-        detail = OpenAIErrorDetail(
-            message=self.message,
-            type=error_type_for(self.status_code),
-            param=self.param,
-            code=self.code,
-            request_id=request_id,
-        )
         return Response(
-            OpenAIErrorBody(error=detail).model_dump_json(),
+            error_body(self.status_code, self.code, self.message, request_id, param=self.param),
             self.status_code,
             headers=headers,
             media_type="application/json",
         )
 
 
-def error_body(status_code: int, error_type: str, message: str, request_id: str | None) -> bytes:
-    """An error of the app's shared layers on a ``/v1`` path (auth's 401, an unknown path's 404,
-    the body's 413) in OpenAI's shape: the prompt protocol's error type is its ``code``."""
+def error_body(
+    status_code: int,
+    code: str | None,
+    message: str,
+    request_id: str | None,
+    *,
+    param: str | None = None,
+) -> bytes:
+    """An error in OpenAI's shape, the type following the status. The shared layers' errors on
+    ``/v1`` paths (auth's 401, an unknown path's 404, the body's 413) are written by it too,
+    the prompt protocol's error type as their ``code``."""
     detail = OpenAIErrorDetail(
-        message=message, type=error_type_for(status_code), code=error_type, request_id=request_id
+        message=message,
+        type=error_type_for(status_code),
+        param=param,
+        code=code,
+        request_id=request_id,
     )
     return OpenAIErrorBody(error=detail).model_dump_json().encode()
 
