@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from promptwire.server import create_app
-from promptwire.server._exact_route import route_path
+from promptwire.server._app_route import route_path
 from promptwire_modal_dummy.engine import DummyEngine
 
 TOKEN = "sk-shape-test"

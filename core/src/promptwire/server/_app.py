@@ -41,8 +41,8 @@ from promptwire.protocol import (
     PROTOCOL_VERSION,
     ErrorType,
 )
+from promptwire.server._app_route import AppRoute
 from promptwire.server._errors import STATUS_ERROR_TYPES, RequestError, error_response
-from promptwire.server._exact_route import ExactPathRoute
 from promptwire.server._guard import HEALTH_PATH, BearerAuth, RequestGuard
 from promptwire.server._prompt_routes import add_prompt_routes
 from promptwire.server._shutdown import (
@@ -152,7 +152,7 @@ def create_app(
         redoc_url=None,
         redirect_slashes=False,  # "/health/" is not found; no redirect built from a Host header
     )
-    app.router.route_class = ExactPathRoute  # before any route is added
+    app.router.route_class = AppRoute  # before any route is added
     app.state.graceful_shutdown = shutdown
     app.state.limits = bounds
     options = observability or Observability()
@@ -207,7 +207,7 @@ def create_app(
     if console:
         add_console_routes(app, state)
     # A request tries the routes in order until one matches (about 35 bytecodes for each it
-    # passes, ``ExactPathRoute``): the generating routes go first, in ``GENERATING_ROUTES``'
+    # passes, ``AppRoute``): the generating routes go first, in ``GENERATING_ROUTES``'
     # order, then the other POST routes, then /openapi.json, /metrics, /health, /v1/models and
     # the console (paths are distinct, so the order changes nothing else; benchmark 8).
     first = {path: rank for rank, path in enumerate(GENERATING_ROUTES)}

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from fastapi import FastAPI
 from starlette.types import Scope
 
-from promptwire.server._exact_route import route_path
+from promptwire.server._app_route import route_path
 
 #: ``(status, the prompt protocol's error type, message, the request's id)`` -> the protocol's
 #: error body.

@@ -17,8 +17,8 @@ from promptwire.protocol import (
     ErrorDetail,
     ErrorType,
 )
+from promptwire.server._app_route import route_path
 from promptwire.server._errors import error_response
-from promptwire.server._exact_route import route_path
 
 logger = logging.getLogger(__name__)
 

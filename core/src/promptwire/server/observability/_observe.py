@@ -18,7 +18,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from promptwire.server._exact_route import route_path
+from promptwire.server._app_route import route_path
 from promptwire.server.observability._metrics import ServerMetrics
 from promptwire.server.observability._request_context import (
     REQUEST_ID_HEADER,
