@@ -102,3 +102,34 @@ def test_off_nothing_of_opentelemetrys_instrumentation_is_imported() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_off_no_span_is_recorded_even_with_a_tracer_provider_in_the_process() -> None:
+    """FastAPI's own OpenTelemetry bridge (0.165 and later) would record a server span for
+    every request of a process that has a global tracer provider (one that
+    ``opentelemetry-instrument`` set up, say), promptwire's setting off: the app turns it off,
+    and traces only when promptwire's setting asks."""
+    code = (
+        "import httpx\n"
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import "
+        "InMemorySpanExporter\n"
+        "exporter = InMemorySpanExporter()\n"
+        "provider = TracerProvider()\n"
+        "provider.add_span_processor(SimpleSpanProcessor(exporter))\n"
+        "trace.set_tracer_provider(provider)\n"
+        "from promptwire.server import BackgroundServer, create_app\n"
+        "from promptwire_modal_dummy.engine import DummyEngine\n"
+        "with BackgroundServer(create_app(DummyEngine())) as server:\n"
+        "    assert httpx.post(server.url, json={'prompt': 'p'}).status_code == 200\n"
+        "    with trace.get_tracer('check').start_as_current_span('the test'):\n"
+        "        pass\n"
+        "print(sorted(span.name for span in exporter.get_finished_spans()))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    # The provider records (the test's own span), and the server made none.
+    assert result.stdout.strip() == "['the test']", result.stdout

@@ -151,6 +151,11 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         redirect_slashes=False,  # "/health/" is not found; no redirect built from a Host header
+        # FastAPI's own OpenTelemetry bridge (0.165 and later) is off: it would record spans
+        # whenever the process has a tracer provider, promptwire's setting on or off, and it
+        # asks the providers on every request (about 250 bytecodes). promptwire's
+        # observability traces when asked (Observability.opentelemetry).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.router.route_class = AppRoute  # before any route is added
     app.state.graceful_shutdown = shutdown
