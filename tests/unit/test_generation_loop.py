@@ -127,7 +127,7 @@ async def test_complete_assembles_the_governed_text() -> None:
 async def test_complete_closes_the_generation_before_it_returns() -> None:
     """``complete`` closes the generation it read the ``Finish`` of. Left suspended after its
     last ``yield``, a generator is closed by the event loop's finalizer hook, through a task
-    of its own, whenever the garbage collector gets to it (route_cost: about 1,000 bytecodes
+    of its own, whenever the garbage collector gets to it (route_cost: about 500 bytecodes
     a request)."""
     finalized: list[str] = []
     firstiter, finalizer = sys.get_asyncgen_hooks()
