@@ -102,6 +102,9 @@ def test_fastapi_calls_an_endpoint_that_needs_more_than_the_request() -> None:
     async def checked(request: Request) -> Response:
         return Response("checked")
 
+    async def serialized(request: Request) -> dict[str, int]:
+        return {"answer": 42}
+
     def refuse() -> None:
         raise HTTPException(403, "no")
 
@@ -110,9 +113,10 @@ def test_fastapi_calls_an_endpoint_that_needs_more_than_the_request() -> None:
     app.post("/sync")(synchronous)
     app.post("/checked", dependencies=[Depends(refuse)])(checked)
     app.post("/created", status_code=201)(only)
+    app.post("/serialized")(serialized)
     routes = {route.path: route for route in app.router.routes if isinstance(route, AppRoute)}
     assert routes["/only"].endpoint_takes_only_the_request()
-    for path in ("/query", "/sync", "/checked", "/created"):
+    for path in ("/query", "/sync", "/checked", "/created", "/serialized"):
         assert not routes[path].endpoint_takes_only_the_request(), path
     client = TestClient(app)
     assert client.post("/only").text == "/only"
@@ -120,3 +124,4 @@ def test_fastapi_calls_an_endpoint_that_needs_more_than_the_request() -> None:
     assert client.post("/query?size=x").status_code == 422  # FastAPI's validation still runs
     assert client.post("/checked").status_code == 403  # and the dependency
     assert client.post("/sync").text == "sync"
+    assert client.post("/serialized").json() == {"answer": 42}  # FastAPI's serialization

@@ -25,6 +25,7 @@ from typing import Any
 
 from fastapi.routing import APIRoute
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Match, request_response
 from starlette.types import Scope
 
@@ -37,9 +38,9 @@ class AppRoute(APIRoute):
     takes the path with one newline after it (``%0A``), so that ending is let through too, to
     the full match: the shortcut turns away only what the full match would.
 
-    Calling: only for an endpoint whose one parameter is the ``Request``, with no dependencies
-    (the route's or its router's) and no status code or response class of FastAPI's to apply;
-    ``endpoint_takes_only_the_request`` says which."""
+    Calling: only for an endpoint whose one parameter is the ``Request`` and which is declared
+    to return a ``Response``, with no dependencies (the route's or its router's) and no status
+    code of FastAPI's to apply; ``endpoint_takes_only_the_request`` says which."""
 
     def __init__(self, path: str, endpoint: Any, **options: Any) -> None:
         super().__init__(path, endpoint, **options)
@@ -54,9 +55,13 @@ class AppRoute(APIRoute):
         except NameError:  # an annotation that names what its module does not hold
             return False
         parameters = list(signature.parameters.values())
+        answers = signature.return_annotation
         return (
             len(parameters) == 1
             and parameters[0].annotation is Request
+            # What it returns is sent as it is: FastAPI would serialize anything else.
+            and isinstance(answers, type)
+            and issubclass(answers, Response)
             and inspect.iscoroutinefunction(self.endpoint)
             and not self.dependencies
             and self.status_code is None
