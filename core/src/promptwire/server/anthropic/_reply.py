@@ -23,7 +23,7 @@ from sse_starlette import ServerSentEvent
 
 from promptwire.engine import Completion, EngineEvent, Finish, TextChunk, ToolCall
 from promptwire.protocol import FinishReason, Usage
-from promptwire.server._streaming import StreamForm
+from promptwire.server._streaming import Event, StreamForm, sse_event
 from promptwire.server.anthropic.protocol import AnthropicErrorBody
 
 _STOP_REASONS = {
@@ -88,10 +88,10 @@ class MessageEvents(StreamForm):
         self.text_open = False
 
     @staticmethod
-    def _event(kind: str, **fields: Any) -> ServerSentEvent:
-        return ServerSentEvent(to_json({"type": kind, **fields}).decode(), event=kind)
+    def _event(kind: str, **fields: Any) -> bytes:
+        return sse_event(to_json({"type": kind, **fields}), kind)
 
-    def opening(self) -> Sequence[ServerSentEvent]:
+    def opening(self) -> Sequence[Event]:
         begun: dict[str, Any] = {
             "id": self.identifier,
             "type": "message",
@@ -104,7 +104,7 @@ class MessageEvents(StreamForm):
         }
         return (self._event("message_start", message=begun), self.ping)
 
-    def event(self, event: EngineEvent) -> Sequence[ServerSentEvent]:
+    def event(self, event: EngineEvent) -> Sequence[Event]:
         if isinstance(event, TextChunk):
             if not event.text:
                 return ()
@@ -125,17 +125,17 @@ class MessageEvents(StreamForm):
             return written
         return [*self._close_text(), *self._finish(event)]
 
-    def _start(self, block: dict[str, Any]) -> ServerSentEvent:
+    def _start(self, block: dict[str, Any]) -> Event:
         self.blocks += 1
         return self._event("content_block_start", index=self.blocks - 1, content_block=block)
 
-    def _close_text(self) -> list[ServerSentEvent]:
+    def _close_text(self) -> list[Event]:
         if not self.text_open:
             return []
         self.text_open = False
         return [self._event("content_block_stop", index=self.blocks - 1)]
 
-    def _finish(self, finish: Finish) -> list[ServerSentEvent]:
+    def _finish(self, finish: Finish) -> list[Event]:
         delta = {
             "stop_reason": stop_reason(finish.finish_reason, finish.stop_sequence),
             "stop_sequence": finish.stop_sequence,

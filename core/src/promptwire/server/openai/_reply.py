@@ -21,7 +21,7 @@ from promptwire.engine import (
 from promptwire.protocol import (
     Usage,
 )
-from promptwire.server._streaming import StreamForm
+from promptwire.server._streaming import Event, StreamForm, sse_event
 from promptwire.server.openai._errors import OpenAIError
 from promptwire.server.openai.protocol import (
     OpenAIErrorBody,
@@ -29,7 +29,7 @@ from promptwire.server.openai.protocol import (
     error_type_for,
 )
 
-DONE = "[DONE]"
+DONE = b"[DONE]"
 
 
 class Chunks(StreamForm):
@@ -42,24 +42,24 @@ class Chunks(StreamForm):
         self.include_usage = include_usage
         self.echo = echo
 
-    def opening(self) -> Sequence[ServerSentEvent]:
+    def opening(self) -> Sequence[Event]:
         opening = []
         if self.writer.chat:
-            opening.append(ServerSentEvent(self.writer.role_chunk()))
+            opening.append(sse_event(self.writer.role_chunk()))
         if self.echo:
-            opening.append(ServerSentEvent(self.writer.text_chunk(self.echo[0])))
+            opening.append(sse_event(self.writer.text_chunk(self.echo[0])))
         return opening
 
-    def event(self, event: EngineEvent) -> Sequence[ServerSentEvent]:
+    def event(self, event: EngineEvent) -> Sequence[Event]:
         if isinstance(event, TextChunk):
-            return (ServerSentEvent(self.writer.text_chunk(event.text)),) if event.text else ()
+            return (sse_event(self.writer.text_chunk(event.text)),) if event.text else ()
         if isinstance(event, ToolCall):
             self.calls += 1
-            return (ServerSentEvent(self.writer.tool_call_chunk(self.calls - 1, event)),)
-        written = [ServerSentEvent(self.writer.finish_chunk(event.finish_reason))]
+            return (sse_event(self.writer.tool_call_chunk(self.calls - 1, event)),)
+        written = [sse_event(self.writer.finish_chunk(event.finish_reason))]
         if self.include_usage:
-            written.append(ServerSentEvent(self.writer.usage_chunk(event.usage)))
-        written.append(ServerSentEvent(DONE))
+            written.append(sse_event(self.writer.usage_chunk(event.usage)))
+        written.append(sse_event(DONE))
         return written
 
     def error(self, status_code: int, error_type: str, message: str) -> ServerSentEvent:
@@ -153,31 +153,31 @@ class Writer:
         }
         return {**self.head, "choices": [choice], "usage": _usage(done.usage)}
 
-    def _chunk(self, choice: dict[str, Any]) -> str:
-        return self._text({"choices": [{"index": 0, **choice}]})
+    def _chunk(self, choice: dict[str, Any]) -> bytes:
+        return self._json({"choices": [{"index": 0, **choice}]})
 
-    def _text(self, fields: dict[str, Any]) -> str:
-        return _dumps({**self.head, "object": self.chunk_kind, **fields}).decode()
+    def _json(self, fields: dict[str, Any]) -> bytes:
+        return _dumps({**self.head, "object": self.chunk_kind, **fields})
 
-    def role_chunk(self) -> str:
+    def role_chunk(self) -> bytes:
         delta = {"role": "assistant", "content": ""}
         return self._chunk({"delta": delta, "logprobs": None, "finish_reason": None})
 
-    def text_chunk(self, text: str) -> str:
+    def text_chunk(self, text: str) -> bytes:
         if self.chat:
             return self._chunk(
                 {"delta": {"content": text}, "logprobs": None, "finish_reason": None}
             )
         return self._chunk({"text": text, "logprobs": None, "finish_reason": None})
 
-    def tool_call_chunk(self, index: int, call: ToolCall) -> str:
+    def tool_call_chunk(self, index: int, call: ToolCall) -> bytes:
         delta = {"tool_calls": [{"index": index, **_tool_call(call), "type": "function"}]}
         return self._chunk({"delta": delta, "logprobs": None, "finish_reason": None})
 
-    def finish_chunk(self, reason: Any) -> str:
+    def finish_chunk(self, reason: Any) -> bytes:
         if self.chat:
             return self._chunk({"delta": {}, "logprobs": None, "finish_reason": str(reason)})
         return self._chunk({"text": "", "logprobs": None, "finish_reason": str(reason)})
 
-    def usage_chunk(self, usage: Usage) -> str:
-        return self._text({"choices": [], "usage": _usage(usage)})
+    def usage_chunk(self, usage: Usage) -> bytes:
+        return self._json({"choices": [], "usage": _usage(usage)})

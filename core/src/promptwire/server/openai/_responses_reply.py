@@ -16,11 +16,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydantic_core import to_json
-from sse_starlette import ServerSentEvent
 
 from promptwire.engine import Completion, EngineEvent, Finish, TextChunk, ToolCall
 from promptwire.protocol import FinishReason, Usage
-from promptwire.server._streaming import StreamForm
+from promptwire.server._streaming import Event, StreamForm, sse_event
 from promptwire.server.openai.protocol import ResponsesRequest
 
 
@@ -134,19 +133,19 @@ class ResponseEvents(StreamForm):
         self.output: list[dict[str, Any]] = []
         self.message: tuple[str, list[str]] | None = None  # the open message: id, text so far
 
-    def _event(self, kind: str, **fields: Any) -> ServerSentEvent:
-        data = to_json({"type": kind, "sequence_number": self.sequence, **fields}).decode()
+    def _event(self, kind: str, **fields: Any) -> bytes:
+        data = to_json({"type": kind, "sequence_number": self.sequence, **fields})
         self.sequence += 1
-        return ServerSentEvent(data, event=kind)
+        return sse_event(data, kind)
 
-    def opening(self) -> Sequence[ServerSentEvent]:
+    def opening(self) -> Sequence[Event]:
         begun = self.writer.response([], None, None)
         return (
             self._event("response.created", response=begun),
             self._event("response.in_progress", response=begun),
         )
 
-    def event(self, event: EngineEvent) -> Sequence[ServerSentEvent]:
+    def event(self, event: EngineEvent) -> Sequence[Event]:
         if isinstance(event, TextChunk):
             if not event.text:
                 return ()
@@ -168,7 +167,7 @@ class ResponseEvents(StreamForm):
             return [*self._close_message(), *self._call(event)]
         return self._finish(event)
 
-    def _open_message(self) -> list[ServerSentEvent]:
+    def _open_message(self) -> list[Event]:
         item_id = _id("msg")
         self.message = (item_id, [])
         where = {"output_index": len(self.output)}
@@ -187,7 +186,7 @@ class ResponseEvents(StreamForm):
             ),
         ]
 
-    def _close_message(self) -> list[ServerSentEvent]:
+    def _close_message(self) -> list[Event]:
         if self.message is None:
             return []
         item_id, pieces = self.message
@@ -195,7 +194,7 @@ class ResponseEvents(StreamForm):
         text = "".join(pieces)
         where = {"item_id": item_id, "output_index": len(self.output), "content_index": 0}
         item = message_item(item_id, text)
-        written = [
+        written: list[Event] = [
             self._event("response.output_text.done", text=text, logprobs=[], **where),
             self._event("response.content_part.done", part=_text_part(text), **where),
             self._event("response.output_item.done", output_index=len(self.output), item=item),
@@ -203,7 +202,7 @@ class ResponseEvents(StreamForm):
         self.output.append(item)
         return written
 
-    def _call(self, call: ToolCall) -> list[ServerSentEvent]:
+    def _call(self, call: ToolCall) -> list[Event]:
         item_id = _id("fc")
         index = len(self.output)
         item = call_item(item_id, call, call.arguments)
@@ -225,14 +224,14 @@ class ResponseEvents(StreamForm):
             self._event("response.output_item.done", output_index=index, item=item),
         ]
 
-    def _finish(self, finish: Finish) -> list[ServerSentEvent]:
-        written = [] if self.output or self.message else self._open_message()
+    def _finish(self, finish: Finish) -> list[Event]:
+        written: list[Event] = [] if self.output or self.message else self._open_message()
         written += self._close_message()
         done = self.writer.response(self.output, finish.usage, finish.finish_reason)
         kind = "response.incomplete" if done["status"] == "incomplete" else "response.completed"
         written.append(self._event(kind, response=done))
         return written
 
-    def error(self, status_code: int, error_type: str, message: str) -> ServerSentEvent:
+    def error(self, status_code: int, error_type: str, message: str) -> Event:
         """A failure after the stream began: the ``error`` event, the stream's last."""
         return self._event("error", code=str(error_type), message=message, param=None)
