@@ -43,7 +43,7 @@ from promptwire.protocol import (
     StreamDone,
     StreamToolCall,
 )
-from promptwire.server._deadline import Deadline
+from promptwire.server._deadline import SendWatch
 from promptwire.server._errors import error_event
 from promptwire.server._request_body import (
     unless_gone,
@@ -136,23 +136,28 @@ class _EventStream(EventSourceResponse):
     has its stream ended (the generation is cancelled, the slot freed) and is logged in one line,
     not a traceback. The server closes the connection, the answer being unfinished."""
 
+    _watch: SendWatch | None = None
+
     async def _send_with_timeout(self, send: Send, message: Message) -> None:
-        """sse-starlette's own, with the timeout of a ``Deadline`` rather than an anyio cancel
-        scope for every event: a write that does not wait (most: the socket's buffer takes it)
-        sets no timer. A send that waits past ``send_timeout`` raises ``SendTimeoutError``
-        as before."""
+        """sse-starlette's own, with the stream's one ``SendWatch`` rather than an anyio
+        cancel scope for every event: a write notes when it began, and one timer for the
+        stream ends a write that waits past ``send_timeout`` with ``SendTimeoutError``, as
+        before."""
         if self.send_timeout is None:
             await send(message)
             return
-        deadline = Deadline(self.send_timeout)
+        watch = self._watch
+        if watch is None:
+            watch = self._watch = SendWatch(self.send_timeout)
+        writer = watch.begin()
         try:
             await send(message)
         except asyncio.CancelledError:
-            if not deadline.caught():
+            if not watch.caught(writer):
                 raise
             raise SendTimeoutError() from None
         finally:
-            deadline.cancel()
+            watch.end(writer)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -161,6 +166,9 @@ class _EventStream(EventSourceResponse):
             logger.warning(
                 "a stream's client read nothing for %g s; the stream was ended", self.send_timeout
             )
+        finally:
+            if self._watch is not None:
+                self._watch.close()
 
 
 class StreamForm:
