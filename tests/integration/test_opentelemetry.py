@@ -89,19 +89,32 @@ def test_server_spans_carry_the_request_id_and_token_counts(
     assert parent.context.trace_id == ok.context.trace_id
 
 
-def test_off_nothing_of_opentelemetrys_instrumentation_is_imported() -> None:
-    code = (
-        "import sys, httpx\n"
-        "from promptwire.server import BackgroundServer, create_app\n"
-        "from promptwire_modal_dummy.engine import DummyEngine\n"
-        "with BackgroundServer(create_app(DummyEngine())) as server:\n"
-        "    assert httpx.post(server.url, json={'prompt': 'p'}).status_code == 200\n"
-        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry.instrumentation')))\n"
-    )
+#: One request to a server with the defaults, run in a process of its own (what OpenTelemetry
+#: imports and records is the whole process's) between a test's own code before and after.
+_ONE_REQUEST = (
+    "from promptwire.server import BackgroundServer, create_app\n"
+    "from promptwire_modal_dummy.engine import DummyEngine\n"
+    "import httpx\n"
+    "with BackgroundServer(create_app(DummyEngine())) as server:\n"
+    "    assert httpx.post(server.url, json={'prompt': 'p'}).status_code == 200\n"
+)
+
+
+def _printed(before: str, after: str) -> str:
+    """What a process printed that runs ``before``, one request, then ``after``."""
+    code = before + _ONE_REQUEST + after
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
-    assert result.stdout.strip() == "[]"
+    return result.stdout.strip()
+
+
+def test_off_nothing_of_opentelemetrys_instrumentation_is_imported() -> None:
+    imported = _printed(
+        "import sys\n",
+        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry.instrumentation')))\n",
+    )
+    assert imported == "[]"
 
 
 def test_off_no_span_is_recorded_even_with_a_tracer_provider_in_the_process() -> None:
@@ -109,8 +122,7 @@ def test_off_no_span_is_recorded_even_with_a_tracer_provider_in_the_process() ->
     every request of a process that has a global tracer provider (one that
     ``opentelemetry-instrument`` set up, say), promptwire's setting off: the app turns it off,
     and traces only when promptwire's setting asks."""
-    code = (
-        "import httpx\n"
+    recorded = _printed(
         "from opentelemetry import trace\n"
         "from opentelemetry.sdk.trace import TracerProvider\n"
         "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
@@ -119,17 +131,10 @@ def test_off_no_span_is_recorded_even_with_a_tracer_provider_in_the_process() ->
         "exporter = InMemorySpanExporter()\n"
         "provider = TracerProvider()\n"
         "provider.add_span_processor(SimpleSpanProcessor(exporter))\n"
-        "trace.set_tracer_provider(provider)\n"
-        "from promptwire.server import BackgroundServer, create_app\n"
-        "from promptwire_modal_dummy.engine import DummyEngine\n"
-        "with BackgroundServer(create_app(DummyEngine())) as server:\n"
-        "    assert httpx.post(server.url, json={'prompt': 'p'}).status_code == 200\n"
-        "    with trace.get_tracer('check').start_as_current_span('the test'):\n"
-        "        pass\n"
-        "print(sorted(span.name for span in exporter.get_finished_spans()))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+        "trace.set_tracer_provider(provider)\n",
+        "with trace.get_tracer('check').start_as_current_span('the test'):\n"
+        "    pass\n"
+        "print(sorted(span.name for span in exporter.get_finished_spans()))\n",
     )
     # The provider records (the test's own span), and the server made none.
-    assert result.stdout.strip() == "['the test']", result.stdout
+    assert recorded == "['the test']", recorded
