@@ -1,6 +1,7 @@
 """``thread_wait="auto"``'s choice of threads for each forward pass, driven by made-up pass
-times: the faster count wins, a change of speed is followed, one slow pass decides nothing, and
-tries of the slower count take about a fiftieth of the time."""
+times: the faster count wins, a change of speed is followed, one slow pass decides nothing,
+tries of the slower count take about a fiftieth of the time, and (from the CPU time the passes
+use) hardly any while nothing else wants the cores."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ pytest.importorskip("promptwire_llamacpp", reason=LLAMACPP_PLUGIN_MISSING)
 
 from promptwire_llamacpp.idle_cores import MAX_WINDOW, MIN_WINDOW, IdleCores
 from promptwire_llamacpp.thread_choice import (
+    HAD_CORES,
     LAST_TRY,
+    SHARE_PASSES,
     TRY_PASSES,
     TRY_SHARE,
     ThreadChoice,
@@ -32,13 +35,17 @@ def _run(
     tokens: int = 1,
     *,
     prompt: bool = False,
+    share: float | None = None,
 ) -> list[int]:
     """``passes`` passes of ``tokens`` tokens (``prompt``: holding prompt tokens), each taking
-    what ``seconds`` says (per token) for its count of threads; the counts chosen."""
+    what ``seconds`` says (per token) for its count of threads; the counts chosen. ``share``:
+    the share of its threads' cores each pass used (the process's CPU time), if said."""
     chosen = []
     for _ in range(passes):
         threads = choice.threads_for(tokens, prompt=prompt)
-        choice.measured(tokens, threads, seconds[threads] * tokens, prompt=prompt)
+        took = seconds[threads] * tokens
+        cpu = None if share is None else took * threads * share
+        choice.measured(tokens, threads, took, prompt=prompt, cpu=cpu)
         chosen.append(threads)
     return chosen
 
@@ -191,6 +198,37 @@ def test_idle_cores_are_read_from_the_kernels_counts(tmp_path: Path) -> None:
     assert cores.since_last() == pytest.approx(1.5, rel=0.05)
     now[0] += MAX_WINDOW + 1  # a reading too old to say how the cores are now
     assert cores.since_last() is None
+
+
+def test_passes_that_have_their_cores_try_one_thread_only_after_the_longest_wait() -> None:
+    """With the machine to itself (the passes on both threads use both cores), a try of one
+    thread comes once per ``LAST_TRY`` of time in passes, not after fifty times its cost."""
+    seconds = int(60 / IDLE[2])  # a minute of passes
+    quiet = ThreadChoice(2)
+    chosen = _run(quiet, seconds, IDLE, share=1.0)
+    unknown = ThreadChoice(2)  # no CPU time said: tries as often as their cost allows
+    without = _run(unknown, seconds, IDLE)
+    tries = (chosen.count(1) - TRY_PASSES) / TRY_PASSES  # after the first measurement
+    assert tries == pytest.approx(60 / LAST_TRY, abs=1.5)
+    assert chosen.count(1) * 5 < without.count(1)
+
+
+def test_passes_that_lose_their_cores_end_the_longest_wait() -> None:
+    """A neighbour starts during the long wait: within ``SHARE_PASSES`` passes a try of one
+    thread comes, and one thread then runs; a few passes without their cores (a virtual
+    machine's host taking a core for a moment) do not bring one."""
+    choice = ThreadChoice(2)
+    _run(choice, 200, IDLE, share=1.0)  # measured both, then waiting the longest
+    blip = SHARE_PASSES // 2 - 1
+    assert _run(choice, blip, IDLE, share=0.7) == [2] * blip
+    assert _run(choice, SHARE_PASSES, IDLE, share=1.0) == [2] * SHARE_PASSES
+    # Beside a busy process: the threads wait for each other (BUSY) and use less of their cores.
+    # Passes a little slower than one thread's old time still leave two threads the faster
+    # count by its measurements: only the try finds out.
+    losing = {2: IDLE[1] * 0.95, 1: IDLE[1] * 0.6}
+    chosen = _run(choice, SHARE_PASSES + 2 * TRY_PASSES, losing, share=HAD_CORES - 0.2)
+    assert 1 in chosen[: SHARE_PASSES // 2 + 2]
+    assert chosen[-TRY_PASSES:] == [1] * TRY_PASSES
 
 
 def test_one_thread_has_nothing_to_choose() -> None:

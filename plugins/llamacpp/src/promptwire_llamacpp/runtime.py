@@ -427,10 +427,11 @@ class LlamaRuntime:
             self._threads_now = threads
         self.passes += 1
         self.single_thread_passes += threads == 1
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         status = int(llama.llama_decode(self._context, batch))
         if choice is not None:
-            choice.measured(tokens, threads, time.perf_counter() - started, prompt=prompt)
+            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+            choice.measured(tokens, threads, seconds, prompt=prompt, cpu=cpu)
         return status
 
     def copy_cache(self, source: int, target: int) -> None:
