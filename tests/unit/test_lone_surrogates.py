@@ -82,6 +82,60 @@ async def test_the_prompt_route_refuses_it_where_it_reads_and_ignores_unknown_ke
     assert ignored.status_code == 200 and ignored.json()["prompt"]
 
 
+@pytest.mark.parametrize(
+    ("template", "where"),
+    [
+        ('{"prompt": "p", "messages": [{"role": "user", "content": "@"}]}', "messages.0.content"),
+        (
+            '{"prompt": "p", "messages": [{"role": "tool", "content": "r", "tool_call_id": "@"}]}',
+            "messages.0.tool_call_id",
+        ),
+        (
+            '{"prompt": "p", "messages": [{"role": "assistant", "content": "", "tool_calls": '
+            '[{"id": "c", "function": {"name": "f", "arguments": "@"}}]}]}',
+            "messages.0.tool_calls.0.function.arguments",
+        ),
+        (
+            '{"prompt": "p", "messages": [{"role": "user", "content": "u"}], "tools": [{"type": '
+            '"function", "function": {"name": "f", "description": "@"}}]}',
+            "tools.0.function.description",
+        ),
+    ],
+)
+async def test_the_prompt_route_says_it_alike_in_texts_with_bounds(
+    client: httpx.AsyncClient, template: str, where: str
+) -> None:
+    """pydantic-core finds a lone surrogate in a text with bounds before the protocol's own
+    check does, in words of its own: the server says the protocol's."""
+    response = await client.post("/", content=_body(template, False))
+    assert response.status_code == 422, response.text
+    message = response.json()["error"]["message"]
+    assert f"{where}: Value error, must be valid Unicode text (it holds a lone surrogate)" in message
+
+
+def test_the_bounds_of_texts_are_checked_by_pydantic_core() -> None:
+    """A bound after a validator function would be a Python function of pydantic's, two calls
+    more per field on every message of every conversation."""
+    from promptwire.protocol import ChatMessage, PromptRequest
+
+    def python_functions(schema: object) -> list[str]:
+        found = []
+        if isinstance(schema, dict):
+            if str(schema.get("type", "")).startswith("function-"):
+                called = schema["function"]["function"]
+                found.append(getattr(called, "__name__", repr(called)))
+            for value in schema.values():
+                found += python_functions(value)
+        elif isinstance(schema, list):
+            for value in schema:
+                found += python_functions(value)
+        return found
+
+    for model in (ChatMessage, PromptRequest):
+        functions = python_functions(model.__pydantic_core_schema__)
+        assert not [name for name in functions if "length" in name], functions
+
+
 async def test_a_surrogate_pair_is_text_and_is_answered(client: httpx.AsyncClient) -> None:
     body = b'{"input": "hi", "instructions": "\\ud83d\\ude00"}'
     response = await client.post("/v1/responses", content=body)

@@ -44,17 +44,28 @@ GENERATION_PARAMS = frozenset({"max_tokens", "temperature", "top_p", "top_k", "s
 StopSequence = Annotated[str, Field(min_length=1, max_length=MAX_STOP_LENGTH)]
 
 
+#: What a text that is not Unicode is told (pydantic-core says its own words where it finds one
+#: first: a text with bounds; the server says these instead).
+NOT_UNICODE = "must be valid Unicode text (it holds a lone surrogate)"
+
+
 def _encodable(text: str) -> str:
     """JSON may escape a lone surrogate (``"\\ud800"``) that no UTF-8 reply can carry back; refuse
     it up front instead of failing while answering."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text (it holds a lone surrogate)") from None
+        raise ValueError(NOT_UNICODE) from None
     return text
 
 
-Text = Annotated[str, AfterValidator(_encodable)]
+Unicode = AfterValidator(_encodable)
+Text = Annotated[str, Unicode]
+# Bounds go before the Unicode check: on ``str`` itself pydantic-core checks them (and refuses a
+# lone surrogate on its own); after a validator function pydantic adds a Python function per
+# bound (two calls more per field, on every message of every conversation).
+MessageText = Annotated[str, Field(max_length=MAX_MESSAGE_CHARS), Unicode]
+IdText = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), Unicode]
 
 
 def _integral(value: Any) -> Any:
@@ -91,8 +102,8 @@ class FunctionCall(BaseModel):
 
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
 
-    name: Annotated[Text, Field(min_length=1, max_length=MAX_ID_LENGTH)]
-    arguments: Annotated[Text, Field(max_length=MAX_MESSAGE_CHARS)] = "{}"
+    name: IdText
+    arguments: MessageText = "{}"
 
 
 class ToolCall(BaseModel):
@@ -100,7 +111,7 @@ class ToolCall(BaseModel):
 
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
 
-    id: Annotated[Text, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+    id: IdText
     type: Literal["function"] = "function"
     function: FunctionCall
 
@@ -132,12 +143,12 @@ class ChatMessage(BaseModel):
     )
 
     role: ChatRole
-    content: Annotated[Text, Field(max_length=MAX_MESSAGE_CHARS)]
+    content: MessageText
     tool_calls: Annotated[list[ToolCall], Field(min_length=1, max_length=MAX_TOOL_CALLS)] | None = (
         None
     )
     """v1.2, assistant messages: the tools the model called in that turn."""
-    tool_call_id: Annotated[Text, Field(min_length=1, max_length=MAX_ID_LENGTH)] | None = None
+    tool_call_id: IdText | None = None
     """v1.2, tool messages (required there): the call this message is the result of."""
 
     @model_validator(mode="after")
@@ -155,7 +166,7 @@ class FunctionSpec(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
 
     name: Name
-    description: Annotated[Text, Field(max_length=MAX_MESSAGE_CHARS)] | None = None
+    description: MessageText | None = None
     parameters: JsonSchema = Field(default_factory=lambda: {"type": "object", "properties": {}})
     strict: bool | None = None
 
@@ -205,7 +216,7 @@ class JsonSchemaSpec(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True, populate_by_name=True)
 
     name: Name
-    description: Annotated[Text, Field(max_length=MAX_MESSAGE_CHARS)] | None = None
+    description: MessageText | None = None
     json_schema: JsonSchema = Field(alias="schema")
     strict: bool | None = None
 

@@ -18,8 +18,10 @@ from typing import Any, NoReturn, TypeVar
 
 from fastapi import Request
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from promptwire.protocol import (
+    NOT_UNICODE,
     PromptRequest,
 )
 from promptwire.protocol._unicode_text import lone_surrogate
@@ -230,7 +232,15 @@ def validation_problems(exc: ValidationError) -> tuple[str | None, str]:
     every route says them: ``invalid request: messages.0.role: ...; ...`` (the first ten)."""
     errors = exc.errors(include_input=False, include_url=False)
     first = str(errors[0]["loc"][0]) if errors and errors[0]["loc"] else None
-    return first, _problems((err["loc"], err["msg"]) for err in errors)
+    return first, _problems((err["loc"], _said(err)) for err in errors)
+
+
+def _said(error: ErrorDetails) -> str:
+    """A problem as pydantic says it; a lone surrogate in a text with bounds (which
+    pydantic-core finds before the protocol's own check) as that check says it."""
+    if error["type"] == "string_unicode":
+        return f"Value error, {NOT_UNICODE}"
+    return error["msg"]
 
 
 def _problems(errors: Iterable[tuple[tuple[str | int, ...], str]]) -> str:
@@ -263,9 +273,9 @@ def message_problem(exc: ValidationError) -> MessageProblem | None:
     if len(loc) < 2 or loc[0] != "messages" or not isinstance(loc[1], int):
         return None
     index = loc[1]
-    mine = ((err["loc"][2:], err["msg"]) for err in errors if err["loc"][:2] == loc[:2])
+    mine = ((err["loc"][2:], _said(err)) for err in errors if err["loc"][:2] == loc[:2])
     field = ".".join(str(part) for part in loc[2:])
-    return MessageProblem(index, field, errors[0]["msg"], _problems(mine))
+    return MessageProblem(index, field, _said(errors[0]), _problems(mine))
 
 
 def parse_request(body: bytes) -> PromptRequest:

@@ -16,13 +16,12 @@ from typing import Annotated, Any, Self
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptwire.protocol import (
-    MAX_MESSAGE_CHARS,
     MAX_MESSAGES,
     MAX_TOOLS,
     MaxTokens,
+    MessageText,
     StopSequences,
     Temperature,
-    Text,
     TopK,
     TopP,
 )
@@ -39,7 +38,7 @@ class MessagesRequest(RefusingRequest):
     messages: Annotated[list[Any], Field(min_length=1, max_length=MAX_MESSAGES)]
     """Converted one by one by ``promptwire.server.anthropic._translate`` (text, ``tool_use`` and
     ``tool_result`` blocks), then checked with the whole request."""
-    system: Annotated[Text, Field(max_length=MAX_MESSAGE_CHARS)] | list[Any] | None = None
+    system: MessageText | list[Any] | None = None
     stream: bool | None = None
     stop_sequences: StopSequences | None = None
     tools: Annotated[list[Any], Field(max_length=MAX_TOOLS)] | None = None

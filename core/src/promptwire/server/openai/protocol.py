@@ -18,12 +18,12 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptwire.protocol import (
-    MAX_MESSAGE_CHARS,
     MAX_MESSAGES,
     MAX_STOP_LENGTH,
     MAX_STOP_SEQUENCES,
     MAX_TOOLS,
     MaxTokens,
+    MessageText,
     Seed,
     Temperature,
     Text,
@@ -198,13 +198,10 @@ class ResponsesRequest(RefusingRequest):
     model_config = ConfigDict(extra="allow", strict=True)
 
     model: str | None = None
-    input: (
-        Annotated[Text, Field(max_length=MAX_MESSAGE_CHARS)]
-        | Annotated[list[Any], Field(min_length=1, max_length=MAX_MESSAGES)]
-    )
+    input: MessageText | Annotated[list[Any], Field(min_length=1, max_length=MAX_MESSAGES)]
     """A user message's text, or the conversation's items (messages, function calls and their
     outputs), checked one by one by ``promptwire.server.openai._responses_translate``."""
-    instructions: Annotated[Text, Field(max_length=MAX_MESSAGE_CHARS)] | None = None
+    instructions: MessageText | None = None
     max_output_tokens: MaxTokens | None = None
     temperature: Temperature | None = None
     top_p: TopP | None = None
