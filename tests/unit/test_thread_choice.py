@@ -231,5 +231,20 @@ def test_passes_that_lose_their_cores_end_the_longest_wait() -> None:
     assert chosen[-TRY_PASSES:] == [1] * TRY_PASSES
 
 
+def test_a_neighbour_that_came_and_went_during_the_longest_wait_leaves_no_long_wait() -> None:
+    """The neighbour slows both threads past one thread's time, so one thread runs without a
+    try; once it stops, both threads are back within the usual wait, not the 8 s that the quiet
+    machine had earned (benchmark thread_recovery: whole idle rounds stayed on one thread)."""
+    idle = Idle(0.0)
+    choice = ThreadChoice(2, idle)
+    _run(choice, 200, IDLE, share=1.0)  # both measured, then waiting the longest
+    busy = _run(choice, 100, BUSY, share=0.6)
+    assert busy[-50:].count(1) >= 50 - TRY_PASSES  # on one thread
+    idle.cores = 1.0  # the neighbour stopped: the core it held sits idle
+    back = _run(choice, int(1.0 / IDLE[1]), IDLE, share=1.0)  # a second of passes
+    assert back[:TRY_PASSES] == [2] * TRY_PASSES  # tried at once
+    assert back[-20:] == [2] * 20
+
+
 def test_one_thread_has_nothing_to_choose() -> None:
     assert set(_run(ThreadChoice(1), 50, {1: 0.01})) == {1}

@@ -175,7 +175,15 @@ class ThreadChoice:
     def _wait_ends(self, size: _PassSize, best: int) -> bool:
         """Whether what the machine says ends the wait for the next try of ``size`` early: idle
         cores on one thread, cores lost on all."""
-        return self._cores_freed(size) if best == 1 else self._cores_taken(size)
+        if best == 1:
+            if size.quiet_wait:
+                # One thread turned faster without a try (a neighbour slowed both threads): the
+                # longest wait was for a machine nobody else used; the next try of all threads
+                # comes as soon as after any try, and idle cores may bring it sooner.
+                size.quiet_wait = False
+                size.until_try = min(size.until_try, FIRST_TRY)
+            return self._cores_freed(size)
+        return self._cores_taken(size)
 
     def _cores_taken(self, size: _PassSize) -> bool:
         """Whether the passes on all threads stopped having their cores during a wait that
