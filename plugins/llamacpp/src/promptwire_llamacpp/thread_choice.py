@@ -21,10 +21,11 @@ One thread wins only when the threads do not have their cores (another process, 
 the hypervisor takes them), and the process's own CPU time says whether they had them: passes
 on all threads that used nearly all their threads' cores (``HAD_CORES``) mean nothing took
 them, so after a try of one thread that lost, the next waits the longest (``LAST_TRY``) instead
-of fifty times the try's cost; as soon as the passes stop having their cores, that wait ends
-(once per wait). Tries go on, rarely, for what no count of CPU time shows (two threads on one
-core's hyperthreads). SmolLM2 on 2 idle cores, 1 stream, in-process: 1.2 % of the passes on one
-thread instead of 3.8 % (each size of pass is still measured once at first), 1.1 % more tokens/s.
+of fifty times the try's cost; as soon as the passes stop having their cores, or one thread
+turns faster without a try (a neighbour slowed both), that wait ends. Tries go on, rarely, for
+what no count of CPU time shows (two threads on one core's hyperthreads). SmolLM2 on 2 idle
+cores, 1 stream, in-process: 1.2 % of the passes on one thread instead of 3.8 % (each size of
+pass is still measured once at first), 1.1 % more tokens/s.
 
 A pass that holds prompt tokens comes a few times per request, too seldom to try counts of its
 own: it takes the count that the size of pass measured last runs faster (the machine's state
