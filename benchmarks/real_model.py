@@ -17,8 +17,9 @@ llama-server's OpenMP default). Measured per round: aggregate tokens per second 
 chunks; each is one token on every server), CPU seconds per 1,000 tokens of the server's whole
 process tree (psutil: promptwire's engine process included), the median and 95th percentile
 of the streams' time to first token; and, at 8 streams, promptwire's HTTP overhead against the
-same engine driven in-process. Repetitions rotate the servers' order (a Latin square); the
-machine's load average is recorded before and after.
+same engine driven in-process. Each repetition runs 6 rounds of 1 stream and 2 of 8 (one of
+16), the servers alternating round by round, every round a sample; repetitions rotate the
+servers' order (a Latin square); the machine's load average is recorded before and after.
 
     benchmarks/build_llama_server.sh     # once: builds llama-server (23 minutes on 2 shared cores)
     uv run --group bench python -m benchmarks --only real_model
@@ -57,6 +58,10 @@ from benchmarks.common import (
 
 CONCURRENCY = (1, 8, 16)
 BUSY_CONCURRENCY = (1, 8)
+#: Rounds of each server per repetition (the servers alternating round by round), by streams:
+#: a 1-stream round is one 128-token reply (about a second), and single rounds of the same
+#: server moved by a third within a run; each round is a sample of its own.
+ROUNDS = {1: 6, 8: 2}
 MAX_TOKENS = 128
 CONTEXT = 2048
 PARALLEL = 8
@@ -510,6 +515,27 @@ def main() -> None:
             result.notes.append(f"llama-server not measured: {how_built}")
         finish(result, began, args.json)
 
+    def measure(pids: dict[str, int], condition: str, streams: int, order: list[str]) -> None:
+        """One round: new prompts, the same to every server, in ``order``."""
+        nonlocal round_number
+        round_number += 1
+        these = prompts(round_number, streams)
+        if condition == "idle" and streams == PARALLEL:
+            in_process.append(engine.tokens_per_second(these))
+        for name in order:
+            if (name, condition, streams) not in rounds:
+                continue
+            result = measured_round(servers[name].url, pids[name], these)
+            rounds[name, condition, streams].append(result)
+            asked[name] += streams
+            print(
+                f"  {name:<28} {condition} {streams:>2} streams: "
+                f"{result.rate:6.1f} tokens/s, {result.cpu:5.2f} CPU-s/1k, "
+                f"first token median {result.ttft_median:.2f} s p95 "
+                f"{result.ttft_p95:.2f} s, served {result.served}/{streams}",
+                file=sys.stderr,
+            )
+
     with started(servers) as pids:
         for repetition in range(repetitions):
             for condition, counts in conditions.items():
@@ -517,23 +543,9 @@ def main() -> None:
                 with neighbour:
                     loads.append(f"repetition {repetition + 1} {condition} {load()}")
                     for streams in counts:
-                        round_number += 1
-                        these = prompts(round_number, streams)
-                        if condition == "idle" and streams == PARALLEL:
-                            in_process.append(engine.tokens_per_second(these))
-                        for name in rotated(list(servers), repetition):
-                            if (name, condition, streams) not in rounds:
-                                continue
-                            result = measured_round(servers[name].url, pids[name], these)
-                            rounds[name, condition, streams].append(result)
-                            asked[name] += streams
-                            print(
-                                f"  {name:<28} {condition} {streams:>2} streams: "
-                                f"{result.rate:6.1f} tokens/s, {result.cpu:5.2f} CPU-s/1k, "
-                                f"first token median {result.ttft_median:.2f} s p95 "
-                                f"{result.ttft_p95:.2f} s, served {result.served}/{streams}",
-                                file=sys.stderr,
-                            )
+                        for turn in range(ROUNDS.get(streams, 1)):
+                            order = rotated(list(servers), repetition + turn)
+                            measure(pids, condition, streams, order)
             write(repetition + 1)
     engine.close()
 
