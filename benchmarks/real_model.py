@@ -303,9 +303,9 @@ def started(servers: dict[str, Server]) -> Iterator[dict[str, int]]:
         yield pids
 
 
-def rotated(names: list[str], repetition: int) -> list[str]:
-    """The order of a repetition: each name first, second, ... in turn (a Latin square)."""
-    shift = repetition % len(names)
+def rotated(names: list[str], turn: int) -> list[str]:
+    """The order of a round: each name first, second, ... in turn (a Latin square)."""
+    shift = turn % len(names)
     return names[shift:] + names[:shift]
 
 
@@ -401,7 +401,9 @@ def main() -> None:
                 f"{MAX_TOKENS} tokens on /v1/chat/completions (the same request bodies to every "
                 f"server), {', '.join(map(str, CONCURRENCY))} at once on the idle machine and "
                 f"{', '.join(map(str, BUSY_CONCURRENCY))} beside one busy-loop process; "
-                f"{done} repetitions rotating the servers' order, new prompts every round. "
+                f"{done} repetitions of {ROUNDS[1]} rounds at 1 stream, {ROUNDS[PARALLEL]} at "
+                f"{PARALLEL} and 1 otherwise, the servers' order rotating every round, new "
+                "prompts every round. "
                 f"promptwire serve --backend llamacpp ({wait}; the engine in its own process). "
                 f"llama-server -np {PARALLEL} -c {CONTEXT * PARALLEL} -t {threads} "
                 f"({how_built}; OpenMP's default wait). llama-cpp-python 0.3.36's server (the "
