@@ -32,20 +32,25 @@ SETTINGS = LlamaCppSettings(parallel=2, context_size=512, threads=1, temperature
 CHAT = {"messages": [{"role": "user", "content": QUESTION}], "max_tokens": 24, "temperature": 0}
 
 
-def _greedy(url: str) -> tuple[str, str, Any]:
+def _greedy(url: str) -> tuple[str, str, Any, Any]:
     reply = httpx.post(url + "v1/chat/completions", json=CHAT, timeout=120).json()
     prompt = httpx.post(url, json={"prompt": "The sky is", "max_tokens": 16}, timeout=120).json()
+    stopped = httpx.post(url, json={**CHAT, "prompt": "", "stop": ["Paris"]}, timeout=120).json()
     health = httpx.get(url + "health").json()
-    return reply["choices"][0]["message"]["content"], prompt["prompt"], health
+    cut = (stopped["prompt"], stopped["finish_reason"])
+    return reply["choices"][0]["message"]["content"], prompt["prompt"], cut, health
 
 
 def test_a_greedy_reply_through_the_engine_process_equals_the_in_process_one() -> None:
     with serve_engine(LlamaCppEngine(SETTINGS)) as server:
         alone = _greedy(server.url)
     with serve_engine(ProcessEngine(_create_engine, SETTINGS)) as server:
-        assert _greedy(server.url) == alone  # the reply, and /health's model and capabilities
+        # The replies (a stop sequence applied in the engine's process), /health's model and
+        # capabilities.
+        assert _greedy(server.url) == alone
     assert "Paris" in alone[0]
-    assert alone[2]["capabilities"] == {"tools": True, "structured_output": True}
+    assert alone[2] == (alone[0].split("Paris")[0], "stop")
+    assert alone[3]["capabilities"] == {"tools": True, "structured_output": True}
 
 
 def test_a_killed_engine_process_fails_its_stream_and_the_server_recovers() -> None:

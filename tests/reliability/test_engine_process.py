@@ -6,6 +6,8 @@ cancels the generation in the child, and when the child aborts every request in 
 typed error, ``/health`` says it is restarting, and the next request is served. A child that
 aborts at every start is not restarted for ever. A step that holds the child's GIL for seconds
 does not slow ``/health``. No engine process outlives its server, however the server ends.
+A worker engine (``WordEngine``) hands its events off to the server from its worker thread: the
+same replies, and a client that leaves cancels there too.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from promptwire_modal_dummy.settings import DummySettings
 from tests.support.network import free_port
 from tests.support.process_engines import HazardEngine, HazardSettings, create_hazard_engine
 from tests.support.servers import serve_engine
+from tests.support.word_engine import WordEngine, WordSettings, create_word_engine
 
 FAST_RESTARTS = RestartPolicy(first_delay=0.05, max_delay=0.2, max_start_failures=2)
 
@@ -107,6 +110,29 @@ def test_replies_and_streams_equal_the_in_process_engines() -> None:
         alone = _answers(server.url)
     with _served() as (url, _):
         assert _answers(url) == alone
+
+
+def test_handed_off_generations_equal_the_in_process_engines() -> None:
+    """A worker engine's events go from its worker thread straight to the server (the hand-off):
+    the same replies and streams, stop sequences and ``max_tokens`` applied in the child."""
+    with serve_engine(WordEngine()) as server:
+        alone = _answers(server.url)
+    with serve_engine(ProcessEngine(create_word_engine, WordSettings())) as server:
+        assert _answers(server.url) == alone
+        generations = 7  # the last request has two prompts
+        assert _wait_for(lambda: _metric(server.url, "handed_off_total") == generations, 5)
+
+
+def test_a_client_that_leaves_cancels_a_handed_off_generation() -> None:
+    engine = ProcessEngine(create_word_engine, WordSettings(pass_seconds=0.05))
+    with serve_engine(engine) as server:
+        url = server.url
+        words = " ".join(f"w{i}" for i in range(200))
+        with httpx.stream("POST", url, json={"prompt": words, "stream": True}) as response:
+            next(response.iter_lines())  # the first event: the child is generating
+        assert _wait_for(
+            lambda: _metric(url, "cancelled_total") == 1 and _metric(url, "active") == 0, 10
+        )
 
 
 def _refusals(url: str) -> list[tuple[int, str | None, Any]]:

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
-from functools import cache
+from functools import cache, partial
 from typing import Any, Generic, Literal, cast, final
 
 from typing_extensions import TypeVar
@@ -67,6 +67,69 @@ class ToolCall:
 
 
 EngineEvent = TextChunk | ToolCall | Finish
+
+
+class RequestLimits:
+    """A request's ``stop`` sequences and ``max_tokens`` applied to its engine's events one at a
+    time, as ``Engine.generate`` promises them; synchronous, so that an engine's own thread can
+    apply them too (``WorkerEngine.generate_to``).
+
+    ``feed`` each event and pass on what it returns; once ``done`` (or when the engine's events
+    end first), ``closing`` gives the held-back text and the one ``Finish``.
+    """
+
+    # What every request starts with, read from the class until first set (a request's limits
+    # are made on the way of every request: the fewer stores the better).
+    _produced = 0
+    _called = False
+    _finish: Finish | None = None
+    done = False
+    """The request has its end: pass on ``closing()`` and stop the engine's events."""
+
+    def __init__(self, request: PromptRequest, usage: Callable[[int], Usage]) -> None:
+        self._scanner = StopScanner(request.stop)
+        self._limit = request.max_tokens
+        self._usage = usage  # of the completion tokens produced; asked once, at the end
+
+    def feed(self, event: EngineEvent) -> EngineEvent | None:
+        """What of ``event`` to pass on now (None: nothing yet). Not called once ``done``."""
+        if isinstance(event, TextChunk):  # nearly every event: the shortest way
+            produced = self._produced + event.tokens
+            limit = self._limit
+            if limit is not None and produced > limit:
+                self._finish = Finish(FinishReason.LENGTH, self._usage(self._produced))
+                self.done = True
+                return None
+            self._produced = produced
+            scanner = self._scanner
+            text = scanner.feed(event.text)
+            if scanner.stopped:
+                self._finish = Finish(FinishReason.STOP, self._usage(produced), scanner.matched)
+                self.done = True
+            if not text:
+                return None
+            # Most chunks pass whole: the engine's own event, not a copy of it.
+            return event if text == event.text else replace(event, text=text)
+        if isinstance(event, ToolCall):  # whole calls: neither cut nor scanned
+            self._called = True
+            return event
+        self._finish, self.done = event, True
+        return None
+
+    def closing(self) -> list[EngineEvent]:
+        """The text held back (it could have begun a stop sequence) and exactly one ``Finish``,
+        whose reason ``Engine.generate`` says."""
+        scanner = self._scanner
+        tail = scanner.flush()
+        finish = self._finish
+        if finish is None:
+            reason = FinishReason.TOOL_CALLS if self._called else FinishReason.STOP
+            finish = Finish(reason, self._usage(self._produced))
+        elif scanner.stopped and (
+            finish.finish_reason is not FinishReason.STOP or finish.stop_sequence is None
+        ):
+            finish = replace(finish, finish_reason=FinishReason.STOP, stop_sequence=scanner.matched)
+        return [TextChunk(tail, tokens=0), finish] if tail else [finish]
 
 
 @dataclass(frozen=True)
@@ -312,45 +375,18 @@ class Engine(ABC, Generic[PreparedT]):
         finish reason ``stop`` when a stop sequence ended the text, ``length`` when
         ``max_tokens`` did and ``tool_calls`` when the engine called tools and said no more.
         """
-        scanner = StopScanner(request.stop)
-        limit = request.max_tokens
-        produced = 0
-        called = False
+        limits = RequestLimits(request, partial(self._usage, request))
         events = self.stream(self.prepare(request) if prepared is None else prepared)
-        finish: Finish | None = None
         try:
             async for event in events:
-                if isinstance(event, Finish):
-                    finish = event
-                    break
-                if isinstance(event, ToolCall):  # whole calls: neither cut nor scanned
-                    called = True
-                    yield event
-                    continue
-                if limit is not None and produced + event.tokens > limit:
-                    finish = Finish(FinishReason.LENGTH, self._usage(request, produced))
-                    break
-                produced += event.tokens
-                if text := scanner.feed(event.text):
-                    # Most chunks pass whole: the engine's own event, not a copy of it.
-                    yield event if text == event.text else replace(event, text=text)
-                if scanner.stopped:
-                    finish = Finish(
-                        FinishReason.STOP, self._usage(request, produced), scanner.matched
-                    )
+                if (passed := limits.feed(event)) is not None:
+                    yield passed
+                if limits.done:
                     break
         finally:
             await events.aclose()
-        if tail := scanner.flush():
-            yield TextChunk(tail, tokens=0)
-        if finish is None:
-            reason = FinishReason.TOOL_CALLS if called else FinishReason.STOP
-            finish = Finish(reason, self._usage(request, produced))
-        elif scanner.stopped and (
-            finish.finish_reason is not FinishReason.STOP or finish.stop_sequence is None
-        ):
-            finish = replace(finish, finish_reason=FinishReason.STOP, stop_sequence=scanner.matched)
-        yield finish
+        for event in limits.closing():
+            yield event
 
     def _usage(self, request: PromptRequest, completion_tokens: int) -> Usage:
         return Usage(

@@ -250,9 +250,14 @@ def read_tool_calls(
 ) -> AsyncGenerator[EngineEvent, None]:
     """``events`` with the calls read from them (``calls_from_stream``) when ``request`` offers
     tools in a format ``fmt`` the model writes; ``events`` itself otherwise."""
-    if fmt is None or not (request.wants_tools() and request.tools):
+    if fmt is None or not reads_tool_calls(fmt, request):
         return events
     return calls_from_stream(events, fmt, request)
+
+
+def reads_tool_calls(fmt: ToolFormat | None, request: PromptRequest) -> bool:
+    """``read_tool_calls`` reads calls from ``request``'s events (it offers tools in ``fmt``)."""
+    return fmt is not None and request.wants_tools() and bool(request.tools)
 
 
 def _longest_marker_prefix(text: str, markers: Sequence[str]) -> int:
@@ -311,4 +316,5 @@ __all__ = [
     "detect_tool_format",
     "forced_tools",
     "read_tool_calls",
+    "reads_tool_calls",
 ]

@@ -7,6 +7,9 @@ the same forward pass, and hands events back to each request's event loop (``Eve
 Stopping fails what is in flight with a 503; a worker that dies fails everyone with a 500 and
 refuses new work, never silently. A backend keeps only its batch policy: what "busy" means, how a
 request joins and leaves, and what one step does.
+
+A consumer with no event loop in the way (the engine process, whose events go to the server's
+socket) can take a request's events straight from the worker thread instead: ``Handoff``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import queue
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Callable, Hashable, Iterable
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from promptwire.engine._contract import (
@@ -29,7 +32,9 @@ from promptwire.engine._contract import (
     EngineNotReady,
     Finish,
     PreparedT,
+    RequestLimits,
 )
+from promptwire.protocol import PromptRequest, Usage
 
 logger = logging.getLogger(__name__)
 
@@ -38,16 +43,24 @@ STOP_JOIN_TIMEOUT = 30.0
 
 
 class EventChannel:
-    """One request's way back from the worker thread to its event loop."""
+    """One request's way back from the worker thread: to its event loop (made on the loop), or,
+    handed off, to ``direct``, called in the worker thread (``WorkerEngine.generate_to``)."""
+
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[EngineEvent | EngineError]
+    direct: Callable[[EngineEvent | EngineError], None] | None = None
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.loop = loop or asyncio.get_running_loop()
-        self.queue: asyncio.Queue[EngineEvent | EngineError] = asyncio.Queue()
+        self.queue = asyncio.Queue()
 
     def put(self, item: EngineEvent | EngineError) -> None:
         """From the worker thread: handed to the courier, which wakes the loop (see
-        ``_Courier``); in the order put."""
-        _courier().send(self, item)
+        ``_Courier``), or to ``direct``; in the order put."""
+        if (direct := self.direct) is not None:
+            direct(item)
+        else:
+            _courier().send(self, item)
 
     def deliver(self, item: EngineEvent | EngineError) -> None:
         """From the courier thread; nobody listens any more once the loop has closed."""
@@ -108,6 +121,76 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_courier)
 
 
+Delivery = list[tuple[Hashable, EngineEvent | EngineError]]
+
+
+class Handoff:
+    """Where handed-off requests' events go from the worker thread, a forward pass at a time:
+    ``deliver`` gets everything one pass made for them, each event with its request's key.
+
+    In the engine process this saves every token two threads' wake-ups (the courier's and the
+    event loop's) on its way to the server's socket: the worker sends the pass's events itself,
+    after the pass."""
+
+    def __init__(self, deliver: Callable[[Delivery], None]) -> None:
+        self._deliver = deliver
+        self._pending: Delivery = []
+
+    def put(self, key: Hashable, item: EngineEvent | EngineError) -> None:
+        self._pending.append((key, item))
+
+    def flush(self) -> None:
+        """From the worker thread, after each pass."""
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._deliver(batch)
+
+
+class HandedOff:
+    """A request generating with its events handed off (``WorkerEngine.generate_to``): its
+    limits applied in the worker thread (``RequestLimits``), ended by a ``Finish`` or an
+    ``EngineError``; nothing more of it goes out once cancelled."""
+
+    def __init__(
+        self,
+        worker: BatchWorker[Any],
+        job: EventChannel,
+        key: Hashable,
+        limits: RequestLimits,
+        handoff: Handoff,
+    ) -> None:
+        self._worker, self._job, self._key = worker, job, key
+        self._limits, self._handoff = limits, handoff
+        self._ended = False
+        job.direct = self._put
+
+    def start(self) -> None:
+        """Submit the request (raises what ``BatchWorker.submit`` raises)."""
+        self._worker.submit(self._job)
+
+    def cancel(self) -> None:
+        self._ended = True
+        self._worker.cancel(self._job)
+
+    def _put(self, item: EngineEvent | EngineError) -> None:
+        """In the worker thread: ``item`` through the limits to the hand-off."""
+        if self._ended:
+            return
+        key, handoff, limits = self._key, self._handoff, self._limits
+        if isinstance(item, EngineError):
+            self._ended = True
+            handoff.put(key, item)
+            return
+        if (passed := limits.feed(item)) is not None:
+            handoff.put(key, passed)
+        if limits.done:
+            self._ended = True
+            for event in limits.closing():
+                handoff.put(key, event)
+            if not isinstance(item, Finish):  # a stop sequence or max_tokens: free its place
+                self._worker.cancel(self._job)
+
+
 RequestT = TypeVar("RequestT", bound=EventChannel)
 Command = tuple[Literal["submit", "cancel"], RequestT]
 
@@ -124,6 +207,8 @@ class BatchWorker(ABC, Generic[RequestT]):
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.failures = 0
         """Forward passes that failed, failing the requests in them."""
+        self.handoff: Handoff | None = None
+        """Where handed-off requests' events go (``WorkerEngine.hand_off``)."""
 
     # -- any thread ----------------------------------------------------------------------------
 
@@ -184,6 +269,8 @@ class BatchWorker(ABC, Generic[RequestT]):
                     else:
                         self._cancel(request)
                 self._step()
+                if (handoff := self.handoff) is not None:
+                    handoff.flush()
         except BaseException as exc:  # never die silently: fail everyone, refuse new work
             logger.exception("%s stopped", self._thread.name)
             self.failures += 1
@@ -194,6 +281,8 @@ class BatchWorker(ABC, Generic[RequestT]):
             for request in [*leftover, *self._take_all()]:
                 request.put(EngineError("the engine stopped unexpectedly"))
         finally:
+            if (handoff := self.handoff) is not None:  # what stopping or failing told them
+                handoff.flush()
             self._close()
 
     def _shut_down(self, commands: Iterable[Command[RequestT]]) -> None:
@@ -282,6 +371,35 @@ class WorkerEngine(Engine[PreparedT], Generic[RuntimeT, WorkerT, PreparedT]):
             raise EngineNotReady("the model is not loaded", retry_after=1)
         return self._runtime
 
+    def hand_off(self, deliver: Callable[[Delivery], None]) -> None:
+        """From now on, ``generate_to``'s requests go to ``deliver`` (see ``Handoff``); once
+        started."""
+        worker = self._worker
+        if worker is None:
+            raise EngineNotReady("the model is not loaded", retry_after=1)
+        worker.handoff = Handoff(deliver)
+
+    def generate_to(
+        self, request: PromptRequest, prepared: PreparedT, key: Hashable
+    ) -> HandedOff | None:
+        """``generate``'s events for ``request``, handed off under ``key`` (``hand_off``), not
+        yet started; None when this engine or this request needs ``generate`` (an event loop
+        between the worker and the events: reading tool calls). None here: an engine that can
+        hand a request off builds its job and calls ``_hand_off_job``."""
+        return None
+
+    def _hand_off_job(
+        self, job: EventChannel, request: PromptRequest, key: Hashable, prompt_tokens: int
+    ) -> HandedOff | None:
+        worker = self._worker
+        if worker is None or (handoff := worker.handoff) is None:
+            return None
+
+        def usage(completion_tokens: int) -> Usage:
+            return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+        return HandedOff(worker, job, key, RequestLimits(request, usage), handoff)
+
     async def _run_on_worker(self, request: EventChannel) -> AsyncGenerator[EngineEvent, None]:
         """Submit ``request`` (the worker's request type) and pass its events on until its
         ``Finish``; closed early (the client left, a stop string, ``max_tokens``), it cancels
@@ -314,6 +432,8 @@ __all__ = [
     "STOP_JOIN_TIMEOUT",
     "BatchWorker",
     "EventChannel",
+    "HandedOff",
+    "Handoff",
     "Runtime",
     "WorkerEngine",
 ]

@@ -11,7 +11,7 @@ template renders tools, and as bare JSON described in the system message otherwi
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 from promptwire.engine import (
@@ -27,8 +27,9 @@ from promptwire.engine.tool_calls import (
     describe_tools,
     detect_tool_format,
     read_tool_calls,
+    reads_tool_calls,
 )
-from promptwire.engine.worker import WorkerEngine
+from promptwire.engine.worker import HandedOff, WorkerEngine
 from promptwire.protocol import (
     Capabilities,
     ChatMessage,
@@ -247,6 +248,21 @@ class LlamaCppEngine(WorkerEngine[LlamaRuntime, Scheduler, PreparedRequest]):
         job = Job(prepared.tokens, prepared.sampler, prepared.max_new_tokens, prepared.special)
         events = self._run_on_worker(job)
         return read_tool_calls(events, self._tool_format, prepared.request)  # it may call tools
+
+    def generate_to(
+        self, request: PromptRequest, prepared: PreparedRequest, key: Hashable
+    ) -> HandedOff | None:
+        """Every request but one whose tool calls are read from its text (on an event loop)."""
+        if reads_tool_calls(self._tool_format, prepared.request):
+            return None
+        job = Job(
+            prepared.tokens,
+            prepared.sampler,
+            prepared.max_new_tokens,
+            prepared.special,
+            handed_off=True,
+        )
+        return self._hand_off_job(job, request, key, prompt_tokens=len(prepared.tokens))
 
 
 def _chat_template(runtime: LlamaRuntime) -> ChatTemplate | None:

@@ -62,9 +62,12 @@ class Job(EventChannel):
     max_new_tokens: int
     special: bool = False
     """Special tokens generated go into the text (a tool-call format whose markers are ones)."""
+    handed_off: bool = False
+    """Its events go to a ``Handoff``, not to an event loop (``WorkerEngine.generate_to``)."""
 
     def __post_init__(self) -> None:
-        EventChannel.__init__(self)  # the request's running loop
+        if not self.handed_off:
+            EventChannel.__init__(self)  # the request's running loop
 
 
 @dataclass(eq=False)

@@ -3,9 +3,10 @@
 Started by ``ProcessEngine`` as ``python -c`` with the server's ``sys.path`` (so it imports
 whatever the server imports, wherever it runs), it reads the engine's factory and settings,
 starts the engine, then answers calls (render, prepare, count) from a few worker threads, which
-the reader thread hands them to straight, and runs generations on its own event loop, sending
-their events in batches. When the server goes
-(its end of the connection closes, even if it was killed), the process ends.
+the reader thread hands them to straight. A generation's events go to the server in batches:
+from the engine's worker thread after each forward pass where the engine hands them off
+(``WorkerEngine.generate_to``), from its own event loop otherwise. When the server goes (its end
+of the connection closes, even if it was killed), the process ends.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any, cast
 
-from promptwire.engine import Engine, EngineError
+from promptwire.engine import Engine, EngineError, Finish
 from promptwire.engine.process import _wire as wire
+from promptwire.engine.worker import Delivery, HandedOff, WorkerEngine
 
 logger = logging.getLogger("promptwire.engine.process")
 
@@ -73,6 +75,7 @@ class _Child:
         self._calls = ThreadPoolExecutor(CALL_THREADS, thread_name_prefix="promptwire-engine")
         self._prepared: dict[int, tuple[Any, Any]] = {}  # call -> (request, prepared)
         self._generations: dict[int, asyncio.Task[None]] = {}
+        self._handed_off: dict[int, HandedOff] = {}  # by the reader thread and the engine's
         self._outbox: list[tuple[int, Any]] = []
         self._stopping = asyncio.Event()
         self._engine: Engine[Any] | None = None
@@ -85,6 +88,8 @@ class _Child:
             self._send((wire.START_FAILED, wire.Failure.of(exc)))
             return 1
         self._engine = engine
+        if isinstance(engine, WorkerEngine):
+            engine.hand_off(self._send_handed_off)
         # What start-up left alive (the model's vocabulary, templates, modules) out of the cyclic
         # collector's reach, as the server does with its own heap: otherwise every full
         # collection rescans it while the engine's threads wait for the GIL.
@@ -127,6 +132,10 @@ class _Child:
             elif kind == wire.FORGET:
                 for call in message[1]:
                     self._prepared.pop(call, None)
+            elif kind == wire.GENERATE:
+                self._start(engine, message[1], message[2])
+            elif kind == wire.CANCEL and (handed := self._handed_off.pop(message[1], None)):
+                handed.cancel()
             else:
                 self._loop.call_soon_threadsafe(self._dispatch, message)
                 if kind == wire.STOP:
@@ -135,20 +144,50 @@ class _Child:
         self._loop.call_soon_threadsafe(self._stopping.set)
         threading.Timer(ORPHAN_GRACE, os._exit, (0,)).start()
 
-    def _dispatch(self, message: tuple[Any, ...]) -> None:
-        """On the event loop: start or cancel a generation, or stop."""
+    def _start(self, engine: Engine[Any], generation: int, call: int) -> None:
+        """From the reader thread: the generation handed off where the engine can, on the event
+        loop otherwise."""
+        if (kept := self._prepared.pop(call, None)) is None:
+            failure = wire.Failure.of(EngineError("the request was not prepared"))
+            self._send((wire.EVENTS, [(generation, failure)]))
+            return
+        request, prepared = kept
+        handed = (
+            engine.generate_to(request, prepared, generation)
+            if isinstance(engine, WorkerEngine)
+            else None
+        )
+        if handed is None:
+            self._loop.call_soon_threadsafe(self._generate_on_loop, generation, request, prepared)
+            return
+        self._handed_off[generation] = handed  # before it starts: its end removes it
+        try:
+            handed.start()
+        except EngineError as exc:
+            self._handed_off.pop(generation, None)
+            self._send((wire.EVENTS, [(generation, wire.Failure.of(exc))]))
+
+    def _send_handed_off(self, batch: Delivery) -> None:
+        """From the engine's worker thread: one forward pass's events of the handed-off
+        generations, in one message."""
+        events: list[tuple[Hashable, Any]] = []
+        for generation, item in batch:
+            event = wire.Failure.of(item) if isinstance(item, EngineError) else item
+            if isinstance(event, Finish | wire.Failure):  # its last event
+                self._handed_off.pop(generation, None)  # type: ignore[call-overload]
+            events.append((generation, event))
+        self._send((wire.EVENTS, events))
+
+    def _generate_on_loop(self, generation: int, request: Any, prepared: Any) -> None:
         engine = self._engine
         assert engine is not None
+        task = self._loop.create_task(self._generate(engine, generation, request, prepared))
+        self._generations[generation] = task
+
+    def _dispatch(self, message: tuple[Any, ...]) -> None:
+        """On the event loop: cancel a generation, or stop."""
         kind = message[0]
-        if kind == wire.GENERATE:
-            _, generation, call = message
-            if (kept := self._prepared.pop(call, None)) is None:
-                self._post(generation, wire.Failure.of(EngineError("the request was not prepared")))
-                return
-            request, prepared = kept
-            task = self._loop.create_task(self._generate(engine, generation, request, prepared))
-            self._generations[generation] = task
-        elif kind == wire.CANCEL:
+        if kind == wire.CANCEL:
             if (running := self._generations.pop(message[1], None)) is not None:
                 running.cancel()
         elif kind == wire.STOP:
