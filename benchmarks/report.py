@@ -119,7 +119,11 @@ def plot_summary(results: Sequence[BenchResult], path: Path) -> None:
                 continue
 
             def headroom(value: float, r: Ratio = r) -> float:
-                return value / r.target if r.op == ">=" else r.target / value  # type: ignore[operator]
+                if r.op == ">=":
+                    return value / r.target  # type: ignore[operator]
+                # At or below zero (an HTTP overhead can be), a "<=" target is met by any
+                # factor: drawn as 100x, so the bar stays on the log scale and in order.
+                return r.target / max(value, r.target / 100)  # type: ignore[operator]
 
             values = [headroom(s) for s in r.samples]
             rows.append((r.name, headroom(r.median), min(values), max(values)))
