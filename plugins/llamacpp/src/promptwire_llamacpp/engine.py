@@ -88,6 +88,7 @@ class LlamaCppEngine(WorkerEngine[LlamaRuntime, Scheduler, PreparedRequest]):
                     max_waiting=self.settings.max_waiting,
                     shared_prefix_min=self.settings.shared_prefix_min,
                     prompt_lookup=self.settings.prompt_lookup,
+                    prompts_in_turn=self.prompts_in_turn,
                 )
                 scheduler.start()
             except BaseException:
@@ -111,6 +112,12 @@ class LlamaCppEngine(WorkerEngine[LlamaRuntime, Scheduler, PreparedRequest]):
     def scheduler(self) -> Scheduler | None:
         """The running scheduler (for its figures and tests)."""
         return self._worker
+
+    @property
+    def prompts_in_turn(self) -> bool:
+        """A forward pass finishes at most one request's prompt: on a CPU, where a prompt token
+        costs the same in any pass (see ``Scheduler``)."""
+        return self.settings.gpu_layers == 0
 
     @property
     def capabilities(self) -> Capabilities:

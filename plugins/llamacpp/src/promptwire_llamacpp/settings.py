@@ -87,9 +87,9 @@ class LlamaCppSettings(BaseSettings, ModalScaling):
         ge=16,
         le=65536,
         description="Most tokens one forward pass takes. Prompts go in pieces of what the "
-        "replies in flight leave of it, so a smaller batch starts requests that arrive "
-        "together one after another (earlier first tokens on a CPU); a larger one suits long "
-        "prompts on a GPU.",
+        "replies in flight leave of it; on a CPU (gpu_layers 0) a pass finishes at most one "
+        "request's prompt, so requests that arrive together get their first tokens one after "
+        "another. A larger batch suits long prompts on a GPU.",
     )
     kv_unified: bool = Field(
         default=False,
