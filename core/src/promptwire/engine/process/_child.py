@@ -75,7 +75,7 @@ class _Child:
         self._calls = ThreadPoolExecutor(CALL_THREADS, thread_name_prefix="promptwire-engine")
         self._prepared: dict[int, tuple[Any, Any]] = {}  # call -> (request, prepared)
         self._generations: dict[int, asyncio.Task[None]] = {}
-        self._handed_off: dict[int, HandedOff] = {}  # by the reader thread and the engine's
+        self._handed_off: dict[Hashable, HandedOff] = {}  # by the reader thread and the engine's
         self._outbox: list[tuple[int, Any]] = []
         self._stopping = asyncio.Event()
         self._engine: Engine[Any] | None = None
@@ -148,24 +148,30 @@ class _Child:
         """From the reader thread: the generation handed off where the engine can, on the event
         loop otherwise."""
         if (kept := self._prepared.pop(call, None)) is None:
-            failure = wire.Failure.of(EngineError("the request was not prepared"))
-            self._send((wire.EVENTS, [(generation, failure)]))
+            self._fail(generation, EngineError("the request was not prepared"))
             return
         request, prepared = kept
-        handed = (
-            engine.generate_to(request, prepared, generation)
-            if isinstance(engine, WorkerEngine)
-            else None
-        )
-        if handed is None:
-            self._loop.call_soon_threadsafe(self._generate_on_loop, generation, request, prepared)
-            return
-        self._handed_off[generation] = handed  # before it starts: its end removes it
         try:
+            handed = (
+                engine.generate_to(request, prepared, generation)
+                if isinstance(engine, WorkerEngine)
+                else None
+            )
+            if handed is None:
+                self._loop.call_soon_threadsafe(
+                    self._generate_on_loop, generation, request, prepared
+                )
+                return
+            self._handed_off[generation] = handed  # before it starts: its end removes it
             handed.start()
-        except EngineError as exc:
+        except Exception as exc:  # refused (a full queue, a stopped engine), or a bug
             self._handed_off.pop(generation, None)
-            self._send((wire.EVENTS, [(generation, wire.Failure.of(exc))]))
+            self._fail(generation, exc)
+
+    def _fail(self, generation: int, exc: Exception) -> None:
+        if not isinstance(exc, EngineError):
+            logger.error("the engine failed", exc_info=exc)
+        self._send((wire.EVENTS, [(generation, wire.Failure.of(exc))]))
 
     def _send_handed_off(self, batch: Delivery) -> None:
         """From the engine's worker thread: one forward pass's events of the handed-off
@@ -174,7 +180,7 @@ class _Child:
         for generation, item in batch:
             event = wire.Failure.of(item) if isinstance(item, EngineError) else item
             if isinstance(event, Finish | wire.Failure):  # its last event
-                self._handed_off.pop(generation, None)  # type: ignore[call-overload]
+                self._handed_off.pop(generation, None)
             events.append((generation, event))
         self._send((wire.EVENTS, events))
 
