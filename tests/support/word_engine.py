@@ -16,7 +16,8 @@ from collections.abc import AsyncGenerator, Hashable, Sequence
 from dataclasses import dataclass, field
 
 from promptwire.engine import EngineEvent, EngineMetric, Finish, TextChunk
-from promptwire.engine.worker import BatchWorker, EventChannel, HandedOff, WorkerEngine
+from promptwire.engine.handoff import HandedOff
+from promptwire.engine.worker import BatchWorker, EventChannel, WorkerEngine
 from promptwire.protocol import FinishReason, PromptRequest, Usage
 from pydantic import BaseModel
 

@@ -19,7 +19,7 @@ from promptwire.engine import (
     Finish,
     TextChunk,
 )
-from promptwire.engine.worker import HandedOff
+from promptwire.engine.handoff import HandedOff
 from promptwire.protocol import FinishReason, PromptRequest
 from promptwire.testing import arun_engine
 

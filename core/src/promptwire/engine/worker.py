@@ -9,7 +9,8 @@ refuses new work, never silently. A backend keeps only its batch policy: what "b
 request joins and leaves, and what one step does.
 
 A consumer with no event loop in the way (the engine process, whose events go to the server's
-socket) can take a request's events straight from the worker thread instead: ``Handoff``.
+socket) can take a request's events straight from the worker thread instead
+(``WorkerEngine.generate_to``, ``promptwire.engine.handoff``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from promptwire.engine._contract import (
     PreparedT,
     RequestLimits,
 )
+from promptwire.engine.handoff import Delivery, HandedOff, Handoff
 from promptwire.protocol import PromptRequest, Usage
 
 logger = logging.getLogger(__name__)
@@ -119,78 +121,6 @@ def _forget_courier() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_courier)
-
-
-Delivery = list[tuple[Hashable, EngineEvent | EngineError]]
-
-
-class Handoff:
-    """Where handed-off requests' events go from the worker thread, a forward pass at a time:
-    ``deliver`` gets everything one pass made for them, each event with its request's key.
-
-    In the engine process this saves every token three wake-ups on its way to the server's
-    socket (the courier's, and the event loop's twice: for the event, then for the timer that
-    gathered a pass's events): the worker sends the pass's events itself, after the pass. Four
-    runs of benchmark 11 against two before: about 2 % more tokens/s at one stream and 6 % at
-    eight (BENCHMARKS.md, section 11)."""
-
-    def __init__(self, deliver: Callable[[Delivery], None]) -> None:
-        self._deliver = deliver
-        self._pending: Delivery = []
-
-    def put(self, key: Hashable, item: EngineEvent | EngineError) -> None:
-        self._pending.append((key, item))
-
-    def flush(self) -> None:
-        """From the worker thread, after each pass."""
-        if self._pending:
-            batch, self._pending = self._pending, []
-            self._deliver(batch)
-
-
-class HandedOff:
-    """A request generating with its events handed off (``WorkerEngine.generate_to``): its
-    limits applied in the worker thread (``RequestLimits``), ended by a ``Finish`` or an
-    ``EngineError``; nothing more of it goes out once cancelled."""
-
-    def __init__(
-        self,
-        worker: BatchWorker[Any],
-        job: EventChannel,
-        key: Hashable,
-        limits: RequestLimits,
-        handoff: Handoff,
-    ) -> None:
-        self._worker, self._job, self._key = worker, job, key
-        self._limits, self._handoff = limits, handoff
-        self._ended = False
-        job.direct = self._put
-
-    def start(self) -> None:
-        """Submit the request (raises what ``BatchWorker.submit`` raises)."""
-        self._worker.submit(self._job)
-
-    def cancel(self) -> None:
-        self._ended = True
-        self._worker.cancel(self._job)
-
-    def _put(self, item: EngineEvent | EngineError) -> None:
-        """In the worker thread: ``item`` through the limits to the hand-off."""
-        if self._ended:
-            return
-        key, handoff, limits = self._key, self._handoff, self._limits
-        if isinstance(item, EngineError):
-            self._ended = True
-            handoff.put(key, item)
-            return
-        if (passed := limits.feed(item)) is not None:
-            handoff.put(key, passed)
-        if limits.done:
-            self._ended = True
-            for event in limits.closing():
-                handoff.put(key, event)
-            if not isinstance(item, Finish):  # a stop sequence or max_tokens: free its place
-                self._worker.cancel(self._job)
 
 
 RequestT = TypeVar("RequestT", bound=EventChannel)
@@ -434,8 +364,6 @@ __all__ = [
     "STOP_JOIN_TIMEOUT",
     "BatchWorker",
     "EventChannel",
-    "HandedOff",
-    "Handoff",
     "Runtime",
     "WorkerEngine",
 ]

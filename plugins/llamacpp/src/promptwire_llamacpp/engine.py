@@ -20,6 +20,7 @@ from promptwire.engine import (
     RequestRejected,
 )
 from promptwire.engine.constraints import constraint_schema, refuse_tools_with_json
+from promptwire.engine.handoff import HandedOff
 from promptwire.engine.hf_chat_template import ChatTemplate, ChatTemplateError
 from promptwire.engine.tool_calls import (
     JSON_TOOLS,
@@ -29,7 +30,7 @@ from promptwire.engine.tool_calls import (
     read_tool_calls,
     reads_tool_calls,
 )
-from promptwire.engine.worker import HandedOff, WorkerEngine
+from promptwire.engine.worker import WorkerEngine
 from promptwire.protocol import (
     Capabilities,
     ChatMessage,

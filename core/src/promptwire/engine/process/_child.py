@@ -26,8 +26,9 @@ from multiprocessing.connection import Connection
 from typing import Any, cast
 
 from promptwire.engine import Engine, EngineError, Finish
+from promptwire.engine.handoff import Delivery, HandedOff
 from promptwire.engine.process import _wire as wire
-from promptwire.engine.worker import Delivery, HandedOff, WorkerEngine
+from promptwire.engine.worker import WorkerEngine
 
 logger = logging.getLogger("promptwire.engine.process")
 
