@@ -24,6 +24,7 @@ PUBLIC_MODULES = [
     "promptwire.engine.hf_chat_template",
     "promptwire.engine.process",
     "promptwire.engine.tool_calls",
+    "promptwire.engine.handoff",
     "promptwire.engine.worker",
     "promptwire.errors",
     "promptwire.langchain",
