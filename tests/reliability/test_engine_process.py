@@ -126,13 +126,7 @@ def test_handed_off_generations_equal_the_in_process_engines() -> None:
 def test_a_client_that_leaves_cancels_a_handed_off_generation() -> None:
     engine = ProcessEngine(create_word_engine, WordSettings(pass_seconds=0.05))
     with serve_engine(engine) as server:
-        url = server.url
-        words = " ".join(f"w{i}" for i in range(200))
-        with httpx.stream("POST", url, json={"prompt": words, "stream": True}) as response:
-            next(response.iter_lines())  # the first event: the child is generating
-        assert _wait_for(
-            lambda: _metric(url, "cancelled_total") == 1 and _metric(url, "active") == 0, 10
-        )
+        _leave_a_stream_early(server.url)
 
 
 def test_a_worker_that_failed_refuses_handed_off_requests_with_its_error() -> None:
@@ -172,12 +166,17 @@ def test_prepare_errors_keep_their_status_and_retry_after() -> None:
 def test_a_client_that_leaves_cancels_the_generation_in_the_child() -> None:
     settings = HazardSettings(dummy=DummySettings(echo=True, tokens_per_second=20))
     with _served(settings) as (url, _):
-        words = " ".join(f"w{i}" for i in range(200))
-        with httpx.stream("POST", url, json={"prompt": words, "stream": True}) as response:
-            next(response.iter_lines())  # the first event: the child is generating
-        assert _wait_for(
-            lambda: _metric(url, "cancelled_total") == 1 and _metric(url, "active") == 0, 10
-        )
+        _leave_a_stream_early(url)
+
+
+def _leave_a_stream_early(url: str) -> None:
+    """Read a 200-word stream's first event, leave, and see the child cancel it."""
+    words = " ".join(f"w{i}" for i in range(200))
+    with httpx.stream("POST", url, json={"prompt": words, "stream": True}) as response:
+        next(response.iter_lines())  # the first event: the child is generating
+    assert _wait_for(
+        lambda: _metric(url, "cancelled_total") == 1 and _metric(url, "active") == 0, 10
+    )
 
 
 def test_an_abort_fails_the_requests_in_flight_and_the_engine_comes_back() -> None:
