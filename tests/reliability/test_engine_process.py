@@ -131,15 +131,19 @@ def test_a_client_that_leaves_cancels_a_handed_off_generation() -> None:
 
 def test_a_worker_that_failed_refuses_handed_off_requests_with_its_error() -> None:
     """A pass that raises fails its requests (500) and leaves the worker out of order: the next
-    request is refused when the child hands it off, with the reason, not left waiting."""
+    request is refused at once, not left waiting. Which refusal depends on a race: the child
+    refuses it when it hands it off (500, the worker's reason), or, once the child's status
+    report (every 0.5 s) has told the server the engine is not ready, the server does (503;
+    CI saw both)."""
     with serve_engine(ProcessEngine(create_word_engine, WordSettings())) as server:
         failed = httpx.post(server.url, json={"prompt": "a !fail b"}, timeout=30)
         assert failed.status_code == 500
         refused = httpx.post(server.url, json={"prompt": "a b"}, timeout=30)
-        assert refused.status_code == 500
-        assert refused.json()["error"]["message"] == (
-            "the engine is out of order (RuntimeError); restart it"
-        )
+        error = refused.json()["error"]
+        assert (refused.status_code, error["type"], error["message"]) in {
+            (500, "server_error", "the engine is out of order (RuntimeError); restart it"),
+            (503, "not_ready", "the model is loading"),
+        }
 
 
 def _refusals(url: str) -> list[tuple[int, str | None, Any]]:
