@@ -129,21 +129,61 @@ def test_a_client_that_leaves_cancels_a_handed_off_generation() -> None:
         _leave_a_stream_early(server.url)
 
 
+OUT_OF_ORDER = "engine restarting: it went out of order (its worker stopped on RuntimeError)"
+
+
 def test_a_worker_that_failed_refuses_handed_off_requests_with_its_error() -> None:
     """A pass that raises fails its requests (500) and leaves the worker out of order: the next
     request is refused at once, not left waiting. Which refusal depends on a race: the child
     refuses it when it hands it off (500, the worker's reason), or, once the child's status
-    report (every 0.5 s) has told the server the engine is not ready, the server does (503;
-    CI saw both)."""
-    with serve_engine(ProcessEngine(create_word_engine, WordSettings())) as server:
+    report (every 0.5 s) has told the server, the server does (503; CI saw both). The restart
+    waits 5 s here, so the request cannot find a new engine process already serving."""
+    engine = ProcessEngine(create_word_engine, WordSettings(), restart=RestartPolicy(5.0))
+    with serve_engine(engine) as server:
         failed = httpx.post(server.url, json={"prompt": "a !fail b"}, timeout=30)
         assert failed.status_code == 500
         refused = httpx.post(server.url, json={"prompt": "a b"}, timeout=30)
         error = refused.json()["error"]
         assert (refused.status_code, error["type"], error["message"]) in {
-            (500, "server_error", "the engine is out of order (RuntimeError); restart it"),
-            (503, "not_ready", "the model is loading"),
+            (500, "server_error", "the engine is out of order (RuntimeError)"),
+            (503, "not_ready", OUT_OF_ORDER),
         }
+
+
+def test_in_process_an_engine_out_of_order_says_so() -> None:
+    """Without a process to restart, the server cannot mend it: every request and ``/health``
+    name what happened and what to do, rather than "the model is loading" for ever."""
+    reason = "the engine is out of order (its worker stopped on RuntimeError); restart the server"
+    with serve_engine(WordEngine()) as server:
+        assert httpx.post(server.url, json={"prompt": "a !fail b"}, timeout=30).status_code == 500
+        health = httpx.get(server.url + "health")
+        refused = httpx.post(server.url, json={"prompt": "a b"}, timeout=30)
+    assert health.status_code == 503 and health.json()["error"]["message"] == reason
+    assert refused.status_code == 503 and refused.json()["error"]["message"] == reason
+
+
+def test_an_engine_out_of_order_is_restarted_in_a_new_process() -> None:
+    """A worker that stopped on an error serves nothing more, though its process lives: the
+    server stops that process and starts another, as after a crash, and ``/health`` says why
+    meanwhile (not "the model is loading", for ever)."""
+    engine = ProcessEngine(create_word_engine, WordSettings(), restart=RestartPolicy(2.0))
+    with serve_engine(engine) as server:
+        first_pid = engine.pid
+        assert httpx.post(server.url, json={"prompt": "a !fail b"}, timeout=30).status_code == 500
+        statuses: list[tuple[int, str]] = []
+
+        def serving_again() -> bool:
+            health = httpx.get(server.url + "health")
+            statuses.append((health.status_code, health.json().get("error", {}).get("message")))
+            return health.status_code == 200
+
+        assert _wait_for(lambda: not serving_again(), 10)  # once the child has reported it
+        assert _wait_for(serving_again, 60)
+        assert (503, OUT_OF_ORDER) in statuses, statuses
+        reply = httpx.post(server.url, json={"prompt": "a b"}, timeout=30)
+        assert reply.status_code == 200 and reply.json()["prompt"] == "a b"
+        assert engine.pid != first_pid
+        assert _metric(server.url, "process_restarts_total") == 1
 
 
 def _refusals(url: str) -> list[tuple[int, str | None, Any]]:

@@ -269,6 +269,14 @@ class Engine(ABC, Generic[PreparedT]):
         return "the model is loading"
 
     @property
+    def out_of_order(self) -> str | None:
+        """Why this engine will serve nothing more until it is started again (its worker
+        stopped on an error), or None while it can. While it is set ``ready`` is False and
+        ``not_ready_reason`` says so; an engine in its own process (``ProcessEngine``) is then
+        restarted, as after a crash."""
+        return None
+
+    @property
     def capabilities(self) -> Capabilities:
         """What this engine honours beyond text (protocol v1.2), advertised on ``/health``.
 

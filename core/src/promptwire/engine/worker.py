@@ -159,11 +159,17 @@ class BatchWorker(ABC, Generic[RequestT]):
     def healthy(self) -> bool:
         return self._thread.is_alive() and not self._stopping and self._broken is None
 
+    @property
+    def broken(self) -> str | None:
+        """The class name of what ended the thread with an error, or None. Only the name: the
+        message may quote a request, and this reaches every client (the log has it whole)."""
+        return self._broken
+
     def submit(self, request: RequestT) -> None:
         """Queue ``request``; its events arrive on its channel."""
         with self._cond:
             if self._broken is not None:
-                raise EngineError(f"the engine is out of order ({self._broken}); restart it")
+                raise EngineError(f"the engine is out of order ({self._broken})")
             if self._stopping or not self._thread.is_alive():
                 raise EngineNotReady("the engine is not running", retry_after=1)
             self._admit_locked(request)
@@ -296,6 +302,19 @@ class WorkerEngine(Engine[PreparedT], Generic[RuntimeT, WorkerT, PreparedT]):
     def ready(self) -> bool:
         worker = self._worker
         return worker is not None and worker.healthy
+
+    @property
+    def out_of_order(self) -> str | None:
+        worker = self._worker
+        if worker is None or (broken := worker.broken) is None:
+            return None
+        return f"its worker stopped on {broken}"
+
+    @property
+    def not_ready_reason(self) -> str:
+        if (reason := self.out_of_order) is not None:
+            return f"the engine is out of order ({reason}); restart the server"
+        return super().not_ready_reason
 
     def _require_runtime(self) -> RuntimeT:
         """The loaded model, or a 503 that says to retry while it is not."""

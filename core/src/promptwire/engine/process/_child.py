@@ -254,7 +254,11 @@ class _Child:
         engine = self._engine
         assert engine is not None
         return wire.Status(
-            engine.model_name, engine.ready, engine.capabilities, tuple(engine.metrics())
+            engine.model_name,
+            engine.ready,
+            engine.capabilities,
+            tuple(engine.metrics()),
+            engine.out_of_order,
         )
 
     async def _report(self) -> None:

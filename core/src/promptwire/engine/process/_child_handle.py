@@ -76,6 +76,7 @@ class EngineChild:
         self.forgotten: list[int] = []
         self.status: wire.Status | None = None
         self.death: str | None = None
+        self.out_of_order: str | None = None  # what its engine reported, before it was stopped
         self.ended = asyncio.Event()
         self.failed = 0  # calls and generations in flight when it died
         self.started: Future[wire.Status] = Future()

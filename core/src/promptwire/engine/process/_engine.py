@@ -10,7 +10,9 @@ child last reported, never a round trip.
 If the child dies, every call and generation in flight ends with ``EngineProcessDied`` (a 500
 naming the signal or exit code), ``/health`` answers 503 "engine restarting", and the child is
 started again after a backoff; after ``RestartPolicy.max_start_failures`` failed starts in a
-row, it stays down and ``/health`` says why.
+row, it stays down and ``/health`` says why. A child whose engine reports itself out of order
+(``Engine.out_of_order``: its worker stopped on an error, failing what it held) is stopped and
+started again the same way.
 """
 
 from __future__ import annotations
@@ -342,11 +344,27 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
                 else:
                     future.set_exception(value.exception())
         elif kind == wire.STATUS:
-            child.status = message[1]
+            child.status = status = message[1]
+            if status.out_of_order is not None and child.out_of_order is None:
+                self._retire(child, status.out_of_order)
         elif kind == wire.STARTED and not child.started.done():
             child.started.set_result(message[1])
         elif kind == wire.START_FAILED and not child.started.done():
             child.started.set_exception(message[1].exception())
+
+    def _retire(self, child: EngineChild, out_of_order: str) -> None:
+        """``child``'s engine will serve nothing more: stop the process; the supervisor starts
+        another once it has ended, as after a crash."""
+        child.out_of_order = out_of_order
+        if self._stopping:
+            return
+        logger.error("the engine is out of order (%s); restarting its process", out_of_order)
+        if child is self._child:
+            self._reason = _restarting(child)
+        loop = self._loop
+        assert loop is not None
+        self._reaping.add(stopping := loop.create_task(asyncio.to_thread(stop_child, child)))
+        stopping.add_done_callback(self._reaping.discard)
 
     async def _reap(self, child: EngineChild) -> None:
         """``child`` has closed its end: wait for its exit, then fail whatever waits on it."""
@@ -366,7 +384,7 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
             if not future.done():
                 future.set_exception(died)
         if child is self._child and not self._stopping:
-            self._reason = f"engine restarting: its process died ({child.death})"
+            self._reason = _restarting(child)
         for generation in list(child.generations.values()):
             generation.queue.put_nowait([died])
         child.ended.set()
@@ -382,13 +400,14 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
                 return
             lived = time.monotonic() - child.started_at
             backoff = backoff + 1 if lived < policy.fast else 1
-            self._reason = f"engine restarting: its process died ({child.death})"
-            logger.error(
-                "the engine process died (%s) after %.1fs; %d request(s) in flight failed",
-                child.death,
-                lived,
-                child.failed,
-            )
+            self._reason = _restarting(child)
+            if child.out_of_order is None:
+                logger.error(
+                    "the engine process died (%s) after %.1fs; %d request(s) in flight failed",
+                    child.death,
+                    lived,
+                    child.failed,
+                )
             failed_starts = 0
             while True:
                 delay = min(policy.max_delay, policy.first_delay * 2 ** (backoff - 1))
@@ -414,3 +433,10 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
                 logger.info("the engine process is serving again")
                 self._reason = "the model is loading"
                 break
+
+
+def _restarting(child: EngineChild) -> str:
+    """``/health``'s reason while ``child`` is being replaced."""
+    if child.out_of_order is not None:
+        return f"engine restarting: it went out of order ({child.out_of_order})"
+    return f"engine restarting: its process died ({child.death})"

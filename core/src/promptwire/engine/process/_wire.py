@@ -44,6 +44,8 @@ class Status:
     ready: bool
     capabilities: Any  # promptwire.protocol.Capabilities
     metrics: tuple[Any, ...]  # EngineMetric, ...
+    out_of_order: str | None = None
+    """``Engine.out_of_order``: the server then stops this process and starts another."""
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,10 @@ class ObservedEngine(Engine[Any]):
         return self.inner.not_ready_reason
 
     @property
+    def out_of_order(self) -> str | None:
+        return self.inner.out_of_order
+
+    @property
     def capabilities(self) -> Capabilities:
         return self.inner.capabilities
 
