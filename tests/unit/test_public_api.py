@@ -35,6 +35,7 @@ PUBLIC_MODULES = [
     "promptwire.modal.coldstart",
     "promptwire.modal.deploy",
     "promptwire.modal.image",
+    "promptwire.modal.retire",
     "promptwire.modal.scaling",
     "promptwire.plugins",
     "promptwire.plugins.backends",

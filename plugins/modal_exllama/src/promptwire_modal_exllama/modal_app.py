@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 import modal
 from promptwire.modal import coldstart
 from promptwire.modal.image import promptwire_image
+from promptwire.modal.retire import OutOfOrderWatch
 from promptwire.settings import server_environment
 
 from promptwire_modal_exllama.settings import MODELS_MOUNT, ExllamaSettings, container_environment
@@ -169,6 +170,7 @@ class Server:
     """One GPU container: loads the model once, then serves every request it is sent, batched."""
 
     engine: BatchingEngine | None = None
+    watch: OutOfOrderWatch | None = None
 
     # Modal runs the enter hooks in the order they are defined here: without snapshots, both
     # at the container's start; with them, ``prepare`` once, before the snapshot is taken.
@@ -190,10 +192,16 @@ class Server:
         if settings.warmup:
             with coldstart.phase("first_token"):
                 await self.engine.warm_up()
+        # A forward pass that raises (a CUDA error) leaves the engine out of order; then this
+        # container stops taking requests and Modal sends them to a fresh one.
+        self.watch = OutOfOrderWatch(self.engine)
+        self.watch.start()
         coldstart.log_ready()
 
     @modal.exit()
     async def unload(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
         if self.engine is not None:
             await self.engine.stop()
 
