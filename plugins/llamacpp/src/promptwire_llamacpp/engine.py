@@ -58,6 +58,12 @@ class PreparedRequest:
     max_new_tokens: int
     special: bool
 
+    def job(self, *, handed_off: bool = False) -> Job:
+        """The scheduler's job for it: events to an event loop, or handed off."""
+        return Job(
+            self.tokens, self.sampler, self.max_new_tokens, self.special, handed_off=handed_off
+        )
+
 
 class LlamaCppEngine(WorkerEngine[LlamaRuntime, Scheduler, PreparedRequest]):
     def __init__(
@@ -253,8 +259,7 @@ class LlamaCppEngine(WorkerEngine[LlamaRuntime, Scheduler, PreparedRequest]):
         return None if schema is None else schema_grammar(schema)
 
     def stream(self, prepared: PreparedRequest) -> AsyncGenerator[EngineEvent, None]:
-        job = Job(prepared.tokens, prepared.sampler, prepared.max_new_tokens, prepared.special)
-        events = self._run_on_worker(job)
+        events = self._run_on_worker(prepared.job())
         return read_tool_calls(events, self._tool_format, prepared.request)  # it may call tools
 
     def generate_to(
@@ -263,13 +268,7 @@ class LlamaCppEngine(WorkerEngine[LlamaRuntime, Scheduler, PreparedRequest]):
         """Every request but one whose tool calls are read from its text (on an event loop)."""
         if reads_tool_calls(self._tool_format, prepared.request):
             return None
-        job = Job(
-            prepared.tokens,
-            prepared.sampler,
-            prepared.max_new_tokens,
-            prepared.special,
-            handed_off=True,
-        )
+        job = prepared.job(handed_off=True)
         return self._hand_off_job(job, request, key, prompt_tokens=len(prepared.tokens))
 
 
