@@ -1,8 +1,8 @@
 """Requests that arrive together have their prompts computed in turn on a CPU: each forward
 pass finishes one request's prompt, so the first of them gets its first token after one pass,
 not after a pass holding every prompt. With ``prompts_in_turn`` off (a GPU), one pass takes them
-all. The scheduler is driven pass by pass here, on SmolLM2, so which pass finished which
-prompt is exact."""
+all. A first token handed off leaves before the next pass, not after it. The scheduler is driven
+pass by pass here, on SmolLM2, so which pass finished which prompt is exact."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from tests.support.real_model import REAL_MODEL
 
 pytest.importorskip("promptwire_llamacpp", reason=LLAMACPP_PLUGIN_MISSING)
 
+from promptwire.engine.handoff import Delivery, Handoff
 from promptwire_llamacpp.engine import LlamaCppEngine
 from promptwire_llamacpp.runtime import LlamaRuntime, SamplerConfig
 from promptwire_llamacpp.scheduler import Job, Scheduler
@@ -61,6 +62,37 @@ def test_on_a_cpu_each_pass_finishes_one_prompt(runtime: LlamaRuntime) -> None:
 
 def test_with_the_batch_filled_one_pass_finishes_every_prompt(runtime: LlamaRuntime) -> None:
     assert _first_token_passes(runtime, prompts_in_turn=False) == [1, 1, 1, 1]
+
+
+def test_a_handed_off_first_token_leaves_before_the_next_pass(runtime: LlamaRuntime) -> None:
+    """Each request's first token reaches the hand-off's consumer once the pass that computed
+    it has run and before the next one (which computes the next prompt: 100 ms and more on this
+    CPU): when it arrives, the passes run are 1, 2, 3, 4. Sent after the step, as before, it
+    waited for that next pass: 2, 3, 4, 5."""
+    scheduler = Scheduler(runtime, max_waiting=REQUESTS, prompts_in_turn=True)
+    greedy = SamplerConfig(temperature=0.0, top_p=1.0, top_k=0, seed=None)
+    arrived: dict[object, int] = {}
+
+    def deliver(batch: Delivery) -> None:
+        for key, _event in batch:
+            arrived.setdefault(key, scheduler.steps)
+
+    scheduler.handoff = handoff = Handoff(deliver)
+    scheduler._open()
+    try:
+        for index in range(REQUESTS):
+            tokens = runtime.tokenize(f"Request {index}: name a colour.", add_special=True)
+            job = Job(tokens, greedy, max_new_tokens=3, handed_off=True)
+            job.direct = lambda event, index=index: handoff.put(index, event)
+            scheduler._accept(job)
+        while len(arrived) < REQUESTS:
+            scheduler._step()
+            scheduler._send_events()  # after the step, as the worker's loop does
+            assert scheduler.steps <= 4 * REQUESTS
+        scheduler._release_all()
+    finally:
+        scheduler._close()
+    assert [arrived[index] for index in range(REQUESTS)] == [1, 2, 3, 4]
 
 
 def test_the_engine_takes_prompts_in_turn_on_a_cpu_only() -> None:

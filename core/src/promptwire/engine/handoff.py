@@ -1,7 +1,9 @@
 """Events handed off: taken straight from a worker engine's thread, a forward pass at a time,
 by a consumer that has no event loop to wake (the engine process, which sends them to the
 server's socket). ``WorkerEngine.hand_off`` sets the consumer, ``WorkerEngine.generate_to``
-starts a request this way; the worker flushes the ``Handoff`` after every pass.
+starts a request this way; the worker flushes the ``Handoff`` after every step, and a backend
+before each forward pass (``BatchWorker._send_events``), so a pass's tokens never wait for the
+next one.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ class Handoff:
 
     In the engine process this saves every token three wake-ups on its way to the server's
     socket (the courier's, and the event loop's twice: for the event, then for the timer that
-    gathered a pass's events): the worker sends the pass's events itself, after the pass. Four
+    gathered a pass's events): the worker sends the pass's events itself, before the next pass. Four
     runs of benchmark 11 against two before: about 2 % more tokens/s at one stream and 6 % at
     eight (BENCHMARKS.md, section 11)."""
 
@@ -35,7 +37,7 @@ class Handoff:
         self._pending.append((key, item))
 
     def flush(self) -> None:
-        """From the worker thread, after each pass."""
+        """From the worker thread: before a forward pass and after each step."""
         if self._pending:
             batch, self._pending = self._pending, []
             self._deliver(batch)

@@ -207,8 +207,7 @@ class BatchWorker(ABC, Generic[RequestT]):
                     else:
                         self._cancel(request)
                 self._step()
-                if (handoff := self.handoff) is not None:
-                    handoff.flush()
+                self._send_events()
         except BaseException as exc:  # never die silently: fail everyone, refuse new work
             logger.exception("%s stopped", self._thread.name)
             self.failures += 1
@@ -219,13 +218,19 @@ class BatchWorker(ABC, Generic[RequestT]):
             for request in [*leftover, *self._take_all()]:
                 request.put(EngineError("the engine stopped unexpectedly"))
         finally:
-            if (handoff := self.handoff) is not None:  # what stopping or failing told them
-                handoff.flush()
+            self._send_events()  # what stopping or failing told them
             self._close()
 
     def _shut_down(self, commands: Iterable[Command[RequestT]]) -> None:
         for request in [*_submitted(commands), *self._release_all()]:
             request.put(EngineNotReady("the server is shutting down", retry_after=1))
+
+    def _send_events(self) -> None:
+        """In the worker thread: hand what the requests handed off have got so far to their
+        consumer now, not after the step (``_run`` does then). A backend calls it before a
+        forward pass, so the tokens sampled from the last one go out while this one runs."""
+        if (handoff := self.handoff) is not None:
+            handoff.flush()
 
     def _open(self) -> None:
         """In the worker thread, before its first step."""

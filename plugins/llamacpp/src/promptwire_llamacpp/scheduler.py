@@ -330,6 +330,9 @@ class Scheduler(BatchWorker[Job]):
         if count == 0:
             return
         batch.n_tokens = count
+        # The tokens sampled above leave now, while this pass runs, not after it: a pass that
+        # computes prompts takes 100 ms and more, and held every first token back that long.
+        self._send_events()
         status = runtime.decode(batch, prompt=count > replies)
         self.steps += 1
         if status != 0:
