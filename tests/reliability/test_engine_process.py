@@ -134,10 +134,11 @@ OUT_OF_ORDER = "engine restarting: it went out of order (its worker stopped on R
 
 def test_a_worker_that_failed_refuses_handed_off_requests_with_its_error() -> None:
     """A pass that raises fails its requests (500) and leaves the worker out of order: the next
-    request is refused at once, not left waiting. Which refusal depends on a race: the child
-    refuses it when it hands it off (500, the worker's reason), or, once the child's status
-    report (every 0.5 s) has told the server, the server does (503; CI saw both). The restart
-    waits 5 s here, so the request cannot find a new engine process already serving."""
+    request is refused at once with a 503 a client may retry, not left waiting. Which refusal
+    depends on a race: the child refuses it when it hands it off (the worker's reason), or, once
+    the child's status report (every 0.5 s) has told the server, the server does (CI saw
+    both). The restart waits 5 s here, so the request cannot find a new engine process already
+    serving."""
     engine = ProcessEngine(create_word_engine, WordSettings(), restart=RestartPolicy(5.0))
     with serve_engine(engine) as server:
         failed = httpx.post(server.url, json={"prompt": "a !fail b"}, timeout=30)
@@ -145,7 +146,7 @@ def test_a_worker_that_failed_refuses_handed_off_requests_with_its_error() -> No
         refused = httpx.post(server.url, json={"prompt": "a b"}, timeout=30)
         error = refused.json()["error"]
         assert (refused.status_code, error["type"], error["message"]) in {
-            (500, "server_error", "the engine is out of order (RuntimeError)"),
+            (503, "not_ready", "the engine is out of order (RuntimeError)"),
             (503, "not_ready", OUT_OF_ORDER),
         }
 

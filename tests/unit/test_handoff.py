@@ -181,7 +181,7 @@ def test_a_failing_pass_ends_every_request_with_an_error(engine: WordEngine) -> 
         last = deliveries.wait_for_end(key)[-1]
         assert type(last) is EngineError
         assert last.message == "the engine stopped unexpectedly"
-    with pytest.raises(EngineError, match=r"^the engine is out of order \(RuntimeError\)$"):
+    with pytest.raises(EngineNotReady, match=r"^the engine is out of order \(RuntimeError\)$"):
         _hand_off(engine, {"prompt": "more"}, "after")
     # What the server says on /health, and what makes an engine process restart.
     assert not engine.ready

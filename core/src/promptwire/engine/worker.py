@@ -166,10 +166,12 @@ class BatchWorker(ABC, Generic[RequestT]):
         return self._broken
 
     def submit(self, request: RequestT) -> None:
-        """Queue ``request``; its events arrive on its channel."""
+        """Queue ``request``; its events arrive on its channel. Refused with a 503 once the
+        worker has stopped on an error, as the server refuses requests then (an engine in its
+        own process is being replaced: a retry finds the new one)."""
         with self._cond:
             if self._broken is not None:
-                raise EngineError(f"the engine is out of order ({self._broken})")
+                raise EngineNotReady(f"the engine is out of order ({self._broken})", retry_after=1)
             if self._stopping or not self._thread.is_alive():
                 raise EngineNotReady("the engine is not running", retry_after=1)
             self._admit_locked(request)
