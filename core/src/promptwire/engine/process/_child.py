@@ -170,9 +170,7 @@ class _Child:
             self._fail(generation, exc)
 
     def _fail(self, generation: int, exc: Exception) -> None:
-        if not isinstance(exc, EngineError):
-            logger.error("the engine failed", exc_info=exc)
-        self._send((wire.EVENTS, [(generation, wire.Failure.of(exc))]))
+        self._send((wire.EVENTS, [(generation, _failure(exc))]))
 
     def _send_handed_off(self, batch: Delivery) -> None:
         """From the engine's worker thread: one forward pass's events of the handed-off
@@ -208,9 +206,7 @@ class _Child:
             try:
                 result = work(*args)
             except Exception as exc:
-                if not isinstance(exc, EngineError):
-                    logger.error("the engine failed", exc_info=exc)
-                self._send((wire.REPLY, call, False, wire.Failure.of(exc)))
+                self._send((wire.REPLY, call, False, _failure(exc)))
             else:
                 self._send((wire.REPLY, call, True, result))
 
@@ -230,9 +226,7 @@ class _Child:
         except asyncio.CancelledError:
             return  # the server cancelled it: it wants no more events
         except Exception as exc:
-            if not isinstance(exc, EngineError):
-                logger.error("the engine failed", exc_info=exc)
-            self._post(generation, wire.Failure.of(exc))
+            self._post(generation, _failure(exc))
         finally:
             self._generations.pop(generation, None)
 
@@ -271,3 +265,11 @@ class _Child:
         data = wire.dumps(message)
         with self._send_lock, contextlib.suppress(OSError):  # the server gone: the reader stops
             self._writing.send_bytes(data)
+
+
+def _failure(exc: Exception) -> wire.Failure:
+    """``exc`` as the server will re-raise it; logged here with its traceback unless it is an
+    engine's typed error (a refusal, not a bug), which the server answers as it is."""
+    if not isinstance(exc, EngineError):
+        logger.error("the engine failed", exc_info=exc)
+    return wire.Failure.of(exc)
