@@ -395,7 +395,9 @@ class Scheduler(BatchWorker[Job]):
         """Sample from the logits at ``index``; emit the text and return the token, or finish
         the sequence and return None."""
         runtime, job = self._runtime, sequence.job
-        if job.sampler.grammar is None:
+        if job.sampler.plain_greedy:
+            token = runtime.most_likely(index)
+        elif job.sampler.grammar is None:
             token = runtime.sample(sequence.sampler, index)
         else:
             try:
