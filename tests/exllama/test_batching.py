@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from promptwire.engine import EngineError, EngineNotReady, Finish, RequestRejected, TextChunk
+from promptwire.engine.worker import FAILED_PASSES_IN_A_ROW
 from promptwire.protocol import FinishReason, PromptRequest
 from promptwire_modal_exllama.engine import BatchingEngine
 
@@ -146,6 +147,25 @@ async def test_a_generator_failure_fails_the_requests_in_flight_then_recovers(
     counted = _metrics(engine)
     assert counted["generator_failures"] == 1 and counted["generator_restarts"] == 0
     assert counted["jobs_active"] == counted["jobs_pending"] == 0
+
+
+async def test_a_generator_that_fails_every_iteration_is_out_of_order(
+    engine: BatchingEngine, runtime: FakeRuntime
+) -> None:
+    """A GPU left in a failed state fails every iteration though the failed jobs are freed:
+    after a few in a row the loop stops, the engine says it is out of order (the engine process
+    restarts it; on Modal the container steps aside) instead of failing every request while
+    it says it is ready."""
+    runtime.fail_iterations = FAILED_PASSES_IN_A_ROW
+    for attempt in range(FAILED_PASSES_IN_A_ROW):
+        assert engine.ready
+        with pytest.raises(EngineError, match="generation failed"):
+            await engine.complete(PromptRequest(prompt=f"attempt {attempt}"))
+    await asyncio.to_thread(wait_until, lambda: not engine.ready)
+    reason = f"RuntimeError in {FAILED_PASSES_IN_A_ROW} passes in a row"
+    assert engine.out_of_order == f"its worker stopped on {reason}"
+    with pytest.raises(EngineNotReady):
+        await engine.complete(PromptRequest(prompt="after"))
 
 
 def _metrics(engine: BatchingEngine) -> dict[str, float]:

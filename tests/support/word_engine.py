@@ -5,7 +5,9 @@ hand-off, cancelling, stopping) runs as a real backend's does, without a model.
 Each pass emits every active request's next word, then a ``Finish`` once a request's words are
 out (its usage exact). A prompt's words may be followed by ``@<seconds>``: the pause of each pass
 (a slow model, for tests that act while a reply is under way); the word ``!fail`` makes its pass
-raise (a backend's bug: the worker fails every request and refuses more). It counts passes and
+raise (a backend's bug: the worker fails every request and refuses more), the word ``!flaky``
+makes it fail as a backend's failed forward pass does (the pass's requests get an error and the
+worker goes on, unless passes keep failing). It counts passes and
 what it cancelled and the requests handed off, in its metrics and as attributes.
 """
 
@@ -15,7 +17,7 @@ import time
 from collections.abc import AsyncGenerator, Hashable, Sequence
 from dataclasses import dataclass, field
 
-from promptwire.engine import EngineEvent, EngineMetric, Finish, TextChunk
+from promptwire.engine import EngineError, EngineEvent, EngineMetric, Finish, TextChunk
 from promptwire.engine.handoff import HandedOff
 from promptwire.engine.worker import BatchWorker, EventChannel, WorkerEngine
 from promptwire.protocol import FinishReason, PromptRequest, Usage
@@ -62,6 +64,12 @@ class WordWorker(BatchWorker[WordJob]):
             return
         time.sleep(max(job.pause for job in self.active))
         self.passes += 1
+        if any(job.words[job.written] == "!flaky" for job in self.active):
+            for job in self._take_all():
+                job.put(EngineError("generation failed on the server (RuntimeError)"))
+            self._pass_failed("RuntimeError")
+            return
+        self._pass_succeeded()
         for job in list(self.active):
             word = job.words[job.written]
             if word == "!fail":

@@ -20,9 +20,11 @@ from promptwire.engine import (
     TextChunk,
 )
 from promptwire.engine.handoff import HandedOff
+from promptwire.engine.worker import FAILED_PASSES_IN_A_ROW
 from promptwire.protocol import FinishReason, PromptRequest
 from promptwire.testing import arun_engine
 
+from tests.support.waiting import wait_until
 from tests.support.word_engine import WordEngine
 
 
@@ -189,6 +191,40 @@ def test_a_failing_pass_ends_every_request_with_an_error(engine: WordEngine) -> 
     assert engine.not_ready_reason == (
         "the engine is out of order (its worker stopped on RuntimeError); restart the server"
     )
+
+
+def test_a_failed_pass_fails_its_requests_and_the_worker_goes_on(engine: WordEngine) -> None:
+    deliveries = Deliveries()
+    engine.hand_off(deliveries)
+    for attempt in range(FAILED_PASSES_IN_A_ROW + 1):  # a pass that works between failures
+        _hand_off(engine, {"prompt": "a !flaky"}, ("flaky", attempt))
+        last = deliveries.wait_for_end(("flaky", attempt))[-1]
+        assert isinstance(last, EngineError)
+        assert last.message == "generation failed on the server (RuntimeError)"
+        _hand_off(engine, {"prompt": "a b"}, ("fine", attempt))
+        assert isinstance(deliveries.wait_for_end(("fine", attempt))[-1], Finish)
+    assert engine.ready
+    assert engine.out_of_order is None
+
+
+def test_passes_that_keep_failing_put_the_engine_out_of_order(engine: WordEngine) -> None:
+    """An error every pass meets (a GPU left in a failed state) would fail every request while
+    the engine said it was ready: after a few failed passes in a row, none working between, the
+    worker stops as if it had died, and the server (or Modal) replaces the engine."""
+    deliveries = Deliveries()
+    engine.hand_off(deliveries)
+    for attempt in range(FAILED_PASSES_IN_A_ROW):
+        assert engine.ready
+        _hand_off(engine, {"prompt": "!flaky"}, attempt)
+        last = deliveries.wait_for_end(attempt)[-1]
+        assert last.message == "generation failed on the server (RuntimeError)"
+    reason = f"RuntimeError in {FAILED_PASSES_IN_A_ROW} passes in a row"
+    wait_until(lambda: not engine.ready)
+    assert engine.out_of_order == f"its worker stopped on {reason}"
+    with pytest.raises(EngineNotReady, match=rf"^the engine is out of order \({reason}\)$"):
+        _hand_off(engine, {"prompt": "more"}, "after")
+    worker = engine.worker
+    assert worker is not None and worker.failures == FAILED_PASSES_IN_A_ROW
 
 
 def test_without_a_hand_off_nothing_is_handed_off(engine: WordEngine) -> None:

@@ -6,7 +6,10 @@ thread into an inbox; the worker takes them at its next step, runs every request
 the same forward pass, and hands events back to each request's event loop (``EventChannel``).
 Stopping fails what is in flight with a 503; a worker that dies fails everyone with a 500 and
 refuses new work, never silently. A backend keeps only its batch policy: what "busy" means, how a
-request joins and leaves, and what one step does.
+request joins and leaves, and what one step does. A pass that fails only its own requests (the
+backend answers them and goes on) is counted, and ``FAILED_PASSES_IN_A_ROW`` of them with none
+succeeding between stop the worker as if it had died: an error that every pass meets (a GPU
+left in a failed state) would otherwise fail every request while the engine says it is ready.
 
 A consumer with no event loop in the way (the engine process, whose events go to the server's
 socket) can take a request's events straight from the worker thread instead
@@ -42,6 +45,15 @@ logger = logging.getLogger(__name__)
 
 #: How long ``stop`` waits for the worker thread to end.
 STOP_JOIN_TIMEOUT = 30.0
+#: Failed passes in a row, none succeeding between, after which a worker stops as out of order
+#: (``BatchWorker._pass_failed``). One request that makes a pass fail leaves with that pass, and
+#: the next pass succeeds.
+FAILED_PASSES_IN_A_ROW = 3
+
+
+class _PassesFailing(Exception):
+    """Raised in the worker thread when passes keep failing; its message is the reason the
+    worker stopped (``BatchWorker.broken``)."""
 
 
 class EventChannel:
@@ -139,6 +151,7 @@ class BatchWorker(ABC, Generic[RequestT]):
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.failures = 0
         """Forward passes that failed, failing the requests in them."""
+        self._failed_in_a_row = 0
         self.handoff: Handoff | None = None
         """Where handed-off requests' events go (``WorkerEngine.hand_off``)."""
 
@@ -161,8 +174,10 @@ class BatchWorker(ABC, Generic[RequestT]):
 
     @property
     def broken(self) -> str | None:
-        """The class name of what ended the thread with an error, or None. Only the name: the
-        message may quote a request, and this reaches every client (the log has it whole)."""
+        """What ended the thread with an error, or None: the class name of the exception, or
+        of the one its passes kept failing on ("RuntimeError in 3 passes in a row"). Only the
+        name: the message may quote a request, and this reaches every client (the log has it
+        whole)."""
         return self._broken
 
     def submit(self, request: RequestT) -> None:
@@ -212,9 +227,10 @@ class BatchWorker(ABC, Generic[RequestT]):
                 self._send_events()
         except BaseException as exc:  # never die silently: fail everyone, refuse new work
             logger.exception("%s stopped", self._thread.name)
-            self.failures += 1
+            failing = isinstance(exc, _PassesFailing)
+            self.failures += not failing  # a failing pass counted itself
             with self._cond:
-                self._broken = type(exc).__name__
+                self._broken = str(exc) if failing else type(exc).__name__
                 leftover = _submitted(self._inbox)
                 self._inbox.clear()
             for request in [*leftover, *self._take_all()]:
@@ -233,6 +249,19 @@ class BatchWorker(ABC, Generic[RequestT]):
         forward pass, so the tokens sampled from the last one go out while this one runs."""
         if (handoff := self.handoff) is not None:
             handoff.flush()
+
+    def _pass_failed(self, error: str) -> None:
+        """In the worker thread, once a backend has answered the requests of a pass that failed
+        on ``error`` (an exception's class name, say) and goes on: counted, and the
+        ``FAILED_PASSES_IN_A_ROW``-th failure in a row stops the worker (``_PassesFailing``)."""
+        self.failures += 1
+        self._failed_in_a_row += 1
+        if self._failed_in_a_row >= FAILED_PASSES_IN_A_ROW:
+            raise _PassesFailing(f"{error} in {self._failed_in_a_row} passes in a row")
+
+    def _pass_succeeded(self) -> None:
+        """In the worker thread, after a pass that worked: failures in a row start again."""
+        self._failed_in_a_row = 0
 
     def _open(self) -> None:
         """In the worker thread, before its first step."""

@@ -335,13 +335,15 @@ class Scheduler(BatchWorker[Job]):
         self._send_events()
         status = runtime.decode(batch, prompt=count > replies)
         self.steps += 1
-        if status != 0:
-            self.failures += 1
-            logger.error("llama_decode returned %d; failing the requests in the batch", status)
-            for sequence in list(self._active.values()):
-                del self._active[sequence.job]
-                self._free_sequence(sequence, keep_prompt=False)
-                sequence.job.put(EngineError(f"generation failed on the server (decode {status})"))
+        if status == 0:
+            self._pass_succeeded()
+            return
+        logger.error("llama_decode returned %d; failing the requests in the batch", status)
+        for sequence in list(self._active.values()):
+            del self._active[sequence.job]
+            self._free_sequence(sequence, keep_prompt=False)
+            sequence.job.put(EngineError(f"generation failed on the server (decode {status})"))
+        self._pass_failed(f"llama_decode status {status}")
 
     def _guess(self, sequence: _Sequence, used: int) -> list[int]:
         """Prompt lookup's guesses after the token just put in the batch: no more than the

@@ -210,14 +210,15 @@ class GenerationLoop(BatchWorker[RequestStream]):
             results = self._generator.iterate()
         except Exception as exc:
             name = type(exc).__name__
-            self.failures += 1
             logger.error("generation failed: %s", name, exc_info=True)
             failed = self._take_all()
             # Recover before answering, so a client that retries at once finds a working engine.
             self._recover([stream.job for stream in failed])
             for stream in failed:
                 stream.put(EngineError(f"generation failed on the server ({name})"))
+            self._pass_failed(name)  # several in a row: the GPU is in no state to go on
             return
+        self._pass_succeeded()
         for result in results:
             self._dispatch(result)
 
