@@ -173,7 +173,8 @@ class SamplerConfig:
     def plain_greedy(self) -> bool:
         """Greedy with nothing else in the chain: the token is the logits' largest, which
         ``LlamaRuntime.most_likely`` reads without the chain."""
-        return self.temperature < GREEDY_BELOW and self.repeat_penalty == 1.0 and not self.grammar
+        greedy = self.temperature < GREEDY_BELOW
+        return greedy and self.repeat_penalty == 1.0 and self.grammar is None
 
 
 class LlamaRuntime:
