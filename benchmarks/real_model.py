@@ -20,9 +20,10 @@ llama-server's OpenMP default). Measured per round: aggregate tokens per second 
 chunks; each is one token on every server), CPU seconds per 1,000 tokens of the server's whole
 process tree (psutil: promptwire's engine process included), the median and 95th percentile
 of the streams' time to first token; and, at 8 streams, promptwire's HTTP overhead against the
-same engine driven in-process. Each repetition runs 6 rounds of 1 stream and 2 of 8 (one of
-16), the servers alternating round by round, every round a sample; repetitions rotate the
-servers' order (a Latin square); the machine's load average is recorded before and after.
+same engine driven in-process (on uvloop, as the server) just before and just after each of its
+8-stream rounds. Each repetition runs 6 rounds of 1 stream and 2 of 8 (one of 16), the servers
+alternating round by round, every round a sample; repetitions rotate the servers' order (a
+Latin square); the machine's load average is recorded before and after.
 
     benchmarks/build_llama_server.sh     # once: builds llama-server (23 minutes on 2 shared cores)
     uv run --group bench python -m benchmarks --only real_model
@@ -351,7 +352,7 @@ class InProcess:
         return sum(counts) / (time.perf_counter() - started)
 
     def tokens_per_second(self, asked: list[str]) -> float:
-        return asyncio.run(self._all(asked))
+        return uvloop.run(self._all(asked))  # the server's loop
 
     def close(self) -> None:
         self.engine.unload()
@@ -391,10 +392,12 @@ def main() -> None:
         or (condition, n) in {("idle", c) for c in LLAMA_CPP_PYTHON_CONCURRENCY}
     }
     in_process: list[float] = []
+    http_overhead: list[float] = []
     asked = dict.fromkeys(servers, 0)
     loads = [f"start {load()}"]
     engine = InProcess(threads)
-    engine.tokens_per_second(prompts(-1, 1))  # a mistake here costs little
+    # Warm: a mistake here costs little, and the first 8-stream round is not its first.
+    engine.tokens_per_second(prompts(0, PARALLEL))
     round_number = 0
 
     def write(done: int) -> None:
@@ -417,9 +420,10 @@ def main() -> None:
                 f"llama-server -np {PARALLEL} -c {CONTEXT * PARALLEL} -t {threads} "
                 f"({how_built}; OpenMP's default wait). llama-cpp-python 0.3.36's server (the "
                 "same llama.cpp), interrupt_requests off, OMP_WAIT_POLICY=PASSIVE, 1 and 8 streams "
-                "on the idle machine only. In-process: the same engine driven without HTTP on the "
-                "same prompts, in the same repetition. CPU: seconds of the server's process tree "
-                "per 1,000 tokens. "
+                "on the idle machine only. In-process: the same engine driven without HTTP "
+                f"(uvloop) just before promptwire's rounds of {PARALLEL} streams, on the same "
+                "prompts, and just after them, on others; the HTTP overhead is over the mean of "
+                "the two. CPU: seconds of the server's process tree per 1,000 tokens. "
                 f"Load average (1, 5, 15 min): {'; '.join([*loads, f'end {load()}'])}."
             ),
         )
@@ -506,10 +510,7 @@ def main() -> None:
         result.ratios.append(
             Ratio(
                 f"HTTP overhead at {PARALLEL} streams: 1 - served / in-process tokens/s",
-                [
-                    1 - a.rate / b
-                    for a, b in zip(rounds[PROMPTWIRE, "idle", PARALLEL], in_process, strict=True)
-                ],
+                http_overhead,
                 target=0.05,
                 op="<=",
             )
@@ -526,17 +527,29 @@ def main() -> None:
             result.notes.append(f"llama-server not measured: {how_built}")
         finish(result, began, args.json)
 
+    def between_in_process(pid: int, these: list[str]) -> RoundResult:
+        """promptwire's round, with the engine driven in-process just before and just after
+        it: the HTTP overhead is over the mean of the two, as the machine's speed drifts."""
+        before = engine.tokens_per_second(these)
+        result = measured_round(servers[PROMPTWIRE].url, pid, these)
+        # Other prompts (a round's number no round has): the engine's cache holds these now.
+        after = engine.tokens_per_second(prompts(-round_number, len(these)))
+        in_process.extend((before, after))
+        http_overhead.append(1 - result.rate / ((before + after) / 2))
+        return result
+
     def measure(pids: dict[str, int], condition: str, streams: int, order: list[str]) -> None:
         """One round: new prompts, the same to every server, in ``order``."""
         nonlocal round_number
         round_number += 1
         these = prompts(round_number, streams)
-        if condition == "idle" and streams == PARALLEL:
-            in_process.append(engine.tokens_per_second(these))
         for name in order:
             if (name, condition, streams) not in rounds:
                 continue
-            result = measured_round(servers[name].url, pids[name], these)
+            if name == PROMPTWIRE and condition == "idle" and streams == PARALLEL:
+                result = between_in_process(pids[name], these)
+            else:
+                result = measured_round(servers[name].url, pids[name], these)
             rounds[name, condition, streams].append(result)
             asked[name] += streams
             print(
