@@ -311,10 +311,6 @@ class PromptRequest(BaseModel):
         """Whether the reply must be JSON (``json_object`` or ``json_schema``)."""
         return self.response_format is not None and self.response_format.type != "text"
 
-    def uses_tool_messages(self) -> bool:
-        """Whether the conversation holds tool calls or tool results."""
-        return any(m.role == "tool" or m.tool_calls for m in self.messages or ())
-
     def known_params(self) -> dict[str, Any]:
         """The generation parameters that were set, without the prompt, stream flag or extras."""
         return self.model_dump(
