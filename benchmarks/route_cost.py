@@ -10,12 +10,14 @@ and reports each route's median CPU time per request (the event loop's thread) a
 to the prompt route's: requests a few hundred microseconds apart meet the same machine, so the
 ratio comes out again within about 1 % on a rerun.
 
-    uv run python -m benchmarks.route_cost [--requests 3000] [--bytecodes]
+    uv run python -m benchmarks.route_cost [--requests 3000] [--bytecodes [--by-function 20]]
 
 ``--bytecodes`` counts instead the Python bytecodes each route executes per request
 (``sys.settrace``'s opcode events, every frame, after a warm-up): a figure that comes out the
 same on every run, which a change to any route's Python code moves. It does not see the work
 done in C and Rust (pydantic-core's validation, the JSON codecs), which the CPU time includes.
+``--by-function N`` adds, for each route, the N functions that execute the most bytecodes per
+request beyond what they execute on the prompt route: where a route's extra Python goes.
 
 Each call ends as it does under a server: once the answer is complete, the app's next
 ``receive`` gets ``http.disconnect`` (as uvicorn answers it), and the event loop turns twice, so
@@ -34,8 +36,9 @@ import logging
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 from promptwire.server import create_app
@@ -122,51 +125,85 @@ async def _measure(requests: int) -> dict[str, list[int]]:
     return cpu
 
 
-async def _bytecodes(requests: int) -> dict[str, float]:
-    """The Python bytecodes each route executes per request, all frames counted."""
+#: A function, as ``--by-function`` names it: its file (from the package on), first line, name.
+Function = tuple[str, int, str]
+
+
+def _function(code: CodeType) -> Function:
+    path = code.co_filename
+    for marker in ("site-packages/", "/src/"):
+        path = path.rsplit(marker, 1)[-1]
+    return path, code.co_firstlineno, code.co_name
+
+
+async def _bytecodes(requests: int) -> dict[str, Counter[Function]]:
+    """The Python bytecodes each route executes per request, by function, all frames counted."""
     logging.disable(logging.INFO)
     app = create_app(DummyEngine(DummySettings()))
-    executed = 0
+    executed: Counter[CodeType] = Counter()
 
     def count(frame: FrameType, event: str, arg: Any) -> Any:
-        nonlocal executed
         if event == "call":
             frame.f_trace_opcodes = True
             frame.f_trace_lines = False
         elif event == "opcode":
-            executed += 1
+            executed[frame.f_code] += 1
         return count
 
-    counts: dict[str, float] = {}
+    counts: dict[str, Counter[Function]] = {}
     async with app.router.lifespan_context(app):
         for name in ROUTES:
             call = _caller(app, name)
             for _ in range(200):  # warm-up: caches, the first request's imports
                 await call()
-            executed = 0
+            executed.clear()
             sys.settrace(count)
             try:
                 for _ in range(requests):
                     await call()
             finally:
                 sys.settrace(None)
-            counts[name] = executed / requests
+            by_function: Counter[Function] = Counter()
+            for code, times in executed.items():
+                by_function[_function(code)] += times
+            counts[name] = by_function
     return counts
+
+
+def _print_bytecodes(counts: dict[str, Counter[Function]], requests: int, top: int) -> None:
+    prompt = counts["prompt route /"]
+    prompt_total = prompt.total() / requests
+    for name, by_function in counts.items():
+        executed = by_function.total() / requests
+        print(
+            f"{name:30} bytecodes per request {executed:7,.0f}; prompt route / this "
+            f"{prompt_total / executed:.3f}"
+        )
+        if not top or by_function is prompt:
+            continue
+        differences = sorted(
+            ((by_function[f] - prompt[f]) / requests, f) for f in by_function.keys() | prompt.keys()
+        )
+        for difference, (path, line, function) in differences[::-1][:top]:
+            if difference:
+                print(f"    {difference:+7.0f}  {path}:{line} {function}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=3000, help="of each route")
     parser.add_argument("--bytecodes", action="store_true", help="count bytecodes, not CPU time")
+    parser.add_argument(
+        "--by-function",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --bytecodes: the N functions that add most to each route over the prompt route",
+    )
     args = parser.parse_args()
     if args.bytecodes:
-        counts = asyncio.run(_bytecodes(min(args.requests, 200)))
-        prompt_count = counts["prompt route /"]
-        for name, executed in counts.items():
-            print(
-                f"{name:30} bytecodes per request {executed:7,.0f}; prompt route / this "
-                f"{prompt_count / executed:.3f}"
-            )
+        requests = min(args.requests, 200)
+        _print_bytecodes(asyncio.run(_bytecodes(requests)), requests, args.by_function)
         return
     cpu = asyncio.run(_measure(args.requests))
     prompt = statistics.median(cpu["prompt route /"])
