@@ -64,7 +64,9 @@ R = TypeVar("R")
 class EndpointModel(ClientSettings):
     """The endpoint fields of a promptwire LangChain model, and its pooled client."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    # ``model_kwargs`` is LangChain's name for it; pydantic before 2.10 reserves every ``model_``
+    # name and warns on import without this.
+    model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
 
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Parameters sent with every request (any key; the fields below take precedence)."""
