@@ -363,6 +363,13 @@ def test_tools_on_an_engine_without_them_are_a_400(echo: tuple[ObservedEngine, s
             },
             "'image' blocks",
         ),
+        (  # a type that is not a string names no kind of block (was a 500)
+            {
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": [{"type": ["text"], "text": "hi"}]}],
+            },
+            "\"['text']\" blocks",
+        ),
         (
             {
                 "max_tokens": 5,

@@ -46,7 +46,10 @@ def test_a_body_must_be_declared_json_and_be_strict_json() -> None:
         )
         assert nan.status_code == 400 and _openai_error(nan)["code"] == "invalid_json"
 
-        huge = "9" * 5000  # longer than Python converts: read as infinity, refused by the field
+        # Longer than Python converts: on the /v1 routes, whose replies echo fields of the
+        # request, refused as it is read (the prompt route reads it as infinity, which every
+        # field it knows refuses, and ignores it elsewhere).
+        huge = "9" * 5000
         body = '{"model": "dummy", "prompt": "x", "max_tokens": ' + huge + "}"
         too_long = httpx.post(
             server.url + "v1/completions",
@@ -54,7 +57,7 @@ def test_a_body_must_be_declared_json_and_be_strict_json() -> None:
             headers={"Content-Type": "application/json"},
         )
         assert too_long.status_code == 400
-        assert _openai_error(too_long)["param"] == "max_tokens"
+        assert "an integer of 5000 digits" in _openai_error(too_long)["message"]
 
         with_bom = httpx.post(
             url,

@@ -262,6 +262,16 @@ def test_structured_output_by_text_format(tools: tuple[ObservedEngine, str]) -> 
             "not in tools",
         ),
         ({"top_logprobs": 3}, "top_logprobs", "logprobs"),
+        (  # a type that is not a string names no kind of item or part (was a 500)
+            {"input": [{"type": ["message"], "role": "user", "content": "hi"}]},
+            "input.0.type",
+            "['message']",
+        ),
+        (
+            {"input": [{"role": "user", "content": [{"type": {"a": 1}, "text": "hi"}]}]},
+            "input.0.content",
+            "only text",
+        ),
     ],
 )
 def test_what_cannot_be_served_is_a_400_naming_it(
@@ -291,6 +301,21 @@ def test_other_errors_in_openais_shape(echo: tuple[ObservedEngine, str]) -> None
     headers = {"x-api-key": TOKEN, "content-type": "application/json"}
     garbage = httpx.post(echo[1] + "v1/responses", content=b"{", headers=headers)
     assert garbage.status_code == 400 and garbage.json()["error"]["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize(
+    ("number", "said"),
+    [("1e400", "beyond a double's range: 1e400"), ("-1" + "0" * 700, "an integer of 701 digits")],
+)
+def test_a_number_no_reply_could_echo_is_a_400(
+    echo: tuple[ObservedEngine, str], number: str, said: str
+) -> None:
+    """``metadata`` comes back in the reply: an infinity there would make it invalid JSON."""
+    body = f'{{"model": "dummy", "input": "x", "metadata": {{"n": {number}}}}}'
+    headers = {"x-api-key": TOKEN, "content-type": "application/json"}
+    refused = httpx.post(echo[1] + "v1/responses", content=body, headers=headers)
+    assert refused.status_code == 400, refused.text
+    assert said in refused.json()["error"]["message"]
 
 
 def test_requests_in_flight_are_counted_with_the_prompt_route(

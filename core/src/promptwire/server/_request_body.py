@@ -190,24 +190,50 @@ def _not_json(constant: str) -> NoReturn:
 DECODER = json.JSONDecoder(parse_int=_parse_int, parse_constant=_not_json)
 
 
-def decode_json(body: bytes) -> Any:
+class UnservableJSON(ValueError):
+    """The body is JSON, but holds a value that no reply (nor log line) could write back as
+    JSON; the message says which."""
+
+
+class NotUnicodeError(UnservableJSON):
+    """A string in the body is not Unicode text: a ``"\\ud800"`` escape."""
+
+
+def _finite_int(digits: str) -> int:
+    if len(digits) <= _MAX_INT_DIGITS:
+        return int(digits)
+    count = len(digits.removeprefix("-"))
+    raise UnservableJSON(
+        f"the body holds an integer of {count} digits; at most {_MAX_INT_DIGITS} are read"
+    )
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # JSON has no infinity: a reply echoing it would not be JSON
+        raise UnservableJSON(f"the body holds a number beyond a double's range: {text[:40]}")
+    return value
+
+
+_ECHO_DECODER = json.JSONDecoder(
+    parse_int=_finite_int, parse_float=_finite_float, parse_constant=_not_json
+)
+
+
+def decode_json(body: bytes, decoder: json.JSONDecoder = DECODER) -> Any:
     """The body's JSON value; ``ValueError`` (or ``RecursionError``) when it is not JSON."""
     # JSON is UTF-8 (RFC 8259 8.1); a BOM may be ignored (as "utf-8-sig" would, but its
     # codec is Python code: this is the C decoder's fast path).
     text = (body[3:] if body.startswith(codecs.BOM_UTF8) else body).decode()
-    return DECODER.decode(text)
-
-
-class NotUnicodeError(ValueError):
-    """The body is JSON, but a string in it is not Unicode text: a ``"\\ud800"`` escape that
-    no reply (nor log line) can write back."""
+    return decoder.decode(text)
 
 
 def decode_unicode_json(body: bytes) -> Any:
-    """As ``decode_json``, and ``NotUnicodeError`` when a string in it, key or value, holds a
-    lone surrogate: for the /v1 routes, whose replies echo fields of the request (the prompt
-    route ignores the keys it does not know and checks those it does)."""
-    data = decode_json(body)
+    """As ``decode_json``, and ``UnservableJSON`` for what a reply could not echo: a string,
+    key or value, holding a lone surrogate (``NotUnicodeError``), a number beyond a double's
+    range or an integer too long to read. For the /v1 routes, whose replies echo fields of the
+    request (the prompt route ignores the keys it does not know and checks those it does)."""
+    data = decode_json(body, _ECHO_DECODER)
     # Strict UTF-8 bytes cannot hold a surrogate: only a \uD800-\uDFFF escape makes one.
     if (b"\\ud" in body or b"\\uD" in body) and (found := lone_surrogate(data)) is not None:
         raise NotUnicodeError(f"the body is not valid Unicode text: {found.described()}")
@@ -218,7 +244,7 @@ def json_object(body: bytes) -> dict[str, Any]:
     """The body's JSON object; a ``ValueError`` saying what the body is instead."""
     try:
         data = decode_unicode_json(body)
-    except NotUnicodeError:
+    except UnservableJSON:
         raise
     except (ValueError, RecursionError):
         raise ValueError("the body is not valid JSON") from None

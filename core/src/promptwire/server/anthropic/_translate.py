@@ -92,7 +92,7 @@ def _add_message(
             )
             where.append(place)
             results += 1
-        elif kind not in _SKIPPED_BLOCKS:
+        elif not (isinstance(kind, str) and kind in _SKIPPED_BLOCKS):
             raise AnthropicError(
                 400,
                 f"{place}: {str(kind)[:40]!r} blocks are not supported in {role} messages by "

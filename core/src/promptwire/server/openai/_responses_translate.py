@@ -83,7 +83,7 @@ def _add_item(messages: list[dict[str, Any]], where: list[str], item: Any, param
         content = output if isinstance(output, str) else _content(output, f"{param}.output")
         messages.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": content})
         where.append(param)
-    elif kind not in _SKIPPED_ITEMS:
+    elif not (isinstance(kind, str) and kind in _SKIPPED_ITEMS):
         raise OpenAIError(
             400,
             f"{param}: items of type {str(kind)[:40]!r} are not supported by this server "
@@ -100,9 +100,10 @@ def _content(content: Any, param: str) -> Any:
         return content
     parts = []
     for part in content:
-        if isinstance(part, dict) and part.get("type") in _TEXT_PARTS:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if isinstance(kind, str) and kind in _TEXT_PARTS:
             parts.append({"type": "text", "text": part.get("text")})
-        elif isinstance(part, dict) and part.get("type") == "refusal":
+        elif kind == "refusal":
             parts.append({"type": "text", "text": part.get("refusal")})
         else:
             parts.append(part)

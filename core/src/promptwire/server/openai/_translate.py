@@ -22,7 +22,7 @@ from promptwire.protocol import (
 )
 from promptwire.server._refusals import RefusingRequest
 from promptwire.server._request_body import (
-    NotUnicodeError,
+    UnservableJSON,
     decode_unicode_json,
     message_problem,
     unless_gone,
@@ -54,10 +54,10 @@ def parse_request(model: type[RequestT], body: bytes) -> RequestT:
     """``body`` as ``model`` (a pydantic model), strictly: OpenAI's 400s for what is not JSON,
     not an object, not the model, or asks for what cannot be served."""
     try:
-        # As on the prompt route: UTF-8 (a BOM ignored), NaN and Infinity are not JSON, an
-        # integer too long to convert is an infinity, which every field that takes one refuses.
+        # As on the prompt route: UTF-8 (a BOM ignored), NaN and Infinity are not JSON; and
+        # nothing a reply could not echo (a lone surrogate, a number beyond a double's range).
         data = decode_unicode_json(body)
-    except NotUnicodeError as exc:
+    except UnservableJSON as exc:
         raise OpenAIError(400, str(exc), code="invalid_request") from None
     except (ValueError, RecursionError):
         raise OpenAIError(400, "the body is not valid JSON", code="invalid_json") from None
