@@ -14,7 +14,6 @@ is made. ``run_concurrently`` and ``arun_concurrently`` run a batch with at most
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, Self, TypeVar
@@ -30,6 +29,7 @@ from promptwire.client import (
     check_header_secret,
     parse_endpoint_url,
 )
+from promptwire.client._transport.forks import ForkSafeLock
 from promptwire.client.wire import PROMPT_PROTOCOL, WireFormat
 from promptwire.plugins.backends import ClientAdapter
 from promptwire.protocol import MaxTokens, Seed, StopSequences, Temperature, TopK, TopP
@@ -51,7 +51,7 @@ SECRET_FIELDS = ("api_key", "modal_key", "modal_secret")
 GENERATION_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "seed")
 
 # The client is made on first use, which can come from a batch's threads at once.
-_MAKING_CLIENT = threading.Lock()
+_MAKING_CLIENT = ForkSafeLock()
 
 # What the default adapter is given when no backend is set: empty settings, as a backend without a
 # settings class gets (``Backend.load_settings``).

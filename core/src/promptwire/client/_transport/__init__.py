@@ -7,6 +7,7 @@
 ``redirects``   what may follow a redirect (credentials and bodies stay on the endpoint's origin)
 ``exchange``    everything about one call that does no I/O: requests, deadlines, replies, events
 ``pools``       the httpx clients promptwire makes: async pools per event loop, no cookies
+``forks``       a forked child makes its own clients (the parent's hold the parent's connections)
 ``sync``/``aio``  the I/O shells: the same code, the second with ``await`` (a test checks)
 
 ``promptwire.client.EndpointClient`` puts the two shells together behind one object.

@@ -26,11 +26,12 @@ from typing import Any
 import httpx
 
 from promptwire.client._transport.config import ClientConfig
+from promptwire.client._transport.forks import ForkSafeLock, generation
 
 CONNECTIONS_PER_POOL = 8
 
 # Clients are made on first use, which can come from many threads at once (a batch).
-_MAKING = threading.Lock()
+_MAKING = ForkSafeLock()
 _SSL: ssl.SSLContext | None = None
 
 
@@ -172,19 +173,31 @@ class PoolsPerLoop:
 
     def __init__(self, make: Callable[[], AsyncPools]) -> None:
         self._make = make
+        self._start()
+
+    def _start(self) -> None:
+        """No pools yet, in this process (a forked child drops its parent's, unclosed: see
+        ``promptwire.client._transport.forks``)."""
         self._by_loop: dict[asyncio.AbstractEventLoop, _LoopPools] = {}
         self._last: _LoopPools | None = None  # the last one used: the single-loop fast path
         # Several threads' loops may make pools at once; re-entrant because dropping a closed
         # loop's pools ends their closer, which forgets them.
         self._lock = threading.RLock()
+        self._generation = generation()
         # Holds the pools (not this object) until this object is collected, then closes them.
-        weakref.finalize(self, _close_soon, self._by_loop, self._lock)
+        self._finalizer = weakref.finalize(self, _close_soon, self._by_loop, self._lock)
 
     def current(self) -> AsyncPools:
         loop = asyncio.get_running_loop()
         last = self._last
-        if last is not None and last.loop is loop:
+        if last is not None and last.loop is loop and self._generation == generation():
             return last.pools
+        if self._generation != generation():  # a forked child: the pools are the parent's
+            inherited = list(self._by_loop.values())
+            self._finalizer.detach()
+            self._start()  # first: a lock held at the fork stays held
+            for pools in inherited:
+                pools.disown()
         with self._lock:
             entry = self._by_loop.get(loop)
             if entry is None:
@@ -228,6 +241,7 @@ class _LoopPools:
         self.loop = loop
         self.pools = pools
         self._forget = forget
+        self._owned = True  # False in a forked child: the connections are its parent's
         # Started here, in the loop's thread, so the loop registers it (its first-iteration
         # hook) and closes it in ``shutdown_asyncgens``; it runs to its ``yield`` at once.
         self._closer = self._close_at_shutdown()
@@ -240,7 +254,7 @@ class _LoopPools:
         finally:
             if (forget := self._forget()) is not None:
                 forget(self)
-            if not self.loop.is_closed():
+            if self._owned and not self.loop.is_closed():
                 await self.pools.aclose()
 
     def close_soon(self) -> None:
@@ -256,6 +270,12 @@ class _LoopPools:
             return
         with contextlib.suppress(RuntimeError):  # closed meanwhile: it closed them
             self.loop.call_soon_threadsafe(close)
+
+    def disown(self) -> None:
+        """In a forked child: never close these pools (closing a TLS connection writes to the
+        socket the parent still uses); ended as ``abandon`` ends them."""
+        self._owned = False
+        self.abandon()
 
     def abandon(self) -> None:
         """The loop closed without shutting down: end the closer without awaiting anything (its

@@ -14,7 +14,6 @@ keep-alive pings would never time out by it alone).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Generator, Mapping
 from contextlib import AbstractContextManager, closing, nullcontext
 from time import sleep
@@ -31,6 +30,7 @@ from promptwire.client._transport.exchange import (
     is_event_stream,
     whole_reply_as_stream,
 )
+from promptwire.client._transport.forks import ForkSafeLock, generation
 from promptwire.client._transport.pools import make_client
 from promptwire.client.wire import StreamEvent
 from promptwire.errors import EndpointError
@@ -39,7 +39,7 @@ from promptwire.protocol import PromptResponse, StreamDone
 T = TypeVar("T")
 
 # The client is made on first use, which can come from a batch's threads at once.
-_MAKING = threading.Lock()
+_MAKING = ForkSafeLock()
 
 
 class _Within:
@@ -75,18 +75,23 @@ class SyncEndpointClient:
         self._given = http_client
         self._options = {} if http_client is None else exchange.given_client_options()
         self._own: httpx.Client | None = None
+        self._made_in = -1  # the fork generation ``_own`` was made in
 
     @property
     def http_client(self) -> httpx.Client:
-        """The httpx client every call uses (promptwire's is made on first use)."""
+        """The httpx client every call uses (promptwire's is made on first use, and again in a
+        forked child: the parent's holds the parent's connections)."""
         if self._given is not None:
             return self._given
-        if self._own is None:
+        own = self._own
+        if own is None or self._made_in != generation():
             with _MAKING:
-                if self._own is None:
+                if self._own is None or self._made_in != generation():
                     config = self._exchange.config
                     self._own = make_client(self._exchange.client_options, config.max_connections)
-        return self._own
+                    self._made_in = generation()
+                own = self._own
+        return own
 
     def _lease(self) -> AbstractContextManager[httpx.Client]:
         return nullcontext(self.http_client)
@@ -94,9 +99,9 @@ class SyncEndpointClient:
     def close(self) -> None:
         """Close promptwire's pool (a new one opens on demand). A client the user passed in is
         the user's to close."""
-        if self._own is not None:
+        if self._own is not None and self._made_in == generation():  # not a parent's
             self._own.close()
-            self._own = None
+        self._own = None
 
     # -- the same as the async shell, without await --------------------------------------------
 
