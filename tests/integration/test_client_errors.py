@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import pickle
 import time
 from collections.abc import Iterator
 
 import pytest
 from promptwire import (
+    AllEndpointsFailedError,
     EndpointConnectError,
     EndpointTimeoutError,
     InvalidRequestError,
     PromptwireLLM,
     ProtocolError,
+    RateLimitError,
     ServerError,
 )
 from starlette.applications import Starlette
@@ -135,6 +138,33 @@ def test_refused_connection(mode: str) -> None:
             llm.invoke("hi")
         else:
             asyncio.run(llm.ainvoke("hi"))
+
+
+def test_an_error_shows_the_url_without_its_query_and_pickles_whole() -> None:
+    """A token may ride in the query: no message shows it. A process pool sends a worker's
+    error back pickled: it arrives as the same class with the same fields."""
+    llm = _llm(refused_url() + "?token=query-secret-9d2")
+    with pytest.raises(EndpointConnectError) as caught:
+        llm.invoke("hi")
+    error = caught.value
+    assert "query-secret-9d2" not in str(error) and "query-secret-9d2" not in error.url
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is EndpointConnectError and str(again) == str(error)
+    assert (again.url, again.transient, again.request_id) == (
+        error.url,
+        error.transient,
+        error.request_id,
+    )
+
+
+def test_errors_with_fields_of_their_own_pickle_whole() -> None:
+    limited = RateLimitError("slow down", url="http://x/", status_code=429, retry_after=3.0)
+    limited.request_id, limited.body = "req-1", '{"error": "slow down"}'
+    again = pickle.loads(pickle.dumps(limited))
+    assert type(again) is RateLimitError and str(again) == str(limited)
+    assert (again.status_code, again.retry_after, again.body) == (429, 3.0, limited.body)
+    failed = AllEndpointsFailedError({"http://a/": "down"}, may_have_run=False)
+    assert pickle.loads(pickle.dumps(failed)).failures == {"http://a/": "down"}
 
 
 def test_modal_303_is_followed_with_get(misbehaving: str) -> None:

@@ -67,6 +67,23 @@ def test_no_endpoints_is_refused_when_the_model_is_made(monkeypatch: pytest.Monk
         PromptwireLLM()
 
 
+@pytest.mark.parametrize(
+    "endpoints",
+    [
+        '[{"URL": "http://a/", "api_key": "member-secret-5c1"}]',  # a misspelt key
+        '[["http://a/", "member-secret-5c1"]]',  # a member written as a list
+    ],
+)
+def test_a_faulty_member_is_refused_without_its_credentials(
+    monkeypatch: pytest.MonkeyPatch, endpoints: str
+) -> None:
+    monkeypatch.setenv("PROMPTWIRE_BACKEND", "router")
+    monkeypatch.setenv("PROMPTWIRE_ROUTER__ENDPOINTS", endpoints)
+    with pytest.raises(ValueError, match=r"endpoints\.0") as caught:
+        PromptwireLLM()
+    assert "member-secret-5c1" not in str(caught.value)
+
+
 def test_a_refused_member_is_passed_over_and_cooled_down(b_url: str) -> None:
     down = refused_url()
     llm = routed(PromptwireLLM, [down, b_url], strategy="ordered", failures=2, cooldown=60)

@@ -48,6 +48,22 @@ def test_secrets_never_serialized_or_shown() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: PromptwireLLM(api_key=SECRET, temperature=0.1, model_kwargs={"temperature": 0.2}),
+        lambda: ChatPromptwire(api_key=SECRET, max_tokens=0),
+        lambda: PromptwireLLM(api_key=[SECRET]),
+        lambda: Modal(endpoint_url="http://x/", modal_secret=SECRET, timeout="soon"),
+    ],
+)
+def test_a_validation_error_shows_no_secret(make: Any) -> None:
+    with pytest.raises(ValidationError) as caught:
+        make()
+    # What a traceback or a log line shows (``errors()`` keeps the input, for code to read).
+    assert SECRET not in str(caught.value) and SECRET not in repr(caught.value)
+
+
 def test_the_pooled_client_sends_bearer_and_modal_proxy_headers() -> None:
     llm = PromptwireLLM(endpoint_url="http://x/", api_key=SECRET, modal_key="mk", modal_secret="ms")
     headers = llm.client.sync_client.headers
@@ -76,7 +92,17 @@ def test_unknown_fields_are_refused_by_the_strict_class() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["not a url", "ftp://host/", "http://[::1", "http://", "", "host:8000/path"]
+    "url",
+    [
+        "not a url",
+        "ftp://host/",
+        "http://[::1",
+        "http://",
+        "",
+        "host:8000/path",
+        "http://127.0.0.1:99999/",  # httpx takes these; the call then fails as if the server
+        "http://exa mple.com/",  # were down or unknown
+    ],
 )
 def test_a_malformed_endpoint_url_is_refused_when_the_model_is_made(url: str) -> None:
     for model in (PromptwireLLM, ChatPromptwire):

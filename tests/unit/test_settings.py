@@ -42,6 +42,15 @@ def test_api_key_from_the_environment_is_secret(monkeypatch: pytest.MonkeyPatch)
     assert "sk-env-secret-123" not in repr(llm)
 
 
+def test_an_empty_secret_is_none_for_the_client_as_for_the_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PROMPTWIRE_API_KEY", "")  # a shared .env's "PROMPTWIRE_API_KEY="
+    assert PromptwireSettings().api_key is None  # the server then serves without auth
+    assert PromptwireLLM(endpoint_url="http://x/").api_key is None  # was refused
+    assert PromptwireLLM(endpoint_url="http://x/", modal_key="").modal_key is None
+
+
 def test_backend_settings_nest_under_the_backend_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROMPTWIRE_MODAL_DUMMY__REPLY", "howdy")
     monkeypatch.setenv("PROMPTWIRE_MODAL_DUMMY__FIRST_TOKEN_DELAY", "0.25")

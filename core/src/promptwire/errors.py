@@ -22,10 +22,23 @@ PromptwireError
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 class PromptwireError(Exception):
     """Base class of every error promptwire raises on purpose."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as its message and attributes, rebuilt without ``__init__`` (whose keyword
+        # arguments pickle cannot pass): a process pool hands a worker's error back this way.
+        return (_rebuilt, (type(self), self.args, self.__dict__))
+
+
+def _rebuilt(cls: type[PromptwireError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class ConfigurationError(PromptwireError):
@@ -42,6 +55,11 @@ class InvalidInputError(PromptwireError, ValueError):
     makes) has no UTF-8 form for the JSON body."""
 
 
+def _without_query(url: str) -> str:
+    """``url`` as errors show it: a token may ride in its query or fragment."""
+    return url.partition("#")[0].partition("?")[0]
+
+
 class EndpointError(PromptwireError):
     """``transient``: worth another try. ``may_have_run``: the server may have run the request,
     so repeating it is only done when the caller allows it (``retry_unsafe``). ``request_id``:
@@ -53,8 +71,10 @@ class EndpointError(PromptwireError):
     def __init__(
         self, message: str, *, url: str, transient: bool = False, may_have_run: bool = True
     ) -> None:
+        url = _without_query(url)
         super().__init__(f"{message} ({url})")
         self.url = url
+        """The endpoint's URL, without its query or fragment (a token may ride there)."""
         self.transient = transient
         self.may_have_run = may_have_run
 

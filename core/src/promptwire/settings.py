@@ -10,7 +10,7 @@ import json
 from collections.abc import Collection
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from promptwire.errors import ConfigurationError
@@ -55,6 +55,10 @@ class ConnectionSettings(BaseModel):
     ``PromptwireSettings``, taken as arguments by ``PromptwireLLM`` and ``ChatPromptwire``, and
     handed whole to the HTTP client (``promptwire.client.ClientConfig``)."""
 
+    # A validation error shows no input: the input holds the credentials (a model made with
+    # ``api_key`` and a faulty other argument echoed the key in its error).
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     endpoint_url: str = Field(default=DEFAULT_ENDPOINT_URL, description="The prompt endpoint.")
     api_key: SecretStr | None = Field(default=None, description="Bearer token (client and server).")
     modal_key: SecretStr | None = Field(
@@ -84,6 +88,14 @@ class ConnectionSettings(BaseModel):
         default=MAX_REPLY_BYTES,
         description="The most bytes of a whole reply, or of one event of a stream, once decoded.",
     )
+
+    @field_validator("api_key", "modal_key", "modal_secret", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        """An empty secret is none, for the client as for the server (``PROMPTWIRE_API_KEY=``
+        in a shared ``.env`` serves without auth; the clients refused to be made)."""
+        empty = value == "" or (isinstance(value, SecretStr) and not value.get_secret_value())
+        return None if empty else value
 
 
 class ClientSettings(ConnectionSettings):
@@ -297,6 +309,7 @@ def backend_settings_config(backend_name: str) -> SettingsConfigDict:
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
+        hide_input_in_errors=True,  # a backend's settings may hold credentials
     )
 
 

@@ -22,7 +22,8 @@ class RouterEndpoint(BaseModel):
     """One member: its URL and, optionally, the backend whose client adapter reaches it (with
     that backend's settings), its weight and its own credentials (else the model's)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # An error shows no input: a member's input holds its credentials.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     url: str
     backend: str | None = None

@@ -25,7 +25,8 @@ class ClientConfig(ConnectionSettings):
     """The connection settings (``promptwire.settings.ConnectionSettings``, declared there once)
     plus what the backend adds: its headers and its wire format."""
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    # An error shows no input: the input holds the credentials.
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, hide_input_in_errors=True)
 
     headers: Mapping[str, str] = Field(default_factory=dict)
     """The backend's headers, sent with every request under promptwire's own."""
@@ -107,4 +108,9 @@ def parse_endpoint_url(url: str) -> httpx.URL:
             f"endpoint URL {shown!r} carries credentials; pass them as api_key (bearer) or "
             "modal_key/modal_secret instead"
         )
+    # httpx takes both, and the call then fails as if the server were down or unknown.
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise ConfigurationError(f"endpoint URL {shown!r} has no valid port (1 to 65535)")
+    if "%" in parsed.host:  # a space or another character no host name has, percent-encoded
+        raise ConfigurationError(f"endpoint URL {shown!r} has an invalid host name")
     return parsed
