@@ -62,6 +62,12 @@ async def result(request: Request) -> Response:
     return JSONResponse({"prompt": "the long answer"})
 
 
+async def rate_limited(request: Request) -> Response:
+    calls["rate_limited"] = calls.get("rate_limited", 0) + 1
+    wait = request.query_params["wait"]
+    return JSONResponse({"error": {"message": "slow down"}}, 429, {"Retry-After": wait})
+
+
 async def validation(request: Request) -> Response:
     return JSONResponse({"error": {"type": "invalid_request", "message": "max_tokens: bad"}}, 422)
 
@@ -77,6 +83,7 @@ def misbehaving() -> Iterator[str]:
             Route("/modal-303", modal_303, methods=["POST"]),
             Route("/result", result, methods=["GET"]),
             Route("/422", validation, methods=["POST"]),
+            Route("/429", rate_limited, methods=["POST"]),
         ]
     )
     with serve_asgi(app) as server:
@@ -165,6 +172,21 @@ def test_errors_with_fields_of_their_own_pickle_whole() -> None:
     assert (again.status_code, again.retry_after, again.body) == (429, 3.0, limited.body)
     failed = AllEndpointsFailedError({"http://a/": "down"}, may_have_run=False)
     assert pickle.loads(pickle.dumps(failed)).failures == {"http://a/": "down"}
+
+
+@pytest.mark.parametrize(("wait", "tries"), [("0", 2), ("30", 1)])
+def test_a_retry_waits_for_retry_after_only_within_the_timeout(
+    misbehaving: str, wait: str, tries: int
+) -> None:
+    """Retry-After: 30 with a timeout of 1.5 s raises at once (it held the call for 30 s)."""
+    calls["rate_limited"] = 0
+    url = f"{misbehaving}429?wait={wait}"
+    llm = PromptwireLLM(endpoint_url=url, timeout=TIMEOUT, max_retries=1)
+    started = time.monotonic()
+    with pytest.raises(RateLimitError) as caught:
+        llm.invoke("hi")
+    assert caught.value.retry_after == float(wait) and calls["rate_limited"] == tries
+    assert time.monotonic() - started < TIMEOUT + 10  # generous: the machine may be loaded
 
 
 def test_modal_303_is_followed_with_get(misbehaving: str) -> None:

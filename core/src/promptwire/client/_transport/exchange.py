@@ -70,7 +70,12 @@ class Exchange:
         self.url = parse_endpoint_url(config.endpoint_url)  # parsed once, not on every request
         self.redact = Redactor(config.secrets())
         self.guard = RedirectGuard(self.url, config.credential_headers(), config.endpoint_url)
-        self.retry = RetryPolicy(config.max_retries, config.retry_unsafe, config.max_connections)
+        self.retry = RetryPolicy(
+            config.max_retries,
+            config.retry_unsafe,
+            config.max_connections,
+            longest_wait=config.timeout,
+        )
         self.health_url = self.url.copy_with(path=self.url.path.rstrip("/") + "/health")
         self.client_options = ClientOptions(config)
         """How promptwire's own httpx clients are made (one SSL context for all of them)."""

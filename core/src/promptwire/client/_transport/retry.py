@@ -4,7 +4,10 @@ The sync and async clients run the same loop around it (try; on an ``EndpointErr
 ``Retries.wait_after``; sleep that long, or raise when it says ``None``), so the two cannot drift
 apart. A call is repeated only when the server cannot have run it (the connection was never
 made, 429, 503) unless ``retry_unsafe`` is set, and only while it is ``transient``; waits back
-off exponentially with jitter and honour ``Retry-After`` up to ``MAX_RETRY_AFTER``.
+off exponentially with jitter and honour ``Retry-After`` up to ``MAX_RETRY_AFTER``. A server that
+asks for a longer wait than the call's ``timeout`` gets its error raised at once: the caller
+would not wait that long for a reply, let alone for the next try (a 429 with ``Retry-After: 30``
+held a call with a timeout of 3 s for 30 s).
 
 A kept-alive connection the server closed just as a request went out on it fails before any
 reply: the server cannot have run that request. It is sent again at once, outside the retry
@@ -37,15 +40,21 @@ class RetryPolicy:
     retry_unsafe: bool = False
     max_stale: int = 100
     """How many reused connections in a row may turn out closed (the pool's size)."""
+    longest_wait: float = math.inf
+    """The longest ``Retry-After`` a retry waits for (the call's timeout): a server asking for
+    more gets its error raised."""
 
     def should_retry(self, exc: EndpointError) -> bool:
         return exc.transient and (self.retry_unsafe or not exc.may_have_run)
 
-    def wait(self, retry: int, exc: EndpointError) -> float:
-        """Seconds before retry number ``retry`` (from 1): the server's ``Retry-After`` (capped),
-        else jittered exponential backoff."""
+    def wait(self, retry: int, exc: EndpointError) -> float | None:
+        """Seconds before retry number ``retry`` (from 1): the server's ``Retry-After`` (None
+        when longer than ``longest_wait``; ``MAX_RETRY_AFTER`` at most), else jittered
+        exponential backoff."""
         retry_after = exc.retry_after if isinstance(exc, HTTPStatusError) else None
         if retry_after is not None:
+            if retry_after > self.longest_wait:
+                return None
             return min(max(retry_after, 0.0), MAX_RETRY_AFTER)
         return min(BACKOFF * 2.0 ** (retry - 1) + random.uniform(0, JITTER), MAX_BACKOFF)
 
