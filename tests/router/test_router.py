@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from langchain_core.load import dumps, loads
 from promptwire import (
     AllEndpointsFailedError,
     ChatPromptwire,
@@ -82,6 +83,21 @@ def test_a_faulty_member_is_refused_without_its_credentials(
     with pytest.raises(ValueError, match=r"endpoints\.0") as caught:
         PromptwireLLM()
     assert "member-secret-5c1" not in str(caught.value)
+
+
+def test_a_routed_model_does_not_come_back_from_dumps_as_another(
+    monkeypatch: pytest.MonkeyPatch, b_url: str
+) -> None:
+    """Its members live in the object only: ``loads`` would have read the environment's."""
+    model = routed(PromptwireLLM, [b_url], strategy="ordered")
+    monkeypatch.setenv("PROMPTWIRE_ROUTER__ENDPOINTS", json.dumps([refused_url()]))
+    text = dumps(model)
+    assert json.loads(text)["type"] == "not_implemented"
+    with pytest.raises(NotImplementedError):
+        loads(text, allowed_objects=[PromptwireLLM], valid_namespaces=["promptwire"])
+    assert model.invoke("hi") == "from b"  # and it still runs: tracers serialize it each call
+    plain = PromptwireLLM(endpoint_url=b_url)
+    assert json.loads(dumps(plain))["type"] == "constructor"
 
 
 def test_a_refused_member_is_passed_over_and_cooled_down(b_url: str) -> None:

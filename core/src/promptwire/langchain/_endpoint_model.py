@@ -16,10 +16,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar, cast
 
 import httpx
 from langchain_core.language_models import LangSmithParams
+from langchain_core.load.serializable import (
+    Serializable,
+    SerializedConstructor,
+    SerializedNotImplemented,
+    to_json_not_implemented,
+)
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings
 
@@ -96,6 +102,8 @@ class EndpointModel(ClientSettings):
     _adapter: ClientAdapter[Any] = PrivateAttr(default_factory=ClientAdapter)
     _backend_settings: BaseSettings = PrivateAttr(default=_NO_SETTINGS)
     _wire: WireFormat = PrivateAttr(default=PROMPT_PROTOCOL)
+    _backend_in_code: bool = PrivateAttr(default=False)
+    """The backend was set up in code (``use_backend``): its settings are in this object only."""
 
     @model_validator(mode="after")
     def _fill_from_settings(self) -> Self:
@@ -112,16 +120,28 @@ class EndpointModel(ClientSettings):
             from promptwire.plugins import get_backend
 
             backend = get_backend(self.backend).backend
-            self.use_backend(self.backend, backend.client, backend.load_settings())
+            self._use_backend(self.backend, backend.client, backend.load_settings())
         return self
 
     def use_backend(self, name: str, adapter: ClientAdapter[Any], settings: BaseSettings) -> None:
         """Call through ``adapter`` with ``settings`` from now on, as backend ``name``: what
         ``PROMPTWIRE_BACKEND`` does, for a backend built in code (``promptwire.router.routed``).
-        The adapter checks the settings here, not at the first call."""
+        The adapter checks the settings here, not at the first call. Such a model does not
+        serialize: ``dumps`` writes it as not implemented, which ``loads`` refuses (it would
+        come back with the backend's settings of the environment, not these)."""
+        self._use_backend(name, adapter, settings)
+        self._backend_in_code = True
+
+    def _use_backend(self, name: str, adapter: ClientAdapter[Any], settings: BaseSettings) -> None:
         wire = adapter.wire_format(settings)
         object.__setattr__(self, "backend", name)
         self._adapter, self._backend_settings, self._wire = adapter, settings, wire
+
+    def to_json(self) -> SerializedConstructor | SerializedNotImplemented:
+        """LangChain's serialized form (the models put this class before LangChain's own)."""
+        if self._backend_in_code:
+            return to_json_not_implemented(self)
+        return Serializable.to_json(cast(Serializable, self))
 
     @model_validator(mode="after")
     def _each_parameter_given_once(self) -> Self:
