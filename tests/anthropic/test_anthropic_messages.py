@@ -363,6 +363,19 @@ def test_tools_on_an_engine_without_them_are_a_400(echo: tuple[ObservedEngine, s
             },
             "'image' blocks",
         ),
+        (
+            {
+                "max_tokens": 5,
+                "messages": [
+                    *HELLO,
+                    {
+                        "role": "assistant",
+                        "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": [1]}],
+                    },
+                ],
+            },
+            "messages.1.content.0.input must be an object",
+        ),
         (  # a type that is not a string names no kind of block (was a 500)
             {
                 "max_tokens": 5,

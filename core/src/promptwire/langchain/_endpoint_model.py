@@ -16,12 +16,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal, Self, TypeVar, cast
+from typing import Any, Literal, Self, TypeVar
 
 import httpx
 from langchain_core.language_models import LangSmithParams
 from langchain_core.load.serializable import (
-    Serializable,
     SerializedConstructor,
     SerializedNotImplemented,
     to_json_not_implemented,
@@ -138,10 +137,13 @@ class EndpointModel(ClientSettings):
         self._adapter, self._backend_settings, self._wire = adapter, settings, wire
 
     def to_json(self) -> SerializedConstructor | SerializedNotImplemented:
-        """LangChain's serialized form (the models put this class before LangChain's own)."""
+        """LangChain's serialized form; the models put this class before LangChain's, whose
+        ``to_json`` (with the model's ``name``) comes next."""
         if self._backend_in_code:
             return to_json_not_implemented(self)
-        return Serializable.to_json(cast(Serializable, self))
+        serialized: SerializedConstructor | SerializedNotImplemented
+        serialized = super().to_json()  # type: ignore[misc]
+        return serialized
 
     @model_validator(mode="after")
     def _each_parameter_given_once(self) -> Self:

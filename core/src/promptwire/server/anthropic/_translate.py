@@ -81,7 +81,9 @@ def _add_message(
         if kind == "text":
             pieces.append(_string(block.get("text"), f"{place}.text"))
         elif kind == "tool_use" and role == "assistant":
-            arguments = json.dumps(block.get("input", {}), ensure_ascii=False)
+            if not isinstance(arguments := block.get("input", {}), dict):
+                raise AnthropicError(400, f"{place}.input must be an object")
+            arguments = json.dumps(arguments, ensure_ascii=False)
             function = {"name": block.get("name"), "arguments": arguments}
             calls.append({"id": block.get("id"), "type": "function", "function": function})
         elif kind == "tool_result" and role == "user":
