@@ -14,6 +14,7 @@ is made. ``run_concurrently`` and ``arun_concurrently`` run a batch with at most
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, Self, TypeVar
@@ -249,12 +250,35 @@ def run_concurrently(call: Callable[[T], R], items: Sequence[T], limit: int) -> 
     not made (a failed ``generate`` leaves no work behind that nobody will read)."""
     if len(items) <= 1:
         return [call(item) for item in items]
+    # Set by the first call that fails: a thread taking its next item sees it and makes no call
+    # (the caller's thread, which cancels the rest, may be woken long after the pool's threads
+    # have run through every queued item).
+    failed = threading.Event()
+
+    def unless_failed(item: T) -> R:
+        if failed.is_set():
+            raise _NotMade
+        try:
+            return call(item)
+        except BaseException:
+            failed.set()
+            raise
+
     pool = ThreadPoolExecutor(max(1, min(limit, len(items))), thread_name_prefix="promptwire")
     try:
-        futures = [pool.submit(call, item) for item in items]
-        return [future.result() for future in futures]
+        futures = [pool.submit(unless_failed, item) for item in items]
+        try:
+            return [future.result() for future in futures]
+        except _NotMade:  # a call after one that failed, which came later in the list
+            pass
+        errors = (future.exception() for future in futures)
+        raise next(e for e in errors if e is not None and not isinstance(e, _NotMade))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _NotMade(Exception):
+    """A call not made because another had failed."""
 
 
 async def arun_concurrently(
