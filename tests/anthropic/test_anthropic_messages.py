@@ -78,6 +78,26 @@ def test_a_message_is_rendered_by_the_engines_template(echo: tuple[ObservedEngin
     assert sent is not None and [m.role for m in sent] == ["system", "user", "assistant", "user"]
 
 
+def test_a_final_assistant_message_is_a_prefill_the_reply_continues(
+    echo: tuple[ObservedEngine, str],
+) -> None:
+    engine, url = echo
+    client = _sdk(url)
+    hello: list[anthropic.types.MessageParam] = [{"role": "user", "content": "Hi"}]
+    for prefill, rendered in [
+        ("The answer is", "User: Hi\n\nAssistant: The answer is"),  # no turn after it
+        ([{"type": "text", "text": "{"}], "User: Hi\n\nAssistant: {"),
+        ("", "User: Hi\n\nAssistant:"),  # empty: a turn starts, as without it
+    ]:
+        reply = client.messages.create(
+            model="m",
+            max_tokens=64,
+            messages=[*hello, {"role": "assistant", "content": prefill}],  # type: ignore[typeddict-item]
+        )
+        assert reply.content[0].text == rendered  # type: ignore[union-attr]
+        assert engine.requests[-1].continue_final_message is bool(prefill)
+
+
 def test_parameters_reach_the_engine(echo: tuple[ObservedEngine, str]) -> None:
     engine, url = echo
     _sdk(url).messages.create(
@@ -375,6 +395,22 @@ def test_tools_on_an_engine_without_them_are_a_400(echo: tuple[ObservedEngine, s
                 ],
             },
             "messages.1.content.0.input must be an object",
+        ),
+        (
+            {
+                "max_tokens": 5,
+                "messages": [*HELLO, {"role": "assistant", "content": "Hello "}],
+            },
+            "messages.1: final assistant content cannot end with whitespace",
+        ),
+        (
+            {
+                "max_tokens": 5,
+                "messages": [*HELLO, {"role": "assistant", "content": "{"}],
+                "tools": [WEATHER_TOOL],
+                "tool_choice": {"type": "any"},
+            },
+            "continue_final_message cannot go with",
         ),
         (  # a type that is not a string names no kind of block (was a 500)
             {

@@ -59,6 +59,21 @@ def test_the_anthropic_sdk_whole_and_streamed(url: str) -> None:
     assert (cut.stop_reason, cut.stop_sequence) == ("stop_sequence", ANSWER)
 
 
+def test_an_anthropic_prefill_is_continued(url: str) -> None:
+    """A final assistant message is where the reply starts (Anthropic's prefill), not a turn
+    before a new one: the template's rendering cut after its text."""
+    client = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0)
+    messages: list[anthropic.types.MessageParam] = [
+        {"role": "user", "content": QUESTION},
+        {"role": "assistant", "content": "The capital of France is"},
+    ]
+    reply = client.messages.create(model=MODEL, max_tokens=8, messages=messages)
+    text = reply.content[0].text  # type: ignore[union-attr]
+    assert text.startswith(" Paris"), text
+    counted = client.messages.count_tokens(model=MODEL, messages=messages)
+    assert counted.input_tokens == reply.usage.input_tokens
+
+
 def test_count_tokens_is_smollm2s_own_count_of_the_rendered_conversation(url: str) -> None:
     """The model's tokenizer counts what its chat template renders: the input tokens its answer
     reports, with a system prompt and with tools (which the template renders too)."""

@@ -80,3 +80,36 @@ def test_with_prompt_is_model_copy_with_the_prompt_updated(body: dict[str, objec
     assert request.prompt == body["prompt"] and "prompt" in copied.model_fields_set
     copied.max_tokens = 9  # the original is not changed through its copy
     assert request.max_tokens == body.get("max_tokens")
+
+
+CONVERSATION = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Sure"}]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"prompt": "p", "continue_final_message": True},  # no messages
+        {"prompt": "", "messages": CONVERSATION[:1], "continue_final_message": True},
+        {
+            "prompt": "",
+            "messages": CONVERSATION,
+            "continue_final_message": True,
+            "response_format": {"type": "json_object"},
+        },
+    ],
+)
+def test_continue_final_message_needs_an_assistants_text_and_no_constraint(
+    body: dict[str, object],
+) -> None:
+    with pytest.raises(ValidationError, match="continue_final_message"):
+        PromptRequest.model_validate(body)
+
+
+def test_a_continued_rendering_ends_with_the_final_messages_text() -> None:
+    from promptwire.engine import rendered_request
+    from promptwire_modal_dummy.engine import DummyEngine
+
+    request = PromptRequest.model_validate(
+        {"prompt": "", "messages": CONVERSATION, "continue_final_message": True}
+    )
+    assert rendered_request(DummyEngine(), request).prompt == "User: Hi\n\nAssistant: Sure"

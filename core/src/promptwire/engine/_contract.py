@@ -461,11 +461,31 @@ def check_capabilities(engine: Engine[Any], request: PromptRequest) -> None:
 
 
 def render_request(engine: Engine[Any], request: PromptRequest) -> str:
-    """``request.messages`` rendered by ``engine``, with its tools when it is offered some."""
+    """``request.messages`` rendered by ``engine``, with its tools when it is offered some; cut
+    just after the final message's text when the reply continues it (``continue_final_message``).
+    """
     assert request.messages is not None
     if request.tools and request.wants_tools() and engine.capabilities.tools:
-        return engine.render_chat_with_tools(request.messages, request.tools)
-    return engine.render_chat(request.messages)
+        rendered = engine.render_chat_with_tools(request.messages, request.tools)
+    else:
+        rendered = engine.render_chat(request.messages)
+    if request.continue_final_message:
+        return _continuing(rendered, request.messages[-1].content)
+    return rendered
+
+
+def _continuing(rendered: str, final: str) -> str:
+    """``rendered`` up to the end of the final message's text (its last place there; templates
+    may trim it), without what closes that turn and opens the next: any template can continue a
+    message this way, as transformers' ``continue_final_message`` does."""
+    text = final.strip()
+    at = rendered.rfind(text)
+    if not text or at < 0:
+        raise RequestUnsupported(
+            "this engine's chat template does not keep the final assistant message's text, so "
+            "the reply cannot continue it: send the conversation without it"
+        )
+    return rendered[: at + len(text)]
 
 
 def rendered_request(engine: Engine[Any], request: PromptRequest) -> PromptRequest:

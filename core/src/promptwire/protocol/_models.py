@@ -272,6 +272,10 @@ class PromptRequest(BaseModel):
     """v1.2: ``auto`` (the default with tools), ``none``, ``required`` or one named tool."""
     response_format: ResponseFormat | None = None
     """v1.2, with ``messages``: ``text``, ``json_object`` or ``json_schema``."""
+    continue_final_message: bool = False
+    """v1.2, with ``messages`` ending with an assistant's text: the reply goes on from that text
+    (a prefill, as Anthropic's Messages API and vLLM's parameter of this name do) instead of
+    starting a new turn."""
 
     @model_validator(mode="after")
     def _v12_fields_fit_together(self) -> PromptRequest:
@@ -279,6 +283,8 @@ class PromptRequest(BaseModel):
             for name in ("tools", "tool_choice", "response_format"):
                 if getattr(self, name) is not None:
                     raise ValueError(f"{name} needs messages (protocol v1.2)")
+        if self.continue_final_message:
+            self._check_continuation()
         if self.tools is None and self.tool_choice is None:
             return self  # most requests: no tools to check
         names = [tool.function.name for tool in self.tools or ()]
@@ -290,6 +296,22 @@ class PromptRequest(BaseModel):
         if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
             raise ValueError(f"tool_choice names {choice.function.name!r}, which is not in tools")
         return self
+
+    def _check_continuation(self) -> None:
+        final = self.messages[-1] if self.messages else None
+        if final is None or final.role != "assistant" or final.tool_calls or not final.content:
+            raise ValueError(
+                "continue_final_message needs messages ending with an assistant's text"
+            )
+        choice = self.tool_choice
+        if self.wants_json() or (
+            self.tools and (choice == "required" or isinstance(choice, NamedToolChoice))
+        ):
+            raise ValueError(
+                "continue_final_message cannot go with a reply that must be JSON or a tool call "
+                "(the constraint holds from the reply's start, which the final message has "
+                "already written)"
+            )
 
     def with_prompt(self, prompt: str) -> PromptRequest:
         """This request with ``prompt`` in place of its own, not checked again (a rendering of

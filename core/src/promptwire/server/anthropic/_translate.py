@@ -42,6 +42,8 @@ def messages_request(body: MessagesRequest) -> PromptRequest:
     for index, message in enumerate(body.messages):
         _add_message(messages, where, message, f"messages.{index}")
     fields: dict[str, Any] = {**body.generation_params(), "prompt": "", "messages": messages}
+    if _prefilled(messages, where):
+        fields["continue_final_message"] = True
     if body.tools is not None:
         fields["tools"] = [_tool(tool, f"tools.{index}") for index, tool in enumerate(body.tools)]
     if body.tool_choice is not None:
@@ -54,6 +56,23 @@ def messages_request(body: MessagesRequest) -> PromptRequest:
         if (fault := message_problem(exc)) is not None:
             raise AnthropicError(400, f"{where[fault.index]}: {fault.problems}") from None
         raise AnthropicError(400, validation_problems(exc)[1]) from None
+
+
+def _prefilled(messages: list[dict[str, Any]], where: list[str]) -> bool:
+    """Whether the reply continues a final assistant message (Anthropic's prefill), as its
+    API does: an empty one is dropped (the reply starts a turn, as without it), one ending in
+    whitespace refused."""
+    final = messages[-1]
+    if final["role"] != "assistant" or final.get("tool_calls"):
+        return False
+    if not final["content"]:
+        del messages[-1], where[-1]
+        return False
+    if final["content"] != final["content"].rstrip():
+        raise AnthropicError(
+            400, f"{where[-1]}: final assistant content cannot end with whitespace"
+        )
+    return True
 
 
 def _add_message(
