@@ -80,6 +80,22 @@ def test_a_chat_completion_is_rendered_by_the_engines_template(
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + 7
 
 
+def test_continue_final_message_continues_the_assistants_text(
+    echo: tuple[ObservedEngine, str],
+) -> None:
+    """vLLM's extension: the final assistant message is where the reply starts."""
+    client = _sdk(echo[1])
+    prefilled = [*HELLO, {"role": "assistant", "content": "I am"}]
+    reply = client.chat.completions.create(
+        model="dummy", messages=prefilled, extra_body={"continue_final_message": True}
+    )
+    assert reply.choices[0].message.content == "User: Identify yourself, bot!\n\nAssistant: I am"
+    with pytest.raises(openai.BadRequestError, match="continue_final_message"):
+        client.chat.completions.create(
+            model="dummy", messages=HELLO, extra_body={"continue_final_message": True}
+        )
+
+
 def test_another_engines_chat_template_is_used(reverse_url: str) -> None:
     reply = _sdk(reverse_url).chat.completions.create(
         model="reverse-1",

@@ -145,6 +145,8 @@ def chat_request(body: ChatCompletionRequest) -> PromptRequest:
     for name in ("tools", "tool_choice", "response_format"):
         if (value := getattr(body, name)) is not None:
             fields[name] = value
+    if body.continue_final_message:
+        fields["continue_final_message"] = True
     return conversation_request(fields)
 
 

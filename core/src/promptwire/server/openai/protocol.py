@@ -152,6 +152,8 @@ class ChatCompletionRequest(GenerationRequest):
     functions: list[Any] | None = None
     function_call: Any = None
     response_format: dict[str, Any] | None = None
+    continue_final_message: bool = False
+    """vLLM's extension: the reply continues the final assistant message (a prefill)."""
     modalities: list[str] | None = None
     audio: Any = None
     REFUSABLE = GenerationRequest.REFUSABLE | {"functions", "function_call", "modalities", "audio"}
