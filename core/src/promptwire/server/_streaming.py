@@ -80,6 +80,13 @@ Event = ServerSentEvent | bytes
 #: Worker threads per app for the work done before generating (see ``Preparer``).
 PREPARE_THREADS = 4
 
+#: Seconds between pings while the engine says nothing, and how long a stream waits for the
+#: engine's first event before answering anyway: a long prompt, or a wait for a slot of the
+#: engine, then gets the stream's headers, the protocol's opening events and pings, which keep
+#: a proxy's idle timeout (Modal's, a load balancer's) from cutting it; an error after that is
+#: the stream's error event, not an HTTP status.
+PING_SECONDS = 15.0
+
 
 class Preparer:
     """Runs what must happen before generating (the schema budget's check, the chat template,
@@ -209,14 +216,29 @@ async def stream_reply(
 ) -> Response:
     form = form or StreamForm(engine.model_name)
     events = engine.generate(job.request, job.prepared)
+    # The first event is awaited before answering, for ``PING_SECONDS`` at most, so errors
+    # found at the start of a generation (overload, rejection) still get a proper HTTP status;
+    # a client that leaves meanwhile frees its slot at once, not when the first token comes.
+    first_step = asyncio.ensure_future(anext(events, None))
     try:
-        # The first event is awaited before answering, so errors found at the start of a
-        # generation (overload, rejection) still get a proper HTTP status; a client that leaves
-        # meanwhile frees its slot at once, not when the first token comes.
-        first = await unless_gone(anext(events), receive, shutdown)
+        await asyncio.sleep(0)  # the step's first turn: an engine with an event at hand is done
+        waited = (
+            first_step if first_step.done() else asyncio.wait((first_step,), timeout=PING_SECONDS)
+        )
+        await unless_gone(waited, receive, shutdown)
+        first = first_step.result() if first_step.done() else None
     except BaseException:
+        await _abandon(first_step)
         await events.aclose()
         raise
+    pending = None if first_step.done() else first_step  # answered before the first event
+
+    def shutting_down() -> Event:
+        return form.error(
+            503,
+            ErrorType.SHUTTING_DOWN,
+            "the server is shutting down and the stream's grace period ended",
+        )
 
     async def sse() -> AsyncIterator[Event]:
         # On shutdown the stream goes on for the grace period. When that ends, the engine's wait
@@ -237,6 +259,18 @@ async def stream_reply(
                 yield opening
             with shutdown.on_expiry(interrupt):
                 event: EngineEvent | None = first
+                if pending is not None:
+                    waiting = True
+                    try:
+                        event = await pending
+                    except asyncio.CancelledError:
+                        if not interrupted or task.uncancel() > 0:
+                            raise  # the client left (or another reason besides the shutdown)
+                        interrupted, event = False, None
+                    finally:
+                        waiting = False
+                    if event is None:  # cut by the shutdown before it came
+                        raise _FirstEventCut
                 while event is not None:
                     for written in form.event(event):
                         yield written
@@ -258,11 +292,9 @@ async def stream_reply(
                         break
                 else:
                     return  # the engine finished; its done event is out
-            yield form.error(
-                503,
-                ErrorType.SHUTTING_DOWN,
-                "the server is shutting down and the stream's grace period ended",
-            )
+            yield shutting_down()
+        except _FirstEventCut:
+            yield shutting_down()
         except EngineError as exc:
             yield form.error(exc.status_code, exc.error_type, exc.message)
         except Exception:
@@ -271,17 +303,19 @@ async def stream_reply(
         finally:
             if interrupted:  # the engine did not let the cancellation through: take it back
                 task.uncancel()
+            await _abandon(first_step)
             await events.aclose()  # on disconnect too: cancels the generation
             release()
 
     async def cleanup() -> None:  # also runs if the stream was never started
+        await _abandon(first_step)
         await events.aclose()
         release()
 
     ping = form.ping
     return _EventStream(
         sse(),
-        ping=15,
+        ping=int(PING_SECONDS) or 1,
         ping_message_factory=None if ping is None else lambda: ping,
         background=BackgroundTask(cleanup),
         send_timeout=send_timeout,
@@ -289,6 +323,20 @@ async def stream_reply(
         # period: give the app's time to end them properly first.
         shutdown_grace_period=shutdown.grace + SHUTDOWN_MARGIN,
     )
+
+
+class _FirstEventCut(Exception):
+    """The shutdown's grace period ended before the engine's first event."""
+
+
+async def _abandon(step: asyncio.Future[Any]) -> None:
+    """Cancel the wait for the engine's first event, if it is still on, and let it end: the
+    engine's generator cannot be closed while that wait runs in it."""
+    if not step.done():
+        step.cancel()
+    await asyncio.wait((step,))
+    if not step.cancelled():
+        step.exception()  # read: an error no one awaited is not logged as never retrieved
 
 
 #: A ``delta`` event as ``ServerSentEvent(StreamDelta(text=...).model_dump_json(),
