@@ -428,6 +428,14 @@ def test_tools_on_an_engine_without_them_are_a_400(echo: tuple[ObservedEngine, s
             "custom tools",
         ),
         ({"max_tokens": 5, "messages": HELLO, "tool_choice": {"type": "every"}}, "tool_choice"),
+        (  # named as Anthropic names it, not as Chat Completions does
+            {"max_tokens": 5, "messages": HELLO, "tools": [{"name": "f", "input_schema": 5}]},
+            "tools.0.input_schema: Input should be a valid dictionary",
+        ),
+        (
+            {"max_tokens": 5, "messages": HELLO, "tool_choice": {"type": "any"}},
+            "a tool_choice that requires a call needs tools",
+        ),
         (
             {
                 "max_tokens": 5,

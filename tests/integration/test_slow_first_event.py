@@ -24,7 +24,8 @@ HELLO = [{"role": "user", "content": "Hi"}]
 
 
 class SlowToStart(Engine):
-    """Says its first word after ``FIRST_EVENT_AFTER`` seconds, or fails then (a prompt saying "fail")."""
+    """Says its first word after ``FIRST_EVENT_AFTER`` seconds, or fails then (when the prompt
+    says "fail")."""
 
     model_name = "slow"
 

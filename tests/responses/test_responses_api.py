@@ -255,7 +255,7 @@ def test_structured_output_by_text_format(tools: tuple[ObservedEngine, str]) -> 
             "input.1.tool_call_id: String should have at least 1 character",
         ),
         ({"max_output_tokens": 0}, "max_output_tokens", "max_output_tokens"),
-        ({"text": {"format": {"type": "yaml"}}}, "text.format", "response_format"),
+        ({"text": {"format": {"type": "yaml"}}}, "text.format", "text.format: "),  # its own name
         (
             {"tools": [WEATHER_TOOL], "tool_choice": {"type": "function", "name": "nope"}},
             "tool_choice",

@@ -72,6 +72,17 @@ def test_each_protocols_path_answers_the_shared_errors_in_its_shape(root: str) -
     assert all(TOKEN not in answer.text for answer in answers)
 
 
+def test_a_compressed_body_is_a_415_that_says_so() -> None:
+    """Read as it came, it was "not valid JSON", which sent its client looking elsewhere."""
+    gzipped = {"x-api-key": TOKEN, "content-type": "application/json", "content-encoding": "gzip"}
+    answers = _answers("", [("POST", "/", gzipped), ("POST", "/v1/messages", gzipped)])
+    assert [(answer.status_code, _shape(answer)) for answer in answers] == [
+        (415, "prompt"),
+        (415, "anthropic"),
+    ]
+    assert all("Content-Encoding 'gzip'" in answer.json()["error"]["message"] for answer in answers)
+
+
 def test_the_open_paths_are_open_under_a_root_path() -> None:
     (health,) = _answers("/api", [("GET", "/health", {})])
     assert health.status_code != 401, health.text  # 503 here: the engine is not started

@@ -456,7 +456,7 @@ def check_capabilities(engine: Engine[Any], request: PromptRequest) -> None:
     if wants_json and not capabilities.structured_output:
         raise RequestUnsupported(
             "this server's engine does not support structured output: send the request "
-            "without a JSON response_format"
+            "without a JSON format"
         )
 
 

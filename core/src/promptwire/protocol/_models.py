@@ -292,7 +292,7 @@ class PromptRequest(BaseModel):
             raise ValueError("tools: two tools have the same name")
         choice = self.tool_choice
         if choice == "required" and not names:
-            raise ValueError("tool_choice 'required' needs tools")
+            raise ValueError("a tool_choice that requires a call needs tools")
         if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
             raise ValueError(f"tool_choice names {choice.function.name!r}, which is not in tools")
         return self

@@ -150,7 +150,16 @@ def require_json(request: Request) -> None:
     """The body must be declared JSON. A browser sends a cross-site request without asking the
     server first only for a few "simple" content types (text/plain among them); requiring
     ``application/json`` makes it ask (a CORS preflight), and this server never says yes."""
-    declared = [value for name, value in request.scope["headers"] if name == b"content-type"]
+    declared: list[bytes] = []
+    for name, value in request.scope["headers"]:
+        if name == b"content-type":
+            declared.append(value)
+        elif name == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+            # Read as it came, a compressed body was "not valid JSON": say what is wrong.
+            encoding = value.decode("latin-1")[:40]
+            raise RequestError(
+                415, f"Content-Encoding {encoding!r} is not supported: send the body uncompressed"
+            )
     media_type = (
         declared[0].decode("latin-1").partition(";")[0].strip().lower()
         if len(declared) == 1
@@ -253,12 +262,44 @@ def json_object(body: bytes) -> dict[str, Any]:
     return data
 
 
-def validation_problems(exc: ValidationError) -> tuple[str | None, str]:
+#: A place in the prompt protocol's request, as pydantic names it (``tools.0.function.name``).
+Loc = tuple[str | int, ...]
+
+
+def _as_is(loc: Loc) -> Loc:
+    return loc
+
+
+_FORMAT_TAGS = frozenset({"text", "json_object", "json_schema"})
+
+
+def flat_place(loc: Loc, format_at: Loc, parameters: str) -> Loc:
+    """``loc`` in a protocol whose tools are flat (``tools.0.name``; their schema under
+    ``parameters``) and whose JSON format is flat too, at ``format_at`` (OpenAI Responses'
+    ``text.format``, Anthropic's ``output_config.format``): not under Chat Completions' names
+    (``tools.0.function.parameters``, ``response_format.json_schema.json_schema.name``, which
+    pydantic writes with the format's tag)."""
+    if loc[:1] == ("response_format",):
+        rest = loc[1:]
+        if rest[:1] and rest[0] in _FORMAT_TAGS:
+            rest = rest[1:]
+        return (*format_at, *(rest[1:] if rest[:1] == ("json_schema",) else rest))
+    if loc[:1] == ("tools",) and loc[2:3] == ("function",):
+        rest = loc[3:]
+        return (*loc[:2], *((parameters, *rest[1:]) if rest[:1] == ("parameters",) else rest))
+    return loc
+
+
+def validation_problems(
+    exc: ValidationError, named: Callable[[Loc], Loc] = _as_is
+) -> tuple[str | None, str]:
     """The field the first problem is about (None: the body), and what the problems are, as
-    every route says them: ``invalid request: messages.0.role: ...; ...`` (the first ten)."""
+    every route says them: ``invalid request: messages.0.role: ...; ...`` (the first ten);
+    each place as ``named`` names it in the route's own protocol."""
     errors = exc.errors(include_input=False, include_url=False)
-    first = str(errors[0]["loc"][0]) if errors and errors[0]["loc"] else None
-    return first, _problems((err["loc"], _said(err)) for err in errors)
+    locs = [named(err["loc"]) for err in errors]
+    first = str(locs[0][0]) if locs and locs[0] else None
+    return first, _problems((loc, _said(err)) for loc, err in zip(locs, errors, strict=True))
 
 
 def _said(error: ErrorDetails) -> str:

@@ -22,7 +22,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from promptwire.protocol import PromptRequest
-from promptwire.server._request_body import message_problem, validation_problems
+from promptwire.server._request_body import (
+    Loc,
+    flat_place,
+    message_problem,
+    validation_problems,
+)
 from promptwire.server.anthropic._errors import AnthropicError
 from promptwire.server.anthropic.protocol import MessagesRequest
 
@@ -55,7 +60,11 @@ def messages_request(body: MessagesRequest) -> PromptRequest:
     except ValidationError as exc:
         if (fault := message_problem(exc)) is not None:
             raise AnthropicError(400, f"{where[fault.index]}: {fault.problems}") from None
-        raise AnthropicError(400, validation_problems(exc)[1]) from None
+        raise AnthropicError(400, validation_problems(exc, _named)[1]) from None
+
+
+def _named(loc: Loc) -> Loc:
+    return flat_place(loc, ("output_config", "format"), "input_schema")
 
 
 def _prefilled(messages: list[dict[str, Any]], where: list[str]) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from promptwire.protocol import PromptRequest
+from promptwire.server._request_body import Loc, flat_place
 from promptwire.server.openai._errors import OpenAIError
 from promptwire.server.openai._translate import chat_messages, conversation_request
 from promptwire.server.openai.protocol import ResponsesRequest
@@ -52,11 +53,15 @@ def responses_request(body: ResponsesRequest) -> PromptRequest:
     if body.text is not None and body.text.format is not None:
         fields["response_format"] = _response_format(body.text.format)
     try:
-        return conversation_request(fields, where)
+        return conversation_request(fields, where, _named)
     except OpenAIError as exc:
-        if exc.param == "response_format":
+        if exc.param in ("response_format", "text"):  # a capability's refusal, or a problem in it
             exc.param = "text.format"
         raise
+
+
+def _named(loc: Loc) -> Loc:
+    return flat_place(loc, ("text", "format"), "parameters")
 
 
 def _add_item(messages: list[dict[str, Any]], where: list[str], item: Any, param: str) -> None:

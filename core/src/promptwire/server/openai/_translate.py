@@ -22,6 +22,7 @@ from promptwire.protocol import (
 )
 from promptwire.server._refusals import RefusingRequest
 from promptwire.server._request_body import (
+    Loc,
     UnservableJSON,
     decode_unicode_json,
     message_problem,
@@ -151,7 +152,9 @@ def chat_request(body: ChatCompletionRequest) -> PromptRequest:
 
 
 def conversation_request(
-    fields: dict[str, Any], where: Sequence[str] | None = None
+    fields: dict[str, Any],
+    where: Sequence[str] | None = None,
+    named: Callable[[Loc], Loc] | None = None,
 ) -> PromptRequest:
     """The prompt protocol's request of ``fields`` (its messages as ``chat_messages`` makes
     them), checked in one pass; or OpenAI's 400 naming the field at fault (``messages.2.content``
@@ -170,7 +173,9 @@ def conversation_request(
             raise OpenAIError(
                 400, f"{field}: {fault.first}{hint}", param=field, code="invalid_request"
             ) from None
-        param, message = validation_problems(exc)
+        param, message = (
+            validation_problems(exc) if named is None else validation_problems(exc, named)
+        )
         if param is None:  # the rules between fields name the field they are about
             param = next(
                 (n for n in ("tool_choice", "tools", "response_format") if n in message), None
