@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
+import pickle
 from typing import Any
 
+import httpx
 import pytest
 from langchain_core.load import dumpd, dumps, loads
 from promptwire import ChatPromptwire, ConfigurationError, Modal, PromptwireLLM
@@ -62,6 +65,26 @@ def test_a_validation_error_shows_no_secret(make: Any) -> None:
         make()
     # What a traceback or a log line shows (``errors()`` keeps the input, for code to read).
     assert SECRET not in str(caught.value) and SECRET not in repr(caught.value)
+
+
+@pytest.mark.parametrize("kind", [PromptwireLLM, ChatPromptwire, Modal])
+def test_a_copy_or_a_pickle_opens_connections_of_its_own(kind: type[PromptwireLLM]) -> None:
+    """A used model (its pools hold locks and sockets) pickles for a process pool and deep-
+    copies; the copy makes its own client, with the same settings."""
+    model = kind(endpoint_url="http://x/", api_key=SECRET, temperature=0.5)
+    used = model.client
+    for copied in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+        assert copied.client is not used and copied.client is copied.client
+        assert copied.api_key == model.api_key and copied.temperature == 0.5
+
+
+def test_a_model_given_an_httpx_client_shares_it_in_a_copy_and_does_not_pickle() -> None:
+    given = httpx.Client()
+    model = PromptwireLLM(endpoint_url="http://x/", http_client=given)
+    assert copy.deepcopy(model).http_client is given  # the caller's, not copied
+    with pytest.raises(TypeError, match="make it where it is used"):
+        pickle.dumps(model)
+    given.close()
 
 
 def test_the_pooled_client_sends_bearer_and_modal_proxy_headers() -> None:

@@ -17,7 +17,7 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 import httpx
 from langchain_core.language_models import LangSmithParams
@@ -154,6 +154,38 @@ class EndpointModel(ClientSettings):
                 f"Found {', '.join(twice)} supplied twice: as a field and in model_kwargs"
             )
         return self
+
+    # -- copies: a copy opens connections of its own -------------------------------------------
+
+    #: The private attributes that hold connections (made on first use, and again in a copy).
+    _CONNECTED: ClassVar[tuple[str, ...]] = ("_client",)
+
+    def __getstate__(self) -> dict[Any, Any]:
+        """Pickled (for a process pool, say) without its connections, which the copy opens
+        anew on first use. A model given its own httpx client is not pickled: that client
+        holds connections and locks, and the copy would reach the endpoint another way."""
+        if self.http_client is not None or self.http_async_client is not None:
+            raise TypeError(
+                f"a {type(self).__name__} given http_client or http_async_client cannot be "
+                "pickled: make it where it is used"
+            )
+        state: dict[Any, Any] = super().__getstate__()
+        unmade = dict.fromkeys(self._CONNECTED, None)
+        state["__pydantic_private__"] = {**state["__pydantic_private__"], **unmade}
+        return state
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
+        """A copy with connections of its own (made on first use), sharing the httpx clients
+        the model was given, if any (they are the caller's)."""
+        memo = {} if memo is None else memo
+        for name in self._CONNECTED:
+            if (connected := getattr(self, name)) is not None:
+                memo[id(connected)] = None  # what ``deepcopy`` gives for it: none yet
+        for given in (self.http_client, self.http_async_client):
+            if given is not None:
+                memo[id(given)] = given
+        copied: Self = super().__deepcopy__(memo)
+        return copied
 
     @property
     def lc_secrets(self) -> dict[str, str]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import LangSmithParams
@@ -75,6 +75,7 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
     """Stream every call (callbacks see each token, even through ``invoke``)."""
 
     _negotiator: ConversationNegotiator | None = PrivateAttr(default=None)
+    _CONNECTED: ClassVar[tuple[str, ...]] = ("_client", "_negotiator")  # it holds the client
 
     # -- LangChain metadata --------------------------------------------------------------------
 
