@@ -264,9 +264,11 @@ async def stream_reply(
                     try:
                         event = await pending
                     except asyncio.CancelledError:
-                        if not interrupted or task.uncancel() > 0:
-                            raise  # the client left (or another reason besides the shutdown)
+                        if not interrupted:
+                            raise  # the client left
                         interrupted, event = False, None
+                        if task.uncancel() > 0:
+                            raise  # cancelled for another reason too
                     finally:
                         waiting = False
                     if event is None:  # cut by the shutdown before it came
