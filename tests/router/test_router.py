@@ -210,6 +210,66 @@ def test_latency_sends_most_calls_to_the_faster_member() -> None:
     assert replies.count("fast") >= 80, replies.count("fast")
 
 
+@pytest.mark.parametrize("status", [500, 401])
+def test_latency_does_not_favour_a_member_that_fails_fast(status: int, a_url: str) -> None:
+    """A member's failures count as calls that never ended: one answering 500 (or refusing its
+    key) at once used to look unmeasured forever, and took 94 of 100 calls."""
+    broken = FakeEndpoint(status)
+    with serve_asgi(broken) as server:
+        llm = routed(PromptwireLLM, [server.url, a_url], strategy="latency", max_retries=0)
+        failed = 0
+        for _ in range(100):
+            try:
+                assert llm.invoke("hi") == "from a"
+            except EndpointError:
+                failed += 1
+    # Its measuring calls (3), then only the 5 % of calls sent at random (half of them to it):
+    # about 5.5 in all; 20 is beyond any chance of this test failing at random.
+    assert broken.hits == failed and failed <= 20, failed
+    row = next(row for row in member_counts(llm) if row["endpoint"] == server.url)
+    assert row["latency_s"] == float("inf")
+
+
+def test_a_retry_after_of_zero_counts_as_a_failure_without_one(b_url: str) -> None:
+    """``Retry-After: 0`` (or less) cools nobody down by itself, but still counts toward
+    ``failures``: it used to reset the count, so the member was tried on every call."""
+    for value in ("0", "-5"):
+        eager = FakeEndpoint(429, {"Retry-After": value})
+        with serve_asgi(eager) as server:
+            llm = routed(
+                PromptwireLLM, [server.url, b_url], strategy="ordered", failures=2, cooldown=60
+            )
+            assert [llm.invoke("hi") for _ in range(6)] == ["from b"] * 6
+        assert eager.hits == 2, value
+
+
+def test_every_member_failing_names_each_request(b_url: str) -> None:
+    """The reasons name each member's request id, for its operator to look up."""
+    busy = FakeEndpoint(503, {"Retry-After": "30"})
+    with serve_asgi(busy) as server:
+        llm = routed(PromptwireLLM, [server.url, refused_url()], max_retries=0)
+        with pytest.raises(AllEndpointsFailedError) as caught:
+            llm.invoke("hi")
+    assert "[request " in caught.value.failures[server.url]
+
+
+def test_a_tool_call_with_every_member_down_fails_as_down_not_unsupported() -> None:
+    from langchain_core.tools import tool
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return "sunny"
+
+    busy = FakeEndpoint(503, {"Retry-After": "30"})
+    with serve_asgi(busy) as server:
+        chat = routed(ChatPromptwire, [server.url, refused_url()], max_retries=0)
+        with pytest.raises(AllEndpointsFailedError):
+            chat.bind_tools([get_weather]).invoke("Weather?")
+        rows = {row["endpoint"]: row for row in member_counts(chat)}
+        assert rows[server.url]["failed"] == 1 and rows[server.url]["cooling_down_s"] > 20
+
+
 def test_no_failed_call_while_a_member_stops_mid_batch() -> None:
     servers = [
         BackgroundServer(create_app(DummyEngine(DummySettings(reply=f"m{i}")))).start()

@@ -11,9 +11,18 @@ from typing import Any, Literal, TypedDict
 import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
 from langchain_core.tools import tool
-from promptwire import ChatPromptwire, InvalidRequestError, UnsupportedFeatureError
+from promptwire import (
+    ChatPromptwire,
+    EndpointConnectError,
+    InvalidRequestError,
+    OverloadedError,
+    UnsupportedFeatureError,
+)
 from promptwire.engine import Engine, EngineEvent, Finish, ToolCall
 from promptwire.protocol import Capabilities, FinishReason, PromptRequest, Usage
+from promptwire.server import create_app
+from promptwire_modal_dummy.engine import DummyEngine
+from promptwire_modal_dummy.settings import DummySettings
 from pydantic import BaseModel, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -358,3 +367,68 @@ def test_an_older_server_is_never_sent_tools(wire: str) -> None:
         assert old.posts == 0
         assert chat.invoke("Plain text is fine").content == "free text"
         assert old.posts == 1
+
+
+class LoadingThenReady:
+    """A protocol 1.2 server (the dummy in tool mode) whose ``/health`` first answers 503 "the
+    model is loading" with ``Retry-After``, as a server starting up (a Modal cold start) does."""
+
+    def __init__(self, loading: int, status: int = 503) -> None:
+        self.loading = loading
+        self.status = status
+        self.health_asked = 0
+        self.app = create_app(DummyEngine(DummySettings(tool_mode=True)))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/health":
+            self.health_asked += 1
+            if self.health_asked <= self.loading:
+                body = json.dumps({"status": "loading"}).encode()
+                headers = [(b"content-type", b"application/json"), (b"retry-after", b"0.2")]
+                await send(
+                    {"type": "http.response.start", "status": self.status, "headers": headers}
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+async def test_a_server_still_loading_is_waited_for_not_taken_for_an_older_one() -> None:
+    """A tool call's protocol check is retried as the call would be: a 503 on ``/health`` is a
+    server starting, not one older than 1.2 (it used to raise UnsupportedFeatureError at once)."""
+    server_app = LoadingThenReady(loading=2)
+    with serve_asgi(server_app) as server:
+        chat = ChatPromptwire(endpoint_url=server.url, timeout=30, max_retries=3)
+        reply = chat.bind_tools([get_weather], tool_choice="get_weather").invoke("Weather?")
+        assert reply.tool_calls[0]["name"] == "get_weather"
+        assert server_app.health_asked == 3
+        server_app.health_asked = 0
+        chat = ChatPromptwire(endpoint_url=server.url, timeout=30, max_retries=3)
+        structured = chat.with_structured_output(Forecast)
+        assert isinstance(await structured.ainvoke("Forecast?"), Forecast)
+        assert server_app.health_asked == 3
+
+
+def test_a_server_that_stays_down_fails_the_tool_call_as_down() -> None:
+    """Out of retries, the call raises what kept ``/health`` away (transient: a caller's retry
+    and a router's failover act on it), not UnsupportedFeatureError."""
+    server_app = LoadingThenReady(loading=100)
+    with serve_asgi(server_app) as server:
+        chat = ChatPromptwire(endpoint_url=server.url, timeout=30, max_retries=1)
+        with pytest.raises(OverloadedError) as caught:
+            chat.bind_tools([get_weather]).invoke("Weather?")
+        assert caught.value.transient and not caught.value.may_have_run
+        assert server_app.health_asked == 2  # tried, and tried once more
+    gone = ChatPromptwire(endpoint_url=server.url, timeout=30, max_retries=0)
+    with pytest.raises(EndpointConnectError):
+        gone.bind_tools([get_weather]).invoke("Weather?")
+
+
+def test_a_server_without_health_is_still_an_older_one() -> None:
+    """A 404 on ``/health`` (a server from before protocol 1.1) keeps meaning an older server."""
+    server_app = LoadingThenReady(loading=100, status=404)
+    with serve_asgi(server_app) as server:
+        chat = ChatPromptwire(endpoint_url=server.url, timeout=30, max_retries=3)
+        with pytest.raises(UnsupportedFeatureError, match="its /health answered 404"):
+            chat.bind_tools([get_weather]).invoke("Weather?")
+        assert server_app.health_asked == 1  # a definite answer: not retried

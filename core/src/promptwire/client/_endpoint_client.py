@@ -65,6 +65,15 @@ class EndpointClient:
     async def ahealth(self) -> httpx.Response | None:
         return await self.aio.health()
 
+    def protocol_health(self) -> httpx.Response:
+        """``GET <endpoint>/health`` with a call's retries: a success, or a 404/405 (no
+        ``/health``: a server older than protocol 1.1); raises what kept any other answer away
+        (down, loading, overloaded, refusing the key)."""
+        return self.sync.protocol_health()
+
+    async def aprotocol_health(self) -> httpx.Response:
+        return await self.aio.protocol_health()
+
     @property
     def sync_client(self) -> httpx.Client:
         """The httpx client sync calls go through."""

@@ -4,7 +4,8 @@ exchange.
 
 A member that refuses connections, times out, or answers 429/503 has failed; after
 ``failures`` failures in a row it is cooled down for ``cooldown`` seconds, and an answer with
-``Retry-After`` cools it at once for that long (at most ``MAX_RETRY_AFTER``). A success resets
+a positive ``Retry-After`` cools it at once for that long (at most ``MAX_RETRY_AFTER``; 0
+counts as a failure without one). A success resets
 the count; a cooled member comes back by itself when its time is up. A call moves to another
 member only after a failure the member cannot have run the request on (``retry_unsafe``
 widens this, as for one endpoint). When no member is left to try, the call waits for the first
@@ -18,6 +19,7 @@ tried and no wait begun past it, and the call then raises ``AllEndpointsFailedEr
 from __future__ import annotations
 
 import logging
+import math
 import random
 import statistics
 import threading
@@ -83,8 +85,8 @@ class Member:
 
     @property
     def latency(self) -> float | None:
-        """The median of its last calls (None before the first): worked out when asked, not on
-        every call."""
+        """The median of its last calls (None before the first; a call it failed counts as
+        ``inf``, see ``member_at_fault``): worked out when asked, not on every call."""
         return statistics.median(self.samples) if self.samples else None
 
     def payload(self, payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -97,6 +99,15 @@ def member_is_down(exc: EndpointError) -> bool:
     if isinstance(exc, HTTPStatusError):
         return exc.status_code in (429, 503)
     return isinstance(exc, (EndpointConnectError, EndpointTimeoutError))
+
+
+def member_at_fault(exc: EndpointError) -> bool:
+    """Whether a failure is the member's (down, broken, refusing its key, a reply that cannot
+    be read), not the request's (a 400, 413 or 422): the ``latency`` strategy counts it as a
+    call that never ended, so a member that fails fast does not look fast."""
+    if isinstance(exc, HTTPStatusError):
+        return exc.status_code >= 500 or exc.status_code in (401, 403, 404, 405, 429)
+    return True
 
 
 class Pool:
@@ -152,12 +163,14 @@ class Pool:
         with self._lock:
             member.failed += 1
             member.last_error = reason
+            if member_at_fault(exc):
+                member.samples.append(math.inf)
             if not member_is_down(exc):
                 return
             member.failures_in_row += 1
             retry_after = exc.retry_after if isinstance(exc, HTTPStatusError) else None
-            if retry_after is not None:
-                seconds = min(max(retry_after, 0.0), MAX_RETRY_AFTER)
+            if retry_after is not None and retry_after > 0:  # 0 or less: counted as without
+                seconds = min(retry_after, MAX_RETRY_AFTER)
             elif member.failures_in_row >= self.failures:
                 seconds = self.cooldown
             else:
@@ -249,10 +262,12 @@ def _fastest(ready: list[Member]) -> Member:
 
 
 def _reason(exc: EndpointError) -> str:
-    """What went wrong, without the URL (the member names it) or the request id."""
+    """What went wrong, without the URL (the member names it), with the request id its
+    operator can look up."""
     text = Exception.__str__(exc)
     suffix = f" ({exc.url})"
-    return text[: -len(suffix)] if text.endswith(suffix) else text
+    text = text[: -len(suffix)] if text.endswith(suffix) else text
+    return f"{text} [request {exc.request_id}]" if exc.request_id else text
 
 
 class Attempts:

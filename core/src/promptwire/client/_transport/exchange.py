@@ -89,9 +89,9 @@ class Exchange:
         url, body = self.wire.request(self.url, payload, stream=stream)
         return Call(self, "POST", url, body, stream=stream)
 
-    def health_call(self) -> Call:
-        """``GET <endpoint>/health``, tried once."""
-        return Call(self, "GET", self.health_url, None, tries=False)
+    def health_call(self, *, tries: bool = False) -> Call:
+        """``GET <endpoint>/health``, tried once, or with a call's retries (``tries``)."""
+        return Call(self, "GET", self.health_url, None, tries=tries)
 
     def translating(self, turn: Turn | None = None) -> Translate:
         """A context in which transport failures become promptwire's errors."""
@@ -287,6 +287,14 @@ class Call:
         return httpx.Response(
             response.status_code, headers=response.headers, content=body, request=response.request
         )
+
+    def protocol_health(self, response: httpx.Response, body: bytes) -> httpx.Response:
+        """The ``/health`` answer that says which protocol the server speaks: a success, or a
+        404/405 (a server with no ``/health``: older than 1.1); any other status is the error it
+        stands for (a server loading, overloaded or refusing the key is not an older one)."""
+        if not response.is_success and response.status_code not in (404, 405):
+            raise self.status_error(response, body)
+        return self.health(response, body)
 
 
 class StreamDecoder:

@@ -5,7 +5,9 @@ v1.1: a request's ``messages`` refused as invalid (400/422) is sent again withou
 plain template's ``prompt``, only when the server does not say on ``/health`` that it speaks v1.1
 (a v1.1 server's refusal is about something else and is reported); after that, this endpoint gets
 no ``messages``. v1.2: tools, JSON response formats and tool messages go only to a server that
-says on ``/health`` it speaks 1.2, since an older one would ignore them and answer free text.
+says on ``/health`` it speaks 1.2, since an older one would ignore them and answer free text;
+that ``/health`` is asked with a call's retries, and a server down, loading or overloaded fails
+the call as such (retried, and a router moves on), not as an older server.
 """
 
 from __future__ import annotations
@@ -45,15 +47,15 @@ class ConversationNegotiator:
             m.get("role") == "tool" or m.get("tool_calls") for m in payload.get("messages") or ()
         )
 
-    def check_v12(self, health: httpx.Response | None) -> None:
-        version = protocol_version(health) if health is not None else None
+    def check_v12(self, health: httpx.Response) -> None:
+        """Raise ``UnsupportedFeatureError`` unless ``health`` (``protocol_health``'s answer:
+        a success or a 404/405) says 1.2 or later."""
+        version = protocol_version(health)
         if version is not None and version >= (1, 2):
             self.speaks_v12 = True
             return
         said = (
-            "its /health did not answer"
-            if health is None
-            else f"its /health answered {health.status_code}"
+            f"its /health answered {health.status_code}"
             if health.status_code != 200
             else f"it speaks protocol {'.'.join(map(str, version or (1, 0)))}"
         )
@@ -84,7 +86,7 @@ class ConversationNegotiator:
 
     def complete(self, payload: dict[str, Any]) -> PromptResponse:
         if self.needs_v12(payload):
-            self.check_v12(self.client.health())
+            self.check_v12(self.client.protocol_health())
         try:
             return self.client.complete(payload)
         except InvalidRequestError as exc:
@@ -96,7 +98,7 @@ class ConversationNegotiator:
 
     async def acomplete(self, payload: dict[str, Any]) -> PromptResponse:
         if self.needs_v12(payload):
-            self.check_v12(await self.client.ahealth())
+            self.check_v12(await self.client.aprotocol_health())
         try:
             return await self.client.acomplete(payload)
         except InvalidRequestError as exc:
@@ -108,7 +110,7 @@ class ConversationNegotiator:
 
     def stream(self, payload: dict[str, Any]) -> Generator[StreamEvent, None, None]:
         if self.needs_v12(payload):
-            self.check_v12(self.client.health())
+            self.check_v12(self.client.protocol_health())
         events = self.client.stream(payload)
         try:
             first = next(events)
@@ -124,7 +126,7 @@ class ConversationNegotiator:
 
     async def astream(self, payload: dict[str, Any]) -> AsyncGenerator[StreamEvent, None]:
         if self.needs_v12(payload):
-            self.check_v12(await self.client.ahealth())
+            self.check_v12(await self.client.aprotocol_health())
         events = self.client.astream(payload)
         try:
             first = await anext(events)

@@ -123,6 +123,17 @@ class SyncEndpointClient:
             return None
         return call.health(response, body)
 
+    def protocol_health(self) -> httpx.Response:
+        """``GET <endpoint>/health``, retried as a call is, for the protocol it says; raises
+        what kept the answer away (see ``Call.protocol_health``)."""
+        call = self._exchange.health_call(tries=True)
+        with call.naming():
+            return self._retrying(call, lambda: self._protocol_health_once(call))
+
+    def _protocol_health_once(self, call: Call) -> httpx.Response:
+        response, body = self._whole(call)
+        return call.protocol_health(response, body)
+
     def stream(self, payload: Mapping[str, Any]) -> Generator[StreamEvent, None, None]:
         """Yield ``StreamDelta``s (and, from a reasoning model, ``ReasoningDelta``s; v1.2:
         ``StreamToolCall``s), then one ``StreamDone``. A server that does not stream is read as
