@@ -115,6 +115,52 @@ def test_a_stream_error_event_carries_the_request_id(caplog: pytest.LogCaptureFi
     assert logged["stream"] == "true" and "finish_reason" not in logged
 
 
+#: Each conversation route's streamed request, and where its error event holds the request id.
+V1_STREAMS = {
+    "/v1/chat/completions": (
+        {"model": "dummy", "messages": [{"role": "user", "content": "p"}], "stream": True},
+        lambda event: event["error"]["request_id"],
+    ),
+    "/v1/completions": (
+        {"model": "dummy", "prompt": "p", "stream": True},
+        lambda event: event["error"]["request_id"],
+    ),
+    "/v1/messages": (
+        {
+            "model": "dummy",
+            "max_tokens": 16,
+            "messages": [{"role": "user", "content": "p"}],
+            "stream": True,
+        },
+        lambda event: event["request_id"],
+    ),
+    "/v1/responses": ({"model": "dummy", "input": "p", "stream": True}, lambda e: e["request_id"]),
+}
+
+
+@pytest.mark.parametrize("path", list(V1_STREAMS))
+def test_a_v1_stream_error_is_counted_as_such_and_carries_the_request_id(
+    path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The engine failing mid-stream on an OpenAI or Anthropic route is logged and counted as
+    the error it is, with the request id in its event; it used to be ``client_disconnected``,
+    the event without an id."""
+    caplog.set_level(logging.INFO, logger="promptwire.requests")
+    body, request_id_of = V1_STREAMS[path]
+    with serve_engine(FailingMidStream()) as server:
+        response = httpx.post(
+            server.url.rstrip("/") + path, json=body, headers={"X-Request-ID": "s-2"}
+        )
+        data = [line for line in response.text.splitlines() if line.startswith("data:")]
+        assert request_id_of(json.loads(data[-1].removeprefix("data:"))) == "s-2"
+        (line,) = wait_for_lines(caplog, 1)
+        metrics = httpx.get(server.url + "metrics").text
+    logged = fields(line)
+    assert logged["error"] == "server_error" and logged["stream"] == "true", logged
+    assert f'error_type="server_error",route="{path}"' in metrics
+    assert "client_disconnected" not in metrics
+
+
 @pytest.mark.parametrize(
     "given", ["has space", "x" * 129, "new\tline", "ünïcode", 'quote"d', ""], ids=repr
 )

@@ -23,7 +23,7 @@ from promptwire.protocol import (
     ErrorType,
 )
 from promptwire.server._error_shape import error_shape
-from promptwire.server.observability._request_context import error_detail, note_error
+from promptwire.server.observability._request_context import note_error
 
 STATUS_ERROR_TYPES = {
     400: ErrorType.BAD_REQUEST,
@@ -94,8 +94,8 @@ def error_response(
     return Response(content, status_code, headers=headers, media_type="application/json")
 
 
-def error_event(error_type: str, message: str) -> ServerSentEvent:
-    body = ErrorBody(error=error_detail(error_type, message))
+def error_event(error_type: str, message: str, request_id: str | None) -> ServerSentEvent:
+    body = ErrorBody(error=ErrorDetail(type=error_type, message=message, request_id=request_id))
     return ServerSentEvent(body.model_dump_json(exclude_none=True), event=EVENT_ERROR)
 
 

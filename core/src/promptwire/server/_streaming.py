@@ -52,6 +52,7 @@ from promptwire.server._shutdown import (
     SHUTDOWN_MARGIN,
     GracefulShutdown,
 )
+from promptwire.server.observability._request_context import note_error
 from promptwire.server.schema_budget import check_request_schemas
 
 logger = logging.getLogger(__name__)
@@ -199,10 +200,12 @@ class StreamForm:
         self.calls += isinstance(event, ToolCall)
         return (written,)
 
-    def error(self, status_code: int, error_type: str, message: str) -> Event:
+    def error(
+        self, status_code: int, error_type: str, message: str, request_id: str | None
+    ) -> Event:
         """An error after the stream began (``status_code``: what it would have been answered
-        with before)."""
-        return error_event(error_type, message)
+        with before; ``request_id``: the request's, for the user to quote)."""
+        return error_event(error_type, message, request_id)
 
 
 async def stream_reply(
@@ -233,8 +236,13 @@ async def stream_reply(
         raise
     pending = None if first_step.done() else first_step  # answered before the first event
 
+    def failed(status_code: int, error_type: str, message: str) -> Event:
+        """The stream's error event; the request counted under ``error_type`` (not as a client
+        that left) and its id in the event, on every route."""
+        return form.error(status_code, error_type, message, note_error(error_type))
+
     def shutting_down() -> Event:
-        return form.error(
+        return failed(
             503,
             ErrorType.SHUTTING_DOWN,
             "the server is shutting down and the stream's grace period ended",
@@ -298,10 +306,10 @@ async def stream_reply(
         except _FirstEventCut:
             yield shutting_down()
         except EngineError as exc:
-            yield form.error(exc.status_code, exc.error_type, exc.message)
+            yield failed(exc.status_code, exc.error_type, exc.message)
         except Exception:
             logger.exception("stream failed")
-            yield form.error(500, ErrorType.SERVER_ERROR, "internal server error")
+            yield failed(500, ErrorType.SERVER_ERROR, "internal server error")
         finally:
             if interrupted:  # the engine did not let the cancellation through: take it back
                 task.uncancel()

@@ -145,8 +145,11 @@ class MessageEvents(StreamForm):
             self._event("message_stop"),
         ]
 
-    def error(self, status_code: int, error_type: str, message: str) -> ServerSentEvent:
+    def error(
+        self, status_code: int, error_type: str, message: str, request_id: str | None
+    ) -> ServerSentEvent:
         """A failure after the stream began: Anthropic's ``error`` event, the stream's last."""
         status = 400 if status_code == 422 else status_code  # as ``AnthropicError.from_engine``
-        body = AnthropicErrorBody.of(status, message).model_dump_json(exclude_none=True)
+        error = AnthropicErrorBody.of(status, message, request_id)
+        body = error.model_dump_json(exclude_none=True)
         return ServerSentEvent(body, event="error")

@@ -4,8 +4,8 @@ span: its id, route, status, error type, token counts, first token and finish re
 The observing middleware (``promptwire.server.observability._observe``) makes a ``RequestRecord``
 for every HTTP request and makes it current for everything that runs on the request's behalf
 (routes, exception handlers, the tasks that stream an answer). Any route, including ones added
-later, gets counted without change: errors built with ``error_detail`` carry the request id and set
-the error type, and the observed engine notes tokens and timing for whichever route calls it."""
+later, gets counted without change: errors written after ``note_error`` carry the request id and
+set the error type, and the observed engine notes tokens and timing for whichever route calls it."""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ import re
 import time
 from dataclasses import dataclass
 from typing import Any
-
-from promptwire.protocol import ErrorDetail
 
 #: An incoming ``X-Request-ID`` is kept when it is this short and plain (it ends up in logs and
 #: headers); otherwise the server makes its own.
@@ -85,9 +83,3 @@ def note_error(error_type: str) -> str | None:
         return None
     record.error_type = error_type
     return record.request_id
-
-
-def error_detail(error_type: str, message: str) -> ErrorDetail:
-    """The protocol's error object for the current request: it carries the request id (so a
-    user can quote it to the operator), and the request is counted under ``error_type``."""
-    return ErrorDetail(type=error_type, message=message, request_id=note_error(error_type))

@@ -62,12 +62,15 @@ class Chunks(StreamForm):
         written.append(sse_event(DONE))
         return written
 
-    def error(self, status_code: int, error_type: str, message: str) -> ServerSentEvent:
+    def error(
+        self, status_code: int, error_type: str, message: str, request_id: str | None
+    ) -> ServerSentEvent:
         status = 400 if status_code == 422 else status_code
-        return ServerSentEvent(_error_data(OpenAIError(status, message, code=str(error_type))))
+        error = OpenAIError(status, message, code=str(error_type))
+        return ServerSentEvent(_error_data(error, request_id))
 
 
-def _error_data(error: OpenAIError) -> str:
+def _error_data(error: OpenAIError, request_id: str | None) -> str:
     """A failure after the stream began: a ``data:`` line holding an ``error`` object, which
     OpenAI's SDK raises as an ``APIError``; no ``[DONE]`` follows."""
     detail = OpenAIErrorDetail(
@@ -75,6 +78,7 @@ def _error_data(error: OpenAIError) -> str:
         type=error_type_for(error.status_code),
         param=error.param,
         code=error.code,
+        request_id=request_id,
     )
     return OpenAIErrorBody(error=detail).model_dump_json()
 

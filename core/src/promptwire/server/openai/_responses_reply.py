@@ -232,6 +232,10 @@ class ResponseEvents(StreamForm):
         written.append(self._event(kind, response=done))
         return written
 
-    def error(self, status_code: int, error_type: str, message: str) -> Event:
-        """A failure after the stream began: the ``error`` event, the stream's last."""
-        return self._event("error", code=str(error_type), message=message, param=None)
+    def error(
+        self, status_code: int, error_type: str, message: str, request_id: str | None
+    ) -> Event:
+        """A failure after the stream began: the ``error`` event, the stream's last (with the
+        request's id, for the user to quote; OpenAI's SDK ignores the extra field)."""
+        fields = {"code": str(error_type), "message": message, "param": None}
+        return self._event("error", **fields, request_id=request_id)
