@@ -76,9 +76,11 @@ def promptwire_serve(
     host: str = "127.0.0.1",
     wait: bool = True,
     open_files: int | None = None,
+    new_session: bool = False,
 ) -> Iterator[ServedProcess]:
     """Run ``promptwire serve --host HOST --port <free> ARGS``, stdout and stderr to one file;
-    with ``open_files``, under that limit on open files (``ulimit -n``, soft and hard)."""
+    with ``open_files``, under that limit on open files (``ulimit -n``, soft and hard); with
+    ``new_session``, in a process group of its own (for signals sent to the whole group)."""
     port = free_port()
     command: Sequence[str] = [
         sys.executable,
@@ -102,6 +104,7 @@ def promptwire_serve(
                 stderr=subprocess.STDOUT,
                 env=child_env(env, site_dir),
                 cwd=tmp,
+                start_new_session=new_session,
             )
         shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         served = ServedProcess(process, f"http://{shown_host}:{port}/", log_path)

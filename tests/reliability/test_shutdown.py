@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 from typing import Any
 
@@ -84,3 +86,33 @@ def test_sigterm_gives_streams_the_grace_period_then_an_error_event() -> None:
     assert whole.json()["error"]["type"] == "shutting_down"
     assert whole.headers["retry-after"] == "1"
     assert exited < GRACE + MARGIN
+
+
+def test_sigterm_to_the_whole_process_group_still_gives_the_grace_period() -> None:
+    """systemd (``KillMode=control-group``), ``timeout`` and ``kill -TERM -PGID`` signal the
+    engine process too: it leaves stopping to the server, so the streams still finish. It used
+    to die at once, failing every request in flight, and the server began restarting it."""
+    env = {
+        "PROMPTWIRE_ENGINE_PROCESS": "true",
+        "PROMPTWIRE_SHUTDOWN_GRACE": str(GRACE * 3),
+        "PROMPTWIRE_MODAL_DUMMY__ECHO": "true",
+        "PROMPTWIRE_MODAL_DUMMY__TOKENS_PER_SECOND": str(RATE),
+    }
+    with promptwire_serve("--log-level", "warning", env=env, new_session=True) as served:
+
+        async def scenario() -> list[Any]:
+            log: list[Any] = []
+            async with httpx.AsyncClient(timeout=60) as client:
+                task = asyncio.create_task(_stream(client, served.url, 8, log))
+                deadline = time.monotonic() + MARGIN
+                while not log:
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.05)
+                os.killpg(served.process.pid, signal.SIGTERM)
+                await task
+            return log
+
+        log = asyncio.run(scenario())
+        served.process.wait(timeout=GRACE * 3 + MARGIN)
+        names = [name for _, name, _ in log]
+        assert names == ["delta"] * 8 + ["done"], (names, served.output())

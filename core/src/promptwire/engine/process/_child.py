@@ -43,7 +43,11 @@ ORPHAN_GRACE = 10.0
 def main(inbox: int, outbox: int, log_level: int = logging.INFO) -> None:
     """The engine process's entry point: read the server's messages from the socket ``inbox``,
     write ours to ``outbox``, until told to stop; log at the server's ``log_level``."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's; it stops us
+    # Ctrl-C and SIGTERM are the server's: systemd, ``timeout`` and ``kill -TERM -PGID`` signal
+    # the whole process group, and the server stops us once its streams have had their grace
+    # period (``stop_child``; after it is gone, our own orphan check).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(
         level=log_level, format="%(levelname)s:     [engine %(process)d] %(message)s"
     )

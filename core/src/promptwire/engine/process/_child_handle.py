@@ -148,11 +148,12 @@ def exit_status(process: subprocess.Popen[bytes]) -> int:
 
 
 def stop_child(child: EngineChild) -> None:
-    """Ask ``child`` to stop, then terminate it, then kill it: it never outlives the server."""
+    """Ask ``child`` to stop, then kill it: it never outlives the server (it ignores SIGTERM,
+    which a signal to the server's process group sends it too)."""
     process = child.process
     with contextlib.suppress(OSError):
         child.send((wire.STOP,))
-    for end in (None, process.terminate, process.kill):
+    for end in (None, process.kill):
         if end is not None:
             end()
         try:
