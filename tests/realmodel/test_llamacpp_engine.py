@@ -20,7 +20,7 @@ from tests.support.real_model import ANSWER, COMPLETION_PROMPT, QUESTION, REAL_M
 pytest.importorskip("promptwire_llamacpp", reason=LLAMACPP_PLUGIN_MISSING)
 
 from promptwire_llamacpp.engine import LlamaCppEngine
-from promptwire_llamacpp.runtime import ModelLoadError
+from promptwire_llamacpp.runtime import ModelLoadError, sampler_seed
 from promptwire_llamacpp.settings import LlamaCppSettings
 
 pytestmark = REAL_MODEL
@@ -77,6 +77,24 @@ def test_concurrent_requests_decode_in_the_same_forward_passes(engine: LlamaCppE
     assert sum(tokens) >= 2 * PARALLEL
     assert steps < sum(tokens), (steps, tokens)
     assert steps <= max(tokens) + PARALLEL  # joined at most a few steps apart
+
+
+@pytest.mark.parametrize("seed", [2**32 - 1, 2**63 - 1, 2**32 + 42], ids=hex)
+def test_every_seed_gives_the_same_reply_every_time(engine: LlamaCppEngine, seed: int) -> None:
+    """llama.cpp's sampler takes 32-bit seeds, and 2**32-1 means "random": seeds equal to it
+    modulo 2**32 (the protocol's largest, 2**63-1, among them) gave a new reply every time."""
+    request = {"prompt": COMPLETION_PROMPT, "max_tokens": 16, "temperature": 1.0, "seed": seed}
+    replies = {run_engine(engine, request).text for _ in range(3)}
+    assert len(replies) == 1, replies
+
+
+def test_large_seeds_are_mixed_down_not_cut_to_their_low_bits() -> None:
+    assert sampler_seed(42) == 42 and sampler_seed(2**32 - 2) == 2**32 - 2
+    large = [2**32 - 1, 2**32, 2**32 + 42, 2**63 - 1, *range(2**40, 2**40 + 1000)]
+    mixed = [sampler_seed(seed) for seed in large]
+    assert all(0 <= value < 2**32 - 1 for value in mixed)
+    assert sampler_seed(2**32 + 42) != 42
+    assert len(set(mixed)) == len(large)  # no two of these collide
 
 
 def test_a_caller_that_leaves_frees_its_sequence_at_once(engine: LlamaCppEngine) -> None:

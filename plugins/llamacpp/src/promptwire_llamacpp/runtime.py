@@ -131,6 +131,24 @@ def _init_backend() -> None:
         _backend_ready = True
 
 
+#: llama.cpp's sampler takes a 32-bit seed, and this one means "pick one at random".
+_RANDOM_SEED = 0xFFFFFFFF
+
+
+def sampler_seed(seed: int) -> int:
+    """The 32-bit seed llama.cpp's sampler gets for a request's ``seed`` (0 … 2**63-1): seeds
+    below 2**32-1 as they are (as llama-server takes them), larger ones mixed down (splitmix64's
+    finalizer) so that they neither mean "random" (2**32-1 did, and every seed equal to it modulo
+    2**32) nor fall on a small seed's reply by their low bits alone."""
+    if seed < _RANDOM_SEED:
+        return seed
+    mixed = seed & 0xFFFFFFFFFFFFFFFF
+    mixed = ((mixed ^ (mixed >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    mixed = ((mixed ^ (mixed >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    mixed ^= mixed >> 31
+    return mixed % _RANDOM_SEED
+
+
 class ModelLoadError(ConfigurationError):
     """The GGUF file cannot be loaded (missing, not GGUF, or an architecture llama.cpp lacks), or
     its context does not fit: ``promptwire serve`` says so in one line (a
@@ -386,7 +404,7 @@ class LlamaRuntime:
         if config.top_p < 1.0:
             llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_top_p(config.top_p, 1))
         llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_temp(config.temperature))
-        seed = llama.LLAMA_DEFAULT_SEED if config.seed is None else config.seed & 0xFFFFFFFF
+        seed = llama.LLAMA_DEFAULT_SEED if config.seed is None else sampler_seed(config.seed)
         llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_dist(seed))
         return chain
 
