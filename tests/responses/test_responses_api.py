@@ -113,6 +113,16 @@ def test_max_output_tokens_makes_an_incomplete_response(echo: tuple[ObservedEngi
     assert reply.incomplete_details is not None
     assert reply.incomplete_details.reason == "max_output_tokens"
     assert reply.output_text == "User: one "
+    assert reply.output[0].status == "incomplete"  # the message, cut as the response is
+    events = list(
+        _sdk(echo[1]).responses.create(
+            model="dummy", input="one two three", max_output_tokens=2, stream=True
+        )
+    )
+    done = [event.item for event in events if event.type == "response.output_item.done"]
+    assert [item.status for item in done] == ["incomplete"]
+    assert events[-1].type == "response.incomplete"
+    assert events[-1].response.output[0].status == "incomplete"
 
 
 # -- streams -----------------------------------------------------------------------------------

@@ -53,6 +53,12 @@ def message_item(item_id: str, text: str | None, status: str = "completed") -> d
     }
 
 
+def message_status(finish_reason: FinishReason | None) -> str:
+    """A finished message item's status: cut by ``max_output_tokens``, it is incomplete, as the
+    response is."""
+    return "incomplete" if finish_reason is FinishReason.LENGTH else "completed"
+
+
 def call_item(
     item_id: str, call: ToolCall, arguments: str, status: str = "completed"
 ) -> dict[str, Any]:
@@ -119,7 +125,8 @@ class ResponseWriter:
     def whole(self, done: Completion) -> dict[str, Any]:
         output = [call_item(_id("fc"), call, call.arguments) for call in done.tool_calls]
         if done.text or not output:
-            output.insert(0, message_item(_id("msg"), done.text))
+            status = message_status(done.finish_reason)
+            output.insert(0, message_item(_id("msg"), done.text, status))
         return self.response(output, done.usage, done.finish_reason)
 
 
@@ -186,14 +193,14 @@ class ResponseEvents(StreamForm):
             ),
         ]
 
-    def _close_message(self) -> list[Event]:
+    def _close_message(self, status: str = "completed") -> list[Event]:
         if self.message is None:
             return []
         item_id, pieces = self.message
         self.message = None
         text = "".join(pieces)
         where = {"item_id": item_id, "output_index": len(self.output), "content_index": 0}
-        item = message_item(item_id, text)
+        item = message_item(item_id, text, status)
         written: list[Event] = [
             self._event("response.output_text.done", text=text, logprobs=[], **where),
             self._event("response.content_part.done", part=_text_part(text), **where),
@@ -226,7 +233,7 @@ class ResponseEvents(StreamForm):
 
     def _finish(self, finish: Finish) -> list[Event]:
         written: list[Event] = [] if self.output or self.message else self._open_message()
-        written += self._close_message()
+        written += self._close_message(message_status(finish.finish_reason))
         done = self.writer.response(self.output, finish.usage, finish.finish_reason)
         kind = "response.incomplete" if done["status"] == "incomplete" else "response.completed"
         written.append(self._event(kind, response=done))
