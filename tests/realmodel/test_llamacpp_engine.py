@@ -5,6 +5,7 @@ the 422s that come before any token."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,6 +96,16 @@ def test_large_seeds_are_mixed_down_not_cut_to_their_low_bits() -> None:
     assert all(0 <= value < 2**32 - 1 for value in mixed)
     assert sampler_seed(2**32 + 42) != 42
     assert len(set(mixed)) == len(large)  # no two of these collide
+
+
+def test_a_reply_cut_inside_a_character_leaves_it_out(engine: LlamaCppEngine) -> None:
+    """An emoji takes SmolLM2 several tokens: a reply that ``max_tokens`` cuts inside one ended
+    with U+FFFD; each reply is now the longer one's text up to its last whole character."""
+    request = {"prompt": "🙂🙃🙂🙃🙂🙃🙂🙃🙂", "temperature": 0.0}
+    texts = [run_engine(engine, {**request, "max_tokens": n}).text for n in range(1, 11)]
+    assert not any("\ufffd" in text for text in texts), texts
+    assert all(longer.startswith(text) for text, longer in itertools.pairwise(texts)), texts
+    assert len(set(texts)) < len(texts)  # some cut inside a character: it was left out
 
 
 def test_a_caller_that_leaves_frees_its_sequence_at_once(engine: LlamaCppEngine) -> None:

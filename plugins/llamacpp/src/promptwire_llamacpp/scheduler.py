@@ -21,7 +21,8 @@ those its sampler then picks: a reply that repeats its input takes fewer passes.
 
 Pieces go back to each request's event loop through ``call_soon_threadsafe``; token bytes are
 decoded with an incremental UTF-8 decoder, so a character split across tokens is never split
-across pieces.
+across pieces, and one a reply ends inside (cut by ``max_tokens``) is left out, not written as
+U+FFFD.
 """
 
 from __future__ import annotations
@@ -421,9 +422,7 @@ class Scheduler(BatchWorker[Job]):
         return token
 
     def _finish(self, sequence: _Sequence, reason: FinishReason, completion: int) -> None:
-        job = sequence.job
-        if tail := sequence.decoder.decode(b"", final=True):
-            job.put(TextChunk(tail, tokens=0))
+        job = sequence.job  # the decoder holds at most a character's first bytes: left out
         del self._active[job]
         self._free_sequence(sequence)
         job.put(Finish(reason, Usage(prompt_tokens=len(job.tokens), completion_tokens=completion)))
