@@ -7,9 +7,12 @@ Plugins add commands through the ``register_commands`` hook. Errors are printed 
 
 from __future__ import annotations
 
+import errno
 import io
 import ipaddress
+import math
 import re
+import socket
 import sys
 from collections.abc import Collection
 from pathlib import Path
@@ -21,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from promptwire.errors import PromptwireError
+from promptwire.errors import ConfigurationError, PromptwireError
 from promptwire.settings import (
     DEFAULT_SERVE_BACKEND,
     ConnectionSettings,
@@ -62,6 +65,13 @@ DEMO_TEMPLATE = """Question: {question}
 
 Answer: Let's think step by step."""
 DEMO_QUESTION = "What NFL team won the Super Bowl in the year Justin Beiber was born?"
+
+
+#: uvicorn's log levels, the choices of ``serve --log-level``.
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+MAX_PORT = 65535
+#: Tries at a free port for ``--port 0`` on a host with several addresses (``localhost``).
+FREE_PORT_TRIES = 8
 
 
 def _is_loopback(host: str) -> bool:
@@ -106,7 +116,10 @@ def serve(
         typer.Option(help="Backend to serve \\[default: PROMPTWIRE_BACKEND or modal_dummy]"),
     ] = None,
     host: Annotated[str | None, typer.Option(help="Address to bind \\[default: 127.0.0.1]")] = None,
-    port: Annotated[int | None, typer.Option(help="Port \\[default: 8000]")] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port, 0 to 65535 (0: any free one) \\[default: 8000]"),
+    ] = None,
     api_key: Annotated[
         str | None,
         typer.Option(
@@ -116,7 +129,9 @@ def serve(
     model_dir: Annotated[
         str | None, typer.Option(help="Model directory, for backends that load one")
     ] = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    log_level: Annotated[
+        str, typer.Option(help=f"uvicorn log level: {', '.join(LOG_LEVELS)}")
+    ] = "info",
 ) -> None:
     """Serve a backend's engine over the prompt endpoint protocol on this machine.
 
@@ -130,18 +145,29 @@ def serve(
     from promptwire.server._connections import resolve_parser
     from promptwire.settings import connection_limits
 
-    set_level(log_level)  # the request log and promptwire's other lines follow --log-level
+    level = log_level.lower()
+    if level not in LOG_LEVELS:
+        raise ConfigurationError(
+            f"invalid --log-level {log_level!r}: use one of {', '.join(LOG_LEVELS)}"
+        )
+    if port is not None and not 0 <= port <= MAX_PORT:
+        raise ConfigurationError(
+            f"invalid --port {port}: use 1 to {MAX_PORT}, or 0 for any free port"
+        )
+    set_level(level)  # the request log and promptwire's other lines follow --log-level
     settings = read_settings(PromptwireSettings)
     http = resolve_parser(settings.http)  # before a model loads: a missing parser fails at once
     name = backend or settings.backend or DEFAULT_SERVE_BACKEND
-    host = host or settings.host
-    port = settings.port if port is None else port
+    host = _unbracketed(host or settings.host)
+    # Before a model loads: a port in use (or not ours to bind) fails at once, in one line; and
+    # --port 0 becomes the free port chosen here, so the URLs printed are the ones served.
+    port = _bindable_port(host, settings.port if port is None else port)
     token = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
     overrides = {"model_dir": model_dir} if model_dir else None
     if not token and not _is_loopback(host):
         err().print(
-            f"[bold red]WARNING: serving on {host} with no API key: anyone who can reach this "
-            "port can use the model. Set PROMPTWIRE_API_KEY or pass --api-key.[/]"
+            f"[bold red]WARNING: serving on {escape(host)} with no API key: anyone who can "
+            "reach this port can use the model. Set PROMPTWIRE_API_KEY or pass --api-key.[/]"
         )
     fastapi_app = build_app(
         name,
@@ -152,15 +178,62 @@ def serve(
     )
     limits = connection_limits(settings)
     auth = "bearer token required" if token else "no auth"
+    url = _url(host, port)
     err().print(
-        f"promptwire: serving backend [bold]{name}[/] on http://{host}:{port}/ ({auth}, {http})",
+        f"promptwire: serving backend [bold]{escape(name)}[/] on {escape(url)} ({auth}, {http})",
         soft_wrap=True,  # one line in a log, however narrow the terminal
     )
     if settings.console:
-        err().print(
-            f"promptwire: the console, in a browser: http://{host}:{port}/console", soft_wrap=True
-        )
-    run_server(fastapi_app, host=host, port=port, log_level=log_level, limits=limits, http=http)
+        err().print(f"promptwire: the console, in a browser: {escape(url)}console", soft_wrap=True)
+    run_server(fastapi_app, host=host, port=port, log_level=level, limits=limits, http=http)
+
+
+def _unbracketed(host: str) -> str:
+    """``host`` as bound: ``[::1]`` (as in a URL) is the address ``::1``."""
+    return host[1:-1] if host.startswith("[") and host.endswith("]") and ":" in host else host
+
+
+def _url(host: str, port: int) -> str:
+    """The base URL of a server on ``host``: an IPv6 address in brackets (``http://[::1]:80/``)."""
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def _bindable_port(host: str, port: int) -> int:
+    """``port`` once it is known that ``serve`` can bind it on every address of ``host`` (as
+    uvicorn will: each with SO_REUSEADDR, IPv6 ones v6-only); for 0, a free port chosen now.
+    Raises ``ConfigurationError`` (one line) for a port in use, an address not of this machine,
+    a privileged port, a host that does not resolve."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        why = exc.strerror if isinstance(exc, socket.gaierror) else "not a valid host name"
+        raise ConfigurationError(f"cannot serve on {host}: {why}") from None
+    addresses = list(dict.fromkeys((family, address) for family, _, _, _, address in found))
+    for _ in range(FREE_PORT_TRIES if port == 0 else 1):
+        chosen, sockets = port, []
+        try:
+            for family, address in addresses:
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                sockets.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind((address[0], chosen, *address[2:]))
+                chosen = chosen or sock.getsockname()[1]
+            return chosen
+        except OSError as exc:
+            in_use = exc.errno == errno.EADDRINUSE
+            if in_use and port == 0:
+                continue  # the port chosen on one address is taken on another: choose again
+            shown = chosen or port
+            if in_use:
+                raise ConfigurationError(f"port {shown} on {host} is in use") from None
+            why = exc.strerror or type(exc).__name__
+            raise ConfigurationError(f"cannot serve on port {shown} of {host}: {why}") from None
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise ConfigurationError(f"found no port free on every address of {host}")
 
 
 def _llm(
@@ -248,15 +321,20 @@ def status(
         typer.Option(help="Bearer token \\[default: PROMPTWIRE_API_KEY]", show_default=False),
     ] = None,
     timeout: Annotated[
-        float, typer.Option(help="Seconds the whole status may take, however slow the answers")
+        float,
+        typer.Option(help="Seconds the whole status may take, however slow the answers (> 0)"),
     ] = 10.0,
 ) -> None:
     """Summarize what an endpoint is doing, from its /health and /metrics: model, version,
     requests in flight, cache use, tokens per second, cold start. Exit status 1 unless healthy.
     With PROMPTWIRE_BACKEND=router and no URL: each member of the router, and exit status 1
     unless one of them is healthy."""
-    from promptwire.cli._status import read_status, read_statuses
+    from promptwire.cli._status import read_status, read_statuses, seconds
 
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ConfigurationError(
+            f"invalid --timeout {seconds(timeout)}: give a positive number of seconds"
+        )
     settings = read_settings(PromptwireSettings)
     token = api_key or _secret(settings.api_key)
     if url is None and settings.backend == "router":
@@ -333,13 +411,18 @@ def backends() -> None:
         table.add_column(column)
     for name, registered in sorted(get_backends().items()):
         backend, plugin = registered.backend, registered.plugin
-        table.add_row(
-            name,
-            plugin.distribution or plugin.name,
-            plugin.version or "-",
-            "yes" if backend.create_engine else "no",
-            "yes" if backend.modal_app else "no",
-            backend.description,
+        table.add_row(  # a plugin's text is shown as it is, not read as markup
+            *(
+                escape(text)
+                for text in (
+                    name,
+                    plugin.distribution or plugin.name,
+                    plugin.version or "-",
+                    "yes" if backend.create_engine else "no",
+                    "yes" if backend.modal_app else "no",
+                    backend.description,
+                )
+            )
         )
     out().print(table)
     for note in plugin_notes():
@@ -359,6 +442,9 @@ def demo(
         str, typer.Option(help="Backend to serve for the demo")
     ] = DEFAULT_SERVE_BACKEND,
     stream: Annotated[bool, typer.Option("--stream", help="Stream the answer")] = False,
+    model_dir: Annotated[
+        str | None, typer.Option(help="Model directory, for backends that load one")
+    ] = None,
 ) -> None:
     """Run LangChain's Modal guide end to end: a local server, its template, its question."""
     from langchain_core.prompts import PromptTemplate
@@ -368,8 +454,10 @@ def demo(
 
     set_level("warning")  # the demo's output is the chain's, not the request log
     settings = read_settings(PromptwireSettings)
-    with BackgroundServer(build_app(backend, api_key=None, settings=settings)) as server:
-        err().print(f"promptwire: local {backend} server on {server.url}")
+    overrides = {"model_dir": model_dir} if model_dir else None
+    fastapi_app = build_app(backend, api_key=None, settings=settings, overrides=overrides)
+    with BackgroundServer(fastapi_app) as server:
+        err().print(f"promptwire: local {escape(backend)} server on {escape(server.url)}")
         llm = _llm(server.url, None, None, 60.0, {})
         chain = PromptTemplate.from_template(DEMO_TEMPLATE) | llm
         out().print(f"[bold]Question:[/] {DEMO_QUESTION}")
@@ -407,15 +495,15 @@ def deploy(
     deployment = deploy_backend(backend, environment=environment, warm=warm)
     if deployment.url is None:
         err().print(
-            f"promptwire: deployed {deployment.app_name}; find its URL at "
-            f"{deployment.dashboard_url or 'the Modal dashboard'}",
+            f"promptwire: deployed {escape(deployment.app_name)}; find its URL at "
+            f"{escape(deployment.dashboard_url or 'the Modal dashboard')}",
             highlight=False,
         )
         return
     err().print(
         f"promptwire: deployed [bold]{escape(deployment.app_name)}[/]. Point clients at it with:\n"
-        f"  export PROMPTWIRE_BACKEND={backend}\n"
-        f"  export PROMPTWIRE_ENDPOINT_URL={deployment.url}",
+        f"  export PROMPTWIRE_BACKEND={escape(backend)}\n"
+        f"  export PROMPTWIRE_ENDPOINT_URL={escape(deployment.url)}",
         highlight=False,
     )
     sys.stdout.write(deployment.url + "\n")

@@ -10,6 +10,8 @@ which passes as written once the project is installed.
 
 from __future__ import annotations
 
+import importlib.util
+from importlib import metadata
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -52,11 +54,13 @@ def _requirement() -> str:
 def write_project(name: str, parent: Path) -> Path:
     """Write the project for backend ``name`` into a new directory under ``parent``; returns it.
 
-    Refuses (``ConfigurationError``) a bad name, a ``parent`` that is not a directory, or a
-    project path that is taken (by a file, a directory, or a link even to nothing), writing
-    nothing: nothing of the author's is ever overwritten.
+    Refuses (``ConfigurationError``) a bad name, a name taken (see ``name_taken``), a ``parent``
+    that is not a directory, or a project path that is taken (by a file, a directory, or a link
+    even to nothing), writing nothing: nothing of the author's is ever overwritten.
     """
     names = project_names(name)
+    if (why := name_taken(names)) is not None:
+        raise ConfigurationError(f"cannot start a backend named {name!r}: {why}")
     if parent.exists() and not parent.is_dir():
         raise ConfigurationError(f"{parent} is not a directory: give --directory a directory")
     project = parent / names["distribution"]
@@ -77,6 +81,35 @@ def write_project(name: str, parent: Path) -> Path:
             f"cannot write {project}: {exc.strerror or type(exc).__name__}"
         ) from None
     return project
+
+
+def name_taken(names: dict[str, str]) -> str | None:
+    """Why the project ``names`` (``project_names``) would clash with what is installed, or
+    None: a backend or plugin of that name is registered, it is a first-party backend's, or its
+    distribution or package is installed (installing the project would replace it, and its
+    plugin would fail as a duplicate)."""
+    from promptwire.plugins import ENTRY_POINT_GROUP, FIRST_PARTY_DISTRIBUTIONS, get_backends
+
+    name, distribution, package = names["name"], names["distribution"], names["package"]
+    if name in get_backends():
+        return "an installed plugin registers that backend already (promptwire backends)"
+    if name in {entry.name for entry in metadata.entry_points(group=ENTRY_POINT_GROUP)}:
+        return "an installed plugin has that name already"
+    if name in FIRST_PARTY_DISTRIBUTIONS:
+        return f"it is the backend of promptwire's own {FIRST_PARTY_DISTRIBUTIONS[name]}"
+    try:
+        metadata.distribution(distribution)
+    except metadata.PackageNotFoundError:
+        pass
+    else:
+        return f"the distribution {distribution} is installed already"
+    try:
+        found = importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # a broken module of that name: taken all the same
+        found = True
+    if found:
+        return f"a package {package} is importable already"
+    return None
 
 
 def _templates(folder: Traversable, relative: Path) -> list[tuple[Traversable, Path]]:

@@ -118,9 +118,7 @@ class EndpointStatus:
             rows.append(
                 (
                     "cold start",
-                    ", ".join(
-                        f"{name} {seconds:.3f} s" for name, seconds in self.cold_start.items()
-                    ),
+                    ", ".join(f"{name} {took:.3f} s" for name, took in self.cold_start.items()),
                 )
             )
         return rows
@@ -135,7 +133,7 @@ def read_status(
 
     async def read() -> EndpointStatus:
         async with _client(timeout) as client:
-            return await _read_status(client, endpoint, dict(headers or {}), seconds=timeout)
+            return await _read_status(client, endpoint, dict(headers or {}), limit=timeout)
 
     return asyncio.run(read())
 
@@ -158,10 +156,12 @@ def read_statuses(
                 left = ends - time.monotonic()
                 if left <= 0:
                     return EndpointStatus(
-                        shown_url(url), f"not read: --timeout {timeout:g} s was up", ready=False
+                        shown_url(url),
+                        f"not read: --timeout {seconds(timeout)} s was up",
+                        ready=False,
                     )
                 try:
-                    return await _read_status(client, url, headers, seconds=left)
+                    return await _read_status(client, url, headers, limit=left)
                 except PromptwireError as exc:
                     why = str(exc.args[0]) if exc.args else str(exc)
                     return EndpointStatus(shown_url(url), why, ready=False)
@@ -170,6 +170,12 @@ def read_statuses(
             return list(await asyncio.gather(*(one(url, headers) for url, headers in parsed)))
 
     return asyncio.run(every())
+
+
+def seconds(value: float) -> str:
+    """Seconds as ``status`` shows them: three significant digits, none after the point past 1000
+    (``3.69``, ``10``, ``0.25``, ``3600``), not ``3.68877``."""
+    return f"{value:.3g}" if abs(value) < 1000 or not math.isfinite(value) else f"{value:.0f}"
 
 
 def shown_url(url: httpx.URL) -> str:
@@ -192,21 +198,21 @@ def _under(endpoint: httpx.URL, route: str) -> httpx.URL:
 
 
 async def _read_status(
-    client: httpx.AsyncClient, endpoint: httpx.URL, headers: dict[str, str], *, seconds: float
+    client: httpx.AsyncClient, endpoint: httpx.URL, headers: dict[str, str], *, limit: float
 ) -> EndpointStatus:
     label = shown_url(endpoint)
     where = _under(endpoint, "/health")
     try:
         # One deadline for everything: httpx's own timeouts restart with every byte, so an
         # endpoint dripping its answer would hold the command for as long as it liked.
-        async with asyncio.timeout(seconds):
+        async with asyncio.timeout(limit):
             health = await _get(client, where, headers, MAX_HEALTH_BYTES)
             status = _health(label, shown_url(where), health)
             where = _under(endpoint, "/metrics")
             metrics = await _get(client, where, headers, MAX_METRICS_BYTES)
     except TimeoutError:
         raise EndpointTimeoutError(
-            f"no answer within {seconds:g} s (an endpoint scaled to zero starts a container "
+            f"no answer within {seconds(limit)} s (an endpoint scaled to zero starts a container "
             "for this request, which can take minutes: try a longer --timeout)",
             url=shown_url(where),
         ) from None

@@ -26,6 +26,7 @@ LOAD_PLUGINS_ENV = "PROMPTWIRE_LOAD_PLUGINS"
 FIRST_PARTY_DISTRIBUTIONS = {
     "modal_dummy": "promptwire-modal-dummy",
     "modal_exllama": "promptwire-modal-exllama",
+    "llamacpp": "promptwire-llamacpp",
     "openai": "promptwire-openai",
 }
 
