@@ -56,3 +56,35 @@ def test_the_web_function_serves_the_protocol(modal_app, monkeypatch: pytest.Mon
         assert message.json()["content"] == [{"type": "text", "text": "hello from modal"}]
         response = httpx.post(server.url + "v1/responses", json={"input": "hi"}, headers=key)
         assert response.json()["output"][0]["content"][0]["text"] == "hello from modal"
+
+
+def test_a_secret_that_gave_no_key_is_not_served_open(
+    modal_app, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """The app names a Secret for its key: a container where none came (a Secret holding
+    ``API_KEY`` or an empty key) used to serve everyone; it refuses to serve."""
+    from promptwire import ConfigurationError
+
+    for given in (None, "", "  "):
+        if given is None:
+            monkeypatch.delenv("PROMPTWIRE_API_KEY", raising=False)
+        else:
+            monkeypatch.setenv("PROMPTWIRE_API_KEY", given)
+        with pytest.raises(ConfigurationError, match="'promptwire-api-key' gave no"):
+            modal_app.web.local()
+
+
+def test_an_open_endpoint_is_served_when_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import sys
+
+    monkeypatch.setenv("PROMPTWIRE_MODAL_DUMMY__API_KEY_SECRET", "")
+    monkeypatch.delenv("PROMPTWIRE_API_KEY", raising=False)
+    sys.modules.pop("promptwire_modal_dummy.modal_app", None)
+    try:
+        module = importlib.import_module("promptwire_modal_dummy.modal_app")
+        assert not any("from_name" in secret for secret in module.web.info().secrets)
+        with serve_asgi(module.web.local()) as server:
+            assert httpx.post(server.url, json={"prompt": "p"}).status_code == 200
+    finally:
+        sys.modules.pop("promptwire_modal_dummy.modal_app", None)

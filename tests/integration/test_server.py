@@ -101,6 +101,18 @@ def test_unknown_route_and_method_are_json_errors(dummy_url: str) -> None:
     assert _error(response)["type"] == "method_not_allowed"
 
 
+@pytest.mark.parametrize("key", ["abc ", " ", "abc\n", "ключ"], ids=repr)
+def test_a_key_no_client_can_send_is_refused_when_the_app_is_made(key: str) -> None:
+    """Every client refuses such a key and the guard compares a stripped header: the server
+    used to start with it and answer every client 401."""
+    from promptwire import ConfigurationError
+    from promptwire.server import create_app
+
+    with pytest.raises(ConfigurationError, match="PROMPTWIRE_API_KEY") as caught:
+        create_app(DummyEngine(DummySettings()), api_key=key)
+    assert key.strip() not in str(caught.value) or not key.strip()
+
+
 @pytest.fixture(scope="module")
 def guarded_url() -> Iterator[str]:
     with serve_engine(DummyEngine(DummySettings()), api_key=TOKEN) as server:

@@ -32,6 +32,7 @@ PUBLIC_MODULES = [
     "promptwire.langchain.compat",
     "promptwire.langchain.llm",
     "promptwire.modal",
+    "promptwire.modal.auth",
     "promptwire.modal.coldstart",
     "promptwire.modal.deploy",
     "promptwire.modal.image",

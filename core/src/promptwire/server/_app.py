@@ -31,6 +31,7 @@ from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from promptwire.client import check_header_secret
 from promptwire.engine import (
     Engine,
     EngineError,
@@ -163,6 +164,8 @@ def create_app(
     options = observability or Observability()
     token = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
     if token:
+        # A key no client can send (a space, a trailing newline) would lock every client out.
+        check_header_secret("the API key (PROMPTWIRE_API_KEY, --api-key)", token)
         open_paths = options.public_paths(HEALTH_PATH) | (SHELL_PATHS if console else frozenset())
         app.add_middleware(BearerAuth, token=token, open_paths=open_paths)
     # The outermost but the observer.

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import modal
 from promptwire.modal import coldstart
+from promptwire.modal.auth import api_key_secrets, require_api_key
 from promptwire.modal.image import PYTHON_VERSION, promptwire_image
 from promptwire.settings import server_environment, settings_environment
 
@@ -72,7 +73,7 @@ image = promptwire_image(
 )
 
 volume = modal.Volume.from_name(settings.volume, create_if_missing=True)
-secrets = [modal.Secret.from_name(settings.api_key_secret)] if settings.api_key_secret else []
+secrets = api_key_secrets(settings.api_key_secret)
 
 app = modal.App(settings.app_name)
 
@@ -129,4 +130,5 @@ class Server:
         from promptwire.server import app_from_settings
 
         assert self.engine is not None, "the enter hook loads the engine"
+        require_api_key(settings.api_key_secret)
         return app_from_settings(self.engine)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import modal
 from fastapi import FastAPI
 from promptwire.modal import coldstart
+from promptwire.modal.auth import api_key_secrets, require_api_key
 from promptwire.modal.image import promptwire_image
 from promptwire.settings import server_environment, settings_environment
 
@@ -32,7 +33,7 @@ if not modal.is_local():
     coldstart.import_modules(SNAPSHOT_IMPORTS)
 
 image = promptwire_image("promptwire_modal_dummy")
-secrets = [modal.Secret.from_name(settings.api_key_secret)] if settings.api_key_secret else []
+secrets = api_key_secrets(settings.api_key_secret)
 
 app = modal.App(settings.app_name, image=image)
 
@@ -57,6 +58,7 @@ def web() -> FastAPI:
 
     from promptwire_modal_dummy.engine import DummyEngine
 
+    require_api_key(settings.api_key_secret)
     app = app_from_settings(DummyEngine(DummySettings()))
     coldstart.log_ready()
     return app

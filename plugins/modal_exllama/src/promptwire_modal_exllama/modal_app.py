@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import modal
 from promptwire.modal import coldstart
+from promptwire.modal.auth import api_key_secrets, require_api_key
 from promptwire.modal.image import promptwire_image
 from promptwire.modal.retire import OutOfOrderWatch
 from promptwire.settings import server_environment
@@ -80,7 +81,7 @@ download_image = promptwire_image("promptwire_modal_exllama", requirements=DOWNL
 volume = modal.Volume.from_name(settings.volume_name, create_if_missing=True)
 
 hf_secrets = [modal.Secret.from_name(settings.hf_token_secret)] if settings.hf_token_secret else []
-api_secrets = [modal.Secret.from_name(settings.api_key_secret)] if settings.api_key_secret else []
+api_secrets = api_key_secrets(settings.api_key_secret)
 
 app = modal.App(settings.app_name)
 
@@ -213,6 +214,7 @@ class Server:
         from promptwire.server import app_from_settings
 
         assert self.engine is not None, "the enter hooks load the engine"
+        require_api_key(settings.api_key_secret)
         return app_from_settings(self.engine)
 
 
