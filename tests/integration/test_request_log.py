@@ -193,6 +193,8 @@ def test_json_lines_and_quiet_probes(caplog: pytest.LogCaptureFixture) -> None:
     with serve_engine(DummyEngine(), observability=Observability(log_format="json")) as server:
         assert httpx.get(server.url + "health").status_code == 200
         assert httpx.get(server.url + "metrics").status_code == 200
+        # The console's figures, which an open page asks for every second.
+        assert httpx.get(server.url + "console/stats").status_code == 200
         assert httpx.post(server.url, json={"prompt": "a b"}).status_code == 200
         (line,) = wait_for_lines(caplog, 1)
     record = json.loads(line)
@@ -200,7 +202,7 @@ def test_json_lines_and_quiet_probes(caplog: pytest.LogCaptureFixture) -> None:
     assert record["completion_tokens"] == 2 and record["finish_reason"] == "stop"
     assert isinstance(record["duration_s"], float)
     probes = [json.loads(m) for m in lines(caplog, logging.DEBUG) if m not in lines(caplog)]
-    assert [p["route"] for p in probes] == ["/health", "/metrics"]  # logged, but at DEBUG
+    assert [p["route"] for p in probes] == ["/health", "/metrics", "/console/stats"]  # at DEBUG
 
 
 def test_serve_writes_the_request_log_not_uvicorns_access_log() -> None:

@@ -18,8 +18,8 @@ from promptwire.server.observability._request_context import RequestRecord
 
 logger = logging.getLogger("promptwire.requests")
 
-#: Routes a load balancer or Prometheus calls every few seconds.
-QUIET_ROUTES = frozenset({"/health", "/metrics"})
+#: Routes a load balancer, Prometheus or an open console page calls every few seconds.
+QUIET_ROUTES = frozenset({"/health", "/metrics", "/console/stats"})
 
 LogFormat = Literal["text", "json"]
 
