@@ -383,3 +383,52 @@ def test_promptwire_serve_leaves_no_orphan_engine(end: signal.Signals) -> None:
         process.wait(30)
         _, alive = psutil.wait_procs(children, timeout=20)
         assert alive == [], f"the engine process outlived promptwire serve ({end.name})"
+
+
+def test_a_request_after_an_idle_engine_died_is_a_503_to_retry() -> None:
+    """The engine process died idle (killed, out of memory) and the server has not yet read its
+    end: a request arriving then never reaches it, so it is told to retry (503 ``not_ready``),
+    not the 500 of a request that may have killed the engine (which clients do not retry)."""
+    chat = {"model": "dummy", "messages": [{"role": "user", "content": "hi"}]}
+    with _cli_server() as (process, url):
+        for _ in range(3):
+            assert _wait_for(lambda: httpx.get(url + "health").status_code == 200)
+            (child,) = _engine_children(process.pid)
+            child.kill()
+
+            assert _wait_for(lambda child=child: _exited(child), 10)
+            for answer in (
+                httpx.post(url + "v1/chat/completions", json=chat),
+                httpx.post(url, json={"prompt": "hi", "stream": True}),
+            ):
+                assert answer.status_code == 503, answer.text
+                assert answer.headers["retry-after"] == "1"
+        assert _wait_for(lambda: httpx.get(url + "health").status_code == 200)
+        assert httpx.post(url, json={"prompt": "hi"}).json()["prompt"] == "hello world"
+
+
+def test_a_request_the_dead_engine_never_got_is_not_ready_not_died() -> None:
+    """Between the engine process's exit and the server's reading of it, a request's message
+    goes to a closed socket: the request never reached the engine, so it is ``EngineNotReady``
+    (a 503 to retry); it was ``EngineProcessDied``, the 500 of a request that may have killed
+    the engine. The server's event loop is held while the child dies, to open that window."""
+    from promptwire.engine import EngineNotReady
+    from promptwire.protocol import PromptRequest
+
+    with _served() as (_url, engine):
+        loop, pid = engine._loop, engine.pid
+        assert loop is not None and pid is not None
+        loop.call_soon_threadsafe(time.sleep, 2.0)  # the server reads nothing meanwhile
+        time.sleep(0.2)
+        child = psutil.Process(pid)
+        child.kill()
+        assert _wait_for(lambda: child.status() == psutil.STATUS_ZOMBIE, 1.5)
+        with pytest.raises(EngineNotReady, match="before this request reached it"):
+            engine.count_prompt_tokens(PromptRequest(prompt="hi"))
+
+
+def _exited(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

@@ -76,6 +76,8 @@ class EngineChild:
         self.forgotten: list[int] = []
         self.status: wire.Status | None = None
         self.death: str | None = None
+        self.closed = False
+        """Its end of the socket closed: it serves nothing more (its exit not yet reaped)."""
         self.out_of_order: str | None = None  # what its engine reported, before it was stopped
         self.ended = asyncio.Event()
         self.failed = 0  # calls and generations in flight when it died

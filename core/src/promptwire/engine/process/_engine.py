@@ -212,12 +212,8 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
         future: Future[Any] = Future()
         child.calls[call] = future
         try:
-            if child.death is not None:
-                raise self._died(child)
-            child.send(message(call))
+            self._send(child, message(call))
             return future.result(), call, child
-        except OSError:
-            raise self._died(child) from None
         finally:
             child.calls.pop(call, None)
 
@@ -236,9 +232,7 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
         child.generations[key] = generation
         finished = False
         try:
-            if child.death is not None:  # died after the check above: nothing fails this one
-                raise self._died(child)
-            child.send((wire.GENERATE, key, prepared.call))
+            self._send(child, (wire.GENERATE, key, prepared.call))
             while True:
                 for event in await generation.queue.get():
                     if isinstance(event, wire.Failure):
@@ -251,9 +245,9 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
                     if isinstance(event, Finish):
                         finished = True
                         return
-        except OSError:
+        except EngineNotReady:
             finished = True
-            raise self._died(child) from None
+            raise
         finally:
             child.generations.pop(key, None)
             if not finished and child.death is None:
@@ -273,9 +267,24 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
 
     def _serving_child(self) -> EngineChild:
         child = self._child
-        if child is None or child.status is None or child.death is not None:
+        if child is None or child.status is None or child.closed or child.death is not None:
             raise EngineNotReady(self._reason, retry_after=1)
         return child
+
+    def _send(self, child: EngineChild, message: tuple[Any, ...]) -> None:
+        """Send a request's message; a child that has gone before it got it (its end closed, or
+        closing as this is sent) never saw the request: a 503 to retry, not the 500 of a
+        request that may have killed it."""
+        try:
+            if child.closed or child.death is not None:
+                raise OSError("the engine process has ended")
+            child.send(message)
+        except OSError:
+            raise EngineNotReady(
+                "the engine process ended before this request reached it; the server is "
+                "restarting it",
+                retry_after=1,
+            ) from None
 
     def _died(self, child: EngineChild) -> EngineProcessDied:
         return EngineProcessDied(
@@ -323,6 +332,9 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
         except OSError:
             data = b""
         if not data:  # the child has gone
+            child.closed = True
+            if child is self._child and not self._stopping:
+                self._reason = "engine restarting: its process ended"
             loop = self._loop
             assert loop is not None
             loop.remove_reader(child.inbox.fileno())
