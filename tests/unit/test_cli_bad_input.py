@@ -186,8 +186,11 @@ def silent() -> Iterator[str]:
 
 def test_a_members_timeout_is_said_with_few_digits(silent: str) -> None:
     # A member gets what is left of --timeout (here 2.3337 s, less the client's setting up).
+    # On a loaded machine the setting up can take over a second: "0.987" is three digits too.
     [status] = read_statuses([(silent, {})], timeout=2.3337)
-    assert re.match(r"no answer within [0-9]\.[0-9]{1,2} s ", status.health), status.health
+    said = re.match(r"no answer within ([0-9.]+) s ", status.health)
+    assert said is not None, status.health
+    assert len(said[1].replace(".", "").lstrip("0")) <= 3, status.health
     with pytest.raises(EndpointTimeoutError, match=r"no answer within 0\.3 s"):
         read_status(silent, timeout=0.3)
 
