@@ -418,13 +418,22 @@ def test_a_request_the_dead_engine_never_got_is_not_ready_not_died() -> None:
     with _served() as (_url, engine):
         loop, pid = engine._loop, engine.pid
         assert loop is not None and pid is not None
-        loop.call_soon_threadsafe(time.sleep, 2.0)  # the server reads nothing meanwhile
-        time.sleep(0.2)
-        child = psutil.Process(pid)
-        child.kill()
-        assert _wait_for(lambda: child.status() == psutil.STATUS_ZOMBIE, 1.5)
-        with pytest.raises(EngineNotReady, match="before this request reached it"):
-            engine.count_prompt_tokens(PromptRequest(prompt="hi"))
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:  # the server reads nothing until the test is done
+            held.set()
+            release.wait(60)
+
+        loop.call_soon_threadsafe(hold)
+        try:
+            assert held.wait(10)
+            child = psutil.Process(pid)
+            child.kill()
+            assert _wait_for(lambda: child.status() == psutil.STATUS_ZOMBIE, 10)
+            with pytest.raises(EngineNotReady, match="before this request reached it"):
+                engine.count_prompt_tokens(PromptRequest(prompt="hi"))
+        finally:
+            release.set()
 
 
 def _exited(process: psutil.Process) -> bool:
@@ -432,3 +441,36 @@ def _exited(process: psutil.Process) -> bool:
         return process.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def test_a_silent_engine_process_is_not_ready_then_started_again() -> None:
+    """A child that says nothing (stopped here; hung in native code in life) is not ready after
+    ``silent_not_ready`` s (``/health`` 503 saying so, new requests refused) and is stopped and
+    started again after ``silent_retire`` s. It used to leave ``/health`` at 200 while every
+    request waited for good."""
+    policy = RestartPolicy(first_delay=0.05, max_delay=0.2, silent_not_ready=1.0, silent_retire=4.0)
+    settings = HazardSettings(dummy=DummySettings(echo=True))
+    with _served(settings, restart=policy) as (url, engine):
+        assert httpx.post(url, json={"prompt": "before"}).json()["prompt"] == "before"
+        time.sleep(1.5)  # an idle child is not silent: it reports every half second
+        assert httpx.get(url + "health").status_code == 200
+        first_pid = engine.pid
+        os.kill(first_pid, signal.SIGSTOP)
+        try:
+            statuses: list[tuple[int, str]] = []
+
+            def health() -> int:
+                answer = httpx.get(url + "health")
+                statuses.append((answer.status_code, answer.text))
+                return answer.status_code
+
+            assert _wait_for(lambda: health() == 503, 10), statuses[-3:]
+            assert "has not answered" in statuses[-1][1], statuses[-1]
+            refused = httpx.post(url, json={"prompt": "while stopped"})
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+            assert _wait_for(lambda: engine.pid not in (None, first_pid) and health() == 200, 30)
+        finally:
+            if psutil.pid_exists(first_pid):
+                os.kill(first_pid, signal.SIGCONT)
+        assert httpx.post(url, json={"prompt": "after"}).json()["prompt"] == "after"
+        assert _metric(url, "process_restarts_total") == 1

@@ -35,4 +35,5 @@ def require_api_key(secret_name: str | None) -> None:
             "backend's api_key_secret to an empty string for an open endpoint"
         )
 
+
 __all__ = ["API_KEY_VARIABLE", "api_key_secrets", "require_api_key"]

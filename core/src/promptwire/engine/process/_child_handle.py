@@ -78,6 +78,8 @@ class EngineChild:
         self.death: str | None = None
         self.closed = False
         """Its end of the socket closed: it serves nothing more (its exit not yet reaped)."""
+        self.heard_at = time.monotonic()
+        """When it last said anything (``time.monotonic()``)."""
         self.out_of_order: str | None = None  # what its engine reported, before it was stopped
         self.ended = asyncio.Event()
         self.failed = 0  # calls and generations in flight when it died

@@ -12,7 +12,11 @@ naming the signal or exit code), ``/health`` answers 503 "engine restarting", an
 started again after a backoff; after ``RestartPolicy.max_start_failures`` failed starts in a
 row, it stays down and ``/health`` says why. A child whose engine reports itself out of order
 (``Engine.out_of_order``: its worker stopped on an error, failing what it held) is stopped and
-started again the same way.
+started again the same way. So is a child that has said nothing for
+``RestartPolicy.silent_retire`` seconds (it reports every half second from its own event loop,
+which native code releases while it computes): a process stopped, or hung in native code.
+After ``silent_not_ready`` seconds of silence ``/health`` already answers 503 and new requests
+are refused, so a load balancer sends them elsewhere.
 """
 
 from __future__ import annotations
@@ -55,6 +59,9 @@ logger = logging.getLogger("promptwire.engine.process")
 
 SettingsT = TypeVar("SettingsT")
 
+#: Seconds between two looks at how long the engine process has been silent.
+SILENCE_CHECK = 1.0
+
 
 @dataclass(frozen=True)
 class RestartPolicy:
@@ -68,6 +75,12 @@ class RestartPolicy:
     max_start_failures: int = 5
     """Failed starts in a row after which the engine stays down. A death while serving is
     always followed by a restart: a request that crashes the engine must not keep it down."""
+    silent_not_ready: float = 15.0
+    """Seconds without a word from a started engine process (it reports every 0.5 s) after
+    which it is not ready: ``/health`` answers 503 and new requests are refused."""
+    silent_retire: float = 60.0
+    """Seconds without a word after which it is stopped and started again, failing what it
+    held, as after a crash."""
 
 
 @dataclass(frozen=True)
@@ -152,11 +165,25 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
             and child.death is None
             and child.status is not None
             and child.status.ready
+            and self._silence(child) < self._restart.silent_not_ready
         )
 
     @property
     def not_ready_reason(self) -> str:
+        child = self._child
+        if child is not None and child.death is None and not self._stopping:
+            silence = self._silence(child)
+            if silence >= self._restart.silent_not_ready:
+                return (
+                    f"the engine process has not answered for {silence:.0f} s (stopped, or hung "
+                    "in native code)"
+                )
         return self._reason
+
+    @staticmethod
+    def _silence(child: EngineChild) -> float:
+        """Seconds since ``child`` last said anything."""
+        return time.monotonic() - child.heard_at
 
     @property
     def pid(self) -> int | None:
@@ -331,6 +358,7 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
             return
         except OSError:
             data = b""
+        child.heard_at = time.monotonic()
         if not data:  # the child has gone
             child.closed = True
             if child is self._child and not self._stopping:
@@ -364,15 +392,20 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
         elif kind == wire.START_FAILED and not child.started.done():
             child.started.set_exception(message[1].exception())
 
-    def _retire(self, child: EngineChild, out_of_order: str) -> None:
-        """``child``'s engine will serve nothing more: stop the process; the supervisor starts
-        another once it has ended, as after a crash."""
+    def _retire(self, child: EngineChild, out_of_order: str, *, kill: bool = False) -> None:
+        """``child``'s engine will serve nothing more: stop the process (``kill``: at once, for
+        one that cannot hear a stop); the supervisor starts another once it has ended, as after
+        a crash."""
         child.out_of_order = out_of_order
         if self._stopping:
             return
         logger.error("the engine is out of order (%s); restarting its process", out_of_order)
         if child is self._child:
             self._reason = _restarting(child)
+        if kill:
+            with contextlib.suppress(OSError):
+                child.process.kill()
+            return
         loop = self._loop
         assert loop is not None
         self._reaping.add(stopping := loop.create_task(asyncio.to_thread(stop_child, child)))
@@ -401,13 +434,22 @@ class ProcessEngine(Engine[RemotePrepared], Generic[SettingsT]):
             generation.queue.put_nowait([died])
         child.ended.set()
 
+    async def _until_ended(self, child: EngineChild) -> None:
+        """Wait for ``child`` to end; stop it once it has been silent ``silent_retire`` s."""
+        while not child.ended.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(child.ended.wait(), SILENCE_CHECK)
+            silence = self._silence(child)
+            if silence >= self._restart.silent_retire and child.out_of_order is None:
+                self._retire(child, f"it has not answered for {silence:.0f} s", kill=True)
+
     async def _supervise(self, child: EngineChild) -> None:
         """Start the engine process again each time it dies, after a backoff that grows while
         it dies soon after each start; stay down after too many failed starts in a row."""
         policy = self._restart
         backoff = 0
         while True:
-            await child.ended.wait()
+            await self._until_ended(child)
             if self._stopping:
                 return
             lived = time.monotonic() - child.started_at
