@@ -270,6 +270,41 @@ def test_a_tool_call_with_every_member_down_fails_as_down_not_unsupported() -> N
         assert rows[server.url]["failed"] == 1 and rows[server.url]["cooling_down_s"] > 20
 
 
+def test_attempt_timeout_cuts_a_member_that_hangs(a_url: str) -> None:
+    """``attempt_timeout`` bounds each member's attempt: a member that hangs fails (cooled down
+    after ``failures``) in that time, not in the call's whole ``timeout``; the call then moves
+    on where a timeout allows it (``retry_unsafe``: the request may have run)."""
+    from promptwire import EndpointTimeoutError
+
+    hanging = DummyEngine(DummySettings(first_token_delay=60))
+    with serve_engine(hanging) as slow:
+        unsafe = routed(
+            PromptwireLLM, [slow.url, a_url], strategy="ordered", attempt_timeout=0.5,
+            failures=1, cooldown=60, retry_unsafe=True, timeout=120,
+        )  # fmt: skip
+        started = time.monotonic()
+        assert unsafe.invoke("hi") == "from a"
+        assert "".join(unsafe.stream("hi")) == "from a"  # the member is cooling down now
+        assert time.monotonic() - started < 10
+        rows = {row["endpoint"]: row for row in member_counts(unsafe)}
+        assert rows[slow.url]["failed"] == 1 and rows[slow.url]["cooling_down_s"] > 50
+        fresh = routed(
+            PromptwireLLM, [slow.url, a_url], strategy="ordered", attempt_timeout=0.5,
+            retry_unsafe=True, timeout=120,
+        )  # fmt: skip
+
+        async def streamed() -> str:
+            return "".join([piece async for piece in fresh.astream("hi")])
+
+        assert asyncio.run(streamed()) == "from a"
+        assert time.monotonic() - started < 10
+        safe = routed(PromptwireLLM, [slow.url, a_url], strategy="ordered", attempt_timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(EndpointTimeoutError):
+            safe.invoke("hi")
+        assert time.monotonic() - started < 10
+
+
 def test_no_failed_call_while_a_member_stops_mid_batch() -> None:
     servers = [
         BackgroundServer(create_app(DummyEngine(DummySettings(reply=f"m{i}")))).start()

@@ -50,6 +50,7 @@ class RouterAdapter(ClientAdapter[RouterSettings]):
             strategy=settings.strategy,
             failures=settings.failures,
             cooldown=settings.cooldown,
+            attempt_timeout=settings.attempt_timeout,
             max_retries=config.max_retries,
             retry_unsafe=config.retry_unsafe,
         )

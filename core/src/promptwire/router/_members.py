@@ -123,6 +123,7 @@ class Pool:
         cooldown: float,
         max_retries: int,
         retry_unsafe: bool,
+        attempt_timeout: float | None = None,
     ) -> None:
         self.members = members
         for index, member in enumerate(members):
@@ -132,6 +133,7 @@ class Pool:
         self.cooldown = cooldown
         self.max_retries = max_retries
         self.retry_unsafe = retry_unsafe
+        self.attempt_timeout = attempt_timeout
         self._lock = threading.Lock()
         self._turn = 0
 
@@ -314,6 +316,14 @@ class Attempts:
         self.waits += 1
         self.tried.clear()
         return wait
+
+    def attempt_ends(self) -> float:
+        """When an attempt starting now must be over: the call's end, or sooner with the
+        pool's ``attempt_timeout`` (cut there, it is a timeout: the member fails, and the call
+        moves on where a timeout allows it)."""
+        if self.pool.attempt_timeout is None:
+            return self.ends
+        return min(self.ends, time.monotonic() + self.pool.attempt_timeout)
 
     def out_of_time(self) -> AllEndpointsFailedError:
         untried = f"not tried within the call's timeout ({self.seconds:g} s)"

@@ -18,6 +18,7 @@ def routed(
     strategy: Strategy = "least-busy",
     failures: int = 3,
     cooldown: float = 5.0,
+    attempt_timeout: float | None = None,
     **fields: Any,
 ) -> M:
     """A ``PromptwireLLM``, ``ChatPromptwire`` or ``Modal`` (``model_class``) that routes over
@@ -30,6 +31,7 @@ def routed(
         strategy=strategy,
         failures=failures,
         cooldown=cooldown,
+        attempt_timeout=attempt_timeout,
     )
     model = model_class(**{**fields, "backend": None})
     use_backend = getattr(model, "use_backend", None)

@@ -61,7 +61,7 @@ class RouterClient(EndpointClient):
             self.pool.begin(member)
             started = time.perf_counter()
             try:
-                with ending_by(attempts.ends):
+                with ending_by(attempts.attempt_ends()):
                     reply = member.conversations.complete(member.payload(payload))
             except EndpointError as exc:
                 if attempts.moves_on(member, exc):
@@ -82,7 +82,7 @@ class RouterClient(EndpointClient):
             self.pool.begin(member)
             started = time.perf_counter()
             try:
-                with ending_by(attempts.ends):
+                with ending_by(attempts.attempt_ends()):
                     reply = await member.conversations.acomplete(member.payload(payload))
             except EndpointError as exc:
                 if attempts.moves_on(member, exc):
@@ -109,7 +109,7 @@ class RouterClient(EndpointClient):
                 events = member.conversations.stream(member.payload(payload))
                 with closing(events):
                     try:
-                        with ending_by(attempts.ends):  # the opening and the first event
+                        with ending_by(attempts.attempt_ends()):  # the opening and the first event
                             first = next(events, None)
                     except EndpointError as exc:
                         if attempts.moves_on(member, exc):
@@ -144,7 +144,7 @@ class RouterClient(EndpointClient):
                 events = member.conversations.astream(member.payload(payload))
                 async with aclosing(events):
                     try:
-                        with ending_by(attempts.ends):
+                        with ending_by(attempts.attempt_ends()):
                             first = await anext(events, None)
                     except EndpointError as exc:
                         if attempts.moves_on(member, exc):

@@ -59,6 +59,13 @@ class RouterSettings(BaseSettings):
         allow_inf_nan=False,
         description="Seconds a member is left out after its failures.",
     )
+    attempt_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds one member may take (to its reply, or a stream's first event) "
+        "before the attempt is cut, counted as a timeout; none: the call's whole timeout.",
+    )
 
     @field_validator("endpoints", mode="before")
     @classmethod
