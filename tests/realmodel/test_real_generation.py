@@ -287,3 +287,37 @@ def test_the_wire_reply_of_a_tool_call_is_openai_shaped(url: str) -> None:
     (call,) = reply["tool_calls"]
     assert call["function"]["name"] == "lookup"
     assert isinstance(json.loads(call["function"]["arguments"])["word"], str)
+
+
+def test_a_forced_tool_call_cut_by_max_tokens_is_an_error_not_text(url: str) -> None:
+    """A reply that had to call a tool and reached ``max_tokens`` first held no whole call: it
+    used to come back as its text (the call's unfinished JSON), and structured output as None
+    without an error. It is a 422."""
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "parameters": {
+                "type": "object",
+                "properties": {"word": {"type": "string"}},
+                "required": ["word"],
+            },
+        },
+    }
+    body = {
+        "prompt": "",
+        "messages": [{"role": "user", "content": "Look up the word 'capital'."}],
+        "tools": [tool],
+        "tool_choice": "required",
+        "temperature": 0,
+        "max_tokens": 6,
+    }
+    whole = httpx.post(url, json=body, timeout=120)
+    assert whole.status_code == 422, whole.text
+    assert "before the tool call it had to make was complete" in whole.json()["error"]["message"]
+    # Streamed, nothing was sent before it: a refusal that keeps its status, as a whole reply.
+    streamed = httpx.post(url, json={**body, "stream": True}, timeout=120)
+    assert streamed.status_code == 422 and "raise max_tokens" in streamed.text, streamed.text
+    chat = _chat(url, max_tokens=6).with_structured_output(Street, method="function_calling")
+    with pytest.raises(InvalidRequestError, match="raise max_tokens"):
+        chat.invoke("Make up a street.")

@@ -32,7 +32,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from promptwire.engine import EngineEvent, Finish, TextChunk, ToolCall
+from promptwire.engine import EngineError, EngineEvent, Finish, RequestRejected, TextChunk, ToolCall
 from promptwire.engine._schema_refs import embed
 from promptwire.protocol import ChatMessage, FinishReason, NamedToolChoice, PromptRequest, ToolSpec
 
@@ -224,7 +224,8 @@ async def calls_from_stream(
     required call, the whole reply is one); the finish reason is ``tool_calls`` when it called.
     Closing this closes ``events``, so the engine cancels its generation at once."""
     tools = request.tools or []
-    splitter = ToolCallSplitter(fmt, hold_all=forced_tools(request) is not None)
+    forced = forced_tools(request) is not None
+    splitter = ToolCallSplitter(fmt, hold_all=forced)
     async with contextlib.aclosing(events):
         async for event in events:
             if isinstance(event, TextChunk):
@@ -235,6 +236,8 @@ async def calls_from_stream(
                 yield event
                 continue
             text, calls = splitter.finish(tools)
+            if forced and not calls:  # never free text in place of a call (§ 5.5)
+                raise _no_forced_call(event, request)
             if text:
                 yield TextChunk(text, tokens=0)
             for call in calls:
@@ -243,6 +246,17 @@ async def calls_from_stream(
                 yield Finish(FinishReason.TOOL_CALLS, event.usage)
             else:
                 yield event
+
+
+def _no_forced_call(finish: Finish, request: PromptRequest) -> EngineError:
+    """The error of a reply that had to call a tool and holds no call: cut by ``max_tokens``
+    before the call was whole (the request's limit: raise it), else a model that did not call."""
+    if finish.finish_reason is FinishReason.LENGTH:
+        return RequestRejected(
+            f"the reply reached max_tokens ({finish.usage.completion_tokens}) before the tool "
+            "call it had to make was complete; raise max_tokens"
+        )
+    return EngineError("the model's reply is not a call of the tool it had to call")
 
 
 def read_tool_calls(
