@@ -96,7 +96,7 @@ def name_taken(names: dict[str, str]) -> str | None:
     if name in {entry.name for entry in metadata.entry_points(group=ENTRY_POINT_GROUP)}:
         return "an installed plugin has that name already"
     if name in FIRST_PARTY_DISTRIBUTIONS:
-        return f"it is the backend of promptwire's own {FIRST_PARTY_DISTRIBUTIONS[name]}"
+        return f"promptwire's own {FIRST_PARTY_DISTRIBUTIONS[name]} has that name already"
     try:
         metadata.distribution(distribution)
     except metadata.PackageNotFoundError:
