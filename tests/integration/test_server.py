@@ -11,7 +11,7 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 from promptwire import PromptwireLLM, ServerError
-from promptwire.engine import EngineEvent
+from promptwire.engine import EngineEvent, TextChunk
 from promptwire.protocol import PromptRequest
 from promptwire_modal_dummy.engine import DummyEngine
 from promptwire_modal_dummy.settings import DummySettings
@@ -190,3 +190,26 @@ def test_the_client_sees_the_servers_500s_not_broken_connections() -> None:
         for _ in range(5):
             with pytest.raises(ServerError, match="internal server error"):
                 llm.invoke("x")
+
+
+class NegativeCounts(DummyEngine):
+    """An engine that counts its chunks as -1 token each (a backend's bug)."""
+
+    async def stream(self, request: PromptRequest) -> AsyncGenerator[EngineEvent, None]:
+        for word in ("a ", "b ", "c "):
+            yield TextChunk(word, tokens=-1)
+
+
+def test_an_engines_negative_token_counts_are_an_error_not_usage() -> None:
+    """Usage is non-negative (§ 1.2): a reply of -3 tokens was answered as such, and the token
+    counters of /metrics went down."""
+    with serve_engine(NegativeCounts()) as server:
+        answer = httpx.post(server.url, json={"prompt": "p"})
+        assert answer.status_code == 500 and _error(answer)["type"] == "server_error"
+        metrics = httpx.get(server.url + "metrics").text
+    counted = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("promptwire_") and "_tokens" in line
+    ]
+    assert not [line for line in counted if line.split()[-1].startswith("-")], counted

@@ -189,8 +189,16 @@ def test_an_engine_out_of_order_is_restarted_in_a_new_process() -> None:
 
 def _refusals(url: str) -> list[tuple[int, str | None, Any]]:
     refusals = []
-    for path, prompt in [("", "reject"), ("", "overload"), ("v1/completions", "reject")]:
-        response = httpx.post(url + path, json={"prompt": prompt})
+    asked = [
+        ("", "reject"),
+        ("", "overload"),
+        ("v1/completions", "reject"),
+        ("", "conflict"),
+        ("", "teapot"),
+        ("v1/completions", "teapot"),
+    ]
+    for path, prompt in asked:
+        response = httpx.post(url + path, json={"model": "dummy", "prompt": prompt})
         error = response.json()["error"]
         error.pop("request_id", None)
         refusals.append((response.status_code, response.headers.get("retry-after"), error))
@@ -203,9 +211,13 @@ def test_prepare_errors_keep_their_status_and_retry_after() -> None:
     with _served() as (url, _):
         refusals = _refusals(url)
     assert refusals == alone
-    assert [status for status, _, _ in refusals] == [422, 503, 400]  # OpenAI's 400 for a 422
+    # OpenAI's 400 for a 422; a backend's own 409 kept across the process (it was a 500); a
+    # status that is no error status a 500 (a 200 answered the error as a reply).
+    assert [status for status, _, _ in refusals] == [422, 503, 400, 409, 500, 500]
     assert refusals[0][2]["message"] == "this prompt is refused by the engine"
     assert refusals[1][1] == "7"
+    assert refusals[3][2] == {"type": "conflict", "message": "this prompt conflicts (42)"}
+    assert refusals[4][2]["type"] == "server_error"
 
 
 def test_a_client_that_leaves_cancels_the_generation_in_the_child() -> None:

@@ -3,7 +3,9 @@
 ``HazardEngine`` is the dummy engine (echo, tool mode) plus what native code can do to a process,
 asked for by the prompt: ``abort`` (``os.abort()`` after the first word, as llama.cpp's
 ``GGML_ABORT`` does), ``hold <seconds>`` (hold the GIL and the event loop that long, as a slow
-grammar step in native code does), ``reject`` and ``overload`` (``prepare``'s typed errors).
+grammar step in native code does), ``reject`` and ``overload`` (``prepare``'s typed errors),
+``conflict`` (a backend's own error class, with a constructor of its own and a 409), ``teapot``
+(one whose status is no error status).
 It counts its generations in its metrics, so a test sees a cancellation reach the child.
 """
 
@@ -17,6 +19,7 @@ from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 
 from promptwire.engine import (
+    EngineError,
     EngineEvent,
     EngineMetric,
     EngineOverloaded,
@@ -27,6 +30,20 @@ from promptwire.protocol import PromptRequest
 from promptwire_modal_dummy.engine import DummyEngine
 from promptwire_modal_dummy.settings import DummySettings
 from pydantic import BaseModel
+
+
+class ConflictError(EngineError):
+    """A backend's own error: a status of its own, set by a constructor of its own."""
+
+    error_type = "conflict"
+
+    def __init__(self, what: str, code: int) -> None:
+        super().__init__(f"{what} conflicts ({code})")
+        self.status_code = 409
+
+
+class StatusNotAnError(EngineError):
+    status_code = 200
 
 
 class HazardSettings(BaseModel):
@@ -55,6 +72,10 @@ class HazardEngine(DummyEngine):
             raise RequestRejected("this prompt is refused by the engine")
         if request.prompt == "overload":
             raise EngineOverloaded("the engine is full", retry_after=7)
+        if request.prompt == "conflict":
+            raise ConflictError("this prompt", 42)
+        if request.prompt == "teapot":
+            raise StatusNotAnError("a status that is no error")
         return super().prepare(request)
 
     def metrics(self) -> Sequence[EngineMetric]:

@@ -347,8 +347,11 @@ class FinishReason(StrEnum):
 
 
 class Usage(BaseModel):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    """Token counts, non-negative (§ 1.2): an engine's negative count is an error, not a
+    Prometheus counter that goes down."""
+
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
 
     @property
     def total_tokens(self) -> int:

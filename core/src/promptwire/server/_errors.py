@@ -59,9 +59,18 @@ class RequestError(Exception):
 
     @classmethod
     def from_engine(cls, exc: EngineError) -> RequestError:
-        return cls(
-            exc.status_code, exc.message, error_type=exc.error_type, retry_after=exc.retry_after
-        )
+        status, error_type = engine_status(exc)
+        return cls(status, exc.message, error_type=error_type, retry_after=exc.retry_after)
+
+
+def engine_status(exc: EngineError) -> tuple[int, str]:
+    """The status and error type an engine's error is answered with. A backend's own subclass
+    may set any ``status_code``: one that is not an error status (a 200 answered an error body
+    as a reply; a 600 dropped the connection) is a 500 ``server_error``."""
+    status = exc.status_code
+    if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
+        return 500, ErrorType.SERVER_ERROR
+    return status, str(exc.error_type)
 
 
 def error_response(
@@ -119,8 +128,9 @@ class RouteError(RequestError):
     def from_engine(cls, exc: EngineError) -> Self:
         # OpenAI and Anthropic answer a request the model cannot serve (too long a prompt)
         # with 400.
-        status = 400 if exc.status_code == 422 else exc.status_code
-        return cls(status, exc.message, code=str(exc.error_type), retry_after=exc.retry_after)
+        status, error_type = engine_status(exc)
+        status = 400 if status == 422 else status
+        return cls(status, exc.message, code=error_type, retry_after=exc.retry_after)
 
     def response(self) -> Response:
         """The answer, in the protocol's shape."""

@@ -44,7 +44,7 @@ from promptwire.protocol import (
     StreamToolCall,
 )
 from promptwire.server._deadline import SendWatch
-from promptwire.server._errors import error_event
+from promptwire.server._errors import engine_status, error_event
 from promptwire.server._request_body import (
     unless_gone,
 )
@@ -306,7 +306,7 @@ async def stream_reply(
         except _FirstEventCut:
             yield shutting_down()
         except EngineError as exc:
-            yield failed(exc.status_code, exc.error_type, exc.message)
+            yield failed(*engine_status(exc), exc.message)
         except Exception:
             logger.exception("stream failed")
             yield failed(500, ErrorType.SERVER_ERROR, "internal server error")

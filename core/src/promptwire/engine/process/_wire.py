@@ -61,11 +61,20 @@ class Failure:
     class_name: str
     message: str
     retry_after: float | None = None
+    status_code: int | None = None
+    error_type: str | None = None
 
     @classmethod
     def of(cls, exc: BaseException) -> Failure:
         if isinstance(exc, EngineError):
-            return cls(type(exc), type(exc).__name__, exc.message, exc.retry_after)
+            return cls(
+                type(exc),
+                type(exc).__name__,
+                exc.message,
+                exc.retry_after,
+                exc.status_code,
+                str(exc.error_type),
+            )
         kept = type(exc) if _picklable(type(exc)) else None
         return cls(kept, type(exc).__name__, str(exc))
 
@@ -73,9 +82,15 @@ class Failure:
         error_class = self.error_class
         if error_class is not None and issubclass(error_class, EngineError):
             try:
-                return error_class(self.message, retry_after=self.retry_after)
+                error = error_class(self.message, retry_after=self.retry_after)
             except Exception:  # a subclass with its own constructor
-                return EngineError(self.message, retry_after=self.retry_after)
+                error = EngineError(self.message, retry_after=self.retry_after)
+            # As the engine raised it, whatever its constructor does (set per instance, too).
+            if self.status_code is not None:
+                error.status_code = self.status_code
+            if self.error_type is not None:
+                error.error_type = self.error_type  # type: ignore[assignment]
+            return error
         if error_class is not None:
             with contextlib.suppress(Exception):  # a constructor of its own: said plainly below
                 return error_class(self.message)
