@@ -193,3 +193,16 @@ def test_modal_303_is_followed_with_get(misbehaving: str) -> None:
     assert _llm(misbehaving + "modal-303").invoke("hi") == "the long answer"
     assert asyncio.run(_llm(misbehaving + "modal-303").ainvoke("hi")) == "the long answer"
     assert calls["result_method"] == 2
+
+
+@pytest.mark.parametrize(
+    ("error_type", "transient"),
+    [("shutting_down", True), ("overloaded", True), ("not_ready", True), ("server_error", False)],
+)
+def test_a_stream_error_is_transient_as_its_503_would_be(error_type: str, transient: bool) -> None:
+    """A stream cut by the server's shutdown said ``transient=False`` where the same shutdown
+    answered to a whole request (a 503) said True: a retry keyed on it gave up."""
+    from promptwire.errors import StreamError
+
+    error = StreamError("the server is shutting down", url="http://x/", error_type=error_type)
+    assert error.transient is transient and error.may_have_run

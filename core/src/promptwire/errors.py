@@ -107,9 +107,21 @@ class ReplyTooLargeError(ProtocolError):
     """A reply, or one event of a stream, is larger than ``max_reply_bytes`` once decoded."""
 
 
+#: A stream's error types that say the server could not go on now, not that the request was
+#: bad: the 503s of the protocol (§ 1.4). Such a ``StreamError`` is ``transient``.
+_TRANSIENT_STREAM_ERRORS = frozenset({"overloaded", "not_ready", "shutting_down"})
+
+
 class StreamError(EndpointError):
+    """A stream ended by the server's ``error`` event; ``transient`` when its type says the
+    server could not go on now (shutting down, overloaded), as the same answer's 503 would."""
+
     def __init__(self, message: str, *, url: str, error_type: str) -> None:
-        super().__init__(f"stream failed: {error_type}: {message}", url=url)
+        super().__init__(
+            f"stream failed: {error_type}: {message}",
+            url=url,
+            transient=error_type in _TRANSIENT_STREAM_ERRORS,
+        )
         self.error_type = error_type
 
 
