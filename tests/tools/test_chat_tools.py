@@ -432,3 +432,17 @@ def test_a_server_without_health_is_still_an_older_one() -> None:
         with pytest.raises(UnsupportedFeatureError, match="its /health answered 404"):
             chat.bind_tools([get_weather]).invoke("Weather?")
         assert server_app.health_asked == 1  # a definite answer: not retried
+
+
+def test_a_server_that_sends_no_usage_gives_none_not_zero_tokens() -> None:
+    """llama-cpp-python's server streams no usage: ``llm_output`` said 0 tokens, which cost
+    tracking recorded as a free call; it is empty now, as ChatOpenAI's is."""
+    from promptwire import PromptwireLLM
+
+    old = V11Server()  # answers {"prompt": ...} without usage
+    with serve_asgi(old.app) as server:
+        llm = PromptwireLLM(endpoint_url=server.url, max_retries=0)
+        assert llm.generate(["a", "b"]).llm_output["token_usage"] == {}  # type: ignore[index]
+        chat = ChatPromptwire(endpoint_url=server.url, max_retries=0)
+        result = chat.generate([[HumanMessage("a")], [HumanMessage("b")]])
+        assert result.llm_output is not None and result.llm_output["token_usage"] == {}

@@ -209,14 +209,17 @@ class ChatPromptwire(EndpointModel, BaseChatModel):
     def _combine_llm_outputs(self, llm_outputs: list[dict[str, Any] | None]) -> dict[str, Any]:
         usage = Usage()
         model = None
+        counted_any = False
         for output in llm_outputs:
             if not output:
                 continue
             if counted := output.get("token_usage"):
                 usage.prompt_tokens += counted["prompt_tokens"]
                 usage.completion_tokens += counted["completion_tokens"]
+                counted_any = True
             model = model or output.get("model_name")
-        return {"token_usage": token_usage(usage), "model_name": model}
+        # No reply counted (a server that sends no usage): none, not zero tokens.
+        return {"token_usage": token_usage(usage) if counted_any else {}, "model_name": model}
 
     # -- streams -------------------------------------------------------------------------------
 

@@ -255,13 +255,18 @@ class PromptwireLLM(EndpointModel, LLM):
     def _result(self, generations: list[Generation]) -> LLMResult:
         usage = Usage()
         model = None
+        counted_any = False
         for generation in generations:
             info = generation.generation_info or {}
             if counted := info.get("usage"):
                 usage.prompt_tokens += counted["prompt_tokens"]
                 usage.completion_tokens += counted["completion_tokens"]
+                counted_any = True
             model = model or info.get("model")
-        token_usage = {**usage.model_dump(), "total_tokens": usage.total_tokens}
+        # No reply counted (a server that sends no usage): none, not zero tokens.
+        token_usage = (
+            {**usage.model_dump(), "total_tokens": usage.total_tokens} if counted_any else {}
+        )
         return LLMResult(
             generations=[[g] for g in generations],
             llm_output={"token_usage": token_usage, "model_name": model},
