@@ -5,13 +5,16 @@ process. (``modal_exllama`` needs a GPU; its conformance run lives with its GPU 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
 from promptwire.cli import build_app
-from promptwire.server import BackgroundServer
+from promptwire.server import BackgroundServer, create_app
 from promptwire.settings import PromptwireSettings
 from promptwire.testing import EndpointConformanceTests
+from promptwire_modal_dummy.engine import DummyEngine
+from promptwire_modal_dummy.settings import DummySettings
 
 from tests.support.cli_server import promptwire_serve
 from tests.support.network import LOOPBACK_ONLY
@@ -86,3 +89,33 @@ class TestModalDummyServeWithTokenConformance(EndpointConformanceTests):
     @pytest.fixture
     def api_key(self) -> str:
         return TOKEN
+
+
+class LoadsInTheBackground(DummyEngine):
+    """Ready a while after ``start``, as an engine that loads its model in the background (the
+    pattern the backend guide describes): ``/health`` answers 503 until then."""
+
+    def __init__(self) -> None:
+        super().__init__(DummySettings())
+        self.ready_at = float("inf")
+
+    async def start(self) -> None:
+        self.ready_at = time.monotonic() + 1.5
+
+    @property
+    def ready(self) -> bool:
+        return time.monotonic() >= self.ready_at
+
+
+class TestAnEngineThatLoadsInTheBackground(EndpointConformanceTests):
+    """The kit waits for ``/health`` to answer 200 first: it used to fail nine checks of a
+    correct engine with "HTTP 503 the model is loading"."""
+
+    deterministic = True
+    counts_words = True
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def endpoint_url(cls) -> Iterator[str]:
+        with BackgroundServer(create_app(LoadsInTheBackground())) as server:
+            yield server.url

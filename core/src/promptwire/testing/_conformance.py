@@ -29,6 +29,7 @@ Class attributes tune the checks to the backend; the fixtures ``endpoint_url`` (
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -43,6 +44,9 @@ from promptwire.testing._assertions import (
     read_stream,
     speaks,
 )
+
+#: Seconds between two looks at ``/health`` while an endpoint is not ready yet.
+READY_POLL = 0.2
 
 
 class EndpointConformanceTests:
@@ -96,6 +100,26 @@ class EndpointConformanceTests:
         """An HTTP client without any token."""
         with httpx.Client(timeout=self.timeout, follow_redirects=True) as client:
             yield client
+
+    @pytest.fixture(autouse=True)
+    def ready(self, anonymous: httpx.Client, health_url: str) -> None:
+        """Wait (at most ``timeout`` seconds) until ``/health`` answers 200 before each check:
+        an engine that loads in the background (its ``ready`` false meanwhile) or a cold start
+        answers 503 "the model is loading" first, which is not a failure."""
+        deadline = time.monotonic() + self.timeout
+        answer = "no answer"
+        while True:
+            try:
+                response = anonymous.get(health_url)
+            except httpx.TransportError as exc:
+                answer = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code == 200:
+                    return
+                answer = f"HTTP {response.status_code} {response.text[:200]}"
+            if time.monotonic() >= deadline:
+                pytest.fail(f"GET /health did not answer 200 within {self.timeout:g} s: {answer}")
+            time.sleep(READY_POLL)
 
     @pytest.fixture
     def protocol_version(self, anonymous: httpx.Client, health_url: str) -> str:
