@@ -3,10 +3,13 @@ checked, messages rendered, prepared, generated under stop and max_tokens), no H
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+
 import pytest
 from promptwire import FinishReason, PromptRequest, RequestRejected
-from promptwire.engine import RequestUnsupported
+from promptwire.engine import EngineEvent, RequestUnsupported
 from promptwire.testing import arun_engine, run_engine
+from promptwire_modal_dummy.engine import DummyEngine
 from promptwire_reverse.engine import MAX_PROMPT_WORDS, ReverseEngine
 from pydantic import ValidationError
 
@@ -45,3 +48,15 @@ def test_what_the_server_would_refuse_is_raised() -> None:
 
 async def test_async_tests_await_it() -> None:
     assert (await arun_engine(ReverseEngine(), "a b")).text == "b a"
+
+
+class YieldsAString(DummyEngine):
+    async def stream(self, request: PromptRequest) -> AsyncGenerator[EngineEvent, None]:
+        yield "hello"  # type: ignore[misc]
+
+
+def test_an_event_of_another_type_is_named_not_taken_for_the_finish() -> None:
+    """``run_engine`` passed an engine yielding a ``str`` (its ``finish`` was the string) which
+    the server then answered with an AttributeError's 500; both now say what was yielded."""
+    with pytest.raises(TypeError, match="the engine yielded str 'hello'"):
+        run_engine(YieldsAString(), {"prompt": "p"})

@@ -113,6 +113,11 @@ class RequestLimits:
         if isinstance(event, ToolCall):  # whole calls: neither cut nor scanned
             self._called = True
             return event
+        if not isinstance(event, Finish):  # once a request: a backend's bug named, not a 500
+            raise TypeError(
+                f"the engine yielded {type(event).__name__} {event!r:.80}: an engine's events "
+                "are TextChunk, ToolCall and, last, Finish"
+            )
         self._finish, self.done = event, True
         return None
 
