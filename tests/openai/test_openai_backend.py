@@ -472,3 +472,29 @@ async def test_errors_are_endpoint_errors_everywhere(scripted: tuple[Scripted, s
 
     with pytest.raises(EndpointError):
         [chunk async for chunk in drain()]
+
+
+def test_a_call_whose_id_and_name_come_on_every_piece_is_named_once(
+    scripted: tuple[Scripted, str],
+) -> None:
+    """llama-cpp-python's server sends a call's ``id`` and ``name`` on every piece; LangChain
+    joins what the chunks carry, so the call was named ``get_weatherget_weather...`` (and
+    ChatOpenAI's still is): a streaming agent called a tool that does not exist."""
+    server, _ = scripted
+
+    def piece(arguments: str) -> dict[str, Any]:
+        call = {"index": 0, "id": "call_1", "type": "function"}
+        return _delta(
+            tool_calls=[{**call, "function": {"name": "get_weather", "arguments": arguments}}]
+        )
+
+    finish = {**FINISH, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
+    server.answer(200, _sse(piece('{"city": '), piece('"Paris"'), piece("}"), finish))
+    chunks = list(ChatPromptwire().stream("Weather in Paris?"))
+    merged = chunks[0]
+    for chunk in chunks[1:]:
+        merged += chunk
+    assert isinstance(merged, AIMessage)
+    (call,) = merged.tool_calls
+    assert call["name"] == "get_weather" and call["id"] == "call_1"
+    assert call["args"] == {"city": "Paris"}

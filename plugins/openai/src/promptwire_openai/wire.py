@@ -120,6 +120,9 @@ class _Chunks(EventReader):
         self.finished = False
         self.usage: Usage | None = None
         self.model: str | None = None
+        self.named: set[tuple[int, str]] = set()
+        """The calls (index) whose ``id`` and ``name`` have come: sent again on every piece (as
+        llama-cpp-python's server does), LangChain joined them (``get_weatherget_weather``)."""
 
     def read(self, event: Event) -> Sequence[StreamEvent]:
         if event.data == DONE or event.data.strip() == DONE:
@@ -150,7 +153,7 @@ class _Chunks(EventReader):
         if isinstance(delta, dict):
             if reasoning := _reasoning(delta):
                 events.append(ReasoningDelta.model_construct(text=reasoning))
-            events.extend(_tool_call_pieces(delta.get("tool_calls")))
+            events.extend(_tool_call_pieces(delta.get("tool_calls"), self.named))
             text = delta.get("content")
         else:
             text = choice.get("text")
@@ -212,9 +215,10 @@ def _tool_calls(value: Any) -> list[ToolCall] | None:
     return calls
 
 
-def _tool_call_pieces(value: Any) -> list[StreamToolCall]:
+def _tool_call_pieces(value: Any, named: set[tuple[int, str]]) -> list[StreamToolCall]:
     """The tool-call pieces of a stream chunk's delta (OpenAI's ``index``, then ``id`` and
-    ``function.name`` on a call's first piece, ``function.arguments`` text to append)."""
+    ``function.name`` on a call's first piece, ``function.arguments`` text to append); an
+    ``id`` or ``name`` a call already has (in ``named``, which this adds to) is dropped."""
     if not isinstance(value, list):
         return []
     pieces = []
@@ -228,12 +232,16 @@ def _tool_call_pieces(value: Any) -> list[StreamToolCall]:
         index = piece.get("index", position)
         if not isinstance(index, int) or isinstance(index, bool) or index < 0:
             raise MalformedReply("a tool call piece of the stream has no valid index")
+        call_id, name = _text(piece.get("id")), _text(function.get("name"))
+        if call_id is not None:
+            call_id = None if (index, "id") in named else call_id
+            named.add((index, "id"))
+        if name is not None:
+            name = None if (index, "name") in named else name
+            named.add((index, "name"))
         pieces.append(
             StreamToolCall.model_construct(
-                index=index,
-                id=_text(piece.get("id")),
-                name=_text(function.get("name")),
-                arguments=arguments or "",
+                index=index, id=call_id, name=name, arguments=arguments or ""
             )
         )
     return pieces
